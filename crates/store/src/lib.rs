@@ -1,1 +1,76 @@
+//! Durable, encrypted trace storage: a group-committed write-ahead log and sealed blocks.
+//!
+//! Data flow: [`Store::append`] hands an [`EncodedBatch`] (a validated batch, protobuf-encoded and
+//! zstd-compressed by the caller's thread) to the WAL writer thread, which encrypts it under the
+//! tenant's segment key, writes it, and acknowledges only after the `fdatasync` that covers it has
+//! returned (group commit: every request waiting at that moment shares the sync). Closed segments
+//! are sealed by a background thread into per-tenant blocks (see [`block`]) and then deleted.
+//! Queries read the in-memory head (acknowledged, not yet sealed) and the blocks.
+//!
+//! Nothing under the data directory is plaintext span data: WAL records, blocks and their indexes
+//! are all AES-256-GCM encrypted under keys from [`tv_crypto::Keyring`].
 #![forbid(unsafe_code)]
+
+pub mod block;
+pub mod format;
+mod query;
+mod store;
+pub mod wal;
+
+pub use query::{SearchQuery, TraceSummary};
+pub use store::{
+    BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats,
+};
+pub use wal::SyncHook;
+
+/// Storage errors, each mapping to a request outcome.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corruption in {path} at offset {offset}: {reason}")]
+    Corruption {
+        path: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{what} has unsupported format version {version}; this build reads version 1")]
+    Version { what: String, version: u32 },
+    #[error(transparent)]
+    Crypto(tv_crypto::CryptoError),
+    #[error("storage is overloaded ({0}); retry later")]
+    Overloaded(String),
+    #[error("storage is shutting down")]
+    ShuttingDown,
+    #[error("invalid stored data: {0}")]
+    Decode(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Whether a client should retry the request later (overload, full disk, shutdown).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Overloaded(_) | Self::ShuttingDown | Self::Io { .. }
+        )
+    }
+}
+
+pub(crate) fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

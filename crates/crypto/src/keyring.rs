@@ -1,0 +1,323 @@
+//! Tenant key-encryption keys (versioned, wrapped by the root key) and data-key wrapping.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::key_wrap::{AES_256, KeyEncryptionKey, KeyWrap};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tv_model::TenantId;
+
+use crate::{CryptoError, DataKey, RootKeySource, SecretKey, fsio};
+
+/// Format version of tenant key files.
+const KEK_FILE_VERSION: u32 = 1;
+
+/// A data key wrapped under a tenant key (AES-KW, RFC 3394), with the tenant key version and a key
+/// commitment. Serialized as a fixed 76-byte record.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedDataKey {
+    pub kek_version: u32,
+    pub wrapped: [u8; 40],
+    pub commitment: [u8; 32],
+}
+
+impl std::fmt::Debug for WrappedDataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WrappedDataKey(kek v{})", self.kek_version)
+    }
+}
+
+impl WrappedDataKey {
+    pub const LEN: usize = 4 + 40 + 32;
+
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..4].copy_from_slice(&self.kek_version.to_le_bytes());
+        out[4..44].copy_from_slice(&self.wrapped);
+        out[44..].copy_from_slice(&self.commitment);
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let mut wrapped = [0u8; 40];
+        wrapped.copy_from_slice(&b[4..44]);
+        let mut commitment = [0u8; 32];
+        commitment.copy_from_slice(&b[44..]);
+        Some(Self {
+            kek_version: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            wrapped,
+            commitment,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KekFile {
+    format: u32,
+    tenant: String,
+    version: u32,
+    created_unix: u64,
+    /// hex of the root-wrapped key
+    wrapped: String,
+}
+
+/// The key ring: tenant keys under the root key, cached unwrapped in memory.
+pub struct Keyring {
+    dir: PathBuf,
+    root: Arc<dyn RootKeySource>,
+    cache: Mutex<HashMap<(TenantId, u32), Arc<SecretKey>>>,
+    current: Mutex<HashMap<TenantId, u32>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keyring({}, root {})", self.dir.display(), self.root.describe())
+    }
+}
+
+fn kek_context(tenant: &TenantId, version: u32) -> Vec<u8> {
+    format!("tracevault/v1/tenant-kek|{tenant}|{version}").into_bytes()
+}
+
+impl Keyring {
+    /// Opens the key ring rooted at `keys_dir` (tenant keys live in `keys_dir/tenants`).
+    pub fn open(keys_dir: &Path, root: Arc<dyn RootKeySource>) -> Result<Self, CryptoError> {
+        let dir = keys_dir.join("tenants");
+        fsio::create_private_dir(&dir).map_err(|e| CryptoError::io(&dir, e))?;
+        Ok(Self {
+            dir,
+            root,
+            cache: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Arc<dyn RootKeySource> {
+        &self.root
+    }
+
+    fn tenant_dir(&self, tenant: &TenantId) -> PathBuf {
+        self.dir.join(tenant.as_str())
+    }
+
+    fn kek_path(&self, tenant: &TenantId, version: u32) -> PathBuf {
+        self.tenant_dir(tenant).join(format!("kek-v{version}.json"))
+    }
+
+    /// Lists the key versions present on disk for `tenant`, ascending.
+    fn versions_on_disk(&self, tenant: &TenantId) -> Result<Vec<u32>, CryptoError> {
+        let dir = self.tenant_dir(tenant);
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(CryptoError::io(&dir, e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| CryptoError::io(&dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(v) = name
+                .strip_prefix("kek-v")
+                .and_then(|s| s.strip_suffix(".json"))
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                out.push(v);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The current key version of `tenant` and its key, creating version 1 on first use.
+    pub fn current_kek(&self, tenant: &TenantId) -> Result<(u32, Arc<SecretKey>), CryptoError> {
+        let mut current = self.current.lock().expect("keyring lock poisoned");
+        if let Some(v) = current.get(tenant).copied() {
+            drop(current);
+            return Ok((v, self.kek(tenant, v)?));
+        }
+        let version = match self.versions_on_disk(tenant)?.last() {
+            Some(v) => *v,
+            None => {
+                self.create_kek(tenant, 1)?;
+                1
+            }
+        };
+        current.insert(tenant.clone(), version);
+        drop(current);
+        Ok((version, self.kek(tenant, version)?))
+    }
+
+    fn create_kek(&self, tenant: &TenantId, version: u32) -> Result<(), CryptoError> {
+        let dir = self.tenant_dir(tenant);
+        fsio::create_private_dir(&dir).map_err(|e| CryptoError::io(&dir, e))?;
+        let key = SecretKey::random();
+        let wrapped = self.root.wrap(&kek_context(tenant, version), &key)?;
+        let file = KekFile {
+            format: KEK_FILE_VERSION,
+            tenant: tenant.to_string(),
+            version,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            wrapped: hex::encode(wrapped),
+        };
+        let path = self.kek_path(tenant, version);
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| CryptoError::BadKeyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        fsio::create_private_file(&path, &json).map_err(|e| CryptoError::io(&path, e))?;
+        tracing::info!(tenant = %tenant, version, "created tenant key");
+        self.cache
+            .lock()
+            .expect("keyring lock poisoned")
+            .insert((tenant.clone(), version), Arc::new(key));
+        Ok(())
+    }
+
+    /// The tenant key `version` of `tenant`.
+    pub fn kek(&self, tenant: &TenantId, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+        if let Some(k) = self
+            .cache
+            .lock()
+            .expect("keyring lock poisoned")
+            .get(&(tenant.clone(), version))
+        {
+            return Ok(k.clone());
+        }
+        let path = self.kek_path(tenant, version);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CryptoError::MissingKey {
+                    tenant: tenant.to_string(),
+                    version,
+                });
+            }
+            Err(e) => return Err(CryptoError::io(&path, e)),
+        };
+        let bad = |reason: String| CryptoError::BadKeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let file: KekFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if file.format != KEK_FILE_VERSION {
+            return Err(CryptoError::Version {
+                what: format!("tenant key file {}", path.display()),
+                version: file.format,
+            });
+        }
+        if file.tenant != tenant.as_str() || file.version != version {
+            return Err(bad("tenant or version does not match its file name".into()));
+        }
+        let wrapped = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
+        let key = Arc::new(self.root.unwrap(&kek_context(tenant, version), &wrapped)?);
+        self.cache
+            .lock()
+            .expect("keyring lock poisoned")
+            .insert((tenant.clone(), version), key.clone());
+        Ok(key)
+    }
+
+    /// A fresh data key for `tenant`, and its wrapped form to store beside the data.
+    pub fn new_data_key(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(DataKey, WrappedDataKey), CryptoError> {
+        let (version, kek) = self.current_kek(tenant)?;
+        let dek = SecretKey::random();
+        let kw = KeyEncryptionKey::new(&AES_256, kek.expose())
+            .map_err(|_| CryptoError::Primitive("aes-kw key"))?;
+        let mut wrapped = [0u8; 40];
+        kw.wrap(dek.expose(), &mut wrapped)
+            .map_err(|_| CryptoError::Primitive("aes-kw wrap"))?;
+        let commitment = dek.commitment();
+        Ok((
+            DataKey::from_secret(dek),
+            WrappedDataKey {
+                kek_version: version,
+                wrapped,
+                commitment,
+            },
+        ))
+    }
+
+    /// Unwraps a data key of `tenant` and checks its key commitment.
+    pub fn open_data_key(
+        &self,
+        tenant: &TenantId,
+        w: &WrappedDataKey,
+    ) -> Result<DataKey, CryptoError> {
+        let kek = self.kek(tenant, w.kek_version)?;
+        let kw = KeyEncryptionKey::new(&AES_256, kek.expose())
+            .map_err(|_| CryptoError::Primitive("aes-kw key"))?;
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        kw.unwrap(&w.wrapped, &mut out[..])
+            .map_err(|_| CryptoError::Decrypt(format!("data key of tenant {tenant}")))?;
+        let dek = SecretKey::from_bytes(*out);
+        if !bool::from(dek.commitment().ct_eq(&w.commitment)) {
+            return Err(CryptoError::Commitment(format!("data key of tenant {tenant}")));
+        }
+        Ok(DataKey::from_secret(dek))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileRootKey;
+
+    fn ring(dir: &Path) -> Keyring {
+        let (root, _) = FileRootKey::load_or_create(&dir.join("root.key")).unwrap();
+        Keyring::open(dir, Arc::new(root)).unwrap()
+    }
+
+    #[test]
+    fn data_keys_roundtrip_across_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let (k, w) = ring(d.path()).new_data_key(&t).unwrap();
+        let mut buf = b"payload".to_vec();
+        k.seal(0, b"x", &mut buf).unwrap();
+        let reopened = ring(d.path());
+        let k2 = reopened
+            .open_data_key(&t, &WrappedDataKey::from_bytes(&w.to_bytes()).unwrap())
+            .unwrap();
+        assert_eq!(k2.open(0, b"x", &mut buf).unwrap(), b"payload");
+        assert_eq!(
+            fsio::mode_of(&d.path().join("tenants/acme/kek-v1.json")).unwrap(),
+            0o600
+        );
+    }
+
+    #[test]
+    fn tenants_cannot_open_each_others_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let r = ring(d.path());
+        let a = TenantId::parse("a").unwrap();
+        let b = TenantId::parse("b").unwrap();
+        let (_, w) = r.new_data_key(&a).unwrap();
+        r.current_kek(&b).unwrap();
+        assert!(r.open_data_key(&b, &w).is_err());
+    }
+
+    #[test]
+    fn tampered_commitment_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let r = ring(d.path());
+        let a = TenantId::parse("a").unwrap();
+        let (_, mut w) = r.new_data_key(&a).unwrap();
+        w.commitment[0] ^= 1;
+        assert!(matches!(
+            r.open_data_key(&a, &w),
+            Err(CryptoError::Commitment(_))
+        ));
+    }
+}

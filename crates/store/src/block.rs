@@ -1,0 +1,459 @@
+//! Sealed blocks: immutable, zstd-compressed, AES-256-GCM encrypted span files with an encrypted
+//! index, one per (tenant, WAL segment).
+//!
+//! ```text
+//! "TVBLK\0" | version u16 LE | header len u32 LE | BlockHeader (plaintext: tenant, id, wrapped key)
+//! chunk 0 .. chunk n-1      each AES-256-GCM(zstd(Chunk)), counter = chunk number
+//! index                     AES-256-GCM(zstd(BlockIndex)), counter = u64::MAX
+//! footer                    index offset u64 LE | index len u32 LE | "TVBE"
+//! ```
+//!
+//! Associated data binds tenant, block id and counter, so chunks cannot be swapped between blocks
+//! or tenants. Spans inside a block are sorted by trace id; the index lists each chunk's trace id
+//! range and every trace id prefix, so a trace lookup opens only the chunks that can hold it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tv_crypto::{DataKey, Keyring, WrappedDataKey, fsio};
+use tv_model::TenantId;
+use tv_model::otlp::{ResourceSpans, ScopeSpans, Span};
+
+use crate::format::{BlockHeader, BlockIndex, Chunk, ChunkMeta, SpanRow, TagValues};
+use crate::{StoreError, now_unix_nanos};
+
+pub const MAGIC: &[u8; 6] = b"TVBLK\0";
+pub const VERSION: u16 = 1;
+const FOOTER_LEN: usize = 16;
+const FOOTER_MAGIC: &[u8; 4] = b"TVBE";
+const INDEX_COUNTER: u64 = u64::MAX;
+/// Distinct values kept per tag key in a block index.
+pub const MAX_TAG_VALUES: usize = 64;
+/// Longest tag value kept in a block index.
+pub const MAX_TAG_VALUE_LEN: usize = 128;
+
+pub fn block_path(dir: &Path, tenant: &TenantId, id: u64) -> PathBuf {
+    dir.join(tenant.as_str()).join(format!("{id:016x}.tvb"))
+}
+
+fn aad(tenant: &TenantId, block: u64, counter: u64) -> Vec<u8> {
+    let mut a = Vec::with_capacity(5 + tenant.as_str().len() + 17);
+    a.extend_from_slice(b"tvblk");
+    a.extend_from_slice(tenant.as_str().as_bytes());
+    a.push(0);
+    a.extend_from_slice(&block.to_le_bytes());
+    a.extend_from_slice(&counter.to_le_bytes());
+    a
+}
+
+/// One span on its way into a block.
+pub struct SpanEntry {
+    pub trace_id: [u8; 16],
+    pub start: u64,
+    pub end: u64,
+    pub resource: u32,
+    pub scope: u32,
+    pub span: Vec<u8>,
+}
+
+/// Collects spans of one tenant, interning resources and scopes.
+#[derive(Default)]
+pub struct BlockBuilder {
+    resources: Vec<Vec<u8>>,
+    resource_ids: HashMap<Vec<u8>, u32>,
+    scopes: Vec<Vec<u8>>,
+    scope_ids: HashMap<Vec<u8>, u32>,
+    resource_services: Vec<Option<String>>,
+    entries: Vec<SpanEntry>,
+    services: BTreeSet<String>,
+    names: BTreeSet<String>,
+    tags: BTreeMap<String, (BTreeSet<String>, bool)>,
+}
+
+fn add_tag(tags: &mut BTreeMap<String, (BTreeSet<String>, bool)>, key: &str, value: String) {
+    if key.len() > MAX_TAG_VALUE_LEN {
+        return;
+    }
+    let e = tags.entry(key.to_owned()).or_default();
+    if value.len() > MAX_TAG_VALUE_LEN || (e.0.len() >= MAX_TAG_VALUES && !e.0.contains(&value)) {
+        e.1 = true;
+    } else {
+        e.0.insert(value);
+    }
+}
+
+impl BlockBuilder {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds every span of a decoded request.
+    pub fn add_request(&mut self, req: tv_model::otlp::ExportTraceServiceRequest) {
+        for rs in req.resource_spans {
+            let rkey = ResourceSpans {
+                resource: rs.resource.clone(),
+                scope_spans: Vec::new(),
+                schema_url: rs.schema_url.clone(),
+            }
+            .encode_to_vec();
+            let ridx = match self.resource_ids.get(&rkey) {
+                Some(i) => *i,
+                None => {
+                    let i = self.resources.len() as u32;
+                    let svc = tv_model::service_name(rs.resource.as_ref()).map(str::to_owned);
+                    if let Some(s) = &svc {
+                        self.services.insert(s.clone());
+                    }
+                    if let Some(r) = &rs.resource {
+                        for kv in &r.attributes {
+                            if let Some(v) = &kv.value {
+                                add_tag(&mut self.tags, &kv.key, tv_model::any_value_to_string(v));
+                            }
+                        }
+                    }
+                    self.resource_services.push(svc);
+                    self.resources.push(rkey.clone());
+                    self.resource_ids.insert(rkey, i);
+                    i
+                }
+            };
+            for ss in rs.scope_spans {
+                let skey = ScopeSpans {
+                    scope: ss.scope.clone(),
+                    spans: Vec::new(),
+                    schema_url: ss.schema_url.clone(),
+                }
+                .encode_to_vec();
+                let sidx = match self.scope_ids.get(&skey) {
+                    Some(i) => *i,
+                    None => {
+                        let i = self.scopes.len() as u32;
+                        self.scopes.push(skey.clone());
+                        self.scope_ids.insert(skey, i);
+                        i
+                    }
+                };
+                for span in ss.spans {
+                    self.add_span(ridx, sidx, span);
+                }
+            }
+        }
+    }
+
+    fn add_span(&mut self, resource: u32, scope: u32, span: Span) {
+        let Ok(trace_id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) else {
+            return; // validation guarantees 16 bytes; never store an unaddressable span
+        };
+        if self.names.len() < 10_000 {
+            self.names.insert(span.name.clone());
+        }
+        for kv in &span.attributes {
+            if let Some(v) = &kv.value {
+                add_tag(&mut self.tags, &kv.key, tv_model::any_value_to_string(v));
+            }
+        }
+        self.entries.push(SpanEntry {
+            trace_id,
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            resource,
+            scope,
+            span: span.encode_to_vec(),
+        });
+    }
+
+    /// Sorts, chunks, compresses, encrypts and durably writes the block. Returns its size.
+    pub fn write(
+        mut self,
+        dir: &Path,
+        tenant: &TenantId,
+        block_id: u64,
+        keyring: &Keyring,
+        chunk_target: usize,
+        zstd_level: i32,
+    ) -> Result<u64, StoreError> {
+        self.entries
+            .sort_unstable_by(|a, b| (a.trace_id, a.start).cmp(&(b.trace_id, b.start)));
+        let (key, wrapped) = keyring.new_data_key(tenant).map_err(StoreError::Crypto)?;
+        let path = block_path(dir, tenant, block_id);
+        let tdir = path.parent().expect("block path has a parent");
+        fsio::create_private_dir(tdir).map_err(|e| StoreError::io(tdir, e))?;
+        let tmp = path.with_extension("tvb.tmp");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let io = |e| StoreError::io(&tmp, e);
+
+        let mut chunks_meta: Vec<ChunkMeta> = Vec::new();
+        let mut prefixes: Vec<u64> = Vec::new();
+        let mut min_start = u64::MAX;
+        let mut max_end = 0u64;
+        let count = self.entries.len() as u64;
+
+        // Chunk boundaries: roughly chunk_target bytes of span data each.
+        let mut bounds = Vec::new();
+        let mut acc = 0usize;
+        let mut begin = 0usize;
+        for (i, e) in self.entries.iter().enumerate() {
+            acc += e.span.len() + 24;
+            if acc >= chunk_target {
+                bounds.push(begin..i + 1);
+                begin = i + 1;
+                acc = 0;
+            }
+        }
+        if begin < self.entries.len() {
+            bounds.push(begin..self.entries.len());
+        }
+        let header = BlockHeader {
+            tenant: tenant.to_string(),
+            block_id,
+            wrapped_key: wrapped.to_bytes().to_vec(),
+            created_unix_nanos: now_unix_nanos(),
+            chunk_count: bounds.len() as u32,
+        }
+        .encode_to_vec();
+        w.write_all(MAGIC).map_err(io)?;
+        w.write_all(&VERSION.to_le_bytes()).map_err(io)?;
+        w.write_all(&(header.len() as u32).to_le_bytes()).map_err(io)?;
+        w.write_all(&header).map_err(io)?;
+        let mut offset = (MAGIC.len() + 2 + 4 + header.len()) as u64;
+
+        let mut entries = std::mem::take(&mut self.entries).into_iter();
+        for (ci, range) in bounds.iter().enumerate() {
+            let mut chunk = Chunk::default();
+            let mut rmap: HashMap<u32, u32> = HashMap::new();
+            let mut smap: HashMap<u32, u32> = HashMap::new();
+            let mut cmin = u64::MAX;
+            let mut cmax = 0u64;
+            let mut first = Vec::new();
+            let mut last = Vec::new();
+            for _ in range.clone() {
+                let e = entries.next().expect("bounds cover entries");
+                let r = *rmap.entry(e.resource).or_insert_with(|| {
+                    chunk.resources.push(self.resources[e.resource as usize].clone());
+                    chunk.resources.len() as u32 - 1
+                });
+                let s = *smap.entry(e.scope).or_insert_with(|| {
+                    chunk.scopes.push(self.scopes[e.scope as usize].clone());
+                    chunk.scopes.len() as u32 - 1
+                });
+                cmin = cmin.min(e.start);
+                cmax = cmax.max(e.end);
+                let p = u64::from_be_bytes(e.trace_id[..8].try_into().expect("8 bytes"));
+                if prefixes.last() != Some(&p) {
+                    prefixes.push(p);
+                }
+                if first.is_empty() {
+                    first = e.trace_id.to_vec();
+                }
+                last = e.trace_id.to_vec();
+                chunk.spans.push(SpanRow {
+                    trace_id: e.trace_id.to_vec(),
+                    resource: r,
+                    scope: s,
+                    span: e.span,
+                });
+            }
+            let mut data = zstd::bulk::compress(&chunk.encode_to_vec(), zstd_level)
+                .map_err(|e| StoreError::io(&tmp, e))?;
+            key.seal(ci as u64, &aad(tenant, block_id, ci as u64), &mut data)
+                .map_err(StoreError::Crypto)?;
+            w.write_all(&data).map_err(io)?;
+            chunks_meta.push(ChunkMeta {
+                offset,
+                len: data.len() as u32,
+                first_trace: first,
+                last_trace: last,
+                min_start: cmin,
+                max_end: cmax,
+            });
+            offset += data.len() as u64;
+            min_start = min_start.min(cmin);
+            max_end = max_end.max(cmax);
+        }
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let index = BlockIndex {
+            min_start,
+            max_end,
+            span_count: count,
+            services: self.services.into_iter().collect(),
+            span_names: self.names.into_iter().collect(),
+            chunks: chunks_meta,
+            trace_prefixes: prefixes.iter().flat_map(|p| p.to_be_bytes()).collect(),
+            tags: self
+                .tags
+                .into_iter()
+                .map(|(key, (values, truncated))| TagValues {
+                    key,
+                    values: values.into_iter().collect(),
+                    truncated,
+                })
+                .collect(),
+        };
+        let mut idx = zstd::bulk::compress(&index.encode_to_vec(), zstd_level)
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        key.seal(INDEX_COUNTER, &aad(tenant, block_id, INDEX_COUNTER), &mut idx)
+            .map_err(StoreError::Crypto)?;
+        w.write_all(&idx).map_err(io)?;
+        w.write_all(&offset.to_le_bytes()).map_err(io)?;
+        w.write_all(&(idx.len() as u32).to_le_bytes()).map_err(io)?;
+        w.write_all(FOOTER_MAGIC).map_err(io)?;
+        let file = w.into_inner().map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        let size = offset + idx.len() as u64 + FOOTER_LEN as u64;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
+        fsio::sync_dir(tdir).map_err(|e| StoreError::io(tdir, e))?;
+        Ok(size)
+    }
+}
+
+/// A sealed block, its index decrypted and kept in memory.
+pub struct BlockMeta {
+    pub tenant: TenantId,
+    pub id: u64,
+    pub path: PathBuf,
+    pub size: u64,
+    key: DataKey,
+    pub index: BlockIndex,
+    prefixes: Vec<u64>,
+}
+
+impl std::fmt::Debug for BlockMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlockMeta({}, {:016x})", self.tenant, self.id)
+    }
+}
+
+impl BlockMeta {
+    /// Opens a block file: checks format, unwraps its key, decrypts its index.
+    pub fn load(path: &Path, tenant: &TenantId, keyring: &Keyring) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let size = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+        let corrupt = |offset: u64, reason: &str| StoreError::Corruption {
+            path: path.display().to_string(),
+            offset,
+            reason: reason.to_owned(),
+        };
+        if size < (MAGIC.len() + 6 + FOOTER_LEN) as u64 {
+            return Err(corrupt(0, "file too short for a block"));
+        }
+        let mut head = [0u8; 12];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| StoreError::io(path, e))?;
+        if &head[..6] != MAGIC {
+            return Err(corrupt(0, "not a tracevault block (bad magic)"));
+        }
+        let version = u16::from_le_bytes([head[6], head[7]]);
+        if version != VERSION {
+            return Err(StoreError::Version {
+                what: format!("block {}", path.display()),
+                version: version as u32,
+            });
+        }
+        let hlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
+        if 12 + hlen + FOOTER_LEN as u64 > size {
+            return Err(corrupt(8, "header length past end of file"));
+        }
+        let mut hbuf = vec![0u8; hlen as usize];
+        file.read_exact_at(&mut hbuf, 12)
+            .map_err(|e| StoreError::io(path, e))?;
+        let header = BlockHeader::decode(hbuf.as_slice()).map_err(|_| corrupt(12, "bad header"))?;
+        if header.tenant != tenant.as_str() {
+            return Err(corrupt(12, "block belongs to another tenant"));
+        }
+        let wrapped = WrappedDataKey::from_bytes(&header.wrapped_key)
+            .ok_or_else(|| corrupt(12, "bad wrapped key"))?;
+        let key = keyring
+            .open_data_key(tenant, &wrapped)
+            .map_err(StoreError::Crypto)?;
+        let mut foot = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut foot, size - FOOTER_LEN as u64)
+            .map_err(|e| StoreError::io(path, e))?;
+        if &foot[12..] != FOOTER_MAGIC {
+            return Err(corrupt(size - 4, "bad footer (block incomplete?)"));
+        }
+        let ioff = u64::from_le_bytes(foot[..8].try_into().expect("8 bytes"));
+        let ilen = u32::from_le_bytes(foot[8..12].try_into().expect("4 bytes")) as u64;
+        if ioff + ilen + FOOTER_LEN as u64 != size {
+            return Err(corrupt(size - FOOTER_LEN as u64, "index bounds do not match"));
+        }
+        let mut ibuf = vec![0u8; ilen as usize];
+        file.read_exact_at(&mut ibuf, ioff)
+            .map_err(|e| StoreError::io(path, e))?;
+        let plain = key
+            .open(
+                INDEX_COUNTER,
+                &aad(tenant, header.block_id, INDEX_COUNTER),
+                &mut ibuf,
+            )
+            .map_err(|_| corrupt(ioff, "index fails authentication"))?;
+        let raw = zstd::bulk::decompress(plain, 256 * 1024 * 1024)
+            .map_err(|_| corrupt(ioff, "index does not decompress"))?;
+        let mut index =
+            BlockIndex::decode(raw.as_slice()).map_err(|_| corrupt(ioff, "index does not decode"))?;
+        let prefixes = index
+            .trace_prefixes
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        index.trace_prefixes = Vec::new();
+        Ok(Self {
+            tenant: tenant.clone(),
+            id: header.block_id,
+            path: path.to_owned(),
+            size,
+            key,
+            index,
+            prefixes,
+        })
+    }
+
+    /// Whether the block may hold spans of a trace whose id starts with `prefix`.
+    pub fn may_contain(&self, prefix: u64) -> bool {
+        self.prefixes.binary_search(&prefix).is_ok()
+    }
+
+    pub fn trace_count(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    /// Decrypts and decodes chunk `i`.
+    pub fn read_chunk(&self, file: &File, i: usize) -> Result<Chunk, StoreError> {
+        let meta = &self.index.chunks[i];
+        let mut buf = vec![0u8; meta.len as usize];
+        file.read_exact_at(&mut buf, meta.offset)
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        let corrupt = |reason: &str| StoreError::Corruption {
+            path: self.path.display().to_string(),
+            offset: meta.offset,
+            reason: reason.to_owned(),
+        };
+        let plain = self
+            .key
+            .open(i as u64, &aad(&self.tenant, self.id, i as u64), &mut buf)
+            .map_err(|_| corrupt("chunk fails authentication"))?;
+        let raw = zstd::bulk::decompress(plain, 1024 * 1024 * 1024)
+            .map_err(|_| corrupt("chunk does not decompress"))?;
+        Chunk::decode(raw.as_slice()).map_err(|_| corrupt("chunk does not decode"))
+    }
+
+    pub fn open_file(&self) -> Result<File, StoreError> {
+        File::open(&self.path).map_err(|e| StoreError::io(&self.path, e))
+    }
+}

@@ -1,0 +1,420 @@
+//! Reads: trace by id, search, tag names and values, over sealed blocks and the WAL head.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use prost::Message;
+use tv_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, status};
+use tv_model::{TenantId, TraceId, any_value_to_string};
+
+use crate::block::BlockMeta;
+use crate::store::HeadRecord;
+use crate::{Store, StoreError};
+
+/// A search, with Tempo's `/api/search` parameters.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Every pair must match one span (span attributes, then resource attributes; `name` and
+    /// `status.code` match the span name and status).
+    pub tags: Vec<(String, String)>,
+    pub min_duration_ns: Option<u64>,
+    pub max_duration_ns: Option<u64>,
+    /// Traces overlapping `[start, end]` (unix nanoseconds).
+    pub start_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    pub limit: usize,
+}
+
+/// One search hit, Tempo's trace summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: TraceId,
+    pub root_service_name: String,
+    pub root_trace_name: String,
+    pub start_unix_nanos: u64,
+    pub duration_ms: u64,
+}
+
+/// Spans gathered for one trace, grouped by encoded resource and scope, deduplicated.
+#[derive(Default)]
+struct Collector {
+    groups: BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<Vec<u8>>>>,
+    seen: HashSet<Vec<u8>>,
+}
+
+impl Collector {
+    fn add(&mut self, resource: &[u8], scope: &[u8], span: Vec<u8>) {
+        // Identical re-sends (client retries) collapse to one span.
+        if !self.seen.insert(span.clone()) {
+            return;
+        }
+        self.groups
+            .entry(resource.to_vec())
+            .or_default()
+            .entry(scope.to_vec())
+            .or_default()
+            .push(span);
+    }
+
+    fn finish(self) -> Result<Vec<ResourceSpans>, StoreError> {
+        let bad = |e: prost::DecodeError| StoreError::Decode(e.to_string());
+        let mut out = Vec::new();
+        for (r, scopes) in self.groups {
+            let mut rs = ResourceSpans::decode(r.as_slice()).map_err(bad)?;
+            for (s, spans) in scopes {
+                let mut ss = ScopeSpans::decode(s.as_slice()).map_err(bad)?;
+                for sp in spans {
+                    ss.spans.push(Span::decode(sp.as_slice()).map_err(bad)?);
+                }
+                ss.spans
+                    .sort_by_key(|s| (s.start_time_unix_nano, s.span_id.clone()));
+                rs.scope_spans.push(ss);
+            }
+            out.push(rs);
+        }
+        Ok(out)
+    }
+}
+
+fn resource_key(rs: &ResourceSpans) -> Vec<u8> {
+    ResourceSpans {
+        resource: rs.resource.clone(),
+        scope_spans: Vec::new(),
+        schema_url: rs.schema_url.clone(),
+    }
+    .encode_to_vec()
+}
+
+fn scope_key(ss: &ScopeSpans) -> Vec<u8> {
+    ScopeSpans {
+        scope: ss.scope.clone(),
+        spans: Vec::new(),
+        schema_url: ss.schema_url.clone(),
+    }
+    .encode_to_vec()
+}
+
+#[derive(Debug, Clone)]
+struct Agg {
+    start: u64,
+    end: u64,
+    root: Option<(String, String)>,
+    earliest: (u64, String, String),
+}
+
+impl Agg {
+    fn new() -> Self {
+        Self {
+            start: u64::MAX,
+            end: 0,
+            root: None,
+            earliest: (u64::MAX, String::new(), String::new()),
+        }
+    }
+    fn add(&mut self, span: &Span, service: &str) {
+        self.start = self.start.min(span.start_time_unix_nano);
+        self.end = self.end.max(span.end_time_unix_nano);
+        if span.parent_span_id.is_empty() {
+            self.root = Some((service.to_owned(), span.name.clone()));
+        }
+        if span.start_time_unix_nano < self.earliest.0 {
+            self.earliest = (span.start_time_unix_nano, service.to_owned(), span.name.clone());
+        }
+    }
+    fn summary(&self, trace_id: TraceId) -> TraceSummary {
+        let (svc, name) = self
+            .root
+            .clone()
+            .unwrap_or_else(|| (self.earliest.1.clone(), self.earliest.2.clone()));
+        TraceSummary {
+            trace_id,
+            root_service_name: svc,
+            root_trace_name: name,
+            start_unix_nanos: self.start,
+            duration_ms: self.end.saturating_sub(self.start) / 1_000_000,
+        }
+    }
+}
+
+fn status_label(span: &Span) -> &'static str {
+    match span
+        .status
+        .as_ref()
+        .map(|s| s.code)
+        .and_then(|c| status::StatusCode::try_from(c).ok())
+    {
+        Some(status::StatusCode::Ok) => "ok",
+        Some(status::StatusCode::Error) => "error",
+        _ => "unset",
+    }
+}
+
+fn span_matches(span: &Span, resource: &ResourceSpans, tags: &[(String, String)]) -> bool {
+    tags.iter().all(|(k, v)| match k.as_str() {
+        "name" => &span.name == v,
+        "status.code" => status_label(span) == v,
+        _ => {
+            let in_span = span
+                .attributes
+                .iter()
+                .find(|kv| &kv.key == k)
+                .and_then(|kv| kv.value.as_ref());
+            let found = in_span.or_else(|| {
+                resource
+                    .resource
+                    .as_ref()?
+                    .attributes
+                    .iter()
+                    .find(|kv| &kv.key == k)?
+                    .value
+                    .as_ref()
+            });
+            found.is_some_and(|x| &any_value_to_string(x) == v)
+        }
+    })
+}
+
+fn overlaps(min: u64, max: u64, q: &SearchQuery) -> bool {
+    q.start_ns.is_none_or(|s| max >= s) && q.end_ns.is_none_or(|e| min <= e)
+}
+
+impl Store {
+    fn snapshot(&self, tenant: &TenantId) -> (Vec<Arc<BlockMeta>>, Vec<Arc<HeadRecord>>) {
+        let st = self.inner().state.read().expect("state lock poisoned");
+        let blocks = st.blocks.get(tenant).cloned().unwrap_or_default();
+        let head = st
+            .head
+            .iter()
+            .filter(|r| &r.tenant == tenant)
+            .cloned()
+            .collect();
+        (blocks, head)
+    }
+
+    /// Every stored span of trace `id` for `tenant`, or `None` when there is none.
+    pub fn find_trace(
+        &self,
+        tenant: &TenantId,
+        id: TraceId,
+    ) -> Result<Option<Vec<ResourceSpans>>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let mut col = Collector::default();
+        collect_from_blocks(&blocks, id, &mut col)?;
+        let prefix = id.prefix();
+        for r in head {
+            if r.summary.prefixes.binary_search(&prefix).is_err() {
+                continue;
+            }
+            collect_from_request(&r.decode()?, id, &mut col);
+        }
+        if col.seen.is_empty() {
+            return Ok(None);
+        }
+        col.finish().map(Some)
+    }
+
+    /// Traces of `tenant` matching `q`, newest first.
+    pub fn search(
+        &self,
+        tenant: &TenantId,
+        q: &SearchQuery,
+    ) -> Result<Vec<TraceSummary>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let wanted_service = q
+            .tags
+            .iter()
+            .find(|(k, _)| k == "service.name")
+            .map(|(_, v)| v.clone());
+        // Phase 1: traces with a matching span in the window.
+        let mut hits: HashMap<TraceId, u64> = HashMap::new();
+        let mut consider = |req_rs: &ResourceSpans, span: &Span| {
+            if overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
+                && span_matches(span, req_rs, &q.tags)
+                && let Ok(t) = TraceId::from_bytes(&span.trace_id)
+            {
+                let e = hits.entry(t).or_insert(span.start_time_unix_nano);
+                *e = (*e).min(span.start_time_unix_nano);
+            }
+        };
+        for r in &head {
+            if !overlaps(r.summary.min_start, r.summary.max_end, q) {
+                continue;
+            }
+            let req = r.decode()?;
+            for rs in &req.resource_spans {
+                for ss in &rs.scope_spans {
+                    for span in &ss.spans {
+                        consider(rs, span);
+                    }
+                }
+            }
+        }
+        for b in blocks.iter().rev() {
+            if !overlaps(b.index.min_start, b.index.max_end, q) {
+                continue;
+            }
+            if let Some(s) = &wanted_service
+                && !b.index.services.contains(s)
+            {
+                continue;
+            }
+            let file = b.open_file()?;
+            for (ci, cm) in b.index.chunks.iter().enumerate() {
+                if !overlaps(cm.min_start, cm.max_end, q) {
+                    continue;
+                }
+                let chunk = b.read_chunk(&file, ci)?;
+                let resources: Vec<ResourceSpans> = chunk
+                    .resources
+                    .iter()
+                    .map(|r| ResourceSpans::decode(r.as_slice()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Decode(e.to_string()))?;
+                for row in &chunk.spans {
+                    let span = Span::decode(row.span.as_slice())
+                        .map_err(|e| StoreError::Decode(e.to_string()))?;
+                    if let Some(rs) = resources.get(row.resource as usize) {
+                        consider(rs, &span);
+                    }
+                }
+            }
+        }
+        // Phase 2: whole-trace summaries for the newest candidates, then the duration filter.
+        let mut cands: Vec<(TraceId, u64)> = hits.into_iter().collect();
+        cands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let limit = q.limit.max(1);
+        let budget = (limit * 20).max(1000);
+        let mut out = Vec::new();
+        for (tid, _) in cands.into_iter().take(budget) {
+            let Some(trace) = self.find_trace(tenant, tid)? else {
+                continue;
+            };
+            let mut agg = Agg::new();
+            for rs in &trace {
+                let svc = tv_model::service_name(rs.resource.as_ref()).unwrap_or("");
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        agg.add(s, svc);
+                    }
+                }
+            }
+            let dur = agg.end.saturating_sub(agg.start);
+            if q.min_duration_ns.is_some_and(|m| dur < m) || q.max_duration_ns.is_some_and(|m| dur > m)
+            {
+                continue;
+            }
+            out.push(agg.summary(tid));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Attribute keys seen for `tenant` (resource and span attributes).
+    pub fn tag_names(&self, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for b in &blocks {
+            names.extend(b.index.tags.iter().map(|t| t.key.clone()));
+        }
+        for r in head {
+            for_each_attr(&r.decode()?, |k, _| {
+                names.insert(k.to_owned());
+            });
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Values seen for attribute `name` (bounded per block; see `block::MAX_TAG_VALUES`).
+    pub fn tag_values(&self, tenant: &TenantId, name: &str) -> Result<Vec<String>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let mut values: BTreeSet<String> = BTreeSet::new();
+        for b in &blocks {
+            for t in b.index.tags.iter().filter(|t| t.key == name) {
+                values.extend(t.values.iter().cloned());
+            }
+        }
+        for r in head {
+            for_each_attr(&r.decode()?, |k, v| {
+                if k == name && values.len() < 1000 {
+                    values.insert(v);
+                }
+            });
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+fn for_each_attr(req: &ExportTraceServiceRequest, mut f: impl FnMut(&str, String)) {
+    for rs in &req.resource_spans {
+        if let Some(r) = &rs.resource {
+            for kv in &r.attributes {
+                if let Some(v) = &kv.value {
+                    f(&kv.key, any_value_to_string(v));
+                }
+            }
+        }
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                for kv in &s.attributes {
+                    if let Some(v) = &kv.value {
+                        f(&kv.key, any_value_to_string(v));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn collect_from_request(req: &ExportTraceServiceRequest, id: TraceId, col: &mut Collector) {
+    for rs in &req.resource_spans {
+        let mut rkey = None;
+        for ss in &rs.scope_spans {
+            let mut skey = None;
+            for span in &ss.spans {
+                if span.trace_id.as_slice() != id.0 {
+                    continue;
+                }
+                let r = rkey.get_or_insert_with(|| resource_key(rs));
+                let s = skey.get_or_insert_with(|| scope_key(ss));
+                col.add(r, s, span.encode_to_vec());
+            }
+        }
+    }
+}
+
+fn collect_from_blocks(
+    blocks: &[Arc<BlockMeta>],
+    id: TraceId,
+    col: &mut Collector,
+) -> Result<(), StoreError> {
+    let prefix = id.prefix();
+    for b in blocks {
+        if !b.may_contain(prefix) {
+            continue;
+        }
+        let file = b.open_file()?;
+        for (ci, cm) in b.index.chunks.iter().enumerate() {
+            if cm.first_trace.as_slice() > &id.0[..] || cm.last_trace.as_slice() < &id.0[..] {
+                continue;
+            }
+            let chunk = b.read_chunk(&file, ci)?;
+            // Rows are sorted by trace id.
+            let startpos = chunk
+                .spans
+                .partition_point(|r| r.trace_id.as_slice() < &id.0[..]);
+            for row in chunk.spans[startpos..]
+                .iter()
+                .take_while(|r| r.trace_id.as_slice() == id.0)
+            {
+                let r = chunk.resources.get(row.resource as usize);
+                let s = chunk.scopes.get(row.scope as usize);
+                if let (Some(r), Some(s)) = (r, s) {
+                    col.add(r, s, row.span.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,674 @@
+//! The store: recovery on open, the WAL writer thread (group commit), the sealer thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::oneshot;
+use tv_crypto::{Keyring, fsio};
+use tv_model::TenantId;
+use tv_model::otlp::ExportTraceServiceRequest;
+use tv_model::validate::Validated;
+
+use crate::block::{BlockBuilder, BlockMeta};
+use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
+use crate::StoreError;
+
+/// Store settings (validated by the server's config layer).
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// A segment is closed and sealed once it reaches this size...
+    pub segment_max_bytes: u64,
+    /// ...or this age, whichever comes first.
+    pub segment_max_age: Duration,
+    /// Uncompressed span bytes per block chunk.
+    pub chunk_target_bytes: usize,
+    pub block_zstd_level: i32,
+    pub wal_zstd_level: i32,
+    /// Appends waiting for the writer beyond this many bytes are refused as overload.
+    pub max_pending_bytes: u64,
+    pub sync_hook: Option<Arc<dyn SyncHook>>,
+    pub observer: Option<Arc<dyn StoreObserver>>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("segment_max_bytes", &self.segment_max_bytes)
+            .field("segment_max_age", &self.segment_max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            segment_max_bytes: 16 * 1024 * 1024,
+            segment_max_age: Duration::from_secs(60),
+            chunk_target_bytes: 512 * 1024,
+            block_zstd_level: 9,
+            wal_zstd_level: 1,
+            max_pending_bytes: 256 * 1024 * 1024,
+            sync_hook: None,
+            observer: None,
+        }
+    }
+}
+
+/// Storage events for metrics.
+pub trait StoreObserver: wal::WalObserver {
+    fn block_sealed(&self, _spans: u64, _bytes: u64) {}
+    fn bytes_written(&self, _bytes: u64) {}
+}
+
+/// What a batch touches, for the head index.
+#[derive(Debug, Clone, Default)]
+pub struct BatchSummary {
+    /// Sorted, deduplicated trace id prefixes.
+    pub prefixes: Vec<u64>,
+    pub min_start: u64,
+    pub max_end: u64,
+    pub spans: u64,
+}
+
+impl BatchSummary {
+    pub fn of(req: &ExportTraceServiceRequest) -> Self {
+        let mut s = BatchSummary {
+            min_start: u64::MAX,
+            ..Default::default()
+        };
+        for rs in &req.resource_spans {
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    if span.trace_id.len() == 16 {
+                        s.prefixes.push(u64::from_be_bytes(
+                            span.trace_id[..8].try_into().expect("8 bytes"),
+                        ));
+                    }
+                    s.min_start = s.min_start.min(span.start_time_unix_nano);
+                    s.max_end = s.max_end.max(span.end_time_unix_nano);
+                    s.spans += 1;
+                }
+            }
+        }
+        s.prefixes.sort_unstable();
+        s.prefixes.dedup();
+        s
+    }
+}
+
+/// A validated batch, encoded and compressed, ready for the WAL.
+pub struct EncodedBatch {
+    tenant: TenantId,
+    payload: Vec<u8>,
+    summary: BatchSummary,
+}
+
+impl EncodedBatch {
+    /// Encodes a validated batch for `tenant` (protobuf, then zstd at `level`).
+    pub fn encode(tenant: TenantId, batch: &Validated, level: i32) -> Result<Self, StoreError> {
+        let req = batch.request();
+        let raw = req.encode_to_vec();
+        let payload = zstd::bulk::compress(&raw, level)
+            .map_err(|e| StoreError::Decode(format!("compressing batch: {e}")))?;
+        Ok(Self {
+            tenant,
+            payload,
+            summary: BatchSummary::of(req),
+        })
+    }
+
+    pub fn spans(&self) -> u64 {
+        self.summary.spans
+    }
+}
+
+/// An acknowledged batch not yet sealed into a block.
+pub(crate) struct HeadRecord {
+    pub segment: u64,
+    pub tenant: TenantId,
+    /// zstd-compressed protobuf `ExportTraceServiceRequest` (plaintext, memory only).
+    pub payload: Vec<u8>,
+    pub summary: BatchSummary,
+}
+
+impl HeadRecord {
+    pub fn decode(&self) -> Result<ExportTraceServiceRequest, StoreError> {
+        let raw = zstd::bulk::decompress(&self.payload, 1024 * 1024 * 1024)
+            .map_err(|e| StoreError::Decode(format!("head record: {e}")))?;
+        ExportTraceServiceRequest::decode(raw.as_slice())
+            .map_err(|e| StoreError::Decode(format!("head record: {e}")))
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub head: Vec<Arc<HeadRecord>>,
+    pub blocks: HashMap<TenantId, Vec<Arc<BlockMeta>>>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: StoreConfig,
+    pub keyring: Arc<Keyring>,
+    pub state: RwLock<State>,
+    pub wal_dir: PathBuf,
+    pub block_dir: PathBuf,
+    pending_bytes: AtomicU64,
+    healthy: AtomicBool,
+}
+
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
+enum WriterMsg {
+    Append(EncodedBatch, Ack),
+    /// Close the active segment and seal it; the ack fires after sealing.
+    Flush(Ack),
+}
+
+enum SealMsg {
+    Segment(u64, Vec<Ack>),
+}
+
+/// Counts for `/metrics` and diagnostics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub blocks: usize,
+    pub block_bytes: u64,
+    pub block_spans: u64,
+    pub head_records: usize,
+    pub head_spans: u64,
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct Store {
+    inner: Arc<Inner>,
+    writer_tx: Mutex<Option<SyncSender<WriterMsg>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.inner.cfg.data_dir.display())
+    }
+}
+
+impl Store {
+    /// Opens the store: loads block indexes, recovers and seals any WAL segments left by an earlier
+    /// run (refusing to start on corruption of acknowledged data), then starts the writer.
+    pub fn open(cfg: StoreConfig, keyring: Arc<Keyring>) -> Result<Self, StoreError> {
+        let wal_dir = cfg.data_dir.join("wal");
+        let block_dir = cfg.data_dir.join("blocks");
+        for d in [&cfg.data_dir, &wal_dir, &block_dir] {
+            fsio::create_private_dir(d).map_err(|e| StoreError::io(d, e))?;
+        }
+        let inner = Arc::new(Inner {
+            cfg,
+            keyring,
+            state: RwLock::new(State::default()),
+            wal_dir,
+            block_dir,
+            pending_bytes: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+        });
+        let mut max_id = load_blocks(&inner)?;
+        max_id = max_id.max(recover_wal(&inner)?);
+
+        let active = ActiveSegment::create(&inner.wal_dir, max_id + 1)?;
+        let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(8192);
+        let (stx, srx) = std::sync::mpsc::channel::<SealMsg>();
+        let w_inner = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("tv-wal-writer".into())
+            .spawn(move || writer_loop(w_inner, active, wrx, stx))
+            .map_err(|e| StoreError::io(Path::new("wal writer thread"), e))?;
+        let s_inner = inner.clone();
+        let sealer = std::thread::Builder::new()
+            .name("tv-sealer".into())
+            .spawn(move || sealer_loop(s_inner, srx))
+            .map_err(|e| StoreError::io(Path::new("sealer thread"), e))?;
+        Ok(Self {
+            inner,
+            writer_tx: Mutex::new(Some(wtx)),
+            threads: Mutex::new(vec![writer, sealer]),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Whether the last WAL write succeeded (readiness).
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Appends a batch; resolves once it is durable (after the covering fsync) or refused.
+    pub async fn append(&self, batch: EncodedBatch) -> Result<(), StoreError> {
+        let bytes = batch.payload.len() as u64;
+        let pending = self.inner.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if pending + bytes > self.inner.cfg.max_pending_bytes {
+            self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(StoreError::Overloaded(format!(
+                "more than {} bytes are waiting to be written",
+                self.inner.cfg.max_pending_bytes
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = {
+            let guard = self.writer_tx.lock().expect("writer lock poisoned");
+            match guard.as_ref() {
+                None => Err(StoreError::ShuttingDown),
+                Some(w) => match w.try_send(WriterMsg::Append(batch, tx)) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(_)) => Err(StoreError::Overloaded(
+                        "the write queue is full".to_owned(),
+                    )),
+                    Err(TrySendError::Disconnected(_)) => Err(StoreError::ShuttingDown),
+                },
+            }
+        };
+        if let Err(e) = sent {
+            self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(e);
+        }
+        let res = rx.await.unwrap_or(Err(StoreError::ShuttingDown));
+        self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        res
+    }
+
+    /// Closes the active segment and seals it into blocks; resolves when sealed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = self.writer_tx.lock().expect("writer lock poisoned");
+            let w = guard.as_ref().ok_or(StoreError::ShuttingDown)?;
+            w.send(WriterMsg::Flush(tx))
+                .map_err(|_| StoreError::ShuttingDown)?;
+        }
+        rx.await.unwrap_or(Err(StoreError::ShuttingDown))
+    }
+
+    /// Stops the writer after it has written everything queued, seals the last segment and waits
+    /// for the background threads. Blocking.
+    pub fn shutdown(&self) {
+        // Dropping the sender lets the writer drain its queue, then close and seal.
+        self.writer_tx.lock().expect("writer lock poisoned").take();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .expect("threads lock poisoned")
+            .drain(..)
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let st = self.inner.state.read().expect("state lock poisoned");
+        let mut s = StoreStats {
+            head_records: st.head.len(),
+            head_spans: st.head.iter().map(|r| r.summary.spans).sum(),
+            ..Default::default()
+        };
+        for blocks in st.blocks.values() {
+            s.blocks += blocks.len();
+            for b in blocks {
+                s.block_bytes += b.size;
+                s.block_spans += b.index.span_count;
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Loads every block's index; returns the highest block id seen.
+fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
+    let mut max_id = 0;
+    let rd = std::fs::read_dir(&inner.block_dir).map_err(|e| StoreError::io(&inner.block_dir, e))?;
+    let mut st = inner.state.write().expect("state lock poisoned");
+    for tdir in rd {
+        let tdir = tdir.map_err(|e| StoreError::io(&inner.block_dir, e))?;
+        let name = tdir.file_name().to_string_lossy().into_owned();
+        let Ok(tenant) = TenantId::parse(&name) else {
+            tracing::warn!(dir = %tdir.path().display(), "ignoring directory that is not a tenant id");
+            continue;
+        };
+        let mut metas = Vec::new();
+        let path = tdir.path();
+        for f in std::fs::read_dir(&path).map_err(|e| StoreError::io(&path, e))? {
+            let f = f.map_err(|e| StoreError::io(&path, e))?;
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if fname.ends_with(".tmp") {
+                // An unfinished seal; its WAL segment still exists and will be sealed again.
+                let _ = std::fs::remove_file(f.path());
+                continue;
+            }
+            let Some(id) = fname
+                .strip_suffix(".tvb")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            else {
+                continue;
+            };
+            let meta = BlockMeta::load(&f.path(), &tenant, &inner.keyring)?;
+            max_id = max_id.max(id);
+            metas.push(Arc::new(meta));
+        }
+        metas.sort_by_key(|m| m.id);
+        st.blocks.insert(tenant, metas);
+    }
+    Ok(max_id)
+}
+
+/// Recovers every WAL segment into the head and seals it. Returns the highest segment id seen.
+fn recover_wal(inner: &Inner) -> Result<u64, StoreError> {
+    let mut ids = Vec::new();
+    let rd = std::fs::read_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
+    for e in rd {
+        let e = e.map_err(|e| StoreError::io(&inner.wal_dir, e))?;
+        if let Some(id) = wal::parse_segment_name(&e.file_name().to_string_lossy()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    let mut max_id = 0;
+    for id in ids {
+        max_id = max_id.max(id);
+        let path = wal::segment_path(&inner.wal_dir, id);
+        let seg = wal::read_segment(&path)?;
+        let keys = wal::open_segment_keys(&inner.keyring, &seg)?;
+        let mut recs = Vec::new();
+        for r in seg.records {
+            if let Recovered::Data {
+                key_index,
+                counter,
+                mut ciphertext,
+            } = r
+            {
+                let (tenant, key) = keys.get(&key_index).ok_or_else(|| StoreError::Corruption {
+                    path: path.display().to_string(),
+                    offset: 0,
+                    reason: format!("data record uses unknown key index {key_index}"),
+                })?;
+                let plain = key
+                    .open(counter, &wal::data_aad(id, key_index, counter), &mut ciphertext)
+                    .map_err(|_| StoreError::Corruption {
+                        path: path.display().to_string(),
+                        offset: 0,
+                        reason: format!("record {counter} of key {key_index} fails authentication"),
+                    })?;
+                let payload = plain.to_vec();
+                let rec = HeadRecord {
+                    segment: id,
+                    tenant: tenant.clone(),
+                    payload,
+                    summary: BatchSummary::default(),
+                };
+                let req = rec.decode()?;
+                recs.push(Arc::new(HeadRecord {
+                    summary: BatchSummary::of(&req),
+                    ..rec
+                }));
+            }
+        }
+        let n = recs.len();
+        inner
+            .state
+            .write()
+            .expect("state lock poisoned")
+            .head
+            .extend(recs);
+        tracing::info!(segment = id, records = n, torn_bytes = seg.torn_bytes, "recovered WAL segment");
+        seal_segment(inner, id)?;
+    }
+    Ok(max_id)
+}
+
+/// Seals the head records of segment `id` into one block per tenant, then deletes the segment.
+fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
+    let records: Vec<Arc<HeadRecord>> = {
+        let st = inner.state.read().expect("state lock poisoned");
+        st.head.iter().filter(|r| r.segment == id).cloned().collect()
+    };
+    let mut by_tenant: HashMap<TenantId, Vec<Arc<HeadRecord>>> = HashMap::new();
+    for r in records {
+        by_tenant.entry(r.tenant.clone()).or_default().push(r);
+    }
+    let mut new_blocks = Vec::new();
+    for (tenant, recs) in by_tenant {
+        let mut builder = BlockBuilder::default();
+        for r in &recs {
+            builder.add_request(r.decode()?);
+        }
+        if builder.is_empty() {
+            continue;
+        }
+        let spans = builder.span_count() as u64;
+        let size = builder.write(
+            &inner.block_dir,
+            &tenant,
+            id,
+            &inner.keyring,
+            inner.cfg.chunk_target_bytes,
+            inner.cfg.block_zstd_level,
+        )?;
+        if let Some(o) = &inner.cfg.observer {
+            o.block_sealed(spans, size);
+        }
+        let path = crate::block::block_path(&inner.block_dir, &tenant, id);
+        new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
+        tracing::debug!(tenant = %tenant, block = id, spans, bytes = size, "sealed block");
+    }
+    {
+        let mut st = inner.state.write().expect("state lock poisoned");
+        for b in new_blocks {
+            let list = st.blocks.entry(b.tenant.clone()).or_default();
+            list.retain(|x| x.id != b.id);
+            list.push(b);
+        }
+        st.head.retain(|r| r.segment != id);
+    }
+    let path = wal::segment_path(&inner.wal_dir, id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&path, e)),
+    }
+    fsio::sync_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
+    Ok(())
+}
+
+fn writer_loop(
+    inner: Arc<Inner>,
+    mut active: ActiveSegment,
+    rx: Receiver<WriterMsg>,
+    seal_tx: Sender<SealMsg>,
+) {
+    const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX_GROUP_BYTES);
+    loop {
+        let wait = inner
+            .cfg
+            .segment_max_age
+            .saturating_sub(active.age())
+            .max(Duration::from_millis(10));
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut group: Vec<(EncodedBatch, Ack)> = Vec::new();
+        let mut flushes: Vec<Ack> = Vec::new();
+        let mut pending = first;
+        let mut bytes = 0usize;
+        while let Some(m) = pending.take() {
+            match m {
+                WriterMsg::Append(b, ack) => {
+                    bytes += b.payload.len();
+                    group.push((b, ack));
+                }
+                WriterMsg::Flush(ack) => flushes.push(ack),
+            }
+            if bytes >= MAX_GROUP_BYTES {
+                break;
+            }
+            pending = rx.try_recv().ok();
+        }
+        if !group.is_empty() {
+            write_group(&inner, &mut active, &mut buf, group);
+        }
+        let due = active.has_data()
+            && (active.len >= inner.cfg.segment_max_bytes
+                || active.age() >= inner.cfg.segment_max_age);
+        if due || !flushes.is_empty() {
+            active = match rotate(&inner, active, &seal_tx, flushes) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open a new WAL segment; stopping writes");
+                    inner.healthy.store(false, Ordering::Relaxed);
+                    return;
+                }
+            };
+        }
+    }
+    // Shutdown: everything queued was written; close and seal the last segment.
+    if active.has_data() {
+        let (tx, _rx) = oneshot::channel();
+        let id = active.id;
+        match active.close() {
+            Ok(_) => {
+                let _ = seal_tx.send(SealMsg::Segment(id, vec![tx]));
+            }
+            Err(e) => tracing::error!(error = %e, "closing WAL segment at shutdown"),
+        }
+    } else {
+        let id = active.id;
+        drop(active);
+        let _ = std::fs::remove_file(wal::segment_path(&inner.wal_dir, id));
+    }
+}
+
+fn write_group(
+    inner: &Inner,
+    active: &mut ActiveSegment,
+    buf: &mut Vec<u8>,
+    group: Vec<(EncodedBatch, Ack)>,
+) {
+    buf.clear();
+    let keys_before = active.key_count();
+    let mut encoded: Vec<(EncodedBatch, Ack)> = Vec::with_capacity(group.len());
+    for (b, ack) in group {
+        match active.encode_data(&inner.keyring, &b.tenant, &b.payload, buf) {
+            Ok(()) => encoded.push((b, ack)),
+            Err(e) => {
+                tracing::error!(tenant = %b.tenant, error = %e, "cannot encrypt batch");
+                let _ = ack.send(Err(e));
+            }
+        }
+    }
+    if encoded.is_empty() {
+        return;
+    }
+    let t = Instant::now();
+    let res = active.write_and_sync(
+        buf,
+        inner.cfg.sync_hook.as_deref(),
+        inner.cfg.observer.as_deref().map(|o| o as &dyn wal::WalObserver),
+    );
+    match res {
+        Ok(()) => {
+            inner.healthy.store(true, Ordering::Relaxed);
+            if let Some(o) = &inner.cfg.observer {
+                o.bytes_written(buf.len() as u64);
+            }
+            let seg = active.id;
+            let mut acks = Vec::with_capacity(encoded.len());
+            {
+                // Visible to queries before anyone is told it is stored.
+                let mut st = inner.state.write().expect("state lock poisoned");
+                for (b, ack) in encoded {
+                    st.head.push(Arc::new(HeadRecord {
+                        segment: seg,
+                        tenant: b.tenant,
+                        payload: b.payload,
+                        summary: b.summary,
+                    }));
+                    acks.push(ack);
+                }
+            }
+            for ack in acks {
+                let _ = ack.send(Ok(()));
+            }
+            tracing::trace!(elapsed_us = t.elapsed().as_micros() as u64, "group committed");
+        }
+        Err(e) => {
+            active.forget_keys_after_failure(keys_before);
+            inner.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e, "WAL write failed; refusing the batches in this group");
+            let path = wal::segment_path(&inner.wal_dir, active.id);
+            for (_, ack) in encoded {
+                let _ = ack.send(Err(StoreError::Io {
+                    path: path.display().to_string(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                }));
+            }
+        }
+    }
+}
+
+fn rotate(
+    inner: &Inner,
+    active: ActiveSegment,
+    seal_tx: &Sender<SealMsg>,
+    flushes: Vec<Ack>,
+) -> Result<ActiveSegment, StoreError> {
+    let next = active.id + 1;
+    if active.has_data() {
+        let id = active.id;
+        let path = wal::segment_path(&inner.wal_dir, id);
+        active.close().map_err(|e| StoreError::io(&path, e))?;
+        let _ = seal_tx.send(SealMsg::Segment(id, flushes));
+        ActiveSegment::create(&inner.wal_dir, next)
+    } else {
+        for f in flushes {
+            let _ = f.send(Ok(()));
+        }
+        Ok(active)
+    }
+}
+
+fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
+    while let Ok(SealMsg::Segment(id, acks)) = rx.recv() {
+        let t = Instant::now();
+        let res = seal_segment(&inner, id);
+        match &res {
+            Ok(()) => tracing::debug!(
+                segment = id,
+                ms = t.elapsed().as_millis() as u64,
+                "sealed WAL segment"
+            ),
+            Err(e) => tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried at the next start"),
+        }
+        for a in acks {
+            let _ = a.send(match &res {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Decode(e.to_string())),
+            });
+        }
+    }
+}
+

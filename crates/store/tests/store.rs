@@ -1,0 +1,334 @@
+//! Store behaviour: durability, recovery of torn tails, refusal of corruption, encryption at rest,
+//! and the group-commit ordering (no acknowledgement before the covering fsync returns).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use tv_crypto::{FileRootKey, Keyring};
+use tv_model::otlp::*;
+use tv_model::validate::validate;
+use tv_model::{Limits, TenantId, TraceId};
+use tv_store::{EncodedBatch, SearchQuery, Store, StoreConfig, SyncHook};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn keyring(dir: &Path) -> Arc<Keyring> {
+    let (root, _) = FileRootKey::load_or_create(&dir.join("keys/root.key")).unwrap();
+    Arc::new(Keyring::open(&dir.join("keys"), Arc::new(root)).unwrap())
+}
+
+fn cfg(dir: &Path) -> StoreConfig {
+    let mut c = StoreConfig::new(dir.join("data"));
+    c.segment_max_age = Duration::from_secs(3600);
+    c
+}
+
+fn s(v: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(v.into())),
+    })
+}
+
+fn request(service: &str, trace: [u8; 16], spans: usize, marker: &str) -> ExportTraceServiceRequest {
+    let t = now();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: s(service),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..spans)
+                    .map(|i| Span {
+                        trace_id: trace.to_vec(),
+                        span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+                        parent_span_id: if i == 0 { vec![] } else { 1u64.to_be_bytes().to_vec() },
+                        name: format!("op-{marker}-{i}"),
+                        start_time_unix_nano: t - 1_000_000 + i as u64,
+                        end_time_unix_nano: t + i as u64,
+                        attributes: vec![KeyValue {
+                            key: "note".into(),
+                            value: s(marker),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn batch(tenant: &str, req: ExportTraceServiceRequest) -> EncodedBatch {
+    let v = validate(req, &Limits::default(), now()).unwrap();
+    assert_eq!(v.rejected_spans(), 0);
+    EncodedBatch::encode(TenantId::parse(tenant).unwrap(), &v, 1).unwrap()
+}
+
+fn count(store: &Store, tenant: &str, trace: [u8; 16]) -> usize {
+    store
+        .find_trace(&TenantId::parse(tenant).unwrap(), TraceId(trace))
+        .unwrap()
+        .map(|rs| rs.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn appended_spans_are_readable_from_head_blocks_and_after_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    store.append(batch("a", request("svc", [1; 16], 3, "m1"))).await.unwrap();
+    assert_eq!(count(&store, "a", [1; 16]), 3, "head");
+    assert_eq!(count(&store, "b", [1; 16]), 0, "other tenant sees nothing");
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().head_records, 0);
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(count(&store, "a", [1; 16]), 3, "block");
+    // The same trace continues in a later block and in the head: it comes back whole.
+    let mut more = request("svc2", [1; 16], 2, "m2");
+    for (i, sp) in more.resource_spans[0].scope_spans[0].spans.iter_mut().enumerate() {
+        sp.span_id = (100 + i as u64).to_be_bytes().to_vec();
+        sp.parent_span_id = 1u64.to_be_bytes().to_vec();
+    }
+    store.append(batch("a", more.clone())).await.unwrap();
+    store.flush().await.unwrap();
+    for sp in more.resource_spans[0].scope_spans[0].spans.iter_mut() {
+        sp.span_id[0] = 9;
+    }
+    store.append(batch("a", more)).await.unwrap();
+    assert_eq!(count(&store, "a", [1; 16]), 7);
+    drop(store);
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    assert_eq!(count(&store, "a", [1; 16]), 7, "after reopen");
+    let hits = store
+        .search(
+            &TenantId::parse("a").unwrap(),
+            &SearchQuery {
+                tags: vec![("service.name".into(), "svc2".into())],
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].root_service_name, "svc");
+    assert_eq!(hits[0].root_trace_name, "op-m1-0");
+}
+
+#[tokio::test]
+async fn identical_resends_are_deduplicated() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    let req = request("svc", [2; 16], 4, "dup");
+    store.append(batch("a", req.clone())).await.unwrap();
+    store.flush().await.unwrap();
+    store.append(batch("a", req)).await.unwrap();
+    assert_eq!(count(&store, "a", [2; 16]), 4);
+}
+
+#[tokio::test]
+async fn nothing_is_plaintext_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    let marker = "zq-unique-marker-7731";
+    store.append(batch("a", request(marker, [3; 16], 5, marker))).await.unwrap();
+    // Check the WAL before sealing, then the blocks after.
+    assert_no_marker(d.path(), marker);
+    store.flush().await.unwrap();
+    assert_no_marker(d.path(), marker);
+    assert_eq!(count(&store, "a", [3; 16]), 5);
+}
+
+fn assert_no_marker(dir: &Path, marker: &str) {
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                files += 1;
+                let bytes = std::fs::read(&e).unwrap();
+                assert!(
+                    !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                    "plaintext marker found in {}",
+                    e.display()
+                );
+            }
+        }
+    }
+    assert!(files > 2);
+}
+
+fn wal_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("data/wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `n` acknowledged batches, then "crashes" (leaks the store so nothing is sealed).
+async fn crashed_store_with(d: &Path, n: usize) -> Vec<[u8; 16]> {
+    let store = Store::open(cfg(d), keyring(d)).unwrap();
+    let mut traces = Vec::new();
+    for i in 0..n {
+        let t = [i as u8 + 10; 16];
+        store.append(batch("a", request("svc", t, 2, "c"))).await.unwrap();
+        traces.push(t);
+    }
+    // Simulate kill -9: no shutdown, no seal. Copy the WAL aside before the store drops.
+    let wal = wal_files(d);
+    let copies: Vec<(std::path::PathBuf, Vec<u8>)> =
+        wal.iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect();
+    drop(store);
+    for p in wal_files(d) {
+        std::fs::remove_file(p).unwrap();
+    }
+    for b in std::fs::read_dir(d.join("data/blocks/a")).into_iter().flatten() {
+        std::fs::remove_file(b.unwrap().path()).unwrap();
+    }
+    for (p, bytes) in copies {
+        std::fs::write(p, bytes).unwrap();
+    }
+    traces
+}
+
+#[tokio::test]
+async fn torn_tails_at_random_offsets_lose_nothing_acknowledged() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..8 {
+        let d = tempfile::tempdir().unwrap();
+        let traces = crashed_store_with(d.path(), 5).await;
+        let seg = wal_files(d.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let acked_len = bytes.len();
+        // A torn write: part of a record that was never acknowledged, cut at a random length.
+        let extra: Vec<u8> = if round % 2 == 0 {
+            let mut rec = Vec::new();
+            tv_store::wal::encode_record(&mut rec, tv_store::wal::TYPE_DATA, &vec![7u8; 300]);
+            rec.truncate(rng.random_range(1..rec.len()));
+            rec
+        } else {
+            (0..rng.random_range(1..200)).map(|_| rng.random()).collect()
+        };
+        bytes.extend_from_slice(&extra);
+        std::fs::write(&seg, &bytes).unwrap();
+        let store = Store::open(cfg(d.path()), keyring(d.path()))
+            .unwrap_or_else(|e| panic!("round {round}: torn tail after {acked_len} refused: {e}"));
+        for t in &traces {
+            assert_eq!(count(&store, "a", *t), 2, "round {round}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn damage_inside_an_acknowledged_record_is_reported_not_dropped() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for round in 0..8 {
+        let d = tempfile::tempdir().unwrap();
+        crashed_store_with(d.path(), 6).await;
+        let seg = wal_files(d.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        // Any byte of the records before the last one (the last could be a torn write).
+        let off = rng.random_range(tv_store::wal::HEADER_LEN..bytes.len() * 2 / 3);
+        bytes[off] ^= 0x5a;
+        std::fs::write(&seg, &bytes).unwrap();
+        let err = Store::open(cfg(d.path()), keyring(d.path()))
+            .err()
+            .unwrap_or_else(|| panic!("round {round}: corruption at {off} was accepted"));
+        let msg = err.to_string();
+        assert!(msg.contains("corruption") || msg.contains("authentication"), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_segment_keeps_every_complete_record() {
+    let d = tempfile::tempdir().unwrap();
+    let traces = crashed_store_with(d.path(), 4).await;
+    let seg = wal_files(d.path()).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    // Cut inside the last record: earlier records survive; the cut one is a torn tail.
+    std::fs::write(&seg, &bytes[..bytes.len() - 10]).unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    for t in &traces[..3] {
+        assert_eq!(count(&store, "a", *t), 2);
+    }
+    assert_eq!(count(&store, "a", traces[3]), 0);
+}
+
+struct BlockingSync {
+    release: AtomicBool,
+    syncing: AtomicBool,
+    synced: AtomicUsize,
+    log: Mutex<Vec<&'static str>>,
+}
+
+impl SyncHook for BlockingSync {
+    fn before_sync(&self) {
+        self.syncing.store(true, Ordering::SeqCst);
+        while !self.release.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    fn after_sync(&self) {
+        self.log.lock().unwrap().push("fsync returned");
+        self.synced.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_acknowledgement_before_the_covering_fsync_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let hook = Arc::new(BlockingSync {
+        release: AtomicBool::new(false),
+        syncing: AtomicBool::new(false),
+        synced: AtomicUsize::new(0),
+        log: Mutex::new(Vec::new()),
+    });
+    let mut c = cfg(d.path());
+    c.sync_hook = Some(hook.clone());
+    let store = Arc::new(Store::open(c, keyring(d.path())).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let st = store.clone();
+        let h = hook.clone();
+        tasks.push(tokio::spawn(async move {
+            st.append(batch("a", request("svc", [i + 1; 16], 1, "f"))).await.unwrap();
+            h.log.lock().unwrap().push("ack");
+        }));
+    }
+    while !hook.syncing.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        hook.log.lock().unwrap().is_empty(),
+        "an acknowledgement left while its fsync was still running"
+    );
+    hook.release.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = hook.log.lock().unwrap().clone();
+    assert_eq!(log.first(), Some(&"fsync returned"), "{log:?}");
+    assert_eq!(log.iter().filter(|l| **l == "ack").count(), 8);
+    // Group commit: 8 concurrent requests shared fewer fsyncs than requests.
+    assert!(hook.synced.load(Ordering::SeqCst) < 8, "{log:?}");
+}
