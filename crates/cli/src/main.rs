@@ -1,2 +1,191 @@
+//! `tracevault`: the server, and the command line for everything else.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod bench;
+mod client;
+mod query;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tv_server::{RawConfig, Server};
+
+#[derive(Parser)]
+#[command(name = "tracevault", version, about = "Security-first OpenTelemetry tracing backend")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (zero config: TLS, authentication and loopback listeners by default).
+    Serve(Box<ServeArgs>),
+    /// Query a running server.
+    #[command(subcommand)]
+    Query(query::QueryCmd),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (flags override it; DIR/config.toml is read when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [config: data_dir] [default: ./tracevault-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Key material directory [config: keys_dir] [default: DIR/keys]
+    #[arg(long)]
+    keys_dir: Option<PathBuf>,
+    /// OTLP gRPC listener [config: listen.otlp_grpc] [default: 127.0.0.1:4317]
+    #[arg(long)]
+    otlp_grpc: Option<SocketAddr>,
+    /// OTLP HTTP listener [config: listen.otlp_http] [default: 127.0.0.1:4318]
+    #[arg(long)]
+    otlp_http: Option<SocketAddr>,
+    /// Query API, /metrics and /ready [config: listen.api] [default: 127.0.0.1:3200]
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// Operator's certificate chain (PEM) instead of the generated one [config: tls.cert]
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Operator's private key (PEM) [config: tls.key]
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Serve WITHOUT TLS. Insecure; logs a warning at every start [config: tls.insecure_plaintext]
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Maximum request size after decompression, bytes [config: limits.max_request_bytes]
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
+    /// Maximum spans per request [config: limits.max_spans_per_request]
+    #[arg(long)]
+    max_spans_per_request: Option<usize>,
+    /// Maximum attributes per span, event or link [config: limits.max_attributes_per_span]
+    #[arg(long)]
+    max_attributes_per_span: Option<usize>,
+    /// Maximum attribute value length, bytes [config: limits.max_attribute_value_bytes]
+    #[arg(long)]
+    max_attribute_value_bytes: Option<usize>,
+    /// Maximum AnyValue nesting depth [config: limits.max_value_depth]
+    #[arg(long)]
+    max_value_depth: Option<usize>,
+    /// Refuse spans that started more than this many seconds ago [config: limits.max_span_age_secs]
+    #[arg(long)]
+    max_span_age_secs: Option<u64>,
+    /// Refuse spans starting more than this many seconds ahead [config: limits.max_span_future_secs]
+    #[arg(long)]
+    max_span_future_secs: Option<u64>,
+    /// Maximum concurrent connections over all listeners [config: limits.max_connections]
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seal the WAL into blocks at least this often, seconds [config: storage.seal_interval_secs]
+    #[arg(long)]
+    seal_interval_secs: Option<f64>,
+    /// WAL segment size that triggers sealing, bytes [config: storage.segment_max_bytes]
+    #[arg(long)]
+    segment_max_bytes: Option<u64>,
+    /// zstd level for sealed blocks, 1-19 [config: storage.block_zstd_level]
+    #[arg(long)]
+    block_zstd_level: Option<i32>,
+    /// Log format: text or json
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+impl ServeArgs {
+    fn raw(&self) -> RawConfig {
+        let mut r = RawConfig {
+            data_dir: self.data_dir.clone(),
+            keys_dir: self.keys_dir.clone(),
+            ..Default::default()
+        };
+        r.listen.otlp_grpc = self.otlp_grpc;
+        r.listen.otlp_http = self.otlp_http;
+        r.listen.api = self.api;
+        r.tls.cert = self.tls_cert.clone();
+        r.tls.key = self.tls_key.clone();
+        r.tls.insecure_plaintext = self.insecure_plaintext.then_some(true);
+        r.limits.max_request_bytes = self.max_request_bytes;
+        r.limits.max_spans_per_request = self.max_spans_per_request;
+        r.limits.max_attributes_per_span = self.max_attributes_per_span;
+        r.limits.max_attribute_value_bytes = self.max_attribute_value_bytes;
+        r.limits.max_value_depth = self.max_value_depth;
+        r.limits.max_span_age_secs = self.max_span_age_secs;
+        r.limits.max_span_future_secs = self.max_span_future_secs;
+        r.limits.max_connections = self.max_connections;
+        r.storage.seal_interval_secs = self.seal_interval_secs;
+        r.storage.segment_max_bytes = self.segment_max_bytes;
+        r.storage.block_zstd_level = self.block_zstd_level;
+        r
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRACEVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format == "json");
+    let cfg = RawConfig::resolve(&args.raw(), args.config.as_deref())?;
+    let server = Server::bootstrap(cfg).await?;
+    tracing::info!(
+        admin_token = %server.admin_token_path.display(),
+        "admin token file (read it with care; it is never logged)"
+    );
+    server.run(shutdown_signal()).await
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Serve(a) => serve(*a).await,
+            Cmd::Query(q) => query::run(q).await,
+            Cmd::Bench(b) => bench::run(b).await,
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

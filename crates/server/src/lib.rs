@@ -1,1 +1,229 @@
+//! The tracevault server: OTLP receivers, the query API, TLS, metrics and the wiring between the
+//! pure crates and the network.
+//!
+//! [`Server::bootstrap`] prepares everything a zero-config start needs (data and keys directories,
+//! root key, local CA and server certificate, admin token, store) and binds the listeners;
+//! [`Server::run`] serves until its shutdown future resolves, then stops accepting, lets in-flight
+//! requests finish, flushes the WAL into blocks and returns.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod net;
+pub mod params;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tv_access::{Role, TokenStore};
+use tv_crypto::{FileRootKey, Keyring, RootKeySource, fsio};
+use tv_model::Limits;
+use tv_store::{Store, StoreConfig};
+
+pub use config::{RawConfig, ServeConfig};
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub tokens: Arc<TokenStore>,
+    pub limits: Limits,
+    pub metrics: Arc<metrics::Metrics>,
+    pub wal_zstd_level: i32,
+}
+
+/// Addresses actually bound (useful with port 0).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BoundAddrs {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// A bootstrapped server, listeners bound, not yet serving.
+pub struct Server {
+    cfg: ServeConfig,
+    state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+    listeners: Vec<(&'static str, TcpListener)>,
+    pub addrs: BoundAddrs,
+    pub admin_token_path: PathBuf,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Server({:?})", self.addrs)
+    }
+}
+
+const INSECURE_WARNING: &str = "INSECURE: --insecure-plaintext is set: listeners speak plaintext, so bearer tokens and trace data cross the network unencrypted; use only on a trusted loopback";
+
+impl Server {
+    /// Creates what a first start needs and binds the listeners.
+    pub async fn bootstrap(cfg: ServeConfig) -> anyhow::Result<Self> {
+        let data_dir = cfg.data_dir.clone();
+        fsio::create_private_dir(&data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        if let Ok(mode) = fsio::mode_of(&data_dir)
+            && mode & 0o077 != 0
+        {
+            tracing::warn!(dir = %data_dir.display(), mode = format!("{mode:o}"), "data directory is accessible to group or others; chmod 700 it");
+        }
+        fsio::create_private_dir(&cfg.keys_dir)
+            .with_context(|| format!("creating keys directory {}", cfg.keys_dir.display()))?;
+        let (root, created) = FileRootKey::load_or_create(&cfg.keys_dir.join("root.key"))?;
+        if created {
+            tracing::info!(path = %cfg.keys_dir.join("root.key").display(), "created root key; back it up apart from the data directory");
+        }
+        let root: Arc<dyn RootKeySource> = Arc::new(root);
+        let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
+
+        let tls = if cfg.insecure_plaintext {
+            tracing::warn!("{INSECURE_WARNING}");
+            None
+        } else {
+            let files = match &cfg.tls_cert {
+                Some((cert, key)) => tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    generated: false,
+                },
+                None => tls::ensure_generated(&data_dir, &cfg.keys_dir)?,
+            };
+            Some(TlsAcceptor::from(tls::server_config(&files)?))
+        };
+
+        let tokens = Arc::new(TokenStore::open(
+            &data_dir.join("tokens.json"),
+            &cfg.keys_dir,
+            root.as_ref(),
+        )?);
+        let admin_token_path = data_dir.join("admin.token");
+        if tokens.is_empty() {
+            let (text, _) = tokens.create("bootstrap-admin", Role::Admin, vec![], None)?;
+            let mut line = text.to_string();
+            line.push('\n');
+            fsio::atomic_write(&admin_token_path, line.as_bytes(), 0o600)
+                .with_context(|| format!("writing {}", admin_token_path.display()))?;
+            zeroize::Zeroize::zeroize(&mut line);
+            tracing::info!(path = %admin_token_path.display(), "created admin API token (the file holds the token; it is not logged)");
+        }
+
+        let metrics = Arc::new(metrics::Metrics::new());
+        let mut scfg = StoreConfig::new(&data_dir);
+        scfg.segment_max_bytes = cfg.segment_max_bytes;
+        scfg.segment_max_age = cfg.seal_interval;
+        scfg.block_zstd_level = cfg.block_zstd_level;
+        scfg.chunk_target_bytes = cfg.chunk_target_bytes;
+        scfg.max_pending_bytes = cfg.max_pending_bytes;
+        scfg.observer = Some(metrics.clone());
+        let store = {
+            let kr = keyring.clone();
+            tokio::task::spawn_blocking(move || Store::open(scfg, kr))
+                .await
+                .context("store recovery task")?
+                .context("opening the store")?
+        };
+        let state = Arc::new(AppState {
+            store: Arc::new(store),
+            tokens,
+            limits: cfg.limits.clone(),
+            metrics,
+            wal_zstd_level: 1,
+        });
+
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the {what} listener on {addr}"))
+        };
+        let grpc = bind(cfg.otlp_grpc, "OTLP gRPC").await?;
+        let http = bind(cfg.otlp_http, "OTLP HTTP").await?;
+        let api = bind(cfg.api, "query API").await?;
+        let addrs = BoundAddrs {
+            otlp_grpc: grpc.local_addr()?,
+            otlp_http: http.local_addr()?,
+            api: api.local_addr()?,
+        };
+        for (name, a) in [
+            ("otlp-grpc", addrs.otlp_grpc),
+            ("otlp-http", addrs.otlp_http),
+            ("api", addrs.api),
+        ] {
+            if !a.ip().is_loopback() {
+                tracing::warn!(listener = name, addr = %a, "listening beyond loopback");
+            }
+        }
+        fsio::atomic_write(
+            &data_dir.join("listen.json"),
+            serde_json::to_string_pretty(&addrs)?.as_bytes(),
+            0o644,
+        )?;
+        Ok(Self {
+            cfg,
+            state,
+            tls,
+            listeners: vec![("otlp-grpc", grpc), ("otlp-http", http), ("api", api)],
+            addrs,
+            admin_token_path,
+        })
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then drains, seals the WAL and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (tx, rx) = watch::channel(false);
+        let conns = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        if self.tls.is_none() {
+            tracing::warn!("{INSECURE_WARNING}");
+        }
+        let mut tasks = Vec::new();
+        for (name, listener) in self.listeners {
+            let app = match name {
+                "otlp-grpc" => ingest::grpc_router(self.state.clone()),
+                "otlp-http" => axum::Router::new()
+                    .route("/v1/traces", axum::routing::post(ingest::http_export))
+                    .with_state(self.state.clone()),
+                _ => api::router(self.state.clone()),
+            };
+            // Body limits are enforced by the handlers with the configured limit.
+            let app = app.layer(axum::extract::DefaultBodyLimit::disable());
+            tracing::info!(listener = name, addr = %listener.local_addr()?, scheme, "listening");
+            tasks.push(tokio::spawn(net::serve(
+                name,
+                listener,
+                self.tls.clone(),
+                app,
+                rx.clone(),
+                conns.clone(),
+                self.state.metrics.clone(),
+            )));
+        }
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let _ = tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let store = self.state.store.clone();
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .context("flushing the store")?;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! API tokens stored as keyed hashes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use aws_lc_rs::hmac;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tv_crypto::{RootKeySource, SecretKey, fsio, random_bytes};
+use tv_model::TenantId;
+use zeroize::Zeroizing;
+
+use crate::{AuthError, Credential, Principal, Role, TenantScope};
+
+const PREFIX: &str = "tvk_";
+const FILE_VERSION: u32 = 1;
+
+/// A presented token, parsed. Holds the secret zeroized on drop and never prints it.
+pub struct TokenSecret {
+    id: String,
+    secret: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSecret({}, ..)", self.id)
+    }
+}
+
+impl TokenSecret {
+    /// Parses `tvk_<16 hex>_<64 hex>`.
+    pub fn parse(s: String) -> Result<Self, AuthError> {
+        let s = Zeroizing::new(s);
+        let rest = s.strip_prefix(PREFIX).ok_or(AuthError::Malformed)?;
+        let (id, secret) = rest.split_once('_').ok_or(AuthError::Malformed)?;
+        if id.len() != 16 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(AuthError::Malformed);
+        }
+        if secret.len() != 64 {
+            return Err(AuthError::Malformed);
+        }
+        let secret = Zeroizing::new(hex::decode(secret).map_err(|_| AuthError::Malformed)?);
+        Ok(Self {
+            id: id.to_ascii_lowercase(),
+            secret,
+        })
+    }
+
+    /// Parses an `Authorization` header value.
+    pub fn from_header(value: Option<&str>) -> Result<Self, AuthError> {
+        let v = value.ok_or(AuthError::Missing)?;
+        let (scheme, tok) = v.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Malformed);
+        }
+        Self::parse(tok.trim().to_owned())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A stored token: the hash of its secret, never the secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    /// hex HMAC-SHA256(server key, secret)
+    pub hash: String,
+    pub role: Role,
+    /// empty = all tenants (admin bootstrap only)
+    pub tenants: Vec<String>,
+    pub created_unix: u64,
+    #[serde(default)]
+    pub expires_unix: Option<u64>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenFile {
+    format: u32,
+    tokens: Vec<TokenRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HmacKeyFile {
+    format: u32,
+    wrapped: String,
+}
+
+/// The token registry (`DIR/tokens.json`), with the HMAC key wrapped by the root key in
+/// `keys/token-hmac.json`.
+pub struct TokenStore {
+    path: PathBuf,
+    key: hmac::Key,
+    records: RwLock<HashMap<String, TokenRecord>>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenStore({})", self.path.display())
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenStoreError {
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid token file {path}: {reason}")]
+    Format { path: String, reason: String },
+    #[error(transparent)]
+    Crypto(#[from] tv_crypto::CryptoError),
+}
+
+impl TokenStore {
+    /// Opens (or creates) the registry at `path`, with its HMAC key under `keys_dir`.
+    pub fn open(
+        path: &Path,
+        keys_dir: &Path,
+        root: &dyn RootKeySource,
+    ) -> Result<Self, TokenStoreError> {
+        let io = |p: &Path, e| TokenStoreError::Io {
+            path: p.display().to_string(),
+            source: e,
+        };
+        let fmt = |p: &Path, r: String| TokenStoreError::Format {
+            path: p.display().to_string(),
+            reason: r,
+        };
+        let kpath = keys_dir.join("token-hmac.json");
+        const CTX: &[u8] = b"tracevault/v1/token-hmac-key";
+        let key = if kpath.exists() {
+            let f: HmacKeyFile = serde_json::from_slice(
+                &std::fs::read(&kpath).map_err(|e| io(&kpath, e))?,
+            )
+            .map_err(|e| fmt(&kpath, e.to_string()))?;
+            if f.format != FILE_VERSION {
+                return Err(fmt(&kpath, format!("unsupported format version {}", f.format)));
+            }
+            let w = hex::decode(&f.wrapped).map_err(|e| fmt(&kpath, e.to_string()))?;
+            root.unwrap(CTX, &w)?
+        } else {
+            let k = SecretKey::random();
+            let f = HmacKeyFile {
+                format: FILE_VERSION,
+                wrapped: hex::encode(root.wrap(CTX, &k)?),
+            };
+            let bytes = serde_json::to_vec(&f).map_err(|e| fmt(&kpath, e.to_string()))?;
+            fsio::create_private_file(&kpath, &bytes).map_err(|e| io(&kpath, e))?;
+            k
+        };
+        let records = if path.exists() {
+            let f: TokenFile =
+                serde_json::from_slice(&std::fs::read(path).map_err(|e| io(path, e))?)
+                    .map_err(|e| fmt(path, e.to_string()))?;
+            if f.format != FILE_VERSION {
+                return Err(fmt(path, format!("unsupported format version {}", f.format)));
+            }
+            f.tokens.into_iter().map(|r| (r.id.clone(), r)).collect()
+        } else {
+            HashMap::new()
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
+            records: RwLock::new(records),
+        })
+    }
+
+    fn hash(&self, secret: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.key, secret);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    fn persist(&self, records: &HashMap<String, TokenRecord>) -> Result<(), TokenStoreError> {
+        let mut tokens: Vec<TokenRecord> = records.values().cloned().collect();
+        tokens.sort_by(|a, b| a.created_unix.cmp(&b.created_unix).then(a.id.cmp(&b.id)));
+        let bytes = serde_json::to_vec_pretty(&TokenFile {
+            format: FILE_VERSION,
+            tokens,
+        })
+        .map_err(|e| TokenStoreError::Format {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        fsio::atomic_write(&self.path, &bytes, 0o600).map_err(|e| TokenStoreError::Io {
+            path: self.path.display().to_string(),
+            source: e,
+        })
+    }
+
+    /// Creates a token and returns its full text (shown once; only the hash is stored).
+    pub fn create(
+        &self,
+        name: &str,
+        role: Role,
+        tenants: Vec<TenantId>,
+        expires_unix: Option<u64>,
+    ) -> Result<(Zeroizing<String>, TokenRecord), TokenStoreError> {
+        let id = hex::encode(random_bytes::<8>());
+        let secret = Zeroizing::new(random_bytes::<32>());
+        let text = Zeroizing::new(format!("{PREFIX}{id}_{}", hex::encode(*secret)));
+        let rec = TokenRecord {
+            id: id.clone(),
+            name: name.to_owned(),
+            hash: hex::encode(self.hash(&*secret)),
+            role,
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            created_unix: now_unix(),
+            expires_unix,
+            revoked: false,
+        };
+        let mut recs = self.records.write().expect("token lock poisoned");
+        recs.insert(id, rec.clone());
+        self.persist(&recs)?;
+        Ok((text, rec))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.read().expect("token lock poisoned").is_empty()
+    }
+
+    /// Checks a presented token and returns who it is.
+    pub fn authenticate(&self, tok: &TokenSecret) -> Result<Principal, AuthError> {
+        let recs = self.records.read().expect("token lock poisoned");
+        // Hash even when the id is unknown, so timing does not reveal which ids exist.
+        let presented = self.hash(&tok.secret);
+        let Some(rec) = recs.get(&tok.id) else {
+            return Err(AuthError::Invalid);
+        };
+        let stored = hex::decode(&rec.hash).unwrap_or_default();
+        if !bool::from(presented.as_slice().ct_eq(stored.as_slice())) {
+            return Err(AuthError::Invalid);
+        }
+        if rec.revoked {
+            return Err(AuthError::Revoked);
+        }
+        if rec.expires_unix.is_some_and(|e| now_unix() >= e) {
+            return Err(AuthError::Expired);
+        }
+        let tenants = if rec.tenants.is_empty() {
+            TenantScope::All
+        } else {
+            TenantScope::Only(
+                rec.tenants
+                    .iter()
+                    .filter_map(|t| TenantId::parse(t).ok())
+                    .collect(),
+            )
+        };
+        Ok(Principal {
+            name: rec.name.clone(),
+            credential: Credential::ApiToken { id: rec.id.clone() },
+            role: rec.role,
+            tenants,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tv_crypto::FileRootKey;
+
+    fn store(d: &Path) -> TokenStore {
+        let (root, _) = FileRootKey::load_or_create(&d.join("keys/root.key")).unwrap();
+        TokenStore::open(&d.join("tokens.json"), &d.join("keys"), &root).unwrap()
+    }
+
+    #[test]
+    fn created_tokens_authenticate_and_are_stored_hashed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let (text, rec) = s.create("admin", Role::Admin, vec![], None).unwrap();
+        assert!(text.starts_with("tvk_"));
+        assert_eq!(text.len(), 4 + 16 + 1 + 64);
+        let p = s
+            .authenticate(&TokenSecret::parse(text.to_string()).unwrap())
+            .unwrap();
+        assert_eq!(p.role, Role::Admin);
+        assert_eq!(p.tenants, TenantScope::All);
+        let file = std::fs::read_to_string(d.path().join("tokens.json")).unwrap();
+        let secret_part = text.rsplit('_').next().unwrap();
+        assert!(!file.contains(secret_part), "secret stored in clear");
+        assert!(file.contains(&rec.hash));
+        assert_eq!(fsio::mode_of(&d.path().join("tokens.json")).unwrap(), 0o600);
+        // Survives a restart (HMAC key persisted, wrapped).
+        let s2 = store(d.path());
+        assert!(s2.authenticate(&TokenSecret::parse(text.to_string()).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn wrong_secret_and_unknown_id_are_invalid() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let (text, rec) = s.create("w", Role::Writer, vec![], None).unwrap();
+        let mut wrong = text.to_string();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(
+            s.authenticate(&TokenSecret::parse(wrong).unwrap()),
+            Err(AuthError::Invalid)
+        );
+        let unknown = format!("tvk_{}_{}", "0".repeat(16), "a".repeat(64));
+        assert_ne!(rec.id, "0".repeat(16));
+        assert_eq!(
+            s.authenticate(&TokenSecret::parse(unknown).unwrap()),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn header_parsing() {
+        assert_eq!(TokenSecret::from_header(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            TokenSecret::from_header(Some("Basic abc")).unwrap_err(),
+            AuthError::Malformed
+        );
+        let ok = format!("Bearer tvk_{}_{}", "a".repeat(16), "b".repeat(64));
+        assert!(TokenSecret::from_header(Some(&ok)).is_ok());
+        let dbg = format!("{:?}", TokenSecret::from_header(Some(&ok)).unwrap());
+        assert!(!dbg.contains("bbbb"), "{dbg}");
+    }
+}

@@ -1,0 +1,80 @@
+//! The common `--server --ca --token-file` client flags and an HTTPS client built on them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// How CLI commands reach a running server.
+#[derive(Args, Clone, Debug)]
+pub struct ServerFlags {
+    /// Server query API URL
+    #[arg(long, default_value = "https://127.0.0.1:3200")]
+    pub server: String,
+    /// CA certificate to trust [default: DIR/tls/ca.pem]
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// File holding the API token [default: DIR/admin.token]
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Data directory the defaults above are taken from
+    #[arg(long, default_value = "./tracevault-data")]
+    pub data_dir: PathBuf,
+    /// Tenant (X-Scope-OrgID)
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+}
+
+impl ServerFlags {
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls/ca.pem"))
+    }
+
+    pub fn token(&self) -> anyhow::Result<String> {
+        let p = self
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"));
+        let t = std::fs::read_to_string(&p)
+            .with_context(|| format!("reading token file {}", p.display()))?;
+        let t = t.trim().to_owned();
+        if t.is_empty() {
+            bail!("token file {} is empty", p.display());
+        }
+        Ok(t)
+    }
+
+    /// An HTTP client trusting only the configured CA (TLS 1.3, aws-lc-rs).
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder();
+        if self.server.starts_with("https://") {
+            b = b.use_preconfigured_tls(tls_client_config(&self.ca_path())?);
+        }
+        b.build().context("building the HTTP client")
+    }
+}
+
+/// A rustls client configuration trusting only the CA in `ca` (TLS 1.3 only).
+pub fn tls_client_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading CA file {}", ca.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing CA file {}", ca.display()))?;
+    for c in certs {
+        roots.add(c).context("adding CA certificate")?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

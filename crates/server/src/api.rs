@@ -1,0 +1,276 @@
+//! The query API, compatible with Grafana Tempo's HTTP API (trace by id v1/v2, search, tags,
+//! tag values, echo), plus `/ready`, `/metrics` and admin endpoints.
+//!
+//! Ids in JSON are lowercase hex as OTLP/JSON specifies (Tempo's own JSON uses base64 for span
+//! ids; see docs/operators-guide.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use http::{HeaderMap, StatusCode, header};
+use prost::Message;
+use serde_json::json;
+use tv_model::TraceId;
+use tv_model::otlp::TracesData;
+use tv_store::SearchQuery;
+
+use crate::AppState;
+use crate::auth::{Caller, authenticate};
+use crate::error::ApiError;
+use crate::metrics::EndpointLabels;
+use crate::params::{parse_go_duration, parse_logfmt};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let authed = Router::new()
+        .route("/api/traces/{id}", get(trace_v1))
+        .route("/api/v2/traces/{id}", get(trace_v2))
+        .route("/api/search", get(search))
+        .route("/api/search/tags", get(tags))
+        .route("/api/search/tag/{name}/values", get(tag_values))
+        .route("/api/echo", get(|| async { "echo" }))
+        .route("/metrics", get(metrics))
+        .route("/api/admin/flush", post(flush))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_auth,
+        ));
+    Router::new()
+        .route("/ready", get(ready))
+        .merge(authed)
+        .with_state(state)
+}
+
+async fn require_auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    match authenticate(&state.tokens, req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn need_read(caller: &Caller) -> Result<(), ApiError> {
+    if caller.principal.may_read() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "credential may not read traces (needs role reader or admin)".into(),
+        ))
+    }
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.store.is_healthy() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the write-ahead log cannot be written\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    need_read(&caller)?;
+    let stats = state.store.stats();
+    state.metrics.stored_blocks.set(stats.blocks as i64);
+    state.metrics.head_spans.set(stats.head_spans as i64);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
+}
+
+async fn flush(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    if caller.principal.role != tv_access::Role::Admin {
+        return Err(ApiError::Forbidden("flush needs the admin role".into()));
+    }
+    state.store.flush().await.map_err(ApiError::from_store)?;
+    let s = state.store.stats();
+    Ok(Json(json!({"blocks": s.blocks, "headSpans": s.head_spans})).into_response())
+}
+
+/// Runs a blocking store read off the async workers and records its latency.
+async fn timed<T: Send + 'static>(
+    state: &Arc<AppState>,
+    endpoint: &'static str,
+    f: impl FnOnce(&AppState) -> Result<T, tv_store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let st = state.clone();
+    let res = tokio::task::spawn_blocking(move || f(&st))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from_store);
+    state
+        .metrics
+        .query_duration
+        .get_or_create(&EndpointLabels { endpoint })
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
+fn wants_protobuf(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/protobuf") || a.contains("application/x-protobuf"))
+}
+
+async fn load_trace(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+) -> Result<TracesData, ApiError> {
+    need_read(caller)?;
+    let tid = TraceId::from_hex(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let tenant = caller.tenant.clone();
+    let found = timed(state, "trace_by_id", move |s| s.store.find_trace(&tenant, tid)).await?;
+    match found {
+        Some(resource_spans) => Ok(TracesData { resource_spans }),
+        None => Err(ApiError::NotFound(format!("trace {} not found", tid.to_hex()))),
+    }
+}
+
+fn protobuf(data: &TracesData) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/protobuf")],
+        data.encode_to_vec(),
+    )
+        .into_response()
+}
+
+async fn trace_v1(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let data = load_trace(&state, &caller, &id).await?;
+    if wants_protobuf(&headers) {
+        // Tempo's `Trace { repeated ResourceSpans batches = 1 }` is wire-identical to TracesData.
+        return Ok(protobuf(&data));
+    }
+    Ok(Json(json!({ "batches": data.resource_spans })).into_response())
+}
+
+async fn trace_v2(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let data = load_trace(&state, &caller, &id).await?;
+    if wants_protobuf(&headers) {
+        return Ok(protobuf(&data));
+    }
+    Ok(Json(json!({ "trace": { "resourceSpans": data.resource_spans } })).into_response())
+}
+
+const MAX_LIMIT: usize = 10_000;
+
+async fn search(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    need_read(&caller)?;
+    let bad = ApiError::BadRequest;
+    let mut q = SearchQuery {
+        limit: 20,
+        ..Default::default()
+    };
+    if let Some(t) = params.get("tags") {
+        q.tags = parse_logfmt(t).map_err(bad)?;
+    }
+    if let Some(v) = params.get("minDuration") {
+        q.min_duration_ns = Some(parse_go_duration(v).map_err(bad)?);
+    }
+    if let Some(v) = params.get("maxDuration") {
+        q.max_duration_ns = Some(parse_go_duration(v).map_err(bad)?);
+    }
+    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|s| s.saturating_mul(1_000_000_000))
+                    .map_err(|_| ApiError::BadRequest(format!("{name} must be unix seconds")))
+            })
+            .transpose()
+    };
+    q.start_ns = secs("start")?;
+    q.end_ns = secs("end")?.map(|e| e.saturating_add(999_999_999));
+    if let (Some(s), Some(e)) = (q.start_ns, q.end_ns)
+        && s > e
+    {
+        return Err(ApiError::BadRequest("start must not be after end".into()));
+    }
+    if let Some(l) = params.get("limit") {
+        let l: usize = l
+            .parse()
+            .map_err(|_| ApiError::BadRequest("limit must be a positive integer".into()))?;
+        if l == 0 || l > MAX_LIMIT {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        q.limit = l;
+    }
+    let tenant = caller.tenant.clone();
+    let hits = timed(&state, "search", move |s| s.store.search(&tenant, &q)).await?;
+    let traces: Vec<_> = hits
+        .into_iter()
+        .map(|h| {
+            json!({
+                "traceID": h.trace_id.to_hex(),
+                "rootServiceName": h.root_service_name,
+                "rootTraceName": h.root_trace_name,
+                "startTimeUnixNano": h.start_unix_nanos.to_string(),
+                "durationMs": h.duration_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "traces": traces })).into_response())
+}
+
+async fn tags(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    need_read(&caller)?;
+    let tenant = caller.tenant.clone();
+    let names = timed(&state, "tags", move |s| s.store.tag_names(&tenant)).await?;
+    Ok(Json(json!({ "tagNames": names })).into_response())
+}
+
+async fn tag_values(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    need_read(&caller)?;
+    if name.is_empty() || name.len() > 256 {
+        return Err(ApiError::BadRequest("tag name must be 1 to 256 bytes".into()));
+    }
+    let tenant = caller.tenant.clone();
+    let values = timed(&state, "tag_values", move |s| s.store.tag_values(&tenant, &name)).await?;
+    Ok(Json(json!({ "tagValues": values })).into_response())
+}

@@ -1,0 +1,45 @@
+//! Request authentication and tenant resolution, shared by the HTTP, gRPC and query listeners.
+
+use http::HeaderMap;
+use tv_access::{AuthError, Principal, TokenSecret, TokenStore};
+use tv_model::TenantId;
+
+use crate::error::ApiError;
+
+/// Header naming the tenant (as in Grafana Tempo and Mimir).
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// Who is calling, and for which tenant: established before any body is read.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub tenant: TenantId,
+}
+
+/// Authenticates the bearer token and resolves the tenant the request names.
+pub fn authenticate(tokens: &TokenStore, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let value = match headers.get(http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| ApiError::Unauthenticated(AuthError::Malformed))?),
+    };
+    let secret = TokenSecret::from_header(value).map_err(ApiError::Unauthenticated)?;
+    let principal = tokens
+        .authenticate(&secret)
+        .map_err(ApiError::Unauthenticated)?;
+    let tenant = match headers.get(TENANT_HEADER) {
+        None => TenantId::default_tenant(),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("invalid tenant id: not ASCII".into()))?;
+            TenantId::parse(s.trim()).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        }
+    };
+    // X-Scope-OrgID can only narrow what the credential allows, never widen it.
+    if !principal.tenants.allows(&tenant) {
+        return Err(ApiError::Forbidden(format!(
+            "credential is not allowed to act for tenant {tenant}"
+        )));
+    }
+    Ok(Caller { principal, tenant })
+}

@@ -1,0 +1,297 @@
+//! Server configuration: a raw, versioned TOML/flags layer and the validated [`ServeConfig`].
+//!
+//! Sources, later ones winning: built-in secure defaults, `DIR/config.toml` when present, the file
+//! named by `--config`, then command-line flags. Unknown keys are refused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tv_model::Limits;
+
+/// The `[listen]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Serve without TLS. Insecure: for a sidecar on a trusted loopback only.
+    pub insecure_plaintext: Option<bool>,
+}
+
+/// The `[limits]` section (see [`Limits`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_request_bytes: Option<usize>,
+    pub max_spans_per_request: Option<usize>,
+    pub max_attributes_per_span: Option<usize>,
+    pub max_attribute_value_bytes: Option<usize>,
+    pub max_value_depth: Option<usize>,
+    pub max_span_age_secs: Option<u64>,
+    pub max_span_future_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+}
+
+/// The `[storage]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub segment_max_bytes: Option<u64>,
+    /// Seconds after which an active WAL segment is sealed into blocks.
+    pub seal_interval_secs: Option<f64>,
+    pub block_zstd_level: Option<i32>,
+    pub chunk_target_bytes: Option<usize>,
+    pub max_pending_bytes: Option<u64>,
+}
+
+/// The whole file (and the flags, which fill the same structure).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Config format version; only 1 exists.
+    pub version: Option<u32>,
+    pub data_dir: Option<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub storage: RawStorage,
+}
+
+macro_rules! overlay {
+    ($dst:expr, $src:expr, $($f:ident),*) => { $( if $src.$f.is_some() { $dst.$f = $src.$f.clone(); } )* };
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let raw: RawConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        if let Some(v) = raw.version
+            && v != 1
+        {
+            bail!(
+                "config file {} has version {v}; this build reads version 1",
+                path.display()
+            );
+        }
+        Ok(raw)
+    }
+
+    /// Lays `other` over `self`: every value `other` sets wins.
+    pub fn overlay(&mut self, other: &RawConfig) {
+        overlay!(self, other, version, data_dir, keys_dir);
+        overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
+        overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
+        overlay!(
+            self.limits,
+            other.limits,
+            max_request_bytes,
+            max_spans_per_request,
+            max_attributes_per_span,
+            max_attribute_value_bytes,
+            max_value_depth,
+            max_span_age_secs,
+            max_span_future_secs,
+            max_connections
+        );
+        overlay!(
+            self.storage,
+            other.storage,
+            segment_max_bytes,
+            seal_interval_secs,
+            block_zstd_level,
+            chunk_target_bytes,
+            max_pending_bytes
+        );
+    }
+
+    /// Resolves the layers: `flags` over `--config FILE` over `DIR/config.toml`.
+    pub fn resolve(flags: &RawConfig, config_file: Option<&Path>) -> anyhow::Result<ServeConfig> {
+        let mut from_files = RawConfig::default();
+        let explicit = match config_file {
+            Some(p) => Some(RawConfig::from_file(p)?),
+            None => None,
+        };
+        // The data dir decides where DIR/config.toml is: flags, then the explicit file.
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or_else(|| explicit.as_ref().and_then(|e| e.data_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from("./tracevault-data"));
+        let dir_file = data_dir.join("config.toml");
+        if dir_file.exists() {
+            from_files.overlay(&RawConfig::from_file(&dir_file)?);
+        }
+        if let Some(e) = &explicit {
+            from_files.overlay(e);
+        }
+        from_files.overlay(flags);
+        from_files.data_dir = Some(data_dir);
+        from_files.validate()
+    }
+
+    /// Checks values and fills defaults.
+    pub fn validate(&self) -> anyhow::Result<ServeConfig> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./tracevault-data"));
+        let keys_dir = self
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("keys"));
+        let d = Limits::default();
+        let l = &self.limits;
+        let limits = Limits {
+            max_request_bytes: l.max_request_bytes.unwrap_or(d.max_request_bytes),
+            max_spans_per_request: l.max_spans_per_request.unwrap_or(d.max_spans_per_request),
+            max_attributes_per_span: l
+                .max_attributes_per_span
+                .unwrap_or(d.max_attributes_per_span),
+            max_attribute_value_bytes: l
+                .max_attribute_value_bytes
+                .unwrap_or(d.max_attribute_value_bytes),
+            max_value_depth: l.max_value_depth.unwrap_or(d.max_value_depth),
+            max_span_age_secs: l.max_span_age_secs.unwrap_or(d.max_span_age_secs),
+            max_span_future_secs: l.max_span_future_secs.unwrap_or(d.max_span_future_secs),
+        };
+        if limits.max_request_bytes == 0 || limits.max_request_bytes > 1024 * 1024 * 1024 {
+            bail!("limits.max_request_bytes must be between 1 and 1073741824");
+        }
+        if limits.max_spans_per_request == 0 {
+            bail!("limits.max_spans_per_request must be at least 1");
+        }
+        if limits.max_value_depth == 0 || limits.max_value_depth > 64 {
+            bail!("limits.max_value_depth must be between 1 and 64");
+        }
+        let seal = self.storage.seal_interval_secs.unwrap_or(60.0);
+        if !(0.05..=86400.0).contains(&seal) {
+            bail!("storage.seal_interval_secs must be between 0.05 and 86400");
+        }
+        let level = self.storage.block_zstd_level.unwrap_or(9);
+        if !(1..=19).contains(&level) {
+            bail!("storage.block_zstd_level must be between 1 and 19");
+        }
+        let (cert, key) = (self.tls.cert.clone(), self.tls.key.clone());
+        if cert.is_some() != key.is_some() {
+            bail!("tls.cert and tls.key (--tls-cert/--tls-key) must be given together");
+        }
+        Ok(ServeConfig {
+            data_dir,
+            keys_dir,
+            otlp_grpc: self
+                .listen
+                .otlp_grpc
+                .unwrap_or_else(|| "127.0.0.1:4317".parse().expect("literal")),
+            otlp_http: self
+                .listen
+                .otlp_http
+                .unwrap_or_else(|| "127.0.0.1:4318".parse().expect("literal")),
+            api: self
+                .listen
+                .api
+                .unwrap_or_else(|| "127.0.0.1:3200".parse().expect("literal")),
+            tls_cert: cert.zip(key),
+            insecure_plaintext: self.tls.insecure_plaintext.unwrap_or(false),
+            limits,
+            max_connections: self.limits.max_connections.unwrap_or(4096),
+            segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(16 * 1024 * 1024),
+            seal_interval: Duration::from_secs_f64(seal),
+            block_zstd_level: level,
+            chunk_target_bytes: self.storage.chunk_target_bytes.unwrap_or(512 * 1024),
+            max_pending_bytes: self.storage.max_pending_bytes.unwrap_or(256 * 1024 * 1024),
+        })
+    }
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub keys_dir: PathBuf,
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub api: SocketAddr,
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    pub insecure_plaintext: bool,
+    pub limits: Limits,
+    pub max_connections: usize,
+    pub segment_max_bytes: u64,
+    pub seal_interval: Duration,
+    pub block_zstd_level: i32,
+    pub chunk_target_bytes: usize,
+    pub max_pending_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_secure_and_loopback() {
+        let c = RawConfig::default().validate().unwrap();
+        assert!(!c.insecure_plaintext);
+        assert!(c.otlp_grpc.ip().is_loopback());
+        assert!(c.otlp_http.ip().is_loopback());
+        assert!(c.api.ip().is_loopback());
+        assert_eq!(c.keys_dir, PathBuf::from("./tracevault-data/keys"));
+        assert_eq!(c.limits.max_request_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_override_file_and_unknown_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "version = 1\n[listen]\napi = \"127.0.0.1:9999\"\notlp_http = \"127.0.0.1:9998\"\n[limits]\nmax_spans_per_request = 10\n",
+        )
+        .unwrap();
+        let mut flags = RawConfig::default();
+        flags.data_dir = Some(d.path().join("data"));
+        flags.listen.api = Some("127.0.0.1:7777".parse().unwrap());
+        let c = RawConfig::resolve(&flags, Some(&f)).unwrap();
+        assert_eq!(c.api.port(), 7777);
+        assert_eq!(c.otlp_http.port(), 9998);
+        assert_eq!(c.limits.max_spans_per_request, 10);
+
+        std::fs::write(&f, "[listen]\napi_port = 1\n").unwrap();
+        let err = format!("{:#}", RawConfig::resolve(&flags, Some(&f)).unwrap_err());
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_config_toml_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.toml"), "[limits]\nmax_value_depth = 3\n").unwrap();
+        let mut flags = RawConfig::default();
+        flags.data_dir = Some(d.path().to_owned());
+        assert_eq!(RawConfig::resolve(&flags, None).unwrap().limits.max_value_depth, 3);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let mut r = RawConfig::default();
+        r.tls.cert = Some("x".into());
+        assert!(r.validate().unwrap_err().to_string().contains("together"));
+    }
+}

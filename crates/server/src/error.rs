@@ -1,0 +1,118 @@
+//! One error type for every refusal, mapped to HTTP statuses and gRPC codes following the
+//! rejection table in DESIGN.md (OTLP 1.x, "Failures": permanent errors must not be retried).
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use tv_access::AuthError;
+
+/// Seconds a client should wait before retrying a transient refusal.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Self::Forbidden(_) => tonic::Code::PermissionDenied,
+            Self::BadRequest(_) | Self::TooLarge(_) | Self::UnsupportedMediaType(_) => {
+                tonic::Code::InvalidArgument
+            }
+            Self::NotFound(_) => tonic::Code::NotFound,
+            Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    /// A short metric label for the outcome.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::BadRequest(_) => "bad_request",
+            Self::TooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::NotFound(_) => "not_found",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.grpc_code(), self.to_string())
+    }
+
+    pub fn from_store(e: tv_store::StoreError) -> Self {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "storage refused a write");
+            Self::Unavailable(format!("storage unavailable, retry later: {e}"))
+        } else {
+            tracing::error!(error = %e, "storage error");
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+/// The `google.rpc.Status` message OTLP/HTTP error bodies carry (OTLP 1.x, "Failures").
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "code": self.grpc_code() as i32,
+            "message": self.to_string(),
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tracevault\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,362 @@
+//! OTLP receivers (OTLP 1.x): gRPC `TraceService/Export` and HTTP `POST /v1/traces`
+//! (`application/x-protobuf` and `application/json`), both feeding one pipeline:
+//! authenticate (before any body is read) -> decode with limits -> authorize -> validate ->
+//! commit (fsync) -> acknowledge, with OTLP partial success for per-span rejections.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tv_model::decode::{self, DecodeError, Encoding};
+use tv_model::otlp::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tv_model::validate::{RequestError, validate};
+use tv_store::EncodedBatch;
+
+use crate::AppState;
+use crate::auth::{Caller, authenticate};
+use crate::error::ApiError;
+use crate::metrics::{ReasonLabels, RequestLabels, TransportLabels};
+
+fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The common pipeline after decoding.
+pub async fn ingest(
+    state: &AppState,
+    caller: &Caller,
+    req: ExportTraceServiceRequest,
+    transport: &'static str,
+) -> Result<ExportTraceServiceResponse, ApiError> {
+    if !caller.principal.may_ingest() {
+        return Err(ApiError::Forbidden(
+            "credential may not ingest spans (needs role writer or admin)".into(),
+        ));
+    }
+    let validated = validate(req, &state.limits, now_unix_nanos()).map_err(|e| match e {
+        RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    })?;
+    for (reason, n) in validated.rejected_by_reason() {
+        state
+            .metrics
+            .spans_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
+            .inc_by(*n as u64);
+    }
+    let accepted = validated.accepted_spans() as u64;
+    if accepted > 0 {
+        let batch = EncodedBatch::encode(caller.tenant.clone(), &validated, state.wal_zstd_level)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        state
+            .store
+            .append(batch)
+            .await
+            .map_err(ApiError::from_store)?;
+        state
+            .metrics
+            .spans_accepted
+            .get_or_create(&TransportLabels { transport })
+            .inc_by(accepted);
+    }
+    let partial_success = validated.message().map(|m| ExportTracePartialSuccess {
+        rejected_spans: validated.rejected_spans() as i64,
+        error_message: m.to_owned(),
+    });
+    Ok(ExportTraceServiceResponse { partial_success })
+}
+
+fn record(state: &AppState, transport: &'static str, started: Instant, outcome: &'static str) {
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { transport, outcome })
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&TransportLabels { transport })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+fn decode_error(e: DecodeError) -> ApiError {
+    match e {
+        DecodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+/// `POST /v1/traces`.
+pub async fn http_export(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let format = match content_type(&parts.headers) {
+        Ok(f) => f,
+        Err(e) => return finish(&state, started, Err(e), Format::Protobuf),
+    };
+    let res = http_export_inner(&state, &parts.headers, body, format).await;
+    finish(&state, started, res, format)
+}
+
+fn finish(
+    state: &AppState,
+    started: Instant,
+    res: Result<ExportTraceServiceResponse, ApiError>,
+    format: Format,
+) -> Response {
+    match res {
+        Ok(resp) => {
+            record(state, "http", started, "ok");
+            match format {
+                Format::Protobuf => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    resp.encode_to_vec(),
+                )
+                    .into_response(),
+                Format::Json => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_vec(&resp).unwrap_or_default(),
+                )
+                    .into_response(),
+            }
+        }
+        Err(e) => {
+            record(state, "http", started, e.outcome());
+            if format == Format::Protobuf && e.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                let body = crate::error::RpcStatus {
+                    code: e.grpc_code() as i32,
+                    message: e.to_string(),
+                }
+                .encode_to_vec();
+                let mut r = e.into_response();
+                *r.body_mut() = Body::from(body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                );
+                r
+            } else {
+                e.into_response()
+            }
+        }
+    }
+}
+
+fn content_type(h: &HeaderMap) -> Result<Format, ApiError> {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "unsupported content type {:?}: use application/x-protobuf or application/json",
+            ct.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+async fn http_export_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    format: Format,
+) -> Result<ExportTraceServiceResponse, ApiError> {
+    // Who is asking, before a byte of the body is read or inflated.
+    let caller = authenticate(&state.tokens, headers)?;
+    let enc_header = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let encoding = Encoding::from_header(enc_header).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "unsupported content encoding {:?}: use gzip, zstd or none",
+            enc_header.unwrap_or("").chars().take(32).collect::<String>()
+        ))
+    })?;
+    let limit = state.limits.max_request_bytes;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::TooLarge(format!(
+            "request body exceeds the limit of {limit} bytes"
+        ))
+    })?;
+    let req = {
+        let plain = decode::decompress_limited(encoding, &raw, limit).map_err(decode_error)?;
+        match format {
+            Format::Protobuf => decode::decode_protobuf(&plain),
+            Format::Json => decode::decode_json(&plain),
+        }
+        .map_err(decode_error)?
+    };
+    ingest(state, &caller, req, "http").await
+}
+
+/// The gRPC `TraceService`.
+pub struct GrpcIngest {
+    pub state: Arc<AppState>,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcIngest {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let started = Instant::now();
+        // The auth layer put the caller here before tonic decoded the body.
+        let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+            return Err(tonic::Status::unauthenticated("missing credentials"));
+        };
+        match ingest(&self.state, &caller, request.into_inner(), "grpc").await {
+            Ok(r) => {
+                record(&self.state, "grpc", started, "ok");
+                Ok(tonic::Response::new(r))
+            }
+            Err(e) => {
+                record(&self.state, "grpc", started, e.outcome());
+                Err(e.to_status())
+            }
+        }
+    }
+}
+
+/// The gRPC router: tonic's service with gzip and zstd, behind authentication and the size-error
+/// mapping.
+pub fn grpc_router(state: Arc<AppState>) -> axum::Router {
+    let limit = state.limits.max_request_bytes;
+    let svc = TraceServiceServer::new(GrpcIngest {
+        state: state.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(limit);
+    tonic::service::Routes::new(svc)
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(state, grpc_guard))
+}
+
+fn grpc_error(code: tonic::Code, msg: &str) -> Response {
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
+        h.insert("grpc-message", v);
+    }
+    r
+}
+
+/// gRPC message header values are percent-encoded (gRPC over HTTP/2, "Responses").
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && s.is_char_boundary(i + 3)
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Authenticates gRPC calls before tonic reads (and inflates) the body, and turns tonic's size
+/// errors (RESOURCE_EXHAUSTED / OUT_OF_RANGE, which OTLP clients may retry) into the permanent
+/// INVALID_ARGUMENT the rejection table asks for, naming the limit.
+async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    match authenticate(&state.tokens, req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+        }
+        Err(e) => {
+            record(&state, "grpc", started, e.outcome());
+            return grpc_error(e.grpc_code(), &e.to_string());
+        }
+    }
+    let resp = next.run(req).await;
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let size_error = matches!(
+        status,
+        Some(s) if s == tonic::Code::ResourceExhausted as i32 || s == tonic::Code::OutOfRange as i32
+    ) && resp
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.contains("limit") || m.contains("too large"));
+    let message = resp
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // tonic reports undecodable or undecompressable bodies as INTERNAL; they are the client's
+    // permanent error, not ours.
+    if status == Some(tonic::Code::Internal as i32)
+        && (message.starts_with("failed to decode Protobuf message")
+            || message.starts_with("Error decompressing"))
+    {
+        record(&state, "grpc", started, "bad_request");
+        let detail = percent_decode(message);
+        return grpc_error(
+            tonic::Code::InvalidArgument,
+            &format!("invalid OTLP protobuf request: {detail}"),
+        );
+    }
+    if size_error {
+        record(&state, "grpc", started, "too_large");
+        let limit = state.limits.max_request_bytes;
+        return grpc_error(
+            tonic::Code::InvalidArgument,
+            &format!("request exceeds the limit of {limit} bytes after decompression"),
+        );
+    }
+    resp
+}

@@ -1,0 +1,195 @@
+//! Prometheus metrics (text exposition format via `prometheus-client`).
+//!
+//! Labels come from fixed sets (transport, outcome, reject reason, key exchange group), never from
+//! request data, so a client cannot blow up cardinality.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub transport: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub spans_accepted: Family<TransportLabels, Counter>,
+    pub spans_rejected: Family<ReasonLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<TransportLabels, Histogram>,
+    pub query_duration: Family<EndpointLabels, Histogram>,
+    pub wal_fsync: Histogram,
+    pub wal_bytes: Counter,
+    pub blocks_sealed: Counter,
+    pub block_bytes: Counter,
+    pub spans_sealed: Counter,
+    pub tls_handshakes: Family<GroupLabels, Counter>,
+    pub tls_handshake_failures: Counter,
+    pub stored_blocks: Gauge,
+    pub head_spans: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tracevault");
+        let m = Self {
+            spans_accepted: Family::default(),
+            spans_rejected: Family::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            query_duration: Family::new_with_constructor(latency_histogram),
+            wal_fsync: latency_histogram(),
+            wal_bytes: Counter::default(),
+            blocks_sealed: Counter::default(),
+            block_bytes: Counter::default(),
+            spans_sealed: Counter::default(),
+            tls_handshakes: Family::default(),
+            tls_handshake_failures: Counter::default(),
+            stored_blocks: Gauge::default(),
+            head_spans: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "spans_accepted",
+            "Spans durably stored and acknowledged",
+            m.spans_accepted.clone(),
+        );
+        registry.register(
+            "spans_rejected",
+            "Spans refused, by reason",
+            m.spans_rejected.clone(),
+        );
+        registry.register(
+            "ingest_requests",
+            "Ingest requests by transport and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "ingest_request_duration_seconds",
+            "Ingest request latency, from decoded request to acknowledgement",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "query_duration_seconds",
+            "Query API latency by endpoint",
+            m.query_duration.clone(),
+        );
+        registry.register(
+            "wal_fsync_duration_seconds",
+            "WAL fdatasync latency (one per group commit)",
+            m.wal_fsync.clone(),
+        );
+        registry.register(
+            "wal_bytes_written",
+            "Bytes written to the WAL",
+            m.wal_bytes.clone(),
+        );
+        registry.register(
+            "blocks_sealed",
+            "Blocks sealed from WAL segments",
+            m.blocks_sealed.clone(),
+        );
+        registry.register(
+            "block_bytes_written",
+            "Bytes written to sealed blocks",
+            m.block_bytes.clone(),
+        );
+        registry.register(
+            "spans_sealed",
+            "Spans moved from the WAL into blocks",
+            m.spans_sealed.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "Completed TLS handshakes by negotiated key exchange group",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (including refused TLS 1.2 clients)",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "stored_blocks",
+            "Sealed blocks currently stored",
+            m.stored_blocks.clone(),
+        );
+        registry.register(
+            "head_spans",
+            "Acknowledged spans not yet sealed into blocks",
+            m.head_spans.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding metrics into a string");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl tv_store::wal::WalObserver for Metrics {
+    fn fsync(&self, latency: Duration, _bytes: u64) {
+        self.wal_fsync.observe(latency.as_secs_f64());
+    }
+}
+
+impl tv_store::StoreObserver for Metrics {
+    fn block_sealed(&self, spans: u64, bytes: u64) {
+        self.blocks_sealed.inc();
+        self.block_bytes.inc_by(bytes);
+        self.spans_sealed.inc_by(spans);
+    }
+    fn bytes_written(&self, bytes: u64) {
+        self.wal_bytes.inc_by(bytes);
+    }
+}

@@ -1,0 +1,139 @@
+//! TLS: the local CA and server certificate made on first start, and the one rustls
+//! `ServerConfig` (TLS 1.3 only, aws-lc-rs, X25519MLKEM768 preferred) shared by every listener.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tv_crypto::fsio;
+
+/// Where the certificate and key come from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Whether tracevault generated them (and may renew them).
+    pub generated: bool,
+}
+
+const SERVER_VALIDITY_DAYS: i64 = 397;
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "tracevault local CA");
+    dn.push(DnType::OrganizationName, "tracevault");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = time_now() - days(1);
+    p.not_after = time_now() + days(3650);
+    Ok(p)
+}
+
+fn days(d: i64) -> std::time::Duration {
+    std::time::Duration::from_secs((d * 86400) as u64)
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// Makes sure `DIR/tls/ca.pem`, `DIR/tls/server.pem` and `DIR/tls/server.key` exist (CA key under
+/// the keys directory), renewing the server certificate when it is close to expiry.
+pub fn ensure_generated(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<TlsFiles> {
+    let tls_dir = data_dir.join("tls");
+    fsio::create_private_dir(&tls_dir)?;
+    let ca_pem = tls_dir.join("ca.pem");
+    let ca_key_path = keys_dir.join("ca.key");
+    let cert = tls_dir.join("server.pem");
+    let key = tls_dir.join("server.key");
+    let meta = tls_dir.join("server.expires");
+
+    let ca_key = if ca_key_path.exists() && ca_pem.exists() {
+        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)
+            .context("reading the local CA key")?
+    } else {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let ca = ca_params()?.self_signed(&ca_key)?;
+        let _ = std::fs::remove_file(&ca_key_path);
+        fsio::create_private_file(&ca_key_path, ca_key.serialize_pem().as_bytes())?;
+        fsio::atomic_write(&ca_pem, ca.pem().as_bytes(), 0o644)?;
+        let _ = std::fs::remove_file(&cert);
+        tracing::info!(ca = %ca_pem.display(), "created local certificate authority");
+        ca_key
+    };
+    let now = time_now().unix_timestamp();
+    let expires: i64 = std::fs::read_to_string(&meta)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if !cert.exists() || !key.exists() || expires - now < RENEW_BEFORE_DAYS * 86400 {
+        let issuer = Issuer::new(ca_params()?, &ca_key);
+        let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])?;
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, "tracevault server");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = time_now() - days(1);
+        p.not_after = time_now() + days(SERVER_VALIDITY_DAYS);
+        let c = p.signed_by(&server_key, &issuer)?;
+        fsio::atomic_write(&key, server_key.serialize_pem().as_bytes(), 0o600)?;
+        fsio::atomic_write(&cert, c.pem().as_bytes(), 0o644)?;
+        fsio::atomic_write(
+            &meta,
+            (now + SERVER_VALIDITY_DAYS * 86400).to_string().as_bytes(),
+            0o644,
+        )?;
+        tracing::info!(cert = %cert.display(), "issued server certificate for localhost, 127.0.0.1 and ::1");
+    }
+    Ok(TlsFiles {
+        cert,
+        key,
+        generated: true,
+    })
+}
+
+/// The process-wide crypto provider: aws-lc-rs with rustls' default group order
+/// (X25519MLKEM768 first, X25519 kept for middleboxes that drop large ClientHellos).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Builds the one TLS 1.3-only server configuration every listener shares.
+pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("reading certificate {}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing certificate {}", files.cert.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate found in {}", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading private key {}", files.key.display()))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the aws-lc-rs provider")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
