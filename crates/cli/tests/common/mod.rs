@@ -1,0 +1,327 @@
+//! Test harness: runs the real `tracevault` binary on port 0 with TLS and talks to it with real
+//! clients (reqwest, tonic, the OpenTelemetry Python SDK).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use tv_model::otlp::*;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tracevault");
+
+pub struct Server {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub child: Option<Child>,
+    pub grpc: String,
+    pub http: String,
+    pub api: String,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+}
+
+fn read_addrs(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("listen.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut s = Server {
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            grpc: String::new(),
+            http: String::new(),
+            api: String::new(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log: PathBuf::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("listen.json"));
+        std::fs::create_dir_all(self.dir.parent().unwrap()).unwrap();
+        self.log = self.dir.parent().unwrap().join(format!(
+            "server-{}.log",
+            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_u64() as u128
+        ));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args(&self.args)
+            .env("TRACEVAULT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting tracevault");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(a) = read_addrs(&self.dir) {
+                let scheme = if self.args.iter().any(|a| a == "--insecure-plaintext") {
+                    "http"
+                } else {
+                    "https"
+                };
+                self.grpc = format!("{scheme}://{}", a["otlp_grpc"].as_str().unwrap());
+                self.http = format!("{scheme}://{}", a["otlp_http"].as_str().unwrap());
+                self.api = format!("{scheme}://{}", a["api"].as_str().unwrap());
+                break;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited early ({st}): {}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "server did not start: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!("server did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// reqwest client trusting the server's CA.
+    pub fn http_client(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder();
+        if self.api.starts_with("https") {
+            b = b.use_preconfigured_tls(rustls_client(&self.ca()));
+        }
+        b.build().unwrap()
+    }
+
+    pub async fn grpc_client(&self) -> TraceServiceClient<tonic::transport::Channel> {
+        let mut ep = tonic::transport::Endpoint::from_shared(self.grpc.clone()).unwrap();
+        if self.grpc.starts_with("https") {
+            ep = ep
+                .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+                    tonic::transport::Certificate::from_pem(std::fs::read(self.ca()).unwrap()),
+                ))
+                .unwrap();
+        }
+        TraceServiceClient::new(ep.connect().await.unwrap()).max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http_client()
+            .get(format!("{}{}", self.api, path))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// Posts OTLP/HTTP with the admin token.
+    pub async fn post_otlp(&self, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        self.http_client()
+            .post(format!("{}/v1/traces", self.http))
+            .bearer_auth(self.token())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn flush(&self) {
+        let r = self
+            .http_client()
+            .post(format!("{}/api/admin/flush", self.api))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// Peak resident memory of the server process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn rand_u64() -> u64 {
+    use rand::Rng;
+    rand::rng().random()
+}
+
+pub fn rustls_client(ca: &Path) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg
+}
+
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+pub fn sv(v: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(v.into())),
+    })
+}
+
+pub fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: v,
+        ..Default::default()
+    }
+}
+
+pub fn random_id<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    for x in b.iter_mut() {
+        *x = (rand_u64() & 0xff) as u8;
+    }
+    if b == [0u8; N] {
+        b[0] = 1;
+    }
+    b
+}
+
+/// A request with one resource (`service`) and `spans` spans of one new trace.
+pub fn request(service: &str, spans: usize) -> (ExportTraceServiceRequest, [u8; 16]) {
+    let tid = random_id::<16>();
+    let now = now_nanos();
+    let root = random_id::<8>();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", sv(service))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "test".into(),
+                    ..Default::default()
+                }),
+                spans: (0..spans)
+                    .map(|i| Span {
+                        trace_id: tid.to_vec(),
+                        span_id: if i == 0 { root.to_vec() } else { random_id::<8>().to_vec() },
+                        parent_span_id: if i == 0 { vec![] } else { root.to_vec() },
+                        name: format!("op-{i}"),
+                        kind: 2,
+                        start_time_unix_nano: now - 5_000_000 + i as u64,
+                        end_time_unix_nano: now,
+                        attributes: vec![
+                            kv("http.response.status_code", Some(AnyValue { value: Some(any_value::Value::IntValue(200 + i as i64)) })),
+                            kv("note", sv(&format!("n{i}"))),
+                        ],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (req, tid)
+}
+
+/// Counts spans in a `{"batches":[...]}` or `{"trace":{"resourceSpans":[...]}}` JSON trace.
+pub fn count_json_spans(v: &serde_json::Value) -> usize {
+    let batches = v
+        .get("batches")
+        .or_else(|| v.get("trace").and_then(|t| t.get("resourceSpans")))
+        .and_then(|b| b.as_array())
+        .cloned()
+        .unwrap_or_default();
+    batches
+        .iter()
+        .flat_map(|b| b["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["spans"].as_array().map(|a| a.len()).unwrap_or(0))
+        .sum()
+}
