@@ -1,0 +1,177 @@
+//! Secure defaults: authentication everywhere but /ready, TLS 1.3 only, private files, plaintext
+//! only when asked for (loudly).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use prost::Message;
+
+#[tokio::test]
+async fn missing_or_wrong_tokens_get_401_and_unauthenticated() {
+    let srv = Server::start(&[]);
+    let c = srv.http_client();
+    let (req, _) = request("x", 1);
+    let wrong = format!("tvk_{}_{}", "0".repeat(16), "f".repeat(64));
+    let mut real = srv.token();
+    let last = real.pop().unwrap();
+    real.push(if last == 'a' { 'b' } else { 'a' });
+    for (name, auth) in [
+        ("none", None),
+        ("garbage", Some("Bearer nope".to_owned())),
+        ("unknown id", Some(format!("Bearer {wrong}"))),
+        ("wrong secret", Some(format!("Bearer {real}"))),
+        ("basic", Some("Basic dXNlcjpwYXNz".to_owned())),
+    ] {
+        for url in [
+            format!("{}/api/search", srv.api),
+            format!("{}/api/traces/{}", srv.api, "ab".repeat(16)),
+            format!("{}/metrics", srv.api),
+            format!("{}/api/echo", srv.api),
+        ] {
+            let mut rb = c.get(&url);
+            if let Some(a) = &auth {
+                rb = rb.header("authorization", a);
+            }
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{name} {url}");
+            let body = r.text().await.unwrap();
+            assert!(!body.contains(&"f".repeat(64)), "token echoed");
+        }
+        let mut rb = c
+            .post(format!("{}/v1/traces", srv.http))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec());
+        if let Some(a) = &auth {
+            rb = rb.header("authorization", a);
+        }
+        assert_eq!(rb.send().await.unwrap().status(), 401, "{name} http ingest");
+        let mut r = tonic::Request::new(req.clone());
+        if let Some(a) = &auth {
+            r.metadata_mut().insert("authorization", a.parse().unwrap());
+        }
+        let st = srv.grpc_client().await.export(r).await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::Unauthenticated, "{name} grpc");
+    }
+    // /ready is the one open endpoint.
+    assert_eq!(c.get(format!("{}/ready", srv.api)).send().await.unwrap().status(), 200);
+    // Nothing was stored by the refused requests.
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    assert!(!m.contains("tracevault_spans_accepted_total{"), "{m}");
+    assert!(m.contains("outcome=\"unauthenticated\""), "{m}");
+    // No secret in the server's log.
+    let log = srv.log_text();
+    assert!(!log.contains(&srv.token()), "admin token logged");
+    assert!(log.contains("admin.token"));
+}
+
+#[tokio::test]
+async fn key_and_token_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let srv = Server::start(&[]);
+    let mode = |p: &str| std::fs::metadata(srv.dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("admin.token"), 0o600);
+    assert_eq!(mode("keys/root.key"), 0o600);
+    assert_eq!(mode("keys/ca.key"), 0o600);
+    assert_eq!(mode("tls/server.key"), 0o600);
+    assert_eq!(mode("tokens.json"), 0o600);
+    assert_eq!(mode(""), 0o700);
+    assert_eq!(mode("keys"), 0o700);
+    let tok = srv.token();
+    assert!(tok.starts_with("tvk_") && tok.len() == 85, "{tok}");
+    let stored = std::fs::read_to_string(srv.dir.join("tokens.json")).unwrap();
+    assert!(!stored.contains(tok.rsplit('_').next().unwrap()));
+}
+
+async fn handshake(
+    srv: &Server,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<String, std::io::Error> {
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates({
+        let mut r = rustls::RootCertStore::empty();
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        for c in CertificateDer::pem_file_iter(srv.ca()).unwrap() {
+            r.add(c.unwrap()).unwrap();
+        }
+        r
+    })
+    .with_no_client_auth();
+    let addr = srv.api.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = conn.connect(name, tcp).await?;
+    let (_, c) = tls.get_ref();
+    Ok(format!(
+        "{:?} {:?}",
+        c.protocol_version().unwrap(),
+        c.negotiated_key_exchange_group().map(|g| g.name())
+    ))
+}
+
+#[tokio::test]
+async fn tls12_is_refused_and_tls13_prefers_post_quantum_key_exchange() {
+    let srv = Server::start(&[]);
+    let err = handshake(&srv, &[&rustls::version::TLS12]).await.unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("protocol version")
+            || err.to_string().contains("HandshakeFailure")
+            || err.to_string().contains("alert"),
+        "{err}"
+    );
+    let ok = handshake(&srv, &[&rustls::version::TLS13]).await.unwrap();
+    assert!(ok.starts_with("TLSv1_3"), "{ok}");
+    assert!(ok.contains("X25519MLKEM768"), "{ok}");
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    assert!(m.contains("tracevault_tls_handshake_failures_total 1"), "{m}");
+    assert!(m.contains("group=\"X25519MLKEM768\""), "{m}");
+}
+
+#[tokio::test]
+async fn operator_certificates_are_used_when_given() {
+    // Start once to get a CA-signed certificate, then hand those files over as "the operator's".
+    let first = Server::start(&[]);
+    let cert = first.dir.join("tls/server.pem");
+    let key = first.dir.join("tls/server.key");
+    let tmp = tempfile::tempdir().unwrap();
+    let (c2, k2) = (tmp.path().join("op.pem"), tmp.path().join("op.key"));
+    std::fs::copy(&cert, &c2).unwrap();
+    std::fs::copy(&key, &k2).unwrap();
+    let srv = Server::start(&["--tls-cert", c2.to_str().unwrap(), "--tls-key", k2.to_str().unwrap()]);
+    assert!(!srv.dir.join("tls/server.pem").exists(), "generated a certificate anyway");
+    let r = reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_client(&first.ca()))
+        .build()
+        .unwrap()
+        .get(format!("{}/ready", srv.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn plaintext_only_behind_the_flag_with_a_warning_and_still_authenticated() {
+    let srv = Server::start(&["--insecure-plaintext"]);
+    assert!(srv.api.starts_with("http://"));
+    assert!(srv.log_text().contains("INSECURE"), "{}", srv.log_text());
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(format!("{}/api/echo", srv.api)).send().await.unwrap().status(), 401);
+    let (req, tid) = request("plain", 2);
+    let mut r = tonic::Request::new(req);
+    r.metadata_mut().insert("authorization", format!("Bearer {}", srv.token()).parse().unwrap());
+    srv.grpc_client().await.export(r).await.unwrap();
+    let v = srv.get_json(&format!("/api/traces/{}", hex::encode(tid))).await;
+    assert_eq!(count_json_spans(&v), 2);
+    // The default server refuses plaintext HTTP on its TLS port.
+    let tls = Server::start(&[]);
+    let plain = tls.api.replace("https://", "http://");
+    assert!(c.get(format!("{plain}/ready")).send().await.is_err());
+}
