@@ -145,12 +145,14 @@ impl TokenStore {
         let kpath = keys_dir.join("token-hmac.json");
         const CTX: &[u8] = b"tracevault/v1/token-hmac-key";
         let key = if kpath.exists() {
-            let f: HmacKeyFile = serde_json::from_slice(
-                &std::fs::read(&kpath).map_err(|e| io(&kpath, e))?,
-            )
-            .map_err(|e| fmt(&kpath, e.to_string()))?;
+            let f: HmacKeyFile =
+                serde_json::from_slice(&std::fs::read(&kpath).map_err(|e| io(&kpath, e))?)
+                    .map_err(|e| fmt(&kpath, e.to_string()))?;
             if f.format != FILE_VERSION {
-                return Err(fmt(&kpath, format!("unsupported format version {}", f.format)));
+                return Err(fmt(
+                    &kpath,
+                    format!("unsupported format version {}", f.format),
+                ));
             }
             let w = hex::decode(&f.wrapped).map_err(|e| fmt(&kpath, e.to_string()))?;
             root.unwrap(CTX, &w)?
@@ -169,7 +171,10 @@ impl TokenStore {
                 serde_json::from_slice(&std::fs::read(path).map_err(|e| io(path, e))?)
                     .map_err(|e| fmt(path, e.to_string()))?;
             if f.format != FILE_VERSION {
-                return Err(fmt(path, format!("unsupported format version {}", f.format)));
+                return Err(fmt(
+                    path,
+                    format!("unsupported format version {}", f.format),
+                ));
             }
             f.tokens.into_iter().map(|r| (r.id.clone(), r)).collect()
         } else {
@@ -303,7 +308,10 @@ mod tests {
         assert_eq!(fsio::mode_of(&d.path().join("tokens.json")).unwrap(), 0o600);
         // Survives a restart (HMAC key persisted, wrapped).
         let s2 = store(d.path());
-        assert!(s2.authenticate(&TokenSecret::parse(text.to_string()).unwrap()).is_ok());
+        assert!(
+            s2.authenticate(&TokenSecret::parse(text.to_string()).unwrap())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -328,7 +336,10 @@ mod tests {
 
     #[test]
     fn header_parsing() {
-        assert_eq!(TokenSecret::from_header(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            TokenSecret::from_header(None).unwrap_err(),
+            AuthError::Missing
+        );
         assert_eq!(
             TokenSecret::from_header(Some("Basic abc")).unwrap_err(),
             AuthError::Malformed

@@ -106,15 +106,38 @@ fn now_nanos() -> u64 {
 }
 
 const SERVICES: &[&str] = &[
-    "frontend", "checkout", "cart", "payment", "shipping", "catalog", "currency", "email",
-    "recommendation", "ad", "auth", "inventory",
+    "frontend",
+    "checkout",
+    "cart",
+    "payment",
+    "shipping",
+    "catalog",
+    "currency",
+    "email",
+    "recommendation",
+    "ad",
+    "auth",
+    "inventory",
 ];
 const ROUTES: &[&str] = &[
-    "/api/v1/users/{id}", "/api/v1/cart/{id}/items", "/api/v1/orders/{id}", "/api/v1/products/{id}",
-    "/api/v1/checkout", "/api/v1/payments/{id}/capture", "/healthz", "/api/v2/search",
+    "/api/v1/users/{id}",
+    "/api/v1/cart/{id}/items",
+    "/api/v1/orders/{id}",
+    "/api/v1/products/{id}",
+    "/api/v1/checkout",
+    "/api/v1/payments/{id}/capture",
+    "/healthz",
+    "/api/v2/search",
 ];
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
-const TABLES: &[&str] = &["users", "orders", "order_items", "products", "payments", "sessions"];
+const TABLES: &[&str] = &[
+    "users",
+    "orders",
+    "order_items",
+    "products",
+    "payments",
+    "sessions",
+];
 
 fn s(v: String) -> Option<AnyValue> {
     Some(AnyValue {
@@ -143,17 +166,45 @@ fn attributes(rng: &mut impl Rng, n: usize, db: bool) -> Vec<KeyValue> {
         .choose(rng)
         .expect("non-empty");
     let mut all = vec![
-        kv("http.request.method", s(METHODS.choose(rng).expect("non-empty").to_string())),
+        kv(
+            "http.request.method",
+            s(METHODS.choose(rng).expect("non-empty").to_string()),
+        ),
         kv("url.path", s(route.replace("{id}", &id.to_string()))),
         kv("http.response.status_code", i(status)),
         kv("http.route", s(route.to_owned())),
         kv("user.id", s(format!("u-{user:06}"))),
-        kv("server.address", s(format!("10.{}.{}.{}", rng.random_range(0..4), rng.random_range(0..255), rng.random_range(1..255)))),
-        kv("server.port", i(*[80, 443, 8080, 9090].choose(rng).expect("non-empty"))),
-        kv("request.id", s(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()))),
-        kv("user_agent.original", s(format!("Mozilla/5.0 (X11; Linux x86_64) Chrome/{}.0.{}.{}", rng.random_range(110..130), rng.random_range(1000..6000), rng.random_range(10..200)))),
+        kv(
+            "server.address",
+            s(format!(
+                "10.{}.{}.{}",
+                rng.random_range(0..4),
+                rng.random_range(0..255),
+                rng.random_range(1..255)
+            )),
+        ),
+        kv(
+            "server.port",
+            i(*[80, 443, 8080, 9090].choose(rng).expect("non-empty")),
+        ),
+        kv(
+            "request.id",
+            s(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())),
+        ),
+        kv(
+            "user_agent.original",
+            s(format!(
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/{}.0.{}.{}",
+                rng.random_range(110..130),
+                rng.random_range(1000..6000),
+                rng.random_range(10..200)
+            )),
+        ),
         kv("thread.id", i(rng.random_range(1..256))),
-        kv("client.address", s(format!("192.0.2.{}", rng.random_range(1..255)))),
+        kv(
+            "client.address",
+            s(format!("192.0.2.{}", rng.random_range(1..255))),
+        ),
         kv("network.protocol.version", s("1.1".into())),
     ];
     if db {
@@ -202,8 +253,17 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
                 ids[rng.random_range(0..ids.len())].to_vec()
             };
             ids.push(sid);
-            let start = t0 + if k == 0 { 0 } else { rng.random_range(0..root_dur / 2) };
-            let dur = if k == 0 { root_dur } else { rng.random_range(100_000..root_dur / 2) };
+            let start = t0
+                + if k == 0 {
+                    0
+                } else {
+                    rng.random_range(0..root_dur / 2)
+                };
+            let dur = if k == 0 {
+                root_dur
+            } else {
+                rng.random_range(100_000..root_dur / 2)
+            };
             let db = k > 0 && rng.random_bool(0.4);
             let svc = rng.random_range(0..SERVICES.len());
             time_set.insert(start);
@@ -343,7 +403,11 @@ struct RespDecoder;
 impl tonic::codec::Encoder for RawEncoder {
     type Item = Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         dst.put(item);
         Ok(())
     }
@@ -400,7 +464,8 @@ async fn make_sender(args: &IngestArgs) -> anyhow::Result<Sender> {
             let mut ep = tonic::transport::Endpoint::from_shared(args.endpoint.clone())
                 .context("invalid endpoint")?;
             if tls {
-                let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+                let pem =
+                    std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
                 ep = ep.tls_config(
                     tonic::transport::ClientTlsConfig::new()
                         .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
@@ -511,7 +576,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .unwrap_or_else(|| args.data_dir.join("admin.token"));
         Some(
             std::fs::read_to_string(&p)
-                .with_context(|| format!("reading token file {} (or pass --no-token)", p.display()))?
+                .with_context(|| {
+                    format!("reading token file {} (or pass --no-token)", p.display())
+                })?
                 .trim()
                 .to_owned(),
         )
@@ -531,7 +598,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
             .context("histogram bounds")?,
     ));
-    let errors_seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let errors_seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        u64,
+    >::new()));
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
         let mut sender = make_sender(&args).await?;
@@ -562,8 +632,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                         if max == 0 {
                             totals.requests.fetch_add(1, Ordering::Relaxed);
                         }
-                        totals.spans.fetch_add(t.spans - rejected.max(0) as u64, Ordering::Relaxed);
-                        totals.rejected.fetch_add(rejected.max(0) as u64, Ordering::Relaxed);
+                        totals
+                            .spans
+                            .fetch_add(t.spans - rejected.max(0) as u64, Ordering::Relaxed);
+                        totals
+                            .rejected
+                            .fetch_add(rejected.max(0) as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         totals.errors.fetch_add(1, Ordering::Relaxed);

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use tv_server::{RawConfig, Server};
 
 #[derive(Parser)]
-#[command(name = "tracevault", version, about = "Security-first OpenTelemetry tracing backend")]
+#[command(
+    name = "tracevault",
+    version,
+    about = "Security-first OpenTelemetry tracing backend"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -168,7 +172,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

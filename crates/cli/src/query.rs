@@ -110,17 +110,27 @@ async fn get(
 
 async fn trace(server: &ServerFlags, id: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        let body = get(server, &format!("/api/traces/{id}"), &[], "application/json")
-            .await?
-            .text()
-            .await?;
+        let body = get(
+            server,
+            &format!("/api/traces/{id}"),
+            &[],
+            "application/json",
+        )
+        .await?
+        .text()
+        .await?;
         println!("{body}");
         return Ok(());
     }
-    let bytes = get(server, &format!("/api/traces/{id}"), &[], "application/protobuf")
-        .await?
-        .bytes()
-        .await?;
+    let bytes = get(
+        server,
+        &format!("/api/traces/{id}"),
+        &[],
+        "application/protobuf",
+    )
+    .await?
+    .bytes()
+    .await?;
     let data = TracesData::decode(bytes.as_ref()).context("decoding the trace")?;
     print!("{}", render_tree(&data));
     Ok(())
@@ -148,11 +158,22 @@ pub fn render_tree(data: &TracesData) -> String {
         if s.parent_span_id.is_empty() || !ids.contains(s.parent_span_id.as_slice()) {
             roots.push(i);
         } else {
-            children.entry(s.parent_span_id.as_slice()).or_default().push(i);
+            children
+                .entry(s.parent_span_id.as_slice())
+                .or_default()
+                .push(i);
         }
     }
-    let start = spans.iter().map(|(_, s)| s.start_time_unix_nano).min().unwrap_or(0);
-    let end = spans.iter().map(|(_, s)| s.end_time_unix_nano).max().unwrap_or(0);
+    let start = spans
+        .iter()
+        .map(|(_, s)| s.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let end = spans
+        .iter()
+        .map(|(_, s)| s.end_time_unix_nano)
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     if let Some((_, s)) = spans.first() {
         out.push_str(&format!(
@@ -188,7 +209,15 @@ pub fn render_tree(data: &TracesData) -> String {
         let next = format!("{prefix}{}", if last { "   " } else { "│  " });
         if let Some(kids) = children.get(s.span_id.as_slice()) {
             for (k, &c) in kids.iter().enumerate() {
-                walk(out, spans, children, c, &next, k + 1 == kids.len(), depth + 1);
+                walk(
+                    out,
+                    spans,
+                    children,
+                    c,
+                    &next,
+                    k + 1 == kids.len(),
+                    depth + 1,
+                );
             }
         }
     }
@@ -209,7 +238,10 @@ async fn search(server: &ServerFlags, params: &[(&str, String)], json: bool) -> 
         return Ok(());
     }
     let traces = v["traces"].as_array().cloned().unwrap_or_default();
-    println!("{:<32}  {:>10}  {:<20}  NAME", "TRACE ID", "DURATION", "SERVICE");
+    println!(
+        "{:<32}  {:>10}  {:<20}  NAME",
+        "TRACE ID", "DURATION", "SERVICE"
+    );
     for t in &traces {
         println!(
             "{:<32}  {:>8}ms  {:<20}  {}",

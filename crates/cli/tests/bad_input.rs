@@ -23,9 +23,13 @@ async fn post(srv: &Server, ct: &str, enc: Option<&str>, body: Vec<u8>) -> (u16,
     let msg = if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
         v["message"].as_str().unwrap_or_default().to_owned()
     } else if status != 200 {
-        RpcStatus::decode(bytes.as_ref()).map(|s| s.message).unwrap_or_default()
+        RpcStatus::decode(bytes.as_ref())
+            .map(|s| s.message)
+            .unwrap_or_default()
     } else if let Ok(resp) = ExportTraceServiceResponse::decode(bytes.as_ref()) {
-        resp.partial_success.map(|p| format!("{} rejected: {}", p.rejected_spans, p.error_message)).unwrap_or_default()
+        resp.partial_success
+            .map(|p| format!("{} rejected: {}", p.rejected_spans, p.error_message))
+            .unwrap_or_default()
     } else {
         String::from_utf8_lossy(&bytes).into_owned()
     };
@@ -57,42 +61,113 @@ fn partial(req: &ExportTraceServiceRequest) -> Vec<u8> {
 
 #[tokio::test]
 async fn per_span_violations_are_partial_success_and_keep_the_rest() {
-    let srv = Server::start(&["--max-attributes-per-span", "8", "--max-attribute-value-bytes", "100"]);
+    let srv = Server::start(&[
+        "--max-attributes-per-span",
+        "8",
+        "--max-attribute-value-bytes",
+        "100",
+    ]);
     let deep = {
-        let mut v = AnyValue { value: Some(any_value::Value::StringValue("x".into())) };
+        let mut v = AnyValue {
+            value: Some(any_value::Value::StringValue("x".into())),
+        };
         for _ in 0..9 {
             v = AnyValue {
-                value: Some(any_value::Value::KvlistValue(KeyValueList { values: vec![kv("k", Some(v))] })),
+                value: Some(any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![kv("k", Some(v))],
+                })),
             };
         }
         v
     };
     let hour = 3_600_000_000_000u64;
     let cases: Vec<(&str, ExportTraceServiceRequest, &str)> = vec![
-        ("short trace id", one_span(|s| s.trace_id = vec![1; 8]), "trace id must be 16 bytes, got 8"),
-        ("zero trace id", one_span(|s| s.trace_id = vec![0; 16]), "trace id must not be all zeros"),
-        ("long span id", one_span(|s| s.span_id = vec![1; 9]), "span id must be 8 bytes, got 9"),
-        ("zero span id", one_span(|s| s.span_id = vec![0; 8]), "span id must not be all zeros"),
-        ("bad parent", one_span(|s| s.parent_span_id = vec![1; 3]), "parent span id must be 8 bytes"),
-        ("too many attributes", one_span(|s| s.attributes = (0..9).map(|i| kv(&format!("a{i}"), sv("v"))).collect()), "9 attributes, over the limit of 8"),
-        ("value too long", one_span(|s| s.attributes = vec![kv("big", sv(&"y".repeat(101)))]), "101 bytes, over the limit of 100 bytes"),
-        ("too deep", one_span(|s| s.attributes = vec![kv("deep", Some(deep.clone()))]), "nesting exceeds the limit of 8 levels"),
-        ("too old", one_span(|s| { s.start_time_unix_nano -= 31 * 24 * hour; s.end_time_unix_nano = s.start_time_unix_nano + 1 }), "outside the accepted window (2592000 s in the past to 3600 s in the future)"),
-        ("future", one_span(|s| { s.start_time_unix_nano += 2 * hour; s.end_time_unix_nano = s.start_time_unix_nano }), "outside the accepted window"),
-        ("end before start", one_span(|s| s.end_time_unix_nano = s.start_time_unix_nano - 1), "end time is before start time"),
+        (
+            "short trace id",
+            one_span(|s| s.trace_id = vec![1; 8]),
+            "trace id must be 16 bytes, got 8",
+        ),
+        (
+            "zero trace id",
+            one_span(|s| s.trace_id = vec![0; 16]),
+            "trace id must not be all zeros",
+        ),
+        (
+            "long span id",
+            one_span(|s| s.span_id = vec![1; 9]),
+            "span id must be 8 bytes, got 9",
+        ),
+        (
+            "zero span id",
+            one_span(|s| s.span_id = vec![0; 8]),
+            "span id must not be all zeros",
+        ),
+        (
+            "bad parent",
+            one_span(|s| s.parent_span_id = vec![1; 3]),
+            "parent span id must be 8 bytes",
+        ),
+        (
+            "too many attributes",
+            one_span(|s| s.attributes = (0..9).map(|i| kv(&format!("a{i}"), sv("v"))).collect()),
+            "9 attributes, over the limit of 8",
+        ),
+        (
+            "value too long",
+            one_span(|s| s.attributes = vec![kv("big", sv(&"y".repeat(101)))]),
+            "101 bytes, over the limit of 100 bytes",
+        ),
+        (
+            "too deep",
+            one_span(|s| s.attributes = vec![kv("deep", Some(deep.clone()))]),
+            "nesting exceeds the limit of 8 levels",
+        ),
+        (
+            "too old",
+            one_span(|s| {
+                s.start_time_unix_nano -= 31 * 24 * hour;
+                s.end_time_unix_nano = s.start_time_unix_nano + 1
+            }),
+            "outside the accepted window (2592000 s in the past to 3600 s in the future)",
+        ),
+        (
+            "future",
+            one_span(|s| {
+                s.start_time_unix_nano += 2 * hour;
+                s.end_time_unix_nano = s.start_time_unix_nano
+            }),
+            "outside the accepted window",
+        ),
+        (
+            "end before start",
+            one_span(|s| s.end_time_unix_nano = s.start_time_unix_nano - 1),
+            "end time is before start time",
+        ),
     ];
     for (name, req, want) in cases {
         let (status, msg) = post(&srv, "application/x-protobuf", None, partial(&req)).await;
         assert_eq!(status, 200, "{name}: {msg}");
-        assert!(msg.starts_with("1 rejected: rejected 1 of 3 spans"), "{name}: {msg}");
+        assert!(
+            msg.starts_with("1 rejected: rejected 1 of 3 spans"),
+            "{name}: {msg}"
+        );
         assert!(msg.contains(want), "{name}: {msg}");
         assert!(!msg.contains("yyyy"), "{name}: message echoes a value");
     }
     // The good spans of every request were stored: 2 per case.
     let m = srv.get("/metrics").await.text().await.unwrap();
-    assert!(m.contains("tracevault_spans_accepted_total{transport=\"http\"} 22"), "{m}");
-    assert!(m.contains("tracevault_spans_rejected_total{reason=\"invalid_id\"} 5"), "{m}");
-    assert!(m.contains("tracevault_spans_rejected_total{reason=\"timestamp_out_of_window\"} 2"), "{m}");
+    assert!(
+        m.contains("tracevault_spans_accepted_total{transport=\"http\"} 22"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tracevault_spans_rejected_total{reason=\"invalid_id\"} 5"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tracevault_spans_rejected_total{reason=\"timestamp_out_of_window\"} 2"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -103,35 +178,81 @@ async fn grpc_partial_success_reports_rejected_spans() {
     let (good, good_tid) = request("good", 2);
     full.resource_spans.extend(good.resource_spans);
     let mut r = tonic::Request::new(full);
-    r.metadata_mut().insert("authorization", format!("Bearer {}", srv.token()).parse().unwrap());
-    let resp = srv.grpc_client().await.export(r).await.unwrap().into_inner();
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", srv.token()).parse().unwrap(),
+    );
+    let resp = srv
+        .grpc_client()
+        .await
+        .export(r)
+        .await
+        .unwrap()
+        .into_inner();
     let p = resp.partial_success.unwrap();
     assert_eq!(p.rejected_spans, 1);
-    assert!(p.error_message.contains("trace id must not be all zeros"), "{}", p.error_message);
-    let v = srv.get_json(&format!("/api/traces/{}", hex::encode(good_tid))).await;
+    assert!(
+        p.error_message.contains("trace id must not be all zeros"),
+        "{}",
+        p.error_message
+    );
+    let v = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(good_tid)))
+        .await;
     assert_eq!(count_json_spans(&v), 2);
 }
 
 #[tokio::test]
 async fn whole_request_refusals_have_their_codes_and_messages() {
-    let srv = Server::start(&["--max-request-bytes", "200000", "--max-spans-per-request", "10"]);
+    let srv = Server::start(&[
+        "--max-request-bytes",
+        "200000",
+        "--max-spans-per-request",
+        "10",
+    ]);
     // Acknowledged data before the abuse.
     let (ok, ok_tid) = request("before", 3);
-    assert_eq!(post(&srv, "application/x-protobuf", None, ok.encode_to_vec()).await.0, 200);
+    assert_eq!(
+        post(&srv, "application/x-protobuf", None, ok.encode_to_vec())
+            .await
+            .0,
+        200
+    );
 
-    let (status, msg) = post(&srv, "application/x-protobuf", None, b"\xff\xff\xff\xff garbage".to_vec()).await;
+    let (status, msg) = post(
+        &srv,
+        "application/x-protobuf",
+        None,
+        b"\xff\xff\xff\xff garbage".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(msg.contains("invalid OTLP protobuf"), "{msg}");
-    let (status, msg) = post(&srv, "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    let (status, msg) = post(
+        &srv,
+        "application/json",
+        None,
+        b"{\"resourceSpans\": [".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(msg.contains("invalid OTLP JSON"), "{msg}");
     let (status, msg) = post(&srv, "text/plain", None, b"hello".to_vec()).await;
     assert_eq!(status, 415);
-    assert!(msg.contains("application/x-protobuf or application/json"), "{msg}");
+    assert!(
+        msg.contains("application/x-protobuf or application/json"),
+        "{msg}"
+    );
     let (status, msg) = post(&srv, "application/x-protobuf", Some("br"), b"x".to_vec()).await;
     assert_eq!(status, 415);
     assert!(msg.contains("unsupported content encoding"), "{msg}");
-    let (status, msg) = post(&srv, "application/x-protobuf", Some("gzip"), b"not gzip".to_vec()).await;
+    let (status, msg) = post(
+        &srv,
+        "application/x-protobuf",
+        Some("gzip"),
+        b"not gzip".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(msg.contains("invalid gzip compressed body"), "{msg}");
     let (status, msg) = post(&srv, "application/x-protobuf", None, vec![0u8; 200_001]).await;
@@ -140,7 +261,10 @@ async fn whole_request_refusals_have_their_codes_and_messages() {
     let (big, _) = request("many", 11);
     let (status, msg) = post(&srv, "application/x-protobuf", None, big.encode_to_vec()).await;
     assert_eq!(status, 413);
-    assert_eq!(msg, "request carries 11 spans, more than the limit of 10 spans per request");
+    assert_eq!(
+        msg,
+        "request carries 11 spans, more than the limit of 10 spans per request"
+    );
     // Non-UTF-8 in a string field is malformed protobuf.
     let mut bytes = one_span(|s| s.name = "NAMEX".into()).encode_to_vec();
     let at = bytes.windows(5).position(|w| w == b"NAMEX").unwrap();
@@ -175,7 +299,9 @@ async fn whole_request_refusals_have_their_codes_and_messages() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("invalid tenant id"));
     // Still serving, nothing lost.
-    let v = srv.get_json(&format!("/api/traces/{}", hex::encode(ok_tid))).await;
+    let v = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(ok_tid)))
+        .await;
     assert_eq!(count_json_spans(&v), 3);
 }
 
@@ -185,18 +311,24 @@ async fn grpc_size_and_decode_errors_are_permanent_invalid_argument() {
     let srv = Server::start(&["--max-request-bytes", "100000"]);
     let token = format!("Bearer {}", srv.token());
     let mut big = request("big", 1).0;
-    big.resource_spans[0].scope_spans[0].spans[0].attributes =
-        (0..20).map(|i| kv(&format!("k{i}"), sv(&"z".repeat(10_000)))).collect();
+    big.resource_spans[0].scope_spans[0].spans[0].attributes = (0..20)
+        .map(|i| kv(&format!("k{i}"), sv(&"z".repeat(10_000))))
+        .collect();
     for comp in [None, Some(CompressionEncoding::Gzip)] {
         let mut c = srv.grpc_client().await;
         if let Some(x) = comp {
             c = c.send_compressed(x);
         }
         let mut r = tonic::Request::new(big.clone());
-        r.metadata_mut().insert("authorization", token.parse().unwrap());
+        r.metadata_mut()
+            .insert("authorization", token.parse().unwrap());
         let st = c.export(r).await.unwrap_err();
         assert_eq!(st.code(), tonic::Code::InvalidArgument, "{comp:?}: {st:?}");
-        assert!(st.message().contains("limit of 100000 bytes"), "{}", st.message());
+        assert!(
+            st.message().contains("limit of 100000 bytes"),
+            "{}",
+            st.message()
+        );
     }
 }
 
@@ -218,7 +350,10 @@ async fn a_one_gib_gzip_bomb_is_refused_while_memory_stays_low() {
     let before = srv.peak_rss_kib();
     let (status, msg) = post(&srv, "application/x-protobuf", Some("gzip"), bomb.clone()).await;
     assert_eq!(status, 413);
-    assert!(msg.contains("exceeds the limit of 16777216 bytes after decompression"), "{msg}");
+    assert!(
+        msg.contains("exceeds the limit of 16777216 bytes after decompression"),
+        "{msg}"
+    );
     // Over gRPC too.
     let zeros_msg = {
         // A gRPC frame around the same inflated-zeros payload, gzip-compressed.
@@ -229,7 +364,10 @@ async fn a_one_gib_gzip_bomb_is_refused_while_memory_stays_low() {
     };
     let r = srv
         .http_client()
-        .post(format!("{}/opentelemetry.proto.collector.trace.v1.TraceService/Export", srv.grpc))
+        .post(format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            srv.grpc
+        ))
         .bearer_auth(srv.token())
         .header("content-type", "application/grpc")
         .header("grpc-encoding", "gzip")
@@ -239,7 +377,10 @@ async fn a_one_gib_gzip_bomb_is_refused_while_memory_stays_low() {
         .send()
         .await
         .unwrap();
-    let code = r.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+    let code = r
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(code.as_deref(), Some("3"), "{:?}", r.headers());
     let after = srv.peak_rss_kib();
     // Peak RSS grew by far less than the inflated size (the limit is 16 MiB).

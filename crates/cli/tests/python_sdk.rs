@@ -14,9 +14,13 @@ fn python() -> Option<String> {
         Ok(p) if std::path::Path::new(&p).exists() => Some(p),
         _ => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("TRACEVAULT_PYTHON is not set under CI=true: run the suite via scripts/test");
+                panic!(
+                    "TRACEVAULT_PYTHON is not set under CI=true: run the suite via scripts/test"
+                );
             }
-            eprintln!("SKIPPED: TRACEVAULT_PYTHON not set (run scripts/test to install the OpenTelemetry SDK)");
+            eprintln!(
+                "SKIPPED: TRACEVAULT_PYTHON not set (run scripts/test to install the OpenTelemetry SDK)"
+            );
             None
         }
     }
@@ -35,7 +39,10 @@ fn attr<'a>(span: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
 async fn python_sdk_exports_over_grpc_and_http_with_tls_and_token() {
     let Some(py) = python() else { return };
     let srv = Server::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/otel_sdk_export.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/otel_sdk_export.py"
+    );
     let grpc = srv.grpc.replace("https://", "");
     let out = tokio::process::Command::new(&py)
         .arg(script)
@@ -56,16 +63,27 @@ async fn python_sdk_exports_over_grpc_and_http_with_tls_and_token() {
     assert_eq!(report["bad_token_exports_ok"], serde_json::json!([false]));
     for run in report["runs"].as_array().unwrap() {
         let proto = run["protocol"].as_str().unwrap();
-        assert_eq!(run["exports_ok"], serde_json::json!([true, true]), "{proto}");
+        assert_eq!(
+            run["exports_ok"],
+            serde_json::json!([true, true]),
+            "{proto}"
+        );
         let tid = run["trace_id"].as_str().unwrap();
         let v = srv.get_json(&format!("/api/traces/{tid}")).await;
         assert_eq!(count_json_spans(&v), 2, "{proto}: {v}");
         let batch = &v["batches"][0];
         let res_attrs = batch["resource"]["attributes"].as_array().unwrap();
-        let svc = res_attrs.iter().find(|a| a["key"] == "service.name").unwrap();
+        let svc = res_attrs
+            .iter()
+            .find(|a| a["key"] == "service.name")
+            .unwrap();
         assert_eq!(svc["value"]["stringValue"], format!("py-{proto}"));
-        assert!(res_attrs.iter().any(|a| a["key"] == "telemetry.sdk.language"
-            && a["value"]["stringValue"] == "python"));
+        assert!(
+            res_attrs
+                .iter()
+                .any(|a| a["key"] == "telemetry.sdk.language"
+                    && a["value"]["stringValue"] == "python")
+        );
         let scope = &batch["scopeSpans"][0];
         assert_eq!(scope["scope"]["name"], "tracevault-e2e");
         assert_eq!(scope["scope"]["version"], "1.0");
@@ -104,6 +122,10 @@ async fn python_sdk_exports_over_grpc_and_http_with_tls_and_token() {
         );
         assert_eq!(child["status"]["code"], 2);
         assert_eq!(child["status"]["message"], "timeout");
-        assert_eq!(root["attributes"].as_array().unwrap().len(), 6, "{proto}: no extra or lost attributes");
+        assert_eq!(
+            root["attributes"].as_array().unwrap().len(),
+            6,
+            "{proto}: no extra or lost attributes"
+        );
     }
 }

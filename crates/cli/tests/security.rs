@@ -55,7 +55,14 @@ async fn missing_or_wrong_tokens_get_401_and_unauthenticated() {
         assert_eq!(st.code(), tonic::Code::Unauthenticated, "{name} grpc");
     }
     // /ready is the one open endpoint.
-    assert_eq!(c.get(format!("{}/ready", srv.api)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{}/ready", srv.api))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Nothing was stored by the refused requests.
     let m = srv.get("/metrics").await.text().await.unwrap();
     assert!(!m.contains("tracevault_spans_accepted_total{"), "{m}");
@@ -70,7 +77,13 @@ async fn missing_or_wrong_tokens_get_401_and_unauthenticated() {
 async fn key_and_token_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let srv = Server::start(&[]);
-    let mode = |p: &str| std::fs::metadata(srv.dir.join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(srv.dir.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("admin.token"), 0o600);
     assert_eq!(mode("keys/root.key"), 0o600);
     assert_eq!(mode("keys/ca.key"), 0o600);
@@ -119,7 +132,9 @@ async fn handshake(
 #[tokio::test]
 async fn tls12_is_refused_and_tls13_prefers_post_quantum_key_exchange() {
     let srv = Server::start(&[]);
-    let err = handshake(&srv, &[&rustls::version::TLS12]).await.unwrap_err();
+    let err = handshake(&srv, &[&rustls::version::TLS12])
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().to_lowercase().contains("protocol version")
             || err.to_string().contains("HandshakeFailure")
@@ -130,7 +145,10 @@ async fn tls12_is_refused_and_tls13_prefers_post_quantum_key_exchange() {
     assert!(ok.starts_with("TLSv1_3"), "{ok}");
     assert!(ok.contains("X25519MLKEM768"), "{ok}");
     let m = srv.get("/metrics").await.text().await.unwrap();
-    assert!(m.contains("tracevault_tls_handshake_failures_total 1"), "{m}");
+    assert!(
+        m.contains("tracevault_tls_handshake_failures_total 1"),
+        "{m}"
+    );
     assert!(m.contains("group=\"X25519MLKEM768\""), "{m}");
 }
 
@@ -144,8 +162,16 @@ async fn operator_certificates_are_used_when_given() {
     let (c2, k2) = (tmp.path().join("op.pem"), tmp.path().join("op.key"));
     std::fs::copy(&cert, &c2).unwrap();
     std::fs::copy(&key, &k2).unwrap();
-    let srv = Server::start(&["--tls-cert", c2.to_str().unwrap(), "--tls-key", k2.to_str().unwrap()]);
-    assert!(!srv.dir.join("tls/server.pem").exists(), "generated a certificate anyway");
+    let srv = Server::start(&[
+        "--tls-cert",
+        c2.to_str().unwrap(),
+        "--tls-key",
+        k2.to_str().unwrap(),
+    ]);
+    assert!(
+        !srv.dir.join("tls/server.pem").exists(),
+        "generated a certificate anyway"
+    );
     let r = reqwest::Client::builder()
         .use_preconfigured_tls(rustls_client(&first.ca()))
         .build()
@@ -163,12 +189,24 @@ async fn plaintext_only_behind_the_flag_with_a_warning_and_still_authenticated()
     assert!(srv.api.starts_with("http://"));
     assert!(srv.log_text().contains("INSECURE"), "{}", srv.log_text());
     let c = reqwest::Client::new();
-    assert_eq!(c.get(format!("{}/api/echo", srv.api)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(format!("{}/api/echo", srv.api))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let (req, tid) = request("plain", 2);
     let mut r = tonic::Request::new(req);
-    r.metadata_mut().insert("authorization", format!("Bearer {}", srv.token()).parse().unwrap());
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", srv.token()).parse().unwrap(),
+    );
     srv.grpc_client().await.export(r).await.unwrap();
-    let v = srv.get_json(&format!("/api/traces/{}", hex::encode(tid))).await;
+    let v = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid)))
+        .await;
     assert_eq!(count_json_spans(&v), 2);
     // The default server refuses plaintext HTTP on its TLS port.
     let tls = Server::start(&[]);

@@ -10,7 +10,10 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
@@ -22,10 +25,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir) with the given mode.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension(format!(
-        "tmp-{}",
-        hex::encode(crate::random_bytes::<6>())
-    ));
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(crate::random_bytes::<6>())));
     {
         let mut f = OpenOptions::new()
             .write(true)

@@ -76,7 +76,12 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Keyring({}, root {})", self.dir.display(), self.root.describe())
+        write!(
+            f,
+            "Keyring({}, root {})",
+            self.dir.display(),
+            self.root.describe()
+        )
     }
 }
 
@@ -263,7 +268,9 @@ impl Keyring {
             .map_err(|_| CryptoError::Decrypt(format!("data key of tenant {tenant}")))?;
         let dek = SecretKey::from_bytes(*out);
         if !bool::from(dek.commitment().ct_eq(&w.commitment)) {
-            return Err(CryptoError::Commitment(format!("data key of tenant {tenant}")));
+            return Err(CryptoError::Commitment(format!(
+                "data key of tenant {tenant}"
+            )));
         }
         Ok(DataKey::from_secret(dek))
     }

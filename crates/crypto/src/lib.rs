@@ -43,7 +43,9 @@ pub enum CryptoError {
     Commitment(String),
     #[error("{what} has unsupported format version {version}")]
     Version { what: String, version: u32 },
-    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Permissions { path: String, mode: u32 },
     #[error("key material for tenant {tenant} version {version} is missing")]
     MissingKey { tenant: String, version: u32 },

@@ -39,10 +39,8 @@ impl FileRootKey {
             false
         } else {
             let key = SecretKey::random();
-            let text = zeroize::Zeroizing::new(format!(
-                "{ROOT_HEADER}\n{}\n",
-                hex::encode(key.expose())
-            ));
+            let text =
+                zeroize::Zeroizing::new(format!("{ROOT_HEADER}\n{}\n", hex::encode(key.expose())));
             if let Some(dir) = path.parent() {
                 fsio::create_private_dir(dir).map_err(|e| CryptoError::io(dir, e))?;
             }
@@ -80,7 +78,10 @@ impl FileRootKey {
         }
         let hexkey = lines.next().ok_or_else(|| bad("missing key line"))?;
         let raw = zeroize::Zeroizing::new(hex::decode(hexkey.trim()).map_err(|_| bad("not hex"))?);
-        let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("key is not 32 bytes"))?;
+        let arr: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("key is not 32 bytes"))?;
         let key = SecretKey::from_bytes(arr);
         let unbound =
             UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| bad("unusable key"))?;
@@ -104,7 +105,11 @@ impl RootKeySource for FileRootKey {
         let n: [u8; NONCE_LEN] = random_bytes();
         let mut buf = key.expose().to_vec();
         self.aead
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(n), Aad::from(context), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(n),
+                Aad::from(context),
+                &mut buf,
+            )
             .map_err(|_| CryptoError::Primitive("root wrap"))?;
         let mut out = n.to_vec();
         out.extend_from_slice(&buf);
@@ -114,14 +119,20 @@ impl RootKeySource for FileRootKey {
 
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretKey, CryptoError> {
         if wrapped.len() != NONCE_LEN + 32 + 16 {
-            return Err(CryptoError::Decrypt("wrapped tenant key (bad length)".into()));
+            return Err(CryptoError::Decrypt(
+                "wrapped tenant key (bad length)".into(),
+            ));
         }
         let mut n = [0u8; NONCE_LEN];
         n.copy_from_slice(&wrapped[..NONCE_LEN]);
         let mut buf = zeroize::Zeroizing::new(wrapped[NONCE_LEN..].to_vec());
         let plain = self
             .aead
-            .open_in_place(Nonce::assume_unique_for_key(n), Aad::from(context), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(n),
+                Aad::from(context),
+                &mut buf,
+            )
             .map_err(|_| CryptoError::Decrypt("wrapped tenant key".into()))?;
         let arr: [u8; 32] = (&*plain)
             .try_into()

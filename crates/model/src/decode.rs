@@ -62,10 +62,11 @@ pub fn decompress_limited(
         }
         Encoding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(body), limit, "gzip"),
         Encoding::Zstd => {
-            let dec = zstd::stream::read::Decoder::new(body).map_err(|e| DecodeError::Compression {
-                encoding: "zstd",
-                reason: e.to_string(),
-            })?;
+            let dec =
+                zstd::stream::read::Decoder::new(body).map_err(|e| DecodeError::Compression {
+                    encoding: "zstd",
+                    reason: e.to_string(),
+                })?;
             read_limited(dec, limit, "zstd")
         }
     }
@@ -155,7 +156,10 @@ mod tests {
           "attributes":[{"key":"http.status_code","value":{"intValue":"200"}}]}]}]}]}"#;
         let req = decode_json(body).unwrap();
         let span = &req.resource_spans[0].scope_spans[0].spans[0];
-        assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+        assert_eq!(
+            hex::encode(&span.trace_id),
+            "5b8efff798038103d269b633813fc60c"
+        );
         assert_eq!(span.start_time_unix_nano, 1_700_000_000_000_000_000);
         assert_eq!(span.kind, 2);
     }

@@ -71,7 +71,11 @@ pub fn any_value_to_string(v: &otlp::AnyValue) -> String {
                 .values
                 .iter()
                 .map(|p| {
-                    let v = p.value.as_ref().map(any_value_to_string).unwrap_or_default();
+                    let v = p
+                        .value
+                        .as_ref()
+                        .map(any_value_to_string)
+                        .unwrap_or_default();
                     format!("{}={}", p.key, v)
                 })
                 .collect();

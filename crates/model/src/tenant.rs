@@ -73,7 +73,17 @@ mod tests {
     #[test]
     fn rejects_path_and_label_tricks() {
         for bad in [
-            "", "-a", "_a", "A", "a/b", "..", "a.b", "a b", "é", &"a".repeat(64), "a\0",
+            "",
+            "-a",
+            "_a",
+            "A",
+            "a/b",
+            "..",
+            "a.b",
+            "a b",
+            "é",
+            &"a".repeat(64),
+            "a\0",
         ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?}");
         }

@@ -155,8 +155,8 @@ pub fn validate(
                 ss.spans.clear();
                 continue;
             }
-            ss.spans.retain(|span| {
-                match check_span(span, limits, min_start, max_start) {
+            ss.spans.retain(
+                |span| match check_span(span, limits, min_start, max_start) {
                     Ok(()) => {
                         accepted += 1;
                         true
@@ -177,8 +177,8 @@ pub fn validate(
                         );
                         false
                     }
-                }
-            });
+                },
+            );
         }
         rs.scope_spans.retain(|ss| !ss.spans.is_empty());
     }
@@ -186,7 +186,10 @@ pub fn validate(
 
     let rejected: usize = counts.iter().map(|(_, n)| n).sum();
     let message = (rejected > 0).then(|| {
-        let mut m = format!("rejected {rejected} of {total} spans: {}", messages.join("; "));
+        let mut m = format!(
+            "rejected {rejected} of {total} spans: {}",
+            messages.join("; ")
+        );
         if rejected > messages.len() && messages.len() == MAX_MESSAGES {
             m.push_str("; ...");
         }
@@ -482,7 +485,8 @@ mod tests {
             max_spans_per_request: 2,
             ..Limits::default()
         };
-        let err = validate(req(vec![span(1, 1), span(1, 2), span(1, 3)]), &limits, NOW).unwrap_err();
+        let err =
+            validate(req(vec![span(1, 1), span(1, 2), span(1, 3)]), &limits, NOW).unwrap_err();
         assert_eq!(
             err.to_string(),
             "request carries 3 spans, more than the limit of 2 spans per request"

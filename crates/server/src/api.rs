@@ -46,7 +46,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn require_auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+async fn require_auth(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     match authenticate(&state.tokens, req.headers()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
@@ -142,10 +146,16 @@ async fn load_trace(
     need_read(caller)?;
     let tid = TraceId::from_hex(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let tenant = caller.tenant.clone();
-    let found = timed(state, "trace_by_id", move |s| s.store.find_trace(&tenant, tid)).await?;
+    let found = timed(state, "trace_by_id", move |s| {
+        s.store.find_trace(&tenant, tid)
+    })
+    .await?;
     match found {
         Some(resource_spans) => Ok(TracesData { resource_spans }),
-        None => Err(ApiError::NotFound(format!("trace {} not found", tid.to_hex()))),
+        None => Err(ApiError::NotFound(format!(
+            "trace {} not found",
+            tid.to_hex()
+        ))),
     }
 }
 
@@ -268,9 +278,14 @@ async fn tag_values(
 ) -> Result<Response, ApiError> {
     need_read(&caller)?;
     if name.is_empty() || name.len() > 256 {
-        return Err(ApiError::BadRequest("tag name must be 1 to 256 bytes".into()));
+        return Err(ApiError::BadRequest(
+            "tag name must be 1 to 256 bytes".into(),
+        ));
     }
     let tenant = caller.tenant.clone();
-    let values = timed(&state, "tag_values", move |s| s.store.tag_values(&tenant, &name)).await?;
+    let values = timed(&state, "tag_values", move |s| {
+        s.store.tag_values(&tenant, &name)
+    })
+    .await?;
     Ok(Json(json!({ "tagValues": values })).into_response())
 }

@@ -20,7 +20,10 @@ pub struct Caller {
 pub fn authenticate(tokens: &TokenStore, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = match headers.get(http::header::AUTHORIZATION) {
         None => None,
-        Some(v) => Some(v.to_str().map_err(|_| ApiError::Unauthenticated(AuthError::Malformed))?),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::Unauthenticated(AuthError::Malformed))?,
+        ),
     };
     let secret = TokenSecret::from_header(value).map_err(ApiError::Unauthenticated)?;
     let principal = tokens

@@ -266,8 +266,10 @@ mod tests {
             "version = 1\n[listen]\napi = \"127.0.0.1:9999\"\notlp_http = \"127.0.0.1:9998\"\n[limits]\nmax_spans_per_request = 10\n",
         )
         .unwrap();
-        let mut flags = RawConfig::default();
-        flags.data_dir = Some(d.path().join("data"));
+        let mut flags = RawConfig {
+            data_dir: Some(d.path().join("data")),
+            ..Default::default()
+        };
         flags.listen.api = Some("127.0.0.1:7777".parse().unwrap());
         let c = RawConfig::resolve(&flags, Some(&f)).unwrap();
         assert_eq!(c.api.port(), 7777);
@@ -282,10 +284,22 @@ mod tests {
     #[test]
     fn data_dir_config_toml_is_read() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("config.toml"), "[limits]\nmax_value_depth = 3\n").unwrap();
-        let mut flags = RawConfig::default();
-        flags.data_dir = Some(d.path().to_owned());
-        assert_eq!(RawConfig::resolve(&flags, None).unwrap().limits.max_value_depth, 3);
+        std::fs::write(
+            d.path().join("config.toml"),
+            "[limits]\nmax_value_depth = 3\n",
+        )
+        .unwrap();
+        let flags = RawConfig {
+            data_dir: Some(d.path().to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            RawConfig::resolve(&flags, None)
+                .unwrap()
+                .limits
+                .max_value_depth,
+            3
+        );
     }
 
     #[test]

@@ -171,7 +171,12 @@ fn content_type(h: &HeaderMap) -> Result<Format, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
         "application/json" => Ok(Format::Json),
@@ -196,14 +201,16 @@ async fn http_export_inner(
     let encoding = Encoding::from_header(enc_header).ok_or_else(|| {
         ApiError::UnsupportedMediaType(format!(
             "unsupported content encoding {:?}: use gzip, zstd or none",
-            enc_header.unwrap_or("").chars().take(32).collect::<String>()
+            enc_header
+                .unwrap_or("")
+                .chars()
+                .take(32)
+                .collect::<String>()
         ))
     })?;
     let limit = state.limits.max_request_bytes;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::TooLarge(format!(
-            "request body exceeds the limit of {limit} bytes"
-        ))
+        ApiError::TooLarge(format!("request body exceeds the limit of {limit} bytes"))
     })?;
     let req = {
         let plain = decode::decompress_limited(encoding, &raw, limit).map_err(decode_error)?;
@@ -263,7 +270,10 @@ pub fn grpc_router(state: Arc<AppState>) -> axum::Router {
 fn grpc_error(code: tonic::Code, msg: &str) -> Response {
     let mut r = Response::new(Body::empty());
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     h.insert("grpc-status", HeaderValue::from(code as i32));
     if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
         h.insert("grpc-message", v);

@@ -42,7 +42,10 @@ pub async fn serve(
             }
         };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            tracing::warn!(listener = name, "connection limit reached; refusing connection");
+            tracing::warn!(
+                listener = name,
+                "connection limit reached; refusing connection"
+            );
             drop(tcp);
             continue;
         };
@@ -57,20 +60,21 @@ pub async fn serve(
             let builder = auto::Builder::new(TokioExecutor::new());
             match tls {
                 Some(acc) => {
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                metrics.tls_handshake_failures.inc();
-                                tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                metrics.tls_handshake_failures.inc();
-                                tracing::debug!(listener = name, %peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
                     let group = stream
                         .get_ref()
                         .1
@@ -101,6 +105,9 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!(listener = name, "connections still open after the drain timeout");
+        tracing::warn!(
+            listener = name,
+            "connections still open after the drain timeout"
+        );
     }
 }

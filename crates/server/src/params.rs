@@ -23,7 +23,9 @@ pub fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, String> {
             return Err("tags: expected key=value".into());
         }
         if chars.peek() != Some(&'=') {
-            return Err(format!("tags: key {key:?} has no value (expected key=value)"));
+            return Err(format!(
+                "tags: key {key:?} has no value (expected key=value)"
+            ));
         }
         chars.next();
         let mut val = String::new();

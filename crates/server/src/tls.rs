@@ -89,7 +89,8 @@ pub fn ensure_generated(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<TlsF
             "::1".to_string(),
         ])?;
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, "tracevault server");
+        p.distinguished_name
+            .push(DnType::CommonName, "tracevault server");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.not_before = time_now() - days(1);

@@ -180,8 +180,7 @@ impl BlockBuilder {
         chunk_target: usize,
         zstd_level: i32,
     ) -> Result<u64, StoreError> {
-        self.entries
-            .sort_unstable_by(|a, b| (a.trace_id, a.start).cmp(&(b.trace_id, b.start)));
+        self.entries.sort_unstable_by_key(|e| (e.trace_id, e.start));
         let (key, wrapped) = keyring.new_data_key(tenant).map_err(StoreError::Crypto)?;
         let path = block_path(dir, tenant, block_id);
         let tdir = path.parent().expect("block path has a parent");
@@ -228,7 +227,8 @@ impl BlockBuilder {
         .encode_to_vec();
         w.write_all(MAGIC).map_err(io)?;
         w.write_all(&VERSION.to_le_bytes()).map_err(io)?;
-        w.write_all(&(header.len() as u32).to_le_bytes()).map_err(io)?;
+        w.write_all(&(header.len() as u32).to_le_bytes())
+            .map_err(io)?;
         w.write_all(&header).map_err(io)?;
         let mut offset = (MAGIC.len() + 2 + 4 + header.len()) as u64;
 
@@ -244,7 +244,9 @@ impl BlockBuilder {
             for _ in range.clone() {
                 let e = entries.next().expect("bounds cover entries");
                 let r = *rmap.entry(e.resource).or_insert_with(|| {
-                    chunk.resources.push(self.resources[e.resource as usize].clone());
+                    chunk
+                        .resources
+                        .push(self.resources[e.resource as usize].clone());
                     chunk.resources.len() as u32 - 1
                 });
                 let s = *smap.entry(e.scope).or_insert_with(|| {
@@ -307,13 +309,19 @@ impl BlockBuilder {
         };
         let mut idx = zstd::bulk::compress(&index.encode_to_vec(), zstd_level)
             .map_err(|e| StoreError::io(&tmp, e))?;
-        key.seal(INDEX_COUNTER, &aad(tenant, block_id, INDEX_COUNTER), &mut idx)
-            .map_err(StoreError::Crypto)?;
+        key.seal(
+            INDEX_COUNTER,
+            &aad(tenant, block_id, INDEX_COUNTER),
+            &mut idx,
+        )
+        .map_err(StoreError::Crypto)?;
         w.write_all(&idx).map_err(io)?;
         w.write_all(&offset.to_le_bytes()).map_err(io)?;
         w.write_all(&(idx.len() as u32).to_le_bytes()).map_err(io)?;
         w.write_all(FOOTER_MAGIC).map_err(io)?;
-        let file = w.into_inner().map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(io)?;
         let size = offset + idx.len() as u64 + FOOTER_LEN as u64;
         drop(file);
@@ -391,7 +399,10 @@ impl BlockMeta {
         let ioff = u64::from_le_bytes(foot[..8].try_into().expect("8 bytes"));
         let ilen = u32::from_le_bytes(foot[8..12].try_into().expect("4 bytes")) as u64;
         if ioff + ilen + FOOTER_LEN as u64 != size {
-            return Err(corrupt(size - FOOTER_LEN as u64, "index bounds do not match"));
+            return Err(corrupt(
+                size - FOOTER_LEN as u64,
+                "index bounds do not match",
+            ));
         }
         let mut ibuf = vec![0u8; ilen as usize];
         file.read_exact_at(&mut ibuf, ioff)
@@ -405,8 +416,8 @@ impl BlockMeta {
             .map_err(|_| corrupt(ioff, "index fails authentication"))?;
         let raw = zstd::bulk::decompress(plain, 256 * 1024 * 1024)
             .map_err(|_| corrupt(ioff, "index does not decompress"))?;
-        let mut index =
-            BlockIndex::decode(raw.as_slice()).map_err(|_| corrupt(ioff, "index does not decode"))?;
+        let mut index = BlockIndex::decode(raw.as_slice())
+            .map_err(|_| corrupt(ioff, "index does not decode"))?;
         let prefixes = index
             .trace_prefixes
             .chunks_exact(8)

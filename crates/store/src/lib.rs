@@ -18,9 +18,7 @@ mod store;
 pub mod wal;
 
 pub use query::{SearchQuery, TraceSummary};
-pub use store::{
-    BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats,
-};
+pub use store::{BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats};
 pub use wal::SyncHook;
 
 /// Storage errors, each mapping to a request outcome.

@@ -35,10 +35,13 @@ pub struct TraceSummary {
     pub duration_ms: u64,
 }
 
+/// Encoded spans by encoded scope.
+type ScopeGroups = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+
 /// Spans gathered for one trace, grouped by encoded resource and scope, deduplicated.
 #[derive(Default)]
 struct Collector {
-    groups: BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<Vec<u8>>>>,
+    groups: BTreeMap<Vec<u8>, ScopeGroups>,
     seen: HashSet<Vec<u8>>,
 }
 
@@ -118,7 +121,11 @@ impl Agg {
             self.root = Some((service.to_owned(), span.name.clone()));
         }
         if span.start_time_unix_nano < self.earliest.0 {
-            self.earliest = (span.start_time_unix_nano, service.to_owned(), span.name.clone());
+            self.earliest = (
+                span.start_time_unix_nano,
+                service.to_owned(),
+                span.name.clone(),
+            );
         }
     }
     fn summary(&self, trace_id: TraceId) -> TraceSummary {
@@ -299,7 +306,8 @@ impl Store {
                 }
             }
             let dur = agg.end.saturating_sub(agg.start);
-            if q.min_duration_ns.is_some_and(|m| dur < m) || q.max_duration_ns.is_some_and(|m| dur > m)
+            if q.min_duration_ns.is_some_and(|m| dur < m)
+                || q.max_duration_ns.is_some_and(|m| dur > m)
             {
                 continue;
             }

@@ -15,9 +15,9 @@ use tv_model::TenantId;
 use tv_model::otlp::ExportTraceServiceRequest;
 use tv_model::validate::Validated;
 
+use crate::StoreError;
 use crate::block::{BlockBuilder, BlockMeta};
 use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
-use crate::StoreError;
 
 /// Store settings (validated by the server's config layer).
 #[derive(Clone)]
@@ -268,9 +268,9 @@ impl Store {
                 None => Err(StoreError::ShuttingDown),
                 Some(w) => match w.try_send(WriterMsg::Append(batch, tx)) {
                     Ok(()) => Ok(()),
-                    Err(TrySendError::Full(_)) => Err(StoreError::Overloaded(
-                        "the write queue is full".to_owned(),
-                    )),
+                    Err(TrySendError::Full(_)) => {
+                        Err(StoreError::Overloaded("the write queue is full".to_owned()))
+                    }
                     Err(TrySendError::Disconnected(_)) => Err(StoreError::ShuttingDown),
                 },
             }
@@ -339,7 +339,8 @@ impl Drop for Store {
 /// Loads every block's index; returns the highest block id seen.
 fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
     let mut max_id = 0;
-    let rd = std::fs::read_dir(&inner.block_dir).map_err(|e| StoreError::io(&inner.block_dir, e))?;
+    let rd =
+        std::fs::read_dir(&inner.block_dir).map_err(|e| StoreError::io(&inner.block_dir, e))?;
     let mut st = inner.state.write().expect("state lock poisoned");
     for tdir in rd {
         let tdir = tdir.map_err(|e| StoreError::io(&inner.block_dir, e))?;
@@ -405,7 +406,11 @@ fn recover_wal(inner: &Inner) -> Result<u64, StoreError> {
                     reason: format!("data record uses unknown key index {key_index}"),
                 })?;
                 let plain = key
-                    .open(counter, &wal::data_aad(id, key_index, counter), &mut ciphertext)
+                    .open(
+                        counter,
+                        &wal::data_aad(id, key_index, counter),
+                        &mut ciphertext,
+                    )
                     .map_err(|_| StoreError::Corruption {
                         path: path.display().to_string(),
                         offset: 0,
@@ -432,7 +437,12 @@ fn recover_wal(inner: &Inner) -> Result<u64, StoreError> {
             .expect("state lock poisoned")
             .head
             .extend(recs);
-        tracing::info!(segment = id, records = n, torn_bytes = seg.torn_bytes, "recovered WAL segment");
+        tracing::info!(
+            segment = id,
+            records = n,
+            torn_bytes = seg.torn_bytes,
+            "recovered WAL segment"
+        );
         seal_segment(inner, id)?;
     }
     Ok(max_id)
@@ -442,7 +452,11 @@ fn recover_wal(inner: &Inner) -> Result<u64, StoreError> {
 fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
     let records: Vec<Arc<HeadRecord>> = {
         let st = inner.state.read().expect("state lock poisoned");
-        st.head.iter().filter(|r| r.segment == id).cloned().collect()
+        st.head
+            .iter()
+            .filter(|r| r.segment == id)
+            .cloned()
+            .collect()
     };
     let mut by_tenant: HashMap<TenantId, Vec<Arc<HeadRecord>>> = HashMap::new();
     for r in records {
@@ -587,7 +601,11 @@ fn write_group(
     let res = active.write_and_sync(
         buf,
         inner.cfg.sync_hook.as_deref(),
-        inner.cfg.observer.as_deref().map(|o| o as &dyn wal::WalObserver),
+        inner
+            .cfg
+            .observer
+            .as_deref()
+            .map(|o| o as &dyn wal::WalObserver),
     );
     match res {
         Ok(()) => {
@@ -613,7 +631,10 @@ fn write_group(
             for ack in acks {
                 let _ = ack.send(Ok(()));
             }
-            tracing::trace!(elapsed_us = t.elapsed().as_micros() as u64, "group committed");
+            tracing::trace!(
+                elapsed_us = t.elapsed().as_micros() as u64,
+                "group committed"
+            );
         }
         Err(e) => {
             active.forget_keys_after_failure(keys_before);
@@ -661,7 +682,9 @@ fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
                 ms = t.elapsed().as_millis() as u64,
                 "sealed WAL segment"
             ),
-            Err(e) => tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried at the next start"),
+            Err(e) => {
+                tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried at the next start")
+            }
         }
         for a in acks {
             let _ = a.send(match &res {
@@ -671,4 +694,3 @@ fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
         }
     }
 }
-

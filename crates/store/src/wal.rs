@@ -199,8 +199,7 @@ pub fn read_segment(path: &Path) -> Result<RecoveredSegment, StoreError> {
                     .ok()
                     .and_then(|s| TenantId::parse(s).ok())
                     .ok_or_else(|| corrupt(off, "key record names an invalid tenant"))?;
-                let key_index =
-                    u32::from_le_bytes(b[1 + tl..5 + tl].try_into().expect("4 bytes"));
+                let key_index = u32::from_le_bytes(b[1 + tl..5 + tl].try_into().expect("4 bytes"));
                 let wrapped = WrappedDataKey::from_bytes(&b[5 + tl..])
                     .ok_or_else(|| corrupt(off, "bad wrapped key"))?;
                 records.push(Recovered::Key {
@@ -308,9 +307,7 @@ impl ActiveSegment {
         buf: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
         if !self.keys.contains_key(tenant) {
-            let (key, wrapped) = keyring
-                .new_data_key(tenant)
-                .map_err(StoreError::Crypto)?;
+            let (key, wrapped) = keyring.new_data_key(tenant).map_err(StoreError::Crypto)?;
             let index = self.keys.len() as u32;
             let mut body = Vec::with_capacity(1 + tenant.as_str().len() + 4 + WrappedDataKey::LEN);
             body.push(tenant.as_str().len() as u8);
@@ -437,7 +434,10 @@ mod tests {
         for i in HEADER_LEN..buf.len() {
             let mut b = buf.clone();
             b[i] ^= 0x40;
-            assert!(record_at(&b, HEADER_LEN).is_none(), "flip at {i} undetected");
+            assert!(
+                record_at(&b, HEADER_LEN).is_none(),
+                "flip at {i} undetected"
+            );
         }
     }
 

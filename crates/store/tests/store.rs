@@ -37,7 +37,12 @@ fn s(v: &str) -> Option<AnyValue> {
     })
 }
 
-fn request(service: &str, trace: [u8; 16], spans: usize, marker: &str) -> ExportTraceServiceRequest {
+fn request(
+    service: &str,
+    trace: [u8; 16],
+    spans: usize,
+    marker: &str,
+) -> ExportTraceServiceRequest {
     let t = now();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -54,7 +59,11 @@ fn request(service: &str, trace: [u8; 16], spans: usize, marker: &str) -> Export
                     .map(|i| Span {
                         trace_id: trace.to_vec(),
                         span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
-                        parent_span_id: if i == 0 { vec![] } else { 1u64.to_be_bytes().to_vec() },
+                        parent_span_id: if i == 0 {
+                            vec![]
+                        } else {
+                            1u64.to_be_bytes().to_vec()
+                        },
                         name: format!("op-{marker}-{i}"),
                         start_time_unix_nano: t - 1_000_000 + i as u64,
                         end_time_unix_nano: t + i as u64,
@@ -83,7 +92,12 @@ fn count(store: &Store, tenant: &str, trace: [u8; 16]) -> usize {
     store
         .find_trace(&TenantId::parse(tenant).unwrap(), TraceId(trace))
         .unwrap()
-        .map(|rs| rs.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum())
+        .map(|rs| {
+            rs.iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -91,7 +105,10 @@ fn count(store: &Store, tenant: &str, trace: [u8; 16]) -> usize {
 async fn appended_spans_are_readable_from_head_blocks_and_after_reopen() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
-    store.append(batch("a", request("svc", [1; 16], 3, "m1"))).await.unwrap();
+    store
+        .append(batch("a", request("svc", [1; 16], 3, "m1")))
+        .await
+        .unwrap();
     assert_eq!(count(&store, "a", [1; 16]), 3, "head");
     assert_eq!(count(&store, "b", [1; 16]), 0, "other tenant sees nothing");
     store.flush().await.unwrap();
@@ -100,7 +117,11 @@ async fn appended_spans_are_readable_from_head_blocks_and_after_reopen() {
     assert_eq!(count(&store, "a", [1; 16]), 3, "block");
     // The same trace continues in a later block and in the head: it comes back whole.
     let mut more = request("svc2", [1; 16], 2, "m2");
-    for (i, sp) in more.resource_spans[0].scope_spans[0].spans.iter_mut().enumerate() {
+    for (i, sp) in more.resource_spans[0].scope_spans[0]
+        .spans
+        .iter_mut()
+        .enumerate()
+    {
         sp.span_id = (100 + i as u64).to_be_bytes().to_vec();
         sp.parent_span_id = 1u64.to_be_bytes().to_vec();
     }
@@ -145,7 +166,10 @@ async fn nothing_is_plaintext_on_disk() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
     let marker = "zq-unique-marker-7731";
-    store.append(batch("a", request(marker, [3; 16], 5, marker))).await.unwrap();
+    store
+        .append(batch("a", request(marker, [3; 16], 5, marker)))
+        .await
+        .unwrap();
     // Check the WAL before sealing, then the blocks after.
     assert_no_marker(d.path(), marker);
     store.flush().await.unwrap();
@@ -190,18 +214,26 @@ async fn crashed_store_with(d: &Path, n: usize) -> Vec<[u8; 16]> {
     let mut traces = Vec::new();
     for i in 0..n {
         let t = [i as u8 + 10; 16];
-        store.append(batch("a", request("svc", t, 2, "c"))).await.unwrap();
+        store
+            .append(batch("a", request("svc", t, 2, "c")))
+            .await
+            .unwrap();
         traces.push(t);
     }
     // Simulate kill -9: no shutdown, no seal. Copy the WAL aside before the store drops.
     let wal = wal_files(d);
-    let copies: Vec<(std::path::PathBuf, Vec<u8>)> =
-        wal.iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect();
+    let copies: Vec<(std::path::PathBuf, Vec<u8>)> = wal
+        .iter()
+        .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+        .collect();
     drop(store);
     for p in wal_files(d) {
         std::fs::remove_file(p).unwrap();
     }
-    for b in std::fs::read_dir(d.join("data/blocks/a")).into_iter().flatten() {
+    for b in std::fs::read_dir(d.join("data/blocks/a"))
+        .into_iter()
+        .flatten()
+    {
         std::fs::remove_file(b.unwrap().path()).unwrap();
     }
     for (p, bytes) in copies {
@@ -226,7 +258,9 @@ async fn torn_tails_at_random_offsets_lose_nothing_acknowledged() {
             rec.truncate(rng.random_range(1..rec.len()));
             rec
         } else {
-            (0..rng.random_range(1..200)).map(|_| rng.random()).collect()
+            (0..rng.random_range(1..200))
+                .map(|_| rng.random())
+                .collect()
         };
         bytes.extend_from_slice(&extra);
         std::fs::write(&seg, &bytes).unwrap();
@@ -254,7 +288,10 @@ async fn damage_inside_an_acknowledged_record_is_reported_not_dropped() {
             .err()
             .unwrap_or_else(|| panic!("round {round}: corruption at {off} was accepted"));
         let msg = err.to_string();
-        assert!(msg.contains("corruption") || msg.contains("authentication"), "{msg}");
+        assert!(
+            msg.contains("corruption") || msg.contains("authentication"),
+            "{msg}"
+        );
     }
 }
 
@@ -310,7 +347,9 @@ async fn no_acknowledgement_before_the_covering_fsync_returns() {
         let st = store.clone();
         let h = hook.clone();
         tasks.push(tokio::spawn(async move {
-            st.append(batch("a", request("svc", [i + 1; 16], 1, "f"))).await.unwrap();
+            st.append(batch("a", request("svc", [i + 1; 16], 1, "f")))
+                .await
+                .unwrap();
             h.log.lock().unwrap().push("ack");
         }));
     }

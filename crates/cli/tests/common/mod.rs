@@ -58,7 +58,14 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+            .args([
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+            ])
             .args(&self.args)
             .env("TRACEVAULT_LOG", "info")
             .stdin(Stdio::null())
@@ -83,7 +90,11 @@ impl Server {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("server exited early ({st}): {}", self.log_text());
             }
-            assert!(Instant::now() < deadline, "server did not start: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -290,14 +301,23 @@ pub fn request(service: &str, spans: usize) -> (ExportTraceServiceRequest, [u8; 
                 spans: (0..spans)
                     .map(|i| Span {
                         trace_id: tid.to_vec(),
-                        span_id: if i == 0 { root.to_vec() } else { random_id::<8>().to_vec() },
+                        span_id: if i == 0 {
+                            root.to_vec()
+                        } else {
+                            random_id::<8>().to_vec()
+                        },
                         parent_span_id: if i == 0 { vec![] } else { root.to_vec() },
                         name: format!("op-{i}"),
                         kind: 2,
                         start_time_unix_nano: now - 5_000_000 + i as u64,
                         end_time_unix_nano: now,
                         attributes: vec![
-                            kv("http.response.status_code", Some(AnyValue { value: Some(any_value::Value::IntValue(200 + i as i64)) })),
+                            kv(
+                                "http.response.status_code",
+                                Some(AnyValue {
+                                    value: Some(any_value::Value::IntValue(200 + i as i64)),
+                                }),
+                            ),
                             kv("note", sv(&format!("n{i}"))),
                         ],
                         ..Default::default()
