@@ -23,6 +23,23 @@ use tv_model::otlp::*;
 pub enum BenchCmd {
     /// Send generated spans as fast as the server acknowledges them.
     Ingest(IngestArgs),
+    /// Measure trace-by-id latency for trace ids saved by `bench ingest --ids-out`.
+    Query(QueryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// File of trace ids, one hex id per line
+    #[arg(long)]
+    pub ids: std::path::PathBuf,
+    /// Lookups to make
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Lookups in flight
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub server: crate::client::ServerFlags,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
@@ -86,6 +103,9 @@ pub struct IngestArgs {
     /// No progress bar
     #[arg(long)]
     pub quiet: bool,
+    /// Append one acknowledged trace id per request to this file (for `bench query`)
+    #[arg(long)]
+    pub ids_out: Option<std::path::PathBuf>,
 }
 
 /// A pre-encoded request and where its ids and timestamps sit.
@@ -369,7 +389,8 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
 }
 
 impl Template {
-    fn instantiate(&self, rng: &mut impl Rng, now: u64) -> Vec<u8> {
+    /// The patched bytes and the first trace id they carry.
+    fn instantiate(&self, rng: &mut impl Rng, now: u64) -> (Vec<u8>, [u8; 16]) {
         let mut b = self.bytes.clone();
         let mut tmask = [0u8; 16];
         rng.fill_bytes(&mut tmask);
@@ -390,7 +411,12 @@ impl Template {
             let v = u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) + delta;
             b[o..o + 8].copy_from_slice(&v.to_le_bytes());
         }
-        b
+        let first = self
+            .trace_ids
+            .first()
+            .map(|&o| b[o..o + 16].try_into().expect("16 bytes"))
+            .unwrap_or([0; 16]);
+        (b, first)
     }
 }
 
@@ -563,7 +589,10 @@ async fn send(
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let BenchCmd::Ingest(args) = cmd;
+    let args = match cmd {
+        BenchCmd::Ingest(a) => a,
+        BenchCmd::Query(q) => return query(q).await,
+    };
     if args.spans_per_request == 0 || args.concurrency == 0 || args.templates == 0 {
         bail!("--spans-per-request, --concurrency and --templates must be at least 1");
     }
@@ -598,6 +627,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
             .context("histogram bounds")?,
     ));
+    let sampled: Arc<std::sync::Mutex<Vec<[u8; 16]>>> = Arc::default();
     let errors_seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
         String,
         u64,
@@ -609,6 +639,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         let totals = totals.clone();
         let hist = hist.clone();
         let errs = errors_seen.clone();
+        let sampled = sampled.clone();
+        let sample = args.ids_out.is_some();
         let token = token.clone();
         let tenant = args.tenant.clone();
         let compression = args.compression;
@@ -624,11 +656,14 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 }
                 let t = &templates[k % templates.len()];
                 k += 1;
-                let body = t.instantiate(&mut rng, now_nanos());
+                let (body, first_trace) = t.instantiate(&mut rng, now_nanos());
                 let t0 = Instant::now();
                 match send(&mut sender, body, token.as_deref(), &tenant, compression).await {
                     Ok(rejected) => {
                         let _ = local.record(t0.elapsed().as_micros() as u64);
+                        if sample {
+                            sampled.lock().expect("lock").push(first_trace);
+                        }
                         if max == 0 {
                             totals.requests.fetch_add(1, Ordering::Relaxed);
                         }
@@ -709,6 +744,17 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "request_bytes_avg": avg_bytes,
         "error_kinds": *errors_seen.lock().expect("lock"),
     });
+    if let Some(p) = &args.ids_out {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        for id in sampled.lock().expect("lock").iter() {
+            writeln!(f, "{}", hex::encode(id))?;
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -737,5 +783,86 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             println!("  {n} x {k}");
         }
     }
+    Ok(())
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.ids)
+        .with_context(|| format!("reading {}", args.ids.display()))?;
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if ids.is_empty() {
+        bail!("no trace ids in {}", args.ids.display());
+    }
+    let client = args.server.client()?;
+    let token = args.server.token()?;
+    let base = args.server.server.trim_end_matches('/').to_owned();
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let picks: Vec<String> = (0..args.requests)
+        .map(|_| ids.choose(&mut rng).expect("non-empty").clone())
+        .collect();
+    let hist = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("bounds")?,
+    ));
+    let missing = Arc::new(AtomicU64::new(0));
+    let spans = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    use futures::StreamExt;
+    futures::stream::iter(picks)
+        .for_each_concurrent(args.concurrency.max(1), |id| {
+            let (client, token, base, tenant) = (
+                client.clone(),
+                token.clone(),
+                base.clone(),
+                args.server.tenant.clone(),
+            );
+            let (hist, missing, spans) = (hist.clone(), missing.clone(), spans.clone());
+            async move {
+                let t0 = Instant::now();
+                let r = client
+                    .get(format!("{base}/api/traces/{id}"))
+                    .bearer_auth(&token)
+                    .header("x-scope-orgid", tenant)
+                    .header("accept", "application/protobuf")
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let b = r.bytes().await.unwrap_or_default();
+                        let _ = hist
+                            .lock()
+                            .expect("lock")
+                            .record(t0.elapsed().as_micros() as u64);
+                        if let Ok(d) = TracesData::decode(b) {
+                            let n: usize = d
+                                .resource_spans
+                                .iter()
+                                .flat_map(|r| &r.scope_spans)
+                                .map(|s| s.spans.len())
+                                .sum();
+                            spans.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        missing.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+        .await;
+    let h = hist.lock().expect("lock");
+    println!(
+        "{} trace-by-id lookups in {:.1} s ({} not found): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.1} spans/trace",
+        h.len(),
+        started.elapsed().as_secs_f64(),
+        missing.load(Ordering::Relaxed),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+        spans.load(Ordering::Relaxed) as f64 / h.len().max(1) as f64
+    );
     Ok(())
 }

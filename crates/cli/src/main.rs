@@ -10,6 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc: the ingest and seal paths allocate many small objects; glibc malloc spent a quarter
+/// of the CPU in its own bookkeeping and kept freed memory resident (docs/adr/0003).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tv_server::{RawConfig, Server};
 
 #[derive(Parser)]

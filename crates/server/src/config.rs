@@ -187,7 +187,7 @@ impl RawConfig {
         if !(0.05..=86400.0).contains(&seal) {
             bail!("storage.seal_interval_secs must be between 0.05 and 86400");
         }
-        let level = self.storage.block_zstd_level.unwrap_or(9);
+        let level = self.storage.block_zstd_level.unwrap_or(6);
         if !(1..=19).contains(&level) {
             bail!("storage.block_zstd_level must be between 1 and 19");
         }
@@ -214,11 +214,11 @@ impl RawConfig {
             insecure_plaintext: self.tls.insecure_plaintext.unwrap_or(false),
             limits,
             max_connections: self.limits.max_connections.unwrap_or(4096),
-            segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(16 * 1024 * 1024),
+            segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(8 * 1024 * 1024),
             seal_interval: Duration::from_secs_f64(seal),
             block_zstd_level: level,
             chunk_target_bytes: self.storage.chunk_target_bytes.unwrap_or(512 * 1024),
-            max_pending_bytes: self.storage.max_pending_bytes.unwrap_or(256 * 1024 * 1024),
+            max_pending_bytes: self.storage.max_pending_bytes.unwrap_or(64 * 1024 * 1024),
         })
     }
 }

@@ -61,9 +61,15 @@ pub async fn ingest(
             .inc_by(*n as u64);
     }
     let accepted = validated.accepted_spans() as u64;
+    let partial_success = validated.message().map(|m| ExportTracePartialSuccess {
+        rejected_spans: validated.rejected_spans() as i64,
+        error_message: m.to_owned(),
+    });
     if accepted > 0 {
         let batch = EncodedBatch::encode(caller.tenant.clone(), &validated, state.wal_zstd_level)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // The decoded batch is not needed while waiting for the fsync.
+        drop(validated);
         state
             .store
             .append(batch)
@@ -75,10 +81,6 @@ pub async fn ingest(
             .get_or_create(&TransportLabels { transport })
             .inc_by(accepted);
     }
-    let partial_success = validated.message().map(|m| ExportTracePartialSuccess {
-        rejected_spans: validated.rejected_spans() as i64,
-        error_message: m.to_owned(),
-    });
     Ok(ExportTraceServiceResponse { partial_success })
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use tv_crypto::{DataKey, Keyring, WrappedDataKey, fsio};
 use tv_model::TenantId;
-use tv_model::otlp::{ResourceSpans, ScopeSpans, Span};
+use tv_model::otlp::{AnyValue, ResourceSpans, ScopeSpans, Span};
 
 use crate::format::{BlockHeader, BlockIndex, Chunk, ChunkMeta, SpanRow, TagValues};
 use crate::{StoreError, now_unix_nanos};
@@ -74,14 +74,22 @@ pub struct BlockBuilder {
     tags: BTreeMap<String, (BTreeSet<String>, bool)>,
 }
 
-fn add_tag(tags: &mut BTreeMap<String, (BTreeSet<String>, bool)>, key: &str, value: String) {
+fn add_tag(tags: &mut BTreeMap<String, (BTreeSet<String>, bool)>, key: &str, value: &AnyValue) {
     if key.len() > MAX_TAG_VALUE_LEN {
         return;
     }
-    let e = tags.entry(key.to_owned()).or_default();
+    let e = match tags.get_mut(key) {
+        Some(e) => e,
+        None => tags.entry(key.to_owned()).or_default(),
+    };
+    // Once a key has its fill of values, skip rendering further ones.
+    if e.1 && e.0.len() >= MAX_TAG_VALUES {
+        return;
+    }
+    let value = tv_model::any_value_to_string(value);
     if value.len() > MAX_TAG_VALUE_LEN || (e.0.len() >= MAX_TAG_VALUES && !e.0.contains(&value)) {
         e.1 = true;
-    } else {
+    } else if !e.0.contains(&value) {
         e.0.insert(value);
     }
 }
@@ -115,7 +123,7 @@ impl BlockBuilder {
                     if let Some(r) = &rs.resource {
                         for kv in &r.attributes {
                             if let Some(v) = &kv.value {
-                                add_tag(&mut self.tags, &kv.key, tv_model::any_value_to_string(v));
+                                add_tag(&mut self.tags, &kv.key, v);
                             }
                         }
                     }
@@ -157,7 +165,7 @@ impl BlockBuilder {
         }
         for kv in &span.attributes {
             if let Some(v) = &kv.value {
-                add_tag(&mut self.tags, &kv.key, tv_model::any_value_to_string(v));
+                add_tag(&mut self.tags, &kv.key, v);
             }
         }
         self.entries.push(SpanEntry {

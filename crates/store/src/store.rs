@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ pub struct StoreConfig {
     pub wal_zstd_level: i32,
     /// Appends waiting for the writer beyond this many bytes are refused as overload.
     pub max_pending_bytes: u64,
+    /// Closed segments waiting to be sealed before the writer pauses (backpressure that bounds
+    /// memory when sealing falls behind ingest).
+    pub max_unsealed_segments: usize,
     pub sync_hook: Option<Arc<dyn SyncHook>>,
     pub observer: Option<Arc<dyn StoreObserver>>,
 }
@@ -51,12 +54,13 @@ impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            segment_max_bytes: 16 * 1024 * 1024,
+            segment_max_bytes: 8 * 1024 * 1024,
             segment_max_age: Duration::from_secs(60),
             chunk_target_bytes: 512 * 1024,
-            block_zstd_level: 9,
+            block_zstd_level: 6,
             wal_zstd_level: 1,
-            max_pending_bytes: 256 * 1024 * 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
+            max_unsealed_segments: 2,
             sync_hook: None,
             observer: None,
         }
@@ -163,6 +167,8 @@ pub(crate) struct Inner {
     pub block_dir: PathBuf,
     pending_bytes: AtomicU64,
     healthy: AtomicBool,
+    /// Closed segments not yet sealed, with a condvar the sealer signals.
+    unsealed: (Mutex<usize>, Condvar),
 }
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
@@ -217,6 +223,7 @@ impl Store {
             block_dir,
             pending_bytes: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            unsealed: (Mutex::new(0), Condvar::new()),
         });
         let mut max_id = load_blocks(&inner)?;
         max_id = max_id.max(recover_wal(&inner)?);
@@ -543,6 +550,7 @@ fn writer_loop(
             pending = rx.try_recv().ok();
         }
         if !group.is_empty() {
+            wait_for_sealer(&inner);
             write_group(&inner, &mut active, &mut buf, group);
         }
         let due = active.has_data()
@@ -662,6 +670,7 @@ fn rotate(
         let id = active.id;
         let path = wal::segment_path(&inner.wal_dir, id);
         active.close().map_err(|e| StoreError::io(&path, e))?;
+        *inner.unsealed.0.lock().expect("unsealed lock poisoned") += 1;
         let _ = seal_tx.send(SealMsg::Segment(id, flushes));
         ActiveSegment::create(&inner.wal_dir, next)
     } else {
@@ -672,10 +681,33 @@ fn rotate(
     }
 }
 
+/// Pauses the writer while too many closed segments wait for the sealer: acknowledgements slow
+/// down (and the bounded queue in front of the writer turns excess load into 503s) instead of
+/// memory growing without bound.
+fn wait_for_sealer(inner: &Inner) {
+    let (lock, cv) = &inner.unsealed;
+    let mut n = lock.lock().expect("unsealed lock poisoned");
+    if *n >= inner.cfg.max_unsealed_segments {
+        tracing::debug!(
+            unsealed = *n,
+            "sealing is behind ingest; pausing the WAL writer"
+        );
+    }
+    while *n >= inner.cfg.max_unsealed_segments {
+        n = cv.wait(n).expect("unsealed lock poisoned");
+    }
+}
+
 fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
     while let Ok(SealMsg::Segment(id, acks)) = rx.recv() {
         let t = Instant::now();
         let res = seal_segment(&inner, id);
+        {
+            let (lock, cv) = &inner.unsealed;
+            let mut n = lock.lock().expect("unsealed lock poisoned");
+            *n = n.saturating_sub(1);
+            cv.notify_all();
+        }
         match &res {
             Ok(()) => tracing::debug!(
                 segment = id,
