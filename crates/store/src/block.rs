@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! "TVBLK\0" | version u16 LE | header len u32 LE | BlockHeader (plaintext: tenant, id, wrapped key)
-//! chunk 0 .. chunk n-1      each AES-256-GCM(zstd(Chunk)), counter = chunk number
+//! chunk 0 .. chunk n-1      each AES-256-GCM(zstd(Chunk)), counter = chunk number; Chunk is
+//!                           columnar (see `columns.rs`)
 //! index                     AES-256-GCM(zstd(BlockIndex)), counter = u64::MAX
 //! footer                    index offset u64 LE | index len u32 LE | "TVBE"
 //! ```
@@ -23,7 +24,8 @@ use tv_crypto::{DataKey, Keyring, WrappedDataKey, fsio};
 use tv_model::TenantId;
 use tv_model::otlp::{AnyValue, ResourceSpans, ScopeSpans, Span};
 
-use crate::format::{BlockHeader, BlockIndex, Chunk, ChunkMeta, SpanRow, TagValues};
+use crate::columns::{self, Row};
+use crate::format::{BlockHeader, BlockIndex, Chunk, ChunkMeta, TagValues};
 use crate::{StoreError, now_unix_nanos};
 
 pub const MAGIC: &[u8; 6] = b"TVBLK\0";
@@ -242,7 +244,9 @@ impl BlockBuilder {
 
         let mut entries = std::mem::take(&mut self.entries).into_iter();
         for (ci, range) in bounds.iter().enumerate() {
-            let mut chunk = Chunk::default();
+            let mut resources: Vec<Vec<u8>> = Vec::new();
+            let mut scopes: Vec<Vec<u8>> = Vec::new();
+            let mut rows = Vec::with_capacity(range.len());
             let mut rmap: HashMap<u32, u32> = HashMap::new();
             let mut smap: HashMap<u32, u32> = HashMap::new();
             let mut cmin = u64::MAX;
@@ -252,14 +256,12 @@ impl BlockBuilder {
             for _ in range.clone() {
                 let e = entries.next().expect("bounds cover entries");
                 let r = *rmap.entry(e.resource).or_insert_with(|| {
-                    chunk
-                        .resources
-                        .push(self.resources[e.resource as usize].clone());
-                    chunk.resources.len() as u32 - 1
+                    resources.push(self.resources[e.resource as usize].clone());
+                    resources.len() as u32 - 1
                 });
                 let s = *smap.entry(e.scope).or_insert_with(|| {
-                    chunk.scopes.push(self.scopes[e.scope as usize].clone());
-                    chunk.scopes.len() as u32 - 1
+                    scopes.push(self.scopes[e.scope as usize].clone());
+                    scopes.len() as u32 - 1
                 });
                 cmin = cmin.min(e.start);
                 cmax = cmax.max(e.end);
@@ -271,13 +273,17 @@ impl BlockBuilder {
                     first = e.trace_id.to_vec();
                 }
                 last = e.trace_id.to_vec();
-                chunk.spans.push(SpanRow {
-                    trace_id: e.trace_id.to_vec(),
+                // Spans were encoded by us a moment ago; they decode.
+                let span = Span::decode(e.span.as_slice())
+                    .map_err(|err| StoreError::Decode(format!("re-reading a span: {err}")))?;
+                rows.push(Row {
+                    trace_id: e.trace_id,
                     resource: r,
                     scope: s,
-                    span: e.span,
+                    span,
                 });
             }
+            let chunk = columns::encode(rows, resources, scopes);
             let mut data = zstd::bulk::compress(&chunk.encode_to_vec(), zstd_level)
                 .map_err(|e| StoreError::io(&tmp, e))?;
             key.seal(ci as u64, &aad(tenant, block_id, ci as u64), &mut data)

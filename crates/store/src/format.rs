@@ -3,7 +3,10 @@
 //! Each top-level file format also carries its own magic and version number (see `wal.rs` and
 //! `block.rs`); an unknown version is refused with a clear message.
 
-/// One chunk of a block: spans sorted by trace id, with resources and scopes stored once.
+/// One chunk of a block, stored by column: spans sorted by trace id, each field of all spans kept
+/// together (ids with ids, start times as deltas, names and attribute keys as dictionary indexes,
+/// each attribute key's values in their own column) so zstd sees like next to like. See
+/// `columns.rs` for the encoding rules.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Chunk {
     /// Encoded `ResourceSpans` without scope spans (resource + schema url).
@@ -12,21 +15,68 @@ pub struct Chunk {
     /// Encoded `ScopeSpans` without spans (scope + schema url).
     #[prost(bytes = "vec", repeated, tag = "2")]
     pub scopes: Vec<Vec<u8>>,
-    #[prost(message, repeated, tag = "3")]
-    pub spans: Vec<SpanRow>,
+    /// 16 bytes per run of spans sharing a trace id.
+    #[prost(bytes = "vec", tag = "3")]
+    pub trace_ids: Vec<u8>,
+    /// Spans in each trace id run.
+    #[prost(uint32, repeated, tag = "4")]
+    pub trace_runs: Vec<u32>,
+    #[prost(uint32, repeated, tag = "5")]
+    pub resource: Vec<u32>,
+    #[prost(uint32, repeated, tag = "6")]
+    pub scope: Vec<u32>,
+    /// 8 bytes per span.
+    #[prost(bytes = "vec", tag = "7")]
+    pub span_ids: Vec<u8>,
+    /// 0: no parent; 1: parent id in `parent_raw`; k >= 2: the span in row k - 2 of this chunk.
+    #[prost(uint32, repeated, tag = "8")]
+    pub parent: Vec<u32>,
+    #[prost(bytes = "vec", tag = "9")]
+    pub parent_raw: Vec<u8>,
+    /// Start time minus the previous row's start time (the first row: minus zero).
+    #[prost(sint64, repeated, tag = "10")]
+    pub start_delta: Vec<i64>,
+    /// End time minus start time, as two's complement (ends before starts are refused at ingest).
+    #[prost(uint64, repeated, tag = "11")]
+    pub duration: Vec<u64>,
+    #[prost(string, repeated, tag = "12")]
+    pub names: Vec<String>,
+    #[prost(uint32, repeated, tag = "13")]
+    pub name: Vec<u32>,
+    #[prost(int32, repeated, tag = "14")]
+    pub kind: Vec<i32>,
+    #[prost(uint32, repeated, tag = "15")]
+    pub attr_count: Vec<u32>,
+    #[prost(string, repeated, tag = "16")]
+    pub keys: Vec<String>,
+    /// Key dictionary index of each attribute, span after span.
+    #[prost(uint32, repeated, tag = "17")]
+    pub attr_key: Vec<u32>,
+    /// One column per key dictionary entry (same order as `keys`).
+    #[prost(message, repeated, tag = "18")]
+    pub columns: Vec<ValueColumn>,
+    /// Each span with the fields above cleared: status, events, links, trace state, flags and
+    /// dropped counts, usually a few bytes.
+    #[prost(bytes = "vec", repeated, tag = "19")]
+    pub rest: Vec<Vec<u8>>,
 }
 
+/// The values of one attribute key, in row order.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct SpanRow {
-    #[prost(bytes = "vec", tag = "1")]
-    pub trace_id: Vec<u8>,
-    #[prost(uint32, tag = "2")]
-    pub resource: u32,
-    #[prost(uint32, tag = "3")]
-    pub scope: u32,
-    /// The encoded OTLP `Span`.
-    #[prost(bytes = "vec", tag = "4")]
-    pub span: Vec<u8>,
+pub struct ValueColumn {
+    /// Per value: 0 string, 1 int, 2 anything else (encoded `AnyValue`), 3 absent value.
+    #[prost(uint32, repeated, tag = "1")]
+    pub kind: Vec<u32>,
+    /// Byte length of each string value...
+    #[prost(uint32, repeated, tag = "2")]
+    pub str_lens: Vec<u32>,
+    /// ...and the string values, concatenated (UTF-8 checked on decode).
+    #[prost(bytes = "vec", tag = "5")]
+    pub str_data: Vec<u8>,
+    #[prost(sint64, repeated, tag = "3")]
+    pub ints: Vec<i64>,
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub others: Vec<Vec<u8>>,
 }
 
 /// The encrypted index at the end of a block.

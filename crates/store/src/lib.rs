@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod columns;
 pub mod format;
 mod query;
 mod store;

@@ -8,6 +8,7 @@ use tv_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span,
 use tv_model::{TenantId, TraceId, any_value_to_string};
 
 use crate::block::BlockMeta;
+use crate::columns;
 use crate::store::HeadRecord;
 use crate::{Store, StoreError};
 
@@ -277,11 +278,9 @@ impl Store {
                     .map(|r| ResourceSpans::decode(r.as_slice()))
                     .collect::<Result<_, _>>()
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
-                for row in &chunk.spans {
-                    let span = Span::decode(row.span.as_slice())
-                        .map_err(|e| StoreError::Decode(e.to_string()))?;
+                for row in columns::decode(&chunk, |_| true)? {
                     if let Some(rs) = resources.get(row.resource as usize) {
-                        consider(rs, &span);
+                        consider(rs, &row.span);
                     }
                 }
             }
@@ -408,18 +407,11 @@ fn collect_from_blocks(
                 continue;
             }
             let chunk = b.read_chunk(&file, ci)?;
-            // Rows are sorted by trace id.
-            let startpos = chunk
-                .spans
-                .partition_point(|r| r.trace_id.as_slice() < &id.0[..]);
-            for row in chunk.spans[startpos..]
-                .iter()
-                .take_while(|r| r.trace_id.as_slice() == id.0)
-            {
+            for row in columns::decode(&chunk, |t| t == &id.0)? {
                 let r = chunk.resources.get(row.resource as usize);
                 let s = chunk.scopes.get(row.scope as usize);
                 if let (Some(r), Some(s)) = (r, s) {
-                    col.add(r, s, row.span.clone());
+                    col.add(r, s, row.span.encode_to_vec());
                 }
             }
         }
