@@ -390,3 +390,41 @@ async fn a_one_gib_gzip_bomb_is_refused_while_memory_stays_low() {
     );
     assert_eq!(srv.get("/api/echo").await.status(), 200);
 }
+
+#[tokio::test]
+async fn overload_is_503_with_a_retry_hint_and_unavailable_on_grpc() {
+    // A write queue of one byte: every append is refused as overload.
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "[storage]\nmax_pending_bytes = 1\n").unwrap();
+    let srv = Server::start(&["--config", cfg.path().to_str().unwrap()]);
+    let (req, _) = request("busy", 2);
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "2");
+    let body: serde_json::Value = r.json().await.unwrap();
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("retry later") && msg.contains("more than 1 bytes"),
+        "{msg}"
+    );
+    let mut g = tonic::Request::new(req);
+    g.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", srv.token()).parse().unwrap(),
+    );
+    let st = srv.grpc_client().await.export(g).await.unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+    // Refused, not stored, and the server keeps serving.
+    assert_eq!(srv.get("/ready").await.status(), 200);
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    assert!(m.contains("outcome=\"unavailable\"} 1"), "{m}");
+    assert!(!m.contains("tracevault_spans_accepted_total{"), "{m}");
+}

@@ -77,7 +77,8 @@ impl Metrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             query_duration: Family::new_with_constructor(latency_histogram),
-            wal_fsync: latency_histogram(),
+            // Finer steps than the request histograms: fsync p99 is a headline figure.
+            wal_fsync: Histogram::new(exponential_buckets(0.00005, 1.25, 40)),
             wal_bytes: Counter::default(),
             blocks_sealed: Counter::default(),
             block_bytes: Counter::default(),
