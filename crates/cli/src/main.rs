@@ -102,9 +102,9 @@ struct ServeArgs {
     /// zstd level for sealed blocks, 1-19 [config: storage.block_zstd_level]
     #[arg(long)]
     block_zstd_level: Option<i32>,
-    /// Log format: text or json
-    #[arg(long, default_value = "text")]
-    log_format: String,
+    /// Log format: text or json [config: log_format] [default: text]
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 impl ServeArgs {
@@ -112,6 +112,7 @@ impl ServeArgs {
         let mut r = RawConfig {
             data_dir: self.data_dir.clone(),
             keys_dir: self.keys_dir.clone(),
+            log_format: self.log_format.clone(),
             ..Default::default()
         };
         r.listen.otlp_grpc = self.otlp_grpc;
@@ -165,8 +166,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format == "json");
     let cfg = RawConfig::resolve(&args.raw(), args.config.as_deref())?;
+    init_logging(cfg.log_json);
     let server = Server::bootstrap(cfg).await?;
     tracing::info!(
         admin_token = %server.admin_token_path.display(),

@@ -54,6 +54,15 @@ async fn missing_or_wrong_tokens_get_401_and_unauthenticated() {
         let st = srv.grpc_client().await.export(r).await.unwrap_err();
         assert_eq!(st.code(), tonic::Code::Unauthenticated, "{name} grpc");
     }
+    // An unauthenticated caller learns nothing about its request: 401 before 415 or 413.
+    let r = c
+        .post(format!("{}/v1/traces", srv.http))
+        .header("content-type", "text/plain")
+        .body(vec![0u8; 32 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // /ready is the one open endpoint.
     assert_eq!(
         c.get(format!("{}/ready", srv.api))

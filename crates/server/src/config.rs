@@ -64,6 +64,8 @@ pub struct RawConfig {
     pub version: Option<u32>,
     pub data_dir: Option<PathBuf>,
     pub keys_dir: Option<PathBuf>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
     #[serde(default)]
     pub listen: RawListen,
     #[serde(default)]
@@ -98,7 +100,7 @@ impl RawConfig {
 
     /// Lays `other` over `self`: every value `other` sets wins.
     pub fn overlay(&mut self, other: &RawConfig) {
-        overlay!(self, other, version, data_dir, keys_dir);
+        overlay!(self, other, version, data_dir, keys_dir, log_format);
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
         overlay!(
@@ -191,6 +193,11 @@ impl RawConfig {
         if !(1..=19).contains(&level) {
             bail!("storage.block_zstd_level must be between 1 and 19");
         }
+        let log_json = match self.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("log_format must be \"text\" or \"json\", not {other:?}"),
+        };
         let (cert, key) = (self.tls.cert.clone(), self.tls.key.clone());
         if cert.is_some() != key.is_some() {
             bail!("tls.cert and tls.key (--tls-cert/--tls-key) must be given together");
@@ -198,6 +205,7 @@ impl RawConfig {
         Ok(ServeConfig {
             data_dir,
             keys_dir,
+            log_json,
             otlp_grpc: self
                 .listen
                 .otlp_grpc
@@ -228,6 +236,7 @@ impl RawConfig {
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub keys_dir: PathBuf,
+    pub log_json: bool,
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub api: SocketAddr,

@@ -104,7 +104,7 @@ fn decode_error(e: DecodeError) -> ApiError {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Format {
     Protobuf,
     Json,
@@ -114,12 +114,11 @@ enum Format {
 pub async fn http_export(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let format = match content_type(&parts.headers) {
-        Ok(f) => f,
-        Err(e) => return finish(&state, started, Err(e), Format::Protobuf),
-    };
+    let format = content_type(&parts.headers);
+    // Errors are answered in the request's format when it has a valid one.
+    let reply_format = *format.as_ref().unwrap_or(&Format::Protobuf);
     let res = http_export_inner(&state, &parts.headers, body, format).await;
-    finish(&state, started, res, format)
+    finish(&state, started, res, reply_format)
 }
 
 fn finish(
@@ -193,10 +192,11 @@ async fn http_export_inner(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    format: Format,
+    format: Result<Format, ApiError>,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
-    // Who is asking, before a byte of the body is read or inflated.
+    // Who is asking, before anything else is said about the request or its body is read.
     let caller = authenticate(&state.tokens, headers)?;
+    let format = format?;
     let enc_header = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?"));
