@@ -129,6 +129,11 @@ fn record_at(buf: &[u8], off: usize) -> Option<(u8, std::ops::Range<usize>, usiz
 /// Reads and checks a whole segment file.
 pub fn read_segment(path: &Path) -> Result<RecoveredSegment, StoreError> {
     let buf = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    parse_segment(&buf, path)
+}
+
+/// Checks the bytes of a segment (`path` only names it in messages).
+pub fn parse_segment(buf: &[u8], path: &Path) -> Result<RecoveredSegment, StoreError> {
     let corrupt = |offset: usize, reason: &str| StoreError::Corruption {
         path: path.display().to_string(),
         offset: offset as u64,
@@ -158,10 +163,10 @@ pub fn read_segment(path: &Path) -> Result<RecoveredSegment, StoreError> {
     let mut records = Vec::new();
     let mut closed = false;
     while off < buf.len() {
-        let Some((ty, body, next)) = record_at(&buf, off) else {
+        let Some((ty, body, next)) = record_at(buf, off) else {
             // Is anything valid after the damage? Then acknowledged data was hurt.
             let later = (off + 1..buf.len().saturating_sub(REC_HEADER - 1))
-                .find(|&o| record_at(&buf, o).is_some());
+                .find(|&o| record_at(buf, o).is_some());
             if let Some(o) = later {
                 return Err(corrupt(
                     off,
