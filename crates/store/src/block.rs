@@ -180,8 +180,26 @@ impl BlockBuilder {
         });
     }
 
-    /// Sorts, chunks, compresses, encrypts and durably writes the block. Returns its size.
+    /// Sorts, chunks, compresses, encrypts and durably writes the block. Returns its size. A
+    /// failed write (disk full) leaves no temp file behind.
     pub fn write(
+        self,
+        dir: &Path,
+        tenant: &TenantId,
+        block_id: u64,
+        keyring: &Keyring,
+        chunk_target: usize,
+        zstd_level: i32,
+    ) -> Result<u64, StoreError> {
+        let tmp = block_path(dir, tenant, block_id).with_extension("tvb.tmp");
+        let res = self.write_inner(dir, tenant, block_id, keyring, chunk_target, zstd_level);
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    fn write_inner(
         mut self,
         dir: &Path,
         tenant: &TenantId,

@@ -180,7 +180,10 @@ enum WriterMsg {
 }
 
 enum SealMsg {
+    /// A segment the writer closed (counted in `unsealed`).
     Segment(u64, Vec<Ack>),
+    /// A segment recovery could not seal at start (not counted).
+    Recovered(u64),
 }
 
 /// Counts for `/metrics` and diagnostics.
@@ -226,11 +229,17 @@ impl Store {
             unsealed: (Mutex::new(0), Condvar::new()),
         });
         let mut max_id = load_blocks(&inner)?;
-        max_id = max_id.max(recover_wal(&inner)?);
+        let (wal_max, unsealed) = recover_wal(&inner)?;
+        max_id = max_id.max(wal_max);
 
         let active = ActiveSegment::create(&inner.wal_dir, max_id + 1)?;
         let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(8192);
         let (stx, srx) = std::sync::mpsc::channel::<SealMsg>();
+        // Segments that could not be sealed at start (no space) stay readable from the head and
+        // are sealed in the background once they can be.
+        for id in unsealed {
+            let _ = stx.send(SealMsg::Recovered(id));
+        }
         let w_inner = inner.clone();
         let writer = std::thread::Builder::new()
             .name("tv-wal-writer".into())
@@ -382,8 +391,11 @@ fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
     Ok(max_id)
 }
 
-/// Recovers every WAL segment into the head and seals it. Returns the highest segment id seen.
-fn recover_wal(inner: &Inner) -> Result<u64, StoreError> {
+/// Recovers every WAL segment into the head and seals it. Returns the highest segment id seen and
+/// the segments left unsealed because their blocks could not be written (e.g. a full disk);
+/// corruption still stops the start.
+fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
+    let mut unsealed = Vec::new();
     let mut ids = Vec::new();
     let rd = std::fs::read_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
     for e in rd {
@@ -450,9 +462,16 @@ fn recover_wal(inner: &Inner) -> Result<u64, StoreError> {
             torn_bytes = seg.torn_bytes,
             "recovered WAL segment"
         );
-        seal_segment(inner, id)?;
+        match seal_segment(inner, id) {
+            Ok(()) => {}
+            Err(e @ StoreError::Io { .. }) => {
+                tracing::warn!(segment = id, error = %e, "cannot seal a recovered WAL segment now; serving it from memory and retrying in the background");
+                unsealed.push(id);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(max_id)
+    Ok((max_id, unsealed))
 }
 
 /// Seals the head records of segment `id` into one block per tenant, then deletes the segment.
@@ -557,14 +576,7 @@ fn writer_loop(
             && (active.len >= inner.cfg.segment_max_bytes
                 || active.age() >= inner.cfg.segment_max_age);
         if due || !flushes.is_empty() {
-            active = match rotate(&inner, active, &seal_tx, flushes) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open a new WAL segment; stopping writes");
-                    inner.healthy.store(false, Ordering::Relaxed);
-                    return;
-                }
-            };
+            active = rotate(&inner, active, &seal_tx, flushes);
         }
     }
     // Shutdown: everything queued was written; close and seal the last segment.
@@ -659,26 +671,43 @@ fn write_group(
     }
 }
 
+/// Closes the active segment (when it holds data) and opens the next one. The next segment is
+/// created first: if that fails (disk full), writing simply continues in the current one and the
+/// rotation is retried after the next group, so the writer never stops.
 fn rotate(
     inner: &Inner,
     active: ActiveSegment,
     seal_tx: &Sender<SealMsg>,
     flushes: Vec<Ack>,
-) -> Result<ActiveSegment, StoreError> {
-    let next = active.id + 1;
-    if active.has_data() {
-        let id = active.id;
-        let path = wal::segment_path(&inner.wal_dir, id);
-        active.close().map_err(|e| StoreError::io(&path, e))?;
-        *inner.unsealed.0.lock().expect("unsealed lock poisoned") += 1;
-        let _ = seal_tx.send(SealMsg::Segment(id, flushes));
-        ActiveSegment::create(&inner.wal_dir, next)
-    } else {
+) -> ActiveSegment {
+    if !active.has_data() {
         for f in flushes {
             let _ = f.send(Ok(()));
         }
-        Ok(active)
+        return active;
     }
+    let next = match ActiveSegment::create(&inner.wal_dir, active.id + 1) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a new WAL segment; continuing in the current one");
+            inner.healthy.store(false, Ordering::Relaxed);
+            for f in flushes {
+                let _ = f.send(Err(StoreError::Overloaded(format!(
+                    "cannot open a new WAL segment: {e}"
+                ))));
+            }
+            let _ = std::fs::remove_file(wal::segment_path(&inner.wal_dir, active.id + 1));
+            return active;
+        }
+    };
+    let id = active.id;
+    if let Err(e) = active.close() {
+        // Its records are durable; without the CLOSE record recovery treats the end as a tail.
+        tracing::warn!(segment = id, error = %e, "could not write the close record");
+    }
+    *inner.unsealed.0.lock().expect("unsealed lock poisoned") += 1;
+    let _ = seal_tx.send(SealMsg::Segment(id, flushes));
+    next
 }
 
 /// Pauses the writer while too many closed segments wait for the sealer: acknowledgements slow
@@ -699,30 +728,57 @@ fn wait_for_sealer(inner: &Inner) {
 }
 
 fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
-    while let Ok(SealMsg::Segment(id, acks)) = rx.recv() {
-        let t = Instant::now();
-        let res = seal_segment(&inner, id);
-        {
+    // Segments whose sealing failed (e.g. disk full) are retried every few seconds; until then
+    // their records stay in the head, readable and in the WAL.
+    let mut retry: Vec<u64> = Vec::new();
+    loop {
+        let msg = if retry.is_empty() {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        let (ids, acks, counted) = match msg {
+            Some(SealMsg::Segment(id, acks)) => (vec![id], acks, true),
+            Some(SealMsg::Recovered(id)) => (vec![id], Vec::new(), false),
+            None => (std::mem::take(&mut retry), Vec::new(), false),
+        };
+        let mut result: Result<(), String> = Ok(());
+        for id in ids {
+            let t = Instant::now();
+            match seal_segment(&inner, id) {
+                Ok(()) => tracing::debug!(
+                    segment = id,
+                    ms = t.elapsed().as_millis() as u64,
+                    "sealed WAL segment"
+                ),
+                Err(e) => {
+                    tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried");
+                    result = Err(e.to_string());
+                    retry.push(id);
+                }
+            }
+        }
+        if counted {
             let (lock, cv) = &inner.unsealed;
             let mut n = lock.lock().expect("unsealed lock poisoned");
             *n = n.saturating_sub(1);
             cv.notify_all();
         }
-        match &res {
-            Ok(()) => tracing::debug!(
-                segment = id,
-                ms = t.elapsed().as_millis() as u64,
-                "sealed WAL segment"
-            ),
-            Err(e) => {
-                tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried at the next start")
-            }
-        }
         for a in acks {
-            let _ = a.send(match &res {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Decode(e.to_string())),
-            });
+            let _ = a.send(result.clone().map_err(StoreError::Decode));
+        }
+    }
+    // Shutting down: one last try for anything still unsealed (the WAL keeps it otherwise).
+    for id in retry {
+        if let Err(e) = seal_segment(&inner, id) {
+            tracing::warn!(segment = id, error = %e, "segment left in the WAL; it is sealed at the next start");
         }
     }
 }

@@ -32,9 +32,14 @@ impl Server {
     pub fn start(args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
+        Self::start_at(dir, Some(tmp), args)
+    }
+
+    /// Starts with the data directory at `dir` (its parent must exist and hold the log).
+    pub fn start_at(dir: PathBuf, tmp: Option<tempfile::TempDir>, args: &[&str]) -> Self {
         let mut s = Server {
             dir,
-            _tmp: Some(tmp),
+            _tmp: tmp,
             child: None,
             grpc: String::new(),
             http: String::new(),
