@@ -428,3 +428,35 @@ async fn overload_is_503_with_a_retry_hint_and_unavailable_on_grpc() {
     assert!(m.contains("outcome=\"unavailable\"} 1"), "{m}");
     assert!(!m.contains("tracevault_spans_accepted_total{"), "{m}");
 }
+
+#[tokio::test]
+async fn malformed_grpc_protobuf_is_invalid_argument() {
+    let srv = Server::start(&[]);
+    let garbage = b"\xff\xff\xff\xff\x0f not protobuf";
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
+    frame.extend_from_slice(garbage);
+    let r = srv
+        .http_client()
+        .post(format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            srv.grpc
+        ))
+        .bearer_auth(srv.token())
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .version(http::Version::HTTP_2)
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    let h = r.headers().clone();
+    assert_eq!(
+        h.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("3"),
+        "{h:?}"
+    );
+    let msg = h["grpc-message"].to_str().unwrap();
+    assert!(msg.contains("invalid OTLP protobuf request"), "{msg}");
+    assert_eq!(srv.get("/api/echo").await.status(), 200);
+}

@@ -336,19 +336,17 @@ async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: 
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok());
+    // grpc-message is percent-encoded on the wire.
+    let message = percent_decode(
+        resp.headers()
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
     let size_error = matches!(
         status,
         Some(s) if s == tonic::Code::ResourceExhausted as i32 || s == tonic::Code::OutOfRange as i32
-    ) && resp
-        .headers()
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| m.contains("limit") || m.contains("too large"));
-    let message = resp
-        .headers()
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    ) && (message.contains("limit") || message.contains("too large"));
     // tonic reports undecodable or undecompressable bodies as INTERNAL; they are the client's
     // permanent error, not ours.
     if status == Some(tonic::Code::Internal as i32)
@@ -356,10 +354,9 @@ async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: 
             || message.starts_with("Error decompressing"))
     {
         record(&state, "grpc", started, "bad_request");
-        let detail = percent_decode(message);
         return grpc_error(
             tonic::Code::InvalidArgument,
-            &format!("invalid OTLP protobuf request: {detail}"),
+            &format!("invalid OTLP protobuf request: {message}"),
         );
     }
     if size_error {
