@@ -1,9 +1,9 @@
 //! `tracevault bench ingest`: an OTLP load generator in the spirit of telemetrygen.
 //!
 //! Requests are generated once as templates with realistic http/db attributes and pre-encoded;
-//! every send copies a template and patches fresh ids (XOR with a per-request random mask, which
-//! keeps parent links intact) and current timestamps into the encoded bytes, so each request is
-//! unique while the generator stays cheap. Works against any OTLP endpoint: gRPC or HTTP, TLS or
+//! every send copies a template and patches fresh trace and span ids (XOR with a per-request random
+//! mask, which keeps parent links intact), fresh `request.id` values and current timestamps into
+//! the encoded bytes, so each request is unique while the generator stays cheap. Works against any OTLP endpoint: gRPC or HTTP, TLS or
 //! plaintext, with or without a token.
 
 use std::collections::HashSet;
@@ -113,6 +113,8 @@ struct Template {
     bytes: Vec<u8>,
     trace_ids: Vec<usize>,
     span_ids: Vec<usize>,
+    /// 32-character hex strings (request.id) replaced per request.
+    hex_ids: Vec<usize>,
     times: Vec<usize>,
     base: u64,
     spans: u64,
@@ -177,7 +179,12 @@ fn kv(k: &str, value: Option<AnyValue>) -> KeyValue {
     }
 }
 
-fn attributes(rng: &mut impl Rng, n: usize, db: bool) -> Vec<KeyValue> {
+fn attributes(
+    rng: &mut impl Rng,
+    n: usize,
+    db: bool,
+    request_ids: &mut HashSet<String>,
+) -> Vec<KeyValue> {
     let user = rng.random_range(1..50_000u32);
     let id = rng.random_range(1..10_000_000u64);
     let route = *ROUTES.choose(rng).expect("non-empty");
@@ -209,7 +216,11 @@ fn attributes(rng: &mut impl Rng, n: usize, db: bool) -> Vec<KeyValue> {
         ),
         kv(
             "request.id",
-            s(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())),
+            s({
+                let id = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+                request_ids.insert(id.clone());
+                id
+            }),
         ),
         kv(
             "user_agent.original",
@@ -256,6 +267,7 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
     let mut trace_set: HashSet<[u8; 16]> = HashSet::new();
     let mut span_set: HashSet<[u8; 8]> = HashSet::new();
     let mut time_set: HashSet<u64> = HashSet::new();
+    let mut request_ids: HashSet<String> = HashSet::new();
     while made < args.spans_per_request {
         let mut tid = [0u8; 16];
         rng.fill_bytes(&mut tid);
@@ -304,7 +316,7 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
                 kind: if k == 0 { 2 } else { 3 },
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + dur,
-                attributes: attributes(rng, args.attributes, db),
+                attributes: attributes(rng, args.attributes, db, &mut request_ids),
                 status: Some(Status {
                     code: if rng.random_bool(0.03) { 2 } else { 0 },
                     ..Default::default()
@@ -347,6 +359,7 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
     // parent_span_id (tag 4, len 8), start/end (fixed64 tags 7 and 8) - matched against the
     // known random values, so a coincidental byte pattern elsewhere is not patched.
     let (mut trace_ids, mut span_ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hex_ids = Vec::new();
     let mut p = 0;
     while p + 2 < bytes.len() {
         match (bytes[p], bytes[p + 1]) {
@@ -366,6 +379,15 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
                     continue;
                 }
             }
+            (0x0a, 0x20) if p + 34 <= bytes.len() => {
+                // A request.id string value: fresh per request, like the ids.
+                if std::str::from_utf8(&bytes[p + 2..p + 34]).is_ok_and(|v| request_ids.contains(v))
+                {
+                    hex_ids.push(p + 2);
+                    p += 34;
+                    continue;
+                }
+            }
             (0x39, _) | (0x41, _) if p + 9 <= bytes.len() => {
                 let v = u64::from_le_bytes(bytes[p + 1..p + 9].try_into().expect("8 bytes"));
                 if time_set.contains(&v) {
@@ -382,6 +404,7 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
         bytes,
         trace_ids,
         span_ids,
+        hex_ids,
         times,
         base,
         spans: args.spans_per_request as u64,
@@ -404,6 +427,14 @@ impl Template {
         for &o in &self.span_ids {
             for k in 0..8 {
                 b[o + k] ^= smask[k];
+            }
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &o in &self.hex_ids {
+            let (a, b2) = (rng.next_u64(), rng.next_u64());
+            for k in 0..16 {
+                b[o + k] = HEX[((a >> (k * 4)) & 0xf) as usize];
+                b[o + 16 + k] = HEX[((b2 >> (k * 4)) & 0xf) as usize];
             }
         }
         let delta = now.saturating_sub(self.base);
@@ -865,4 +896,50 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         spans.load(Ordering::Relaxed) as f64 / h.len().max(1) as f64
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: IngestArgs,
+    }
+
+    #[test]
+    fn templates_patch_every_id_time_and_request_id() {
+        let args = Wrap::parse_from(["x", "--spans-per-request", "64"]).args;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let base = 1_750_000_000_000_000_000;
+        let t = build_template(&mut rng, &args, base);
+        assert_eq!(t.trace_ids.len(), 64);
+        assert_eq!(t.times.len(), 128);
+        assert_eq!(t.hex_ids.len(), 64);
+        let decode = |b: &[u8]| ExportTraceServiceRequest::decode(b).unwrap();
+        let spans = |r: &ExportTraceServiceRequest| -> Vec<Span> {
+            r.resource_spans
+                .iter()
+                .flat_map(|x| &x.scope_spans)
+                .flat_map(|x| x.spans.clone())
+                .collect()
+        };
+        let (a, _) = t.instantiate(&mut rng, base + 1_000);
+        let (b, first) = t.instantiate(&mut rng, base + 1_000);
+        let (sa, sb) = (spans(&decode(&a)), spans(&decode(&b)));
+        assert_eq!(sa.len(), 64);
+        assert_eq!(sb[0].trace_id, first.to_vec());
+        let ids: HashSet<Vec<u8>> = sb.iter().map(|s| s.span_id.clone()).collect();
+        for (x, y) in sa.iter().zip(&sb) {
+            assert_ne!(x.trace_id, y.trace_id);
+            assert_ne!(x.span_id, y.span_id);
+            assert!(y.parent_span_id.is_empty() || ids.contains(&y.parent_span_id));
+            let rid = |s: &Span| s.attributes.iter().find(|k| k.key == "request.id").cloned();
+            assert_ne!(rid(x), rid(y));
+            assert_eq!(x.attributes.len(), 10);
+            assert_eq!(x.start_time_unix_nano, y.start_time_unix_nano);
+        }
+    }
 }
