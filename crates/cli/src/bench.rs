@@ -379,14 +379,15 @@ fn build_template(rng: &mut impl Rng, args: &IngestArgs, base: u64) -> Template 
                     continue;
                 }
             }
-            (0x0a, 0x20) if p + 34 <= bytes.len() => {
-                // A request.id string value: fresh per request, like the ids.
-                if std::str::from_utf8(&bytes[p + 2..p + 34]).is_ok_and(|v| request_ids.contains(v))
-                {
-                    hex_ids.push(p + 2);
-                    p += 34;
-                    continue;
-                }
+            // A request.id string value: fresh per request, like the ids.
+            (0x0a, 0x20)
+                if p + 34 <= bytes.len()
+                    && std::str::from_utf8(&bytes[p + 2..p + 34])
+                        .is_ok_and(|v| request_ids.contains(v)) =>
+            {
+                hex_ids.push(p + 2);
+                p += 34;
+                continue;
             }
             (0x39, _) | (0x41, _) if p + 9 <= bytes.len() => {
                 let v = u64::from_le_bytes(bytes[p + 1..p + 9].try_into().expect("8 bytes"));
