@@ -173,12 +173,7 @@ async fn trace_v1(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let data = load_trace(&state, &caller, &id).await?;
-    if wants_protobuf(&headers) {
-        // Tempo's `Trace { repeated ResourceSpans batches = 1 }` is wire-identical to TracesData.
-        return Ok(protobuf(&data));
-    }
-    Ok(Json(json!({ "batches": data.resource_spans })).into_response())
+    trace_response(&state, &caller, &id, &headers, false).await
 }
 
 async fn trace_v2(
@@ -187,11 +182,29 @@ async fn trace_v2(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let data = load_trace(&state, &caller, &id).await?;
-    if wants_protobuf(&headers) {
+    trace_response(&state, &caller, &id, &headers, true).await
+}
+
+/// Tempo's v1 shape is `{"batches":[...]}`, v2 `{"trace":{"resourceSpans":[...]}}`; with
+/// `Accept: application/protobuf` both answer OTLP `TracesData`, wire-identical to Tempo's
+/// `Trace { repeated ResourceSpans batches = 1 }`.
+async fn trace_response(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+    v2: bool,
+) -> Result<Response, ApiError> {
+    let data = load_trace(state, caller, id).await?;
+    if wants_protobuf(headers) {
         return Ok(protobuf(&data));
     }
-    Ok(Json(json!({ "trace": { "resourceSpans": data.resource_spans } })).into_response())
+    let body = if v2 {
+        json!({ "trace": { "resourceSpans": data.resource_spans } })
+    } else {
+        json!({ "batches": data.resource_spans })
+    };
+    Ok(Json(body).into_response())
 }
 
 const MAX_LIMIT: usize = 10_000;

@@ -62,14 +62,52 @@ pub struct SpanEntry {
     pub span: Vec<u8>,
 }
 
+/// The encoded form of a resource (with its schema url, without its spans): how resources are
+/// stored once per chunk and compared.
+pub(crate) fn resource_key(rs: &ResourceSpans) -> Vec<u8> {
+    ResourceSpans {
+        resource: rs.resource.clone(),
+        scope_spans: Vec::new(),
+        schema_url: rs.schema_url.clone(),
+    }
+    .encode_to_vec()
+}
+
+/// The encoded form of an instrumentation scope (with its schema url, without its spans).
+pub(crate) fn scope_key(ss: &ScopeSpans) -> Vec<u8> {
+    ScopeSpans {
+        scope: ss.scope.clone(),
+        spans: Vec::new(),
+        schema_url: ss.schema_url.clone(),
+    }
+    .encode_to_vec()
+}
+
+/// Distinct byte strings, numbered in order of first appearance.
+#[derive(Default)]
+struct Interner {
+    items: Vec<Vec<u8>>,
+    ids: HashMap<Vec<u8>, u32>,
+}
+
+impl Interner {
+    /// The number of `key`, and whether it is new.
+    fn intern(&mut self, key: Vec<u8>) -> (u32, bool) {
+        if let Some(i) = self.ids.get(&key) {
+            return (*i, false);
+        }
+        let i = self.items.len() as u32;
+        self.items.push(key.clone());
+        self.ids.insert(key, i);
+        (i, true)
+    }
+}
+
 /// Collects spans of one tenant, interning resources and scopes.
 #[derive(Default)]
 pub struct BlockBuilder {
-    resources: Vec<Vec<u8>>,
-    resource_ids: HashMap<Vec<u8>, u32>,
-    scopes: Vec<Vec<u8>>,
-    scope_ids: HashMap<Vec<u8>, u32>,
-    resource_services: Vec<Option<String>>,
+    resources: Interner,
+    scopes: Interner,
     entries: Vec<SpanEntry>,
     services: BTreeSet<String>,
     names: BTreeSet<String>,
@@ -108,49 +146,19 @@ impl BlockBuilder {
     /// Adds every span of a decoded request.
     pub fn add_request(&mut self, req: tv_model::otlp::ExportTraceServiceRequest) {
         for rs in req.resource_spans {
-            let rkey = ResourceSpans {
-                resource: rs.resource.clone(),
-                scope_spans: Vec::new(),
-                schema_url: rs.schema_url.clone(),
+            let (ridx, new) = self.resources.intern(resource_key(&rs));
+            if new {
+                if let Some(s) = tv_model::service_name(rs.resource.as_ref()) {
+                    self.services.insert(s.to_owned());
+                }
+                for kv in rs.resource.iter().flat_map(|r| &r.attributes) {
+                    if let Some(v) = &kv.value {
+                        add_tag(&mut self.tags, &kv.key, v);
+                    }
+                }
             }
-            .encode_to_vec();
-            let ridx = match self.resource_ids.get(&rkey) {
-                Some(i) => *i,
-                None => {
-                    let i = self.resources.len() as u32;
-                    let svc = tv_model::service_name(rs.resource.as_ref()).map(str::to_owned);
-                    if let Some(s) = &svc {
-                        self.services.insert(s.clone());
-                    }
-                    if let Some(r) = &rs.resource {
-                        for kv in &r.attributes {
-                            if let Some(v) = &kv.value {
-                                add_tag(&mut self.tags, &kv.key, v);
-                            }
-                        }
-                    }
-                    self.resource_services.push(svc);
-                    self.resources.push(rkey.clone());
-                    self.resource_ids.insert(rkey, i);
-                    i
-                }
-            };
             for ss in rs.scope_spans {
-                let skey = ScopeSpans {
-                    scope: ss.scope.clone(),
-                    spans: Vec::new(),
-                    schema_url: ss.schema_url.clone(),
-                }
-                .encode_to_vec();
-                let sidx = match self.scope_ids.get(&skey) {
-                    Some(i) => *i,
-                    None => {
-                        let i = self.scopes.len() as u32;
-                        self.scopes.push(skey.clone());
-                        self.scope_ids.insert(skey, i);
-                        i
-                    }
-                };
+                let (sidx, _) = self.scopes.intern(scope_key(&ss));
                 for span in ss.spans {
                     self.add_span(ridx, sidx, span);
                 }
@@ -274,11 +282,11 @@ impl BlockBuilder {
             for _ in range.clone() {
                 let e = entries.next().expect("bounds cover entries");
                 let r = *rmap.entry(e.resource).or_insert_with(|| {
-                    resources.push(self.resources[e.resource as usize].clone());
+                    resources.push(self.resources.items[e.resource as usize].clone());
                     resources.len() as u32 - 1
                 });
                 let s = *smap.entry(e.scope).or_insert_with(|| {
-                    scopes.push(self.scopes[e.scope as usize].clone());
+                    scopes.push(self.scopes.items[e.scope as usize].clone());
                     scopes.len() as u32 - 1
                 });
                 cmin = cmin.min(e.start);

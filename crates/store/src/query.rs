@@ -7,7 +7,7 @@ use prost::Message;
 use tv_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, status};
 use tv_model::{TenantId, TraceId, any_value_to_string};
 
-use crate::block::BlockMeta;
+use crate::block::{BlockMeta, resource_key, scope_key};
 use crate::columns;
 use crate::store::HeadRecord;
 use crate::{Store, StoreError};
@@ -78,24 +78,6 @@ impl Collector {
         }
         Ok(out)
     }
-}
-
-fn resource_key(rs: &ResourceSpans) -> Vec<u8> {
-    ResourceSpans {
-        resource: rs.resource.clone(),
-        scope_spans: Vec::new(),
-        schema_url: rs.schema_url.clone(),
-    }
-    .encode_to_vec()
-}
-
-fn scope_key(ss: &ScopeSpans) -> Vec<u8> {
-    ScopeSpans {
-        scope: ss.scope.clone(),
-        spans: Vec::new(),
-        schema_url: ss.schema_url.clone(),
-    }
-    .encode_to_vec()
 }
 
 #[derive(Debug, Clone)]

@@ -184,6 +184,8 @@ enum SealMsg {
     Segment(u64, Vec<Ack>),
     /// A segment recovery could not seal at start (not counted).
     Recovered(u64),
+    /// Acknowledge once everything queued before it is sealed.
+    Barrier(Vec<Ack>),
 }
 
 /// Counts for `/metrics` and diagnostics.
@@ -681,8 +683,9 @@ fn rotate(
     flushes: Vec<Ack>,
 ) -> ActiveSegment {
     if !active.has_data() {
-        for f in flushes {
-            let _ = f.send(Ok(()));
+        // Nothing new to seal; the flush completes once the sealer has finished what it has.
+        if !flushes.is_empty() {
+            let _ = seal_tx.send(SealMsg::Barrier(flushes));
         }
         return active;
     }
@@ -747,6 +750,7 @@ fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
         let (ids, acks, counted) = match msg {
             Some(SealMsg::Segment(id, acks)) => (vec![id], acks, true),
             Some(SealMsg::Recovered(id)) => (vec![id], Vec::new(), false),
+            Some(SealMsg::Barrier(acks)) => (Vec::new(), acks, false),
             None => (std::mem::take(&mut retry), Vec::new(), false),
         };
         let mut result: Result<(), String> = Ok(());
