@@ -217,7 +217,7 @@ impl Store {
             .map(|(_, v)| v.clone());
         // Phase 1: traces with a matching span in the window.
         let mut hits: HashMap<TraceId, u64> = HashMap::new();
-        let mut consider = |req_rs: &ResourceSpans, span: &Span| {
+        let consider = |hits: &mut HashMap<TraceId, u64>, req_rs: &ResourceSpans, span: &Span| {
             if overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
                 && span_matches(span, req_rs, &q.tags)
                 && let Ok(t) = TraceId::from_bytes(&span.trace_id)
@@ -234,12 +234,18 @@ impl Store {
             for rs in &req.resource_spans {
                 for ss in &rs.scope_spans {
                     for span in &ss.spans {
-                        consider(rs, span);
+                        consider(&mut hits, rs, span);
                     }
                 }
             }
         }
+        // Newest blocks first; stop once there are enough candidates (the newest matches win).
+        let limit = q.limit.max(1);
+        let budget = (limit * 20).max(1000);
         for b in blocks.iter().rev() {
+            if hits.len() >= budget {
+                break;
+            }
             if !overlaps(b.index.min_start, b.index.max_end, q) {
                 continue;
             }
@@ -262,7 +268,7 @@ impl Store {
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
                 for row in columns::decode(&chunk, |_| true)? {
                     if let Some(rs) = resources.get(row.resource as usize) {
-                        consider(rs, &row.span);
+                        consider(&mut hits, rs, &row.span);
                     }
                 }
             }
@@ -270,8 +276,6 @@ impl Store {
         // Phase 2: whole-trace summaries for the newest candidates, then the duration filter.
         let mut cands: Vec<(TraceId, u64)> = hits.into_iter().collect();
         cands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let limit = q.limit.max(1);
-        let budget = (limit * 20).max(1000);
         let mut out = Vec::new();
         for (tid, _) in cands.into_iter().take(budget) {
             let Some(trace) = self.find_trace(tenant, tid)? else {
