@@ -422,6 +422,40 @@ async fn overload_is_503_with_a_retry_hint_and_unavailable_on_grpc() {
     );
     let st = srv.grpc_client().await.export(g).await.unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+    // The gRPC retry hint: google.rpc.RetryInfo in the status details.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct StatusWithDetails {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Duration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<Duration>,
+    }
+    let d = StatusWithDetails::decode(st.details()).unwrap();
+    assert_eq!(
+        d.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let ri = RetryInfo::decode(d.details[0].value.as_slice()).unwrap();
+    assert_eq!(ri.retry_delay.unwrap().seconds, 2);
     // Refused, not stored, and the server keeps serving.
     assert_eq!(srv.get("/ready").await.status(), 200);
     let m = srv.get("/metrics").await.text().await.unwrap();

@@ -3,6 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
+use prost::Message;
 use tv_access::AuthError;
 
 /// Seconds a client should wait before retrying a transient refusal.
@@ -70,6 +71,29 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> tonic::Status {
+        if matches!(self, Self::Unavailable(_)) {
+            // The retry hint gRPC clients read: google.rpc.RetryInfo in the status details
+            // (OTLP 1.x, "Failures": throttling and retryable errors).
+            let details = RpcStatus {
+                code: self.grpc_code() as i32,
+                message: self.to_string(),
+                details: vec![ProtoAny {
+                    type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                    value: RetryInfo {
+                        retry_delay: Some(ProtoDuration {
+                            seconds: RETRY_AFTER_SECS as i64,
+                            nanos: 0,
+                        }),
+                    }
+                    .encode_to_vec(),
+                }],
+            };
+            return tonic::Status::with_details(
+                self.grpc_code(),
+                self.to_string(),
+                details.encode_to_vec().into(),
+            );
+        }
         tonic::Status::new(self.grpc_code(), self.to_string())
     }
 
@@ -84,13 +108,41 @@ impl ApiError {
     }
 }
 
-/// The `google.rpc.Status` message OTLP/HTTP error bodies carry (OTLP 1.x, "Failures").
+/// The `google.rpc.Status` message OTLP/HTTP error bodies carry (OTLP 1.x, "Failures"), and
+/// gRPC status details.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RpcStatus {
     #[prost(int32, tag = "1")]
     pub code: i32,
     #[prost(string, tag = "2")]
     pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoAny {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
 }
 
 impl IntoResponse for ApiError {

@@ -151,6 +151,7 @@ fn finish(
                 let body = crate::error::RpcStatus {
                     code: e.grpc_code() as i32,
                     message: e.to_string(),
+                    details: Vec::new(),
                 }
                 .encode_to_vec();
                 let mut r = e.into_response();
