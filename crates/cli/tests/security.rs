@@ -153,7 +153,15 @@ async fn tls12_is_refused_and_tls13_prefers_post_quantum_key_exchange() {
     let ok = handshake(&srv, &[&rustls::version::TLS13]).await.unwrap();
     assert!(ok.starts_with("TLSv1_3"), "{ok}");
     assert!(ok.contains("X25519MLKEM768"), "{ok}");
-    let m = srv.get("/metrics").await.text().await.unwrap();
+    // The server counts the refused handshake once its side of it has finished.
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = srv.get("/metrics").await.text().await.unwrap();
+        if m.contains("tracevault_tls_handshake_failures_total 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         m.contains("tracevault_tls_handshake_failures_total 1"),
         "{m}"
