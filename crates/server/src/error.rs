@@ -97,13 +97,22 @@ impl ApiError {
         tonic::Status::new(self.grpc_code(), self.to_string())
     }
 
+    /// Maps a storage error to a response. Details (paths, offsets) go to the server log only.
     pub fn from_store(e: tv_store::StoreError) -> Self {
-        if e.is_transient() {
-            tracing::warn!(error = %e, "storage refused a write");
-            Self::Unavailable(format!("storage unavailable, retry later: {e}"))
-        } else {
-            tracing::error!(error = %e, "storage error");
-            Self::Internal(e.to_string())
+        use tv_store::StoreError as E;
+        match &e {
+            E::Overloaded(m) => {
+                Self::Unavailable(format!("storage is overloaded ({m}); retry later"))
+            }
+            E::ShuttingDown => Self::Unavailable("the server is shutting down; retry later".into()),
+            E::Io { source, .. } => {
+                tracing::warn!(error = %e, "storage refused a write");
+                Self::Unavailable(format!("storage unavailable ({source}); retry later"))
+            }
+            _ => {
+                tracing::error!(error = %e, "storage error");
+                Self::Internal("storage error (details are in the server log)".into())
+            }
         }
     }
 }

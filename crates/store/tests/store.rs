@@ -371,3 +371,72 @@ async fn no_acknowledgement_before_the_covering_fsync_returns() {
     // Group commit: 8 concurrent requests shared fewer fsyncs than requests.
     assert!(hook.synced.load(Ordering::SeqCst) < 8, "{log:?}");
 }
+
+#[tokio::test]
+async fn unknown_format_versions_are_refused_clearly() {
+    // A WAL segment from a future version.
+    let d = tempfile::tempdir().unwrap();
+    crashed_store_with(d.path(), 1).await;
+    let seg = wal_files(d.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[6] = 9;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Store::open(cfg(d.path()), keyring(d.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unsupported format version 9"), "{err}");
+
+    // A block from a future version.
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    store
+        .append(batch("a", request("svc", [5; 16], 2, "v")))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+    let block = std::fs::read_dir(d.path().join("data/blocks/a"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&block).unwrap();
+    bytes[6] = 7;
+    std::fs::write(&block, &bytes).unwrap();
+    let err = Store::open(cfg(d.path()), keyring(d.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unsupported format version 7"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tampered_block_is_reported_not_served() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    store
+        .append(batch("a", request("svc", [6; 16], 50, "t")))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+    let block = std::fs::read_dir(d.path().join("data/blocks/a"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&block).unwrap();
+    // A byte in the first chunk (after the header), not the index.
+    let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    bytes[12 + hlen + 5] ^= 1;
+    std::fs::write(&block, &bytes).unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    let err = store
+        .find_trace(&TenantId::parse("a").unwrap(), TraceId([6; 16]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fails authentication"), "{err}");
+}
