@@ -36,15 +36,6 @@ async fn post(srv: &Server, ct: &str, enc: Option<&str>, body: Vec<u8>) -> (u16,
     (status, msg)
 }
 
-/// Decodes a google.rpc.Status body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 fn one_span(mutate: impl FnOnce(&mut Span)) -> ExportTraceServiceRequest {
     let (mut req, _) = request("bad", 1);
     mutate(&mut req.resource_spans[0].scope_spans[0].spans[0]);

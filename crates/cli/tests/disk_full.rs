@@ -84,13 +84,6 @@ async fn a_full_disk_is_503_and_loses_nothing_acknowledged() {
     }
     let (retry, body) = refused.expect("the disk never filled up");
     assert!(retry.is_some(), "503 without Retry-After");
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-    }
     let st = RpcStatus::decode(body).unwrap();
     assert_eq!(st.code, tonic::Code::Unavailable as i32);
     assert!(st.message.contains("retry later"), "{}", st.message);

@@ -396,12 +396,7 @@ async fn unknown_format_versions_are_refused_clearly() {
         .unwrap();
     store.flush().await.unwrap();
     drop(store);
-    let block = std::fs::read_dir(d.path().join("data/blocks/a"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let block = first_block(d.path());
     let mut bytes = std::fs::read(&block).unwrap();
     bytes[6] = 7;
     std::fs::write(&block, &bytes).unwrap();
@@ -422,12 +417,7 @@ async fn a_tampered_block_is_reported_not_served() {
         .unwrap();
     store.flush().await.unwrap();
     drop(store);
-    let block = std::fs::read_dir(d.path().join("data/blocks/a"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let block = first_block(d.path());
     let mut bytes = std::fs::read(&block).unwrap();
     // A byte in the first chunk (after the header), not the index.
     let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
@@ -439,4 +429,13 @@ async fn a_tampered_block_is_reported_not_served() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("fails authentication"), "{err}");
+}
+
+fn first_block(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("data/blocks/a"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
 }

@@ -350,3 +350,12 @@ pub fn count_json_spans(v: &serde_json::Value) -> usize {
         .map(|s| s["spans"].as_array().map(|a| a.len()).unwrap_or(0))
         .sum()
 }
+
+/// `google.rpc.Status`, the body of OTLP/HTTP protobuf errors.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
