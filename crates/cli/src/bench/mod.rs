@@ -95,8 +95,9 @@ pub struct IngestArgs {
     /// Stop after this many requests (0 = no limit)
     #[arg(long, default_value_t = 0)]
     pub max_requests: u64,
-    /// Distinct request templates to generate
-    #[arg(long, default_value_t = 32)]
+    /// Distinct request templates to generate (attribute values other than ids repeat once every
+    /// this many requests)
+    #[arg(long, default_value_t = 128)]
     pub templates: usize,
     #[arg(long, value_enum, default_value = "none")]
     pub compression: Compression,
