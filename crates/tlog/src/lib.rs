@@ -19,5 +19,6 @@
 #![forbid(unsafe_code)]
 
 pub mod merkle;
+pub mod note;
 
 pub use tlog_tiles::{HASH_SIZE, Hash};
