@@ -1,5 +1,6 @@
-//! The transparency log: RFC 6962 / RFC 9162 Merkle hashing, inclusion and consistency proofs, and
-//! (next) C2SP signed notes, checkpoints and tiles. Pure: no I/O; storage sits behind
+//! The transparency log: RFC 6962 / RFC 9162 Merkle hashing, inclusion and consistency proofs
+//! ([`merkle`]), C2SP signed notes ([`note`]), checkpoints ([`checkpoint`]) and cosignatures
+//! ([`cosig`]: Ed25519 type 0x04 and ML-DSA-44 type 0x06); tiles next. Pure: no I/O; storage sits behind
 //! [`merkle::HashStore`].
 //!
 //! The Merkle math is the maintained `tlog_tiles` crate (a port of Go's `sumdb/tlog`); this crate
@@ -18,6 +19,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
+pub mod cosig;
 pub mod merkle;
 pub mod note;
 
