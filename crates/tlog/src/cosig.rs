@@ -103,6 +103,13 @@ impl MlDsaCosigVerifier {
         })
     }
 
+    /// This key as a vkey.
+    pub fn vkey(&self) -> String {
+        let mut tk = vec![TYPE_MLDSA44_COSIG];
+        tk.extend_from_slice(&self.key);
+        format_vkey(&self.name, &tk)
+    }
+
     /// Verifies a subtree cosignature (`sig` = timestamp || ML-DSA-44 signature).
     pub fn verify_subtree(
         &self,

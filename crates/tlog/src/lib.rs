@@ -1,6 +1,7 @@
 //! The transparency log: RFC 6962 / RFC 9162 Merkle hashing, inclusion and consistency proofs
 //! ([`merkle`]), C2SP signed notes ([`note`]), checkpoints ([`checkpoint`]) and cosignatures
-//! ([`cosig`]: Ed25519 type 0x04 and ML-DSA-44 type 0x06) tile resource names ([`tiles`]) and a log stored as tiles ([`tiled`]). Pure: no I/O; storage sits behind
+//! ([`cosig`]: Ed25519 type 0x04 and ML-DSA-44 type 0x06) tile resource names ([`tiles`]) a log stored as tiles ([`tiled`]), and the
+//! two-signature checkpoint policy ([`policy`]). Pure: no I/O; storage sits behind
 //! [`merkle::HashStore`].
 //!
 //! The Merkle math is the maintained `tlog_tiles` crate (a port of Go's `sumdb/tlog`); this crate
@@ -23,6 +24,7 @@ pub mod checkpoint;
 pub mod cosig;
 pub mod merkle;
 pub mod note;
+pub mod policy;
 pub mod tiled;
 pub mod tiles;
 

@@ -282,6 +282,13 @@ impl Ed25519Verifier {
             .map_err(|_| NoteError::BadVerifierKey("Ed25519 keys are 32 bytes"))?;
         Ok(Self { name, id, key })
     }
+
+    /// This key as a vkey.
+    pub fn vkey(&self) -> String {
+        let mut tk = vec![TYPE_ED25519];
+        tk.extend_from_slice(&self.key);
+        format_vkey(&self.name, &tk)
+    }
 }
 
 impl NoteVerifier for Ed25519Verifier {
