@@ -38,6 +38,22 @@ enum Cmd {
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// The tamper-evident log.
+    #[command(subcommand)]
+    Log(LogCmd),
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Print the log's verifier keys, one per line (Ed25519, then ML-DSA-44). Pin them outside
+    /// the data directory: whoever can write the directory could replace them.
+    Keys {
+        #[arg(long, default_value = "./tracevault-data")]
+        data_dir: PathBuf,
+        /// Key material directory [default: DIR/keys]
+        #[arg(long)]
+        keys_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -193,6 +209,13 @@ fn main() -> ExitCode {
             Cmd::Serve(a) => serve(*a).await,
             Cmd::Query(q) => query::run(q).await,
             Cmd::Bench(b) => bench::run(b).await,
+            Cmd::Log(LogCmd::Keys { data_dir, keys_dir }) => {
+                let keys = keys_dir.unwrap_or_else(|| data_dir.join("keys"));
+                for k in tv_server::logkeys::verifier_keys(&keys)? {
+                    println!("{k}");
+                }
+                Ok(())
+            }
         }
     });
     match res {

@@ -230,3 +230,33 @@ async fn plaintext_only_behind_the_flag_with_a_warning_and_still_authenticated()
     let plain = tls.api.replace("https://", "http://");
     assert!(c.get(format!("{plain}/ready")).send().await.is_err());
 }
+
+#[tokio::test]
+async fn log_keys_prints_both_verifier_keys() {
+    let srv = Server::start(&[]);
+    let out = std::process::Command::new(BIN)
+        .args(["log", "keys", "--data-dir", srv.dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let keys = tv_tlog::policy::LogKeys::from_vkeys(&lines).unwrap();
+    use tv_tlog::note::NoteVerifier;
+    assert_eq!(keys.ed25519.name(), keys.mldsa.name());
+    assert!(keys.ed25519.name().starts_with("tracevault/"));
+    // The seeds are not in clear anywhere in the key file.
+    let file = std::fs::read_to_string(srv.dir.join("keys/log-signing.json")).unwrap();
+    assert!(file.contains(lines[0]) && file.contains(lines[1]));
+    let missing = std::process::Command::new(BIN)
+        .args(["log", "keys", "--data-dir", "/nonexistent-tracevault"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("start the server once"));
+}

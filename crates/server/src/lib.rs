@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod logkeys;
 pub mod metrics;
 pub mod net;
 pub mod params;
@@ -102,6 +103,10 @@ impl Server {
             };
             Some(TlsAcceptor::from(tls::server_config(&files)?))
         };
+
+        // The log's checkpoint signing keys exist from the first start (the log itself is issue 3).
+        let log = logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
+        tracing::info!(origin = %log.origin, "log signing keys ready");
 
         let tokens = Arc::new(TokenStore::open(
             &data_dir.join("tokens.json"),
