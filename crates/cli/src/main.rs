@@ -41,6 +41,27 @@ enum Cmd {
     /// The tamper-evident log.
     #[command(subcommand)]
     Log(LogCmd),
+    /// Run a C2SP tlog-witness that cosigns consistent checkpoints of the configured logs.
+    Witness(WitnessArgs),
+}
+
+#[derive(Args)]
+struct WitnessArgs {
+    /// Witness state directory (its key, its TLS certificate, the latest checkpoint per log)
+    #[arg(long, default_value = "./tracevault-witness")]
+    data_dir: PathBuf,
+    /// Listen address (TLS)
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    listen: SocketAddr,
+    /// A log verifier key; give both of each log's keys (`tracevault log keys`)
+    #[arg(long = "log-vkey", required = true)]
+    log_vkeys: Vec<String>,
+    /// The witness's key name (used when its key is first created)
+    #[arg(long, default_value = "tracevault-witness.local/w1")]
+    name: String,
+    /// Serve WITHOUT TLS (insecure; for a loopback test only)
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +230,18 @@ fn main() -> ExitCode {
             Cmd::Serve(a) => serve(*a).await,
             Cmd::Query(q) => query::run(q).await,
             Cmd::Bench(b) => bench::run(b).await,
+            Cmd::Witness(w) => {
+                init_logging(false);
+                let wit = tv_server::witness::Witness::bootstrap(
+                    &w.data_dir,
+                    w.listen,
+                    &w.name,
+                    &w.log_vkeys,
+                    w.insecure_plaintext,
+                )
+                .await?;
+                wit.run(shutdown_signal()).await
+            }
             Cmd::Log(LogCmd::Keys { data_dir, keys_dir }) => {
                 let keys = keys_dir.unwrap_or_else(|| data_dir.join("keys"));
                 for k in tv_server::logkeys::verifier_keys(&keys)? {

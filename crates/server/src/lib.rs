@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod net;
 pub mod params;
 pub mod tls;
+pub mod witness;
 
 use std::future::Future;
 use std::net::SocketAddr;
