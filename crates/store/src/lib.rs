@@ -14,6 +14,7 @@
 pub mod block;
 pub mod columns;
 pub mod format;
+pub mod logdir;
 mod query;
 mod store;
 pub mod wal;
