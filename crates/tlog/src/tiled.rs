@@ -108,6 +108,11 @@ impl<S: TileStore> TiledLog<S> {
         &self.store
     }
 
+    /// The store, e.g. to make its writes durable after an append.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     fn hashes<'a>(&'a self, pending: &'a HashMap<u64, Hash>) -> TileHashes<'a, S> {
         TileHashes {
             store: &self.store,
