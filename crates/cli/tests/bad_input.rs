@@ -448,7 +448,7 @@ async fn overload_is_503_with_a_retry_hint_and_unavailable_on_grpc() {
     let ri = RetryInfo::decode(d.details[0].value.as_slice()).unwrap();
     assert_eq!(ri.retry_delay.unwrap().seconds, 2);
     // Refused, not stored, and the server keeps serving.
-    assert_eq!(srv.get("/ready").await.status(), 200);
+    assert_eq!(srv.ready_status().await, 200);
     let m = srv.get("/metrics").await.text().await.unwrap();
     assert!(m.contains("outcome=\"unavailable\"} 1"), "{m}");
     assert!(!m.contains("tracevault_spans_accepted_total{"), "{m}");

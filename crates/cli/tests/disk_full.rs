@@ -88,14 +88,8 @@ async fn a_full_disk_is_503_and_loses_nothing_acknowledged() {
     assert_eq!(st.code, tonic::Code::Unavailable as i32);
     assert!(st.message.contains("retry later"), "{}", st.message);
     assert!(acked.len() > 3, "only {} requests fit", acked.len());
-    let ready = srv
-        .http_client()
-        .get(format!("{}/ready", srv.api))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        ready.status(),
+        srv.ready_status().await,
         503,
         "readiness should report the failed write"
     );
@@ -114,13 +108,7 @@ async fn a_full_disk_is_503_and_loses_nothing_acknowledged() {
         .await;
     assert_eq!(r.status(), 200);
     acked.push(tid);
-    let ready = srv
-        .http_client()
-        .get(format!("{}/ready", srv.api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(srv.ready_status().await, 200);
     // Restart (graceful shutdown seals what fits) and read everything back.
     srv.restart();
     for tid in &acked {

@@ -98,7 +98,6 @@ impl Server {
                 Some((cert, key)) => tls::TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
-                    generated: false,
                 },
                 None => tls::ensure_generated(&data_dir, &cfg.keys_dir)?,
             };

@@ -19,8 +19,6 @@ use tv_crypto::fsio;
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// Whether tracevault generated them (and may renew them).
-    pub generated: bool,
 }
 
 const SERVER_VALIDITY_DAYS: i64 = 397;
@@ -105,11 +103,7 @@ pub fn ensure_generated(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<TlsF
         )?;
         tracing::info!(cert = %cert.display(), "issued server certificate for localhost, 127.0.0.1 and ::1");
     }
-    Ok(TlsFiles {
-        cert,
-        key,
-        generated: true,
-    })
+    Ok(TlsFiles { cert, key })
 }
 
 /// The process-wide crypto provider: aws-lc-rs with rustls' default group order

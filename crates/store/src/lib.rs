@@ -58,14 +58,6 @@ impl StoreError {
             source,
         }
     }
-
-    /// Whether a client should retry the request later (overload, full disk, shutdown).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Overloaded(_) | Self::ShuttingDown | Self::Io { .. }
-        )
-    }
 }
 
 pub(crate) fn now_unix_nanos() -> u64 {

@@ -389,14 +389,7 @@ async fn unknown_format_versions_are_refused_clearly() {
 
     // A block from a future version.
     let d = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
-    store
-        .append(batch("a", request("svc", [5; 16], 2, "v")))
-        .await
-        .unwrap();
-    store.flush().await.unwrap();
-    drop(store);
-    let block = first_block(d.path());
+    let block = one_sealed_block(d.path(), [5; 16], 2).await;
     let mut bytes = std::fs::read(&block).unwrap();
     bytes[6] = 7;
     std::fs::write(&block, &bytes).unwrap();
@@ -410,14 +403,7 @@ async fn unknown_format_versions_are_refused_clearly() {
 #[tokio::test]
 async fn a_tampered_block_is_reported_not_served() {
     let d = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
-    store
-        .append(batch("a", request("svc", [6; 16], 50, "t")))
-        .await
-        .unwrap();
-    store.flush().await.unwrap();
-    drop(store);
-    let block = first_block(d.path());
+    let block = one_sealed_block(d.path(), [6; 16], 50).await;
     let mut bytes = std::fs::read(&block).unwrap();
     // A byte in the first chunk (after the header), not the index.
     let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
@@ -431,7 +417,15 @@ async fn a_tampered_block_is_reported_not_served() {
     assert!(err.contains("fails authentication"), "{err}");
 }
 
-fn first_block(dir: &Path) -> std::path::PathBuf {
+/// Stores one trace of `spans` spans for tenant `a`, seals it, closes the store; returns the block.
+async fn one_sealed_block(dir: &Path, trace: [u8; 16], spans: usize) -> std::path::PathBuf {
+    let store = Store::open(cfg(dir), keyring(dir)).unwrap();
+    store
+        .append(batch("a", request("svc", trace, spans, "b")))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    drop(store);
     std::fs::read_dir(dir.join("data/blocks/a"))
         .unwrap()
         .next()

@@ -16,7 +16,8 @@ use zeroize::Zeroizing;
 
 use crate::checkpoint::Checkpoint;
 use crate::note::{
-    NoteError, NoteSigner, NoteVerifier, format_vkey, is_valid_name, key_id, split_vkey,
+    NoteError, NoteSigner, NoteVerifier, format_vkey, is_valid_name, key_id, random_seed,
+    split_vkey,
 };
 
 /// Signature type 0x04: timestamped Ed25519 cosignatures.
@@ -196,9 +197,7 @@ impl MlDsaCosigSigner {
     }
 
     pub fn generate(name: &str) -> Result<Self, NoteError> {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(&mut seed[..]).map_err(|_| NoteError::Sign)?;
-        Self::from_seed(name, *seed)
+        Self::from_seed(name, *random_seed()?)
     }
 
     /// Uses `clock` (unix seconds) for timestamps; tests pin it.
@@ -322,9 +321,7 @@ impl Ed25519CosigSigner {
     }
 
     pub fn generate(name: &str) -> Result<Self, NoteError> {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(&mut seed[..]).map_err(|_| NoteError::Sign)?;
-        Self::from_seed(name, *seed)
+        Self::from_seed(name, *random_seed()?)
     }
 
     pub fn with_clock(mut self, clock: fn() -> u64) -> Self {

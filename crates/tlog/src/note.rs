@@ -80,6 +80,13 @@ pub trait NoteSigner: Send + Sync {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, NoteError>;
 }
 
+/// 32 random bytes for a new signing key.
+pub(crate) fn random_seed() -> Result<Zeroizing<[u8; 32]>, NoteError> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(&mut seed[..]).map_err(|_| NoteError::Sign)?;
+    Ok(seed)
+}
+
 /// Whether a key name is valid: non-empty, no Unicode spaces, no `+`.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(char::is_whitespace) && !name.contains('+')
@@ -341,9 +348,7 @@ impl Ed25519Signer {
 
     /// A fresh random key.
     pub fn generate(name: &str) -> Result<Self, NoteError> {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(&mut seed[..]).map_err(|_| NoteError::Sign)?;
-        Self::from_seed(name, *seed)
+        Self::from_seed(name, *random_seed()?)
     }
 
     /// Parses `PRIVATE+KEY+<name>+<hex key ID>+base64(0x01 || seed)`.

@@ -185,6 +185,17 @@ impl Server {
             .unwrap()
     }
 
+    /// Status of `GET /ready`, the one endpoint that needs no token.
+    pub async fn ready_status(&self) -> u16 {
+        self.http_client()
+            .get(format!("{}/ready", self.api))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let r = self.get(path).await;
         assert_eq!(r.status(), 200, "GET {path}");
