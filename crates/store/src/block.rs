@@ -25,11 +25,12 @@ use tv_model::TenantId;
 use tv_model::otlp::{AnyValue, ResourceSpans, ScopeSpans, Span};
 
 use crate::columns::{self, Row};
-use crate::format::{BlockHeader, BlockIndex, Chunk, ChunkMeta, TagValues};
+use crate::format::{BlockHeader, BlockIndex, BlockRecord, Chunk, ChunkMeta, TagValues};
 use crate::{StoreError, now_unix_nanos};
 
 pub const MAGIC: &[u8; 6] = b"TVBLK\0";
-pub const VERSION: u16 = 1;
+/// 2: rows carry their committed record; the index lists the records (issue 3).
+pub const VERSION: u16 = 2;
 const FOOTER_LEN: usize = 16;
 const FOOTER_MAGIC: &[u8; 4] = b"TVBE";
 const INDEX_COUNTER: u64 = u64::MAX;
@@ -59,7 +60,36 @@ pub struct SpanEntry {
     pub end: u64,
     pub resource: u32,
     pub scope: u32,
+    pub record: u32,
     pub span: Vec<u8>,
+}
+
+/// What sealing wrote, for the block's log leaf.
+#[derive(Debug, Clone)]
+pub struct SealedBlock {
+    pub size: u64,
+    pub file_sha256: [u8; 32],
+    pub key_commitment: [u8; 32],
+    /// (record leaf index, span count) in block order.
+    pub records: Vec<(u64, u32)>,
+    pub spans: u64,
+}
+
+/// Hashes everything written through it.
+struct HashingWriter<W: Write> {
+    inner: W,
+    ctx: aws_lc_rs::digest::Context,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.ctx.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The encoded form of a resource (with its schema url, without its spans): how resources are
@@ -109,6 +139,7 @@ pub struct BlockBuilder {
     resources: Interner,
     scopes: Interner,
     entries: Vec<SpanEntry>,
+    records: Vec<BlockRecord>,
     services: BTreeSet<String>,
     names: BTreeSet<String>,
     tags: BTreeMap<String, (BTreeSet<String>, bool)>,
@@ -143,8 +174,15 @@ impl BlockBuilder {
         self.entries.len()
     }
 
-    /// Adds every span of a decoded request.
-    pub fn add_request(&mut self, req: tv_model::otlp::ExportTraceServiceRequest) {
+    /// Adds every span of a committed record (its log leaf, its secret and its decoded request).
+    pub fn add_record(
+        &mut self,
+        leaf_index: u64,
+        secret: [u8; 32],
+        req: tv_model::otlp::ExportTraceServiceRequest,
+    ) {
+        let record = self.records.len() as u32;
+        let before = self.entries.len();
         for rs in req.resource_spans {
             let (ridx, new) = self.resources.intern(resource_key(&rs));
             if new {
@@ -160,13 +198,18 @@ impl BlockBuilder {
             for ss in rs.scope_spans {
                 let (sidx, _) = self.scopes.intern(scope_key(&ss));
                 for span in ss.spans {
-                    self.add_span(ridx, sidx, span);
+                    self.add_span(ridx, sidx, record, span);
                 }
             }
         }
+        self.records.push(BlockRecord {
+            leaf_index,
+            secret: secret.to_vec(),
+            span_count: (self.entries.len() - before) as u32,
+        });
     }
 
-    fn add_span(&mut self, resource: u32, scope: u32, span: Span) {
+    fn add_span(&mut self, resource: u32, scope: u32, record: u32, span: Span) {
         let Ok(trace_id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) else {
             return; // validation guarantees 16 bytes; never store an unaddressable span
         };
@@ -184,12 +227,13 @@ impl BlockBuilder {
             end: span.end_time_unix_nano,
             resource,
             scope,
+            record,
             span: span.encode_to_vec(),
         });
     }
 
-    /// Sorts, chunks, compresses, encrypts and durably writes the block. Returns its size. A
-    /// failed write (disk full) leaves no temp file behind.
+    /// Sorts, chunks, compresses, encrypts and durably writes the block. A failed write (disk
+    /// full) leaves no temp file behind.
     pub fn write(
         self,
         dir: &Path,
@@ -198,7 +242,7 @@ impl BlockBuilder {
         keyring: &Keyring,
         chunk_target: usize,
         zstd_level: i32,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<SealedBlock, StoreError> {
         let tmp = block_path(dir, tenant, block_id).with_extension("tvb.tmp");
         let res = self.write_inner(dir, tenant, block_id, keyring, chunk_target, zstd_level);
         if res.is_err() {
@@ -215,8 +259,15 @@ impl BlockBuilder {
         keyring: &Keyring,
         chunk_target: usize,
         zstd_level: i32,
-    ) -> Result<u64, StoreError> {
-        self.entries.sort_unstable_by_key(|e| (e.trace_id, e.start));
+    ) -> Result<SealedBlock, StoreError> {
+        // Stable: entries arrive record after record, each in request order, so every record's
+        // rows end up in its canonical order (see `commit.rs`).
+        self.entries.sort_by_key(|e| (e.trace_id, e.start));
+        let records: Vec<(u64, u32)> = self
+            .records
+            .iter()
+            .map(|r| (r.leaf_index, r.span_count))
+            .collect();
         let (key, wrapped) = keyring.new_data_key(tenant).map_err(StoreError::Crypto)?;
         let path = block_path(dir, tenant, block_id);
         let tdir = path.parent().expect("block path has a parent");
@@ -229,7 +280,10 @@ impl BlockBuilder {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| StoreError::io(&tmp, e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let mut w = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        };
         let io = |e| StoreError::io(&tmp, e);
 
         let mut chunks_meta: Vec<ChunkMeta> = Vec::new();
@@ -306,6 +360,7 @@ impl BlockBuilder {
                     trace_id: e.trace_id,
                     resource: r,
                     scope: s,
+                    record: e.record,
                     span,
                 });
             }
@@ -346,6 +401,7 @@ impl BlockBuilder {
                     truncated,
                 })
                 .collect(),
+            records: std::mem::take(&mut self.records),
         };
         let mut idx = zstd::bulk::compress(&index.encode_to_vec(), zstd_level)
             .map_err(|e| StoreError::io(&tmp, e))?;
@@ -359,7 +415,8 @@ impl BlockBuilder {
         w.write_all(&offset.to_le_bytes()).map_err(io)?;
         w.write_all(&(idx.len() as u32).to_le_bytes()).map_err(io)?;
         w.write_all(FOOTER_MAGIC).map_err(io)?;
-        let file = w
+        let HashingWriter { inner, ctx } = w;
+        let file = inner
             .into_inner()
             .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(io)?;
@@ -367,7 +424,13 @@ impl BlockBuilder {
         drop(file);
         std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
         fsio::sync_dir(tdir).map_err(|e| StoreError::io(tdir, e))?;
-        Ok(size)
+        Ok(SealedBlock {
+            size,
+            file_sha256: ctx.finish().as_ref().try_into().expect("32 bytes"),
+            key_commitment: wrapped.commitment,
+            records,
+            spans: count,
+        })
     }
 }
 
@@ -378,6 +441,7 @@ pub struct BlockMeta {
     pub path: PathBuf,
     pub size: u64,
     key: DataKey,
+    pub key_commitment: [u8; 32],
     pub index: BlockIndex,
     prefixes: Vec<u64>,
 }
@@ -412,6 +476,7 @@ impl BlockMeta {
             return Err(StoreError::Version {
                 what: format!("block {}", path.display()),
                 version: version as u32,
+                supported: VERSION as u32,
             });
         }
         let hlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
@@ -470,6 +535,7 @@ impl BlockMeta {
             path: path.to_owned(),
             size,
             key,
+            key_commitment: wrapped.commitment,
             index,
             prefixes,
         })

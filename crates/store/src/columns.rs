@@ -18,6 +18,8 @@ pub struct Row {
     pub trace_id: [u8; 16],
     pub resource: u32,
     pub scope: u32,
+    /// The committed record (position in the block index's record list) the span came from.
+    pub record: u32,
     pub span: Span,
 }
 
@@ -55,6 +57,7 @@ pub fn encode(rows: Vec<Row>, resources: Vec<Vec<u8>>, scopes: Vec<Vec<u8>>) -> 
         }
         c.resource.push(r.resource);
         c.scope.push(r.scope);
+        c.record.push(r.record);
         let sid: [u8; 8] = s.span_id.as_slice().try_into().unwrap_or([0; 8]);
         c.span_ids.extend_from_slice(&sid);
         if s.parent_span_id.is_empty() {
@@ -146,6 +149,7 @@ pub fn decode(c: &Chunk, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<
         c.kind.len(),
         c.attr_count.len(),
         c.rest.len(),
+        c.record.len(),
     ];
     if same.iter().any(|&l| l != n)
         || c.span_ids.len() != n * 8
@@ -277,6 +281,7 @@ pub fn decode(c: &Chunk, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<
             trace_id: tid,
             resource: c.resource[i],
             scope: c.scope[i],
+            record: c.record[i],
             span,
         });
     }
@@ -384,7 +389,7 @@ mod tests {
             let rows: Vec<Row> = spans
                 .iter()
                 .enumerate()
-                .map(|(i, (t, s))| Row { trace_id: [t + 1; 16], resource: (i % 3) as u32, scope: (i % 2) as u32, span: s.clone() })
+                .map(|(i, (t, s))| Row { trace_id: [t + 1; 16], resource: (i % 3) as u32, scope: (i % 2) as u32, record: (i % 4) as u32, span: s.clone() })
                 .collect();
             let chunk = encode(rows.clone(), vec![vec![1], vec![2], vec![3]], vec![vec![4], vec![5]]);
             let bytes = chunk.encode_to_vec();
@@ -402,6 +407,7 @@ mod tests {
             trace_id: [1; 16],
             resource: 0,
             scope: 0,
+            record: 0,
             span: Span {
                 span_id: vec![1; 8],
                 attributes: vec![KeyValue {

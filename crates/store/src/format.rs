@@ -59,6 +59,10 @@ pub struct Chunk {
     /// dropped counts, usually a few bytes.
     #[prost(bytes = "vec", repeated, tag = "19")]
     pub rest: Vec<Vec<u8>>,
+    /// Per span: the committed record it came from (index into `BlockIndex::records`). Within a
+    /// record, rows keep the record's canonical order, so its span commitments can be re-derived.
+    #[prost(uint32, repeated, tag = "20")]
+    pub record: Vec<u32>,
 }
 
 /// The values of one attribute key, in row order.
@@ -99,6 +103,20 @@ pub struct BlockIndex {
     pub trace_prefixes: Vec<u8>,
     #[prost(message, repeated, tag = "8")]
     pub tags: Vec<TagValues>,
+    /// The committed records whose spans the block holds, in the order of the block leaf.
+    #[prost(message, repeated, tag = "9")]
+    pub records: Vec<BlockRecord>,
+}
+
+/// A committed record inside a block: its log leaf and the secret its salts derive from.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlockRecord {
+    #[prost(uint64, tag = "1")]
+    pub leaf_index: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub secret: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    pub span_count: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -13,14 +13,17 @@
 
 pub mod block;
 pub mod columns;
+pub mod commit;
 pub mod format;
 pub mod logdir;
 mod query;
 mod store;
+pub mod txlog;
 pub mod wal;
 
 pub use query::{SearchQuery, TraceSummary};
 pub use store::{BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats};
+pub use txlog::{LogConfig, TxLog};
 pub use wal::SyncHook;
 
 /// Storage errors, each mapping to a request outcome.
@@ -39,8 +42,14 @@ pub enum StoreError {
         offset: u64,
         reason: String,
     },
-    #[error("{what} has unsupported format version {version}; this build reads version 1")]
-    Version { what: String, version: u32 },
+    #[error(
+        "{what} has unsupported format version {version}; this build reads version {supported}"
+    )]
+    Version {
+        what: String,
+        version: u32,
+        supported: u32,
+    },
     #[error(transparent)]
     Crypto(tv_crypto::CryptoError),
     #[error("storage is overloaded ({0}); retry later")]

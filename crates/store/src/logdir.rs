@@ -128,23 +128,47 @@ impl Checkpoints {
     /// Every checkpoint ever published, oldest first. A torn last record (a crash while
     /// appending, before `checkpoint` was replaced) is ignored.
     pub fn history(&self) -> std::io::Result<Vec<Vec<u8>>> {
+        Ok(self.history_with_tail()?.0)
+    }
+
+    /// The history and the number of bytes after its last whole record (a torn append).
+    pub fn history_with_tail(&self) -> std::io::Result<(Vec<Vec<u8>>, usize)> {
         let b = match std::fs::read(self.dir.join("checkpoints")) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e),
         };
-        let mut out = Vec::new();
-        let mut rest = b.as_slice();
-        while rest.len() >= 4 {
-            let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-            if rest.len() < 4 + len {
-                break;
-            }
-            out.push(rest[4..4 + len].to_vec());
-            rest = &rest[4 + len..];
-        }
-        Ok(out)
+        Ok(split_history(&b))
     }
+
+    /// Cuts a torn last record off the history (at start, before anything is appended).
+    pub fn repair(&self) -> std::io::Result<usize> {
+        let (notes, torn) = self.history_with_tail()?;
+        if torn > 0 {
+            let keep: usize = notes.iter().map(|n| 4 + n.len()).sum();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.dir.join("checkpoints"))?;
+            f.set_len(keep as u64)?;
+            f.sync_all()?;
+        }
+        Ok(torn)
+    }
+}
+
+/// Splits a checkpoint history file into its notes and the length of a torn tail.
+pub fn split_history(b: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut out = Vec::new();
+    let mut rest = b;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        if rest.len() < 4 + len {
+            break;
+        }
+        out.push(rest[4..4 + len].to_vec());
+        rest = &rest[4 + len..];
+    }
+    (out, rest.len())
 }
 
 #[cfg(test)]
@@ -203,5 +227,10 @@ mod tests {
             c.history().unwrap(),
             vec![b"one\n".to_vec(), b"two\n".to_vec()]
         );
+        assert_eq!(c.history_with_tail().unwrap().1, 5);
+        assert_eq!(c.repair().unwrap(), 5);
+        assert_eq!(c.history_with_tail().unwrap().1, 0);
+        c.publish(b"three\n").unwrap();
+        assert_eq!(c.history().unwrap().len(), 3);
     }
 }

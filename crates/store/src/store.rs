@@ -17,7 +17,10 @@ use tv_model::validate::Validated;
 
 use crate::StoreError;
 use crate::block::{BlockBuilder, BlockMeta};
+use crate::commit;
+use crate::txlog::{LogConfig, Logged, TxLog};
 use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
+use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
 
 /// Store settings (validated by the server's config layer).
 #[derive(Clone)]
@@ -38,6 +41,9 @@ pub struct StoreConfig {
     pub max_unsealed_segments: usize,
     pub sync_hook: Option<Arc<dyn SyncHook>>,
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// The transparency log. `None` only to measure what the log costs (benchmarks); the server
+    /// always runs with it.
+    pub log: Option<LogConfig>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -63,6 +69,7 @@ impl StoreConfig {
             max_unsealed_segments: 2,
             sync_hook: None,
             observer: None,
+            log: None,
         }
     }
 }
@@ -109,24 +116,43 @@ impl BatchSummary {
     }
 }
 
-/// A validated batch, encoded and compressed, ready for the WAL.
+/// Bytes before the compressed request in a WAL record's plaintext: format 0x01, the record
+/// secret (salts of its span commitments), the receive time (u64 LE).
+pub(crate) const PAYLOAD_HEADER: usize = 1 + 32 + 8;
+const PAYLOAD_FORMAT: u8 = 1;
+
+/// A validated batch, encoded and compressed, with its span commitments: ready for the WAL.
 pub struct EncodedBatch {
     tenant: TenantId,
+    /// `PAYLOAD_HEADER` bytes, then zstd(protobuf request).
     payload: Vec<u8>,
     summary: BatchSummary,
+    span_root: [u8; 32],
+    span_count: u32,
 }
 
 impl EncodedBatch {
-    /// Encodes a validated batch for `tenant` (protobuf, then zstd at `level`).
+    /// Encodes a validated batch for `tenant` (protobuf, then zstd at `level`) and computes its
+    /// span commitments under a fresh record secret.
     pub fn encode(tenant: TenantId, batch: &Validated, level: i32) -> Result<Self, StoreError> {
         let req = batch.request();
         let raw = req.encode_to_vec();
-        let payload = zstd::bulk::compress(&raw, level)
+        let secret = tv_crypto::random_bytes::<32>();
+        let (span_root, span_count) =
+            commit::span_root(&secret, &commit::CanonRecord::of_request(req));
+        let mut payload = Vec::with_capacity(PAYLOAD_HEADER + raw.len() / 3);
+        payload.push(PAYLOAD_FORMAT);
+        payload.extend_from_slice(&secret);
+        payload.extend_from_slice(&crate::now_unix_nanos().to_le_bytes());
+        let z = zstd::bulk::compress(&raw, level)
             .map_err(|e| StoreError::Decode(format!("compressing batch: {e}")))?;
+        payload.extend_from_slice(&z);
         Ok(Self {
             tenant,
             payload,
             summary: BatchSummary::of(req),
+            span_root,
+            span_count,
         })
     }
 
@@ -139,18 +165,44 @@ impl EncodedBatch {
 pub(crate) struct HeadRecord {
     pub segment: u64,
     pub tenant: TenantId,
-    /// zstd-compressed protobuf `ExportTraceServiceRequest` (plaintext, memory only).
+    /// The record's plaintext payload (memory only; see `PAYLOAD_HEADER`).
     pub payload: Vec<u8>,
     pub summary: BatchSummary,
+    /// Its log leaf (None when the store runs without a log).
+    pub leaf_index: Option<u64>,
+}
+
+/// Splits a record plaintext into (secret, receive time, compressed request).
+pub(crate) fn split_payload(p: &[u8]) -> Result<([u8; 32], u64, &[u8]), StoreError> {
+    if p.len() < PAYLOAD_HEADER || p[0] != PAYLOAD_FORMAT {
+        return Err(StoreError::Decode(
+            "record payload has an unknown format".to_owned(),
+        ));
+    }
+    Ok((
+        p[1..33].try_into().expect("32 bytes"),
+        u64::from_le_bytes(p[33..41].try_into().expect("8 bytes")),
+        &p[PAYLOAD_HEADER..],
+    ))
 }
 
 impl HeadRecord {
-    pub fn decode(&self) -> Result<ExportTraceServiceRequest, StoreError> {
-        let raw = zstd::bulk::decompress(&self.payload, 1024 * 1024 * 1024)
-            .map_err(|e| StoreError::Decode(format!("head record: {e}")))?;
-        ExportTraceServiceRequest::decode(raw.as_slice())
-            .map_err(|e| StoreError::Decode(format!("head record: {e}")))
+    pub fn secret(&self) -> [u8; 32] {
+        split_payload(&self.payload).map(|p| p.0).unwrap_or([0; 32])
     }
+
+    pub fn decode(&self) -> Result<ExportTraceServiceRequest, StoreError> {
+        decode_payload(&self.payload)
+    }
+}
+
+/// The request inside a record plaintext.
+pub(crate) fn decode_payload(p: &[u8]) -> Result<ExportTraceServiceRequest, StoreError> {
+    let (_, _, z) = split_payload(p)?;
+    let raw = zstd::bulk::decompress(z, 1024 * 1024 * 1024)
+        .map_err(|e| StoreError::Decode(format!("head record: {e}")))?;
+    ExportTraceServiceRequest::decode(raw.as_slice())
+        .map_err(|e| StoreError::Decode(format!("head record: {e}")))
 }
 
 #[derive(Default)]
@@ -165,6 +217,7 @@ pub(crate) struct Inner {
     pub state: RwLock<State>,
     pub wal_dir: PathBuf,
     pub block_dir: PathBuf,
+    pub log: Option<Arc<TxLog>>,
     pending_bytes: AtomicU64,
     healthy: AtomicBool,
     /// Closed segments not yet sealed, with a condvar the sealer signals.
@@ -203,6 +256,8 @@ pub struct Store {
     inner: Arc<Inner>,
     writer_tx: Mutex<Option<SyncSender<WriterMsg>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    log_stop: Arc<(Mutex<bool>, Condvar)>,
+    log_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -220,12 +275,20 @@ impl Store {
         for d in [&cfg.data_dir, &wal_dir, &block_dir] {
             fsio::create_private_dir(d).map_err(|e| StoreError::io(d, e))?;
         }
+        let log = match &cfg.log {
+            Some(lc) => Some(Arc::new(TxLog::open(
+                &cfg.data_dir.join("log"),
+                lc.clone(),
+            )?)),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             cfg,
             keyring,
             state: RwLock::new(State::default()),
             wal_dir,
             block_dir,
+            log,
             pending_bytes: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             unsealed: (Mutex::new(0), Condvar::new()),
@@ -233,6 +296,21 @@ impl Store {
         let mut max_id = load_blocks(&inner)?;
         let (wal_max, unsealed) = recover_wal(&inner)?;
         max_id = max_id.max(wal_max);
+        let log_stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let log_thread = match &inner.log {
+            Some(log) => {
+                // The first start signs the empty log; every start publishes what recovery added.
+                log.flush()?;
+                let (log, stop) = (log.clone(), log_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("tv-log".into())
+                        .spawn(move || log.run(stop))
+                        .map_err(|e| StoreError::io(Path::new("log thread"), e))?,
+                )
+            }
+            None => None,
+        };
 
         let active = ActiveSegment::create(&inner.wal_dir, max_id + 1)?;
         let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(8192);
@@ -256,6 +334,8 @@ impl Store {
             inner,
             writer_tx: Mutex::new(Some(wtx)),
             threads: Mutex::new(vec![writer, sealer]),
+            log_stop,
+            log_thread: Mutex::new(log_thread),
         })
     }
 
@@ -328,6 +408,22 @@ impl Store {
         for t in threads {
             let _ = t.join();
         }
+        // Last: the log signs a checkpoint over everything written and sealed above.
+        let log_thread = self
+            .log_thread
+            .lock()
+            .expect("log thread lock poisoned")
+            .take();
+        if let Some(t) = log_thread {
+            *self.log_stop.0.lock().expect("log stop lock poisoned") = true;
+            self.log_stop.1.notify_all();
+            let _ = t.join();
+        }
+    }
+
+    /// The transparency log (absent only in benchmarks that measure its cost).
+    pub fn log(&self) -> Option<&Arc<TxLog>> {
+        self.inner.log.as_ref()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -393,9 +489,10 @@ fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
     Ok(max_id)
 }
 
-/// Recovers every WAL segment into the head and seals it. Returns the highest segment id seen and
-/// the segments left unsealed because their blocks could not be written (e.g. a full disk);
-/// corruption still stops the start.
+/// Recovers every WAL segment into the head and seals it. Records the log does not hold yet (a
+/// crash before the log's last flush) get their leaves re-derived, in WAL order. Returns the
+/// highest segment id seen and the segments left unsealed because their blocks could not be
+/// written (e.g. a full disk); corruption still stops the start.
 fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
     let mut unsealed = Vec::new();
     let mut ids = Vec::new();
@@ -407,6 +504,10 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
         }
     }
     ids.sort_unstable();
+    let logged = match (&inner.log, ids.first()) {
+        (Some(log), Some(&min)) => log.logged_since(min)?,
+        _ => Logged::default(),
+    };
     let mut max_id = 0;
     for id in ids {
         max_id = max_id.max(id);
@@ -419,12 +520,17 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
                 key_index,
                 counter,
                 mut ciphertext,
+                offset,
+                body_sha256,
             } = r
             {
-                let (tenant, key) = keys.get(&key_index).ok_or_else(|| StoreError::Corruption {
+                let corrupt = |reason: String| StoreError::Corruption {
                     path: path.display().to_string(),
-                    offset: 0,
-                    reason: format!("data record uses unknown key index {key_index}"),
+                    offset,
+                    reason,
+                };
+                let (tenant, key) = keys.get(&key_index).ok_or_else(|| {
+                    corrupt(format!("data record uses unknown key index {key_index}"))
                 })?;
                 let plain = key
                     .open(
@@ -432,22 +538,42 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
                         &wal::data_aad(id, key_index, counter),
                         &mut ciphertext,
                     )
-                    .map_err(|_| StoreError::Corruption {
-                        path: path.display().to_string(),
-                        offset: 0,
-                        reason: format!("record {counter} of key {key_index} fails authentication"),
+                    .map_err(|_| {
+                        corrupt(format!(
+                            "record {counter} of key {key_index} fails authentication"
+                        ))
                     })?;
                 let payload = plain.to_vec();
-                let rec = HeadRecord {
+                let req = decode_payload(&payload)?;
+                let leaf_index = match &inner.log {
+                    None => None,
+                    Some(log) => match logged.records.get(&(id, key_index, counter)) {
+                        Some((index, digest)) if *digest == body_sha256 => Some(*index),
+                        Some((index, _)) => {
+                            return Err(corrupt(format!(
+                                "record {counter} of key {key_index} does not match its log entry {index}"
+                            )));
+                        }
+                        None => {
+                            let (secret, received, _) = split_payload(&payload)?;
+                            let (root, count) =
+                                commit::span_root(&secret, &commit::CanonRecord::of_request(&req));
+                            let info = wal::DataInfo {
+                                key_index,
+                                counter,
+                                body_sha256,
+                                key_commitment: key.secret().commitment(),
+                            };
+                            Some(log.push(record_leaf(id, &info, received, root, count)))
+                        }
+                    },
+                };
+                recs.push(Arc::new(HeadRecord {
                     segment: id,
                     tenant: tenant.clone(),
                     payload,
-                    summary: BatchSummary::default(),
-                };
-                let req = rec.decode()?;
-                recs.push(Arc::new(HeadRecord {
                     summary: BatchSummary::of(&req),
-                    ..rec
+                    leaf_index,
                 }));
             }
         }
@@ -476,7 +602,13 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
     Ok((max_id, unsealed))
 }
 
-/// Seals the head records of segment `id` into one block per tenant, then deletes the segment.
+fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    Ok(tv_tlog::commit::sha256(&std::fs::read(path)?))
+}
+
+/// Seals the head records of segment `id` into one block per tenant, logs a leaf for each block,
+/// and deletes the segment once those leaves are durable. A block already written and logged (by
+/// an attempt that failed later, or before a crash) is kept as it is.
 fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
     let records: Vec<Arc<HeadRecord>> = {
         let st = inner.state.read().expect("state lock poisoned");
@@ -491,16 +623,26 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
         by_tenant.entry(r.tenant.clone()).or_default().push(r);
     }
     let mut new_blocks = Vec::new();
+    let mut last_leaf: Option<u64> = None;
     for (tenant, recs) in by_tenant {
+        let path = crate::block::block_path(&inner.block_dir, &tenant, id);
+        if let Some(log) = &inner.log
+            && path.exists()
+            && let Ok(d) = sha256_file(&path)
+            && let Some(i) = log.block_leaf(&d)
+        {
+            last_leaf = last_leaf.max(Some(i));
+            new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
+            continue;
+        }
         let mut builder = BlockBuilder::default();
         for r in &recs {
-            builder.add_request(r.decode()?);
+            builder.add_record(r.leaf_index.unwrap_or(u64::MAX), r.secret(), r.decode()?);
         }
         if builder.is_empty() {
             continue;
         }
-        let spans = builder.span_count() as u64;
-        let size = builder.write(
+        let sealed = builder.write(
             &inner.block_dir,
             &tenant,
             id,
@@ -509,11 +651,27 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
             inner.cfg.block_zstd_level,
         )?;
         if let Some(o) = &inner.cfg.observer {
-            o.block_sealed(spans, size);
+            o.block_sealed(sealed.spans, sealed.size);
         }
-        let path = crate::block::block_path(&inner.block_dir, &tenant, id);
+        if let Some(log) = &inner.log {
+            let leaf = Leaf::Block(BlockLeaf {
+                block_id: id,
+                sealed_unix_nanos: crate::now_unix_nanos(),
+                file_sha256: sealed.file_sha256,
+                key_commitment: sealed.key_commitment,
+                records_sha256: leaf::records_digest(&sealed.records),
+                record_count: sealed.records.len() as u32,
+                span_count: sealed.spans,
+                first_record: sealed.records.iter().map(|r| r.0).min().unwrap_or(0),
+            });
+            last_leaf = last_leaf.max(Some(log.push_block(sealed.file_sha256, leaf.encode())));
+        }
         new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
-        tracing::debug!(tenant = %tenant, block = id, spans, bytes = size, "sealed block");
+        tracing::debug!(tenant = %tenant, block = id, spans = sealed.spans, bytes = sealed.size, "sealed block");
+    }
+    // The WAL goes only once the blocks' leaves are durable.
+    if let (Some(log), Some(i)) = (&inner.log, last_leaf) {
+        log.flush_through(i)?;
     }
     {
         let mut st = inner.state.write().expect("state lock poisoned");
@@ -532,6 +690,28 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
     }
     fsio::sync_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
     Ok(())
+}
+
+/// The log leaf of a committed WAL record.
+fn record_leaf(
+    segment: u64,
+    info: &wal::DataInfo,
+    received: u64,
+    span_root: [u8; 32],
+    span_count: u32,
+) -> Vec<u8> {
+    Leaf::Record(RecordLeaf {
+        segment,
+        key_index: info.key_index,
+        counter: info.counter,
+        received_unix_nanos: received,
+        body_sha256: info.body_sha256,
+        key_commitment: info.key_commitment,
+        span_root,
+        span_count,
+        policy_digest: commit::policy_digest(),
+    })
+    .encode()
 }
 
 fn writer_loop(
@@ -606,10 +786,10 @@ fn write_group(
 ) {
     buf.clear();
     let keys_before = active.key_count();
-    let mut encoded: Vec<(EncodedBatch, Ack)> = Vec::with_capacity(group.len());
+    let mut encoded: Vec<(EncodedBatch, Ack, wal::DataInfo)> = Vec::with_capacity(group.len());
     for (b, ack) in group {
         match active.encode_data(&inner.keyring, &b.tenant, &b.payload, buf) {
-            Ok(()) => encoded.push((b, ack)),
+            Ok(info) => encoded.push((b, ack, info)),
             Err(e) => {
                 tracing::error!(tenant = %b.tenant, error = %e, "cannot encrypt batch");
                 let _ = ack.send(Err(e));
@@ -638,14 +818,19 @@ fn write_group(
             let seg = active.id;
             let mut acks = Vec::with_capacity(encoded.len());
             {
-                // Visible to queries before anyone is told it is stored.
+                // In the log and visible to queries before anyone is told it is stored.
                 let mut st = inner.state.write().expect("state lock poisoned");
-                for (b, ack) in encoded {
+                for (b, ack, info) in encoded {
+                    let leaf_index = inner.log.as_ref().map(|log| {
+                        let received = split_payload(&b.payload).map(|p| p.1).unwrap_or(0);
+                        log.push(record_leaf(seg, &info, received, b.span_root, b.span_count))
+                    });
                     st.head.push(Arc::new(HeadRecord {
                         segment: seg,
                         tenant: b.tenant,
                         payload: b.payload,
                         summary: b.summary,
+                        leaf_index,
                     }));
                     acks.push(ack);
                 }
@@ -663,7 +848,7 @@ fn write_group(
             inner.healthy.store(false, Ordering::Relaxed);
             tracing::error!(error = %e, "WAL write failed; refusing the batches in this group");
             let path = wal::segment_path(&inner.wal_dir, active.id);
-            for (_, ack) in encoded {
+            for (_, ack, _) in encoded {
                 let _ = ack.send(Err(StoreError::Io {
                     path: path.display().to_string(),
                     source: std::io::Error::new(e.kind(), e.to_string()),

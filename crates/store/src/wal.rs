@@ -6,7 +6,9 @@
 //! header  "TVWAL\0" | version u16 LE | segment id u64 LE | created unix nanos u64 LE | 8 reserved
 //! record  body len u32 LE | crc32c(type || body) u32 LE | type u8 | body
 //!   KEY   tenant len u8 | tenant | key index u32 | wrapped data key (76 bytes)
-//!   DATA  key index u32 | counter u64 | AES-256-GCM(zstd(OTLP ExportTraceServiceRequest))
+//!   DATA  key index u32 | counter u64 | AES-256-GCM(payload)
+//!         payload: 0x01 | record secret [32] | received unix nanos u64 LE
+//!                  | zstd(OTLP ExportTraceServiceRequest)
 //!   CLOSE record count u64
 //! ```
 //!
@@ -32,7 +34,8 @@ use tv_model::TenantId;
 use crate::{StoreError, now_unix_nanos};
 
 pub const MAGIC: &[u8; 6] = b"TVWAL\0";
-pub const VERSION: u16 = 1;
+/// 2: the DATA plaintext starts with the record secret and receive time (issue 3).
+pub const VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 32;
 const REC_HEADER: usize = 9;
 pub const TYPE_KEY: u8 = 1;
@@ -92,6 +95,10 @@ pub enum Recovered {
         key_index: u32,
         counter: u64,
         ciphertext: Vec<u8>,
+        /// Offset of the record in the segment file.
+        offset: u64,
+        /// SHA-256 of the record body, as the record's log leaf commits to it.
+        body_sha256: [u8; 32],
     },
 }
 
@@ -156,6 +163,7 @@ pub fn parse_segment(buf: &[u8], path: &Path) -> Result<RecoveredSegment, StoreE
         return Err(StoreError::Version {
             what: format!("WAL segment {}", path.display()),
             version: version as u32,
+            supported: VERSION as u32,
         });
     }
     let id = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
@@ -221,6 +229,8 @@ pub fn parse_segment(buf: &[u8], path: &Path) -> Result<RecoveredSegment, StoreE
                     key_index: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
                     counter: u64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
                     ciphertext: b[12..].to_vec(),
+                    offset: off as u64,
+                    body_sha256: tv_tlog::commit::sha256(b),
                 });
             }
             _ => closed = true,
@@ -250,7 +260,27 @@ pub trait WalObserver: Send + Sync {
 struct TenantKey {
     index: u32,
     key: DataKey,
+    commitment: [u8; 32],
     next_counter: u64,
+}
+
+/// Where a DATA record went and what its log leaf commits to.
+#[derive(Debug, Clone, Copy)]
+pub struct DataInfo {
+    pub key_index: u32,
+    pub counter: u64,
+    /// SHA-256 of the record body (key index, counter, ciphertext).
+    pub body_sha256: [u8; 32],
+    pub key_commitment: [u8; 32],
+}
+
+/// SHA-256 of a DATA record body as its log leaf commits to it.
+pub fn data_body_digest(key_index: u32, counter: u64, ciphertext: &[u8]) -> [u8; 32] {
+    let mut body = Vec::with_capacity(12 + ciphertext.len());
+    body.extend_from_slice(&key_index.to_le_bytes());
+    body.extend_from_slice(&counter.to_le_bytes());
+    body.extend_from_slice(ciphertext);
+    tv_tlog::commit::sha256(&body)
 }
 
 /// The segment currently appended to.
@@ -310,7 +340,7 @@ impl ActiveSegment {
         tenant: &TenantId,
         payload: &[u8],
         buf: &mut Vec<u8>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<DataInfo, StoreError> {
         if !self.keys.contains_key(tenant) {
             let (key, wrapped) = keyring.new_data_key(tenant).map_err(StoreError::Crypto)?;
             let index = self.keys.len() as u32;
@@ -326,6 +356,7 @@ impl ActiveSegment {
                 TenantKey {
                     index,
                     key,
+                    commitment: wrapped.commitment,
                     next_counter: 0,
                 },
             );
@@ -341,10 +372,16 @@ impl ActiveSegment {
             .seal(counter, &data_aad(self.id, tk.index, counter), &mut ct)
             .map_err(StoreError::Crypto)?;
         sealed.extend_from_slice(&ct);
+        let info = DataInfo {
+            key_index: tk.index,
+            counter,
+            body_sha256: tv_tlog::commit::sha256(&sealed),
+            key_commitment: tk.commitment,
+        };
         encode_record(buf, TYPE_DATA, &sealed);
         self.records += 1;
         self.data_records += 1;
-        Ok(())
+        Ok(info)
     }
 
     /// Writes `buf` and syncs it. On failure the file is cut back to its previous length so no

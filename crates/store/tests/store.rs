@@ -25,9 +25,23 @@ fn keyring(dir: &Path) -> Arc<Keyring> {
     Arc::new(Keyring::open(&dir.join("keys"), Arc::new(root)).unwrap())
 }
 
+fn log_config() -> tv_store::LogConfig {
+    tv_store::LogConfig {
+        origin: "test.example/log".into(),
+        signers: vec![
+            Arc::new(tv_tlog::note::Ed25519Signer::from_seed("test.example/log", [1; 32]).unwrap()),
+            Arc::new(
+                tv_tlog::cosig::MlDsaCosigSigner::from_seed("test.example/log", [2; 32]).unwrap(),
+            ),
+        ],
+        checkpoint_interval: Duration::from_millis(100),
+    }
+}
+
 fn cfg(dir: &Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir.join("data"));
     c.segment_max_age = Duration::from_secs(3600);
+    c.log = Some(log_config());
     c
 }
 

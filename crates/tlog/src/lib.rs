@@ -21,7 +21,9 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod commit;
 pub mod cosig;
+pub mod leaf;
 pub mod merkle;
 pub mod note;
 pub mod policy;

@@ -223,6 +223,31 @@ impl<S: TileStore> TiledLog<S> {
         merkle::prove_consistency(new, old, &self.hashes(&HashMap::new()))
     }
 
+    /// The entries of bundle `n` (all of them for a full bundle, the stored ones for the last).
+    pub fn bundle(&self, n: u64) -> Result<Vec<Vec<u8>>, MerkleError> {
+        let w = width_at(0, n, self.size);
+        if w == 0 {
+            return Err(MerkleError::OutOfRange {
+                index: n * TILE_WIDTH,
+                size: self.size,
+            });
+        }
+        let path = tiles::entries_path(n, w);
+        let b = self
+            .store
+            .read(&path)?
+            .ok_or_else(|| MerkleError::Store(format!("missing bundle {path}")))?;
+        let parts = tiles::split_bundle(&b)
+            .ok_or_else(|| MerkleError::Store(format!("bundle {path} is malformed")))?;
+        if parts.len() as u64 != w {
+            return Err(MerkleError::Store(format!(
+                "bundle {path} has {} entries",
+                parts.len()
+            )));
+        }
+        Ok(parts.into_iter().map(<[u8]>::to_vec).collect())
+    }
+
     /// Entry `index`, read back from its bundle.
     pub fn entry(&self, index: u64) -> Result<Vec<u8>, MerkleError> {
         if index >= self.size {

@@ -1,0 +1,374 @@
+//! The store's transparency log (issue 3): entries are queued as records commit and blocks seal,
+//! and made durable in `DIR/log/` (C2SP tlog-tiles layout) together with a signed checkpoint.
+//!
+//! Commit path: the WAL writer computes a record's leaf (a pure function of the durable WAL record)
+//! and queues it before acknowledging, which fixes its position in the log. Tiles, bundles and a
+//! checkpoint signed by both log keys are written at most once per `checkpoint_interval` (and
+//! whenever the sealer needs its block leaf durable), so the hot path pays no extra fsync. After a
+//! crash, recovery re-derives the leaves of WAL records that the log does not hold yet, in the same
+//! order; a WAL segment is deleted only once its block leaves are durable, so every acknowledged
+//! batch stays provable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tv_tlog::checkpoint::Checkpoint;
+use tv_tlog::leaf::Leaf;
+use tv_tlog::merkle::MerkleError;
+use tv_tlog::note::{self, Note, NoteSigner};
+use tv_tlog::tiled::TiledLog;
+use tv_tlog::{Hash, tiles::TILE_WIDTH};
+
+use crate::StoreError;
+use crate::logdir::{Checkpoints, DirTiles};
+
+/// How the log signs.
+#[derive(Clone)]
+pub struct LogConfig {
+    pub origin: String,
+    /// Ed25519 note signer and ML-DSA-44 cosignature signer, in the order their lines appear.
+    pub signers: Vec<Arc<dyn NoteSigner>>,
+    /// At most one checkpoint per interval while leaves arrive.
+    pub checkpoint_interval: Duration,
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("origin", &self.origin)
+            .field("signers", &self.signers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pending {
+    entries: Vec<Vec<u8>>,
+    /// Index the next queued entry gets.
+    next: u64,
+}
+
+struct Tree {
+    log: TiledLog<DirTiles>,
+    signed_size: u64,
+    note: Option<Vec<u8>>,
+}
+
+/// What recovery learns from the tail of the log.
+#[derive(Debug, Default)]
+pub struct Logged {
+    /// (segment, key index, counter) -> (leaf index, SHA-256 of the record body).
+    pub records: HashMap<(u64, u32, u64), (u64, [u8; 32])>,
+    /// SHA-256 of a block file -> leaf index.
+    pub blocks: HashMap<[u8; 32], u64>,
+}
+
+pub struct TxLog {
+    dir: PathBuf,
+    cfg: LogConfig,
+    pending: Mutex<Pending>,
+    tree: Mutex<Tree>,
+    durable: (Mutex<u64>, Condvar),
+    checkpoints: Checkpoints,
+    /// Block file digest -> its leaf, for blocks logged by this process or found by recovery, so
+    /// a block is never logged twice when sealing is retried.
+    blocks: Mutex<HashMap<[u8; 32], u64>>,
+}
+
+fn merr(dir: &Path, e: MerkleError) -> StoreError {
+    StoreError::Decode(format!("transparency log in {}: {e}", dir.display()))
+}
+
+/// The checkpoint body of a signed note (the text before the blank line).
+pub fn note_checkpoint(note: &[u8]) -> Result<Checkpoint, String> {
+    let text = std::str::from_utf8(note).map_err(|_| "checkpoint note is not UTF-8".to_owned())?;
+    let body = text
+        .split_once("\n\n")
+        .map(|(b, _)| format!("{b}\n"))
+        .ok_or_else(|| "checkpoint note has no signatures".to_owned())?;
+    Checkpoint::parse(&body).map_err(|e| e.to_string())
+}
+
+impl TxLog {
+    /// Opens the log in `dir`, at the size of the last checkpoint in its history (tiles written
+    /// for a larger size by a flush that crashed before signing are rewritten).
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<Self, StoreError> {
+        let io = |e| StoreError::io(dir, e);
+        let checkpoints = Checkpoints::open(dir).map_err(io)?;
+        let torn = checkpoints.repair().map_err(io)?;
+        if torn > 0 {
+            tracing::warn!(
+                bytes = torn,
+                "cut a torn record off the checkpoint history (a crash while publishing)"
+            );
+        }
+        let history = checkpoints.history().map_err(io)?;
+        let (size, note, root) = match history.last() {
+            None => (0, None, None),
+            Some(n) => {
+                let cp = note_checkpoint(n).map_err(|e| StoreError::Corruption {
+                    path: dir.join("checkpoints").display().to_string(),
+                    offset: 0,
+                    reason: e,
+                })?;
+                if cp.origin != cfg.origin {
+                    return Err(StoreError::Corruption {
+                        path: dir.join("checkpoints").display().to_string(),
+                        offset: 0,
+                        reason: format!(
+                            "the log's checkpoints are for origin {:?}, but the signing keys are for {:?}",
+                            cp.origin, cfg.origin
+                        ),
+                    });
+                }
+                (cp.size, Some(n.clone()), Some(cp.root))
+            }
+        };
+        let log = TiledLog::open(DirTiles::open(dir).map_err(io)?, size);
+        if let Some(root) = root {
+            let got = log.root(size).map_err(|e| merr(dir, e))?;
+            if got != root {
+                return Err(StoreError::Corruption {
+                    path: dir.display().to_string(),
+                    offset: 0,
+                    reason: format!(
+                        "the tiles do not hash to the last signed checkpoint (size {size}); run `tracevault verify`"
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            cfg,
+            pending: Mutex::new(Pending {
+                entries: Vec::new(),
+                next: size,
+            }),
+            tree: Mutex::new(Tree {
+                log,
+                signed_size: size,
+                note,
+            }),
+            durable: (Mutex::new(size), Condvar::new()),
+            checkpoints,
+            blocks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.cfg.origin
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the log's tail back to the first record leaf of a segment below `min_segment`.
+    pub fn logged_since(&self, min_segment: u64) -> Result<Logged, StoreError> {
+        let tree = self.tree.lock().expect("log lock poisoned");
+        let size = tree.log.size();
+        let mut out = Logged::default();
+        if size == 0 {
+            return Ok(out);
+        }
+        let mut n = (size - 1) / TILE_WIDTH;
+        loop {
+            let entries = tree.log.bundle(n).map_err(|e| merr(&self.dir, e))?;
+            for (k, e) in entries.iter().enumerate().rev() {
+                let index = n * TILE_WIDTH + k as u64;
+                match Leaf::parse(e) {
+                    Ok(Leaf::Record(r)) => {
+                        if r.segment < min_segment {
+                            return Ok(out);
+                        }
+                        out.records
+                            .insert((r.segment, r.key_index, r.counter), (index, r.body_sha256));
+                    }
+                    Ok(Leaf::Block(b)) => {
+                        out.blocks.insert(b.file_sha256, index);
+                        self.blocks
+                            .lock()
+                            .expect("log lock poisoned")
+                            .insert(b.file_sha256, index);
+                    }
+                    Err(err) => {
+                        return Err(StoreError::Corruption {
+                            path: self.dir.display().to_string(),
+                            offset: index,
+                            reason: format!("log entry {index}: {err}"),
+                        });
+                    }
+                }
+            }
+            if n == 0 {
+                return Ok(out);
+            }
+            n -= 1;
+        }
+    }
+
+    /// Queues an entry; returns its index in the log.
+    pub fn push(&self, entry: Vec<u8>) -> u64 {
+        let mut p = self.pending.lock().expect("log lock poisoned");
+        let i = p.next;
+        p.next += 1;
+        p.entries.push(entry);
+        i
+    }
+
+    /// Queues a block's leaf (once per block file); returns its index.
+    pub fn push_block(&self, file_sha256: [u8; 32], entry: Vec<u8>) -> u64 {
+        let mut blocks = self.blocks.lock().expect("log lock poisoned");
+        if let Some(i) = blocks.get(&file_sha256) {
+            return *i;
+        }
+        let i = self.push(entry);
+        blocks.insert(file_sha256, i);
+        i
+    }
+
+    /// The leaf of a block file already logged (by this process or found at recovery).
+    pub fn block_leaf(&self, file_sha256: &[u8; 32]) -> Option<u64> {
+        self.blocks
+            .lock()
+            .expect("log lock poisoned")
+            .get(file_sha256)
+            .copied()
+    }
+
+    /// Entries queued or stored.
+    pub fn len(&self) -> u64 {
+        self.pending.lock().expect("log lock poisoned").next
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Size covered by the latest signed checkpoint.
+    pub fn durable_size(&self) -> u64 {
+        *self.durable.0.lock().expect("log lock poisoned")
+    }
+
+    /// Writes queued entries as tiles and signs a checkpoint over them (when the log grew, or
+    /// when there is no checkpoint yet). Returns the signed size.
+    pub fn flush(&self) -> Result<u64, StoreError> {
+        let mut tree = self.tree.lock().expect("log lock poisoned");
+        let entries = std::mem::take(&mut self.pending.lock().expect("log lock poisoned").entries);
+        if !entries.is_empty() {
+            let res = tree
+                .log
+                .append(&entries)
+                .map_err(|e| merr(&self.dir, e))
+                .and_then(|_| {
+                    tree.log
+                        .store_mut()
+                        .sync()
+                        .map_err(|e| StoreError::io(&self.dir, e))
+                });
+            if let Err(e) = res {
+                // Put them back in front of anything queued since; a later flush retries.
+                let mut p = self.pending.lock().expect("log lock poisoned");
+                let mut back = entries;
+                back.append(&mut p.entries);
+                p.entries = back;
+                return Err(e);
+            }
+        }
+        let size = tree.log.size();
+        if size > tree.signed_size || tree.note.is_none() {
+            let t = Instant::now();
+            let root = tree.log.root(size).map_err(|e| merr(&self.dir, e))?;
+            let note = self.sign(size, root)?;
+            self.checkpoints
+                .publish(&note)
+                .map_err(|e| StoreError::io(&self.dir.join("checkpoint"), e))?;
+            tracing::debug!(
+                size,
+                us = t.elapsed().as_micros() as u64,
+                "signed and published a checkpoint"
+            );
+            tree.signed_size = size;
+            tree.note = Some(note);
+        }
+        drop(tree);
+        let (lock, cv) = &self.durable;
+        *lock.lock().expect("log lock poisoned") = size;
+        cv.notify_all();
+        Ok(size)
+    }
+
+    fn sign(&self, size: u64, root: Hash) -> Result<Vec<u8>, StoreError> {
+        let text = Checkpoint {
+            origin: self.cfg.origin.clone(),
+            size,
+            root,
+            extensions: Vec::new(),
+        }
+        .to_text();
+        let signers: Vec<&dyn NoteSigner> = self.cfg.signers.iter().map(|s| s.as_ref()).collect();
+        note::sign(
+            &Note {
+                text,
+                ..Default::default()
+            },
+            &signers,
+        )
+        .map_err(|e| StoreError::Decode(format!("signing a checkpoint: {e}")))
+    }
+
+    /// Makes entry `index` durable (flushing now if it is not yet).
+    pub fn flush_through(&self, index: u64) -> Result<(), StoreError> {
+        if self.durable_size() > index {
+            return Ok(());
+        }
+        self.flush()?;
+        if self.durable_size() > index {
+            Ok(())
+        } else {
+            Err(StoreError::io(
+                &self.dir,
+                std::io::Error::other(format!("log entry {index} is not durable yet")),
+            ))
+        }
+    }
+
+    /// The latest signed checkpoint note.
+    pub fn checkpoint(&self) -> Option<Vec<u8>> {
+        self.tree.lock().expect("log lock poisoned").note.clone()
+    }
+
+    /// Runs `f` on the stored log (proofs, entries, tiles) while no flush changes it.
+    pub fn with_tree<T>(&self, f: impl FnOnce(&TiledLog<DirTiles>) -> T) -> T {
+        f(&self.tree.lock().expect("log lock poisoned").log)
+    }
+
+    /// The log thread's loop body: flushes when entries wait and the interval has passed.
+    pub fn run(self: Arc<Self>, stop: Arc<(Mutex<bool>, Condvar)>) {
+        let (lock, cv) = &*stop;
+        loop {
+            {
+                let stopped = lock.lock().expect("log stop lock poisoned");
+                let (stopped, _) = cv
+                    .wait_timeout(stopped, self.cfg.checkpoint_interval)
+                    .expect("log stop lock poisoned");
+                if *stopped {
+                    break;
+                }
+            }
+            let waiting = !self
+                .pending
+                .lock()
+                .expect("log lock poisoned")
+                .entries
+                .is_empty();
+            if waiting && let Err(e) = self.flush() {
+                tracing::error!(error = %e, "writing the transparency log failed; retrying");
+            }
+        }
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "final transparency log flush failed; the WAL keeps what it needs and the next start re-derives it");
+        }
+    }
+}
