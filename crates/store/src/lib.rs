@@ -16,6 +16,7 @@ pub mod columns;
 pub mod commit;
 pub mod format;
 pub mod logdir;
+pub mod prove;
 mod query;
 mod store;
 pub mod txlog;
