@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod query;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ enum Cmd {
     Log(LogCmd),
     /// Run a C2SP tlog-witness that cosigns consistent checkpoints of the configured logs.
     Witness(WitnessArgs),
+    /// Check a data directory against its transparency log (offline; exit 2 on any problem).
+    Verify(verify::VerifyArgs),
+    /// Check a span receipt with nothing but the log's verifier keys (exit 0 only if valid).
+    VerifyReceipt(verify::VerifyReceiptArgs),
 }
 
 #[derive(Args)]
@@ -142,6 +147,13 @@ struct ServeArgs {
     /// Log format: text or json [config: log_format] [default: text]
     #[arg(long)]
     log_format: Option<String>,
+    /// Serve the transparency log (GET /log/...) without a token, for outside monitors and
+    /// witnesses; it reveals ingest volume and timing [config: log.public]
+    #[arg(long)]
+    log_public: bool,
+    /// Submit checkpoints to a witness: `URL,VKEY[,CA_PEM]`, repeatable [config: log.witnesses]
+    #[arg(long = "witness", value_name = "URL,VKEY[,CA_PEM]")]
+    witnesses: Vec<String>,
 }
 
 impl ServeArgs {
@@ -169,6 +181,22 @@ impl ServeArgs {
         r.storage.seal_interval_secs = self.seal_interval_secs;
         r.storage.segment_max_bytes = self.segment_max_bytes;
         r.storage.block_zstd_level = self.block_zstd_level;
+        r.log.public = self.log_public.then_some(true);
+        if !self.witnesses.is_empty() {
+            r.log.witnesses = Some(
+                self.witnesses
+                    .iter()
+                    .map(|w| {
+                        let mut p = w.splitn(3, ',');
+                        tv_server::config::WitnessConfig {
+                            url: p.next().unwrap_or_default().to_owned(),
+                            vkey: p.next().unwrap_or_default().to_owned(),
+                            ca_cert: p.next().map(PathBuf::from),
+                        }
+                    })
+                    .collect(),
+            );
+        }
         r
     }
 }
@@ -215,6 +243,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The offline checks need no runtime and set their own exit codes.
+    let offline = match cli.cmd {
+        Cmd::Verify(a) => Some(verify::verify(a)),
+        Cmd::VerifyReceipt(a) => Some(verify::verify_receipt(a)),
+        cmd => {
+            return run(cmd);
+        }
+    };
+    match offline {
+        Some(Ok(code)) => code,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn run(cmd: Cmd) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -226,7 +273,7 @@ fn main() -> ExitCode {
         }
     };
     let res = rt.block_on(async {
-        match cli.cmd {
+        match cmd {
             Cmd::Serve(a) => serve(*a).await,
             Cmd::Query(q) => query::run(q).await,
             Cmd::Bench(b) => bench::run(b).await,
@@ -249,6 +296,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Cmd::Verify(_) | Cmd::VerifyReceipt(_) => Ok(()),
         }
     });
     match res {

@@ -36,12 +36,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/echo", get(|| async { "echo" }))
         .route("/metrics", get(metrics))
         .route("/api/admin/flush", post(flush))
+        .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
+        .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
+        .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
+        .route(
+            "/api/log/proof/consistency",
+            get(crate::logapi::consistency),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_auth,
         ));
     Router::new()
         .route("/ready", get(ready))
+        // Authenticates itself: public when the operator makes the log public.
+        .route("/log/{*path}", get(crate::logapi::tiles))
         .merge(authed)
         .with_state(state)
 }

@@ -56,6 +56,30 @@ pub struct RawStorage {
     pub max_pending_bytes: Option<u64>,
 }
 
+/// One witness the server submits checkpoints to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Base URL; `add-checkpoint` is posted to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's C2SP verifier key (`tracevault witness` writes it to `DIR/witness.vkey`).
+    pub vkey: String,
+    /// PEM CA certificate that signed the witness's TLS certificate.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// The `[log]` section: the transparency log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// Serve `GET /log/...` without a token (for outside monitors and witnesses). The log reveals
+    /// ingest volume and timing, so it needs a token by default.
+    pub public: Option<bool>,
+    /// Seconds between checkpoints while leaves arrive (at most 1).
+    pub checkpoint_interval_secs: Option<f64>,
+    pub witnesses: Option<Vec<WitnessConfig>>,
+}
+
 /// The whole file (and the flags, which fill the same structure).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +98,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub storage: RawStorage,
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 macro_rules! overlay {
@@ -123,6 +149,13 @@ impl RawConfig {
             block_zstd_level,
             chunk_target_bytes,
             max_pending_bytes
+        );
+        overlay!(
+            self.log,
+            other.log,
+            public,
+            checkpoint_interval_secs,
+            witnesses
         );
     }
 
@@ -198,6 +231,24 @@ impl RawConfig {
             Some("json") => true,
             Some(other) => bail!("log_format must be \"text\" or \"json\", not {other:?}"),
         };
+        let cpi = self.log.checkpoint_interval_secs.unwrap_or(1.0);
+        if !(0.01..=1.0).contains(&cpi) {
+            bail!(
+                "log.checkpoint_interval_secs must be between 0.01 and 1 (a checkpoint at least every second while leaves arrive)"
+            );
+        }
+        let witnesses = self.log.witnesses.clone().unwrap_or_default();
+        for w in &witnesses {
+            if !w.url.starts_with("https://") && !w.url.starts_with("http://") {
+                bail!("log.witnesses: url {:?} must start with https://", w.url);
+            }
+            tv_tlog::cosig::Ed25519CosigVerifier::from_vkey(&w.vkey).map_err(|e| {
+                anyhow::anyhow!(
+                    "log.witnesses: {:?} is not an Ed25519 cosignature vkey: {e}",
+                    w.vkey
+                )
+            })?;
+        }
         let (cert, key) = (self.tls.cert.clone(), self.tls.key.clone());
         if cert.is_some() != key.is_some() {
             bail!("tls.cert and tls.key (--tls-cert/--tls-key) must be given together");
@@ -227,6 +278,9 @@ impl RawConfig {
             block_zstd_level: level,
             chunk_target_bytes: self.storage.chunk_target_bytes.unwrap_or(512 * 1024),
             max_pending_bytes: self.storage.max_pending_bytes.unwrap_or(64 * 1024 * 1024),
+            log_public: self.log.public.unwrap_or(false),
+            checkpoint_interval: Duration::from_secs_f64(cpi),
+            witnesses,
         })
     }
 }
@@ -249,6 +303,9 @@ pub struct ServeConfig {
     pub block_zstd_level: i32,
     pub chunk_target_bytes: usize,
     pub max_pending_bytes: u64,
+    pub log_public: bool,
+    pub checkpoint_interval: Duration,
+    pub witnesses: Vec<WitnessConfig>,
 }
 
 #[cfg(test)]

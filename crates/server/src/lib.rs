@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod logapi;
 pub mod logkeys;
 pub mod metrics;
 pub mod net;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: Arc<metrics::Metrics>,
     pub wal_zstd_level: i32,
+    /// `GET /log/...` without a token.
+    pub log_public: bool,
+    /// The latest checkpoint with the witnesses' cosignatures added (when witnesses are set).
+    pub cosigned: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// Addresses actually bound (useful with port 0).
@@ -104,9 +109,14 @@ impl Server {
             Some(TlsAcceptor::from(tls::server_config(&files)?))
         };
 
-        // The log's checkpoint signing keys exist from the first start (the log itself is issue 3).
+        // The transparency log's checkpoint signing keys exist from the first start.
         let log = logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
         tracing::info!(origin = %log.origin, "log signing keys ready");
+        if cfg.log_public {
+            tracing::warn!(
+                "the transparency log (GET /log/...) is public: anyone who can reach the API sees ingest volume and timing"
+            );
+        }
 
         let tokens = Arc::new(TokenStore::open(
             &data_dir.join("tokens.json"),
@@ -132,6 +142,11 @@ impl Server {
         scfg.chunk_target_bytes = cfg.chunk_target_bytes;
         scfg.max_pending_bytes = cfg.max_pending_bytes;
         scfg.observer = Some(metrics.clone());
+        scfg.log = Some(tv_store::LogConfig {
+            origin: log.origin.clone(),
+            signers: vec![Arc::new(log.ed25519), Arc::new(log.mldsa)],
+            checkpoint_interval: cfg.checkpoint_interval,
+        });
         let store = {
             let kr = keyring.clone();
             tokio::task::spawn_blocking(move || Store::open(scfg, kr))
@@ -145,6 +160,8 @@ impl Server {
             limits: cfg.limits.clone(),
             metrics,
             wal_zstd_level: 1,
+            log_public: cfg.log_public,
+            cosigned: std::sync::Mutex::new(None),
         });
 
         let bind = |addr: SocketAddr, what: &'static str| async move {

@@ -20,6 +20,7 @@ pub mod prove;
 mod query;
 mod store;
 pub mod txlog;
+pub mod verify;
 pub mod wal;
 
 pub use query::{SearchQuery, TraceSummary};

@@ -27,6 +27,7 @@ pub mod leaf;
 pub mod merkle;
 pub mod note;
 pub mod policy;
+pub mod receipt;
 pub mod tiled;
 pub mod tiles;
 

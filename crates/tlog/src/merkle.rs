@@ -250,6 +250,13 @@ impl MemoryTree {
     pub fn prove_consistency(&self, new: u64, old: u64) -> Result<Vec<Hash>, MerkleError> {
         prove_consistency(new, old, self)
     }
+    /// The bytes tile `n` at `level` (tlog-tiles height 8) holds when `width` hashes wide.
+    pub fn tile_bytes(&self, level: u8, n: u64, width: u64) -> Result<Vec<u8>, MerkleError> {
+        let idx: Vec<u64> = (0..width)
+            .map(|i| tlog_tiles::stored_hash_index(8 * level, n * 256 + i))
+            .collect();
+        Ok(self.read(&idx)?.iter().flat_map(|h| h.0).collect())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,262 @@
+//! `tracevault verify` and `tracevault verify-receipt` (issue 3).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tv_tlog::policy::{LogKeys, Policy};
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The data directory to check (the server may be stopped)
+    #[arg(long, default_value = "./tracevault-data")]
+    data_dir: PathBuf,
+    /// Key material directory, for decrypting and re-deriving span commitments [default: DIR/keys]
+    #[arg(long)]
+    keys_dir: Option<PathBuf>,
+    /// A pinned log verifier key (one per line of `tracevault log keys`); give both. Without it
+    /// the keys found in the data directory are used, which proves nothing against whoever can
+    /// write that directory.
+    #[arg(long = "vkey")]
+    vkeys: Vec<String>,
+    /// A checkpoint saved earlier (or cosigned by witnesses); the log must be consistent with it
+    #[arg(long = "checkpoint")]
+    checkpoints: Vec<PathBuf>,
+    /// Check ciphertexts only, even when the root key is available
+    #[arg(long)]
+    no_decrypt: bool,
+    /// Accept checkpoints with only the Ed25519 signature (no ML-DSA-44). Weakens the check.
+    #[arg(long)]
+    classical_only: bool,
+}
+
+fn policy(classical_only: bool) -> Policy {
+    if classical_only {
+        eprintln!(
+            "WARNING: --classical-only: checkpoints without the ML-DSA-44 signature are accepted; an attacker may strip the post-quantum signature"
+        );
+        Policy::ClassicalOnly
+    } else {
+        Policy::Both
+    }
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let keys_dir = a
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| a.data_dir.join("keys"));
+    if !a.data_dir.join("log").is_dir() {
+        bail!(
+            "{} has no transparency log (log/); is it a tracevault data directory?",
+            a.data_dir.display()
+        );
+    }
+    let vkeys = if a.vkeys.is_empty() {
+        eprintln!(
+            "WARNING: no --vkey given: using the verifier keys found in {}. Whoever can write that directory can re-sign a rewritten log; pin the keys from `tracevault log keys` outside it.",
+            keys_dir.display()
+        );
+        tv_server::logkeys::verifier_keys(&keys_dir)?
+    } else {
+        a.vkeys.clone()
+    };
+    let keys = LogKeys::from_vkeys(&vkeys).context("--vkey")?;
+    let pinned = a
+        .checkpoints
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| (p.display().to_string(), b))
+                .with_context(|| format!("reading --checkpoint {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let root_path = keys_dir.join("root.key");
+    let keyring = if a.no_decrypt || !root_path.exists() {
+        if !a.no_decrypt {
+            eprintln!(
+                "note: no root key at {}: checking ciphertexts only (span commitments are not re-derived)",
+                root_path.display()
+            );
+        }
+        None
+    } else {
+        let (root, _) = tv_crypto::FileRootKey::load_or_create(&root_path)?;
+        Some(Arc::new(tv_crypto::Keyring::open(
+            &keys_dir,
+            Arc::new(root),
+        )?))
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let started = std::time::Instant::now();
+    let report = tv_store::verify::verify_dir(
+        &a.data_dir,
+        &tv_store::verify::Options {
+            keys: &keys,
+            policy: policy(a.classical_only),
+            pinned,
+            keyring,
+            progress: &progress,
+        },
+    );
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    for (f, why) in &report.not_covered {
+        println!("not covered: {f} ({why})");
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for p in &report.problems {
+        println!("FAIL {p}");
+    }
+    println!(
+        "log: {} entries, {} checkpoints; {} WAL records, {} blocks, {} spans{}; {:.1} MB in {:.2} s ({:.0} spans/s, {:.1} MB/s)",
+        report.log_size,
+        report.checkpoints,
+        report.records,
+        report.blocks,
+        report.spans,
+        if report.decrypted {
+            " (span commitments re-derived)"
+        } else {
+            " (ciphertexts only)"
+        },
+        report.bytes as f64 / 1e6,
+        secs,
+        report.spans as f64 / secs,
+        report.bytes as f64 / 1e6 / secs,
+    );
+    if report.ok() {
+        println!("OK: everything stored is in the log and the log verifies");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("FAILED: {} problems", report.problems.len());
+        Ok(ExitCode::from(2))
+    }
+}
+
+#[derive(Args)]
+pub struct VerifyReceiptArgs {
+    /// The receipt file (a single receipt, or the `{"receipts": [...]}` the API returns)
+    file: PathBuf,
+    /// The log's verifier keys (one per line of `tracevault log keys`); give both
+    #[arg(long = "vkey", required = true)]
+    vkeys: Vec<String>,
+    /// Accept checkpoints with only the Ed25519 signature. Weakens the check.
+    #[arg(long)]
+    classical_only: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ReceiptFile {
+    Many {
+        receipts: Vec<tv_tlog::receipt::Receipt>,
+    },
+    One(Box<tv_tlog::receipt::Receipt>),
+}
+
+/// Renders a committed value for people (the bytes are what was verified).
+fn show(name: &str, v: &[u8]) -> String {
+    use prost::Message;
+    let int = |v: &[u8]| -> Option<u64> { v.try_into().ok().map(u64::from_be_bytes) };
+    match name {
+        "trace_id" | "span_id" | "parent_span_id" => hex::encode(v),
+        "name" | "trace_state" => String::from_utf8_lossy(v).into_owned(),
+        "start_time_unix_nano" | "end_time_unix_nano" => int(v)
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| hex::encode(v)),
+        "flags" | "kind" => <[u8; 4]>::try_from(v)
+            .map(|b| u32::from_be_bytes(b).to_string())
+            .unwrap_or_else(|_| hex::encode(v)),
+        n if n.starts_with("attributes/") => tv_model::otlp::AnyValue::decode(v)
+            .map(|a| tv_model::any_value_to_string(&a))
+            .unwrap_or_else(|_| hex::encode(v)),
+        "resource" => tv_model::otlp::ResourceSpans::decode(v)
+            .ok()
+            .and_then(|r| r.resource)
+            .map(|r| {
+                r.attributes
+                    .iter()
+                    .map(|kv| {
+                        format!(
+                            "{}={}",
+                            kv.key,
+                            kv.value
+                                .as_ref()
+                                .map(tv_model::any_value_to_string)
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| hex::encode(v)),
+        _ => hex::encode(v),
+    }
+}
+
+pub fn verify_receipt(a: VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
+    let keys = LogKeys::from_vkeys(&a.vkeys).context("--vkey")?;
+    let pol = policy(a.classical_only);
+    let text = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let receipts = match serde_json::from_slice::<ReceiptFile>(&text) {
+        Ok(ReceiptFile::Many { receipts }) => receipts,
+        Ok(ReceiptFile::One(r)) => vec![*r],
+        Err(e) => {
+            println!("INVALID: {} is not a receipt: {e}", a.file.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if receipts.is_empty() {
+        println!("INVALID: the file holds no receipt");
+        return Ok(ExitCode::from(2));
+    }
+    let mut bad = 0;
+    for r in &receipts {
+        match tv_tlog::receipt::verify(r, &keys, pol) {
+            Ok(v) => {
+                let cp = v.checkpoint.checkpoint();
+                println!(
+                    "VALID span {} of trace {}: log {} entry {} (record span {} of {}), checkpoint size {}, received at {} ns; {} fields revealed, {} withheld",
+                    r.span_id,
+                    r.trace_id,
+                    cp.origin,
+                    v.index,
+                    r.span_index,
+                    r.span_count,
+                    cp.size,
+                    v.leaf.received_unix_nanos,
+                    v.revealed.len(),
+                    v.withheld
+                );
+                for (n, val) in &v.revealed {
+                    println!("  {n} = {}", show(n, val));
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                println!("INVALID span {} of trace {}: {e}", r.span_id, r.trace_id);
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,752 @@
+//! `tracevault verify` (issue 3): checks a data directory, offline, against its transparency log
+//! and against trust anchors from outside the directory (pinned verifier keys and checkpoints).
+//!
+//! What is checked, in order:
+//! 1. The checkpoint history `log/checkpoints`: every note carries both log signatures (or the
+//!    Ed25519 one under the classical-only policy), names the log's origin, and sizes never
+//!    shrink; `log/checkpoint` is the last of them.
+//! 2. The entries: the bundles a tree of the last checkpoint's size needs are read, the tree is
+//!    re-derived from them, and every checkpoint's root must be that tree's root at its size, with
+//!    a consistency proof checked between successive checkpoints. Every tile and bundle file on
+//!    disk must hold exactly what the re-derived tree says, and the partial tiles each checkpoint
+//!    needs must exist.
+//! 3. Pinned checkpoints (saved earlier, or cosigned by witnesses): the log must be consistent with
+//!    each (a rollback or a rewritten history fails here).
+//! 4. Every WAL record must match its record leaf (SHA-256 of its ciphertext), every block file
+//!    its block leaf (SHA-256 of the file), and every logged record and block must still be
+//!    there. With the root key, records and blocks are decrypted and their span roots re-derived.
+//!
+//! Files that hold no committed data are listed as not covered.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tv_crypto::Keyring;
+use tv_model::TenantId;
+use tv_tlog::checkpoint::Checkpoint;
+use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
+use tv_tlog::merkle::{self, MemoryTree};
+use tv_tlog::policy::{LogKeys, Policy, verify_checkpoint};
+use tv_tlog::tiles::{self, TILE_WIDTH, TileRef};
+
+use crate::block::BlockMeta;
+use crate::commit::{self, CanonRecord};
+use crate::logdir::split_history;
+use crate::store::{decode_payload, split_payload};
+use crate::wal::{self, Recovered};
+
+/// One finding: which file, where, which check, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub offset: Option<u64>,
+    pub check: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(o) => write!(f, "{} @{}: [{}] {}", self.file, o, self.check, self.detail),
+            None => write!(f, "{}: [{}] {}", self.file, self.check, self.detail),
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+    /// Files holding no committed data, and why.
+    pub not_covered: Vec<(String, &'static str)>,
+    pub log_size: u64,
+    pub checkpoints: usize,
+    pub records: u64,
+    pub blocks: u64,
+    pub spans: u64,
+    pub bytes: u64,
+    pub decrypted: bool,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Trust anchors and options.
+pub struct Options<'a> {
+    pub keys: &'a LogKeys,
+    pub policy: Policy,
+    /// Signed checkpoint notes saved outside the directory (files named for messages).
+    pub pinned: Vec<(String, Vec<u8>)>,
+    /// With the root key: decrypt and re-derive span commitments.
+    pub keyring: Option<Arc<Keyring>>,
+    /// Called with (bytes done, bytes total) as files are read.
+    pub progress: &'a dyn Fn(u64, u64),
+}
+
+struct Ctx<'a> {
+    dir: &'a Path,
+    report: Report,
+}
+
+impl Ctx<'_> {
+    fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.dir).unwrap_or(p).display().to_string()
+    }
+    fn problem(
+        &mut self,
+        file: impl Into<String>,
+        offset: Option<u64>,
+        check: &'static str,
+        detail: impl Into<String>,
+    ) {
+        self.report.problems.push(Problem {
+            file: file.into(),
+            offset,
+            check,
+            detail: detail.into(),
+        });
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Verifies the data directory `dir`.
+pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
+    let mut cx = Ctx {
+        dir,
+        report: Report {
+            decrypted: opts.keyring.is_some(),
+            ..Default::default()
+        },
+    };
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut done = 0u64;
+    let mut tick = |p: &Path| {
+        done += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        (opts.progress)(done, total);
+    };
+    let log_dir = dir.join("log");
+
+    // 1. Checkpoint history.
+    let hist_path = log_dir.join("checkpoints");
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    match std::fs::read(&hist_path) {
+        Err(e) => cx.problem(
+            "log/checkpoints",
+            None,
+            "checkpoint history",
+            format!("cannot read it: {e}"),
+        ),
+        Ok(b) => {
+            let (notes, torn) = split_history(&b);
+            if torn > 0 {
+                cx.problem(
+                    "log/checkpoints",
+                    Some((b.len() - torn) as u64),
+                    "checkpoint history",
+                    format!("{torn} bytes after the last whole record (truncated or appended to)"),
+                );
+            }
+            let mut off = 0u64;
+            for (i, n) in notes.iter().enumerate() {
+                match verify_checkpoint(n, opts.keys, opts.policy) {
+                    Ok(v) => {
+                        let c = v.checkpoint().clone();
+                        if let Some(prev) = checkpoints.last()
+                            && c.size < prev.size
+                        {
+                            cx.problem(
+                                "log/checkpoints",
+                                Some(off),
+                                "checkpoint history",
+                                format!(
+                                    "checkpoint {i} has size {} after size {}: the log shrank",
+                                    c.size, prev.size
+                                ),
+                            );
+                        }
+                        checkpoints.push(c);
+                    }
+                    Err(e) => cx.problem(
+                        "log/checkpoints",
+                        Some(off),
+                        "checkpoint signature",
+                        format!("checkpoint {i}: {e}"),
+                    ),
+                }
+                off += 4 + n.len() as u64;
+            }
+            match std::fs::read(log_dir.join("checkpoint")) {
+                Ok(cur) if notes.last() == Some(&cur) => {}
+                Ok(_) => cx.problem(
+                    "log/checkpoint",
+                    None,
+                    "latest checkpoint",
+                    "is not the last checkpoint of the history",
+                ),
+                Err(e) => cx.problem(
+                    "log/checkpoint",
+                    None,
+                    "latest checkpoint",
+                    format!("cannot read it: {e}"),
+                ),
+            }
+        }
+    }
+    tick(&hist_path);
+    cx.report.checkpoints = checkpoints.len();
+    let size = checkpoints.last().map(|c| c.size).unwrap_or(0);
+    cx.report.log_size = size;
+
+    // 2. Entries and tiles.
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(size as usize);
+    let mut tree = MemoryTree::default();
+    let full = size / TILE_WIDTH;
+    let last_w = size % TILE_WIDTH;
+    let mut bundles_needed: Vec<(u64, u64)> = (0..full).map(|n| (n, TILE_WIDTH)).collect();
+    if last_w > 0 {
+        bundles_needed.push((full, last_w));
+    }
+    let mut entries_ok = true;
+    for (n, w) in &bundles_needed {
+        let rel = format!("log/{}", tiles::entries_path(*n, *w));
+        match std::fs::read(log_dir.join(tiles::entries_path(*n, *w))) {
+            Err(e) => {
+                cx.problem(
+                    &rel,
+                    None,
+                    "entry bundle",
+                    format!("needed for the log of size {size}: {e}"),
+                );
+                entries_ok = false;
+                break;
+            }
+            Ok(b) => match tiles::split_bundle(&b) {
+                Some(parts) if parts.len() as u64 == *w => {
+                    for p in parts {
+                        entries.push(p.to_vec());
+                    }
+                }
+                Some(parts) => {
+                    cx.problem(
+                        &rel,
+                        None,
+                        "entry bundle",
+                        format!("holds {} entries, not {w}", parts.len()),
+                    );
+                    entries_ok = false;
+                    break;
+                }
+                None => {
+                    cx.problem(
+                        &rel,
+                        None,
+                        "entry bundle",
+                        "malformed (length prefixes do not add up)",
+                    );
+                    entries_ok = false;
+                    break;
+                }
+            },
+        }
+    }
+    if entries_ok {
+        for e in &entries {
+            tree.append(e).expect("memory tree");
+        }
+        // Every checkpoint's root, and consistency between successive ones.
+        let mut prev: Option<&Checkpoint> = None;
+        for (i, c) in checkpoints.iter().enumerate() {
+            match tree.root(c.size) {
+                Ok(r) if r == c.root => {}
+                _ => cx.problem("log/checkpoints", None, "checkpoint root", format!("checkpoint {i} (size {}) does not match the tree re-derived from the entries", c.size)),
+            }
+            if let Some(p) = prev
+                && p.size > 0
+                && p.size < c.size
+            {
+                let ok = tree.prove_consistency(c.size, p.size).and_then(|proof| {
+                    merkle::verify_consistency(&proof, c.size, c.root, p.size, p.root)
+                });
+                if ok.is_err() {
+                    cx.problem("log/checkpoints", None, "consistency", format!("checkpoint {i} (size {}) is not consistent with checkpoint {} (size {})", c.size, i - 1, p.size));
+                }
+            }
+            prev = Some(c);
+        }
+    }
+
+    // Every file under log/.
+    let sizes: HashSet<u64> = checkpoints.iter().map(|c| c.size).collect();
+    let mut seen_tiles: HashSet<String> = HashSet::new();
+    for p in files.iter().filter(|p| p.starts_with(&log_dir)) {
+        let rel = cx.rel(p);
+        let res = p
+            .strip_prefix(&log_dir)
+            .map(|r| r.display().to_string())
+            .unwrap_or_default();
+        if res == "checkpoint" || res == "checkpoints" {
+            continue;
+        }
+        tick(p);
+        let Some(t) = tiles::parse_path(&res) else {
+            cx.problem(&rel, None, "log file", "not a tlog-tiles resource");
+            continue;
+        };
+        seen_tiles.insert(res.clone());
+        if !entries_ok {
+            continue;
+        }
+        let data = match std::fs::read(p) {
+            Ok(d) => d,
+            Err(e) => {
+                cx.problem(&rel, None, "log file", format!("cannot read it: {e}"));
+                continue;
+            }
+        };
+        let expected = match t {
+            TileRef::Hashes { level, n, width } => {
+                let leaves_per = 1u64 << (8 * level as u32);
+                let end = (n * TILE_WIDTH + width).saturating_mul(leaves_per);
+                if end > size {
+                    cx.report.not_covered.push((
+                        rel,
+                        "tile beyond the last checkpoint (written by a flush that did not finish)",
+                    ));
+                    continue;
+                }
+                tree.tile_bytes(level, n, width).ok()
+            }
+            TileRef::Entries { n, width } => {
+                let end = n * TILE_WIDTH + width;
+                if end > size {
+                    cx.report.not_covered.push((rel, "bundle beyond the last checkpoint (written by a flush that did not finish)"));
+                    continue;
+                }
+                let mut b = Vec::new();
+                for e in &entries[(n * TILE_WIDTH) as usize..end as usize] {
+                    let _ = tiles::push_entry(&mut b, e);
+                }
+                Some(b)
+            }
+        };
+        if expected.as_deref() != Some(data.as_slice()) {
+            cx.problem(
+                &rel,
+                None,
+                "tile contents",
+                "differs from the tree re-derived from the entries",
+            );
+        }
+    }
+    // The tiles each checkpoint's size needs (full and partial) must exist.
+    if entries_ok {
+        let mut needed: BTreeMap<String, u64> = BTreeMap::new();
+        for &s in &sizes {
+            for level in 0u8..8 {
+                let count = s >> (8 * level as u32);
+                if count == 0 {
+                    break;
+                }
+                for n in 0..count.div_ceil(TILE_WIDTH) {
+                    let w = (count - n * TILE_WIDTH).min(TILE_WIDTH);
+                    needed.entry(tiles::tile_path(level, n, w)).or_insert(s);
+                    if level == 0 {
+                        needed.entry(tiles::entries_path(n, w)).or_insert(s);
+                    }
+                }
+            }
+        }
+        for (path, s) in needed {
+            if !seen_tiles.contains(&path) {
+                cx.problem(
+                    format!("log/{path}"),
+                    None,
+                    "missing tile",
+                    format!("needed by the checkpoint of size {s}"),
+                );
+            }
+        }
+    }
+
+    // 3. Pinned checkpoints.
+    for (name, note) in &opts.pinned {
+        match verify_checkpoint(note, opts.keys, opts.policy) {
+            Err(e) => cx.problem(
+                name.clone(),
+                None,
+                "pinned checkpoint",
+                format!("does not verify: {e}"),
+            ),
+            Ok(v) => {
+                let c = v.checkpoint();
+                if c.size > size {
+                    cx.problem(name.clone(), None, "pinned checkpoint", format!("names size {} but the log's last checkpoint has {size}: the log was rolled back", c.size));
+                } else if entries_ok && tree.root(c.size).ok() != Some(c.root) {
+                    cx.problem(
+                        name.clone(),
+                        None,
+                        "pinned checkpoint",
+                        format!(
+                            "the log's tree at size {} has another root: history was rewritten",
+                            c.size
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Leaves.
+    let mut record_leaves: HashMap<(u64, u32, u64), (u64, RecordLeaf)> = HashMap::new();
+    let mut block_leaves: HashMap<[u8; 32], (u64, BlockLeaf)> = HashMap::new();
+    let mut by_index: HashMap<u64, RecordLeaf> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        match Leaf::parse(e) {
+            Ok(Leaf::Record(r)) => {
+                by_index.insert(i as u64, r.clone());
+                record_leaves.insert((r.segment, r.key_index, r.counter), (i as u64, r));
+            }
+            Ok(Leaf::Block(b)) => {
+                block_leaves.insert(b.file_sha256, (i as u64, b));
+            }
+            Err(err) => cx.problem(
+                "log/tile/entries",
+                Some(i as u64),
+                "log entry",
+                format!("entry {i}: {err}"),
+            ),
+        }
+    }
+    let mut covered_records: HashSet<u64> = HashSet::new();
+    let mut present_blocks: HashSet<[u8; 32]> = HashSet::new();
+    let mut sealed_segments: HashSet<u64> = HashSet::new();
+
+    // 4a. WAL segments. Records the log does not hold yet are fine only as a tail (a crash before
+    // the log's flush; the next start logs them); anything logged after one is out of order.
+    let mut unlogged: Vec<(String, u64)> = Vec::new();
+    let wal_dir = dir.join("wal");
+    for p in files.iter().filter(|p| p.starts_with(&wal_dir)) {
+        let rel = cx.rel(p);
+        tick(p);
+        cx.report.bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let Some(id) = wal::parse_segment_name(&name) else {
+            cx.problem(&rel, None, "WAL file", "not a WAL segment name");
+            continue;
+        };
+        let seg = match wal::read_segment(p) {
+            Ok(s) => s,
+            Err(e) => {
+                cx.problem(&rel, None, "WAL segment", e.to_string());
+                continue;
+            }
+        };
+        if seg.torn_bytes > 0 {
+            cx.report.warnings.push(format!(
+                "{rel}: {} bytes of torn tail (an unacknowledged write cut short)",
+                seg.torn_bytes
+            ));
+        }
+        if seg.id != id && !seg.records.is_empty() {
+            cx.problem(
+                &rel,
+                Some(8),
+                "WAL segment",
+                format!("header names segment {:016x}", seg.id),
+            );
+        }
+        let keys = match &opts.keyring {
+            Some(kr) => match wal::open_segment_keys(kr, &seg) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    cx.problem(&rel, None, "WAL data key", e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        for r in seg.records {
+            let Recovered::Data {
+                key_index,
+                counter,
+                mut ciphertext,
+                offset,
+                body_sha256,
+            } = r
+            else {
+                continue;
+            };
+            cx.report.records += 1;
+            let Some((index, leaf)) = record_leaves.get(&(id, key_index, counter)).cloned() else {
+                unlogged.push((rel.clone(), offset));
+                continue;
+            };
+            if let Some((f, o)) = unlogged.first().cloned() {
+                cx.problem(f, Some(o), "record in log", format!("a record without a log entry comes before logged record {counter} of key {key_index} in {rel} (inserted, or the log was cut)"));
+                unlogged.clear();
+            }
+            covered_records.insert(index);
+            if leaf.body_sha256 != body_sha256 {
+                cx.problem(
+                    &rel,
+                    Some(offset),
+                    "record digest",
+                    format!("record {counter} of key {key_index} differs from log entry {index}"),
+                );
+                continue;
+            }
+            let Some(keys) = &keys else { continue };
+            let Some((_, key)) = keys.get(&key_index) else {
+                cx.problem(
+                    &rel,
+                    Some(offset),
+                    "WAL data key",
+                    format!("unknown key index {key_index}"),
+                );
+                continue;
+            };
+            if key.secret().commitment() != leaf.key_commitment {
+                cx.problem(
+                    &rel,
+                    Some(offset),
+                    "key commitment",
+                    format!("key {key_index} is not the key log entry {index} commits to"),
+                );
+            }
+            let plain = match key.open(
+                counter,
+                &wal::data_aad(id, key_index, counter),
+                &mut ciphertext,
+            ) {
+                Ok(p) => p.to_vec(),
+                Err(_) => {
+                    cx.problem(
+                        &rel,
+                        Some(offset),
+                        "decryption",
+                        format!("record {counter} of key {key_index} fails authentication"),
+                    );
+                    continue;
+                }
+            };
+            match (split_payload(&plain), decode_payload(&plain)) {
+                (Ok((secret, received, _)), Ok(req)) => {
+                    let (root, count) = commit::span_root(&secret, &CanonRecord::of_request(&req));
+                    cx.report.spans += count as u64;
+                    if root != leaf.span_root
+                        || count != leaf.span_count
+                        || received != leaf.received_unix_nanos
+                    {
+                        cx.problem(&rel, Some(offset), "span commitments", format!("record {counter} of key {key_index} does not re-derive log entry {index}"));
+                    }
+                }
+                _ => cx.problem(&rel, Some(offset), "record payload", "does not decode"),
+            }
+        }
+    }
+
+    if !unlogged.is_empty() {
+        cx.report.warnings.push(format!(
+            "{} WAL records at the end of {} are not in the log yet (a stop before the log's flush); the next start logs them",
+            unlogged.len(),
+            unlogged[0].0
+        ));
+    }
+
+    // 4b. Blocks.
+    let block_dir = dir.join("blocks");
+    for p in files.iter().filter(|p| p.starts_with(&block_dir)) {
+        let rel = cx.rel(p);
+        tick(p);
+        let bytes = match std::fs::read(p) {
+            Ok(b) => b,
+            Err(e) => {
+                cx.problem(&rel, None, "block", format!("cannot read it: {e}"));
+                continue;
+            }
+        };
+        cx.report.bytes += bytes.len() as u64;
+        let digest = tv_tlog::commit::sha256(&bytes);
+        let id = p
+            .file_stem()
+            .and_then(|s| u64::from_str_radix(&s.to_string_lossy(), 16).ok());
+        let Some((index, bl)) = block_leaves.get(&digest).cloned() else {
+            cx.problem(
+                &rel,
+                None,
+                "block digest",
+                "matches no block leaf in the log (altered, replaced, or never logged)",
+            );
+            continue;
+        };
+        if Some(bl.block_id) != id {
+            cx.problem(
+                &rel,
+                None,
+                "block digest",
+                format!(
+                    "the log entry {index} for these bytes is block {:016x}: the file was moved",
+                    bl.block_id
+                ),
+            );
+            continue;
+        }
+        cx.report.blocks += 1;
+        present_blocks.insert(digest);
+        sealed_segments.insert(bl.block_id);
+        let Some(kr) = &opts.keyring else {
+            cx.report.spans += bl.span_count;
+            // Without the root key, the block's records are known only by its leaf's hint.
+            continue;
+        };
+        let tenant = p
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| TenantId::parse(&n.to_string_lossy()).ok());
+        let Some(tenant) = tenant else {
+            cx.problem(&rel, None, "block", "not under a tenant directory");
+            continue;
+        };
+        let meta = match BlockMeta::load(p, &tenant, kr) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.problem(&rel, None, "block", e.to_string());
+                continue;
+            }
+        };
+        if meta.key_commitment != bl.key_commitment {
+            cx.problem(
+                &rel,
+                None,
+                "key commitment",
+                format!("differs from log entry {index}"),
+            );
+        }
+        let recs: Vec<(u64, u32)> = meta
+            .index
+            .records
+            .iter()
+            .map(|r| (r.leaf_index, r.span_count))
+            .collect();
+        if leaf::records_digest(&recs) != bl.records_sha256 || recs.len() as u32 != bl.record_count
+        {
+            cx.problem(
+                &rel,
+                None,
+                "block records",
+                format!("the block's record list differs from log entry {index}"),
+            );
+        }
+        match crate::prove::block_records(&meta, None) {
+            Err(e) => cx.problem(&rel, None, "block contents", e.to_string()),
+            Ok(rs) => {
+                for r in rs {
+                    covered_records.insert(r.leaf_index);
+                    let (root, count) = r.span_root();
+                    cx.report.spans += count as u64;
+                    match by_index.get(&r.leaf_index) {
+                        Some(l)
+                            if l.span_root == root
+                                && l.span_count == count
+                                && r.claimed_spans == count => {}
+                        Some(_) => cx.problem(
+                            &rel,
+                            None,
+                            "span commitments",
+                            format!(
+                                "the spans of record leaf {} do not re-derive its span root",
+                                r.leaf_index
+                            ),
+                        ),
+                        None => cx.problem(
+                            &rel,
+                            None,
+                            "span commitments",
+                            format!(
+                                "names record leaf {}, which is not a record leaf of the log",
+                                r.leaf_index
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    // 4c. Nothing logged may be missing.
+    for (digest, (index, bl)) in &block_leaves {
+        if !present_blocks.contains(digest) {
+            cx.problem(format!("blocks/*/{:016x}.tvb", bl.block_id), None, "missing block", format!("log entry {index} names a block that is not in the directory (deleted or replaced)"));
+        }
+    }
+    let wal_segments: HashSet<u64> = files
+        .iter()
+        .filter(|p| p.starts_with(&wal_dir))
+        .filter_map(|p| {
+            p.file_name()
+                .and_then(|n| wal::parse_segment_name(&n.to_string_lossy()))
+        })
+        .collect();
+    let mut missing: BTreeMap<u64, u64> = BTreeMap::new();
+    for (index, r) in &by_index {
+        let covered = if opts.keyring.is_some() {
+            covered_records.contains(index)
+        } else {
+            covered_records.contains(index)
+                || (sealed_segments.contains(&r.segment) && !wal_segments.contains(&r.segment))
+        };
+        if !covered {
+            *missing.entry(r.segment).or_default() += 1;
+        }
+    }
+    for (segment, n) in missing {
+        cx.problem(format!("wal/{segment:016x}.wal"), None, "missing records", format!("{n} logged records of segment {segment:016x} are neither in the WAL nor in a block (deleted)"));
+    }
+
+    // Not covered.
+    for p in &files {
+        if p.starts_with(&log_dir) || p.starts_with(&wal_dir) || p.starts_with(&block_dir) {
+            continue;
+        }
+        let rel = cx.rel(p);
+        let why = if rel.starts_with("keys") {
+            "key material (its integrity shows when decryption works)"
+        } else if rel.starts_with("tls") {
+            "TLS certificate or key"
+        } else if rel == "admin.token" || rel == "tokens.json" {
+            "API credentials"
+        } else {
+            "holds no committed data"
+        };
+        cx.report.not_covered.push((rel, why));
+    }
+    cx.report
+}
