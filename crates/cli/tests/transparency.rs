@@ -1,0 +1,515 @@
+//! The transparency log end to end (issue 3): span receipts verified by `tracevault verify-receipt`
+//! in a separate process without the data directory, the tlog-tiles API and its proofs, and
+//! `tracevault verify` on a stopped server's directory, including a tamper campaign.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+use tv_tlog::merkle;
+use tv_tlog::policy::{LogKeys, Policy};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tracevault")
+}
+
+fn vkeys(data: &Path) -> Vec<String> {
+    let out = Command::new(bin())
+        .args(["log", "keys", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `verify-receipt FILE --vkey ...` from `cwd`; returns (exit code, stdout).
+fn verify_receipt(cwd: &Path, file: &Path, keys: &[String]) -> (i32, String) {
+    let mut c = Command::new(bin());
+    c.current_dir(cwd).arg("verify-receipt").arg(file);
+    for k in keys {
+        c.arg("--vkey").arg(k);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+async fn send(s: &Server, service: &str, spans: usize) -> [u8; 16] {
+    let (req, tid) = request(service, spans);
+    let r = s
+        .post_otlp("application/x-protobuf", req.encode_to_vec())
+        .await;
+    assert_eq!(r.status(), 200);
+    tid
+}
+
+#[tokio::test]
+async fn a_receipt_verifies_offline_and_any_change_to_it_fails() {
+    let s = Server::start(&[]);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(send(&s, if i % 2 == 0 { "checkout" } else { "cart" }, 5).await);
+    }
+    let keys = vkeys(&s.dir);
+    // One trace still in the WAL head, one sealed into a block.
+    let head = s
+        .get_json(&format!("/api/traces/{}/receipt", hex::encode(ids[5])))
+        .await;
+    s.flush().await;
+    let sealed = s
+        .get_json(&format!("/api/traces/{}/receipt", hex::encode(ids[1])))
+        .await;
+    assert_eq!(head["receipts"].as_array().unwrap().len(), 5);
+    assert_eq!(sealed["receipts"].as_array().unwrap().len(), 5);
+
+    // The verifier has nothing but the receipt and the keys: another directory, another process.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (name, body) in [("head.json", &head), ("sealed.json", &sealed)] {
+        let f = elsewhere.path().join(name);
+        std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
+        let (code, out) = verify_receipt(elsewhere.path(), &f, &keys);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out.matches("VALID span").count(), 5, "{out}");
+        assert!(out.contains("attributes/note = n"), "{out}");
+    }
+
+    // One span's receipt: every single-character change makes it fail.
+    let one = serde_json::to_string(&sealed["receipts"][2]).unwrap();
+    let f = elsewhere.path().join("one.json");
+    std::fs::write(&f, &one).unwrap();
+    assert_eq!(verify_receipt(elsewhere.path(), &f, &keys).0, 0);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let alnum: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    let positions: Vec<usize> = one
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_alphanumeric())
+        .map(|(i, _)| i)
+        .collect();
+    for _ in 0..40 {
+        let at = positions[rng.random_range(0..positions.len())];
+        let old = one.as_bytes()[at] as char;
+        let new = loop {
+            let c = alnum[rng.random_range(0..alnum.len())];
+            if c != old {
+                break c;
+            }
+        };
+        let mut bad = one.clone();
+        bad.replace_range(at..at + 1, &new.to_string());
+        std::fs::write(&f, &bad).unwrap();
+        let (code, out) = verify_receipt(elsewhere.path(), &f, &keys);
+        assert_ne!(
+            code,
+            0,
+            "changing {old:?} to {new:?} at {at} ({}) still verified: {out}",
+            &one[at.saturating_sub(20)..(at + 20).min(one.len())]
+        );
+    }
+    // The span itself: a revealed value changed in place (valid base64, other bytes).
+    let mut r: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let fields = r["fields"].as_array_mut().unwrap();
+    let name_field = fields.iter_mut().find(|f| f["name"] == "name").unwrap();
+    name_field["value"] = B64.encode(b"op-999").into();
+    std::fs::write(&f, serde_json::to_vec(&r).unwrap()).unwrap();
+    let (code, out) = verify_receipt(elsewhere.path(), &f, &keys);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("do not hash"), "{out}");
+    // Stripping the post-quantum signature fails (both are required).
+    let mut r: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let proof = r["proof"].as_str().unwrap().to_owned();
+    let mut lines: Vec<&str> = proof.lines().collect();
+    lines.pop();
+    r["proof"] = format!("{}\n", lines.join("\n")).into();
+    std::fs::write(&f, serde_json::to_vec(&r).unwrap()).unwrap();
+    let (code, out) = verify_receipt(elsewhere.path(), &f, &keys);
+    assert_ne!(code, 0);
+    assert!(out.contains("ML-DSA-44"), "{out}");
+    // Another log's keys do not verify it.
+    let other = Server::start(&[]);
+    std::fs::write(&f, &one).unwrap();
+    assert_ne!(
+        verify_receipt(elsewhere.path(), &f, &vkeys(&other.dir)).0,
+        0
+    );
+
+    // Withheld fields: still valid, and the value is not in the receipt.
+    let w = s
+        .get_json(&format!(
+            "/api/traces/{}/receipt?withhold=attributes/note,name",
+            hex::encode(ids[1])
+        ))
+        .await;
+    for rc in w["receipts"].as_array().unwrap() {
+        let names: Vec<&str> = rc["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        assert!(!names.contains(&"attributes/note") && !names.contains(&"name"));
+        assert_eq!(
+            rc["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f.get("withheld").is_some())
+                .count(),
+            2
+        );
+    }
+    std::fs::write(&f, serde_json::to_vec(&w).unwrap()).unwrap();
+    let (code, out) = verify_receipt(elsewhere.path(), &f, &keys);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("attributes/note") && out.contains("2 withheld"),
+        "{out}"
+    );
+    // The ids cannot be withheld; unknown traces and missing tokens are refused.
+    let r = s
+        .get(&format!(
+            "/api/traces/{}/receipt?withhold=span_id",
+            hex::encode(ids[1])
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = s
+        .get(&format!("/api/traces/{}/receipt", hex::encode([9u8; 16])))
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = s
+        .http_client()
+        .get(format!(
+            "{}/api/traces/{}/receipt",
+            s.api,
+            hex::encode(ids[1])
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn the_log_is_served_as_tlog_tiles_with_proofs_and_needs_a_token_unless_public() {
+    let s = Server::start(&[]);
+    for _ in 0..3 {
+        send(&s, "api", 3).await;
+    }
+    s.flush().await;
+    let keys = LogKeys::from_vkeys(&vkeys(&s.dir)).unwrap();
+    // Without a token: refused.
+    let anon = s
+        .http_client()
+        .get(format!("{}/log/checkpoint", s.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let note = s
+        .get("/log/checkpoint")
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let cp = tv_tlog::policy::verify_checkpoint(&note, &keys, Policy::Both).unwrap();
+    let size = cp.checkpoint().size;
+    // 3 record leaves and 1 block leaf.
+    assert_eq!(size, 4);
+    let api_note = s.get("/api/log/checkpoint").await.bytes().await.unwrap();
+    assert_eq!(api_note.to_vec(), note);
+    // The tiles: the level-0 partial tile holds the leaf hashes of the entries in the bundle.
+    let tile = s
+        .get(&format!("/log/tile/0/000.p/{size}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let bundle = s
+        .get(&format!("/log/tile/entries/000.p/{size}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let entries = tv_tlog::tiles::split_bundle(&bundle).unwrap();
+    assert_eq!(entries.len() as u64, size);
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(&tile[i * 32..i * 32 + 32], &merkle::leaf_hash(e).0);
+    }
+    assert_eq!(s.get("/log/tile/0/000.p/999").await.status(), 404);
+    assert_eq!(s.get("/log/tile/../../keys/root.key").await.status(), 404);
+    // Inclusion and consistency proofs verify against the signed checkpoint.
+    for index in 0..size {
+        let p = s
+            .get_json(&format!("/api/log/proof/inclusion?index={index}"))
+            .await;
+        let hashes: Vec<tv_tlog::Hash> = p["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| tv_tlog::Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
+            .collect();
+        let leaf = B64.decode(p["leaf"].as_str().unwrap()).unwrap();
+        merkle::verify_inclusion(
+            &hashes,
+            size,
+            cp.checkpoint().root,
+            index,
+            merkle::leaf_hash(&leaf),
+        )
+        .unwrap();
+    }
+    let c = s
+        .get_json(&format!("/api/log/proof/consistency?old=2&new={size}"))
+        .await;
+    assert_eq!(
+        c["hashes"].as_array().unwrap().len(),
+        merkle::consistency_proof_len(2, size)
+    );
+    let bad = s.get("/api/log/proof/inclusion?index=99").await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("index < size"));
+    assert_eq!(
+        s.get("/api/log/proof/consistency?old=0").await.status(),
+        400
+    );
+
+    // Public on request.
+    let p = Server::start(&["--log-public"]);
+    let anon = p
+        .http_client()
+        .get(format!("{}/log/checkpoint", p.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 200);
+    assert!(p.log_text().contains("is public"));
+}
+
+/// Copies `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn run_verify(data: &Path, keys: &[String], extra: &[&str]) -> (i32, String) {
+    let mut c = Command::new(bin());
+    c.arg("verify").arg("--data-dir").arg(data).args(extra);
+    for k in keys {
+        c.arg("--vkey").arg(k);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn verify_accepts_an_intact_directory_and_reports_every_tampering() {
+    let mut s = Server::start(&["--seal-interval-secs", "3600"]);
+    for round in 0..3 {
+        for i in 0..8 {
+            send(&s, ["checkout", "cart", "search"][i % 3], 4 + round + i).await;
+        }
+        s.flush().await;
+    }
+    let pinned_note = s
+        .get("/log/checkpoint")
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    for i in 0..5 {
+        send(&s, "late", 3 + i).await;
+    }
+    assert_eq!(s.terminate(), Some(0));
+    let keys = vkeys(&s.dir);
+    let pinned = s.dir.parent().unwrap().join("pinned.checkpoint");
+    std::fs::write(&pinned, &pinned_note).unwrap();
+
+    let (code, out) = run_verify(&s.dir, &keys, &["--checkpoint", pinned.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("OK:") && out.contains("span commitments re-derived"),
+        "{out}"
+    );
+    assert!(out.contains("not covered: admin.token"), "{out}");
+    assert!(out.contains("not covered: tls/server.pem"), "{out}");
+    // Without --vkey it still works, loudly.
+    let (code, out) = run_verify(&s.dir, &[], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("WARNING: no --vkey"), "{out}");
+
+    // A rolled-back log (history cut back to an older checkpoint) against the pinned checkpoint.
+    let rolled = tempfile::tempdir().unwrap();
+    copy_dir(&s.dir, rolled.path());
+    let hist = std::fs::read(rolled.path().join("log/checkpoints")).unwrap();
+    let (notes, _) = tv_store::logdir::split_history(&hist);
+    let mut cut = Vec::new();
+    for n in &notes[..2] {
+        cut.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        cut.extend_from_slice(n);
+    }
+    std::fs::write(rolled.path().join("log/checkpoints"), &cut).unwrap();
+    std::fs::write(rolled.path().join("log/checkpoint"), &notes[1]).unwrap();
+    let (code, out) = run_verify(
+        rolled.path(),
+        &keys,
+        &["--checkpoint", pinned.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+
+    // The tamper campaign: one change at a time, on a fresh copy.
+    let cases: usize = std::env::var("TRACEVAULT_TAMPER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let report = campaign(&s.dir, &keys, cases, 42);
+    println!("{report}");
+    assert!(
+        report.starts_with(&format!("tamper campaign: {cases}/{cases} detected")),
+        "{report}"
+    );
+
+    // And the binary names file, offset and check for one of them.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&s.dir, t.path());
+    let mut blocks = Vec::new();
+    files_under(&t.path().join("blocks"), &mut blocks);
+    let b = &blocks[0];
+    let mut bytes = std::fs::read(b).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(b, &bytes).unwrap();
+    let (code, out) = run_verify(t.path(), &keys, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAIL blocks/") && out.contains("[block digest]"),
+        "{out}"
+    );
+}
+
+/// Applies `cases` random single changes to copies of `data` and checks that verify reports each.
+fn campaign(data: &Path, keys: &[String], cases: usize, seed: u64) -> String {
+    let lk = LogKeys::from_vkeys(keys).unwrap();
+    let kr = {
+        let (root, _) =
+            tv_crypto::FileRootKey::load_or_create(&data.join("keys/root.key")).unwrap();
+        std::sync::Arc::new(
+            tv_crypto::Keyring::open(&data.join("keys"), std::sync::Arc::new(root)).unwrap(),
+        )
+    };
+    let mut targets = Vec::new();
+    for sub in ["log", "blocks", "wal"] {
+        if data.join(sub).is_dir() {
+            files_under(&data.join(sub), &mut targets);
+        }
+    }
+    let rel = |p: &Path| p.strip_prefix(data).unwrap().to_path_buf();
+    let targets: Vec<PathBuf> = targets.iter().map(|p| rel(p)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut missed = Vec::new();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for case in 0..cases {
+        let t = tempfile::tempdir().unwrap();
+        for sub in ["log", "blocks", "wal"] {
+            if data.join(sub).is_dir() {
+                copy_dir(&data.join(sub), &t.path().join(sub));
+            }
+        }
+        let f = &targets[rng.random_range(0..targets.len())];
+        let path = t.path().join(f);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        let kind = match rng.random_range(0..4) {
+            0 if len > 0 => {
+                let mut b = std::fs::read(&path).unwrap();
+                let at = rng.random_range(0..len);
+                b[at] ^= rng.random_range(1..=255u8);
+                std::fs::write(&path, &b).unwrap();
+                format!("flip {} @{at}", f.display())
+            }
+            1 if len > 0 => {
+                let to = rng.random_range(0..len);
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(to as u64).unwrap();
+                format!("truncate {} to {to}", f.display())
+            }
+            2 => {
+                std::fs::remove_file(&path).unwrap();
+                format!("delete {}", f.display())
+            }
+            _ => {
+                // Reorder: swap two files' contents (of the same directory kind when possible).
+                let g = &targets[rng.random_range(0..targets.len())];
+                if g == f {
+                    std::fs::remove_file(&path).unwrap();
+                    format!("delete {}", f.display())
+                } else {
+                    let other = t.path().join(g);
+                    let a = std::fs::read(&path).unwrap();
+                    let b = std::fs::read(&other).unwrap();
+                    std::fs::write(&path, &b).unwrap();
+                    std::fs::write(&other, &a).unwrap();
+                    format!("swap {} and {}", f.display(), g.display())
+                }
+            }
+        };
+        *kinds
+            .entry(kind.split(' ').next().unwrap().to_owned())
+            .or_default() += 1;
+        // Decrypting every case would dominate the run time; every tenth case also re-derives
+        // span commitments.
+        let keyring = (case % 10 == 0).then(|| kr.clone());
+        let r = tv_store::verify::verify_dir(
+            t.path(),
+            &tv_store::verify::Options {
+                keys: &lk,
+                policy: Policy::Both,
+                pinned: vec![],
+                keyring,
+                progress: &|_, _| {},
+            },
+        );
+        if r.ok() {
+            missed.push(kind);
+        }
+    }
+    format!(
+        "tamper campaign: {}/{cases} detected ({kinds:?}); missed: {missed:?}",
+        cases - missed.len()
+    )
+}
