@@ -513,3 +513,131 @@ fn campaign(data: &Path, keys: &[String], cases: usize, seed: u64) -> String {
         cases - missed.len()
     )
 }
+
+struct WitnessProc(std::process::Child);
+
+impl Drop for WitnessProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tracevault witness` for the log keys `keys`; returns it and its `URL,VKEY,CA` flag.
+fn start_witness(dir: &Path, keys: &[String]) -> (WitnessProc, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["witness", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir);
+    for k in keys {
+        cmd.args(["--log-vkey", k]);
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let w = WitnessProc(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(t) = std::fs::read_to_string(dir.join("listen.json")) {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "witness did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let vkey = std::fs::read_to_string(dir.join("witness.vkey")).unwrap();
+    let flag = format!(
+        "https://{addr},{},{}",
+        vkey.trim(),
+        dir.join("tls/ca.pem").display()
+    );
+    (w, flag)
+}
+
+/// Waits until the server's checkpoint carries a cosignature by the witness for at least `size`.
+async fn wait_cosigned(s: &Server, witness_vkey: &str, min_size: u64) -> Vec<u8> {
+    let v = tv_tlog::cosig::Ed25519CosigVerifier::from_vkey(witness_vkey).unwrap();
+    let name = tv_tlog::note::NoteVerifier::name(&v).to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let note = s
+            .get("/api/log/checkpoint")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
+        let opened = tv_tlog::note::open(
+            &note,
+            &tv_tlog::note::Verifiers::new(vec![Box::new(
+                tv_tlog::cosig::Ed25519CosigVerifier::from_vkey(witness_vkey).unwrap(),
+            )]),
+        );
+        if let Ok(n) = opened
+            && n.sigs.iter().any(|s| s.name == name)
+            && tv_store::txlog::note_checkpoint(&note).unwrap().size >= min_size
+        {
+            return note;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cosignature by {name}: {}",
+            String::from_utf8_lossy(&note)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_gets_its_growing_log_cosigned_and_a_fork_is_refused() {
+    let s = Server::start(&[]);
+    let keys = vkeys(&s.dir);
+    let wdir = tempfile::tempdir().unwrap();
+    let (_w, flag) = start_witness(wdir.path(), &keys);
+    let wvkey = flag.split(',').nth(1).unwrap().to_owned();
+    // The same server, now configured with the witness.
+    let mut s = s;
+    s.terminate();
+    s.args = vec!["--witness".into(), flag.clone()];
+    s.spawn();
+    send(&s, "a", 3).await;
+    let first = wait_cosigned(&s, &wvkey, 1).await;
+    let lk = LogKeys::from_vkeys(&keys).unwrap();
+    // Still the log's own two signatures, plus the witness's.
+    tv_tlog::policy::verify_checkpoint(&first, &lk, Policy::Both).unwrap();
+    let size1 = tv_store::txlog::note_checkpoint(&first).unwrap().size;
+    for _ in 0..3 {
+        send(&s, "a", 2).await;
+    }
+    let second = wait_cosigned(&s, &wvkey, size1 + 3).await;
+    tv_tlog::policy::verify_checkpoint(&second, &lk, Policy::Both).unwrap();
+    assert!(s.dir.join("log-cosigned.checkpoint").is_file());
+
+    // A fork: another server with the same log keys but a different history.
+    let fork_tmp = tempfile::tempdir().unwrap();
+    let fork_dir = fork_tmp.path().join("data");
+    copy_dir(&s.dir.join("keys"), &fork_dir.join("keys"));
+    let fork = Server::start_at(fork_dir, None, &["--witness", &flag]);
+    assert_eq!(vkeys(&fork.dir), keys);
+    send(&fork, "forked", 4).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fork.log_text().contains("witness refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", fork.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = fork.get("/metrics").await.text().await.unwrap();
+    assert!(m.contains("witness_failures_total"), "{m}");
+    // The witness's view did not move to the fork.
+    let note = fork.get("/api/log/checkpoint").await.bytes().await.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&note).contains(&*tv_tlog::note::NoteVerifier::name(
+            &tv_tlog::cosig::Ed25519CosigVerifier::from_vkey(&wvkey).unwrap()
+        ))
+    );
+    drop(fork_tmp);
+}

@@ -99,6 +99,9 @@ async fn metrics(
     let stats = state.store.stats();
     state.metrics.stored_blocks.set(stats.blocks as i64);
     state.metrics.head_spans.set(stats.head_spans as i64);
+    if let Some(log) = state.store.log() {
+        state.metrics.log_size.set(log.durable_size() as i64);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -19,6 +19,7 @@ pub mod net;
 pub mod params;
 pub mod tls;
 pub mod witness;
+pub mod witness_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -112,6 +113,7 @@ impl Server {
         // The transparency log's checkpoint signing keys exist from the first start.
         let log = logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
         tracing::info!(origin = %log.origin, "log signing keys ready");
+        witness_client::check(&cfg.witnesses)?;
         if cfg.log_public {
             tracing::warn!(
                 "the transparency log (GET /log/...) is public: anyone who can reach the API sees ingest volume and timing"
@@ -163,6 +165,14 @@ impl Server {
             log_public: cfg.log_public,
             cosigned: std::sync::Mutex::new(None),
         });
+
+        if !cfg.witnesses.is_empty() {
+            tokio::spawn(witness_client::run(
+                state.clone(),
+                cfg.witnesses.clone(),
+                data_dir.clone(),
+            ));
+        }
 
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)

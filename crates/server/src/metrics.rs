@@ -55,6 +55,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub stored_blocks: Gauge,
     pub head_spans: Gauge,
+    pub witness_failures: Counter,
+    pub log_size: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,6 +89,8 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             stored_blocks: Gauge::default(),
             head_spans: Gauge::default(),
+            witness_failures: Counter::default(),
+            log_size: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -158,6 +162,16 @@ impl Metrics {
             "head_spans",
             "Acknowledged spans not yet sealed into blocks",
             m.head_spans.clone(),
+        );
+        registry.register(
+            "witness_failures",
+            "Checkpoint submissions a witness refused or did not answer",
+            m.witness_failures.clone(),
+        );
+        registry.register(
+            "log_size",
+            "Entries in the transparency log's latest signed checkpoint",
+            m.log_size.clone(),
         );
         Self { registry, ..m }
     }

@@ -368,9 +368,9 @@ mod tests {
         let secret = [5u8; 32];
         let cs = commitments(&secret, &c);
         assert_eq!(cs.len(), 3);
-        for i in 0..3 {
+        for (i, want) in cs.iter().enumerate() {
             let open = open_span(&secret, &c, i, &|n| n == "attributes/user.id");
-            assert_eq!(commit::commitment_of(&open), cs[i]);
+            assert_eq!(&commit::commitment_of(&open), want);
             assert_eq!(
                 open.iter()
                     .filter(|f| matches!(f, FieldOpening::Withheld { .. }))

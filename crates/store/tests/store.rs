@@ -492,7 +492,6 @@ async fn every_span_is_provable_from_the_head_from_blocks_and_after_a_restart() 
     let d = tempfile::tempdir().unwrap();
     let kr = keyring(d.path());
     let t = TenantId::parse("acme").unwrap();
-    let other = TenantId::parse("globex").unwrap();
     let trace = [7u8; 16];
     let store = Store::open(cfg(d.path()), kr.clone()).unwrap();
     for i in 0..5 {
