@@ -635,7 +635,7 @@ async fn the_server_gets_its_growing_log_cosigned_and_a_fork_is_refused() {
     // The witness's view did not move to the fork.
     let note = fork.get("/api/log/checkpoint").await.bytes().await.unwrap();
     assert!(
-        !String::from_utf8_lossy(&note).contains(&*tv_tlog::note::NoteVerifier::name(
+        !String::from_utf8_lossy(&note).contains(tv_tlog::note::NoteVerifier::name(
             &tv_tlog::cosig::Ed25519CosigVerifier::from_vkey(&wvkey).unwrap()
         ))
     );
