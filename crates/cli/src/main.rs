@@ -144,6 +144,10 @@ struct ServeArgs {
     /// zstd level for sealed blocks, 1-19 [config: storage.block_zstd_level]
     #[arg(long)]
     block_zstd_level: Option<i32>,
+    /// Delete blocks whose newest span ended more than this many seconds ago; each deletion is
+    /// recorded in the transparency log first [config: storage.retention_secs] [default: keep all]
+    #[arg(long)]
+    retention_secs: Option<u64>,
     /// Log format: text or json [config: log_format] [default: text]
     #[arg(long)]
     log_format: Option<String>,
@@ -181,6 +185,7 @@ impl ServeArgs {
         r.storage.seal_interval_secs = self.seal_interval_secs;
         r.storage.segment_max_bytes = self.segment_max_bytes;
         r.storage.block_zstd_level = self.block_zstd_level;
+        r.storage.retention_secs = self.retention_secs;
         r.log.public = self.log_public.then_some(true);
         if !self.witnesses.is_empty() {
             r.log.witnesses = Some(

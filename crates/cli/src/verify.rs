@@ -117,6 +117,9 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     for (f, why) in &report.not_covered {
         println!("not covered: {f} ({why})");
     }
+    for p in &report.pruned {
+        println!("pruned: {p}");
+    }
     for w in &report.warnings {
         println!("warning: {w}");
     }

@@ -56,7 +56,7 @@ async fn send(s: &Server, service: &str, spans: usize) -> [u8; 16] {
     tid
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_verifies_offline_and_any_change_to_it_fails() {
     let s = Server::start(&[]);
     let mut ids = Vec::new();
@@ -202,7 +202,7 @@ async fn a_receipt_verifies_offline_and_any_change_to_it_fails() {
     assert_eq!(r.status(), 401);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_is_served_as_tlog_tiles_with_proofs_and_needs_a_token_unless_public() {
     let s = Server::start(&[]);
     for _ in 0..3 {
@@ -337,7 +337,7 @@ fn run_verify(data: &Path, keys: &[String], extra: &[&str]) -> (i32, String) {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_accepts_an_intact_directory_and_reports_every_tampering() {
     let mut s = Server::start(&["--seal-interval-secs", "3600"]);
     for round in 0..3 {
@@ -593,7 +593,7 @@ async fn wait_cosigned(s: &Server, witness_vkey: &str, min_size: u64) -> Vec<u8>
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_gets_its_growing_log_cosigned_and_a_fork_is_refused() {
     let s = Server::start(&[]);
     let keys = vkeys(&s.dir);
@@ -640,4 +640,46 @@ async fn the_server_gets_its_growing_log_cosigned_and_a_fork_is_refused() {
         ))
     );
     drop(fork_tmp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_blocks_and_verify_reports_them_as_pruned() {
+    let mut s = Server::start(&["--retention-secs", "2"]);
+    let old = send(&s, "old", 4).await;
+    s.flush().await;
+    let mut blocks = Vec::new();
+    files_under(&s.dir.join("blocks"), &mut blocks);
+    assert_eq!(blocks.len(), 1);
+    // The spans end "now"; two seconds later the block is past retention.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blocks[0].exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.get(&format!("/api/traces/{}", hex::encode(old)))
+            .await
+            .status(),
+        404
+    );
+    let young = send(&s, "young", 3).await;
+    assert_eq!(s.terminate(), Some(0));
+    let keys = vkeys(&s.dir);
+    let (code, out) = run_verify(&s.dir, &keys, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("pruned: block") && out.contains("deleted by retention (2 s)"),
+        "{out}"
+    );
+    // A block deleted without the log's record of it is still reported.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&s.dir, t.path());
+    let mut left = Vec::new();
+    files_under(&t.path().join("blocks"), &mut left);
+    assert_eq!(left.len(), 1, "the young block");
+    std::fs::remove_file(&left[0]).unwrap();
+    let (code, out) = run_verify(t.path(), &keys, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("[missing block]"), "{out}");
+    let _ = young;
 }

@@ -54,6 +54,8 @@ pub struct RawStorage {
     pub block_zstd_level: Option<i32>,
     pub chunk_target_bytes: Option<usize>,
     pub max_pending_bytes: Option<u64>,
+    /// Delete blocks whose newest span ended more than this many seconds ago (0: keep all).
+    pub retention_secs: Option<u64>,
 }
 
 /// One witness the server submits checkpoints to.
@@ -148,7 +150,8 @@ impl RawConfig {
             seal_interval_secs,
             block_zstd_level,
             chunk_target_bytes,
-            max_pending_bytes
+            max_pending_bytes,
+            retention_secs
         );
         overlay!(
             self.log,
@@ -278,6 +281,11 @@ impl RawConfig {
             block_zstd_level: level,
             chunk_target_bytes: self.storage.chunk_target_bytes.unwrap_or(512 * 1024),
             max_pending_bytes: self.storage.max_pending_bytes.unwrap_or(64 * 1024 * 1024),
+            retention: self
+                .storage
+                .retention_secs
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
             log_public: self.log.public.unwrap_or(false),
             checkpoint_interval: Duration::from_secs_f64(cpi),
             witnesses,
@@ -303,6 +311,7 @@ pub struct ServeConfig {
     pub block_zstd_level: i32,
     pub chunk_target_bytes: usize,
     pub max_pending_bytes: u64,
+    pub retention: Option<Duration>,
     pub log_public: bool,
     pub checkpoint_interval: Duration,
     pub witnesses: Vec<WitnessConfig>,

@@ -144,6 +144,7 @@ impl Server {
         scfg.chunk_target_bytes = cfg.chunk_target_bytes;
         scfg.max_pending_bytes = cfg.max_pending_bytes;
         scfg.observer = Some(metrics.clone());
+        scfg.retention = cfg.retention;
         scfg.log = Some(tv_store::LogConfig {
             origin: log.origin.clone(),
             signers: vec![Arc::new(log.ed25519), Arc::new(log.mldsa)],

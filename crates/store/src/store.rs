@@ -44,6 +44,9 @@ pub struct StoreConfig {
     /// The transparency log. `None` only to measure what the log costs (benchmarks); the server
     /// always runs with it.
     pub log: Option<LogConfig>,
+    /// Blocks whose newest span ended longer ago than this are deleted (each deletion is logged
+    /// first, so `verify` reports it as pruned). `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -70,6 +73,7 @@ impl StoreConfig {
             sync_hook: None,
             observer: None,
             log: None,
+            retention: None,
         }
     }
 }
@@ -258,6 +262,8 @@ pub struct Store {
     threads: Mutex<Vec<JoinHandle<()>>>,
     log_stop: Arc<(Mutex<bool>, Condvar)>,
     log_thread: Mutex<Option<JoinHandle<()>>>,
+    retention_stop: Arc<(Mutex<bool>, Condvar)>,
+    retention_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -330,8 +336,23 @@ impl Store {
             .name("tv-sealer".into())
             .spawn(move || sealer_loop(s_inner, srx))
             .map_err(|e| StoreError::io(Path::new("sealer thread"), e))?;
+        let retention_stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let retention_thread = match inner.cfg.retention {
+            Some(keep) => {
+                let (r_inner, stop) = (inner.clone(), retention_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("tv-retention".into())
+                        .spawn(move || retention_loop(r_inner, keep, stop))
+                        .map_err(|e| StoreError::io(Path::new("retention thread"), e))?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             inner,
+            retention_stop,
+            retention_thread: Mutex::new(retention_thread),
             writer_tx: Mutex::new(Some(wtx)),
             threads: Mutex::new(vec![writer, sealer]),
             log_stop,
@@ -397,6 +418,20 @@ impl Store {
     /// Stops the writer after it has written everything queued, seals the last segment and waits
     /// for the background threads. Blocking.
     pub fn shutdown(&self) {
+        let retention = self
+            .retention_thread
+            .lock()
+            .expect("retention lock poisoned")
+            .take();
+        if let Some(t) = retention {
+            *self
+                .retention_stop
+                .0
+                .lock()
+                .expect("retention lock poisoned") = true;
+            self.retention_stop.1.notify_all();
+            let _ = t.join();
+        }
         // Dropping the sender lets the writer drain its queue, then close and seal.
         self.writer_tx.lock().expect("writer lock poisoned").take();
         let threads: Vec<_> = self
@@ -690,6 +725,70 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
     }
     fsio::sync_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
     Ok(())
+}
+
+/// Deletes the blocks whose newest span ended before `now - keep`, logging each deletion first.
+pub(crate) fn prune_expired(inner: &Inner, keep: Duration) -> Result<usize, StoreError> {
+    let cutoff = crate::now_unix_nanos().saturating_sub(keep.as_nanos() as u64);
+    let expired: Vec<Arc<BlockMeta>> = {
+        let st = inner.state.read().expect("state lock poisoned");
+        st.blocks
+            .values()
+            .flatten()
+            .filter(|b| b.index.max_end < cutoff)
+            .cloned()
+            .collect()
+    };
+    for b in &expired {
+        if let Some(log) = &inner.log {
+            let digest = sha256_file(&b.path).map_err(|e| StoreError::io(&b.path, e))?;
+            let i = log.push(
+                Leaf::Prune(leaf::PruneLeaf {
+                    block_id: b.id,
+                    pruned_unix_nanos: crate::now_unix_nanos(),
+                    file_sha256: digest,
+                    retention_secs: keep.as_secs(),
+                })
+                .encode(),
+            );
+            log.flush_through(i)?;
+        }
+        {
+            let mut st = inner.state.write().expect("state lock poisoned");
+            if let Some(list) = st.blocks.get_mut(&b.tenant) {
+                list.retain(|x| x.id != b.id);
+            }
+        }
+        match std::fs::remove_file(&b.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&b.path, e)),
+        }
+        if let Some(d) = b.path.parent() {
+            fsio::sync_dir(d).map_err(|e| StoreError::io(d, e))?;
+        }
+        tracing::info!(tenant = %b.tenant, block = b.id, spans = b.index.span_count, "deleted a block past its retention period");
+    }
+    Ok(expired.len())
+}
+
+fn retention_loop(inner: Arc<Inner>, keep: Duration, stop: Arc<(Mutex<bool>, Condvar)>) {
+    let every = (keep / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let (lock, cv) = &*stop;
+    loop {
+        {
+            let stopped = lock.lock().expect("retention lock poisoned");
+            let (stopped, _) = cv
+                .wait_timeout(stopped, every)
+                .expect("retention lock poisoned");
+            if *stopped {
+                return;
+            }
+        }
+        if let Err(e) = prune_expired(&inner, keep) {
+            tracing::error!(error = %e, "retention could not delete an expired block; retrying");
+        }
+    }
 }
 
 /// The log leaf of a committed WAL record.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tv_crypto::Keyring;
 use tv_model::TenantId;
 use tv_tlog::checkpoint::Checkpoint;
-use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
+use tv_tlog::leaf::{self, BlockLeaf, Leaf, PruneLeaf, RecordLeaf};
 use tv_tlog::merkle::{self, MemoryTree};
 use tv_tlog::policy::{LogKeys, Policy, verify_checkpoint};
 use tv_tlog::tiles::{self, TILE_WIDTH, TileRef};
@@ -61,6 +61,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Files holding no committed data, and why.
     pub not_covered: Vec<(String, &'static str)>,
+    /// Blocks deleted by retention, as the log recorded it.
+    pub pruned: Vec<String>,
     pub log_size: u64,
     pub checkpoints: usize,
     pub records: u64,
@@ -425,6 +427,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     let mut record_leaves: HashMap<(u64, u32, u64), (u64, RecordLeaf)> = HashMap::new();
     let mut block_leaves: HashMap<[u8; 32], (u64, BlockLeaf)> = HashMap::new();
     let mut by_index: HashMap<u64, RecordLeaf> = HashMap::new();
+    let mut prunes: HashMap<[u8; 32], (u64, PruneLeaf)> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         match Leaf::parse(e) {
             Ok(Leaf::Record(r)) => {
@@ -433,6 +436,9 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             }
             Ok(Leaf::Block(b)) => {
                 block_leaves.insert(b.file_sha256, (i as u64, b));
+            }
+            Ok(Leaf::Prune(p)) => {
+                prunes.insert(p.file_sha256, (i as u64, p));
             }
             Err(err) => cx.problem(
                 "log/tile/entries",
@@ -701,9 +707,27 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         }
     }
 
-    // 4c. Nothing logged may be missing.
+    // 4c. Nothing logged may be missing, except what retention pruned (and logged first).
+    let mut pruned_segments: HashSet<u64> = HashSet::new();
+    for (digest, (pi, p)) in &prunes {
+        match block_leaves.get(digest) {
+            None => cx.problem("log/tile/entries", Some(*pi), "prune entry", format!("entry {pi} prunes a block that was never logged")),
+            Some((bi, _)) if bi > pi => cx.problem("log/tile/entries", Some(*pi), "prune entry", format!("entry {pi} prunes block entry {bi}, which comes later")),
+            Some(_) if present_blocks.contains(digest) => cx.report.warnings.push(format!(
+                "block {:016x} was pruned by entry {pi} but its file is still there (a stop before the deletion)",
+                p.block_id
+            )),
+            Some(_) => {
+                pruned_segments.insert(p.block_id);
+                cx.report.pruned.push(format!(
+                    "block {:016x}: deleted by retention ({} s) at {} ns, log entry {pi}",
+                    p.block_id, p.retention_secs, p.pruned_unix_nanos
+                ));
+            }
+        }
+    }
     for (digest, (index, bl)) in &block_leaves {
-        if !present_blocks.contains(digest) {
+        if !present_blocks.contains(digest) && !prunes.contains_key(digest) {
             cx.problem(format!("blocks/*/{:016x}.tvb", bl.block_id), None, "missing block", format!("log entry {index} names a block that is not in the directory (deleted or replaced)"));
         }
     }
@@ -717,12 +741,13 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         .collect();
     let mut missing: BTreeMap<u64, u64> = BTreeMap::new();
     for (index, r) in &by_index {
-        let covered = if opts.keyring.is_some() {
-            covered_records.contains(index)
-        } else {
-            covered_records.contains(index)
-                || (sealed_segments.contains(&r.segment) && !wal_segments.contains(&r.segment))
-        };
+        let covered = pruned_segments.contains(&r.segment)
+            || if opts.keyring.is_some() {
+                covered_records.contains(index)
+            } else {
+                covered_records.contains(index)
+                    || (sealed_segments.contains(&r.segment) && !wal_segments.contains(&r.segment))
+            };
         if !covered {
             *missing.entry(r.segment).or_default() += 1;
         }

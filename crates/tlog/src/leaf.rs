@@ -10,6 +10,9 @@
 //!   version 0x01 | kind 0x02 | block id u64 | sealed unix ns u64 | SHA-256 of the block file [32]
 //!   | data key commitment [32] | records digest [32] | record count u32 | span count u64
 //!   | first record leaf u64
+//! prune leaf (a block deleted by retention, before the file is removed), 58 bytes:
+//!   version 0x01 | kind 0x03 | block id u64 | pruned unix ns u64 | SHA-256 of the block file [32]
+//!   | retention period in seconds u64
 //! ```
 //!
 //! All integers big-endian. The records digest is SHA-256 over the block's records in block
@@ -21,6 +24,8 @@ use crate::commit::Digest;
 pub const VERSION: u8 = 1;
 const KIND_RECORD: u8 = 1;
 const KIND_BLOCK: u8 = 2;
+const KIND_PRUNE: u8 = 3;
+pub const PRUNE_LEAF_LEN: usize = 58;
 pub const RECORD_LEAF_LEN: usize = 162;
 pub const BLOCK_LEAF_LEN: usize = 134;
 
@@ -53,10 +58,20 @@ pub struct BlockLeaf {
     pub first_record: u64,
 }
 
+/// A block deleted by retention: verify reports it as pruned, not as missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneLeaf {
+    pub block_id: u64,
+    pub pruned_unix_nanos: u64,
+    pub file_sha256: Digest,
+    pub retention_secs: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {
     Record(RecordLeaf),
     Block(BlockLeaf),
+    Prune(PruneLeaf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +122,13 @@ impl Leaf {
                 o.extend_from_slice(&b.span_count.to_be_bytes());
                 o.extend_from_slice(&b.first_record.to_be_bytes());
             }
+            Leaf::Prune(p) => {
+                o.push(KIND_PRUNE);
+                o.extend_from_slice(&p.block_id.to_be_bytes());
+                o.extend_from_slice(&p.pruned_unix_nanos.to_be_bytes());
+                o.extend_from_slice(&p.file_sha256);
+                o.extend_from_slice(&p.retention_secs.to_be_bytes());
+            }
         }
         o
     }
@@ -124,6 +146,7 @@ impl Leaf {
         let want = match b[1] {
             KIND_RECORD => RECORD_LEAF_LEN,
             KIND_BLOCK => BLOCK_LEAF_LEN,
+            KIND_PRUNE => PRUNE_LEAF_LEN,
             k => return Err(LeafError(format!("unknown kind {k}"))),
         };
         if b.len() != want {
@@ -133,6 +156,14 @@ impl Leaf {
             )));
         }
         let mut r = Reader(&b[2..]);
+        if b[1] == KIND_PRUNE {
+            return Ok(Leaf::Prune(PruneLeaf {
+                block_id: r.u64(),
+                pruned_unix_nanos: r.u64(),
+                file_sha256: r.take(),
+                retention_secs: r.u64(),
+            }));
+        }
         Ok(if b[1] == KIND_RECORD {
             Leaf::Record(RecordLeaf {
                 segment: r.u64(),
@@ -208,6 +239,15 @@ mod tests {
         let e = b.encode();
         assert_eq!(e.len(), BLOCK_LEAF_LEN);
         assert_eq!(Leaf::parse(&e).unwrap(), b);
+        let p = Leaf::Prune(PruneLeaf {
+            block_id: 7,
+            pruned_unix_nanos: 9,
+            file_sha256: [9; 32],
+            retention_secs: 86400,
+        });
+        let e = p.encode();
+        assert_eq!(e.len(), PRUNE_LEAF_LEN);
+        assert_eq!(Leaf::parse(&e).unwrap(), p);
     }
 
     #[test]

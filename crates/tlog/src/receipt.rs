@@ -233,7 +233,7 @@ pub fn verify(
     })?;
     let rec = match Leaf::parse(&leaf).map_err(|e| ReceiptError(e.to_string()))? {
         Leaf::Record(rec) => rec,
-        Leaf::Block(_) => return err("the leaf is a block leaf, not a committed record"),
+        _ => return err("the leaf is not a committed record's leaf"),
     };
     if r.span_count != rec.span_count as u64 {
         return err(format!(
