@@ -176,16 +176,26 @@ enum ReceiptFile {
 /// Renders a committed value for people (the bytes are what was verified).
 fn show(name: &str, v: &[u8]) -> String {
     use prost::Message;
-    let int = |v: &[u8]| -> Option<u64> { v.try_into().ok().map(u64::from_be_bytes) };
     match name {
-        "trace_id" | "span_id" | "parent_span_id" => hex::encode(v),
+        "span" if v.len() >= 25 && v.len() == 25 + v[24] as usize + 36 => {
+            let p = 25 + v[24] as usize;
+            let u32at = |i: usize| u32::from_be_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+            let u64at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+            format!(
+                "trace_id={} span_id={} parent={} flags={} kind={} start={} end={} dropped(attributes,events,links)={},{},{}",
+                hex::encode(&v[..16]),
+                hex::encode(&v[16..24]),
+                hex::encode(&v[25..p]),
+                u32at(p),
+                u32at(p + 4),
+                u64at(p + 8),
+                u64at(p + 16),
+                u32at(p + 24),
+                u32at(p + 28),
+                u32at(p + 32)
+            )
+        }
         "name" | "trace_state" => String::from_utf8_lossy(v).into_owned(),
-        "start_time_unix_nano" | "end_time_unix_nano" => int(v)
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| hex::encode(v)),
-        "flags" | "kind" => <[u8; 4]>::try_from(v)
-            .map(|b| u32::from_be_bytes(b).to_string())
-            .unwrap_or_else(|_| hex::encode(v)),
         n if n.starts_with("attributes/") => tv_model::otlp::AnyValue::decode(v)
             .map(|a| tv_model::any_value_to_string(&a))
             .unwrap_or_else(|_| hex::encode(v)),

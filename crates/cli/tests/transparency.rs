@@ -180,7 +180,7 @@ async fn a_receipt_verifies_offline_and_any_change_to_it_fails() {
     // The ids cannot be withheld; unknown traces and missing tokens are refused.
     let r = s
         .get(&format!(
-            "/api/traces/{}/receipt?withhold=span_id",
+            "/api/traces/{}/receipt?withhold=span",
             hex::encode(ids[1])
         ))
         .await;

@@ -9,10 +9,10 @@
 //!
 //! Fields of a span, in order (integers big-endian; messages as their protobuf encoding):
 //! `resource` (the resource with its schema url), `scope` (the scope with its schema url),
-//! `trace_id`, `span_id`, `parent_span_id`, `trace_state`, `flags` (u32), `name`, `kind` (i32),
-//! `start_time_unix_nano`, `end_time_unix_nano` (u64), `status` (Status), `attributes/<key>`
-//! (AnyValue) per attribute in order, `events/<i>` (Event), `links/<i>` (Link), `dropped`
-//! (attributes, events, links: 3 x u32).
+//! `span` (trace id [16] | span id [8] | parent length u8 | parent id | flags u32 | kind u32 |
+//! start u64 | end u64 | dropped attributes, events, links: 3 x u32), `trace_state`, `name`,
+//! `status` (Status), `attributes/<key>` (AnyValue) per attribute in order, `events/<i>` (Event),
+//! `links/<i>` (Link).
 
 use std::collections::HashMap;
 
@@ -96,39 +96,38 @@ impl<'a> CanonRecord<'a> {
 /// A field value, encoded on demand into the hasher's buffer.
 enum Value<'a> {
     Bytes(&'a [u8]),
-    U32(u32),
-    U64(u64),
     Msg(&'a dyn Fn(&mut Vec<u8>)),
 }
 
 fn write_value(v: &Value<'_>, out: &mut Vec<u8>) {
     match v {
         Value::Bytes(b) => out.extend_from_slice(b),
-        Value::U32(x) => out.extend_from_slice(&x.to_be_bytes()),
-        Value::U64(x) => out.extend_from_slice(&x.to_be_bytes()),
         Value::Msg(f) => f(out),
     }
 }
 
+/// The `span` field: the span's identity and shape, one field because none of it is worth
+/// withholding on its own (the ids name the span a receipt proves).
+pub fn span_core(span: &Span, out: &mut Vec<u8>) {
+    out.extend_from_slice(&span.trace_id);
+    out.extend_from_slice(&span.span_id);
+    out.push(span.parent_span_id.len() as u8);
+    out.extend_from_slice(&span.parent_span_id);
+    out.extend_from_slice(&span.flags.to_be_bytes());
+    out.extend_from_slice(&(span.kind as u32).to_be_bytes());
+    out.extend_from_slice(&span.start_time_unix_nano.to_be_bytes());
+    out.extend_from_slice(&span.end_time_unix_nano.to_be_bytes());
+    out.extend_from_slice(&span.dropped_attributes_count.to_be_bytes());
+    out.extend_from_slice(&span.dropped_events_count.to_be_bytes());
+    out.extend_from_slice(&span.dropped_links_count.to_be_bytes());
+}
+
 /// Visits a span's own fields (not resource and scope) in canonical order.
 fn span_fields(span: &Span, f: &mut dyn FnMut(&str, &str, Value<'_>)) {
-    f("trace_id", "", Value::Bytes(&span.trace_id));
-    f("span_id", "", Value::Bytes(&span.span_id));
-    f("parent_span_id", "", Value::Bytes(&span.parent_span_id));
+    let core = |o: &mut Vec<u8>| span_core(span, o);
+    f("span", "", Value::Msg(&core));
     f("trace_state", "", Value::Bytes(span.trace_state.as_bytes()));
-    f("flags", "", Value::U32(span.flags));
     f("name", "", Value::Bytes(span.name.as_bytes()));
-    f("kind", "", Value::U32(span.kind as u32));
-    f(
-        "start_time_unix_nano",
-        "",
-        Value::U64(span.start_time_unix_nano),
-    );
-    f(
-        "end_time_unix_nano",
-        "",
-        Value::U64(span.end_time_unix_nano),
-    );
     let status = |o: &mut Vec<u8>| {
         if let Some(s) = &span.status {
             s.encode(o).expect("vec grows");
@@ -143,23 +142,30 @@ fn span_fields(span: &Span, f: &mut dyn FnMut(&str, &str, Value<'_>)) {
         };
         f("attributes/", &kv.key, Value::Msg(&v));
     }
+    let mut num = itoa_buf();
     for (i, e) in span.events.iter().enumerate() {
         let v = |o: &mut Vec<u8>| e.encode(o).expect("vec grows");
-        f("events/", &i.to_string(), Value::Msg(&v));
+        f("events/", itoa(&mut num, i), Value::Msg(&v));
     }
     for (i, l) in span.links.iter().enumerate() {
         let v = |o: &mut Vec<u8>| l.encode(o).expect("vec grows");
-        f("links/", &i.to_string(), Value::Msg(&v));
+        f("links/", itoa(&mut num, i), Value::Msg(&v));
     }
-    let mut d = [0u8; 12];
-    d[..4].copy_from_slice(&span.dropped_attributes_count.to_be_bytes());
-    d[4..8].copy_from_slice(&span.dropped_events_count.to_be_bytes());
-    d[8..].copy_from_slice(&span.dropped_links_count.to_be_bytes());
-    f("dropped", "", Value::Bytes(&d));
+}
+
+fn itoa_buf() -> String {
+    String::with_capacity(20)
+}
+
+fn itoa(buf: &mut String, i: usize) -> &str {
+    use std::fmt::Write as _;
+    buf.clear();
+    let _ = write!(buf, "{i}");
+    buf.as_str()
 }
 
 fn field_count(span: &Span) -> usize {
-    10 + span.attributes.len() + span.events.len() + span.links.len() + 1
+    4 + span.attributes.len() + span.events.len() + span.links.len()
 }
 
 /// Hashes `prefix || name` and the value into one field hash.

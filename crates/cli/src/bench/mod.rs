@@ -7,6 +7,7 @@
 //! [`template`]). Works against any OTLP endpoint: gRPC or HTTP, TLS or plaintext, with or without
 //! a token.
 
+mod log;
 mod template;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub enum BenchCmd {
     Ingest(IngestArgs),
     /// Measure trace-by-id latency for trace ids saved by `bench ingest --ids-out`.
     Query(QueryArgs),
+    /// Measure the transparency log in process: commitments, signing, leaves/s, proof sizes.
+    Log(log::LogArgs),
 }
 
 #[derive(Args, Debug)]
@@ -284,6 +287,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let args = match cmd {
         BenchCmd::Ingest(a) => a,
         BenchCmd::Query(q) => return query(q).await,
+        BenchCmd::Log(l) => return tokio::task::block_in_place(|| log::run(l)),
     };
     if args.spans_per_request == 0 || args.concurrency == 0 || args.templates == 0 {
         bail!("--spans-per-request, --concurrency and --templates must be at least 1");
