@@ -168,14 +168,10 @@ fn field_count(span: &Span) -> usize {
     4 + span.attributes.len() + span.events.len() + span.links.len()
 }
 
-/// Hashes `prefix || name` and the value into one field hash.
+/// Hashes a field (`prefix` and `name` as `tv_tlog::commit::write_field_header` takes them).
 fn hash_field(buf: &mut Vec<u8>, salt: &Salt, prefix: &str, name: &str, v: &Value<'_>) -> Digest {
     buf.clear();
-    buf.push(0x10);
-    buf.extend_from_slice(salt);
-    buf.extend_from_slice(&((prefix.len() + name.len()) as u32).to_be_bytes());
-    buf.extend_from_slice(prefix.as_bytes());
-    buf.extend_from_slice(name.as_bytes());
+    commit::write_field_header(buf, salt, prefix, name);
     write_value(v, buf);
     commit::sha256(buf)
 }

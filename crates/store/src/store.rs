@@ -222,6 +222,8 @@ pub(crate) struct Inner {
     pub wal_dir: PathBuf,
     pub block_dir: PathBuf,
     pub log: Option<Arc<TxLog>>,
+    /// Sealed WAL segments waiting for their block leaves to become durable: (segment, leaf).
+    pending_deletes: Mutex<Vec<(u64, u64)>>,
     pending_bytes: AtomicU64,
     healthy: AtomicBool,
     /// Closed segments not yet sealed, with a condvar the sealer signals.
@@ -295,6 +297,7 @@ impl Store {
             wal_dir,
             block_dir,
             log,
+            pending_deletes: Mutex::new(Vec::new()),
             pending_bytes: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             unsealed: (Mutex::new(0), Condvar::new()),
@@ -403,7 +406,8 @@ impl Store {
         res
     }
 
-    /// Closes the active segment and seals it into blocks; resolves when sealed.
+    /// Closes the active segment and seals it into blocks; resolves when sealed and covered by a
+    /// signed checkpoint.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         {
@@ -645,6 +649,12 @@ fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
 /// and deletes the segment once those leaves are durable. A block already written and logged (by
 /// an attempt that failed later, or before a crash) is kept as it is.
 fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
+    seal_segment_with(inner, id, false)
+}
+
+/// [`seal_segment`]; with `defer`, a segment whose block leaves are not durable yet is deleted
+/// later (see [`delete_durable_segments`]) instead of waiting for the log's next flush here.
+fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(), StoreError> {
     let records: Vec<Arc<HeadRecord>> = {
         let st = inner.state.read().expect("state lock poisoned");
         st.head
@@ -705,9 +715,17 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
         tracing::debug!(tenant = %tenant, block = id, spans = sealed.spans, bytes = sealed.size, "sealed block");
     }
     // The WAL goes only once the blocks' leaves are durable.
-    if let (Some(log), Some(i)) = (&inner.log, last_leaf) {
-        log.flush_through(i)?;
-    }
+    let wait_for = match (&inner.log, last_leaf) {
+        (Some(log), Some(i)) if log.durable_size() <= i => {
+            if !defer {
+                log.flush_through(i)?;
+                None
+            } else {
+                Some(i)
+            }
+        }
+        _ => None,
+    };
     {
         let mut st = inner.state.write().expect("state lock poisoned");
         for b in new_blocks {
@@ -717,6 +735,18 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
         }
         st.head.retain(|r| r.segment != id);
     }
+    if let Some(i) = wait_for {
+        inner
+            .pending_deletes
+            .lock()
+            .expect("pending deletes lock poisoned")
+            .push((id, i));
+        return Ok(());
+    }
+    delete_segment(inner, id)
+}
+
+fn delete_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
     let path = wal::segment_path(&inner.wal_dir, id);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -725,6 +755,44 @@ fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
     }
     fsio::sync_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
     Ok(())
+}
+
+/// Deletes the sealed WAL segments whose block leaves have become durable (`force`: makes them
+/// durable first, at shutdown).
+fn delete_durable_segments(inner: &Inner, force: bool) {
+    let Some(log) = &inner.log else { return };
+    let pending = std::mem::take(
+        &mut *inner
+            .pending_deletes
+            .lock()
+            .expect("pending deletes lock poisoned"),
+    );
+    if pending.is_empty() {
+        return;
+    }
+    if force
+        && let Some(max) = pending.iter().map(|p| p.1).max()
+        && let Err(e) = log.flush_through(max)
+    {
+        tracing::warn!(error = %e, "the log could not be flushed; sealed WAL segments stay until the next start");
+    }
+    let durable = log.durable_size();
+    let mut keep = Vec::new();
+    for (id, leaf) in pending {
+        if durable > leaf {
+            if let Err(e) = delete_segment(inner, id) {
+                tracing::warn!(segment = id, error = %e, "cannot delete a sealed WAL segment; retrying");
+                keep.push((id, leaf));
+            }
+        } else {
+            keep.push((id, leaf));
+        }
+    }
+    inner
+        .pending_deletes
+        .lock()
+        .expect("pending deletes lock poisoned")
+        .extend(keep);
 }
 
 /// Deletes the blocks whose newest span ended before `now - keep`, logging each deletion first.
@@ -1016,31 +1084,43 @@ fn wait_for_sealer(inner: &Inner) {
 
 fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
     // Segments whose sealing failed (e.g. disk full) are retried every few seconds; until then
-    // their records stay in the head, readable and in the WAL.
+    // their records stay in the head, readable and in the WAL. Sealed segments whose block leaves
+    // are not durable yet are deleted once the log has flushed (at most a second later).
     let mut retry: Vec<u64> = Vec::new();
+    let mut last_retry = Instant::now();
     loop {
-        let msg = if retry.is_empty() {
+        let waiting = !inner
+            .pending_deletes
+            .lock()
+            .expect("pending deletes lock poisoned")
+            .is_empty();
+        let msg = if retry.is_empty() && !waiting {
             match rx.recv() {
                 Ok(m) => Some(m),
                 Err(_) => break,
             }
         } else {
-            match rx.recv_timeout(Duration::from_secs(5)) {
+            match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         };
+        delete_durable_segments(&inner, false);
         let (ids, acks, counted) = match msg {
             Some(SealMsg::Segment(id, acks)) => (vec![id], acks, true),
             Some(SealMsg::Recovered(id)) => (vec![id], Vec::new(), false),
             Some(SealMsg::Barrier(acks)) => (Vec::new(), acks, false),
-            None => (std::mem::take(&mut retry), Vec::new(), false),
+            None if last_retry.elapsed() >= Duration::from_secs(5) => {
+                last_retry = Instant::now();
+                (std::mem::take(&mut retry), Vec::new(), false)
+            }
+            None => continue,
         };
         let mut result: Result<(), String> = Ok(());
         for id in ids {
             let t = Instant::now();
-            match seal_segment(&inner, id) {
+            match seal_segment_with(&inner, id, true) {
                 Ok(()) => tracing::debug!(
                     segment = id,
                     ms = t.elapsed().as_millis() as u64,
@@ -1059,6 +1139,16 @@ fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
             *n = n.saturating_sub(1);
             cv.notify_all();
         }
+        if !acks.is_empty() {
+            // A flush also puts everything it sealed into a signed checkpoint.
+            if let Some(log) = &inner.log
+                && let Err(e) = log.flush()
+                && result.is_ok()
+            {
+                result = Err(e.to_string());
+            }
+            delete_durable_segments(&inner, false);
+        }
         for a in acks {
             let _ = a.send(result.clone().map_err(StoreError::Decode));
         }
@@ -1069,4 +1159,5 @@ fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
             tracing::warn!(segment = id, error = %e, "segment left in the WAL; it is sealed at the next start");
         }
     }
+    delete_durable_segments(&inner, true);
 }

@@ -608,3 +608,30 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn sealed_segments_leave_the_wal_once_their_block_leaves_are_durable() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg(d.path());
+    c.segment_max_bytes = 1; // every group closes its segment
+    let store = Store::open(c, keyring(d.path())).unwrap();
+    for i in 0..5 {
+        store
+            .append(batch("acme", request("svc", [3; 16], 2, &format!("s{i}"))))
+            .await
+            .unwrap();
+    }
+    // The sealer deletes each segment after the log's next flush (every 100 ms here).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while wal_files(d.path()).len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            wal_files(d.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = store.log().unwrap();
+    assert_eq!(log.durable_size(), log.len());
+    assert_eq!(count(&store, "acme", [3; 16]), 10);
+}

@@ -6,12 +6,13 @@
 //! one field's salt says nothing about any other salt.
 //!
 //! ```text
-//! field hash        SHA-256(0x10 || salt[16] || u32 BE len(name) || name || value)
+//! field hash        SHA-256(tag || salt[16] || name part || value)   (see write_field_header)
 //! span commitment   SHA-256(0x11 || u32 BE field count || field hash || field hash ...)
 //! record span root  RFC 9162 Merkle tree hash over the span commitments (as leaf data)
 //! ```
 //!
-//! The distinct prefixes keep field hashes, span commitments and Merkle nodes (0x00/0x01) apart.
+//! The distinct first bytes keep field hashes (0x20-0x2f), span commitments (0x11) and Merkle
+//! leaves and nodes (0x00/0x01) apart.
 //! A receipt opens one span: each field is either revealed (name, value, salt) or withheld (its
 //! field hash only), so a reader can check the span against the record's span root without
 //! learning withheld values, and the salts stop anyone from confirming a guessed value.
@@ -27,7 +28,6 @@ pub const SALT_LEN: usize = 16;
 pub type Salt = [u8; SALT_LEN];
 pub type Digest = [u8; 32];
 
-const FIELD_PREFIX: u8 = 0x10;
 const SPAN_PREFIX: u8 = 0x11;
 
 /// The salts `first .. first + count` of a record's keystream.
@@ -47,13 +47,70 @@ pub fn salts(secret: &[u8; 32], count: usize) -> Vec<Salt> {
         .collect()
 }
 
+/// Writes a field hash's input up to its value: a tag naming the field (most fields are one
+/// byte, so typical fields hash in a single SHA-256 block), the salt, and the name's variable part.
+///
+/// ```text
+/// resource 0x20 | scope 0x21 | span 0x22 | trace_state 0x23 | name 0x24 | status 0x25
+/// attributes/<key>  0x26 | u16 key length | key        events/<i> 0x27 | u32 i
+/// links/<i>         0x28 | u32 i                       any other  0x2f | u32 length | name
+/// ```
+/// followed by the salt and then the value: `tag || salt || name part || value`.
+pub fn write_field_header(out: &mut Vec<u8>, salt: &Salt, prefix: &str, rest: &str) {
+    let fixed = |tag: u8, out: &mut Vec<u8>| {
+        out.push(tag);
+        out.extend_from_slice(salt);
+    };
+    let index = |tag: u8, out: &mut Vec<u8>| -> bool {
+        match rest.parse::<u32>() {
+            Ok(i) if i.to_string() == rest => {
+                fixed(tag, out);
+                out.extend_from_slice(&i.to_be_bytes());
+                true
+            }
+            _ => false,
+        }
+    };
+    match (prefix, rest) {
+        ("resource", "") => fixed(0x20, out),
+        ("scope", "") => fixed(0x21, out),
+        ("span", "") => fixed(0x22, out),
+        ("trace_state", "") => fixed(0x23, out),
+        ("name", "") => fixed(0x24, out),
+        ("status", "") => fixed(0x25, out),
+        ("attributes/", key) if key.len() <= u16::MAX as usize => {
+            fixed(0x26, out);
+            out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+            out.extend_from_slice(key.as_bytes());
+        }
+        ("events/", _) if index(0x27, out) => {}
+        ("links/", _) if index(0x28, out) => {}
+        _ => {
+            fixed(FIELD_OTHER, out);
+            out.extend_from_slice(&((prefix.len() + rest.len()) as u32).to_be_bytes());
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(rest.as_bytes());
+        }
+    }
+}
+
+const FIELD_OTHER: u8 = 0x2f;
+
+/// Splits a field name into the prefix and variable part [`write_field_header`] takes.
+fn split_name(name: &str) -> (&str, &str) {
+    for p in ["attributes/", "events/", "links/"] {
+        if let Some(rest) = name.strip_prefix(p) {
+            return (p, rest);
+        }
+    }
+    (name, "")
+}
+
 /// Hashes one field. `scratch` is reused between calls to avoid allocations.
 pub fn field_hash_with(scratch: &mut Vec<u8>, salt: &Salt, name: &str, value: &[u8]) -> Digest {
     scratch.clear();
-    scratch.push(FIELD_PREFIX);
-    scratch.extend_from_slice(salt);
-    scratch.extend_from_slice(&(name.len() as u32).to_be_bytes());
-    scratch.extend_from_slice(name.as_bytes());
+    let (prefix, rest) = split_name(name);
+    write_field_header(scratch, salt, prefix, rest);
     scratch.extend_from_slice(value);
     sha256(scratch)
 }
@@ -218,6 +275,29 @@ mod tests {
     fn name_and_value_boundary_is_unambiguous() {
         let s = [0u8; 16];
         assert_ne!(field_hash(&s, "ab", b"c"), field_hash(&s, "a", b"bc"));
+        assert_ne!(
+            field_hash(&s, "attributes/ab", b"c"),
+            field_hash(&s, "attributes/a", b"bc")
+        );
+        // Each field kind hashes differently, even with equal bytes after the tag.
+        assert_ne!(field_hash(&s, "name", b"x"), field_hash(&s, "status", b"x"));
+        assert_ne!(
+            field_hash(&s, "events/1", b"x"),
+            field_hash(&s, "links/1", b"x")
+        );
+        // Non-canonical indexes do not alias canonical ones.
+        assert_ne!(
+            field_hash(&s, "events/01", b"x"),
+            field_hash(&s, "events/1", b"x")
+        );
+    }
+
+    #[test]
+    fn common_fields_fit_one_sha256_block() {
+        let mut buf = Vec::new();
+        write_field_header(&mut buf, &[0; 16], "attributes/", "http.request.method");
+        // tag, salt, length, key: a short value still fits the 55 bytes of one block.
+        assert_eq!(buf.len(), 1 + 16 + 2 + 19);
     }
 
     proptest! {
