@@ -369,6 +369,23 @@ async fn verify_accepts_an_intact_directory_and_reports_every_tampering() {
     );
     assert!(out.contains("not covered: admin.token"), "{out}");
     assert!(out.contains("not covered: tls/server.pem"), "{out}");
+    // Leftovers of writes a crash interrupted are listed, not taken for tampering.
+    let leftovers = tempfile::tempdir().unwrap();
+    copy_dir(&s.dir, leftovers.path());
+    let mut blocks = Vec::new();
+    files_under(&leftovers.path().join("blocks"), &mut blocks);
+    std::fs::write(blocks[0].with_extension("tvb.tmp"), b"partial").unwrap();
+    std::fs::write(
+        leftovers.path().join("log/tile/0/000.tmp-0a1b2c"),
+        b"partial",
+    )
+    .unwrap();
+    let (code, out) = run_verify(leftovers.path(), &keys, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("not covered: log/tile/0/000.tmp-0a1b2c (temporary file"),
+        "{out}"
+    );
     // Without --vkey it still works, loudly.
     let (code, out) = run_verify(&s.dir, &[], &[]);
     assert_eq!(code, 0, "{out}");

@@ -130,6 +130,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+const TEMP: &str = "temporary file of a write a crash interrupted (never renamed into place)";
+
+/// Temporary files: blocks (`*.tvb.tmp`) and tiles (`*.tmp-<hex>`) before their rename.
+fn is_temp(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name.ends_with(".tvb.tmp") || name.contains(".tmp-")
+}
+
 /// Verifies the data directory `dir`.
 pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     let mut cx = Ctx {
@@ -315,6 +326,10 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             continue;
         }
         tick(p);
+        if is_temp(p) {
+            cx.report.not_covered.push((rel, TEMP));
+            continue;
+        }
         let Some(t) = tiles::parse_path(&res) else {
             cx.problem(&rel, None, "log file", "not a tlog-tiles resource");
             continue;
@@ -592,6 +607,10 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     for p in files.iter().filter(|p| p.starts_with(&block_dir)) {
         let rel = cx.rel(p);
         tick(p);
+        if is_temp(p) {
+            cx.report.not_covered.push((rel, TEMP));
+            continue;
+        }
         let bytes = match std::fs::read(p) {
             Ok(b) => b,
             Err(e) => {
@@ -768,6 +787,8 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             "TLS certificate or key"
         } else if rel == "admin.token" || rel == "tokens.json" {
             "API credentials"
+        } else if rel == "log-cosigned.checkpoint" {
+            "the latest witness-cosigned checkpoint (keep a copy elsewhere and pass it as --checkpoint)"
         } else {
             "holds no committed data"
         };
