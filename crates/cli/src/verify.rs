@@ -117,6 +117,13 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     for (f, why) in &report.not_covered {
         println!("not covered: {f} ({why})");
     }
+    if !report.redundant_partials.is_empty() {
+        println!(
+            "redundant: {} partial tiles and bundles made redundant by full ones (checked like the others; e.g. {})",
+            report.redundant_partials.len(),
+            report.redundant_partials[0]
+        );
+    }
     for p in &report.pruned {
         println!("pruned: {p}");
     }

@@ -63,6 +63,8 @@ pub struct Report {
     pub not_covered: Vec<(String, &'static str)>,
     /// Blocks deleted by retention, as the log recorded it.
     pub pruned: Vec<String>,
+    /// Partial tiles and bundles a full one has made redundant (checked like every other).
+    pub redundant_partials: Vec<String>,
     pub log_size: u64,
     pub checkpoints: usize,
     pub records: u64,
@@ -380,6 +382,21 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             );
         }
     }
+    for t in &seen_tiles {
+        let full = match tiles::parse_path(t) {
+            Some(TileRef::Hashes { level, n, width }) if width < TILE_WIDTH => {
+                tiles::tile_path(level, n, TILE_WIDTH)
+            }
+            Some(TileRef::Entries { n, width }) if width < TILE_WIDTH => {
+                tiles::entries_path(n, TILE_WIDTH)
+            }
+            _ => continue,
+        };
+        if seen_tiles.contains(&full) {
+            cx.report.redundant_partials.push(format!("log/{t}"));
+        }
+    }
+    cx.report.redundant_partials.sort();
     // The tiles each checkpoint's size needs (full and partial) must exist.
     if entries_ok {
         let mut needed: BTreeMap<String, u64> = BTreeMap::new();
