@@ -93,24 +93,81 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// The encoded form of a resource (with its schema url, without its spans): how resources are
-/// stored once per chunk and compared.
+/// stored once per chunk and compared. Byte-identical to encoding a `ResourceSpans` with no scope
+/// spans (prost writes fields in tag order and skips empty ones), without cloning the resource.
 pub(crate) fn resource_key(rs: &ResourceSpans) -> Vec<u8> {
-    ResourceSpans {
-        resource: rs.resource.clone(),
-        scope_spans: Vec::new(),
-        schema_url: rs.schema_url.clone(),
+    let mut out = Vec::new();
+    if let Some(r) = &rs.resource {
+        prost::encoding::message::encode(1, r, &mut out);
     }
-    .encode_to_vec()
+    if !rs.schema_url.is_empty() {
+        prost::encoding::string::encode(3, &rs.schema_url, &mut out);
+    }
+    out
 }
 
 /// The encoded form of an instrumentation scope (with its schema url, without its spans).
 pub(crate) fn scope_key(ss: &ScopeSpans) -> Vec<u8> {
-    ScopeSpans {
-        scope: ss.scope.clone(),
-        spans: Vec::new(),
-        schema_url: ss.schema_url.clone(),
+    let mut out = Vec::new();
+    if let Some(s) = &ss.scope {
+        prost::encoding::message::encode(1, s, &mut out);
     }
-    .encode_to_vec()
+    if !ss.schema_url.is_empty() {
+        prost::encoding::string::encode(3, &ss.schema_url, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use tv_model::otlp::{InstrumentationScope, KeyValue, Resource};
+
+    #[test]
+    fn keys_are_the_encoding_of_the_message_without_its_children() {
+        for (res, url) in [
+            (None, ""),
+            (Some(Resource::default()), ""),
+            (
+                Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        ..Default::default()
+                    }],
+                    dropped_attributes_count: 3,
+                    ..Default::default()
+                }),
+                "https://opentelemetry.io/schemas/1.25.0",
+            ),
+        ] {
+            let rs = ResourceSpans {
+                resource: res.clone(),
+                scope_spans: vec![ScopeSpans::default()],
+                schema_url: url.into(),
+            };
+            let want = ResourceSpans {
+                scope_spans: vec![],
+                ..rs.clone()
+            }
+            .encode_to_vec();
+            assert_eq!(resource_key(&rs), want);
+            let ss = ScopeSpans {
+                scope: res.map(|_| InstrumentationScope {
+                    name: "lib".into(),
+                    version: "1".into(),
+                    ..Default::default()
+                }),
+                spans: vec![Span::default()],
+                schema_url: url.into(),
+            };
+            let want = ScopeSpans {
+                spans: vec![],
+                ..ss.clone()
+            }
+            .encode_to_vec();
+            assert_eq!(scope_key(&ss), want);
+        }
+    }
 }
 
 /// Distinct byte strings, numbered in order of first appearance.
@@ -123,7 +180,7 @@ struct Interner {
 impl Interner {
     /// The number of `key`, and whether it is new.
     fn intern(&mut self, key: Vec<u8>) -> (u32, bool) {
-        if let Some(i) = self.ids.get(&key) {
+        if let Some(i) = self.ids.get(key.as_slice()) {
             return (*i, false);
         }
         let i = self.items.len() as u32;

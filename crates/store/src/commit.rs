@@ -69,19 +69,11 @@ impl<'a> CanonRecord<'a> {
 
     /// Equal resources (and scopes) are one entry: identity is by encoded bytes, as in blocks.
     pub fn intern_resource(&mut self, map: &mut HashMap<Vec<u8>, u32>, key: Vec<u8>) -> u32 {
-        let next = self.resources.len() as u32;
-        *map.entry(key).or_insert_with_key(|k| {
-            self.resources.push(k.clone());
-            next
-        })
+        intern(&mut self.resources, map, key)
     }
 
     pub fn intern_scope(&mut self, map: &mut HashMap<Vec<u8>, u32>, key: Vec<u8>) -> u32 {
-        let next = self.scopes.len() as u32;
-        *map.entry(key).or_insert_with_key(|k| {
-            self.scopes.push(k.clone());
-            next
-        })
+        intern(&mut self.scopes, map, key)
     }
 
     /// Sorts spans into canonical order (stable: ties keep their order).
@@ -91,6 +83,16 @@ impl<'a> CanonRecord<'a> {
                 .cmp(&(b.span.trace_id.as_slice(), b.span.start_time_unix_nano))
         });
     }
+}
+
+fn intern(table: &mut Vec<Vec<u8>>, map: &mut HashMap<Vec<u8>, u32>, key: Vec<u8>) -> u32 {
+    if let Some(i) = map.get(key.as_slice()) {
+        return *i;
+    }
+    let i = table.len() as u32;
+    table.push(key.clone());
+    map.insert(key, i);
+    i
 }
 
 /// A field value, encoded on demand into the hasher's buffer.
@@ -245,7 +247,7 @@ pub fn commitments(secret: &[u8; 32], rec: &CanonRecord<'_>) -> Vec<Digest> {
             hashes.push(hash_field(&mut buf, &salts[slot], prefix, name, &v));
             slot += 1;
         });
-        out.push(commit::span_commitment(&hashes));
+        out.push(commit::span_commitment_with(&mut buf, &hashes));
     }
     out
 }

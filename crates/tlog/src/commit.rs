@@ -121,13 +121,18 @@ pub fn field_hash(salt: &Salt, name: &str, value: &[u8]) -> Digest {
 
 /// A span's commitment from its field hashes in canonical order.
 pub fn span_commitment(fields: &[Digest]) -> Digest {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(&[SPAN_PREFIX]);
-    ctx.update(&(fields.len() as u32).to_be_bytes());
+    span_commitment_with(&mut Vec::new(), fields)
+}
+
+/// [`span_commitment`] with a reusable buffer (one SHA-256 call over contiguous bytes).
+pub fn span_commitment_with(scratch: &mut Vec<u8>, fields: &[Digest]) -> Digest {
+    scratch.clear();
+    scratch.push(SPAN_PREFIX);
+    scratch.extend_from_slice(&(fields.len() as u32).to_be_bytes());
     for f in fields {
-        ctx.update(f);
+        scratch.extend_from_slice(f);
     }
-    ctx.finish().as_ref().try_into().expect("32 bytes")
+    sha256(scratch)
 }
 
 pub fn sha256(data: &[u8]) -> Digest {
