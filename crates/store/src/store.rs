@@ -846,6 +846,9 @@ fn retention_loop(inner: Arc<Inner>, keep: Duration, stop: Arc<(Mutex<bool>, Con
     loop {
         {
             let stopped = lock.lock().expect("retention lock poisoned");
+            if *stopped {
+                return;
+            }
             let (stopped, _) = cv
                 .wait_timeout(stopped, every)
                 .expect("retention lock poisoned");

@@ -348,16 +348,27 @@ impl TxLog {
     /// The log thread's loop body: flushes when entries wait and the interval has passed.
     pub fn run(self: Arc<Self>, stop: Arc<(Mutex<bool>, Condvar)>) {
         let (lock, cv) = &*stop;
+        // The interval runs from the start of one flush to the start of the next, so a slow flush
+        // (fsyncs under load) does not stretch the time between checkpoints.
+        let mut last = Instant::now();
         loop {
             {
                 let stopped = lock.lock().expect("log stop lock poisoned");
+                if *stopped {
+                    break;
+                }
+                let wait = self.cfg.checkpoint_interval.saturating_sub(last.elapsed());
                 let (stopped, _) = cv
-                    .wait_timeout(stopped, self.cfg.checkpoint_interval)
+                    .wait_timeout(stopped, wait)
                     .expect("log stop lock poisoned");
                 if *stopped {
                     break;
                 }
             }
+            if last.elapsed() < self.cfg.checkpoint_interval {
+                continue; // woken early
+            }
+            last = Instant::now();
             let waiting = !self
                 .pending
                 .lock()
