@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod detect;
+pub mod sql;
 
 pub use detect::{Finding, Kind, scan};
