@@ -3,25 +3,12 @@
 //! and findings are scored against the labeled spans by entity type. Structured identifiers must
 //! reach recall >= 99 % and precision >= 98 %; phone numbers are not detected yet.
 
+mod common;
+
+use common::evaldata;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use tv_redact::{Kind, scan};
-
-/// `../shared/evaldata` from the repository root; `None` (with a message) when it is absent
-/// outside CI, a failure under `CI=true`.
-fn evaldata() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = root.join("../shared/evaldata");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} is missing; CI needs the evaluation data", dir.display());
-    }
-    eprintln!("SKIPPED: {} is absent (outside CI)", dir.display());
-    None
-}
 
 fn label(kind: Kind) -> &'static str {
     match kind {

@@ -2,23 +2,12 @@
 //! sqlglot test fixtures; see its README): every statement keeps its keywords and identifiers in
 //! order (readable), keeps no literal, and scrubbing twice changes nothing.
 
-use std::path::PathBuf;
+mod common;
 
+use common::evaldata;
 use sqlparser::dialect::GenericDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
 use tv_redact::sql::scrub;
-
-fn evaldata() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} is missing; CI needs the evaluation data", dir.display());
-    }
-    eprintln!("SKIPPED: {} is absent (outside CI)", dir.display());
-    None
-}
 
 fn statements(dir: &std::path::Path) -> Vec<String> {
     let f = dir.join("sqlglot-benign-sql/tests/fixtures");
