@@ -85,7 +85,8 @@ impl<'a> CanonRecord<'a> {
     }
 }
 
-fn intern(table: &mut Vec<Vec<u8>>, map: &mut HashMap<Vec<u8>, u32>, key: Vec<u8>) -> u32 {
+/// The number of `key` in `table` (appended when new); `map` indexes the table.
+pub fn intern(table: &mut Vec<Vec<u8>>, map: &mut HashMap<Vec<u8>, u32>, key: Vec<u8>) -> u32 {
     if let Some(i) = map.get(key.as_slice()) {
         return *i;
     }

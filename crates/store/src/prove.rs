@@ -110,15 +110,8 @@ pub fn block_records(
                 .get(row.scope as usize)
                 .ok_or_else(|| bad("a row names a missing scope".into()))?
                 .clone();
-            let mut canon = CanonRecord {
-                resources: std::mem::take(&mut rec.resources),
-                scopes: std::mem::take(&mut rec.scopes),
-                spans: Vec::new(),
-            };
-            row.resource = canon.intern_resource(&mut rmaps[k], res);
-            row.scope = canon.intern_scope(&mut smaps[k], scope);
-            rec.resources = canon.resources;
-            rec.scopes = canon.scopes;
+            row.resource = crate::commit::intern(&mut rec.resources, &mut rmaps[k], res);
+            row.scope = crate::commit::intern(&mut rec.scopes, &mut smaps[k], scope);
             rec.rows.push(row);
         }
     }

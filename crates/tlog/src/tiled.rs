@@ -256,19 +256,8 @@ impl<S: TileStore> TiledLog<S> {
                 size: self.size,
             });
         }
-        let n = index / TILE_WIDTH;
-        let w = width_at(0, n, self.size);
-        let path = tiles::entries_path(n, w);
-        let b = self
-            .store
-            .read(&path)?
-            .ok_or_else(|| MerkleError::Store(format!("missing bundle {path}")))?;
-        let parts = tiles::split_bundle(&b)
-            .ok_or_else(|| MerkleError::Store(format!("bundle {path} is malformed")))?;
-        parts
-            .get((index % TILE_WIDTH) as usize)
-            .map(|e| e.to_vec())
-            .ok_or_else(|| MerkleError::Store(format!("bundle {path} is short")))
+        let mut b = self.bundle(index / TILE_WIDTH)?;
+        Ok(b.swap_remove((index % TILE_WIDTH) as usize))
     }
 }
 
