@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-/// What a finding is.
+/// What a finding is. The first group is personal data, the second secrets and credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Email,
@@ -16,6 +16,27 @@ pub enum Kind {
     Iban,
     UsSsn,
     IpAddress,
+    Phone,
+    /// A JSON Web Token (header and payload decode to JSON objects).
+    Jwt,
+    /// The credential of a `Bearer`/`Basic`/`Token` authorization value.
+    AuthHeader,
+    /// The password (or token) in a URL: userinfo or a secret-named query parameter.
+    UrlCredential,
+    AwsAccessKeyId,
+    AwsSecretKey,
+    GcpApiKey,
+    GithubToken,
+    GitlabToken,
+    SlackToken,
+    StripeKey,
+    PrivateKey,
+    /// A token with a vendor's documented prefix (OpenAI, Hugging Face, npm, Vault, ...).
+    VendorToken,
+    /// A crypt(3)-style password hash (`$2a$...`, `$6$...`).
+    PasswordHash,
+    /// A value assigned to a secret-looking name in free text (`password=...`, `api_key: ...`).
+    SecretAssignment,
 }
 
 impl Kind {
@@ -27,15 +48,63 @@ impl Kind {
             Kind::Iban => "iban",
             Kind::UsSsn => "us_ssn",
             Kind::IpAddress => "ip_address",
+            Kind::Phone => "phone",
+            Kind::Jwt => "jwt",
+            Kind::AuthHeader => "auth_header",
+            Kind::UrlCredential => "url_credential",
+            Kind::AwsAccessKeyId => "aws_access_key_id",
+            Kind::AwsSecretKey => "aws_secret_key",
+            Kind::GcpApiKey => "gcp_api_key",
+            Kind::GithubToken => "github_token",
+            Kind::GitlabToken => "gitlab_token",
+            Kind::SlackToken => "slack_token",
+            Kind::StripeKey => "stripe_key",
+            Kind::PrivateKey => "private_key",
+            Kind::VendorToken => "vendor_token",
+            Kind::PasswordHash => "password_hash",
+            Kind::SecretAssignment => "secret_assignment",
         }
     }
 
-    pub const ALL: [Kind; 5] = [
+    /// Whether this is a secret or credential (as opposed to personal data).
+    pub fn is_secret(self) -> bool {
+        !matches!(
+            self,
+            Kind::Email
+                | Kind::CreditCard
+                | Kind::Iban
+                | Kind::UsSsn
+                | Kind::IpAddress
+                | Kind::Phone
+        )
+    }
+
+    /// Parses a rule's detector name.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub const ALL: [Kind; 20] = [
         Kind::Email,
         Kind::CreditCard,
         Kind::Iban,
         Kind::UsSsn,
         Kind::IpAddress,
+        Kind::Phone,
+        Kind::Jwt,
+        Kind::AuthHeader,
+        Kind::UrlCredential,
+        Kind::AwsAccessKeyId,
+        Kind::AwsSecretKey,
+        Kind::GcpApiKey,
+        Kind::GithubToken,
+        Kind::GitlabToken,
+        Kind::SlackToken,
+        Kind::StripeKey,
+        Kind::PrivateKey,
+        Kind::VendorToken,
+        Kind::PasswordHash,
+        Kind::SecretAssignment,
     ];
 }
 
@@ -54,6 +123,7 @@ struct Patterns {
     ssn: Regex,
     ipv4: Regex,
     ipv6: Regex,
+    phone: Regex,
 }
 
 fn patterns() -> &'static Patterns {
@@ -70,6 +140,9 @@ fn patterns() -> &'static Patterns {
             ssn: re(r"\d{3}([- ]?)\d{2}([- ]?)\d{4}"),
             ipv4: re(r"\d{1,3}(?:\.\d{1,3}){3}"),
             ipv6: re(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?::|\.)\d{1,3}(?:\.\d{1,3}){0,3})?"),
+            // Optional +country code, optional (area) or (0), groups of 2 to 5 digits separated by
+            // single spaces, dots or dashes, optional extension; validated by `phone_valid`.
+            phone: re(r"(?i)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"),
         }
     })
 }
@@ -262,11 +335,95 @@ fn email_valid(m: &str) -> bool {
             .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic()))
 }
 
-/// Finds every validated identifier in `text`, in order of position; overlapping findings keep
-/// the first (longest at equal starts).
+/// Whether a phone-number candidate has the shape of one: 7 to 15 digits (ITU E.164) without the
+/// extension, and either an international prefix, an area code in parentheses, or grouping that
+/// numbering plans use (three or more groups, or a 3+4 local number). Dates (2024-11-24,
+/// 24.11.2024) and bare digit runs (ids, timestamps) are not phone numbers.
+fn phone_valid(m: &str) -> bool {
+    let lower = m.to_ascii_lowercase();
+    let main = match lower.find(['x', 'e']) {
+        Some(i) => &m[..i],
+        None => m,
+    }
+    .trim_end();
+    let digits = main.bytes().filter(u8::is_ascii_digit).count();
+    if !(7..=15).contains(&digits) {
+        return false;
+    }
+    let international = main.starts_with('+');
+    let paren = main.contains('(');
+    let groups: Vec<&str> = main
+        .split([' ', '.', '-', '(', ')', '+'])
+        .filter(|g| !g.is_empty())
+        .collect();
+    if groups.len() == 3 {
+        let l: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+        // The US SSN's shape, valid or not, is not a phone number.
+        if l == [3, 2, 4] && !international && !paren {
+            return false;
+        }
+        let date_sep = main.contains(['-', '.', '/']) && !main.contains(' ');
+        if date_sep && (l == [4, 2, 2] || l == [2, 2, 4]) {
+            return false;
+        }
+    }
+    international
+        || paren
+        || groups.len() >= 3
+        || (groups.len() == 2 && groups[0].len() == 3 && groups[1].len() == 4)
+}
+
+/// Finds every validated identifier and secret in `text`, in order of position; overlapping
+/// findings keep the first (longest at equal starts, then the more specific kind).
 pub fn scan(text: &str) -> Vec<Finding> {
-    let p = patterns();
     let mut out = Vec::new();
+    scan_pii(text, &mut out);
+    let pii = out.len();
+    crate::secrets::scan_secrets(text, &mut out);
+    // `user:pass@host` also reads as the address `pass@host`; the credential is what it is.
+    let creds: Vec<(usize, usize)> = out[pii..]
+        .iter()
+        .filter(|f| f.kind == Kind::UrlCredential)
+        .map(|f| (f.start, f.end))
+        .collect();
+    if !creds.is_empty() {
+        out.retain(|f| {
+            f.kind != Kind::Email || !creds.iter().any(|&(s, e)| f.start < e && s < f.end)
+        });
+    }
+    resolve(out)
+}
+
+/// Merges overlapping findings into one covering both, so that everything any detector found is
+/// redacted. The merged finding keeps a secret kind over personal data (a token in URL userinfo
+/// also reads as an email address), else the kind of the longer match, else the kind listed first
+/// in [`Kind`].
+pub(crate) fn resolve(mut out: Vec<Finding>) -> Vec<Finding> {
+    out.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.kind));
+    let mut kept: Vec<(Finding, usize)> = Vec::with_capacity(out.len());
+    for f in out {
+        match kept.last_mut() {
+            Some((k, len)) if f.start < k.end => {
+                let flen = f.end - f.start;
+                if (f.kind.is_secret() && !k.kind.is_secret())
+                    || (f.kind.is_secret() == k.kind.is_secret() && flen > *len)
+                {
+                    k.kind = f.kind;
+                    *len = flen;
+                }
+                k.end = k.end.max(f.end);
+            }
+            _ => {
+                let len = f.end - f.start;
+                kept.push((f, len));
+            }
+        }
+    }
+    kept.into_iter().map(|(f, _)| f).collect()
+}
+
+fn scan_pii(text: &str, out: &mut Vec<Finding>) {
+    let p = patterns();
     for m in p.email.find_iter(text) {
         // Trim trailing dots a sentence adds ("write to a@b.com.").
         let s = m.as_str().trim_end_matches('.');
@@ -357,14 +514,16 @@ pub fn scan(text: &str) -> Vec<Finding> {
             });
         }
     }
-    out.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
-    let mut kept: Vec<Finding> = Vec::with_capacity(out.len());
-    for f in out {
-        if kept.last().is_none_or(|k| f.start >= k.end) {
-            kept.push(f);
+    for m in p.phone.find_iter(text) {
+        let s = m.as_str().trim_end();
+        if phone_valid(s) && bounded(text, m.start(), m.start() + s.len(), b".-") {
+            out.push(Finding {
+                kind: Kind::Phone,
+                start: m.start(),
+                end: m.start() + s.len(),
+            });
         }
     }
-    kept
 }
 
 #[cfg(test)]

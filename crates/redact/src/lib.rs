@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod detect;
+pub mod secrets;
 pub mod sql;
 
 pub use detect::{Finding, Kind, scan};

@@ -1,7 +1,7 @@
 //! Detector quality on the development set `../shared/evaldata/presidio-research` (MIT, Microsoft
 //! presidio-research; see its README): every sentence is scanned as a span attribute value would be,
 //! and findings are scored against the labeled spans by entity type. Structured identifiers must
-//! reach recall >= 99 % and precision >= 98 %; phone numbers are not detected yet.
+//! reach recall >= 99 % and precision >= 98 %; phone numbers are reported, not asserted.
 
 mod common;
 
@@ -10,6 +10,15 @@ use std::collections::BTreeMap;
 
 use tv_redact::{Kind, scan};
 
+const SCORED: [Kind; 6] = [
+    Kind::Email,
+    Kind::CreditCard,
+    Kind::Iban,
+    Kind::UsSsn,
+    Kind::IpAddress,
+    Kind::Phone,
+];
+
 fn label(kind: Kind) -> &'static str {
     match kind {
         Kind::Email => "EMAIL_ADDRESS",
@@ -17,6 +26,8 @@ fn label(kind: Kind) -> &'static str {
         Kind::Iban => "IBAN_CODE",
         Kind::UsSsn => "US_SSN",
         Kind::IpAddress => "IP_ADDRESS",
+        Kind::Phone => "PHONE_NUMBER",
+        _ => "SECRET",
     }
 }
 
@@ -50,7 +61,7 @@ fn structured_identifiers_meet_recall_and_precision_on_presidio() {
                 )
             })
             .collect();
-        for k in Kind::ALL {
+        for k in SCORED {
             let t = label(k);
             let e = score.entry(t).or_default();
             for &(lt, ls, le) in labels.iter().filter(|l| l.0 == t) {
@@ -90,11 +101,11 @@ fn structured_identifiers_meet_recall_and_precision_on_presidio() {
             recall * 100.0,
             precision * 100.0
         );
-        if recall < 0.99 || precision < 0.98 {
+        if *t != "PHONE_NUMBER" && (recall < 0.99 || precision < 0.98) {
             failed.push(*t);
         }
     }
-    println!("PHONE_NUMBER    not detected yet (reported, not asserted)");
+    println!("(PHONE_NUMBER is reported, not asserted)");
     assert!(
         failed.is_empty(),
         "below recall 99 % / precision 98 %: {failed:?}\nmissed: {:#?}\nfalse: {:#?}",
