@@ -1,0 +1,436 @@
+//! The engine: applies a tenant's [`Rules`] to an OTLP batch. Pure: the batch and the tenant's
+//! pseudonym key in, the [`Redacted`] batch and a [`Report`] out.
+//!
+//! Covered: resource attributes, scope attributes, span attributes, span names, status messages,
+//! event names and attributes, link attributes, and nested values (arrays, kvlists) to any depth
+//! validation allowed. Span and trace ids, timestamps and kinds are structure, not content.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use aws_lc_rs::hmac;
+use regex::Regex;
+use serde::Serialize;
+use tv_model::otlp::{AnyValue, ExportTraceServiceRequest, KeyValue, any_value::Value};
+
+use crate::detect::{Kind, scan};
+use crate::policy::{Action, ActionKind, Mode, Policy, Rules};
+use crate::url::{UrlField, UrlScrubber};
+
+/// A tenant's pseudonymization key (HMAC-SHA256). The server derives it from the tenant's key
+/// material; it never leaves the process.
+pub struct PseudonymKey(hmac::Key);
+
+impl PseudonymKey {
+    pub fn new(secret: &[u8; 32]) -> Self {
+        PseudonymKey(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+}
+
+impl std::fmt::Debug for PseudonymKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PseudonymKey(..)")
+    }
+}
+
+/// Where in a span something fired (attribute keys are schema, never values).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Hit {
+    /// `detector:<name>`, `key:<policy>:<glob>`, `secret_key`, `allowlist`, `sql`, `url_id`.
+    pub rule: String,
+    pub action: &'static str,
+    /// `span.attributes[http.url]`, `span.name`, `event.attributes[exception.message]`, ...
+    pub field: String,
+}
+
+/// What fired where, with counts. Never holds a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub hits: BTreeMap<Hit, u64>,
+    /// The policies applied (by name), one per resource.
+    pub policies: BTreeMap<String, u64>,
+    pub spans: u64,
+}
+
+impl Report {
+    /// Total number of replacements and removals.
+    pub fn total(&self) -> u64 {
+        self.hits.values().sum()
+    }
+
+    /// Counts per rule (for metrics).
+    pub fn by_rule(&self) -> BTreeMap<&str, u64> {
+        let mut m = BTreeMap::new();
+        for (h, n) in &self.hits {
+            *m.entry(h.rule.as_str()).or_default() += n;
+        }
+        m
+    }
+
+    /// The report as JSON (for `tracevault redact` and per-batch summaries).
+    pub fn to_json(&self) -> serde_json::Value {
+        let hits: Vec<serde_json::Value> = self
+            .hits
+            .iter()
+            .map(|(h, n)| {
+                serde_json::json!({"rule": h.rule, "action": h.action, "field": h.field, "count": n})
+            })
+            .collect();
+        serde_json::json!({
+            "spans": self.spans,
+            "replacements": self.total(),
+            "policies": self.policies,
+            "hits": hits,
+        })
+    }
+}
+
+/// A redacted batch: the only thing that may be stored.
+#[derive(Debug)]
+pub struct Redacted {
+    pub request: ExportTraceServiceRequest,
+    pub report: Report,
+}
+
+/// Redacts `req` for `tenant` under `rules`.
+pub fn redact(
+    rules: &Rules,
+    tenant: &str,
+    key: &PseudonymKey,
+    mut req: ExportTraceServiceRequest,
+) -> Redacted {
+    let mut report = Report::default();
+    for rs in &mut req.resource_spans {
+        let service = tv_model::service_name(rs.resource.as_ref()).map(str::to_owned);
+        let policy = rules.policy_for(tenant, service.as_deref());
+        *report.policies.entry(policy.name.clone()).or_default() += 1;
+        let mut cx = Cx {
+            policy,
+            key,
+            hex_len: rules.hash_bits as usize / 4,
+            report: &mut report,
+        };
+        if let Some(r) = rs.resource.as_mut() {
+            cx.attrs(&mut r.attributes, "resource.attributes");
+        }
+        for ss in &mut rs.scope_spans {
+            if let Some(sc) = ss.scope.as_mut() {
+                cx.attrs(&mut sc.attributes, "scope.attributes");
+            }
+            for span in &mut ss.spans {
+                cx.report.spans += 1;
+                cx.text_field(&mut span.name, "span.name");
+                cx.attrs(&mut span.attributes, "span.attributes");
+                if let Some(st) = span.status.as_mut() {
+                    cx.text_field(&mut st.message, "span.status.message");
+                }
+                for ev in &mut span.events {
+                    cx.text_field(&mut ev.name, "event.name");
+                    cx.attrs(&mut ev.attributes, "event.attributes");
+                }
+                for l in &mut span.links {
+                    cx.attrs(&mut l.attributes, "link.attributes");
+                }
+            }
+        }
+    }
+    Redacted {
+        request: req,
+        report,
+    }
+}
+
+struct Cx<'a> {
+    policy: &'a Policy,
+    key: &'a PseudonymKey,
+    hex_len: usize,
+    report: &'a mut Report,
+}
+
+/// Keys whose value is a secret whatever it looks like.
+fn secret_key_name() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| {
+        Regex::new(
+            r"(?i)(?:passw|pwd|passphrase|secret|token|api[-_.]?key|apikey|authorization|cookie|credential|private[-_.]?key|session[-_.]?id|access[-_.]?key|signature)",
+        )
+        .expect("pattern compiles")
+    })
+}
+
+/// Keys named like secrets that are not (`gen_ai.usage.input_tokens`, `gen_ai.token.type`).
+fn not_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with("tokens")
+        || k.contains("token_count")
+        || k.contains("token.type")
+        || k.contains("tokens.")
+        || k.ends_with(".count")
+        || k.ends_with("_count")
+        || k.ends_with(".name")
+        || k.ends_with(".length")
+}
+
+/// Whether the key is always-sensitive (`password`, `authorization`, `cookie`): any value.
+fn always_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["passw", "pwd", "passphrase", "authorization", "cookie", "credential"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// A value plausible as a token or key (for `*token*`/`*secret*`/`*key*` names).
+fn high_entropy(v: &str) -> bool {
+    let digit = v.bytes().any(|c| c.is_ascii_digit());
+    let letter = v.bytes().any(|c| c.is_ascii_alphabetic());
+    (v.len() >= 8 && digit && letter)
+        || (v.len() >= 12 && crate::secrets::entropy(v) >= 3.5)
+}
+
+/// Output of redaction that redaction must leave alone (idempotence).
+fn already_redacted(s: &str) -> bool {
+    s.starts_with("[REDACTED")
+        || s.starts_with("****")
+        || s.strip_prefix("hmac:")
+            .is_some_and(|h| h.len() >= 16 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+enum Outcome {
+    Keep,
+    Drop,
+}
+
+impl Cx<'_> {
+    fn hit(&mut self, rule: String, action: ActionKind, field: &str) {
+        let h = Hit {
+            rule,
+            action: action.name(),
+            field: field.to_string(),
+        };
+        *self.report.hits.entry(h).or_default() += 1;
+    }
+
+    fn pseudonym(&self, v: &str) -> String {
+        let tag = hmac::sign(&self.key.0, v.as_bytes());
+        let mut s = String::with_capacity(5 + self.hex_len);
+        s.push_str("hmac:");
+        for b in tag.as_ref() {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.truncate(5 + self.hex_len);
+        s
+    }
+
+    /// The replacement for a whole value or a finding.
+    fn apply(&self, action: Action, label: &str, v: &str) -> String {
+        match action.kind {
+            ActionKind::Keep => v.to_string(),
+            ActionKind::Truncate => v.chars().take(action.length).collect(),
+            ActionKind::Hash => self.pseudonym(v),
+            ActionKind::Mask | ActionKind::Drop => {
+                if action.keep_last > 0 {
+                    let tail: String = {
+                        let c: Vec<char> = v.chars().collect();
+                        c[c.len().saturating_sub(action.keep_last)..].iter().collect()
+                    };
+                    format!("****{tail}")
+                } else {
+                    format!("[REDACTED:{label}]")
+                }
+            }
+        }
+    }
+
+    /// Runs the detectors over `s`; the replacement text when something fired (`drop` actions
+    /// reported through `dropped`).
+    fn detect(&mut self, s: &str, field: &str, dropped: &mut bool) -> Option<String> {
+        if s.len() < 6 || already_redacted(s) {
+            return None;
+        }
+        let findings = scan(s);
+        let mut out: Option<String> = None;
+        let mut at = 0;
+        for f in findings {
+            let action = self.policy.detector(f.kind);
+            if action.kind == ActionKind::Keep {
+                continue;
+            }
+            let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            o.push_str(&s[at..f.start]);
+            o.push_str(&self.apply(action, f.kind.name(), &s[f.start..f.end]));
+            at = f.end;
+            if action.kind == ActionKind::Drop {
+                *dropped = true;
+            }
+            self.hit(format!("detector:{}", f.kind.name()), action.kind, field);
+        }
+        if let Some(o) = out.as_mut() {
+            o.push_str(&s[at..]);
+        }
+        out
+    }
+
+    /// Span names, event names, status messages: detectors only (a `drop` masks instead).
+    fn text_field(&mut self, s: &mut String, field: &str) {
+        let mut dropped = false;
+        if let Some(rep) = self.detect(s, field, &mut dropped) {
+            *s = rep;
+        }
+    }
+
+    fn attrs(&mut self, attrs: &mut Vec<KeyValue>, prefix: &str) {
+        if attrs.is_empty() {
+            return;
+        }
+        attrs.retain_mut(|kv| matches!(self.attr(kv, prefix, true), Outcome::Keep));
+    }
+
+    fn attr(&mut self, kv: &mut KeyValue, prefix: &str, top: bool) -> Outcome {
+        let field = || format!("{prefix}[{}]", kv.key);
+        let rule = self.policy.key_rule(&kv.key).cloned();
+        // 1. the strongest key rule
+        if let Some(r) = &rule {
+            match r.action.kind {
+                ActionKind::Drop => {
+                    self.hit(r.id.clone(), ActionKind::Drop, &field());
+                    return Outcome::Drop;
+                }
+                ActionKind::Mask | ActionKind::Hash | ActionKind::Truncate => {
+                    let Some(v) = kv.value.as_mut() else {
+                        return Outcome::Keep;
+                    };
+                    let s = tv_model::any_value_to_string(v);
+                    if s.is_empty() || already_redacted(&s) {
+                        return Outcome::Keep;
+                    }
+                    let rep = self.apply(r.action, "value", &s);
+                    if rep != s {
+                        self.hit(r.id.clone(), r.action.kind, &field());
+                        v.value = Some(Value::StringValue(rep));
+                    }
+                    if r.action.kind != ActionKind::Truncate {
+                        return Outcome::Keep;
+                    }
+                }
+                ActionKind::Keep => {}
+            }
+        }
+        // 2. allowlist mode fails closed
+        if top
+            && self.policy.mode == Mode::Allowlist
+            && rule.is_none()
+            && !self.policy.allowed(&kv.key)
+        {
+            self.hit("allowlist".into(), ActionKind::Drop, &field());
+            return Outcome::Drop;
+        }
+        let Some(v) = kv.value.as_mut() else {
+            return Outcome::Keep;
+        };
+        // 3. secret-named keys
+        if secret_key_name().is_match(&kv.key) && !not_secret_key(&kv.key) {
+            let hidden = match v.value.as_ref() {
+                Some(Value::StringValue(s)) => {
+                    !s.is_empty()
+                        && !already_redacted(s)
+                        && (always_secret(&kv.key) || high_entropy(s))
+                }
+                Some(Value::BytesValue(b)) => !b.is_empty(),
+                _ => false,
+            };
+            if hidden {
+                let f = field();
+                self.hit("secret_key".into(), ActionKind::Mask, &f);
+                v.value = Some(Value::StringValue("[REDACTED:secret]".into()));
+                return Outcome::Keep;
+            }
+        }
+        // 4. SQL and URL scrubbers
+        if let Some(Value::StringValue(s)) = v.value.as_mut() {
+            if matches!(kv.key.as_str(), "db.statement" | "db.query.text") {
+                let sc = crate::sql::scrub(s);
+                if sc.text != *s {
+                    self.hit("sql".into(), ActionKind::Mask, &field());
+                    *s = sc.text;
+                }
+            } else if let Some(uf) = UrlField::of_key(&kv.key) {
+                let f = field();
+                let mut u = UrlCx {
+                    cx: self,
+                    field: &f,
+                    dropped: false,
+                };
+                if let Some(rep) = crate::url::scrub(s, uf, &mut u) {
+                    *s = rep;
+                }
+                return Outcome::Keep;
+            }
+        }
+        // 5. detectors over what is left
+        let f = field();
+        if self.value(v, &f) {
+            Outcome::Drop
+        } else {
+            Outcome::Keep
+        }
+    }
+
+    /// Detectors over a value, recursively; true when a `drop` fired.
+    fn value(&mut self, v: &mut AnyValue, field: &str) -> bool {
+        let mut dropped = false;
+        match v.value.as_mut() {
+            Some(Value::StringValue(s)) => {
+                if let Some(rep) = self.detect(s, field, &mut dropped) {
+                    *s = rep;
+                }
+            }
+            Some(Value::ArrayValue(a)) => {
+                for e in &mut a.values {
+                    dropped |= self.value(e, field);
+                }
+            }
+            Some(Value::KvlistValue(l)) => {
+                let prefix = field.to_string();
+                l.values
+                    .retain_mut(|kv| matches!(self.attr(kv, &prefix, false), Outcome::Keep));
+            }
+            Some(Value::BytesValue(b)) => {
+                // Bytes that are text get the same treatment; other bytes are opaque.
+                if let Ok(s) = std::str::from_utf8(b)
+                    && let Some(rep) = self.detect(s, field, &mut dropped)
+                {
+                    *b = rep.into_bytes();
+                }
+            }
+            _ => {}
+        }
+        dropped
+    }
+}
+
+struct UrlCx<'a, 'b> {
+    cx: &'a mut Cx<'b>,
+    field: &'a str,
+    dropped: bool,
+}
+
+impl UrlScrubber for UrlCx<'_, '_> {
+    fn text(&mut self, s: &str) -> Option<String> {
+        self.cx.detect(s, self.field, &mut self.dropped)
+    }
+    fn secret(&mut self, s: &str) -> String {
+        if already_redacted(s) || s == "REDACTED" {
+            return s.to_string();
+        }
+        let action = self.cx.policy.detector(Kind::UrlCredential);
+        self.cx
+            .hit("detector:url_credential".into(), action.kind, self.field);
+        match action.kind {
+            ActionKind::Hash => self.cx.pseudonym(s),
+            _ => "REDACTED".into(),
+        }
+    }
+    fn templated(&mut self) {
+        self.cx.hit("url_id".into(), ActionKind::Mask, self.field);
+    }
+}
