@@ -132,9 +132,12 @@ fn patterns() -> &'static Patterns {
         let re = |s: &str| Regex::new(s).expect("detector patterns compile");
         Patterns {
             // Local part and domain per RFC 5321's common form; validated further below.
-            email: re(r"(?i)[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"),
+            // `/`, `=`, `?` and `&` are legal in a local part but in traces they are URL syntax
+            // (`/users/jane@x.com`, `?ref=jane@x.com`); leaving them out keeps the path.
+            email: re(r"(?i)[a-z0-9!#$%'*+^_`{|}~.-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"),
             // 12 to 19 digits, optionally grouped by single spaces or dashes.
-            card: re(r"\d(?:[ -]?\d){11,18}"),
+            // Runs of digits grouped by single spaces or dashes; `cards_in_run` finds the cards.
+            card: re(r"\d(?:[ -]?\d){11,}"),
             // Country code, check digits, 11 to 30 alphanumerics, optionally grouped by spaces.
             iban: re(r"(?i)[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}"),
             ssn: re(r"\d{3}([- ]?)\d{2}([- ]?)\d{4}"),
@@ -422,6 +425,62 @@ pub(crate) fn resolve(mut out: Vec<Finding>) -> Vec<Finding> {
     kept.into_iter().map(|(f, _)| f).collect()
 }
 
+/// Cards inside a run of digit groups (`4111 1111 1111 1111 4111 1111 1111 1111` is two cards):
+/// from each group start, the longest span of whole groups with 12 to 19 digits that passes
+/// Luhn and the issuer check; a run without separators is one candidate.
+fn cards_in_run(text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
+    let run = &text.as_bytes()[start..end];
+    // (offset, len) of each digit group
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < run.len() {
+        let g = i;
+        while i < run.len() && run[i].is_ascii_digit() {
+            i += 1;
+        }
+        groups.push((g, i - g));
+        i += 1; // separator
+    }
+    let mut gi = 0;
+    while gi < groups.len() {
+        let mut found = None;
+        let mut ends = Vec::new();
+        let mut n = 0;
+        for (gj, g) in groups.iter().enumerate().skip(gi) {
+            n += g.1;
+            if n > 19 {
+                break;
+            }
+            if n >= 12 {
+                ends.push(gj);
+            }
+        }
+        for &gj in ends.iter().rev() {
+            let (s, e) = (start + groups[gi].0, start + groups[gj].0 + groups[gj].1);
+            let digits: Vec<u8> = text.as_bytes()[s..e]
+                .iter()
+                .copied()
+                .filter(u8::is_ascii_digit)
+                .collect();
+            if bounded(text, s, e, b"") && luhn(&digits) && card_issuer(&digits) {
+                found = Some((gj, s, e));
+                break;
+            }
+        }
+        match found {
+            Some((gj, s, e)) => {
+                out.push(Finding {
+                    kind: Kind::CreditCard,
+                    start: s,
+                    end: e,
+                });
+                gi = gj + 1;
+            }
+            None => gi += 1,
+        }
+    }
+}
+
 fn scan_pii(text: &str, out: &mut Vec<Finding>) {
     let p = patterns();
     for m in p.email.find_iter(text) {
@@ -437,17 +496,12 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
         }
     }
     for m in p.card.find_iter(text) {
-        let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).collect();
-        if bounded(text, m.start(), m.end(), b"") && luhn(&digits) && card_issuer(&digits) {
-            out.push(Finding {
-                kind: Kind::CreditCard,
-                start: m.start(),
-                end: m.end(),
-            });
-        }
+        cards_in_run(text, m.start(), m.end(), out);
     }
-    for m in p.iban.find_iter(text) {
-        // The regex is greedy over grouped characters; try the longest valid prefix.
+    // The regex is greedy over grouped characters: take the longest valid prefix, then search
+    // again right after it (the rest of the match may hold the next IBAN).
+    let mut pos = 0;
+    while let Some(m) = p.iban.find_at(text, pos) {
         let s = m.as_str();
         let mut best = None;
         let mut compact = String::new();
@@ -459,14 +513,17 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
                 }
             }
         }
-        if let Some(len) = best
-            && bounded(text, m.start(), m.start() + len, b"")
-        {
-            out.push(Finding {
-                kind: Kind::Iban,
-                start: m.start(),
-                end: m.start() + len,
-            });
+        match best {
+            Some(len) if bounded(text, m.start(), m.start() + len, b"") => {
+                out.push(Finding {
+                    kind: Kind::Iban,
+                    start: m.start(),
+                    end: m.start() + len,
+                });
+                pos = m.start() + len;
+            }
+            // The match starts with two ASCII letters, so +1 stays on a char boundary.
+            _ => pos = m.start() + 1,
         }
     }
     for c in p.ssn.captures_iter(text) {

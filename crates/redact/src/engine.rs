@@ -174,17 +174,23 @@ fn not_secret_key(key: &str) -> bool {
 /// Whether the key is always-sensitive (`password`, `authorization`, `cookie`): any value.
 fn always_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["passw", "pwd", "passphrase", "authorization", "cookie", "credential"]
-        .iter()
-        .any(|w| k.contains(w))
+    [
+        "passw",
+        "pwd",
+        "passphrase",
+        "authorization",
+        "cookie",
+        "credential",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
 }
 
 /// A value plausible as a token or key (for `*token*`/`*secret*`/`*key*` names).
 fn high_entropy(v: &str) -> bool {
     let digit = v.bytes().any(|c| c.is_ascii_digit());
     let letter = v.bytes().any(|c| c.is_ascii_alphabetic());
-    (v.len() >= 8 && digit && letter)
-        || (v.len() >= 12 && crate::secrets::entropy(v) >= 3.5)
+    (v.len() >= 8 && digit && letter) || (v.len() >= 12 && crate::secrets::entropy(v) >= 3.5)
 }
 
 /// Output of redaction that redaction must leave alone (idempotence).
@@ -231,7 +237,9 @@ impl Cx<'_> {
                 if action.keep_last > 0 {
                     let tail: String = {
                         let c: Vec<char> = v.chars().collect();
-                        c[c.len().saturating_sub(action.keep_last)..].iter().collect()
+                        c[c.len().saturating_sub(action.keep_last)..]
+                            .iter()
+                            .collect()
                     };
                     format!("****{tail}")
                 } else {

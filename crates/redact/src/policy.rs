@@ -303,7 +303,10 @@ impl Rules {
 
     /// Short printable version (first 8 bytes of the digest, hex).
     pub fn version(&self) -> String {
-        self.digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        self.digest[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -354,13 +357,17 @@ fn compile_policy(p: &PolicyConfig, index: usize) -> Result<Policy, RulesError> 
         let (_, d) = builtin_rules();
         (
             Vec::new(),
-            d.into_keys().map(|k| (k, Action::of(ActionKind::Mask))).collect(),
+            d.into_keys()
+                .map(|k| (k, Action::of(ActionKind::Mask)))
+                .collect(),
         )
     };
     for (j, r) in p.rules.iter().enumerate() {
         let at = format!("policy {name:?}, rule {}", j + 1);
         if r.keep_last.is_some() && r.action != ActionKind::Mask {
-            return Err(RulesError(format!("{at}: keep_last only applies to action = \"mask\"")));
+            return Err(RulesError(format!(
+                "{at}: keep_last only applies to action = \"mask\""
+            )));
         }
         if r.action == ActionKind::Truncate && r.length.is_none_or(|l| l == 0) {
             return Err(RulesError(format!(
@@ -368,7 +375,9 @@ fn compile_policy(p: &PolicyConfig, index: usize) -> Result<Policy, RulesError> 
             )));
         }
         if r.length.is_some() && r.action != ActionKind::Truncate {
-            return Err(RulesError(format!("{at}: length only applies to action = \"truncate\"")));
+            return Err(RulesError(format!(
+                "{at}: length only applies to action = \"truncate\""
+            )));
         }
         let action = Action {
             kind: r.action,
@@ -376,7 +385,10 @@ fn compile_policy(p: &PolicyConfig, index: usize) -> Result<Policy, RulesError> 
             length: r.length.unwrap_or(0),
         };
         if action.keep_last > 8 {
-            return Err(RulesError(format!("{at}: keep_last = {} (at most 8)", action.keep_last)));
+            return Err(RulesError(format!(
+                "{at}: keep_last = {} (at most 8)",
+                action.keep_last
+            )));
         }
         match (&r.key, &r.detector) {
             (Some(k), None) => {
@@ -392,9 +404,13 @@ fn compile_policy(p: &PolicyConfig, index: usize) -> Result<Policy, RulesError> 
             (None, Some(d)) => {
                 let kind = Kind::from_name(d).ok_or_else(|| {
                     let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-                    RulesError(format!("{at}: unknown detector {d:?} (known: {})", names.join(", ")))
+                    RulesError(format!(
+                        "{at}: unknown detector {d:?} (known: {})",
+                        names.join(", ")
+                    ))
                 })?;
-                if kind.is_secret() && matches!(action.kind, ActionKind::Keep | ActionKind::Truncate)
+                if kind.is_secret()
+                    && matches!(action.kind, ActionKind::Keep | ActionKind::Truncate)
                 {
                     return Err(RulesError(format!(
                         "{at}: detector {d:?} finds secrets and cannot be set to {:?}; secrets are always removed",
@@ -417,7 +433,9 @@ fn compile_policy(p: &PolicyConfig, index: usize) -> Result<Policy, RulesError> 
     }
     for g in p.tenants.iter().chain(&p.services).chain(&p.allow_keys) {
         if g.is_empty() {
-            return Err(RulesError(format!("policy {name:?}: empty glob in tenants/services/allow_keys")));
+            return Err(RulesError(format!(
+                "policy {name:?}: empty glob in tenants/services/allow_keys"
+            )));
         }
     }
     Ok(Policy {
@@ -506,13 +524,20 @@ mod tests {
         )
         .unwrap();
         let p = r.policy_for("t", Some("s"));
-        assert_eq!(p.key_rule("user.ssn").unwrap().action.kind, ActionKind::Drop);
-        assert_eq!(p.key_rule("user.plan").unwrap().action.kind, ActionKind::Keep);
+        assert_eq!(
+            p.key_rule("user.ssn").unwrap().action.kind,
+            ActionKind::Drop
+        );
+        assert_eq!(
+            p.key_rule("user.plan").unwrap().action.kind,
+            ActionKind::Keep
+        );
     }
 
     #[test]
     fn policies_are_chosen_by_tenant_and_service_and_change_the_digest() {
-        let text = "[[policies]]\nname='pay'\ntenants=['acme']\nservices=['checkout']\nmode='allowlist'\n";
+        let text =
+            "[[policies]]\nname='pay'\ntenants=['acme']\nservices=['checkout']\nmode='allowlist'\n";
         let r = Rules::from_toml(text).unwrap();
         assert_eq!(r.policy_for("acme", Some("checkout")).name, "pay");
         assert_eq!(r.policy_for("acme", Some("search")).name, "builtin");

@@ -113,3 +113,91 @@ fn structured_identifiers_meet_recall_and_precision_on_presidio() {
         &false_hits[..false_hits.len().min(20)]
     );
 }
+
+/// The same sentences through the engine, as a span attribute and inside a URL query (form
+/// encoded, as a browser sends it): a labeled identifier must not survive in either.
+#[test]
+fn presidio_sentences_lose_their_identifiers_in_attributes_and_url_queries() {
+    use tv_model::otlp::{
+        AnyValue, ExportTraceServiceRequest, KeyValue, ResourceSpans, ScopeSpans, Span,
+        any_value::Value,
+    };
+    let Some(dir) = evaldata() else { return };
+    let path = dir.join("presidio-research/data/synth_dataset_v2.json");
+    let data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("presidio dataset")).unwrap();
+    let rules = tv_redact::Rules::builtin();
+    let key = tv_redact::PseudonymKey::new(&[9; 32]);
+    let kv = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    // type -> [labels, gone from attribute, gone from URL query]
+    let mut score: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
+    for rec in data.as_array().unwrap() {
+        let text = rec["full_text"].as_str().unwrap();
+        let query = format!(
+            "q={}",
+            url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+        );
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: "op".into(),
+                        attributes: vec![kv("note", text.into()), kv("url.query", query)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let out = tv_redact::redact(&rules, "eval", &key, req);
+        let attrs = &out.request.resource_spans[0].scope_spans[0].spans[0].attributes;
+        let value = |i: usize| match attrs[i].value.as_ref().unwrap().value.as_ref().unwrap() {
+            Value::StringValue(s) => s.clone(),
+            _ => unreachable!(),
+        };
+        let note = value(0);
+        let q = value(1);
+        let q_decoded: String = url::form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        for s in rec["spans"].as_array().unwrap() {
+            let t = s["entity_type"].as_str().unwrap();
+            if !SCORED.iter().any(|k| label(*k) == t) {
+                continue;
+            }
+            let (ls, le) = (
+                byte_at(text, s["start_position"].as_u64().unwrap() as usize),
+                byte_at(text, s["end_position"].as_u64().unwrap() as usize),
+            );
+            let raw = &text[ls..le];
+            let e = score.entry(t).or_default();
+            e[0] += 1;
+            e[1] += !note.contains(raw) as usize;
+            e[2] += !q_decoded.contains(raw) as usize;
+        }
+    }
+    println!(
+        "{:<15} {:>7} {:>10} {:>10}",
+        "type", "labels", "attribute", "url.query"
+    );
+    let mut failed = Vec::new();
+    for (t, [n, a, q]) in &score {
+        let (ra, rq) = (*a as f64 / *n as f64, *q as f64 / *n as f64);
+        println!("{t:<15} {n:>7} {:>9.1}% {:>9.1}%", ra * 100.0, rq * 100.0);
+        if *t != "PHONE_NUMBER" && (ra < 0.99 || rq < 0.99) {
+            failed.push(*t);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "identifiers survived redaction: {failed:?}"
+    );
+}

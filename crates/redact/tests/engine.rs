@@ -1,0 +1,401 @@
+//! The engine end to end on OTLP batches: every place a value can hide, the documented precedence,
+//! allowlists that fail closed, pseudonyms, and the properties redaction must keep.
+
+use proptest::prelude::*;
+use tv_model::otlp::{
+    AnyValue, ArrayValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, KeyValueList,
+    Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value, span,
+};
+use tv_redact::{PseudonymKey, Rules, redact};
+
+fn s(v: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(Value::StringValue(v.into())),
+    })
+}
+fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: v,
+        ..Default::default()
+    }
+}
+
+fn batch(service: &str, span: Span) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s(service)),
+                    kv("host.owner", s("ops-oncall@example.com")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    attributes: vec![kv("lib.maintainer", s("dev@example.org"))],
+                    ..Default::default()
+                }),
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+const CARD: &str = "4111 1111 1111 1111";
+const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+
+fn rich_span() -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "GET /users/jane.doe@example.com".into(),
+        attributes: vec![
+            kv("http.request.method", s("GET")),
+            kv("note", s(&format!("paid with {CARD}"))),
+            kv(
+                "db.statement",
+                s("SELECT * FROM users WHERE email = 'jane@example.com' AND id IN (1, 2, 3)"),
+            ),
+            kv(
+                "url.full",
+                s(
+                    "https://api.example.com/v1/users/12345?token=tok_live_abcdefgh&ref=jane%40example.com",
+                ),
+            ),
+            kv(
+                "http.request.header.authorization",
+                s(&format!("Bearer {JWT}")),
+            ),
+            kv("app.db_password", s("hunter2")),
+            kv("enduser.id", s("user-8812")),
+            kv(
+                "nested",
+                Some(AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList {
+                        values: vec![
+                            kv("api_token", s("ZmFrZS10b2tlbi0xMjM0NTY3ODkw")),
+                            kv(
+                                "list",
+                                Some(AnyValue {
+                                    value: Some(Value::ArrayValue(ArrayValue {
+                                        values: vec![
+                                            s("ssn 123-45-6789").unwrap(),
+                                            s("ok").unwrap(),
+                                        ],
+                                    })),
+                                }),
+                            ),
+                        ],
+                    })),
+                }),
+            ),
+        ],
+        events: vec![span::Event {
+            name: "login failed for jane@example.com".into(),
+            attributes: vec![kv("exception.message", s(&format!("bad token {JWT}")))],
+            ..Default::default()
+        }],
+        links: vec![span::Link {
+            trace_id: vec![3; 16],
+            span_id: vec![4; 8],
+            attributes: vec![kv("peer.iban", s("GB82 WEST 1234 5698 7654 32"))],
+            ..Default::default()
+        }],
+        status: Some(Status {
+            message: "card 4111111111111111 declined".into(),
+            code: 2,
+        }),
+        ..Default::default()
+    }
+}
+
+fn text(req: &ExportTraceServiceRequest) -> String {
+    serde_json::to_string(req).unwrap()
+}
+
+fn key(b: u8) -> PseudonymKey {
+    PseudonymKey::new(&[b; 32])
+}
+
+#[test]
+fn every_place_a_value_can_hide_is_redacted() {
+    let out = redact(
+        &Rules::builtin(),
+        "acme",
+        &key(1),
+        batch("checkout", rich_span()),
+    );
+    let t = text(&out.request);
+    for raw in [
+        "jane.doe@example.com",
+        "jane@example.com",
+        "ops-oncall@example.com",
+        "dev@example.org",
+        CARD,
+        "4111111111111111",
+        JWT,
+        "hunter2",
+        "user-8812",
+        "ZmFrZS10b2tlbi0xMjM0NTY3ODkw",
+        "123-45-6789",
+        "GB82 WEST 1234 5698 7654 32",
+        "tok_live_abcdefgh",
+        "jane%40example.com",
+        "12345",
+    ] {
+        assert!(!t.contains(raw), "{raw} survived: {t}");
+    }
+    // Structure and harmless values stay.
+    let sp = &out.request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(sp.trace_id, vec![1; 16]);
+    assert!(t.contains("\"GET\""));
+    assert!(t.contains("checkout"));
+    assert!(sp.name.starts_with("GET /users/hmac:"), "{}", sp.name);
+    let get = |k: &str| {
+        sp.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .map(|a| tv_model::any_value_to_string(a.value.as_ref().unwrap()))
+    };
+    assert_eq!(get("note").unwrap(), "paid with ****1111");
+    assert_eq!(
+        get("db.statement").unwrap(),
+        "SELECT * FROM users WHERE email = ? AND id IN (?)"
+    );
+    let url = get("url.full").unwrap();
+    assert!(
+        url.starts_with("https://api.example.com/v1/users/{id}?token=REDACTED&ref=hmac:"),
+        "{url}"
+    );
+    // The built-in rules drop the authorization header outright.
+    assert_eq!(get("http.request.header.authorization"), None);
+    assert_eq!(get("app.db_password").unwrap(), "[REDACTED:secret]");
+    assert!(get("enduser.id").unwrap().starts_with("hmac:"));
+    assert_eq!(
+        sp.status.as_ref().unwrap().message,
+        "card ****1111 declined"
+    );
+    // The report says what fired where, and never a value.
+    let report = out.report.to_json().to_string();
+    assert!(report.contains("detector:credit_card"));
+    assert!(report.contains("span.status.message"));
+    assert!(report.contains("link.attributes[peer.iban]"));
+    assert!(report.contains("builtin:key:http.request.header.authorization"));
+    for raw in ["4111", "jane", "hunter2", "8812"] {
+        assert!(!report.contains(raw), "report leaks {raw}: {report}");
+    }
+}
+
+#[test]
+fn allowlist_fails_closed_and_allowed_keys_still_lose_detected_values() {
+    let rules = Rules::from_toml(
+        r#"
+        [[policies]]
+        name = "strict"
+        services = ["checkout"]
+        mode = "allowlist"
+        allow_keys = ["http.*", "note"]
+        "#,
+    )
+    .unwrap();
+    let out = redact(&rules, "acme", &key(1), batch("checkout", rich_span()));
+    let rs = &out.request.resource_spans[0];
+    let keys: Vec<&str> = rs.scope_spans[0].spans[0]
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    // Allowed keys survive (the authorization header is still dropped by the stronger rule);
+    // everything unknown is gone, service.name is always kept.
+    assert_eq!(keys, vec!["http.request.method", "note", "enduser.id"]);
+    let res_keys: Vec<&str> = rs
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    assert_eq!(res_keys, vec!["service.name"]);
+    assert!(!text(&out.request).contains(CARD));
+    // Another service of the same tenant gets the built-in policy.
+    let other = redact(&rules, "acme", &key(1), batch("search", rich_span()));
+    assert_eq!(
+        other.report.policies.keys().collect::<Vec<_>>(),
+        vec!["builtin"]
+    );
+    assert!(text(&other.request).contains("db.statement"));
+}
+
+#[test]
+fn an_allow_never_overrides_a_block() {
+    // `keep` for user.* listed first, `drop` for user.ssn after, and the reverse: same result.
+    for order in [("keep", "drop"), ("drop", "keep")] {
+        let (a, b) = order;
+        let (ka, kb) = if a == "keep" {
+            ("user.*", "user.ssn")
+        } else {
+            ("user.ssn", "user.*")
+        };
+        let rules = Rules::from_toml(&format!(
+            "[[policies]]\n[[policies.rules]]\nkey = '{ka}'\naction = '{a}'\n[[policies.rules]]\nkey = '{kb}'\naction = '{b}'\n"
+        ))
+        .unwrap();
+        let sp = Span {
+            name: "x".into(),
+            attributes: vec![
+                kv("user.ssn", s("123-45-6789")),
+                kv("user.plan", s("gold, card 4111111111111111")),
+            ],
+            ..Default::default()
+        };
+        let out = redact(&rules, "t", &key(1), batch("svc", sp));
+        let attrs = &out.request.resource_spans[0].scope_spans[0].spans[0].attributes;
+        assert_eq!(attrs.len(), 1, "{order:?}");
+        // The allowed key is kept, but the card inside it is still masked.
+        assert_eq!(
+            tv_model::any_value_to_string(attrs[0].value.as_ref().unwrap()),
+            "gold, card ****1111"
+        );
+    }
+}
+
+#[test]
+fn secret_detectors_cannot_be_switched_off_but_pii_ones_can() {
+    assert!(
+        Rules::from_toml("[[policies]]\n[[policies.rules]]\ndetector='private_key'\naction='keep'")
+            .is_err()
+    );
+    let rules =
+        Rules::from_toml("[[policies]]\n[[policies.rules]]\ndetector='ip_address'\naction='keep'")
+            .unwrap();
+    let sp = Span {
+        attributes: vec![kv("net.peer.ip", s("10.1.2.3"))],
+        ..Default::default()
+    };
+    let out = redact(&rules, "t", &key(1), batch("svc", sp.clone()));
+    assert!(text(&out.request).contains("10.1.2.3"));
+    let out = redact(&Rules::builtin(), "t", &key(1), batch("svc", sp));
+    assert!(!text(&out.request).contains("10.1.2.3"));
+}
+
+#[test]
+fn actions_mask_hash_truncate_and_drop() {
+    let rules = Rules::from_toml(
+        r#"
+        hash_bits = 64
+        [[policies]]
+        [[policies.rules]]
+        key = "a.mask"
+        action = "mask"
+        keep_last = 2
+        [[policies.rules]]
+        key = "a.hash"
+        action = "hash"
+        [[policies.rules]]
+        key = "a.trunc"
+        action = "truncate"
+        length = 5
+        [[policies.rules]]
+        key = "a.drop"
+        action = "drop"
+        "#,
+    )
+    .unwrap();
+    let sp = Span {
+        attributes: vec![
+            kv("a.mask", s("abcdef")),
+            kv("a.hash", s("alice")),
+            kv("a.trunc", s("long value here")),
+            kv("a.drop", s("x")),
+        ],
+        ..Default::default()
+    };
+    let out = redact(&rules, "t", &key(1), batch("svc", sp));
+    let vals: Vec<String> = out.request.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .iter()
+        .map(|a| tv_model::any_value_to_string(a.value.as_ref().unwrap()))
+        .collect();
+    assert_eq!(vals[0], "****ef");
+    assert!(
+        vals[1].starts_with("hmac:") && vals[1].len() == 5 + 16,
+        "{}",
+        vals[1]
+    );
+    assert_eq!(vals[2], "long ");
+    assert_eq!(vals.len(), 3);
+}
+
+fn pseudonym(tenant_key: u8, v: &str) -> String {
+    let sp = Span {
+        attributes: vec![kv("enduser.id", s(v))],
+        ..Default::default()
+    };
+    let out = redact(&Rules::builtin(), "t", &key(tenant_key), batch("svc", sp));
+    tv_model::any_value_to_string(
+        out.request.resource_spans[0].scope_spans[0].spans[0].attributes[0]
+            .value
+            .as_ref()
+            .unwrap(),
+    )
+}
+
+fn arb_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("jane.doe@example.com".to_string()),
+        Just(CARD.to_string()),
+        Just("GB82WEST12345698765432".to_string()),
+        Just("123-45-6789".to_string()),
+        Just("192.168.10.20".to_string()),
+        Just(JWT.to_string()),
+        Just("AKIAIOSFODNN7EXAMPLE".to_string()),
+        Just("ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_string()),
+        Just("password=Tr0ub4dor&3".to_string()),
+        "[a-z ]{0,20}",
+        "[ -~]{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn redaction_is_idempotent_and_redacted_values_never_reappear(
+        parts in proptest::collection::vec(arb_value(), 1..5),
+        key_name in prop_oneof![Just("note"), Just("url.query"), Just("db.statement"), Just("http.target"), Just("x.token")],
+    ) {
+        let value = parts.join(" ");
+        let sp = Span {
+            name: value.clone(),
+            attributes: vec![kv(key_name, s(&value)), kv("other", s(&parts[0]))],
+            status: Some(Status { message: value.clone(), code: 2 }),
+            ..Default::default()
+        };
+        let once = redact(&Rules::builtin(), "t", &key(3), batch("svc", sp));
+        let twice = redact(&Rules::builtin(), "t", &key(3), once.request.clone());
+        prop_assert_eq!(&once.request, &twice.request);
+        prop_assert_eq!(twice.report.total(), 0);
+        let out = text(&once.request);
+        // Every secret or identifier that went in is gone from every field.
+        for p in &parts {
+            for f in tv_redact::scan(p) {
+                let raw = &p[f.start..f.end];
+                prop_assert!(!out.contains(raw), "{} survived in {}", raw, out);
+            }
+        }
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_within_a_tenant_and_differ_across(v in "[a-z0-9._-]{3,30}") {
+        let a1 = pseudonym(1, &v);
+        prop_assert_eq!(&a1, &pseudonym(1, &v));
+        prop_assert_ne!(&a1, &pseudonym(2, &v));
+        prop_assert!(a1.starts_with("hmac:"));
+        prop_assert!(!a1.contains(&v));
+    }
+}
