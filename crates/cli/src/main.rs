@@ -111,6 +111,10 @@ struct ServeArgs {
     /// Serve WITHOUT TLS. Insecure; logs a warning at every start [config: tls.insecure_plaintext]
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Store spans WITHOUT redaction. Insecure; logs a warning at every start (flag only; rules
+    /// live in the config's [redaction] table and reload on SIGHUP)
+    #[arg(long)]
+    no_redaction: bool,
     /// Maximum request size after decompression, bytes [config: limits.max_request_bytes]
     #[arg(long)]
     max_request_bytes: Option<usize>,
@@ -174,6 +178,7 @@ impl ServeArgs {
         r.tls.cert = self.tls_cert.clone();
         r.tls.key = self.tls_key.clone();
         r.tls.insecure_plaintext = self.insecure_plaintext.then_some(true);
+        r.no_redaction = self.no_redaction.then_some(true);
         r.limits.max_request_bytes = self.max_request_bytes;
         r.limits.max_spans_per_request = self.max_spans_per_request;
         r.limits.max_attributes_per_span = self.max_attributes_per_span;
@@ -243,7 +248,49 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token = %server.admin_token_path.display(),
         "admin token file (read it with care; it is never logged)"
     );
+    tokio::spawn(reload_on_sighup(
+        args.raw(),
+        args.config.clone(),
+        server.redaction(),
+        server.metrics(),
+    ));
     server.run(shutdown_signal()).await
+}
+
+/// SIGHUP re-reads the configuration and swaps in its redaction rules; a file that does not load
+/// keeps the running rules and logs why.
+async fn reload_on_sighup(
+    flags: RawConfig,
+    config: Option<PathBuf>,
+    redaction: std::sync::Arc<tv_server::redaction::Redaction>,
+    metrics: std::sync::Arc<tv_server::metrics::Metrics>,
+) {
+    use tv_server::metrics::ResultLabels;
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; redaction rules reload only on restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let before = redaction.active().version();
+        match RawConfig::resolve(&flags, config.as_deref()) {
+            Ok(cfg) => {
+                redaction.replace(cfg.redaction);
+                let after = redaction.active().version();
+                metrics
+                    .redaction_reloads
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
+                tracing::info!(from = %before, to = %after, "SIGHUP: redaction rules reloaded");
+            }
+            Err(e) => {
+                metrics
+                    .redaction_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
+                tracing::error!(error = %format!("{e:#}"), policy_version = %before, "SIGHUP: configuration not reloaded; the running redaction rules stay");
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -78,6 +78,19 @@ impl Validated {
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }
+
+    /// Replaces the request by its redacted form. Redaction only removes attributes and replaces
+    /// values by shorter or bounded ones (masks, `hmac:` pseudonyms), never spans or ids, so the
+    /// batch stays within what validation accepted.
+    pub fn redact_with(
+        self,
+        f: impl FnOnce(ExportTraceServiceRequest) -> ExportTraceServiceRequest,
+    ) -> Validated {
+        Validated {
+            request: f(self.request),
+            ..self
+        }
+    }
 }
 
 struct Rejection {

@@ -102,6 +102,11 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub log: RawLog,
+    /// Redaction rules (`[redaction]`, see tv_redact::policy); absent: the built-in rules.
+    pub redaction: Option<tv_redact::RulesConfig>,
+    /// `--no-redaction` (a flag only: a config file cannot switch redaction off).
+    #[serde(skip)]
+    pub no_redaction: Option<bool>,
 }
 
 macro_rules! overlay {
@@ -128,7 +133,16 @@ impl RawConfig {
 
     /// Lays `other` over `self`: every value `other` sets wins.
     pub fn overlay(&mut self, other: &RawConfig) {
-        overlay!(self, other, version, data_dir, keys_dir, log_format);
+        overlay!(
+            self,
+            other,
+            version,
+            data_dir,
+            keys_dir,
+            log_format,
+            redaction,
+            no_redaction
+        );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
         overlay!(
@@ -256,6 +270,15 @@ impl RawConfig {
         if cert.is_some() != key.is_some() {
             bail!("tls.cert and tls.key (--tls-cert/--tls-key) must be given together");
         }
+        let redaction = if self.no_redaction == Some(true) {
+            None
+        } else {
+            let rc = self.redaction.clone().unwrap_or_default();
+            Some(
+                tv_redact::Rules::compile(&rc)
+                    .map_err(|e| anyhow::anyhow!("[redaction] {e}"))?,
+            )
+        };
         Ok(ServeConfig {
             data_dir,
             keys_dir,
@@ -289,6 +312,7 @@ impl RawConfig {
             log_public: self.log.public.unwrap_or(false),
             checkpoint_interval: Duration::from_secs_f64(cpi),
             witnesses,
+            redaction,
         })
     }
 }
@@ -315,6 +339,8 @@ pub struct ServeConfig {
     pub log_public: bool,
     pub checkpoint_interval: Duration,
     pub witnesses: Vec<WitnessConfig>,
+    /// The compiled redaction rules; `None` only with `--no-redaction`.
+    pub redaction: Option<tv_redact::Rules>,
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! OTLP receivers (OTLP 1.x): gRPC `TraceService/Export` and HTTP `POST /v1/traces`
 //! (`application/x-protobuf` and `application/json`), both feeding one pipeline:
 //! authenticate (before any body is read) -> decode with limits -> authorize -> validate ->
-//! commit (fsync) -> acknowledge, with OTLP partial success for per-span rejections.
+//! redact (the tenant's rules) -> commit (fsync) -> acknowledge, with OTLP partial success for
+//! per-span rejections.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,8 +67,19 @@ pub async fn ingest(
         error_message: m.to_owned(),
     });
     if accepted > 0 {
-        let batch = EncodedBatch::encode(caller.tenant.clone(), &validated, state.wal_zstd_level)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // Redaction before anything is written: the WAL, the blocks and the log only ever see
+        // the redacted batch, and the log records the digest of the rules that ran.
+        let (validated, policy) = state
+            .redaction
+            .apply(&caller.tenant, validated, &state.metrics)
+            .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
+        let batch = EncodedBatch::encode(
+            caller.tenant.clone(),
+            &validated,
+            state.wal_zstd_level,
+            policy,
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         // The decoded batch is not needed while waiting for the fsync.
         drop(validated);
         state

@@ -17,6 +17,7 @@ pub mod logkeys;
 pub mod metrics;
 pub mod net;
 pub mod params;
+pub mod redaction;
 pub mod tls;
 pub mod witness;
 pub mod witness_client;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub log_public: bool,
     /// The latest checkpoint with the witnesses' cosignatures added (when witnesses are set).
     pub cosigned: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The redaction rules in force and the tenants' pseudonym keys.
+    pub redaction: Arc<redaction::Redaction>,
 }
 
 /// Addresses actually bound (useful with port 0).
@@ -76,7 +79,19 @@ impl std::fmt::Debug for Server {
 
 const INSECURE_WARNING: &str = "INSECURE: --insecure-plaintext is set: listeners speak plaintext, so bearer tokens and trace data cross the network unencrypted; use only on a trusted loopback";
 
+const NO_REDACTION_WARNING: &str = "INSECURE: --no-redaction is set: spans are stored as sent, with whatever personal data, tokens and SQL literals they carry; the log records the empty redaction policy";
+
 impl Server {
+    /// The redaction state (for SIGHUP reloads).
+    pub fn redaction(&self) -> Arc<redaction::Redaction> {
+        self.state.redaction.clone()
+    }
+
+    /// The metrics (for SIGHUP reload counters).
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        self.state.metrics.clone()
+    }
+
     /// Creates what a first start needs and binds the listeners.
     pub async fn bootstrap(cfg: ServeConfig) -> anyhow::Result<Self> {
         let data_dir = cfg.data_dir.clone();
@@ -165,7 +180,15 @@ impl Server {
             wal_zstd_level: 1,
             log_public: cfg.log_public,
             cosigned: std::sync::Mutex::new(None),
+            redaction: Arc::new(redaction::Redaction::new(
+                cfg.redaction.clone(),
+                keyring.clone(),
+            )),
         });
+        match &cfg.redaction {
+            Some(r) => tracing::info!(policy_version = %r.version(), "redaction on"),
+            None => tracing::warn!("{NO_REDACTION_WARNING}"),
+        }
 
         if !cfg.witnesses.is_empty() {
             tokio::spawn(witness_client::run(

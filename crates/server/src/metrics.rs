@@ -38,6 +38,20 @@ pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
 
+/// Redaction counters: the rule (`detector:<name>`, `key:<policy>:<glob>`, `secret_key`,
+/// `allowlist`, `sql`, `url_id`; names come from the operator's rules file, not from requests) and
+/// the action taken.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedactionLabels {
+    pub rule: String,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -57,6 +71,8 @@ pub struct Metrics {
     pub head_spans: Gauge,
     pub witness_failures: Counter,
     pub log_size: Gauge,
+    pub redactions: Family<RedactionLabels, Counter>,
+    pub redaction_reloads: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,12 +107,24 @@ impl Metrics {
             head_spans: Gauge::default(),
             witness_failures: Counter::default(),
             log_size: Gauge::default(),
+            redactions: Family::default(),
+            redaction_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
             "spans_accepted",
             "Spans durably stored and acknowledged",
             m.spans_accepted.clone(),
+        );
+        registry.register(
+            "redactions",
+            "Values removed, masked, hashed or truncated at ingest, by rule and action",
+            m.redactions.clone(),
+        );
+        registry.register(
+            "redaction_reloads",
+            "Redaction rule reloads (SIGHUP), by result",
+            m.redaction_reloads.clone(),
         );
         registry.register(
             "spans_rejected",

@@ -22,8 +22,8 @@ use tv_tlog::commit::{self, Digest, FieldOpening, Salt};
 
 use crate::block::{resource_key, scope_key};
 
-/// The digest of the redaction policy applied before commit. No redaction is applied yet, so this
-/// is the digest of the name of the empty policy.
+/// The digest recorded for data committed without redaction (records written before redaction
+/// existed, and servers started with `--no-redaction`): the digest of the empty policy's name.
 pub fn policy_digest() -> Digest {
     commit::sha256(b"tracevault/redaction-policy/none/v1")
 }

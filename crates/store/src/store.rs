@@ -122,8 +122,12 @@ impl BatchSummary {
 
 /// Bytes before the compressed request in a WAL record's plaintext: format 0x01, the record
 /// secret (salts of its span commitments), the receive time (u64 LE).
-pub(crate) const PAYLOAD_HEADER: usize = 1 + 32 + 8;
-const PAYLOAD_FORMAT: u8 = 1;
+/// Record plaintext, format 2: `0x02 | record secret (32) | receive time (u64 LE) | redaction
+/// policy digest (32) | zstd(protobuf request)`. Format 1 (no policy digest; written before
+/// redaction existed) is still read, with the empty policy's digest.
+pub(crate) const PAYLOAD_HEADER: usize = 1 + 32 + 8 + 32;
+const PAYLOAD_FORMAT: u8 = 2;
+const PAYLOAD_HEADER_V1: usize = 1 + 32 + 8;
 
 /// A validated batch, encoded and compressed, with its span commitments: ready for the WAL.
 pub struct EncodedBatch {
@@ -133,12 +137,19 @@ pub struct EncodedBatch {
     summary: BatchSummary,
     span_root: [u8; 32],
     span_count: u32,
+    policy: [u8; 32],
 }
 
 impl EncodedBatch {
-    /// Encodes a validated batch for `tenant` (protobuf, then zstd at `level`) and computes its
-    /// span commitments under a fresh record secret.
-    pub fn encode(tenant: TenantId, batch: &Validated, level: i32) -> Result<Self, StoreError> {
+    /// Encodes a validated (and redacted) batch for `tenant` (protobuf, then zstd at `level`) and
+    /// computes its span commitments under a fresh record secret. `policy` is the digest of the
+    /// redaction policy the batch went through; the log records it.
+    pub fn encode(
+        tenant: TenantId,
+        batch: &Validated,
+        level: i32,
+        policy: [u8; 32],
+    ) -> Result<Self, StoreError> {
         let req = batch.request();
         let raw = req.encode_to_vec();
         let secret = tv_crypto::random_bytes::<32>();
@@ -148,6 +159,7 @@ impl EncodedBatch {
         payload.push(PAYLOAD_FORMAT);
         payload.extend_from_slice(&secret);
         payload.extend_from_slice(&crate::now_unix_nanos().to_le_bytes());
+        payload.extend_from_slice(&policy);
         let z = zstd::bulk::compress(&raw, level)
             .map_err(|e| StoreError::Decode(format!("compressing batch: {e}")))?;
         payload.extend_from_slice(&z);
@@ -157,6 +169,7 @@ impl EncodedBatch {
             summary: BatchSummary::of(req),
             span_root,
             span_count,
+            policy,
         })
     }
 
@@ -176,23 +189,41 @@ pub(crate) struct HeadRecord {
     pub leaf_index: Option<u64>,
 }
 
-/// Splits a record plaintext into (secret, receive time, compressed request).
-pub(crate) fn split_payload(p: &[u8]) -> Result<([u8; 32], u64, &[u8]), StoreError> {
-    if p.len() < PAYLOAD_HEADER || p[0] != PAYLOAD_FORMAT {
-        return Err(StoreError::Decode(
-            "record payload has an unknown format".to_owned(),
-        ));
-    }
-    Ok((
-        p[1..33].try_into().expect("32 bytes"),
-        u64::from_le_bytes(p[33..41].try_into().expect("8 bytes")),
-        &p[PAYLOAD_HEADER..],
-    ))
+/// The parts of a record plaintext.
+pub(crate) struct Payload<'a> {
+    pub secret: [u8; 32],
+    pub received: u64,
+    pub policy: [u8; 32],
+    pub body: &'a [u8],
+}
+
+/// Splits a record plaintext (format 2, or format 1 with the empty policy).
+pub(crate) fn split_payload(p: &[u8]) -> Result<Payload<'_>, StoreError> {
+    let (policy, header) = match p.first() {
+        Some(&PAYLOAD_FORMAT) if p.len() >= PAYLOAD_HEADER => (
+            p[41..73].try_into().expect("32 bytes"),
+            PAYLOAD_HEADER,
+        ),
+        Some(1) if p.len() >= PAYLOAD_HEADER_V1 => (commit::policy_digest(), PAYLOAD_HEADER_V1),
+        _ => {
+            return Err(StoreError::Decode(
+                "record payload has an unknown format".to_owned(),
+            ));
+        }
+    };
+    Ok(Payload {
+        secret: p[1..33].try_into().expect("32 bytes"),
+        received: u64::from_le_bytes(p[33..41].try_into().expect("8 bytes")),
+        policy,
+        body: &p[header..],
+    })
 }
 
 impl HeadRecord {
     pub fn secret(&self) -> [u8; 32] {
-        split_payload(&self.payload).map(|p| p.0).unwrap_or([0; 32])
+        split_payload(&self.payload)
+            .map(|p| p.secret)
+            .unwrap_or([0; 32])
     }
 
     pub fn decode(&self) -> Result<ExportTraceServiceRequest, StoreError> {
@@ -202,7 +233,7 @@ impl HeadRecord {
 
 /// The request inside a record plaintext.
 pub(crate) fn decode_payload(p: &[u8]) -> Result<ExportTraceServiceRequest, StoreError> {
-    let (_, _, z) = split_payload(p)?;
+    let z = split_payload(p)?.body;
     let raw = zstd::bulk::decompress(z, 1024 * 1024 * 1024)
         .map_err(|e| StoreError::Decode(format!("head record: {e}")))?;
     ExportTraceServiceRequest::decode(raw.as_slice())
@@ -594,16 +625,25 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
                             )));
                         }
                         None => {
-                            let (secret, received, _) = split_payload(&payload)?;
-                            let (root, count) =
-                                commit::span_root(&secret, &commit::CanonRecord::of_request(&req));
+                            let parts = split_payload(&payload)?;
+                            let (root, count) = commit::span_root(
+                                &parts.secret,
+                                &commit::CanonRecord::of_request(&req),
+                            );
                             let info = wal::DataInfo {
                                 key_index,
                                 counter,
                                 body_sha256,
                                 key_commitment: key.secret().commitment(),
                             };
-                            Some(log.push(record_leaf(id, &info, received, root, count)))
+                            Some(log.push(record_leaf(
+                                id,
+                                &info,
+                                parts.received,
+                                parts.policy,
+                                root,
+                                count,
+                            )))
                         }
                     },
                 };
@@ -867,6 +907,7 @@ fn record_leaf(
     segment: u64,
     info: &wal::DataInfo,
     received: u64,
+    policy_digest: [u8; 32],
     span_root: [u8; 32],
     span_count: u32,
 ) -> Vec<u8> {
@@ -879,7 +920,7 @@ fn record_leaf(
         key_commitment: info.key_commitment,
         span_root,
         span_count,
-        policy_digest: commit::policy_digest(),
+        policy_digest,
     })
     .encode()
 }
@@ -992,8 +1033,15 @@ fn write_group(
                 let mut st = inner.state.write().expect("state lock poisoned");
                 for (b, ack, info) in encoded {
                     let leaf_index = inner.log.as_ref().map(|log| {
-                        let received = split_payload(&b.payload).map(|p| p.1).unwrap_or(0);
-                        log.push(record_leaf(seg, &info, received, b.span_root, b.span_count))
+                        let received = split_payload(&b.payload).map(|p| p.received).unwrap_or(0);
+                        log.push(record_leaf(
+                            seg,
+                            &info,
+                            received,
+                            b.policy,
+                            b.span_root,
+                            b.span_count,
+                        ))
                     });
                     st.head.push(Arc::new(HeadRecord {
                         segment: seg,

@@ -596,12 +596,14 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                 }
             };
             match (split_payload(&plain), decode_payload(&plain)) {
-                (Ok((secret, received, _)), Ok(req)) => {
-                    let (root, count) = commit::span_root(&secret, &CanonRecord::of_request(&req));
+                (Ok(parts), Ok(req)) => {
+                    let (root, count) =
+                        commit::span_root(&parts.secret, &CanonRecord::of_request(&req));
                     cx.report.spans += count as u64;
                     if root != leaf.span_root
                         || count != leaf.span_count
-                        || received != leaf.received_unix_nanos
+                        || parts.received != leaf.received_unix_nanos
+                        || parts.policy != leaf.policy_digest
                     {
                         cx.problem(&rel, Some(offset), "span commitments", format!("record {counter} of key {key_index} does not re-derive log entry {index}"));
                     }

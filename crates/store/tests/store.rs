@@ -99,7 +99,7 @@ fn request(
 fn batch(tenant: &str, req: ExportTraceServiceRequest) -> EncodedBatch {
     let v = validate(req, &Limits::default(), now()).unwrap();
     assert_eq!(v.rejected_spans(), 0);
-    EncodedBatch::encode(TenantId::parse(tenant).unwrap(), &v, 1).unwrap()
+    EncodedBatch::encode(TenantId::parse(tenant).unwrap(), &v, 1, [7; 32]).unwrap()
 }
 
 fn count(store: &Store, tenant: &str, trace: [u8; 16]) -> usize {
