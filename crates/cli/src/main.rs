@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod query;
+mod redact_cmd;
 mod verify;
 
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ enum Cmd {
     Verify(verify::VerifyArgs),
     /// Check a span receipt with nothing but the log's verifier keys (exit 0 only if valid).
     VerifyReceipt(verify::VerifyReceiptArgs),
+    /// Apply redaction rules to OTLP JSON offline: redacted JSON out, a report of what fired where
+    /// (never a value) on stderr. Test a rules file before deploying it.
+    Redact(redact_cmd::RedactArgs),
 }
 
 #[derive(Args)]
@@ -299,6 +303,7 @@ fn main() -> ExitCode {
     let offline = match cli.cmd {
         Cmd::Verify(a) => Some(verify::verify(a)),
         Cmd::VerifyReceipt(a) => Some(verify::verify_receipt(a)),
+        Cmd::Redact(a) => Some(redact_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         cmd => {
             return run(cmd);
         }
@@ -348,7 +353,7 @@ fn run(cmd: Cmd) -> ExitCode {
                 }
                 Ok(())
             }
-            Cmd::Verify(_) | Cmd::VerifyReceipt(_) => Ok(()),
+            Cmd::Verify(_) | Cmd::VerifyReceipt(_) | Cmd::Redact(_) => Ok(()),
         }
     });
     match res {

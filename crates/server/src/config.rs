@@ -274,10 +274,7 @@ impl RawConfig {
             None
         } else {
             let rc = self.redaction.clone().unwrap_or_default();
-            Some(
-                tv_redact::Rules::compile(&rc)
-                    .map_err(|e| anyhow::anyhow!("[redaction] {e}"))?,
-            )
+            Some(tv_redact::Rules::compile(&rc).map_err(|e| anyhow::anyhow!("[redaction] {e}"))?)
         };
         Ok(ServeConfig {
             data_dir,

@@ -200,10 +200,9 @@ pub(crate) struct Payload<'a> {
 /// Splits a record plaintext (format 2, or format 1 with the empty policy).
 pub(crate) fn split_payload(p: &[u8]) -> Result<Payload<'_>, StoreError> {
     let (policy, header) = match p.first() {
-        Some(&PAYLOAD_FORMAT) if p.len() >= PAYLOAD_HEADER => (
-            p[41..73].try_into().expect("32 bytes"),
-            PAYLOAD_HEADER,
-        ),
+        Some(&PAYLOAD_FORMAT) if p.len() >= PAYLOAD_HEADER => {
+            (p[41..73].try_into().expect("32 bytes"), PAYLOAD_HEADER)
+        }
         Some(1) if p.len() >= PAYLOAD_HEADER_V1 => (commit::policy_digest(), PAYLOAD_HEADER_V1),
         _ => {
             return Err(StoreError::Decode(

@@ -370,3 +370,25 @@ pub struct RpcStatus {
     #[prost(string, tag = "2")]
     pub message: String,
 }
+
+/// Counts the files under `dir` and lists those whose bytes contain `needle`.
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> (usize, Vec<String>) {
+    let mut n = 0;
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                n += 1;
+                let b = std::fs::read(&e).unwrap();
+                if b.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(e.display().to_string());
+                }
+            }
+        }
+    }
+    (n, hits)
+}

@@ -1,0 +1,367 @@
+//! Redaction end to end (issue 4): the real server redacts after authentication and before the
+//! WAL, so nothing raw reaches any file; reads return the redacted form; the log's record leaf
+//! carries the digest of the rules that ran; counters appear in /metrics; SIGHUP reloads the
+//! rules (a broken file keeps the running ones); `tracevault redact` does the same offline.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use prost::Message;
+use tv_model::otlp::*;
+
+const CARD: &str = "4111 1111 1111 1111";
+
+fn rules_v1() -> &'static str {
+    r#"
+[redaction]
+hash_bits = 96
+
+[[redaction.policies]]
+name = "shop"
+services = ["checkout"]
+
+[[redaction.policies.rules]]
+key = "app.customer"
+action = "hash"
+"#
+}
+
+fn rules_v2() -> &'static str {
+    r#"
+[redaction]
+hash_bits = 96
+
+[[redaction.policies]]
+name = "shop"
+services = ["checkout"]
+
+[[redaction.policies.rules]]
+key = "app.customer"
+action = "hash"
+
+[[redaction.policies.rules]]
+key = "app.note"
+action = "drop"
+"#
+}
+
+fn sensitive(marker: &str) -> (ExportTraceServiceRequest, [u8; 16]) {
+    let (mut req, tid) = request("checkout", 2);
+    for s in req.resource_spans[0].scope_spans[0].spans.iter_mut() {
+        s.name = format!("charge {marker}@example.com");
+        s.attributes.extend([
+            kv(
+                "app.note",
+                sv(&format!("paid with {CARD} by {marker}@example.com")),
+            ),
+            kv("app.customer", sv(&format!("cust-{marker}"))),
+            kv("db.password", sv(&format!("pw-{marker}"))),
+            kv(
+                "db.statement",
+                sv(&format!("SELECT * FROM t WHERE owner = '{marker}'")),
+            ),
+        ]);
+    }
+    (req, tid)
+}
+
+fn attr<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    // {"batches":[{"scopeSpans":[{"spans":[{"attributes":[...]}]}]}]}
+    let spans = v["batches"][0]["scopeSpans"][0]["spans"].as_array()?;
+    spans[0]["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"]["stringValue"])
+}
+
+async fn wait_for_log(srv: &Server, needle: &str, from: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !srv.log_text()[from.min(srv.log_text().len())..].contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log: {}",
+            srv.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hup(srv: &Server) {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_raw_is_stored_the_log_records_the_policy_and_sighup_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tracevault.toml");
+    std::fs::write(&cfg, rules_v1()).unwrap();
+    let mut srv = Server::start_at(
+        tmp.path().join("data"),
+        None,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let marker = format!("tvm{:012x}", rand_u64());
+    let (req, tid) = sensitive(&marker);
+    assert_eq!(
+        srv.post_otlp("application/x-protobuf", req.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let v = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid)))
+        .await;
+    let text = v.to_string();
+    assert_eq!(count_json_spans(&v), 2);
+    // Reads return the redacted form.
+    assert!(!text.contains(&marker), "raw value served: {text}");
+    assert!(!text.contains(CARD));
+    assert!(text.contains("****1111"), "{text}");
+    assert!(
+        attr(&v, "app.customer")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with("hmac:")
+    );
+    assert_eq!(
+        attr(&v, "app.customer").unwrap().as_str().unwrap().len(),
+        5 + 96 / 4
+    );
+    assert_eq!(attr(&v, "db.password").unwrap(), "[REDACTED:secret]");
+    assert_eq!(
+        attr(&v, "db.statement").unwrap(),
+        "SELECT * FROM t WHERE owner = ?"
+    );
+    // Nothing raw in any file, before and after sealing.
+    let (_, hits) = files_containing(&srv.dir, marker.as_bytes());
+    assert!(hits.is_empty(), "{hits:?}");
+    srv.flush().await;
+    let (_, hits) = files_containing(&srv.dir, marker.as_bytes());
+    assert!(hits.is_empty(), "{hits:?}");
+
+    // The log entry of the record names the rules that ran.
+    let want = {
+        let t: toml::Table = toml::from_str(rules_v1()).unwrap();
+        let rc: tv_redact::RulesConfig = t["redaction"].clone().try_into().unwrap();
+        tv_redact::Rules::compile(&rc).unwrap().digest()
+    };
+    let rc = srv
+        .get_json(&format!("/api/traces/{}/receipt", hex::encode(tid)))
+        .await;
+    let leaf_b64 = rc["receipts"][0]["leaf"].as_str().unwrap();
+    let leaf =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, leaf_b64).unwrap();
+    match tv_tlog::leaf::Leaf::parse(&leaf).unwrap() {
+        tv_tlog::leaf::Leaf::Record(r) => assert_eq!(r.policy_digest, want),
+        other => panic!("not a record leaf: {other:?}"),
+    }
+
+    // Counters per rule and detector.
+    let metrics = srv.get("/metrics").await.text().await.unwrap();
+    for line in [
+        "tracevault_redactions_total{rule=\"detector:credit_card\",action=\"mask\"} 2",
+        "tracevault_redactions_total{rule=\"shop:key:app.customer\",action=\"hash\"} 2",
+        "tracevault_redactions_total{rule=\"secret_key\",action=\"mask\"} 2",
+        "tracevault_redactions_total{rule=\"sql\",action=\"mask\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+    assert!(!metrics.contains(&marker));
+
+    // SIGHUP: new rules apply to the next batch.
+    std::fs::write(&cfg, rules_v2()).unwrap();
+    let from = srv.log_text().len();
+    hup(&srv);
+    wait_for_log(&srv, "redaction rules reloaded", from).await;
+    let (req, tid2) = sensitive(&marker);
+    assert_eq!(
+        srv.post_otlp("application/x-protobuf", req.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let v2 = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid2)))
+        .await;
+    assert!(attr(&v2, "app.note").is_none(), "{v2}");
+    // The same customer gets the same pseudonym across batches (and reloads).
+    assert_eq!(attr(&v2, "app.customer"), attr(&v, "app.customer"));
+
+    // A broken file is refused with its reason; the running rules stay.
+    std::fs::write(
+        &cfg,
+        "[redaction]\n[[redaction.policies]]\n[[redaction.policies.rules]]\ndetector = \"jwt\"\naction = \"keep\"\n",
+    )
+    .unwrap();
+    let from = srv.log_text().len();
+    hup(&srv);
+    wait_for_log(&srv, "configuration not reloaded", from).await;
+    assert!(srv.log_text()[from..].contains("finds secrets and cannot be set to"));
+    let (req, tid3) = sensitive(&marker);
+    assert_eq!(
+        srv.post_otlp("application/x-protobuf", req.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let v3 = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid3)))
+        .await;
+    assert!(attr(&v3, "app.note").is_none());
+    assert!(
+        !srv.log_text().contains(&marker),
+        "a value reached the server log"
+    );
+
+    // The directory verifies: every record's payload names the policy its leaf commits to.
+    assert_eq!(srv.terminate(), Some(0));
+    let keys = String::from_utf8(
+        std::process::Command::new(BIN)
+            .args(["log", "keys", "--data-dir"])
+            .arg(&srv.dir)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["verify", "--data-dir"]).arg(&srv.dir);
+    for k in keys.lines() {
+        cmd.args(["--vkey", k]);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_redaction_needs_the_flag_and_warns() {
+    let srv = Server::start(&["--no-redaction"]);
+    assert!(srv.log_text().contains("INSECURE: --no-redaction"));
+    let marker = format!("tvm{:012x}", rand_u64());
+    let (req, tid) = sensitive(&marker);
+    srv.post_otlp("application/x-protobuf", req.encode_to_vec())
+        .await;
+    let v = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid)))
+        .await;
+    assert!(v.to_string().contains(CARD));
+    // A config file cannot switch it off.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "no_redaction = true\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_redaction"));
+}
+
+fn redact_cli(dir: &Path, args: &[&str], input: &str) -> (i32, String, String) {
+    let inp = dir.join("in.json");
+    std::fs::write(&inp, input).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("redact")
+        .arg(&inp)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_redact_command_shows_what_rules_do_before_deploying_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (req, _) = sensitive("alice");
+    let json = serde_json::to_string(&req).unwrap();
+    let rules = tmp.path().join("rules.toml");
+    std::fs::write(&rules, rules_v2()).unwrap();
+    let key = tmp.path().join("pk.hex");
+    std::fs::write(&key, "11".repeat(32)).unwrap();
+    let (code, out, report) = redact_cli(
+        tmp.path(),
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--pseudonym-key-file",
+            key.to_str().unwrap(),
+        ],
+        &json,
+    );
+    assert_eq!(code, 0, "{report}");
+    let red: ExportTraceServiceRequest = tv_model::decode::decode_json(out.as_bytes()).unwrap();
+    let t = serde_json::to_string(&red).unwrap();
+    for raw in [
+        CARD,
+        "alice@example.com",
+        "cust-alice",
+        "pw-alice",
+        "'alice'",
+    ] {
+        assert!(!t.contains(raw), "{raw} in {t}");
+    }
+    // app.note dropped by rules v2; the pseudonym is stable for a given key.
+    assert!(!t.contains("app.note"));
+    let (_, out2, _) = redact_cli(
+        tmp.path(),
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--pseudonym-key-file",
+            key.to_str().unwrap(),
+        ],
+        &json,
+    );
+    assert_eq!(out, out2);
+    // The report names rules and fields, never values.
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let hits = r["hits"].as_array().unwrap();
+    assert!(hits.iter().any(|h| h["rule"] == "shop:key:app.note"
+        && h["action"] == "drop"
+        && h["field"] == "span.attributes[app.note]"
+        && h["count"] == 2));
+    assert!(
+        hits.iter()
+            .any(|h| h["rule"] == "detector:email" && h["field"] == "span.name")
+    );
+    assert!(!report.contains("alice"));
+    assert_eq!(r["spans"], 2);
+
+    // A bad rules file: a clear error naming the rule, exit non-zero.
+    std::fs::write(
+        &rules,
+        "[[policies]]\nname = \"p\"\n[[policies.rules]]\ndetector = \"email\"\naction = \"mask\"\nkeep_last = 99\n",
+    )
+    .unwrap();
+    let (code, _, err) = redact_cli(tmp.path(), &["--rules", rules.to_str().unwrap()], &json);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("policy \"p\", rule 1: keep_last = 99 (at most 8)"),
+        "{err}"
+    );
+    // Not OTLP JSON: said so.
+    let (code, _, err) = redact_cli(tmp.path(), &[], "{\"resourceSpans\": 7}");
+    assert_ne!(code, 0);
+    assert!(err.contains("not OTLP JSON"), "{err}");
+}
