@@ -483,6 +483,51 @@ fn cards_in_run(text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
 
 fn scan_pii(text: &str, out: &mut Vec<Finding>) {
     let p = patterns();
+    // Cheap facts first: each detector needs a minimum of digits, an `@`, dots or colons.
+    let (mut digits, mut dots, mut colons, mut at) = (0usize, 0usize, 0usize, false);
+    for &c in text.as_bytes() {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'.' => dots += 1,
+            b':' => colons += 1,
+            b'@' => at = true,
+            _ => {}
+        }
+    }
+    if at {
+        scan_emails(text, p, out);
+    }
+    if digits >= 12 {
+        for m in p.card.find_iter(text) {
+            cards_in_run(text, m.start(), m.end(), out);
+        }
+    }
+    if digits >= 2 && text.len() >= 15 {
+        scan_ibans(text, p, out);
+    }
+    if digits >= 9 {
+        scan_ssns(text, p, out);
+    }
+    if digits >= 4 && dots >= 3 {
+        for m in p.ipv4.find_iter(text) {
+            if m.as_str().parse::<Ipv4Addr>().is_ok() && bounded(text, m.start(), m.end(), b".") {
+                out.push(Finding {
+                    kind: Kind::IpAddress,
+                    start: m.start(),
+                    end: m.end(),
+                });
+            }
+        }
+    }
+    if colons >= 2 {
+        scan_ipv6(text, p, out);
+    }
+    if digits >= 7 {
+        scan_phones(text, p, out);
+    }
+}
+
+fn scan_emails(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.email.find_iter(text) {
         // Trim trailing dots a sentence adds ("write to a@b.com.").
         let s = m.as_str().trim_end_matches('.');
@@ -495,9 +540,9 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
             });
         }
     }
-    for m in p.card.find_iter(text) {
-        cards_in_run(text, m.start(), m.end(), out);
-    }
+}
+
+fn scan_ibans(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     // The regex is greedy over grouped characters: take the longest valid prefix, then search
     // again right after it (the rest of the match may hold the next IBAN).
     let mut pos = 0;
@@ -526,6 +571,9 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
             _ => pos = m.start() + 1,
         }
     }
+}
+
+fn scan_ssns(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for c in p.ssn.captures_iter(text) {
         let m = c.get(0).expect("whole match");
         // Both separators the same (none, dash or space).
@@ -549,15 +597,9 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
             });
         }
     }
-    for m in p.ipv4.find_iter(text) {
-        if m.as_str().parse::<Ipv4Addr>().is_ok() && bounded(text, m.start(), m.end(), b".") {
-            out.push(Finding {
-                kind: Kind::IpAddress,
-                start: m.start(),
-                end: m.end(),
-            });
-        }
-    }
+}
+
+fn scan_ipv6(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.ipv6.find_iter(text) {
         let s = m.as_str();
         if s.matches(':').count() >= 2
@@ -571,6 +613,9 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
             });
         }
     }
+}
+
+fn scan_phones(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.phone.find_iter(text) {
         let s = m.as_str().trim_end();
         if phone_valid(s) && bounded(text, m.start(), m.start() + s.len(), b".-") {

@@ -206,22 +206,40 @@ enum Outcome {
     Drop,
 }
 
+/// Where a value sits, rendered (`span.attributes[http.url]`) only when something fires.
+#[derive(Clone, Copy)]
+struct Field<'a> {
+    prefix: &'a str,
+    key: Option<&'a str>,
+}
+
+impl Field<'_> {
+    fn render(&self) -> String {
+        match self.key {
+            Some(k) => format!("{}[{k}]", self.prefix),
+            None => self.prefix.to_string(),
+        }
+    }
+}
+
 impl Cx<'_> {
-    fn hit(&mut self, rule: String, action: ActionKind, field: &str) {
+    fn hit(&mut self, rule: String, action: ActionKind, field: Field<'_>) {
         let h = Hit {
             rule,
             action: action.name(),
-            field: field.to_string(),
+            field: field.render(),
         };
         *self.report.hits.entry(h).or_default() += 1;
     }
 
     fn pseudonym(&self, v: &str) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let tag = hmac::sign(&self.key.0, v.as_bytes());
-        let mut s = String::with_capacity(5 + self.hex_len);
+        let mut s = String::with_capacity(5 + 64);
         s.push_str("hmac:");
         for b in tag.as_ref() {
-            s.push_str(&format!("{b:02x}"));
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
         }
         s.truncate(5 + self.hex_len);
         s
@@ -251,7 +269,7 @@ impl Cx<'_> {
 
     /// Runs the detectors over `s`; the replacement text when something fired (`drop` actions
     /// reported through `dropped`).
-    fn detect(&mut self, s: &str, field: &str, dropped: &mut bool) -> Option<String> {
+    fn detect(&mut self, s: &str, field: Field<'_>, dropped: &mut bool) -> Option<String> {
         if s.len() < 6 || already_redacted(s) {
             return None;
         }
@@ -281,6 +299,10 @@ impl Cx<'_> {
     /// Span names, event names, status messages: detectors only (a `drop` masks instead).
     fn text_field(&mut self, s: &mut String, field: &str) {
         let mut dropped = false;
+        let field = Field {
+            prefix: field,
+            key: None,
+        };
         if let Some(rep) = self.detect(s, field, &mut dropped) {
             *s = rep;
         }
@@ -294,17 +316,23 @@ impl Cx<'_> {
     }
 
     fn attr(&mut self, kv: &mut KeyValue, prefix: &str, top: bool) -> Outcome {
-        let field = || format!("{prefix}[{}]", kv.key);
-        let rule = self.policy.key_rule(&kv.key).cloned();
+        // Disjoint borrows: the key names the field while the value is rewritten.
+        let KeyValue { key, value, .. } = kv;
+        let key: &str = key;
+        let field = Field {
+            prefix,
+            key: Some(key),
+        };
+        let rule = self.policy.key_rule(key).cloned();
         // 1. the strongest key rule
         if let Some(r) = &rule {
             match r.action.kind {
                 ActionKind::Drop => {
-                    self.hit(r.id.clone(), ActionKind::Drop, &field());
+                    self.hit(r.id.clone(), ActionKind::Drop, field);
                     return Outcome::Drop;
                 }
                 ActionKind::Mask | ActionKind::Hash | ActionKind::Truncate => {
-                    let Some(v) = kv.value.as_mut() else {
+                    let Some(v) = value.as_mut() else {
                         return Outcome::Keep;
                     };
                     let s = tv_model::any_value_to_string(v);
@@ -313,7 +341,7 @@ impl Cx<'_> {
                     }
                     let rep = self.apply(r.action, "value", &s);
                     if rep != s {
-                        self.hit(r.id.clone(), r.action.kind, &field());
+                        self.hit(r.id.clone(), r.action.kind, field);
                         v.value = Some(Value::StringValue(rep));
                     }
                     if r.action.kind != ActionKind::Truncate {
@@ -324,48 +352,41 @@ impl Cx<'_> {
             }
         }
         // 2. allowlist mode fails closed
-        if top
-            && self.policy.mode == Mode::Allowlist
-            && rule.is_none()
-            && !self.policy.allowed(&kv.key)
+        if top && self.policy.mode == Mode::Allowlist && rule.is_none() && !self.policy.allowed(key)
         {
-            self.hit("allowlist".into(), ActionKind::Drop, &field());
+            self.hit("allowlist".into(), ActionKind::Drop, field);
             return Outcome::Drop;
         }
-        let Some(v) = kv.value.as_mut() else {
+        let Some(v) = value.as_mut() else {
             return Outcome::Keep;
         };
         // 3. secret-named keys
-        if secret_key_name().is_match(&kv.key) && !not_secret_key(&kv.key) {
+        if secret_key_name().is_match(key) && !not_secret_key(key) {
             let hidden = match v.value.as_ref() {
                 Some(Value::StringValue(s)) => {
-                    !s.is_empty()
-                        && !already_redacted(s)
-                        && (always_secret(&kv.key) || high_entropy(s))
+                    !s.is_empty() && !already_redacted(s) && (always_secret(key) || high_entropy(s))
                 }
                 Some(Value::BytesValue(b)) => !b.is_empty(),
                 _ => false,
             };
             if hidden {
-                let f = field();
-                self.hit("secret_key".into(), ActionKind::Mask, &f);
+                self.hit("secret_key".into(), ActionKind::Mask, field);
                 v.value = Some(Value::StringValue("[REDACTED:secret]".into()));
                 return Outcome::Keep;
             }
         }
         // 4. SQL and URL scrubbers
         if let Some(Value::StringValue(s)) = v.value.as_mut() {
-            if matches!(kv.key.as_str(), "db.statement" | "db.query.text") {
+            if matches!(key, "db.statement" | "db.query.text") {
                 let sc = crate::sql::scrub(s);
                 if sc.text != *s {
-                    self.hit("sql".into(), ActionKind::Mask, &field());
+                    self.hit("sql".into(), ActionKind::Mask, field);
                     *s = sc.text;
                 }
-            } else if let Some(uf) = UrlField::of_key(&kv.key) {
-                let f = field();
+            } else if let Some(uf) = UrlField::of_key(key) {
                 let mut u = UrlCx {
                     cx: self,
-                    field: &f,
+                    field,
                     dropped: false,
                 };
                 if let Some(rep) = crate::url::scrub(s, uf, &mut u) {
@@ -375,8 +396,7 @@ impl Cx<'_> {
             }
         }
         // 5. detectors over what is left
-        let f = field();
-        if self.value(v, &f) {
+        if self.value(v, field) {
             Outcome::Drop
         } else {
             Outcome::Keep
@@ -384,7 +404,7 @@ impl Cx<'_> {
     }
 
     /// Detectors over a value, recursively; true when a `drop` fired.
-    fn value(&mut self, v: &mut AnyValue, field: &str) -> bool {
+    fn value(&mut self, v: &mut AnyValue, field: Field<'_>) -> bool {
         let mut dropped = false;
         match v.value.as_mut() {
             Some(Value::StringValue(s)) => {
@@ -398,7 +418,7 @@ impl Cx<'_> {
                 }
             }
             Some(Value::KvlistValue(l)) => {
-                let prefix = field.to_string();
+                let prefix = field.render();
                 l.values
                     .retain_mut(|kv| matches!(self.attr(kv, &prefix, false), Outcome::Keep));
             }
@@ -418,7 +438,7 @@ impl Cx<'_> {
 
 struct UrlCx<'a, 'b> {
     cx: &'a mut Cx<'b>,
-    field: &'a str,
+    field: Field<'a>,
     dropped: bool,
 }
 

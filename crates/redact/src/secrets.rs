@@ -22,6 +22,7 @@ struct Patterns {
     url_param: Regex,
     /// One alternation over the prefixed token formats; the group that matched names the kind.
     tokens: Regex,
+    tokens_context: Regex,
     pw_hash: Regex,
     vault_legacy: Regex,
     basic_cli: Regex,
@@ -64,16 +65,16 @@ const TOKENS: &[(Kind, &str)] = &[
             // DigitalOcean / Doppler / Dynatrace / Grafana / HashiCorp Vault and Terraform
             r"|\bdo[opr]_v1_[a-f0-9]{64}\b|\bdp\.(?:pt|st|ct|sa|scim|audit)\.[A-Za-z0-9._-]{30,}",
             r"|\bdt0[a-z][0-9]{2}\.[A-Z0-9]{24}\.[A-Z0-9]{64}\b|\bgl(?:c|sa)_[A-Za-z0-9_=+/-]{30,}",
-            r"|\bhv[sbr]\.[A-Za-z0-9_-]{24,}|\b[a-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,}",
+            r"|\bhv[sbr]\.[A-Za-z0-9_-]{24,}",
             // Atlassian / Bitbucket / Mailgun / Mailchimp / SendGrid / Twilio / Shopify
             r"|\bATATT3[A-Za-z0-9_=-]{50,}|\bATBB[A-Za-z0-9]{28,}|\bkey-[a-f0-9]{32}\b",
-            r"|\b[a-f0-9]{32}-us[0-9]{1,2}\b|\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",
+            r"|\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",
             r"|\b(?:SK|AC)[a-f0-9]{32}\b|\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}\b",
             // Postman / Sourcegraph / age / Databricks / New Relic / Square / Telegram
             r"|\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b|\bsgp_[A-Za-z0-9_]{40,}",
             r"|\bAGE-SECRET-KEY-1[0-9A-Z]{58}\b|\bdapi[a-f0-9]{32}(?:-[0-9])?\b",
             r"|\bNR(?:AK|II|AA|JS|RA|RI|SP)-[A-Za-z0-9]{20,}|\bsq0(?:atp|csp)-[A-Za-z0-9_-]{20,}",
-            r"|\bEAAA[A-Za-z0-9_-]{60,}|\b[0-9]{8,10}:AA[A-Za-z0-9_-]{30,35}\b",
+            r"|\bEAAA[A-Za-z0-9_-]{60,}",
             r"|\bNRIQ-[A-Za-z0-9_-]{20,}",
             r"|\bpx-(?:api|dep)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
             // Facebook / Figma / Groq / Tavily / Firecrawl / Jina / Adafruit / crates.io
@@ -83,7 +84,6 @@ const TOKENS: &[(Kind, &str)] = &[
             // Microsoft Teams incoming webhooks / Mapbox public / Grafana API keys / TrueNAS
             r"|https://[a-z0-9.-]*(?:outlook\.office\.com|webhook\.office\.com)/webhook[a-z0-9]*/[A-Za-z0-9@/_-]{30,}",
             r"|\bpk\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}|\beyJrIjoi[A-Za-z0-9+/=_-]{40,}",
-            r"|\b[0-9]{1,4}-[A-Za-z0-9]{64}\b",
             // Dropbox / Dependency-Track / Pulumi / Artifactory / Mapbox secret / SonarQube
             r"|\bsl\.[A-Za-z0-9_-]{60,}|\bodt_[A-Za-z0-9_-]{32,}|\bpul-[a-f0-9]{40}\b",
             r"|\bAKCp[A-Za-z0-9]{60,}|\bsk\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
@@ -91,7 +91,7 @@ const TOKENS: &[(Kind, &str)] = &[
             // Linear / Heroku / Salesforce / StackHawk / Azure DevOps / AppSync / Amazon MWS
             r"|\blin_(?:api|oauth)_[A-Za-z0-9]{40}\b|\bHRKU-[A-Za-z0-9_-]{30,}",
             r"|\b00D[A-Za-z0-9]{12}![A-Za-z0-9_.]{80,}|\bhawk\.[A-Za-z0-9_-]{20}\.[A-Za-z0-9_-]{20}\b",
-            r"|\b[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4}\b|\bda2-[a-z0-9]{26}\b",
+            r"|\bda2-[a-z0-9]{26}\b",
             r"|\bamzn\.mws\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
             // Azure connection-string secrets
             r"|(?:AccountKey|SharedAccessKey|SharedAccessSignature)=[A-Za-z0-9+/%]{30,}={0,2}",
@@ -99,6 +99,62 @@ const TOKENS: &[(Kind, &str)] = &[
         ),
     ),
 ];
+
+/// Vendor formats without a literal prefix (Mailchimp, Telegram, Terraform Cloud, Azure DevOps,
+/// TrueNAS); run only when a gate in [`Gates`] says one could be there.
+const TOKENS_CONTEXT: &str = concat!(
+    r"\b[a-f0-9]{32}-us[0-9]{1,2}\b|\b[0-9]{8,10}:AA[A-Za-z0-9_-]{30,35}\b",
+    r"|\b[a-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,}|\b[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4}\b",
+    r"|\b[0-9]{1,4}-[A-Za-z0-9]{64}\b",
+);
+
+/// Keyword groups found in one case-insensitive pass; each detector runs only when its group (or
+/// a cheap byte fact) says a match is possible. Most attribute values trip none.
+const G_AUTH: u32 = 1;
+const G_ASSIGN: u32 = 2;
+const G_USER_FLAG: u32 = 4;
+const G_XML: u32 = 8;
+const G_CONTEXT: u32 = 16;
+
+const KEYWORDS: &[(&str, u32)] = &[
+    ("bearer", G_AUTH),
+    ("basic", G_AUTH),
+    ("token", G_AUTH | G_ASSIGN),
+    ("digest", G_AUTH),
+    ("negotiate", G_AUTH),
+    ("apikey", G_AUTH | G_ASSIGN),
+    ("api-key", G_AUTH | G_ASSIGN),
+    ("ssws", G_AUTH),
+    ("pass", G_ASSIGN),
+    ("pwd", G_ASSIGN),
+    ("secret", G_ASSIGN),
+    ("credential", G_ASSIGN),
+    ("crumb", G_ASSIGN),
+    ("key", G_ASSIGN),
+    ("pat", G_ASSIGN),
+    ("-u ", G_USER_FLAG),
+    ("--user", G_USER_FLAG),
+    ("key=\"", G_XML),
+    ("-us", G_CONTEXT),
+    (":aa", G_CONTEXT),
+    ("atlasv1", G_CONTEXT),
+    ("azdo", G_CONTEXT),
+];
+
+fn keyword_groups(text: &str) -> u32 {
+    static AC: OnceLock<aho_corasick::AhoCorasick> = OnceLock::new();
+    let ac = AC.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(KEYWORDS.iter().map(|(k, _)| k))
+            .expect("keywords build")
+    });
+    let mut g = 0;
+    for m in ac.find_overlapping_iter(text) {
+        g |= KEYWORDS[m.pattern().as_usize()].1;
+    }
+    g
+}
 
 fn patterns() -> &'static Patterns {
     static P: OnceLock<Patterns> = OnceLock::new();
@@ -123,6 +179,7 @@ fn patterns() -> &'static Patterns {
                 r"(?i)[?&;]([a-z0-9_.\[\]-]*(?:passw|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth|signature|\bsig\b|credential|session|\bkey\b|client[_-]?secret|\bcode\b)[a-z0-9_.\[\]-]*)=([^&#\s\x22'<>]+)",
             ),
             tokens: re(&tokens),
+            tokens_context: re(TOKENS_CONTEXT),
             pw_hash: re(
                 r"\$(?:1|2[abxy]|5|6|7|8|9|y|gy|argon2(?:id|i|d)|krb5asrep\$[0-9]+|krb5tgs\$[0-9]+)\$[./A-Za-z0-9$:@=,+*-]{16,}",
             ),
@@ -152,79 +209,109 @@ fn patterns() -> &'static Patterns {
 /// overlaps).
 pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
     let p = patterns();
+    let g = keyword_groups(text);
+    let b = text.as_bytes();
+    let has = |c: u8| b.contains(&c);
     let mut push = |kind, start, end| out.push(Finding { kind, start, end });
-    for m in p.pem.find_iter(text) {
-        push(Kind::PrivateKey, m.start(), m.end());
-    }
-    for m in p.jwt.find_iter(text) {
-        if jwt_valid(m.as_str()) {
-            push(Kind::Jwt, m.start(), m.end());
+    if text.contains("-----BEGIN") {
+        for m in p.pem.find_iter(text) {
+            push(Kind::PrivateKey, m.start(), m.end());
         }
     }
-    for c in p.auth.captures_iter(text) {
-        let m = c.get(1).expect("credential group");
-        if credential_like(m.as_str()) {
-            push(Kind::AuthHeader, m.start(), m.end());
-        }
-    }
-    for c in p.url_userinfo.captures_iter(text) {
-        let (user, pass) = (c.get(1).expect("user"), c.get(2).expect("password"));
-        if !pass.as_str().is_empty() && !placeholder(pass.as_str()) {
-            push(Kind::UrlCredential, user.start(), pass.end());
-        }
-    }
-    for c in p.url_param.captures_iter(text) {
-        let v = c.get(2).expect("value");
-        if !placeholder(v.as_str()) {
-            push(Kind::UrlCredential, v.start(), v.end());
-        }
-    }
-    for c in p.tokens.captures_iter(text) {
-        for (i, (kind, _)) in TOKENS.iter().enumerate() {
-            if let Some(m) = c.get(i + 1) {
-                push(*kind, m.start(), m.end());
-                break;
+    if text.contains("eyJ") {
+        for m in p.jwt.find_iter(text) {
+            if jwt_valid(m.as_str()) {
+                push(Kind::Jwt, m.start(), m.end());
             }
         }
     }
-    for m in p.pw_hash.find_iter(text) {
-        push(Kind::PasswordHash, m.start(), m.end());
+    if g & G_AUTH != 0 {
+        for c in p.auth.captures_iter(text) {
+            let m = c.get(1).expect("credential group");
+            if credential_like(m.as_str()) {
+                push(Kind::AuthHeader, m.start(), m.end());
+            }
+        }
     }
-    for m in p.vault_legacy.find_iter(text) {
-        if mixed(&m.as_str()[2..]) {
+    if has(b'@') && text.contains("://") {
+        for c in p.url_userinfo.captures_iter(text) {
+            let (user, pass) = (c.get(1).expect("user"), c.get(2).expect("password"));
+            if !pass.as_str().is_empty() && !placeholder(pass.as_str()) {
+                push(Kind::UrlCredential, user.start(), pass.end());
+            }
+        }
+    }
+    if has(b'=') && (has(b'?') || has(b'&') || has(b';')) {
+        for c in p.url_param.captures_iter(text) {
+            let v = c.get(2).expect("value");
+            if !placeholder(v.as_str()) {
+                push(Kind::UrlCredential, v.start(), v.end());
+            }
+        }
+    }
+    if text.len() >= 16 {
+        for c in p.tokens.captures_iter(text) {
+            for (i, (kind, _)) in TOKENS.iter().enumerate() {
+                if let Some(m) = c.get(i + 1) {
+                    push(*kind, m.start(), m.end());
+                    break;
+                }
+            }
+        }
+    }
+    if text.len() >= 30 && (g & G_CONTEXT != 0 || (text.len() >= 66 && has(b'-'))) {
+        for m in p.tokens_context.find_iter(text) {
             push(Kind::VendorToken, m.start(), m.end());
         }
     }
-    for c in p.basic_cli.captures_iter(text) {
-        let (user, pass) = (c.get(1).expect("user"), c.get(2).expect("password"));
-        if !placeholder(pass.as_str()) {
-            push(Kind::AuthHeader, user.start(), pass.end());
+    if has(b'$') {
+        for m in p.pw_hash.find_iter(text) {
+            push(Kind::PasswordHash, m.start(), m.end());
         }
     }
-    for c in p.cli_password.captures_iter(text) {
-        let v = c.get(1).expect("password");
-        if plausible_secret(v.as_str(), false, true) {
-            push(Kind::SecretAssignment, v.start(), v.end());
+    if has(b'.') && text.len() >= 26 {
+        for m in p.vault_legacy.find_iter(text) {
+            if mixed(&m.as_str()[2..]) {
+                push(Kind::VendorToken, m.start(), m.end());
+            }
         }
     }
-    for c in p.xml_pair.captures_iter(text) {
-        let v = c.get(1).expect("value");
-        if plausible_secret(v.as_str(), true, true) {
-            push(Kind::SecretAssignment, v.start(), v.end());
+    if g & G_USER_FLAG != 0 {
+        for c in p.basic_cli.captures_iter(text) {
+            let (user, pass) = (c.get(1).expect("user"), c.get(2).expect("password"));
+            if !placeholder(pass.as_str()) {
+                push(Kind::AuthHeader, user.start(), pass.end());
+            }
+        }
+        for c in p.cli_password.captures_iter(text) {
+            let v = c.get(1).expect("password");
+            if plausible_secret(v.as_str(), false, true) {
+                push(Kind::SecretAssignment, v.start(), v.end());
+            }
         }
     }
-    for m in p.assign_name.find_iter(text) {
-        let name = m.as_str().to_ascii_lowercase();
-        let strong = name.contains("pass") || name.contains("pwd") || name.ends_with("secret");
-        if let Some((start, end, quoted)) = assigned_value(text, m.end(), strong) {
-            let value = &text[start..end];
-            let kind = if name.contains("aws") && value.len() == 40 {
-                Kind::AwsSecretKey
-            } else {
-                Kind::SecretAssignment
-            };
-            if plausible_secret(value, quoted, strong) {
-                push(kind, start, end);
+    if g & G_XML != 0 {
+        for c in p.xml_pair.captures_iter(text) {
+            let v = c.get(1).expect("value");
+            if plausible_secret(v.as_str(), true, true) {
+                push(Kind::SecretAssignment, v.start(), v.end());
+            }
+        }
+    }
+    if g & G_ASSIGN != 0 {
+        for m in p.assign_name.find_iter(text) {
+            let name = m.as_str().to_ascii_lowercase();
+            let strong = name.contains("pass") || name.contains("pwd") || name.ends_with("secret");
+            if let Some((start, end, quoted)) = assigned_value(text, m.end(), strong) {
+                let value = &text[start..end];
+                let kind = if name.contains("aws") && value.len() == 40 {
+                    Kind::AwsSecretKey
+                } else {
+                    Kind::SecretAssignment
+                };
+                if plausible_secret(value, quoted, strong) {
+                    push(kind, start, end);
+                }
             }
         }
     }
