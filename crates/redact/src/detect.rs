@@ -140,7 +140,7 @@ fn patterns() -> &'static Patterns {
             card: re(r"\d(?:[ -]?\d){11,}"),
             // Country code, check digits, 11 to 30 alphanumerics, optionally grouped by spaces.
             iban: re(r"(?i)[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}"),
-            ssn: re(r"\d{3}([- ]?)\d{2}([- ]?)\d{4}"),
+            ssn: re(r"\d{3}[- ]?\d{2}[- ]?\d{4}"),
             ipv4: re(r"\d{1,3}(?:\.\d{1,3}){3}"),
             ipv6: re(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?::|\.)\d{1,3}(?:\.\d{1,3}){0,3})?"),
             // Optional +country code, optional (area) or (0), groups of 2 to 5 digits separated by
@@ -379,6 +379,34 @@ fn phone_valid(m: &str) -> bool {
 /// Finds every validated identifier and secret in `text`, in order of position; overlapping
 /// findings keep the first (longest at equal starts, then the more specific kind).
 pub fn scan(text: &str) -> Vec<Finding> {
+    // Output of an earlier redaction is blanked out (same length, so offsets hold): a label like
+    // `[REDACTED:aws_access_key_id]` must not read as a secret's name, which keeps redaction
+    // idempotent.
+    if may_hold_redaction_output(text) {
+        let r = redaction_output();
+        if r.is_match(text) {
+            let blank = r.replace_all(text, |c: &regex::Captures<'_>| " ".repeat(c[0].len()));
+            return scan_text(&blank);
+        }
+    }
+    scan_text(text)
+}
+
+/// What redaction writes: masks, pseudonyms, keep-last masks.
+pub(crate) fn redaction_output() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| {
+        Regex::new(r"\[REDACTED:[a-z_]+\]|hmac:[0-9a-f]{16,64}|\*{4}[^\s*]{0,8}")
+            .expect("pattern compiles")
+    })
+}
+
+/// Cheap check before [`redaction_output`].
+pub(crate) fn may_hold_redaction_output(text: &str) -> bool {
+    text.contains("[REDACTED:") || text.contains("hmac:") || text.contains("****")
+}
+
+fn scan_text(text: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     scan_pii(text, &mut out);
     let pii = out.len();
@@ -543,22 +571,29 @@ fn scan_emails(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
 }
 
 fn scan_ibans(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
-    // The regex is greedy over grouped characters: take the longest valid prefix, then search
-    // again right after it (the rest of the match may hold the next IBAN).
+    // The regex is greedy over grouped characters. The country fixes the length, so one prefix
+    // per candidate is checked; then the search goes on right after it (the rest of the match may
+    // hold the next IBAN).
     let mut pos = 0;
     while let Some(m) = p.iban.find_at(text, pos) {
         let s = m.as_str();
-        let mut best = None;
-        let mut compact = String::new();
-        for (i, c) in s.char_indices() {
-            if c != ' ' {
-                compact.push(c);
-                if iban_valid(&compact) {
-                    best = Some(i + c.len_utf8());
+        let country = s[..2].to_ascii_uppercase();
+        let mut found = None;
+        if let Some(len) = iban_length(&country) {
+            let mut compact = String::with_capacity(len);
+            for (i, c) in s.char_indices() {
+                if c != ' ' {
+                    compact.push(c);
+                    if compact.len() == len {
+                        if iban_valid(&compact) {
+                            found = Some(i + c.len_utf8());
+                        }
+                        break;
+                    }
                 }
             }
         }
-        match best {
+        match found {
             Some(len) if bounded(text, m.start(), m.start() + len, b"") => {
                 out.push(Finding {
                     kind: Kind::Iban,
@@ -574,18 +609,25 @@ fn scan_ibans(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
 }
 
 fn scan_ssns(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
-    for c in p.ssn.captures_iter(text) {
-        let m = c.get(0).expect("whole match");
-        // Both separators the same (none, dash or space).
-        if c.get(1).map(|x| x.as_str()) != c.get(2).map(|x| x.as_str()) {
+    for m in p.ssn.find_iter(text) {
+        let b = m.as_str().as_bytes();
+        // Both separators the same (none, dash or space): `123-45-6789`, `123 45 6789`, `123456789`.
+        let (s1, s2) = match b.len() {
+            9 => (None, None),
+            11 => (Some(b[3]), Some(b[6])),
+            _ => continue,
+        };
+        if s1 != s2 {
             continue;
         }
-        let d: Vec<u32> = m
-            .as_str()
-            .bytes()
-            .filter(u8::is_ascii_digit)
-            .map(|b| (b - b'0') as u32)
+        let d: Vec<u32> = b
+            .iter()
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| (c - b'0') as u32)
             .collect();
+        if d.len() != 9 {
+            continue;
+        }
         let area = d[0] * 100 + d[1] * 10 + d[2];
         let group = d[3] * 10 + d[4];
         let serial = d[5] * 1000 + d[6] * 100 + d[7] * 10 + d[8];
@@ -602,8 +644,9 @@ fn scan_ssns(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
 fn scan_ipv6(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.ipv6.find_iter(text) {
         let s = m.as_str();
+        // `::` (no address at all) is syntax, not someone's address.
         if s.matches(':').count() >= 2
-            && s.parse::<Ipv6Addr>().is_ok()
+            && s.parse::<Ipv6Addr>().is_ok_and(|a| !a.is_unspecified())
             && bounded(text, m.start(), m.end(), b":")
         {
             out.push(Finding {

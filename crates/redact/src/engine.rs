@@ -201,6 +201,52 @@ fn already_redacted(s: &str) -> bool {
             .is_some_and(|h| h.len() >= 16 && h.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// `s` without the output of an earlier redaction (pseudonyms, masks), so that what earlier
+/// detectors left is judged alone (idempotence of the secret-key rule).
+fn residual(s: &str) -> std::borrow::Cow<'_, str> {
+    static R: OnceLock<Regex> = OnceLock::new();
+    if !s.contains("hmac:") && !s.contains("[REDACTED") && !s.contains("****") {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    R.get_or_init(|| {
+        Regex::new(r"hmac:[0-9a-f]{16,64}|\[REDACTED:[a-z_]+\]|\*{4}\S{0,8}")
+            .expect("pattern compiles")
+    })
+    .replace_all(s, "")
+}
+
+/// SQL scrubbing that leaves earlier redaction output alone (a pseudonym's hex digits are not a
+/// literal): each output is swapped for a marker word, which the scrubber keeps, and back.
+fn scrub_sql_keeping_redactions(s: &str) -> crate::sql::Scrubbed {
+    if !crate::detect::may_hold_redaction_output(s) {
+        return crate::sql::scrub(s);
+    }
+    let mut saved: Vec<String> = Vec::new();
+    let marker = |i: usize| -> String {
+        // Letters only: no digit run or quote for the scrubber to take.
+        let mut m = String::from("TVREDACTEDMARK");
+        let mut n = i;
+        loop {
+            m.push((b'a' + (n % 26) as u8) as char);
+            n /= 26;
+            if n == 0 {
+                break;
+            }
+        }
+        m.push_str("END");
+        m
+    };
+    let protected = crate::detect::redaction_output().replace_all(s, |c: &regex::Captures<'_>| {
+        saved.push(c[0].to_string());
+        marker(saved.len() - 1)
+    });
+    let mut sc = crate::sql::scrub(&protected);
+    for (i, orig) in saved.iter().enumerate().rev() {
+        sc.text = sc.text.replace(&marker(i), orig);
+    }
+    sc
+}
+
 enum Outcome {
     Keep,
     Drop,
@@ -270,7 +316,7 @@ impl Cx<'_> {
     /// Runs the detectors over `s`; the replacement text when something fired (`drop` actions
     /// reported through `dropped`).
     fn detect(&mut self, s: &str, field: Field<'_>, dropped: &mut bool) -> Option<String> {
-        if s.len() < 6 || already_redacted(s) {
+        if s.len() < 3 || already_redacted(s) {
             return None;
         }
         let findings = scan(s);
@@ -364,7 +410,11 @@ impl Cx<'_> {
         if secret_key_name().is_match(key) && !not_secret_key(key) {
             let hidden = match v.value.as_ref() {
                 Some(Value::StringValue(s)) => {
-                    !s.is_empty() && !already_redacted(s) && (always_secret(key) || high_entropy(s))
+                    let rest = residual(s);
+                    let rest = rest.trim();
+                    !rest.is_empty()
+                        && !already_redacted(s)
+                        && (always_secret(key) || high_entropy(rest))
                 }
                 Some(Value::BytesValue(b)) => !b.is_empty(),
                 _ => false,
@@ -378,7 +428,7 @@ impl Cx<'_> {
         // 4. SQL and URL scrubbers
         if let Some(Value::StringValue(s)) = v.value.as_mut() {
             if matches!(key, "db.statement" | "db.query.text") {
-                let sc = crate::sql::scrub(s);
+                let sc = scrub_sql_keeping_redactions(s);
                 if sc.text != *s {
                     self.hit("sql".into(), ActionKind::Mask, field);
                     *s = sc.text;

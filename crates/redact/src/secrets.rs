@@ -212,13 +212,25 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
     let g = keyword_groups(text);
     let b = text.as_bytes();
     let has = |c: u8| b.contains(&c);
+    // Every token format is a run of 16+ token characters; most values have none.
+    let mut run = 0usize;
+    let mut longest = 0usize;
+    for &c in b {
+        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'+' | b'/' | b'=') {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    let tokenish = longest >= 16;
     let mut push = |kind, start, end| out.push(Finding { kind, start, end });
     if text.contains("-----BEGIN") {
         for m in p.pem.find_iter(text) {
             push(Kind::PrivateKey, m.start(), m.end());
         }
     }
-    if text.contains("eyJ") {
+    if tokenish && text.contains("eyJ") {
         for m in p.jwt.find_iter(text) {
             if jwt_valid(m.as_str()) {
                 push(Kind::Jwt, m.start(), m.end());
@@ -249,7 +261,7 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
             }
         }
     }
-    if text.len() >= 16 {
+    if tokenish {
         for c in p.tokens.captures_iter(text) {
             for (i, (kind, _)) in TOKENS.iter().enumerate() {
                 if let Some(m) = c.get(i + 1) {
@@ -259,7 +271,7 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
             }
         }
     }
-    if text.len() >= 30 && (g & G_CONTEXT != 0 || (text.len() >= 66 && has(b'-'))) {
+    if tokenish && text.len() >= 30 && (g & G_CONTEXT != 0 || (text.len() >= 66 && has(b'-'))) {
         for m in p.tokens_context.find_iter(text) {
             push(Kind::VendorToken, m.start(), m.end());
         }
@@ -269,7 +281,7 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
             push(Kind::PasswordHash, m.start(), m.end());
         }
     }
-    if has(b'.') && text.len() >= 26 {
+    if tokenish && has(b'.') && text.len() >= 26 {
         for m in p.vault_legacy.find_iter(text) {
             if mixed(&m.as_str()[2..]) {
                 push(Kind::VendorToken, m.start(), m.end());

@@ -43,38 +43,62 @@ fn is_literal(t: &Token) -> bool {
     )
 }
 
-/// Scrubs one statement (or several separated by `;`).
+/// Scrubs one statement (or several separated by `;`). Everything but literals and comments keeps
+/// its original text (operators, keyword case, quoting), so scrubbing twice changes nothing.
 pub fn scrub(sql: &str) -> Scrubbed {
-    let tokens = match Tokenizer::new(&GenericDialect {}, sql).tokenize() {
+    let tokens = match Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() {
         Ok(t) => t,
         Err(_) => return conservative(sql),
     };
-    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    // Byte offset of each token's start: the tokenizer reports 1-based line and character
+    // columns; a cursor walks the text once.
+    let mut starts = Vec::with_capacity(tokens.len() + 1);
+    let (mut line, mut col, mut chars) = (1u64, 1u64, sql.char_indices().peekable());
+    for t in &tokens {
+        let want = (t.span.start.line, t.span.start.column);
+        while (line, col) < want {
+            match chars.next() {
+                Some((_, '\n')) => {
+                    line += 1;
+                    col = 1;
+                }
+                Some(_) => col += 1,
+                None => break,
+            }
+        }
+        starts.push(chars.peek().map(|(i, _)| *i).unwrap_or(sql.len()));
+    }
+    starts.push(sql.len());
+    let mut out: Vec<(Token, String)> = Vec::with_capacity(tokens.len());
     let mut replaced = 0;
-    for t in tokens {
-        let t = match t {
+    for (i, t) in tokens.into_iter().enumerate() {
+        let original = sql.get(starts[i]..starts[i + 1].max(starts[i]));
+        let piece = match t.token {
             t if is_literal(&t) => {
                 replaced += 1;
-                Token::Placeholder("?".into())
+                (Token::Placeholder("?".into()), "?".to_string())
             }
             Token::Whitespace(Whitespace::SingleLineComment { prefix, comment }) => {
                 replaced += 1;
                 let nl = if comment.ends_with('\n') { "\n" } else { "" };
-                Token::Whitespace(Whitespace::SingleLineComment {
-                    prefix,
-                    comment: format!(" ?{nl}"),
-                })
+                let text = format!("{prefix} ?{nl}");
+                (Token::Whitespace(Whitespace::Space), text)
             }
             Token::Whitespace(Whitespace::MultiLineComment(_)) => {
                 replaced += 1;
-                Token::Whitespace(Whitespace::MultiLineComment(" ? ".into()))
+                (Token::Whitespace(Whitespace::Space), "/* ? */".to_string())
             }
-            t => t,
+            t => {
+                let text = original
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| token_text(&t));
+                (t, text)
+            }
         };
-        out.push(t);
+        out.push(piece);
     }
     collapse_in_lists(&mut out);
-    let text: String = out.iter().map(token_text).collect();
+    let text: String = out.iter().map(|(_, s)| s.as_str()).collect();
     Scrubbed {
         text,
         replaced,
@@ -82,8 +106,9 @@ pub fn scrub(sql: &str) -> Scrubbed {
     }
 }
 
-/// A token as SQL text. Quoted identifiers get their closing quote doubled inside (sqlparser's
-/// `Display` prints the unescaped value, which would change `"a""b"` into another name).
+/// A token as SQL text, for a token whose original text cannot be located. Quoted identifiers
+/// get their closing quote doubled inside (sqlparser's `Display` prints the unescaped value, which
+/// would change `"a""b"` into another name).
 fn token_text(t: &Token) -> String {
     match t {
         Token::Word(w) => match w.quote_style {
@@ -106,20 +131,20 @@ fn is_q(t: &Token) -> bool {
 }
 
 /// `IN ( ?, ?, ? )` -> `IN (?)` (whitespace inside the list dropped).
-fn collapse_in_lists(tokens: &mut Vec<Token>) {
+fn collapse_in_lists(tokens: &mut Vec<(Token, String)>) {
     let mut i = 0;
     while i < tokens.len() {
-        let is_in = matches!(&tokens[i], Token::Word(w) if w.keyword == Keyword::IN);
+        let is_in = matches!(&tokens[i].0, Token::Word(w) if w.keyword == Keyword::IN);
         if !is_in {
             i += 1;
             continue;
         }
         // Skip whitespace to the opening parenthesis.
         let mut j = i + 1;
-        while matches!(tokens.get(j), Some(Token::Whitespace(_))) {
+        while matches!(tokens.get(j), Some((Token::Whitespace(_), _))) {
             j += 1;
         }
-        if !matches!(tokens.get(j), Some(Token::LParen)) {
+        if !matches!(tokens.get(j), Some((Token::LParen, _))) {
             i += 1;
             continue;
         }
@@ -128,7 +153,7 @@ fn collapse_in_lists(tokens: &mut Vec<Token>) {
         let mut count = 0;
         let mut ok = true;
         loop {
-            match tokens.get(k) {
+            match tokens.get(k).map(|(t, _)| t) {
                 Some(Token::RParen) => break,
                 Some(t) if is_q(t) => count += 1,
                 Some(Token::Comma) | Some(Token::Whitespace(_)) => {}
@@ -140,7 +165,10 @@ fn collapse_in_lists(tokens: &mut Vec<Token>) {
             k += 1;
         }
         if ok && count > 0 {
-            tokens.splice(j + 1..k, [Token::Placeholder("?".into())]);
+            tokens.splice(
+                j + 1..k,
+                [(Token::Placeholder("?".into()), "?".to_string())],
+            );
         }
         i = j + 1;
     }
