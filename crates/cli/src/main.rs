@@ -284,7 +284,7 @@ async fn reload_on_sighup(
                     .redaction_reloads
                     .get_or_create(&ResultLabels { result: "ok" })
                     .inc();
-                tracing::info!(from = %before, to = %after, "SIGHUP: redaction rules reloaded");
+                tracing::info!(from = %before, to = %after, "SIGHUP: redaction rules reloaded (other settings take effect at the next start)");
             }
             Err(e) => {
                 metrics

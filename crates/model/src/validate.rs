@@ -80,8 +80,8 @@ impl Validated {
     }
 
     /// Replaces the request by its redacted form. Redaction only removes attributes and replaces
-    /// values by shorter or bounded ones (masks, `hmac:` pseudonyms), never spans or ids, so the
-    /// batch stays within what validation accepted.
+    /// values (masks, `hmac:` pseudonyms of at most 69 bytes), never spans, ids or times, so the
+    /// span counts and partial-success figures of validation still hold.
     pub fn redact_with(
         self,
         f: impl FnOnce(ExportTraceServiceRequest) -> ExportTraceServiceRequest,
