@@ -513,27 +513,54 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
     let p = patterns();
     // Cheap facts first: each detector needs a minimum of digits, an `@`, dots or colons.
     let (mut digits, mut dots, mut colons, mut at) = (0usize, 0usize, 0usize, false);
-    for &c in text.as_bytes() {
+    // Longest run of digits joined by single spaces or dashes (a card needs 12, an SSN 9), and
+    // joined by up to two of ` .-()+/` (a phone number needs 7).
+    let (mut run, mut card_run, mut prev_digit) = (0usize, 0usize, false);
+    let (mut prun, mut phone_run, mut gap) = (0usize, 0usize, 0usize);
+    let b = text.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c.is_ascii_digit() {
+            prun += 1;
+            phone_run = phone_run.max(prun);
+            gap = 0;
+        } else if matches!(c, b' ' | b'.' | b'-' | b'(' | b')' | b'+' | b'/') && gap < 2 {
+            gap += 1;
+        } else {
+            prun = 0;
+            gap = 0;
+        }
         match c {
-            b'0'..=b'9' => digits += 1,
+            b'0'..=b'9' => {
+                digits += 1;
+                run += 1;
+                card_run = card_run.max(run);
+                prev_digit = true;
+                continue;
+            }
+            b' ' | b'-' if prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                prev_digit = false;
+                continue;
+            }
             b'.' => dots += 1,
             b':' => colons += 1,
             b'@' => at = true,
             _ => {}
         }
+        run = 0;
+        prev_digit = false;
     }
     if at {
         scan_emails(text, p, out);
     }
-    if digits >= 12 {
+    if card_run >= 12 {
         for m in p.card.find_iter(text) {
             cards_in_run(text, m.start(), m.end(), out);
         }
     }
-    if digits >= 2 && text.len() >= 15 {
+    if digits >= 2 && text.len() >= 15 && iban_candidate(b) {
         scan_ibans(text, p, out);
     }
-    if digits >= 9 {
+    if card_run >= 9 {
         scan_ssns(text, p, out);
     }
     if digits >= 4 && dots >= 3 {
@@ -550,7 +577,7 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
     if colons >= 2 {
         scan_ipv6(text, p, out);
     }
-    if digits >= 7 {
+    if phone_run >= 7 {
         scan_phones(text, p, out);
     }
 }
@@ -568,6 +595,25 @@ fn scan_emails(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
             });
         }
     }
+}
+
+/// Whether `b` has a country code followed by two digits somewhere (where an IBAN starts).
+fn iban_candidate(b: &[u8]) -> bool {
+    b.windows(4).any(|w| {
+        w[0].is_ascii_alphabetic()
+            && w[1].is_ascii_alphabetic()
+            && w[2].is_ascii_digit()
+            && w[3].is_ascii_digit()
+            && iban_length(
+                &[
+                    w[0].to_ascii_uppercase() as char,
+                    w[1].to_ascii_uppercase() as char,
+                ]
+                .iter()
+                .collect::<String>(),
+            )
+            .is_some()
+    })
 }
 
 fn scan_ibans(text: &str, p: &Patterns, out: &mut Vec<Finding>) {

@@ -212,18 +212,23 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
     let g = keyword_groups(text);
     let b = text.as_bytes();
     let has = |c: u8| b.contains(&c);
-    // Every token format is a run of 16+ token characters; most values have none.
+    // Every token format holds a run of 16+ characters of [A-Za-z0-9_-]; most values have none.
+    // A value of hex digits alone (request ids, hashes, trace ids) is no vendor's format but
+    // Twilio's (`AC`/`SK` + 32 hex).
     let mut run = 0usize;
     let mut longest = 0usize;
+    let mut all_hex = true;
     for &c in b {
-        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'+' | b'/' | b'=') {
+        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-') {
             run += 1;
             longest = longest.max(run);
         } else {
             run = 0;
         }
+        all_hex &= c.is_ascii_hexdigit() || c == b'-';
     }
-    let tokenish = longest >= 16;
+    let tokenish =
+        longest >= 16 && !(all_hex && !text.starts_with("AC") && !text.starts_with("SK"));
     let mut push = |kind, start, end| out.push(Finding { kind, start, end });
     if text.contains("-----BEGIN") {
         for m in p.pem.find_iter(text) {

@@ -46,6 +46,13 @@ fn is_literal(t: &Token) -> bool {
 /// Scrubs one statement (or several separated by `;`). Everything but literals and comments keeps
 /// its original text (operators, keyword case, quoting), so scrubbing twice changes nothing.
 pub fn scrub(sql: &str) -> Scrubbed {
+    if !may_hold_literal(sql) {
+        return Scrubbed {
+            text: sql.to_string(),
+            replaced: 0,
+            tokenized: true,
+        };
+    }
     let tokens = match Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() {
         Ok(t) => t,
         Err(_) => return conservative(sql),
@@ -104,6 +111,31 @@ pub fn scrub(sql: &str) -> Scrubbed {
         replaced,
         tokenized: true,
     }
+}
+
+/// Whether `sql` can hold a literal or a comment at all: a quote of any kind, a comment opener, or
+/// a digit that does not continue a name or a placeholder (`t1`, `$1`, `:p1`, `@v2`). Parameterized
+/// statements, the common case, have none and are returned as they are.
+fn may_hold_literal(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\'' | b'"' | b'`' | b'#' | b'[' => return true,
+            b'-' if b.get(i + 1) == Some(&b'-') => return true,
+            // `$$...$$` and `$tag$...$tag$` quote; only `$1` is a placeholder.
+            b'$' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) => return true,
+            b'/' if b.get(i + 1) == Some(&b'*') => return true,
+            b'0'..=b'9' => {
+                let prev = if i == 0 { b' ' } else { b[i - 1] };
+                if !(prev.is_ascii_alphanumeric() || matches!(prev, b'_' | b'$' | b':' | b'@')) {
+                    return true;
+                }
+            }
+            c if !c.is_ascii() => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A token as SQL text, for a token whose original text cannot be located. Quoted identifiers
