@@ -5,7 +5,7 @@
 //! event names and attributes, link attributes, and nested values (arrays, kvlists) to any depth
 //! validation allowed. Span and trace ids, timestamps and kinds are structure, not content.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use aws_lc_rs::hmac;
@@ -109,6 +109,10 @@ pub fn redact(
             key,
             hex_len: rules.hash_bits as usize / 4,
             report: &mut report,
+            keys: HashMap::new(),
+            key_info: Vec::new(),
+            prefixes: Vec::new(),
+            hits: HashMap::new(),
         };
         if let Some(r) = rs.resource.as_mut() {
             cx.attrs(&mut r.attributes, "resource.attributes");
@@ -133,6 +137,7 @@ pub fn redact(
                 }
             }
         }
+        cx.finish();
     }
     Redacted {
         request: req,
@@ -145,7 +150,39 @@ struct Cx<'a> {
     key: &'a PseudonymKey,
     hex_len: usize,
     report: &'a mut Report,
+    /// What the policy says about each attribute key seen in this resource (keys repeat across
+    /// spans; the globs and name checks run once per key).
+    keys: HashMap<String, u32>,
+    key_info: Vec<KeyInfo>,
+    /// Interned field prefixes (`span.attributes`, nested `span.attributes[a]`, ...).
+    prefixes: Vec<String>,
+    /// Hits by (rule, action, prefix, key), turned into the report's strings at the end.
+    hits: HashMap<(RuleRef, ActionKind, u32, u32), u64>,
 }
+
+/// A rule that fired, without strings.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum RuleRef {
+    Detector(Kind),
+    KeyRule(u32),
+    SecretKey,
+    Allowlist,
+    Sql,
+    UrlId,
+}
+
+/// The policy's view of one attribute key.
+struct KeyInfo {
+    name: String,
+    rule: Option<u32>,
+    secret_name: bool,
+    always_secret: bool,
+    allowed: bool,
+    url: Option<UrlField>,
+    sql: bool,
+}
+
+const NO_KEY: u32 = u32::MAX;
 
 /// Keys whose value is a secret whatever it looks like.
 fn secret_key_name() -> &'static Regex {
@@ -252,30 +289,80 @@ enum Outcome {
     Drop,
 }
 
-/// Where a value sits, rendered (`span.attributes[http.url]`) only when something fires.
+/// Where a value sits: an interned prefix and, for attributes, the key (see [`KeyInfo`]).
 #[derive(Clone, Copy)]
-struct Field<'a> {
-    prefix: &'a str,
-    key: Option<&'a str>,
-}
-
-impl Field<'_> {
-    fn render(&self) -> String {
-        match self.key {
-            Some(k) => format!("{}[{k}]", self.prefix),
-            None => self.prefix.to_string(),
-        }
-    }
+struct Field {
+    prefix: u32,
+    key: u32,
 }
 
 impl Cx<'_> {
-    fn hit(&mut self, rule: String, action: ActionKind, field: Field<'_>) {
-        let h = Hit {
+    fn hit(&mut self, rule: RuleRef, action: ActionKind, field: Field) {
+        *self
+            .hits
+            .entry((rule, action, field.prefix, field.key))
+            .or_default() += 1;
+    }
+
+    fn prefix(&mut self, p: &str) -> u32 {
+        match self.prefixes.iter().position(|x| x == p) {
+            Some(i) => i as u32,
+            None => {
+                self.prefixes.push(p.to_string());
+                (self.prefixes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn render(&self, f: Field) -> String {
+        let prefix = &self.prefixes[f.prefix as usize];
+        if f.key == NO_KEY {
+            prefix.clone()
+        } else {
+            format!("{prefix}[{}]", self.key_info[f.key as usize].name)
+        }
+    }
+
+    /// Moves the hits into the report, with rule and field names.
+    fn finish(&mut self) {
+        let hits = std::mem::take(&mut self.hits);
+        for ((rule, action, prefix, key), n) in hits {
+            let rule = match rule {
+                RuleRef::Detector(k) => format!("detector:{}", k.name()),
+                RuleRef::KeyRule(i) => self.policy.key_rules[i as usize].id.clone(),
+                RuleRef::SecretKey => "secret_key".into(),
+                RuleRef::Allowlist => "allowlist".into(),
+                RuleRef::Sql => "sql".into(),
+                RuleRef::UrlId => "url_id".into(),
+            };
+            let h = Hit {
+                rule,
+                action: action.name(),
+                field: self.render(Field { prefix, key }),
+            };
+            *self.report.hits.entry(h).or_default() += n;
+        }
+    }
+
+    /// The policy's view of `key`, computed once per key.
+    fn key_info(&mut self, key: &str) -> u32 {
+        if let Some(&i) = self.keys.get(key) {
+            return i;
+        }
+        let rule = self.policy.key_rule_index(key).map(|i| i as u32);
+        let info = KeyInfo {
+            name: key.to_string(),
             rule,
-            action: action.name(),
-            field: field.render(),
+            secret_name: secret_key_name().is_match(key) && !not_secret_key(key),
+            always_secret: always_secret(key),
+            allowed: self.policy.allowed(key),
+            url: UrlField::of_key(key),
+            sql: matches!(key, "db.statement" | "db.query.text"),
         };
-        *self.report.hits.entry(h).or_default() += 1;
+        self.key_info.push(info);
+        let i = (self.key_info.len() - 1) as u32;
+        self.keys.insert(key.to_string(), i);
+        i
     }
 
     fn pseudonym(&self, v: &str) -> String {
@@ -315,7 +402,7 @@ impl Cx<'_> {
 
     /// Runs the detectors over `s`; the replacement text when something fired (`drop` actions
     /// reported through `dropped`).
-    fn detect(&mut self, s: &str, field: Field<'_>, dropped: &mut bool) -> Option<String> {
+    fn detect(&mut self, s: &str, field: Field, dropped: &mut bool) -> Option<String> {
         if s.len() < 3 || already_redacted(s) {
             return None;
         }
@@ -334,7 +421,7 @@ impl Cx<'_> {
             if action.kind == ActionKind::Drop {
                 *dropped = true;
             }
-            self.hit(format!("detector:{}", f.kind.name()), action.kind, field);
+            self.hit(RuleRef::Detector(f.kind), action.kind, field);
         }
         if let Some(o) = out.as_mut() {
             o.push_str(&s[at..]);
@@ -346,8 +433,8 @@ impl Cx<'_> {
     fn text_field(&mut self, s: &mut String, field: &str) {
         let mut dropped = false;
         let field = Field {
-            prefix: field,
-            key: None,
+            prefix: self.prefix(field),
+            key: NO_KEY,
         };
         if let Some(rep) = self.detect(s, field, &mut dropped) {
             *s = rep;
@@ -358,23 +445,29 @@ impl Cx<'_> {
         if attrs.is_empty() {
             return;
         }
+        let prefix = self.prefix(prefix);
         attrs.retain_mut(|kv| matches!(self.attr(kv, prefix, true), Outcome::Keep));
     }
 
-    fn attr(&mut self, kv: &mut KeyValue, prefix: &str, top: bool) -> Outcome {
-        // Disjoint borrows: the key names the field while the value is rewritten.
-        let KeyValue { key, value, .. } = kv;
-        let key: &str = key;
-        let field = Field {
-            prefix,
-            key: Some(key),
-        };
-        let rule = self.policy.key_rule(key).cloned();
+    fn attr(&mut self, kv: &mut KeyValue, prefix: u32, top: bool) -> Outcome {
+        let ki = self.key_info(&kv.key);
+        let field = Field { prefix, key: ki };
+        let info = &self.key_info[ki as usize];
+        let (rule_i, secret_name, always, allowed, url, sql) = (
+            info.rule,
+            info.secret_name,
+            info.always_secret,
+            info.allowed,
+            info.url,
+            info.sql,
+        );
+        let value = &mut kv.value;
         // 1. the strongest key rule
-        if let Some(r) = &rule {
-            match r.action.kind {
+        if let Some(ri) = rule_i {
+            let action = self.policy.key_rules[ri as usize].action;
+            match action.kind {
                 ActionKind::Drop => {
-                    self.hit(r.id.clone(), ActionKind::Drop, field);
+                    self.hit(RuleRef::KeyRule(ri), ActionKind::Drop, field);
                     return Outcome::Drop;
                 }
                 ActionKind::Mask | ActionKind::Hash | ActionKind::Truncate => {
@@ -385,12 +478,12 @@ impl Cx<'_> {
                     if s.is_empty() || already_redacted(&s) {
                         return Outcome::Keep;
                     }
-                    let rep = self.apply(r.action, "value", &s);
+                    let rep = self.apply(action, "value", &s);
                     if rep != s {
-                        self.hit(r.id.clone(), r.action.kind, field);
+                        self.hit(RuleRef::KeyRule(ri), action.kind, field);
                         v.value = Some(Value::StringValue(rep));
                     }
-                    if r.action.kind != ActionKind::Truncate {
+                    if action.kind != ActionKind::Truncate {
                         return Outcome::Keep;
                     }
                 }
@@ -398,42 +491,39 @@ impl Cx<'_> {
             }
         }
         // 2. allowlist mode fails closed
-        if top && self.policy.mode == Mode::Allowlist && rule.is_none() && !self.policy.allowed(key)
-        {
-            self.hit("allowlist".into(), ActionKind::Drop, field);
+        if top && self.policy.mode == Mode::Allowlist && rule_i.is_none() && !allowed {
+            self.hit(RuleRef::Allowlist, ActionKind::Drop, field);
             return Outcome::Drop;
         }
         let Some(v) = value.as_mut() else {
             return Outcome::Keep;
         };
         // 3. secret-named keys
-        if secret_key_name().is_match(key) && !not_secret_key(key) {
+        if secret_name {
             let hidden = match v.value.as_ref() {
                 Some(Value::StringValue(s)) => {
                     let rest = residual(s);
                     let rest = rest.trim();
-                    !rest.is_empty()
-                        && !already_redacted(s)
-                        && (always_secret(key) || high_entropy(rest))
+                    !rest.is_empty() && !already_redacted(s) && (always || high_entropy(rest))
                 }
                 Some(Value::BytesValue(b)) => !b.is_empty(),
                 _ => false,
             };
             if hidden {
-                self.hit("secret_key".into(), ActionKind::Mask, field);
+                self.hit(RuleRef::SecretKey, ActionKind::Mask, field);
                 v.value = Some(Value::StringValue("[REDACTED:secret]".into()));
                 return Outcome::Keep;
             }
         }
         // 4. SQL and URL scrubbers
         if let Some(Value::StringValue(s)) = v.value.as_mut() {
-            if matches!(key, "db.statement" | "db.query.text") {
+            if sql {
                 let sc = scrub_sql_keeping_redactions(s);
                 if sc.text != *s {
-                    self.hit("sql".into(), ActionKind::Mask, field);
+                    self.hit(RuleRef::Sql, ActionKind::Mask, field);
                     *s = sc.text;
                 }
-            } else if let Some(uf) = UrlField::of_key(key) {
+            } else if let Some(uf) = url {
                 let mut u = UrlCx {
                     cx: self,
                     field,
@@ -454,7 +544,7 @@ impl Cx<'_> {
     }
 
     /// Detectors over a value, recursively; true when a `drop` fired.
-    fn value(&mut self, v: &mut AnyValue, field: Field<'_>) -> bool {
+    fn value(&mut self, v: &mut AnyValue, field: Field) -> bool {
         let mut dropped = false;
         match v.value.as_mut() {
             Some(Value::StringValue(s)) => {
@@ -468,9 +558,10 @@ impl Cx<'_> {
                 }
             }
             Some(Value::KvlistValue(l)) => {
-                let prefix = field.render();
+                let nested = self.render(field);
+                let prefix = self.prefix(&nested);
                 l.values
-                    .retain_mut(|kv| matches!(self.attr(kv, &prefix, false), Outcome::Keep));
+                    .retain_mut(|kv| matches!(self.attr(kv, prefix, false), Outcome::Keep));
             }
             Some(Value::BytesValue(b)) => {
                 // Bytes that are text get the same treatment; other bytes are opaque.
@@ -488,7 +579,7 @@ impl Cx<'_> {
 
 struct UrlCx<'a, 'b> {
     cx: &'a mut Cx<'b>,
-    field: Field<'a>,
+    field: Field,
     dropped: bool,
 }
 
@@ -501,14 +592,17 @@ impl UrlScrubber for UrlCx<'_, '_> {
             return s.to_string();
         }
         let action = self.cx.policy.detector(Kind::UrlCredential);
-        self.cx
-            .hit("detector:url_credential".into(), action.kind, self.field);
+        self.cx.hit(
+            RuleRef::Detector(Kind::UrlCredential),
+            action.kind,
+            self.field,
+        );
         match action.kind {
             ActionKind::Hash => self.cx.pseudonym(s),
             _ => "REDACTED".into(),
         }
     }
     fn templated(&mut self) {
-        self.cx.hit("url_id".into(), ActionKind::Mask, self.field);
+        self.cx.hit(RuleRef::UrlId, ActionKind::Mask, self.field);
     }
 }

@@ -197,10 +197,17 @@ pub struct Policy {
 impl Policy {
     /// The strongest key rule matching `key`, if any.
     pub fn key_rule(&self, key: &str) -> Option<&KeyRule> {
+        self.key_rule_index(key).map(|i| &self.key_rules[i])
+    }
+
+    /// The index in `key_rules` of the strongest rule matching `key`.
+    pub fn key_rule_index(&self, key: &str) -> Option<usize> {
         self.key_rules
             .iter()
-            .filter(|r| glob_match(&r.glob, key))
-            .max_by_key(|r| r.action.kind)
+            .enumerate()
+            .filter(|(_, r)| glob_match(&r.glob, key))
+            .max_by_key(|(_, r)| r.action.kind)
+            .map(|(i, _)| i)
     }
 
     /// Whether allowlist mode lets `key` through.

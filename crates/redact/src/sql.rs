@@ -53,7 +53,11 @@ pub fn scrub(sql: &str) -> Scrubbed {
             tokenized: true,
         };
     }
-    let tokens = match Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() {
+    // No unescaping: literal values are thrown away, only their extent matters.
+    let tokens = match Tokenizer::new(&GenericDialect {}, sql)
+        .with_unescape(false)
+        .tokenize_with_location()
+    {
         Ok(t) => t,
         Err(_) => return conservative(sql),
     };
