@@ -5,6 +5,8 @@
 //! tokenize is scrubbed conservatively: every quoted run and every digit run becomes `?`; the raw
 //! text is never passed through.
 
+use std::borrow::Cow;
+
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
@@ -80,36 +82,40 @@ pub fn scrub(sql: &str) -> Scrubbed {
         starts.push(chars.peek().map(|(i, _)| *i).unwrap_or(sql.len()));
     }
     starts.push(sql.len());
-    let mut out: Vec<(Token, String)> = Vec::with_capacity(tokens.len());
+    let mut out: Vec<(Token, Cow<'_, str>)> = Vec::with_capacity(tokens.len());
     let mut replaced = 0;
     for (i, t) in tokens.into_iter().enumerate() {
         let original = sql.get(starts[i]..starts[i + 1].max(starts[i]));
         let piece = match t.token {
             t if is_literal(&t) => {
                 replaced += 1;
-                (Token::Placeholder("?".into()), "?".to_string())
+                (Token::Placeholder("?".into()), Cow::Borrowed("?"))
             }
             Token::Whitespace(Whitespace::SingleLineComment { prefix, comment }) => {
                 replaced += 1;
                 let nl = if comment.ends_with('\n') { "\n" } else { "" };
                 let text = format!("{prefix} ?{nl}");
-                (Token::Whitespace(Whitespace::Space), text)
+                (Token::Whitespace(Whitespace::Space), Cow::Owned(text))
             }
             Token::Whitespace(Whitespace::MultiLineComment(_)) => {
                 replaced += 1;
-                (Token::Whitespace(Whitespace::Space), "/* ? */".to_string())
+                (
+                    Token::Whitespace(Whitespace::Space),
+                    Cow::Borrowed("/* ? */"),
+                )
             }
             t => {
-                let text = original
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| token_text(&t));
+                let text = match original {
+                    Some(o) => Cow::Borrowed(o),
+                    None => Cow::Owned(token_text(&t)),
+                };
                 (t, text)
             }
         };
         out.push(piece);
     }
     collapse_in_lists(&mut out);
-    let text: String = out.iter().map(|(_, s)| s.as_str()).collect();
+    let text: String = out.iter().map(|(_, s)| s.as_ref()).collect();
     Scrubbed {
         text,
         replaced,
@@ -167,7 +173,7 @@ fn is_q(t: &Token) -> bool {
 }
 
 /// `IN ( ?, ?, ? )` -> `IN (?)` (whitespace inside the list dropped).
-fn collapse_in_lists(tokens: &mut Vec<(Token, String)>) {
+fn collapse_in_lists(tokens: &mut Vec<(Token, Cow<'_, str>)>) {
     let mut i = 0;
     while i < tokens.len() {
         let is_in = matches!(&tokens[i].0, Token::Word(w) if w.keyword == Keyword::IN);
@@ -203,7 +209,7 @@ fn collapse_in_lists(tokens: &mut Vec<(Token, String)>) {
         if ok && count > 0 {
             tokens.splice(
                 j + 1..k,
-                [(Token::Placeholder("?".into()), "?".to_string())],
+                [(Token::Placeholder("?".into()), Cow::Borrowed("?"))],
             );
         }
         i = j + 1;
