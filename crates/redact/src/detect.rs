@@ -383,13 +383,40 @@ pub fn scan(text: &str) -> Vec<Finding> {
     // `[REDACTED:aws_access_key_id]` must not read as a secret's name, which keeps redaction
     // idempotent.
     if may_hold_redaction_output(text) {
-        let r = redaction_output();
-        if r.is_match(text) {
-            let blank = r.replace_all(text, |c: &regex::Captures<'_>| " ".repeat(c[0].len()));
+        let spans = redaction_spans(text);
+        if !spans.is_empty() {
+            let mut blank = text.as_bytes().to_vec();
+            for (s, e) in spans {
+                blank[s..e].fill(b' ');
+            }
+            let blank = String::from_utf8(blank).expect("ASCII spans blanked in UTF-8 text");
             return scan_text(&blank);
         }
     }
     scan_text(text)
+}
+
+/// Where earlier redaction output sits in `text`: each match of [`redaction_output`] that ends
+/// at a word boundary (so `****` followed by a card's digits is not taken as a keep-last mask).
+pub(crate) fn redaction_spans(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    redaction_output()
+        .find_iter(text)
+        .filter(|m| b.get(m.end()).is_none_or(|c| !c.is_ascii_alphanumeric()))
+        .map(|m| (m.start(), m.end()))
+        .collect()
+}
+
+/// `s` with earlier redaction output cut out.
+pub(crate) fn without_redactions(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for (start, end) in redaction_spans(s) {
+        out.push_str(&s[at..start]);
+        at = end;
+    }
+    out.push_str(&s[at..]);
+    out
 }
 
 /// What redaction writes: masks, pseudonyms, keep-last masks.

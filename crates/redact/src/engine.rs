@@ -241,15 +241,10 @@ fn already_redacted(s: &str) -> bool {
 /// `s` without the output of an earlier redaction (pseudonyms, masks), so that what earlier
 /// detectors left is judged alone (idempotence of the secret-key rule).
 fn residual(s: &str) -> std::borrow::Cow<'_, str> {
-    static R: OnceLock<Regex> = OnceLock::new();
-    if !s.contains("hmac:") && !s.contains("[REDACTED") && !s.contains("****") {
+    if !crate::detect::may_hold_redaction_output(s) {
         return std::borrow::Cow::Borrowed(s);
     }
-    R.get_or_init(|| {
-        Regex::new(r"hmac:[0-9a-f]{16,64}|\[REDACTED:[a-z_]+\]|\*{4}\S{0,8}")
-            .expect("pattern compiles")
-    })
-    .replace_all(s, "")
+    std::borrow::Cow::Owned(crate::detect::without_redactions(s))
 }
 
 /// SQL scrubbing that leaves earlier redaction output alone (a pseudonym's hex digits are not a
@@ -273,10 +268,15 @@ fn scrub_sql_keeping_redactions(s: &str) -> crate::sql::Scrubbed {
         m.push_str("END");
         m
     };
-    let protected = crate::detect::redaction_output().replace_all(s, |c: &regex::Captures<'_>| {
-        saved.push(c[0].to_string());
-        marker(saved.len() - 1)
-    });
+    let mut protected = String::with_capacity(s.len());
+    let mut at = 0;
+    for (start, end) in crate::detect::redaction_spans(s) {
+        protected.push_str(&s[at..start]);
+        saved.push(s[start..end].to_string());
+        protected.push_str(&marker(saved.len() - 1));
+        at = end;
+    }
+    protected.push_str(&s[at..]);
     let mut sc = crate::sql::scrub(&protected);
     for (i, orig) in saved.iter().enumerate().rev() {
         sc.text = sc.text.replace(&marker(i), orig);
@@ -403,7 +403,9 @@ impl Cx<'_> {
     /// Runs the detectors over `s`; the replacement text when something fired (`drop` actions
     /// reported through `dropped`).
     fn detect(&mut self, s: &str, field: Field, dropped: &mut bool) -> Option<String> {
-        if s.len() < 3 || already_redacted(s) {
+        // No shortcut for values that look redacted: `scan` blanks earlier output itself, and a
+        // value that merely starts like a mask is still scanned.
+        if s.len() < 3 {
             return None;
         }
         let findings = scan(s);

@@ -185,10 +185,9 @@ fn scrub_query(q: &str, s: &mut dyn UrlScrubber) -> Option<String> {
             let dvalue = form_decode(value);
             // Names are data too when a client builds them from input.
             let new_name = s.text(&dname).map(|n| form_encode(&n));
-            // A name that is itself redaction output (`[REDACTED:aws_access_key_id]`) names
-            // nothing; an empty value hides nothing.
-            let rep = if secret_param_name(&dname)
-                && !dname.contains("[REDACTED")
+            // The name is judged without earlier redaction output in it (the label
+            // `[REDACTED:aws_access_key_id]` names nothing); an empty value hides nothing.
+            let rep = if secret_param_name(&crate::detect::without_redactions(&dname))
                 && !dvalue.trim().is_empty()
             {
                 Some(s.secret(&dvalue))

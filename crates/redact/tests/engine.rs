@@ -356,6 +356,10 @@ fn arb_value() -> impl Strategy<Value = String> {
         Just("AKIAIOSFODNN7EXAMPLE".to_string()),
         Just("ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_string()),
         Just("password=Tr0ub4dor&3".to_string()),
+        // Text that looks like earlier redaction output.
+        Just("****".to_string()),
+        Just("[REDACTED:email]".to_string()),
+        Just("hmac:0123456789abcdef".to_string()),
         "[a-z ]{0,20}",
         "[ -~]{0,40}",
     ]
@@ -397,5 +401,23 @@ proptest! {
         prop_assert_ne!(&a1, &pseudonym(2, &v));
         prop_assert!(a1.starts_with("hmac:"));
         prop_assert!(!a1.contains(&v));
+    }
+}
+
+#[test]
+fn values_that_only_look_redacted_are_still_scanned() {
+    for v in [
+        "****4111111111111111",
+        "[REDACTED] card 4111111111111111",
+        "**** jane.doe@example.com",
+    ] {
+        let sp = Span {
+            attributes: vec![kv("note", s(v))],
+            ..Default::default()
+        };
+        let out = redact(&Rules::builtin(), "t", &key(1), batch("svc", sp));
+        let t = text(&out.request);
+        assert!(!t.contains("4111111111111111"), "{v}: {t}");
+        assert!(!t.contains("jane.doe@example.com"), "{v}: {t}");
     }
 }
