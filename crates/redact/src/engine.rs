@@ -230,12 +230,10 @@ fn high_entropy(v: &str) -> bool {
     (v.len() >= 8 && digit && letter) || (v.len() >= 12 && crate::secrets::entropy(v) >= 3.5)
 }
 
-/// Output of redaction that redaction must leave alone (idempotence).
+/// A whole value that is one piece of redaction output (idempotence of whole-value actions).
 fn already_redacted(s: &str) -> bool {
-    s.starts_with("[REDACTED")
-        || s.starts_with("****")
-        || s.strip_prefix("hmac:")
-            .is_some_and(|h| h.len() >= 16 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+    crate::detect::may_hold_redaction_output(s)
+        && crate::detect::redaction_spans(s) == [(0, s.len())]
 }
 
 /// `s` without the output of an earlier redaction (pseudonyms, masks), so that what earlier
