@@ -16,17 +16,57 @@
 
 mod tokens;
 
-pub use tokens::{TokenRecord, TokenSecret, TokenStore};
+pub use tokens::{TokenInfo, TokenRecord, TokenSecret, TokenStore, TokenStoreError};
 
 use tv_model::TenantId;
 
-/// Roles, coarse for now; Cedar policies refine them later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Roles out of the box (Cedar policies refine them later):
+/// - `admin`: everything, including token management;
+/// - `ingest`: write spans only (`writer` is accepted as its old name);
+/// - `reader`: traces, search, receipts, the log's proofs;
+/// - `investigator`: what a reader may, and (with field classes) restricted values;
+/// - `auditor`: the audit log only;
+/// - `metrics`: `/metrics` only, so a Prometheus scraper needs no admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
-    Writer,
+    #[serde(alias = "writer")]
+    Ingest,
     Reader,
+    Investigator,
+    Auditor,
+    Metrics,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Ingest,
+        Role::Reader,
+        Role::Investigator,
+        Role::Auditor,
+        Role::Metrics,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Ingest => "ingest",
+            Role::Reader => "reader",
+            Role::Investigator => "investigator",
+            Role::Auditor => "auditor",
+            Role::Metrics => "metrics",
+        }
+    }
+
+    /// Parses a role name (`writer` is the old name of `ingest`).
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "writer" => Some(Role::Ingest),
+            _ => Role::ALL.into_iter().find(|r| r.name() == s),
+        }
+    }
 }
 
 /// Which tenants a credential may act for.
@@ -60,14 +100,26 @@ pub struct Principal {
     pub credential: Credential,
     pub role: Role,
     pub tenants: TenantScope,
+    /// The services it may write spans for (`service.name`); empty: any.
+    pub services: Vec<String>,
 }
 
 impl Principal {
     pub fn may_ingest(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::Writer)
+        matches!(self.role, Role::Admin | Role::Ingest)
     }
     pub fn may_read(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::Reader)
+        matches!(self.role, Role::Admin | Role::Reader | Role::Investigator)
+    }
+    pub fn may_scrape_metrics(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Metrics)
+    }
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+    /// Whether it may write spans of `service` (`None`: a resource without `service.name`).
+    pub fn owns_service(&self, service: Option<&str>) -> bool {
+        self.services.is_empty() || service.is_some_and(|s| self.services.iter().any(|o| o == s))
     }
 }
 

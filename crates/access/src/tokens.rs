@@ -77,6 +77,38 @@ pub struct TokenRecord {
     pub expires_unix: Option<u64>,
     #[serde(default)]
     pub revoked: bool,
+    /// Services it may write spans for; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// What `token list` shows of a record: everything but the hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// empty = all tenants
+    pub tenants: Vec<String>,
+    pub services: Vec<String>,
+    pub created_unix: u64,
+    pub expires_unix: Option<u64>,
+    pub revoked: bool,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(r: &TokenRecord) -> Self {
+        TokenInfo {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            role: r.role,
+            tenants: r.tenants.clone(),
+            services: r.services.clone(),
+            created_unix: r.created_unix,
+            expires_unix: r.expires_unix,
+            revoked: r.revoked,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -219,6 +251,18 @@ impl TokenStore {
         tenants: Vec<TenantId>,
         expires_unix: Option<u64>,
     ) -> Result<(Zeroizing<String>, TokenRecord), TokenStoreError> {
+        self.create_for(name, role, tenants, Vec::new(), expires_unix)
+    }
+
+    /// Creates a token limited to writing spans of `services` (empty: any).
+    pub fn create_for(
+        &self,
+        name: &str,
+        role: Role,
+        tenants: Vec<TenantId>,
+        services: Vec<String>,
+        expires_unix: Option<u64>,
+    ) -> Result<(Zeroizing<String>, TokenRecord), TokenStoreError> {
         let id = hex::encode(random_bytes::<8>());
         let secret = Zeroizing::new(random_bytes::<32>());
         let text = Zeroizing::new(format!("{PREFIX}{id}_{}", hex::encode(*secret)));
@@ -231,11 +275,42 @@ impl TokenStore {
             created_unix: now_unix(),
             expires_unix,
             revoked: false,
+            services,
         };
         let mut recs = self.records.write().expect("token lock poisoned");
         recs.insert(id, rec.clone());
         self.persist(&recs)?;
         Ok((text, rec))
+    }
+
+    /// Every token, oldest first, without hashes.
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let recs = self.records.read().expect("token lock poisoned");
+        let mut v: Vec<TokenInfo> = recs.values().map(TokenInfo::from).collect();
+        v.sort_by(|a, b| a.created_unix.cmp(&b.created_unix).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// The record of `id`, without its hash.
+    pub fn get(&self, id: &str) -> Option<TokenInfo> {
+        let recs = self.records.read().expect("token lock poisoned");
+        recs.get(id).map(TokenInfo::from)
+    }
+
+    /// Revokes `id` (durably, then at once for every listener). `Ok(false)`: no such token.
+    pub fn revoke(&self, id: &str) -> Result<bool, TokenStoreError> {
+        let mut recs = self.records.write().expect("token lock poisoned");
+        let Some(r) = recs.get_mut(id) else {
+            return Ok(false);
+        };
+        if r.revoked {
+            return Ok(true);
+        }
+        // Revoked in memory at once; a failed write is reported, and the token stays revoked
+        // until the restart (fail closed).
+        r.revoked = true;
+        self.persist(&recs)?;
+        Ok(true)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -275,6 +350,7 @@ impl TokenStore {
             credential: Credential::ApiToken { id: rec.id.clone() },
             role: rec.role,
             tenants,
+            services: rec.services.clone(),
         })
     }
 }
@@ -318,7 +394,7 @@ mod tests {
     fn wrong_secret_and_unknown_id_are_invalid() {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
-        let (text, rec) = s.create("w", Role::Writer, vec![], None).unwrap();
+        let (text, rec) = s.create("w", Role::Ingest, vec![], None).unwrap();
         let mut wrong = text.to_string();
         let last = wrong.pop().unwrap();
         wrong.push(if last == '0' { '1' } else { '0' });
@@ -331,6 +407,40 @@ mod tests {
         assert_eq!(
             s.authenticate(&TokenSecret::parse(unknown).unwrap()),
             Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn revoked_tokens_fail_at_once_and_after_a_restart_and_lists_hold_no_hash() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let t = TenantId::parse("acme").unwrap();
+        let (text, rec) = s
+            .create_for("svc", Role::Ingest, vec![t], vec!["checkout".into()], None)
+            .unwrap();
+        let p = s
+            .authenticate(&TokenSecret::parse(text.to_string()).unwrap())
+            .unwrap();
+        assert_eq!(p.services, vec!["checkout".to_string()]);
+        assert!(p.owns_service(Some("checkout")));
+        assert!(!p.owns_service(Some("cart")));
+        assert!(!p.owns_service(None));
+        let listed = serde_json::to_string(&s.list()).unwrap();
+        assert!(!listed.contains(&rec.hash));
+        assert!(s.revoke(&rec.id).unwrap());
+        assert!(!s.revoke("0000000000000000").unwrap());
+        assert_eq!(
+            s.authenticate(&TokenSecret::parse(text.to_string()).unwrap()),
+            Err(AuthError::Revoked)
+        );
+        assert_eq!(
+            store(d.path()).authenticate(&TokenSecret::parse(text.to_string()).unwrap()),
+            Err(AuthError::Revoked)
+        );
+        // Records written before roles were renamed still load.
+        assert_eq!(
+            serde_json::from_str::<Role>("\"writer\"").unwrap(),
+            Role::Ingest
         );
     }
 

@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 
 /// How CLI commands reach a running server.
 #[derive(Args, Clone, Debug)]
-pub struct ServerFlags {
+pub struct ConnFlags {
     /// Server query API URL
     #[arg(long, default_value = "https://127.0.0.1:3200")]
     pub server: String,
@@ -23,12 +23,42 @@ pub struct ServerFlags {
     /// Data directory the defaults above are taken from
     #[arg(long, default_value = "./tracevault-data")]
     pub data_dir: PathBuf,
+}
+
+/// [`ConnFlags`] and the tenant a query acts for.
+#[derive(Args, Clone, Debug)]
+pub struct ServerFlags {
+    #[command(flatten)]
+    pub conn: ConnFlags,
     /// Tenant (X-Scope-OrgID)
     #[arg(long, default_value = "default")]
     pub tenant: String,
 }
 
-impl ServerFlags {
+impl std::ops::Deref for ServerFlags {
+    type Target = ConnFlags;
+    fn deref(&self) -> &ConnFlags {
+        &self.conn
+    }
+}
+
+impl ConnFlags {
+    /// `server` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.trim_end_matches('/'), path)
+    }
+
+    /// The server's error message (`{"message": ...}`) or the body.
+    pub async fn fail(resp: reqwest::Response) -> anyhow::Error {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or(body);
+        anyhow::anyhow!("server answered {status}: {msg}")
+    }
+
     pub fn ca_path(&self) -> PathBuf {
         self.ca
             .clone()

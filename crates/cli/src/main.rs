@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod query;
 mod redact_cmd;
+mod token_cmd;
 mod verify;
 
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ enum Cmd {
     /// Query a running server.
     #[command(subcommand)]
     Query(query::QueryCmd),
+    /// Manage API tokens on a running server (admin).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCmd),
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -333,6 +337,7 @@ fn run(cmd: Cmd) -> ExitCode {
         match cmd {
             Cmd::Serve(a) => serve(*a).await,
             Cmd::Query(q) => query::run(q).await,
+            Cmd::Token(t) => token_cmd::run(t).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

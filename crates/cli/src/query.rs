@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use prost::Message;
 use tv_model::otlp::{Span, TracesData};
@@ -86,7 +86,7 @@ async fn get(
     accept: &str,
 ) -> anyhow::Result<reqwest::Response> {
     let client = server.client()?;
-    let url = format!("{}{}", server.server.trim_end_matches('/'), path);
+    let url = server.url(path);
     let resp = client
         .get(&url)
         .query(params)
@@ -97,13 +97,7 @@ async fn get(
         .await
         .with_context(|| format!("GET {url}"))?;
     if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or(body);
-        bail!("server answered {status}: {msg}");
+        return Err(crate::client::ConnFlags::fail(resp).await);
     }
     Ok(resp)
 }

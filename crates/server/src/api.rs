@@ -36,6 +36,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/echo", get(|| async { "echo" }))
         .route("/metrics", get(metrics))
         .route("/api/admin/flush", post(flush))
+        .route(
+            "/api/admin/tokens",
+            get(crate::tokens_api::list).post(crate::tokens_api::create),
+        )
+        .route(
+            "/api/admin/tokens/{id}",
+            axum::routing::delete(crate::tokens_api::revoke),
+        )
         .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
         .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
         .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
@@ -74,7 +82,7 @@ fn need_read(caller: &Caller) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Forbidden(
-            "credential may not read traces (needs role reader or admin)".into(),
+            "credential may not read traces (needs role reader, investigator or admin)".into(),
         ))
     }
 }
@@ -95,7 +103,11 @@ async fn metrics(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    need_read(&caller)?;
+    if !caller.principal.may_scrape_metrics() {
+        return Err(ApiError::Forbidden(
+            "credential may not read /metrics (needs role metrics or admin)".into(),
+        ));
+    }
     let stats = state.store.stats();
     state.metrics.stored_blocks.set(stats.blocks as i64);
     state.metrics.head_spans.set(stats.head_spans as i64);
@@ -116,7 +128,7 @@ async fn flush(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    if caller.principal.role != tv_access::Role::Admin {
+    if !caller.principal.is_admin() {
         return Err(ApiError::Forbidden("flush needs the admin role".into()));
     }
     state.store.flush().await.map_err(ApiError::from_store)?;

@@ -30,7 +30,11 @@ pub fn authenticate(tokens: &TokenStore, headers: &HeaderMap) -> Result<Caller, 
         .authenticate(&secret)
         .map_err(ApiError::Unauthenticated)?;
     let tenant = match headers.get(TENANT_HEADER) {
-        None => TenantId::default_tenant(),
+        // A credential bound to exactly one tenant acts for it without saying so.
+        None => match &principal.tenants {
+            tv_access::TenantScope::Only(list) if list.len() == 1 => list[0].clone(),
+            _ => TenantId::default_tenant(),
+        },
         Some(v) => {
             let s = v
                 .to_str()

@@ -45,8 +45,40 @@ pub async fn ingest(
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     if !caller.principal.may_ingest() {
         return Err(ApiError::Forbidden(
-            "credential may not ingest spans (needs role writer or admin)".into(),
+            "credential may not ingest spans (needs role ingest or admin)".into(),
         ));
+    }
+    // A credential bound to services writes only those: a batch with any other service.name is
+    // refused whole (spoofing one span would poison the others' provenance).
+    if !caller.principal.services.is_empty() {
+        for rs in &req.resource_spans {
+            let service = tv_model::service_name(rs.resource.as_ref());
+            if !caller.principal.owns_service(service) {
+                let total: usize = req
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                state
+                    .metrics
+                    .spans_rejected
+                    .get_or_create(&ReasonLabels {
+                        reason: "service_not_owned",
+                    })
+                    .inc_by(total as u64);
+                // The message names the credential's services, not what the batch claimed.
+                return Err(ApiError::Forbidden(format!(
+                    "credential may write spans only for services [{}]; the batch has a resource {} (rejected whole)",
+                    caller.principal.services.join(", "),
+                    if service.is_some() {
+                        "of another service"
+                    } else {
+                        "without service.name"
+                    }
+                )));
+            }
+        }
     }
     let validated = validate(req, &state.limits, now_unix_nanos()).map_err(|e| match e {
         RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),

@@ -19,6 +19,7 @@ pub mod net;
 pub mod params;
 pub mod redaction;
 pub mod tls;
+pub mod tokens_api;
 pub mod witness;
 pub mod witness_client;
 

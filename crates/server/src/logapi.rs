@@ -212,7 +212,7 @@ pub async fn receipts(
 ) -> Result<Response, ApiError> {
     if !caller.principal.may_read() {
         return Err(ApiError::Forbidden(
-            "credential may not read traces (needs role reader or admin)".into(),
+            "credential may not read traces (needs role reader, investigator or admin)".into(),
         ));
     }
     let tid = TraceId::from_hex(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;

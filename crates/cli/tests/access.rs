@@ -1,0 +1,387 @@
+//! Access control end to end (issue 5, first part): tokens managed through the API and the
+//! `tracevault token` command, roles out of the box, tenant isolation on every endpoint, services
+//! a token may write, revocation and expiry taking effect at once on every listener.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use prost::Message;
+
+/// Runs `tracevault token ...` against the server with the admin token (or `token_file`).
+fn token_cmd(
+    srv: &Server,
+    args: &[&str],
+    token_file: Option<&std::path::Path>,
+) -> (i32, String, String) {
+    let mut c = std::process::Command::new(BIN);
+    c.arg("token").args(args).args([
+        "--server",
+        &srv.api,
+        "--data-dir",
+        srv.dir.to_str().unwrap(),
+    ]);
+    if let Some(f) = token_file {
+        c.arg("--token-file").arg(f);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates a token with the CLI; returns its text (the last line of stdout).
+fn create(srv: &Server, args: &[&str]) -> String {
+    let mut a = vec!["create"];
+    a.extend_from_slice(args);
+    let (code, out, err) = token_cmd(srv, &a, None);
+    assert_eq!(code, 0, "{err}");
+    let last = out.lines().last().unwrap().to_string();
+    assert!(last.starts_with("tvk_"), "{out}");
+    assert_eq!(out.lines().count(), 1, "the token alone on stdout: {out}");
+    last
+}
+
+async fn send_as(
+    srv: &Server,
+    token: &str,
+    tenant: &str,
+    req: &tv_model::otlp::ExportTraceServiceRequest,
+) -> (u16, String) {
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(token)
+        .header("x-scope-orgid", tenant)
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
+    )
+}
+
+async fn call(srv: &Server, method: &str, path: &str, token: &str, tenant: &str) -> (u16, String) {
+    let c = srv.http_client();
+    let url = format!("{}{}", srv.api, path);
+    let b = match method {
+        "GET" => c.get(url),
+        "POST" => c.post(url),
+        _ => c.delete(url),
+    };
+    let r = b
+        .bearer_auth(token)
+        .header("x-scope-orgid", tenant)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {
+    let srv = Server::start(&[]);
+    let admin = srv.token();
+    // Data in two tenants, written by the bootstrap admin.
+    let marker = format!("tvm{:012x}", rand_u64());
+    let (acme_req, acme_tid) = request(&format!("acme-{marker}"), 3);
+    let (other_req, other_tid) = request(&format!("other-{marker}"), 3);
+    assert_eq!(send_as(&srv, &admin, "acme", &acme_req).await.0, 200);
+    assert_eq!(send_as(&srv, &admin, "globex", &other_req).await.0, 200);
+
+    let roles = [
+        "admin",
+        "ingest",
+        "reader",
+        "investigator",
+        "auditor",
+        "metrics",
+    ];
+    let tokens: Vec<(String, String)> = roles
+        .iter()
+        .map(|r| {
+            (
+                r.to_string(),
+                create(&srv, &["--role", r, "--tenant", "acme"]),
+            )
+        })
+        .collect();
+
+    let acme_hex = hex::encode(acme_tid);
+    let other_hex = hex::encode(other_tid);
+    // (method, path, roles allowed)
+    let read = ["admin", "reader", "investigator"];
+    let endpoints: Vec<(&str, String, Vec<&str>)> = vec![
+        ("GET", format!("/api/traces/{acme_hex}"), read.to_vec()),
+        ("GET", format!("/api/v2/traces/{acme_hex}"), read.to_vec()),
+        ("GET", "/api/search".to_string(), read.to_vec()),
+        ("GET", "/api/search/tags".to_string(), read.to_vec()),
+        (
+            "GET",
+            "/api/search/tag/service.name/values".to_string(),
+            read.to_vec(),
+        ),
+        (
+            "GET",
+            format!("/api/traces/{acme_hex}/receipt"),
+            read.to_vec(),
+        ),
+        // The log's checkpoint commits to every tenant and names none: any credential.
+        ("GET", "/api/log/checkpoint".to_string(), roles.to_vec()),
+        ("GET", "/metrics".to_string(), vec!["admin", "metrics"]),
+        ("GET", "/api/admin/tokens".to_string(), vec!["admin"]),
+        ("POST", "/api/admin/flush".to_string(), vec!["admin"]),
+    ];
+    let mut checked = 0;
+    for (role, tok) in &tokens {
+        // Ingest.
+        let (st, _) = send_as(&srv, tok, "acme", &request("acme-svc", 1).0).await;
+        let may_ingest = matches!(role.as_str(), "admin" | "ingest");
+        assert_eq!(st, if may_ingest { 200 } else { 403 }, "{role} ingest acme");
+        let (st, _) = send_as(&srv, tok, "globex", &request("x", 1).0).await;
+        assert_eq!(st, 403, "{role} ingest into another tenant");
+        for (method, path, allowed) in &endpoints {
+            let (st, body) = call(&srv, method, path, tok, "acme").await;
+            let ok = allowed.contains(&role.as_str());
+            if ok {
+                assert!(st == 200, "{role} {method} {path}: {st} {body}");
+            } else {
+                assert_eq!(st, 403, "{role} {method} {path}: {body}");
+                assert!(!body.contains(&marker), "{role} {path}: data in a refusal");
+            }
+            // Another tenant: refused before anything is read, whatever the role.
+            let (st, body) = call(&srv, method, path, tok, "globex").await;
+            assert_eq!(st, 403, "{role} {method} {path} for another tenant: {body}");
+            assert!(!body.contains(&marker));
+            checked += 2;
+        }
+        // The other tenant's trace is not found through this tenant either.
+        if read.contains(&role.as_str()) {
+            let (st, body) = call(
+                &srv,
+                "GET",
+                &format!("/api/traces/{other_hex}"),
+                tok,
+                "acme",
+            )
+            .await;
+            assert_eq!(st, 404, "{role}: {body}");
+            assert!(!body.contains(&marker));
+            let (_, body) = call(
+                &srv,
+                "GET",
+                "/api/search/tag/service.name/values",
+                tok,
+                "acme",
+            )
+            .await;
+            assert!(!body.contains(&format!("other-{marker}")), "{body}");
+            assert!(body.contains(&format!("acme-{marker}")), "{body}");
+        }
+    }
+    eprintln!("{checked} role x endpoint x tenant combinations checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_created_listed_revoked_and_expire_on_every_listener() {
+    let srv = Server::start(&[]);
+    let reader = create(
+        &srv,
+        &["--role", "reader", "--tenant", "acme", "--name", "grafana"],
+    );
+    let ingest = create(&srv, &["--role", "ingest", "--tenant", "acme"]);
+    // The list shows scopes and never a secret or a hash.
+    let (code, out, _) = token_cmd(&srv, &["list", "--json"], None);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let arr = list.as_array().unwrap();
+    assert_eq!(arr.len(), 3, "{out}");
+    assert!(
+        arr.iter()
+            .any(|t| t["name"] == "grafana" && t["role"] == "reader" && t["tenants"][0] == "acme")
+    );
+    for secret in [&reader, &ingest] {
+        assert!(!out.contains(secret.rsplit('_').next().unwrap()));
+    }
+    assert!(!out.contains("hash"));
+    let stored = std::fs::read_to_string(srv.dir.join("tokens.json")).unwrap();
+    assert!(!stored.contains(reader.rsplit('_').next().unwrap()));
+
+    // Both work; revocation is immediate on the query API, OTLP/HTTP and OTLP/gRPC.
+    assert_eq!(
+        call(&srv, "GET", "/api/search/tags", &reader, "acme")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send_as(&srv, &ingest, "acme", &request("a", 1).0).await.0,
+        200
+    );
+    let id_of = |t: &str| t[4..20].to_string();
+    for t in [&reader, &ingest] {
+        let (code, _, err) = token_cmd(&srv, &["revoke", &id_of(t)], None);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (st, body) = call(&srv, "GET", "/api/search/tags", &reader, "acme").await;
+    assert_eq!(st, 401);
+    assert!(body.contains("revoked"), "{body}");
+    assert_eq!(
+        send_as(&srv, &ingest, "acme", &request("a", 1).0).await.0,
+        401
+    );
+    let mut grpc = srv.grpc_client().await;
+    let mut req = tonic::Request::new(request("a", 1).0);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {ingest}").parse().unwrap());
+    req.metadata_mut()
+        .insert("x-scope-orgid", "acme".parse().unwrap());
+    let err = grpc.export(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // An unknown id is a clear 404.
+    let (code, _, err) = token_cmd(&srv, &["revoke", "0123456789abcdef"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("404") && err.contains("no token"), "{err}");
+
+    // Expiry.
+    let short = create(
+        &srv,
+        &["--role", "reader", "--tenant", "acme", "--expires", "1s"],
+    );
+    assert_eq!(
+        call(&srv, "GET", "/api/search/tags", &short, "acme")
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (st, body) = call(&srv, "GET", "/api/search/tags", &short, "acme").await;
+    assert_eq!(st, 401);
+    assert!(body.contains("expired"), "{body}");
+
+    // Bad requests are explained.
+    let (code, _, err) = token_cmd(
+        &srv,
+        &["create", "--role", "root", "--tenant", "acme"],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unknown role \"root\"") && err.contains("investigator"),
+        "{err}"
+    );
+    let (code, _, err) = token_cmd(
+        &srv,
+        &["create", "--role", "reader", "--tenant", "../x"],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("400"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_narrow_never_widen_and_only_admins_manage_tokens() {
+    let srv = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let acme_admin = create(&srv, &["--role", "admin", "--tenant", "acme"]);
+    let f = tmp.path().join("acme-admin.token");
+    std::fs::write(&f, &acme_admin).unwrap();
+    // Within its tenant: fine.
+    let (code, _, err) = token_cmd(
+        &srv,
+        &["create", "--role", "reader", "--tenant", "acme"],
+        Some(&f),
+    );
+    assert_eq!(code, 0, "{err}");
+    // Another tenant, or every tenant: refused.
+    for args in [
+        vec!["create", "--role", "reader", "--tenant", "globex"],
+        vec![
+            "create", "--role", "reader", "--tenant", "acme", "--tenant", "globex",
+        ],
+        vec!["create", "--role", "admin"],
+    ] {
+        let (code, _, err) = token_cmd(&srv, &args, Some(&f));
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains("403"), "{args:?}: {err}");
+    }
+    // It sees only its tenant's tokens and cannot revoke the bootstrap admin.
+    let (_, out, _) = token_cmd(&srv, &["list", "--json"], Some(&f));
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["tenants"] == serde_json::json!(["acme"]))
+    );
+    let boot = srv.token();
+    let (code, _, err) = token_cmd(&srv, &["revoke", &boot[4..20]], Some(&f));
+    assert_ne!(code, 0);
+    assert!(err.contains("404"), "{err}");
+    // A reader cannot manage tokens at all.
+    let reader = create(&srv, &["--role", "reader", "--tenant", "acme"]);
+    std::fs::write(&f, &reader).unwrap();
+    let (code, _, err) = token_cmd(&srv, &["list"], Some(&f));
+    assert_ne!(code, 0);
+    assert!(err.contains("403") && err.contains("admin"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_a_service_cannot_write_spans_of_another() {
+    let srv = Server::start(&[]);
+    let tok = create(
+        &srv,
+        &[
+            "--role",
+            "ingest",
+            "--tenant",
+            "acme",
+            "--service",
+            "checkout",
+        ],
+    );
+    let (ok, tid_ok) = request("checkout", 2);
+    assert_eq!(send_as(&srv, &tok, "acme", &ok).await.0, 200);
+    // One spoofed resource poisons the batch: rejected whole, nothing stored.
+    let (mut mixed, tid_mixed) = request("checkout", 2);
+    let (spoof, _) = request("payments", 2);
+    mixed.resource_spans.extend(spoof.resource_spans);
+    let (st, body) = send_as(&srv, &tok, "acme", &mixed).await;
+    assert_eq!(st, 403);
+    assert!(body.contains("only for services [checkout]"), "{body}");
+    assert!(
+        !body.contains("payments"),
+        "the refusal echoes what the batch claimed: {body}"
+    );
+    let (st, _) = call(
+        &srv,
+        "GET",
+        &format!("/api/traces/{}", hex::encode(tid_mixed)),
+        &srv.token(),
+        "acme",
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (st, _) = call(
+        &srv,
+        "GET",
+        &format!("/api/traces/{}", hex::encode(tid_ok)),
+        &srv.token(),
+        "acme",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let metrics = srv.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("tracevault_spans_rejected_total{reason=\"service_not_owned\"} 4"),
+        "{metrics}"
+    );
+}
