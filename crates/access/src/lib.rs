@@ -14,8 +14,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod policy;
 mod tokens;
 
+pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
 pub use tokens::{TokenInfo, TokenRecord, TokenSecret, TokenStore, TokenStoreError};
 
 use tv_model::TenantId;
@@ -27,7 +29,9 @@ use tv_model::TenantId;
 /// - `investigator`: what a reader may, and (with field classes) restricted values;
 /// - `auditor`: the audit log only;
 /// - `metrics`: `/metrics` only, so a Prometheus scraper needs no admin token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -105,21 +109,11 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn may_ingest(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::Ingest)
-    }
-    pub fn may_read(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::Reader | Role::Investigator)
-    }
-    pub fn may_scrape_metrics(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::Metrics)
-    }
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-    /// Whether it may write spans of `service` (`None`: a resource without `service.name`).
-    pub fn owns_service(&self, service: Option<&str>) -> bool {
-        self.services.is_empty() || service.is_some_and(|s| self.services.iter().any(|o| o == s))
+    /// A stable id for policies and caches: `token:<id>` for API tokens.
+    pub fn id(&self) -> String {
+        match &self.credential {
+            Credential::ApiToken { id } => format!("token:{id}"),
+        }
     }
 }
 

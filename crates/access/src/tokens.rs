@@ -422,9 +422,6 @@ mod tests {
             .authenticate(&TokenSecret::parse(text.to_string()).unwrap())
             .unwrap();
         assert_eq!(p.services, vec!["checkout".to_string()]);
-        assert!(p.owns_service(Some("checkout")));
-        assert!(!p.owns_service(Some("cart")));
-        assert!(!p.owns_service(None));
         let listed = serde_json::to_string(&s.list()).unwrap();
         assert!(!listed.contains(&rec.hash));
         assert!(s.revoke(&rec.id).unwrap());

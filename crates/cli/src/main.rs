@@ -259,43 +259,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(reload_on_sighup(
         args.raw(),
         args.config.clone(),
-        server.redaction(),
-        server.metrics(),
+        server.state().clone(),
     ));
     server.run(shutdown_signal()).await
 }
 
-/// SIGHUP re-reads the configuration and swaps in its redaction rules; a file that does not load
-/// keeps the running rules and logs why.
+/// SIGHUP re-reads the configuration and swaps in its redaction rules and access policies; a file
+/// that does not load keeps the running ones and logs why.
 async fn reload_on_sighup(
     flags: RawConfig,
     config: Option<PathBuf>,
-    redaction: std::sync::Arc<tv_server::redaction::Redaction>,
-    metrics: std::sync::Arc<tv_server::metrics::Metrics>,
+    state: std::sync::Arc<tv_server::AppState>,
 ) {
     use tv_server::metrics::ResultLabels;
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; redaction rules reload only on restart");
+        tracing::warn!("cannot listen for SIGHUP; rules and policies reload only on restart");
         return;
     };
     while hup.recv().await.is_some() {
-        let before = redaction.active().version();
+        let before = state.redaction.active().version();
         match RawConfig::resolve(&flags, config.as_deref()) {
             Ok(cfg) => {
-                redaction.replace(cfg.redaction);
-                let after = redaction.active().version();
-                metrics
+                state.redaction.replace(cfg.redaction);
+                *state.policy.write().expect("policy lock") = cfg.policy.clone();
+                let after = state.redaction.active().version();
+                state
+                    .metrics
                     .redaction_reloads
                     .get_or_create(&ResultLabels { result: "ok" })
                     .inc();
-                tracing::info!(from = %before, to = %after, "SIGHUP: redaction rules reloaded (other settings take effect at the next start)");
+                tracing::info!(from = %before, to = %after, operator_policies = cfg.policy.operator_policies, "SIGHUP: redaction rules and access policies reloaded (other settings take effect at the next start)");
             }
             Err(e) => {
-                metrics
+                state
+                    .metrics
                     .redaction_reloads
                     .get_or_create(&ResultLabels { result: "error" })
                     .inc();
-                tracing::error!(error = %format!("{e:#}"), policy_version = %before, "SIGHUP: configuration not reloaded; the running redaction rules stay");
+                tracing::error!(error = %format!("{e:#}"), policy_version = %before, "SIGHUP: configuration not reloaded; the running redaction rules and access policies stay");
             }
         }
     }

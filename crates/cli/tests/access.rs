@@ -385,3 +385,65 @@ async fn a_token_bound_to_a_service_cannot_write_spans_of_another() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_cedar_policies_apply_and_a_bad_file_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pol = tmp.path().join("ops.cedar");
+    std::fs::write(
+        &pol,
+        "// legal hold: nobody searches this tenant\n@id(\"legal-hold\")\nforbid (principal, action == Tracevault::Action::\"search\", resource == Tracevault::Tenant::\"legal\");\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("tv.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[access]\npolicy_files = [{:?}]\n",
+            pol.display().to_string()
+        ),
+    )
+    .unwrap();
+    let srv = Server::start_at(
+        tmp.path().join("data"),
+        None,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let admin = srv.token();
+    let (st, body) = call(&srv, "GET", "/api/search", &admin, "legal").await;
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body.contains("forbidden by policy") && body.contains("legal-hold"),
+        "{body}"
+    );
+    assert_eq!(
+        call(&srv, "GET", "/api/search", &admin, "acme").await.0,
+        200
+    );
+    assert_eq!(
+        call(&srv, "GET", "/api/search/tags", &admin, "legal")
+            .await
+            .0,
+        403
+    );
+
+    // A file that does not validate keeps the server from starting, naming file, line and why.
+    std::fs::write(
+        &pol,
+        "permit (principal, action, resource);\npermit (principal, action == Tracevault::Action::\"search\", resource) when { principal.department == \"x\" };\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:", pol.display())) && err.contains("department"),
+        "{err}"
+    );
+}

@@ -181,7 +181,7 @@ async fn nothing_raw_is_stored_the_log_records_the_policy_and_sighup_reloads() {
     std::fs::write(&cfg, rules_v2()).unwrap();
     let from = srv.log_text().len();
     hup(&srv);
-    wait_for_log(&srv, "redaction rules reloaded", from).await;
+    wait_for_log(&srv, "redaction rules and access policies reloaded", from).await;
     let (req, tid2) = sensitive(&marker);
     assert_eq!(
         srv.post_otlp("application/x-protobuf", req.encode_to_vec())

@@ -16,6 +16,7 @@ use axum::{Extension, Json, Router};
 use http::{HeaderMap, StatusCode, header};
 use prost::Message;
 use serde_json::json;
+use tv_access::Action;
 use tv_model::TraceId;
 use tv_model::otlp::TracesData;
 use tv_store::SearchQuery;
@@ -77,16 +78,6 @@ async fn require_auth(
     }
 }
 
-fn need_read(caller: &Caller) -> Result<(), ApiError> {
-    if caller.principal.may_read() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "credential may not read traces (needs role reader, investigator or admin)".into(),
-        ))
-    }
-}
-
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.store.is_healthy() {
         (StatusCode::OK, "ready\n").into_response()
@@ -103,11 +94,7 @@ async fn metrics(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    if !caller.principal.may_scrape_metrics() {
-        return Err(ApiError::Forbidden(
-            "credential may not read /metrics (needs role metrics or admin)".into(),
-        ));
-    }
+    state.authorize(&caller, Action::ReadMetrics)?;
     let stats = state.store.stats();
     state.metrics.stored_blocks.set(stats.blocks as i64);
     state.metrics.head_spans.set(stats.head_spans as i64);
@@ -128,9 +115,7 @@ async fn flush(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    if !caller.principal.is_admin() {
-        return Err(ApiError::Forbidden("flush needs the admin role".into()));
-    }
+    state.authorize(&caller, Action::Flush)?;
     state.store.flush().await.map_err(ApiError::from_store)?;
     let s = state.store.stats();
     Ok(Json(json!({"blocks": s.blocks, "headSpans": s.head_spans})).into_response())
@@ -167,7 +152,7 @@ async fn load_trace(
     caller: &Caller,
     id: &str,
 ) -> Result<TracesData, ApiError> {
-    need_read(caller)?;
+    state.authorize(caller, Action::ReadTrace)?;
     let tid = TraceId::from_hex(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let tenant = caller.tenant.clone();
     let found = timed(state, "trace_by_id", move |s| {
@@ -238,7 +223,7 @@ async fn search(
     Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    need_read(&caller)?;
+    state.authorize(&caller, Action::Search)?;
     let bad = ApiError::BadRequest;
     let mut q = SearchQuery {
         limit: 20,
@@ -302,7 +287,7 @@ async fn tags(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    need_read(&caller)?;
+    state.authorize(&caller, Action::Search)?;
     let tenant = caller.tenant.clone();
     let names = timed(&state, "tags", move |s| s.store.tag_names(&tenant)).await?;
     Ok(Json(json!({ "tagNames": names })).into_response())
@@ -313,7 +298,7 @@ async fn tag_values(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    need_read(&caller)?;
+    state.authorize(&caller, Action::Search)?;
     if name.is_empty() || name.len() > 256 {
         return Err(ApiError::BadRequest(
             "tag name must be 1 to 256 bytes".into(),

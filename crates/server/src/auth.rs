@@ -1,7 +1,7 @@
 //! Request authentication and tenant resolution, shared by the HTTP, gRPC and query listeners.
 
 use http::HeaderMap;
-use tv_access::{AuthError, Principal, TokenSecret, TokenStore};
+use tv_access::{Action, AuthError, PolicyEngine, Principal, TokenSecret, TokenStore};
 use tv_model::TenantId;
 
 use crate::error::ApiError;
@@ -49,4 +49,43 @@ pub fn authenticate(tokens: &TokenStore, headers: &HeaderMap) -> Result<Caller, 
         )));
     }
     Ok(Caller { principal, tenant })
+}
+
+/// The roles the built-in policies give an action (for refusal messages).
+fn default_roles(action: Action) -> &'static str {
+    match action {
+        Action::Ingest => "ingest or admin",
+        Action::ReadTrace | Action::Search | Action::ReadReceipt => "reader, investigator or admin",
+        Action::ReadLog => "any role",
+        Action::ReadMetrics => "metrics or admin",
+        Action::ReadAudit => "auditor or admin",
+        Action::Flush | Action::AdminTokens | Action::AdminKeys | Action::ReadFindings => "admin",
+    }
+}
+
+/// Asks the policy engine whether the caller may do `action` for its tenant.
+pub fn authorize(policy: &PolicyEngine, caller: &Caller, action: Action) -> Result<(), ApiError> {
+    let v = policy.authorize(&caller.principal, action, &caller.tenant, &[]);
+    if v.allowed {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(refusal(caller, action, &v.reasons)))
+}
+
+/// The refusal message: what was asked, the role, and the policies that decided.
+pub fn refusal(caller: &Caller, action: Action, reasons: &[String]) -> String {
+    let why = if reasons.is_empty() {
+        format!(
+            "no policy permits it (by default: role {})",
+            default_roles(action)
+        )
+    } else {
+        format!("forbidden by policy {}", reasons.join(", "))
+    };
+    format!(
+        "credential (role {}) may not {} for tenant {}: {why}",
+        caller.principal.role.name(),
+        action.name(),
+        caller.tenant
+    )
 }

@@ -82,6 +82,14 @@ pub struct RawLog {
     pub witnesses: Option<Vec<WitnessConfig>>,
 }
 
+/// `[access]`: Cedar policy files added to the built-in ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
+}
+
 /// The whole file (and the flags, which fill the same structure).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +112,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Redaction rules (`[redaction]`, see tv_redact::policy); absent: the built-in rules.
     pub redaction: Option<tv_redact::RulesConfig>,
+    /// Access policies (`[access]`).
+    pub access: Option<RawAccess>,
     /// `--no-redaction` (a flag only: a config file cannot switch redaction off).
     #[serde(skip)]
     pub no_redaction: Option<bool>,
@@ -141,7 +151,8 @@ impl RawConfig {
             keys_dir,
             log_format,
             redaction,
-            no_redaction
+            no_redaction,
+            access
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
@@ -276,7 +287,23 @@ impl RawConfig {
             let rc = self.redaction.clone().unwrap_or_default();
             Some(tv_redact::Rules::compile(&rc).map_err(|e| anyhow::anyhow!("[redaction] {e}"))?)
         };
+        let mut files = Vec::new();
+        for p in self
+            .access
+            .as_ref()
+            .map(|a| a.policy_files.as_slice())
+            .unwrap_or(&[])
+        {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading access policy file {}", p.display()))?;
+            files.push((p.display().to_string(), text));
+        }
+        let policy = std::sync::Arc::new(
+            tv_access::PolicyEngine::new(&files)
+                .map_err(|e| anyhow::anyhow!("[access] policy file refused: {e}"))?,
+        );
         Ok(ServeConfig {
+            policy,
             data_dir,
             keys_dir,
             log_json,
@@ -338,6 +365,8 @@ pub struct ServeConfig {
     pub witnesses: Vec<WitnessConfig>,
     /// The compiled redaction rules; `None` only with `--no-redaction`.
     pub redaction: Option<tv_redact::Rules>,
+    /// The compiled access policies.
+    pub policy: std::sync::Arc<tv_access::PolicyEngine>,
 }
 
 #[cfg(test)]

@@ -43,42 +43,51 @@ pub async fn ingest(
     req: ExportTraceServiceRequest,
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
-    if !caller.principal.may_ingest() {
-        return Err(ApiError::Forbidden(
-            "credential may not ingest spans (needs role ingest or admin)".into(),
-        ));
-    }
-    // A credential bound to services writes only those: a batch with any other service.name is
-    // refused whole (spoofing one span would poison the others' provenance).
-    if !caller.principal.services.is_empty() {
-        for rs in &req.resource_spans {
-            let service = tv_model::service_name(rs.resource.as_ref());
-            if !caller.principal.owns_service(service) {
-                let total: usize = req
-                    .resource_spans
-                    .iter()
-                    .flat_map(|r| &r.scope_spans)
-                    .map(|s| s.spans.len())
-                    .sum();
-                state
-                    .metrics
-                    .spans_rejected
-                    .get_or_create(&ReasonLabels {
-                        reason: "service_not_owned",
-                    })
-                    .inc_by(total as u64);
-                // The message names the credential's services, not what the batch claimed.
-                return Err(ApiError::Forbidden(format!(
-                    "credential may write spans only for services [{}]; the batch has a resource {} (rejected whole)",
-                    caller.principal.services.join(", "),
-                    if service.is_some() {
-                        "of another service"
-                    } else {
-                        "without service.name"
-                    }
-                )));
-            }
+    // One decision for the batch: the tenant, and every service it carries (a credential bound
+    // to services writes only those; one spoofed resource refuses the whole batch).
+    let mut services: Vec<&str> = req
+        .resource_spans
+        .iter()
+        .map(|rs| tv_model::service_name(rs.resource.as_ref()).unwrap_or(""))
+        .collect();
+    services.sort_unstable();
+    services.dedup();
+    let verdict = state.policy().authorize(
+        &caller.principal,
+        tv_access::Action::Ingest,
+        &caller.tenant,
+        &services,
+    );
+    if !verdict.allowed {
+        if verdict
+            .reasons
+            .iter()
+            .any(|r| r == "built-in:owned-services")
+        {
+            let total: usize = req
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            state
+                .metrics
+                .spans_rejected
+                .get_or_create(&ReasonLabels {
+                    reason: "service_not_owned",
+                })
+                .inc_by(total as u64);
+            // The message names the credential's services, not what the batch claimed.
+            return Err(ApiError::Forbidden(format!(
+                "credential may write spans only for services [{}]; the batch has a resource of another service or without service.name (rejected whole)",
+                caller.principal.services.join(", "),
+            )));
         }
+        return Err(ApiError::Forbidden(crate::auth::refusal(
+            caller,
+            tv_access::Action::Ingest,
+            &verdict.reasons,
+        )));
     }
     let validated = validate(req, &state.limits, now_unix_nanos()).map_err(|e| match e {
         RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),

@@ -52,6 +52,24 @@ pub struct AppState {
     pub cosigned: std::sync::Mutex<Option<Vec<u8>>>,
     /// The redaction rules in force and the tenants' pseudonym keys.
     pub redaction: Arc<redaction::Redaction>,
+    /// The Cedar policies in force (swapped on SIGHUP).
+    pub policy: std::sync::RwLock<Arc<tv_access::PolicyEngine>>,
+}
+
+impl AppState {
+    /// The policies in force.
+    pub fn policy(&self) -> Arc<tv_access::PolicyEngine> {
+        self.policy.read().expect("policy lock").clone()
+    }
+
+    /// Asks the policies in force whether `caller` may do `action`.
+    pub fn authorize(
+        &self,
+        caller: &auth::Caller,
+        action: tv_access::Action,
+    ) -> Result<(), error::ApiError> {
+        auth::authorize(&self.policy(), caller, action)
+    }
 }
 
 /// Addresses actually bound (useful with port 0).
@@ -83,16 +101,6 @@ const INSECURE_WARNING: &str = "INSECURE: --insecure-plaintext is set: listeners
 const NO_REDACTION_WARNING: &str = "INSECURE: --no-redaction is set: spans are stored as sent, with whatever personal data, tokens and SQL literals they carry; the log records the empty redaction policy";
 
 impl Server {
-    /// The redaction state (for SIGHUP reloads).
-    pub fn redaction(&self) -> Arc<redaction::Redaction> {
-        self.state.redaction.clone()
-    }
-
-    /// The metrics (for SIGHUP reload counters).
-    pub fn metrics(&self) -> Arc<metrics::Metrics> {
-        self.state.metrics.clone()
-    }
-
     /// Creates what a first start needs and binds the listeners.
     pub async fn bootstrap(cfg: ServeConfig) -> anyhow::Result<Self> {
         let data_dir = cfg.data_dir.clone();
@@ -185,7 +193,12 @@ impl Server {
                 cfg.redaction.clone(),
                 keyring.clone(),
             )),
+            policy: std::sync::RwLock::new(cfg.policy.clone()),
         });
+        tracing::info!(
+            operator_policies = cfg.policy.operator_policies,
+            "access policies loaded (Cedar; built-in roles plus operator files)"
+        );
         match &cfg.redaction {
             Some(r) => tracing::info!(policy_version = %r.version(), "redaction on"),
             None => tracing::warn!("{NO_REDACTION_WARNING}"),

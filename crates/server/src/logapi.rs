@@ -74,7 +74,8 @@ pub async fn tiles(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.log_public {
-        authenticate(&state.tokens, &headers)?;
+        let caller = authenticate(&state.tokens, &headers)?;
+        state.authorize(&caller, tv_access::Action::ReadLog)?;
     }
     if path == "checkpoint" {
         return Ok(text(current_checkpoint(&state)?, "no-cache, max-age=1"));
@@ -110,8 +111,9 @@ pub async fn tiles(
 
 pub async fn checkpoint(
     State(state): State<Arc<AppState>>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::ReadLog)?;
     Ok(text(current_checkpoint(&state)?, "no-cache"))
 }
 
@@ -137,9 +139,10 @@ fn signed_size(state: &AppState) -> Result<u64, ApiError> {
 
 pub async fn inclusion(
     State(state): State<Arc<AppState>>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::ReadLog)?;
     let index =
         num(&params, "index")?.ok_or_else(|| ApiError::BadRequest("index is required".into()))?;
     let signed = signed_size(&state)?;
@@ -174,9 +177,10 @@ pub async fn inclusion(
 
 pub async fn consistency(
     State(state): State<Arc<AppState>>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::ReadLog)?;
     let signed = signed_size(&state)?;
     let old = num(&params, "old")?.ok_or_else(|| ApiError::BadRequest("old is required".into()))?;
     let new = num(&params, "new")?.unwrap_or(signed);
@@ -210,11 +214,7 @@ pub async fn receipts(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if !caller.principal.may_read() {
-        return Err(ApiError::Forbidden(
-            "credential may not read traces (needs role reader, investigator or admin)".into(),
-        ));
-    }
+    state.authorize(&caller, tv_access::Action::ReadReceipt)?;
     let tid = TraceId::from_hex(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut withhold = hidden_for(&caller);
     if let Some(w) = params.get("withhold") {

@@ -39,14 +39,8 @@ const MAX_SERVICES: usize = 64;
 const MAX_NAME: usize = 128;
 const MAX_LIFETIME_SECS: u64 = 10 * 366 * 24 * 3600;
 
-fn need_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.principal.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "token management needs the admin role".into(),
-        ))
-    }
+fn need_admin(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    state.authorize(caller, tv_access::Action::AdminTokens)
 }
 
 /// Whether the caller's tenant scope covers every tenant of `info`.
@@ -73,7 +67,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    need_admin(&caller)?;
+    need_admin(&state, &caller)?;
     let tokens: Vec<TokenInfo> = state
         .tokens
         .list()
@@ -88,7 +82,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     body: Result<Json<CreateToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    need_admin(&caller)?;
+    need_admin(&state, &caller)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("token request: {e}")))?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
@@ -161,7 +155,7 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    need_admin(&caller)?;
+    need_admin(&state, &caller)?;
     let Some(info) = state.tokens.get(&id) else {
         return Err(ApiError::NotFound(format!("no token with id {id:?}")));
     };

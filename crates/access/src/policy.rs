@@ -1,0 +1,593 @@
+//! Authorization with Cedar (`cedar-policy`): one schema, default policies shipped in the binary,
+//! operator policy files validated against the schema, and a decision cache.
+//!
+//! Every request's question is *may this principal do this action on this tenant* (and, for
+//! ingest, *for these services*). The principal is an entity `Tracevault::Principal` in its
+//! `Tracevault::Role`, with the tenants and services its credential is bound to; the resource is
+//! the `Tracevault::Tenant` the request acts for. Principals are named by credential
+//! (`Tracevault::Principal::"token:<id>"`), with the token's name as the `name` attribute. Cedar's semantics apply: anything not
+//! permitted is denied, and a `forbid` beats every `permit`, so operator files can only add
+//! permissions or take them away explicitly.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+use crate::{Principal, Role, TenantScope};
+use tv_model::TenantId;
+
+/// The schema policies are written against.
+pub const SCHEMA: &str = r#"
+namespace Tracevault {
+  entity Role;
+  entity Tenant;
+  entity Principal in [Role] = {
+    "name": String,
+    "all_tenants": Bool,
+    "tenants": Set<Tenant>,
+    "services": Set<String>,
+  };
+  action ingest appliesTo {
+    principal: [Principal],
+    resource: [Tenant],
+    context: { "services": Set<String> }
+  };
+  action read_trace, search, read_receipt, read_log, read_metrics, flush, admin_tokens,
+         admin_keys, read_audit, read_findings appliesTo {
+    principal: [Principal],
+    resource: [Tenant],
+    context: {}
+  };
+}
+"#;
+
+/// The policies every deployment starts with (roles out of the box).
+pub const DEFAULT_POLICIES: &str = r#"
+// An admin may do anything for the tenants its credential is bound to.
+@id("admin")
+permit (principal in Tracevault::Role::"admin", action, resource is Tracevault::Tenant)
+when { principal.all_tenants || principal.tenants.contains(resource) };
+
+// Ingest credentials write spans, nothing else.
+@id("ingest")
+permit (
+  principal in Tracevault::Role::"ingest",
+  action == Tracevault::Action::"ingest",
+  resource is Tracevault::Tenant
+)
+when { principal.all_tenants || principal.tenants.contains(resource) };
+
+// A credential bound to services writes only those services' spans, whatever else allows it.
+@id("owned-services")
+forbid (principal, action == Tracevault::Action::"ingest", resource)
+unless { principal.services.isEmpty() || principal.services.containsAll(context.services) };
+
+// Readers and investigators read traces, search, and take receipts.
+@id("readers")
+permit (
+  principal,
+  action in [
+    Tracevault::Action::"read_trace",
+    Tracevault::Action::"search",
+    Tracevault::Action::"read_receipt"
+  ],
+  resource is Tracevault::Tenant
+)
+when {
+  (principal in Tracevault::Role::"reader" || principal in Tracevault::Role::"investigator") &&
+  (principal.all_tenants || principal.tenants.contains(resource))
+};
+
+// The log's checkpoints and proofs commit to every tenant and name none.
+@id("log")
+permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant)
+when { principal.all_tenants || principal.tenants.contains(resource) };
+
+// Prometheus scrapers.
+@id("metrics")
+permit (
+  principal in Tracevault::Role::"metrics",
+  action == Tracevault::Action::"read_metrics",
+  resource is Tracevault::Tenant
+)
+when { principal.all_tenants || principal.tenants.contains(resource) };
+
+// Auditors read the audit log only.
+@id("auditor")
+permit (
+  principal in Tracevault::Role::"auditor",
+  action == Tracevault::Action::"read_audit",
+  resource is Tracevault::Tenant
+)
+when { principal.all_tenants || principal.tenants.contains(resource) };
+"#;
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Ingest,
+    ReadTrace,
+    Search,
+    ReadReceipt,
+    ReadLog,
+    ReadMetrics,
+    Flush,
+    AdminTokens,
+    AdminKeys,
+    ReadAudit,
+    ReadFindings,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Ingest => "ingest",
+            Action::ReadTrace => "read_trace",
+            Action::Search => "search",
+            Action::ReadReceipt => "read_receipt",
+            Action::ReadLog => "read_log",
+            Action::ReadMetrics => "read_metrics",
+            Action::Flush => "flush",
+            Action::AdminTokens => "admin_tokens",
+            Action::AdminKeys => "admin_keys",
+            Action::ReadAudit => "read_audit",
+            Action::ReadFindings => "read_findings",
+        }
+    }
+}
+
+/// A policy file that did not load: which file, where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {reason}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+/// An authorization decision with the policies that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Ids of the determining policies (`owned-services`, `readers`, or an operator's).
+    pub reasons: Vec<String>,
+}
+
+type CacheKey = (
+    String,
+    Role,
+    Vec<String>,
+    Vec<String>,
+    Action,
+    String,
+    Vec<String>,
+);
+
+/// Compiled policies, the schema, and the decision cache.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    authorizer: Authorizer,
+    cache: Mutex<HashMap<CacheKey, Verdict>>,
+    /// How many policies came from operator files.
+    pub operator_policies: usize,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PolicyEngine({} operator policies)",
+            self.operator_policies
+        )
+    }
+}
+
+const CACHE_MAX: usize = 65_536;
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+/// The first labeled location of a diagnostic, as (line, column) in `text`.
+fn located(text: &str, d: &dyn miette::Diagnostic) -> (usize, usize) {
+    d.labels()
+        .and_then(|mut l| l.next())
+        .map(|l| line_col(text, l.offset()))
+        .or_else(|| {
+            d.related()
+                .and_then(|mut r| r.next())
+                .and_then(|r| r.labels().and_then(|mut l| l.next()))
+                .map(|l| line_col(text, l.offset()))
+        })
+        .unwrap_or((1, 1))
+}
+
+impl PolicyEngine {
+    /// The defaults plus operator files `(name, text)`, each parsed and validated against the
+    /// schema (strict mode).
+    pub fn new(files: &[(String, String)]) -> Result<Self, PolicyError> {
+        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).expect("built-in schema parses");
+        let validator = Validator::new(schema.clone());
+        let mut all = PolicySet::new();
+        let mut operator = 0;
+        let sources = std::iter::once(("built-in".to_string(), DEFAULT_POLICIES.to_string()))
+            .chain(files.iter().cloned());
+        for (name, text) in sources {
+            let set = PolicySet::from_str(&text).map_err(|e| {
+                let (line, column) = located(&text, &e);
+                PolicyError {
+                    file: name.clone(),
+                    line,
+                    column,
+                    reason: e.to_string(),
+                }
+            })?;
+            let result = validator.validate(&set, ValidationMode::Strict);
+            if let Some(e) = result.validation_errors().next() {
+                let (line, column) = located(&text, e);
+                return Err(PolicyError {
+                    file: name.clone(),
+                    line,
+                    column,
+                    reason: e.to_string(),
+                });
+            }
+            for (i, p) in set.policies().enumerate() {
+                let id = match p.annotation("id") {
+                    Some(id) => format!("{name}:{id}"),
+                    None => format!("{name}:{i}"),
+                };
+                all.add(p.new_id(PolicyId::new(&id)))
+                    .map_err(|e| PolicyError {
+                        file: name.clone(),
+                        line: 1,
+                        column: 1,
+                        reason: e.to_string(),
+                    })?;
+                if name != "built-in" {
+                    operator += 1;
+                }
+            }
+        }
+        Ok(PolicyEngine {
+            schema,
+            policies: all,
+            authorizer: Authorizer::new(),
+            cache: Mutex::new(HashMap::new()),
+            operator_policies: operator,
+        })
+    }
+
+    /// Decides, using the cache; `services` are the batch's service names (ingest only).
+    pub fn authorize(
+        &self,
+        p: &Principal,
+        action: Action,
+        tenant: &TenantId,
+        services: &[&str],
+    ) -> Verdict {
+        let mut svc: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+        svc.sort();
+        svc.dedup();
+        let tenants = match &p.tenants {
+            TenantScope::All => vec!["*".to_string()],
+            TenantScope::Only(l) => l.iter().map(|t| t.to_string()).collect(),
+        };
+        let key: CacheKey = (
+            p.id(),
+            p.role,
+            tenants,
+            p.services.clone(),
+            action,
+            tenant.to_string(),
+            svc.clone(),
+        );
+        if let Some(v) = self.cache.lock().expect("cache lock").get(&key) {
+            return v.clone();
+        }
+        let v = self.decide(p, action, tenant, &svc);
+        let mut c = self.cache.lock().expect("cache lock");
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, v.clone());
+        v
+    }
+
+    /// Decides without the cache (for measurements and for callers that must not cache).
+    pub fn decide(
+        &self,
+        p: &Principal,
+        action: Action,
+        tenant: &TenantId,
+        services: &[String],
+    ) -> Verdict {
+        let deny = |why: String| Verdict {
+            allowed: false,
+            reasons: vec![why],
+        };
+        let uid = |ty: &str, id: &str| {
+            EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(ty).expect("entity type"),
+                EntityId::new(id),
+            )
+        };
+        let role_uid = uid("Tracevault::Role", p.role.name());
+        let tenant_uid = uid("Tracevault::Tenant", tenant.as_str());
+        let principal_uid = uid("Tracevault::Principal", &p.id());
+        let (all, tenant_list) = match &p.tenants {
+            TenantScope::All => (true, Vec::new()),
+            TenantScope::Only(l) => (false, l.clone()),
+        };
+        let mut attrs = HashMap::new();
+        attrs.insert(
+            "name".to_string(),
+            RestrictedExpression::new_string(p.name.clone()),
+        );
+        attrs.insert(
+            "all_tenants".to_string(),
+            RestrictedExpression::new_bool(all),
+        );
+        attrs.insert(
+            "tenants".to_string(),
+            RestrictedExpression::new_set(tenant_list.iter().map(|t| {
+                RestrictedExpression::new_entity_uid(uid("Tracevault::Tenant", t.as_str()))
+            })),
+        );
+        attrs.insert(
+            "services".to_string(),
+            RestrictedExpression::new_set(
+                p.services
+                    .iter()
+                    .map(|s| RestrictedExpression::new_string(s.clone())),
+            ),
+        );
+        let principal = match Entity::new(
+            principal_uid.clone(),
+            attrs,
+            HashSet::from([role_uid.clone()]),
+        ) {
+            Ok(e) => e,
+            Err(e) => return deny(format!("principal: {e}")),
+        };
+        let mut entities = vec![
+            principal,
+            Entity::new_no_attrs(role_uid, HashSet::new()),
+            Entity::new_no_attrs(tenant_uid.clone(), HashSet::new()),
+        ];
+        for t in &tenant_list {
+            if t != tenant {
+                entities.push(Entity::new_no_attrs(
+                    uid("Tracevault::Tenant", t.as_str()),
+                    HashSet::new(),
+                ));
+            }
+        }
+        let entities = match Entities::from_entities(entities, Some(&self.schema)) {
+            Ok(e) => e,
+            Err(e) => return deny(format!("entities: {e}")),
+        };
+        let context = if action == Action::Ingest {
+            Context::from_pairs([(
+                "services".to_string(),
+                RestrictedExpression::new_set(
+                    services
+                        .iter()
+                        .map(|s| RestrictedExpression::new_string(s.clone())),
+                ),
+            )])
+        } else {
+            Ok(Context::empty())
+        };
+        let context = match context {
+            Ok(c) => c,
+            Err(e) => return deny(format!("context: {e}")),
+        };
+        let request = match Request::new(
+            principal_uid,
+            uid("Tracevault::Action", action.name()),
+            tenant_uid,
+            context,
+            Some(&self.schema),
+        ) {
+            Ok(r) => r,
+            Err(e) => return deny(format!("request: {e}")),
+        };
+        let resp = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        let reasons: Vec<String> = resp
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
+        Verdict {
+            allowed: resp.decision() == Decision::Allow,
+            reasons,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Credential;
+
+    fn principal(role: Role, tenants: &[&str], services: &[&str]) -> Principal {
+        Principal {
+            name: format!("{}-1", role.name()),
+            credential: Credential::ApiToken { id: "x".into() },
+            role,
+            tenants: if tenants.is_empty() {
+                TenantScope::All
+            } else {
+                TenantScope::Only(
+                    tenants
+                        .iter()
+                        .map(|t| TenantId::parse(t).unwrap())
+                        .collect(),
+                )
+            },
+            services: services.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn t(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn defaults_give_each_role_its_actions_within_its_tenants() {
+        let e = PolicyEngine::new(&[]).unwrap();
+        let all = [
+            Action::Ingest,
+            Action::ReadTrace,
+            Action::Search,
+            Action::ReadReceipt,
+            Action::ReadLog,
+            Action::ReadMetrics,
+            Action::Flush,
+            Action::AdminTokens,
+            Action::ReadAudit,
+        ];
+        let allowed: &[(Role, &[Action])] = &[
+            (Role::Admin, &all),
+            (Role::Ingest, &[Action::Ingest, Action::ReadLog]),
+            (
+                Role::Reader,
+                &[
+                    Action::ReadTrace,
+                    Action::Search,
+                    Action::ReadReceipt,
+                    Action::ReadLog,
+                ],
+            ),
+            (
+                Role::Investigator,
+                &[
+                    Action::ReadTrace,
+                    Action::Search,
+                    Action::ReadReceipt,
+                    Action::ReadLog,
+                ],
+            ),
+            (Role::Auditor, &[Action::ReadAudit, Action::ReadLog]),
+            (Role::Metrics, &[Action::ReadMetrics, Action::ReadLog]),
+        ];
+        for (role, ok) in allowed {
+            let p = principal(*role, &["acme"], &[]);
+            for a in all {
+                let v = e.authorize(&p, a, &t("acme"), &["checkout"]);
+                assert_eq!(
+                    v.allowed,
+                    ok.contains(&a),
+                    "{role:?} {a:?} own tenant: {v:?}"
+                );
+                let v = e.authorize(&p, a, &t("globex"), &["checkout"]);
+                assert!(!v.allowed, "{role:?} {a:?} other tenant");
+            }
+        }
+        // The bootstrap admin (every tenant) may act anywhere.
+        let boot = principal(Role::Admin, &[], &[]);
+        assert!(
+            e.authorize(&boot, Action::Search, &t("anything"), &[])
+                .allowed
+        );
+    }
+
+    #[test]
+    fn service_bound_credentials_write_only_their_services() {
+        let e = PolicyEngine::new(&[]).unwrap();
+        let p = principal(Role::Ingest, &["acme"], &["checkout", "cart"]);
+        assert!(
+            e.authorize(&p, Action::Ingest, &t("acme"), &["checkout"])
+                .allowed
+        );
+        assert!(
+            e.authorize(&p, Action::Ingest, &t("acme"), &["cart", "checkout"])
+                .allowed
+        );
+        let v = e.authorize(&p, Action::Ingest, &t("acme"), &["checkout", "payments"]);
+        assert!(!v.allowed);
+        assert_eq!(v.reasons, vec!["built-in:owned-services".to_string()]);
+        // Even an admin bound to services.
+        let a = principal(Role::Admin, &["acme"], &["checkout"]);
+        assert!(
+            !e.authorize(&a, Action::Ingest, &t("acme"), &["payments"])
+                .allowed
+        );
+    }
+
+    #[test]
+    fn operator_policies_add_and_remove_permissions() {
+        let files = vec![(
+            "ops.cedar".to_string(),
+            r#"
+            // Nobody searches the legal-hold tenant.
+            @id("legal-hold")
+            forbid (principal, action == Tracevault::Action::"search", resource == Tracevault::Tenant::"legal");
+            // Auditors may also read receipts.
+            permit (principal in Tracevault::Role::"auditor", action == Tracevault::Action::"read_receipt", resource is Tracevault::Tenant)
+            when { principal.tenants.contains(resource) };
+            "#
+            .to_string(),
+        )];
+        let e = PolicyEngine::new(&files).unwrap();
+        assert_eq!(e.operator_policies, 2);
+        let admin = principal(Role::Admin, &[], &[]);
+        let v = e.authorize(&admin, Action::Search, &t("legal"), &[]);
+        assert!(!v.allowed);
+        assert_eq!(v.reasons, vec!["ops.cedar:legal-hold".to_string()]);
+        let aud = principal(Role::Auditor, &["acme"], &[]);
+        assert!(
+            e.authorize(&aud, Action::ReadReceipt, &t("acme"), &[])
+                .allowed
+        );
+    }
+
+    #[test]
+    fn bad_policy_files_are_refused_with_file_line_and_reason() {
+        let cases = [
+            // Syntax error on line 3.
+            (
+                "a.cedar",
+                "// ok\npermit (principal, action, resource);\npermit (principal action, resource);\n",
+                3,
+                "unexpected token",
+            ),
+            // Unknown attribute: fails schema validation, located on line 2.
+            (
+                "b.cedar",
+                "\npermit (principal, action == Tracevault::Action::\"search\", resource) when { principal.department == \"x\" };\n",
+                2,
+                "department",
+            ),
+            // Unknown action.
+            (
+                "c.cedar",
+                "permit (principal, action == Tracevault::Action::\"delete_all\", resource);\n",
+                1,
+                "delete_all",
+            ),
+        ];
+        for (file, text, line, reason) in cases {
+            let e = PolicyEngine::new(&[(file.to_string(), text.to_string())]).unwrap_err();
+            assert_eq!(e.file, file);
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+        }
+    }
+}
