@@ -82,6 +82,15 @@ pub struct RawLog {
     pub witnesses: Option<Vec<WitnessConfig>>,
 }
 
+/// `[rate_limits]`: per credential and per tenant; 0 switches one off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRates {
+    pub requests_per_sec: Option<f64>,
+    pub spans_per_sec: Option<f64>,
+    pub bytes_per_sec: Option<f64>,
+}
+
 /// `[access]`: Cedar policy files added to the built-in ones.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +123,8 @@ pub struct RawConfig {
     pub redaction: Option<tv_redact::RulesConfig>,
     /// Access policies (`[access]`).
     pub access: Option<RawAccess>,
+    /// Rate limits (`[rate_limits]`).
+    pub rate_limits: Option<RawRates>,
     /// `--no-redaction` (a flag only: a config file cannot switch redaction off).
     #[serde(skip)]
     pub no_redaction: Option<bool>,
@@ -152,7 +163,8 @@ impl RawConfig {
             log_format,
             redaction,
             no_redaction,
-            access
+            access,
+            rate_limits
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
@@ -302,7 +314,24 @@ impl RawConfig {
             tv_access::PolicyEngine::new(&files)
                 .map_err(|e| anyhow::anyhow!("[access] policy file refused: {e}"))?,
         );
+        let d = crate::ratelimit::Rates::default();
+        let r = self.rate_limits.clone().unwrap_or_default();
+        let rates = crate::ratelimit::Rates {
+            requests_per_sec: r.requests_per_sec.unwrap_or(d.requests_per_sec),
+            spans_per_sec: r.spans_per_sec.unwrap_or(d.spans_per_sec),
+            bytes_per_sec: r.bytes_per_sec.unwrap_or(d.bytes_per_sec),
+        };
+        for (name, v) in [
+            ("requests_per_sec", rates.requests_per_sec),
+            ("spans_per_sec", rates.spans_per_sec),
+            ("bytes_per_sec", rates.bytes_per_sec),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("rate_limits.{name} = {v}: must be 0 (off) or a positive number");
+            }
+        }
         Ok(ServeConfig {
+            rates,
             policy,
             data_dir,
             keys_dir,
@@ -367,6 +396,8 @@ pub struct ServeConfig {
     pub redaction: Option<tv_redact::Rules>,
     /// The compiled access policies.
     pub policy: std::sync::Arc<tv_access::PolicyEngine>,
+    /// Rate limits.
+    pub rates: crate::ratelimit::Rates,
 }
 
 #[cfg(test)]

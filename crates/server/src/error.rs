@@ -25,6 +25,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over a rate limit: the message and the seconds to wait.
+    #[error("{0}")]
+    RateLimited(String, u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -39,6 +42,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +56,7 @@ impl ApiError {
             }
             Self::NotFound(_) => tonic::Code::NotFound,
             Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::RateLimited(..) => tonic::Code::ResourceExhausted,
             Self::Internal(_) => tonic::Code::Internal,
         }
     }
@@ -66,12 +71,22 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::Unavailable(_) => "unavailable",
+            Self::RateLimited(..) => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
 
+    /// Seconds a client should wait before retrying, for retryable refusals.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Unavailable(_) => Some(RETRY_AFTER_SECS),
+            Self::RateLimited(_, s) => Some(*s),
+            _ => None,
+        }
+    }
+
     pub fn to_status(&self) -> tonic::Status {
-        if matches!(self, Self::Unavailable(_)) {
+        if let Some(wait) = self.retry_after() {
             // The retry hint gRPC clients read: google.rpc.RetryInfo in the status details
             // (OTLP 1.x, "Failures": throttling and retryable errors).
             let details = RpcStatus {
@@ -81,7 +96,7 @@ impl ApiError {
                     type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
                     value: RetryInfo {
                         retry_delay: Some(ProtoDuration {
-                            seconds: RETRY_AFTER_SECS as i64,
+                            seconds: wait as i64,
                             nanos: 0,
                         }),
                     }
@@ -162,11 +177,9 @@ impl IntoResponse for ApiError {
             "message": self.to_string(),
         });
         let mut resp = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER_SECS),
-            );
+        if let Some(wait) = self.retry_after() {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -89,6 +89,25 @@ pub async fn ingest(
             &verdict.reasons,
         )));
     }
+    // Per-tenant throughput, before any work is spent on the batch.
+    let rates = state.limiter.rates();
+    let tenant_key = caller.tenant.to_string();
+    if rates.spans_per_sec > 0.0 {
+        let spans: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        state.charge(crate::ratelimit::Kind::Spans, &tenant_key, spans as f64)?;
+    }
+    if rates.bytes_per_sec > 0.0 {
+        state.charge(
+            crate::ratelimit::Kind::Bytes,
+            &tenant_key,
+            req.encoded_len() as f64,
+        )?;
+    }
     let validated = validate(req, &state.limits, now_unix_nanos()).map_err(|e| match e {
         RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),
         _ => ApiError::BadRequest(e.to_string()),
@@ -250,6 +269,7 @@ async fn http_export_inner(
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     // Who is asking, before anything else is said about the request or its body is read.
     let caller = authenticate(&state.tokens, headers)?;
+    state.admit(&caller)?;
     let format = format?;
     let enc_header = headers
         .get(header::CONTENT_ENCODING)
@@ -375,12 +395,16 @@ fn percent_decode(s: &str) -> String {
 /// INVALID_ARGUMENT the rejection table asks for, naming the limit.
 async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    match authenticate(&state.tokens, req.headers()) {
+    match authenticate(&state.tokens, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
         }
         Err(e) => {
             record(&state, "grpc", started, e.outcome());
+            if e.retry_after().is_some() {
+                // With its RetryInfo detail, so exporters back off.
+                return e.to_status().into_http::<Body>();
+            }
             return grpc_error(e.grpc_code(), &e.to_string());
         }
     }
@@ -397,10 +421,12 @@ async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: 
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
     );
+    // tonic's own size errors carry no details; a rate-limit refusal carries RetryInfo.
     let size_error = matches!(
         status,
         Some(s) if s == tonic::Code::ResourceExhausted as i32 || s == tonic::Code::OutOfRange as i32
-    ) && (message.contains("limit") || message.contains("too large"));
+    ) && (message.contains("limit") || message.contains("too large"))
+        && resp.headers().get("grpc-status-details-bin").is_none();
     // tonic reports undecodable or undecompressable bodies as INTERNAL; they are the client's
     // permanent error, not ours.
     if status == Some(tonic::Code::Internal as i32)

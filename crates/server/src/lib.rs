@@ -17,6 +17,7 @@ pub mod logkeys;
 pub mod metrics;
 pub mod net;
 pub mod params;
+pub mod ratelimit;
 pub mod redaction;
 pub mod tls;
 pub mod tokens_api;
@@ -54,12 +55,46 @@ pub struct AppState {
     pub redaction: Arc<redaction::Redaction>,
     /// The Cedar policies in force (swapped on SIGHUP).
     pub policy: std::sync::RwLock<Arc<tv_access::PolicyEngine>>,
+    /// Token buckets per credential and per tenant.
+    pub limiter: ratelimit::Limiter,
 }
 
 impl AppState {
     /// The policies in force.
     pub fn policy(&self) -> Arc<tv_access::PolicyEngine> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    /// Counts a request against its credential's rate; refuses it (429) when over.
+    pub fn admit(&self, caller: &auth::Caller) -> Result<(), error::ApiError> {
+        self.charge(ratelimit::Kind::Requests, &caller.principal.id(), 1.0)
+    }
+
+    /// Takes `cost` from a bucket, counting refusals in /metrics.
+    pub fn charge(
+        &self,
+        kind: ratelimit::Kind,
+        key: &str,
+        cost: f64,
+    ) -> Result<(), error::ApiError> {
+        self.limiter.take(kind, key, cost).map_err(|wait| {
+            self.metrics
+                .rate_limited
+                .get_or_create(&metrics::KindLabels { kind: kind.name() })
+                .inc();
+            let (rate, per) = match kind {
+                ratelimit::Kind::Requests => (self.limiter.rates().requests_per_sec, "credential"),
+                ratelimit::Kind::Spans => (self.limiter.rates().spans_per_sec, "tenant"),
+                ratelimit::Kind::Bytes => (self.limiter.rates().bytes_per_sec, "tenant"),
+            };
+            error::ApiError::RateLimited(
+                format!(
+                    "over the rate of {rate} {} per second per {per}; retry in {wait} s",
+                    kind.name()
+                ),
+                wait,
+            )
+        })
     }
 
     /// Asks the policies in force whether `caller` may do `action`.
@@ -194,6 +229,7 @@ impl Server {
                 keyring.clone(),
             )),
             policy: std::sync::RwLock::new(cfg.policy.clone()),
+            limiter: ratelimit::Limiter::new(cfg.rates),
         });
         tracing::info!(
             operator_policies = cfg.policy.operator_policies,

@@ -75,6 +75,7 @@ pub async fn tiles(
 ) -> Result<Response, ApiError> {
     if !state.log_public {
         let caller = authenticate(&state.tokens, &headers)?;
+        state.admit(&caller)?;
         state.authorize(&caller, tv_access::Action::ReadLog)?;
     }
     if path == "checkpoint" {

@@ -48,6 +48,11 @@ pub struct RedactionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -73,6 +78,7 @@ pub struct Metrics {
     pub log_size: Gauge,
     pub redactions: Family<RedactionLabels, Counter>,
     pub redaction_reloads: Family<ResultLabels, Counter>,
+    pub rate_limited: Family<KindLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +115,7 @@ impl Metrics {
             log_size: Gauge::default(),
             redactions: Family::default(),
             redaction_reloads: Family::default(),
+            rate_limited: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -120,6 +127,11 @@ impl Metrics {
             "redactions",
             "Values removed, masked, hashed or truncated at ingest, by rule and action",
             m.redactions.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused over a rate limit (429 / RESOURCE_EXHAUSTED), by what was counted",
+            m.rate_limited.clone(),
         );
         registry.register(
             "redaction_reloads",
