@@ -14,9 +14,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod oidc;
 pub mod policy;
 mod tokens;
 
+pub use oidc::{OidcConfig, OidcVerifier};
 pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
 pub use tokens::{TokenInfo, TokenRecord, TokenSecret, TokenStore, TokenStoreError};
 
@@ -94,7 +96,14 @@ impl TenantScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credential {
-    ApiToken { id: String },
+    ApiToken {
+        id: String,
+    },
+    /// A person, by an OIDC identity provider's JWT.
+    Oidc {
+        issuer: String,
+        subject: String,
+    },
 }
 
 /// An authenticated caller.
@@ -113,6 +122,7 @@ impl Principal {
     pub fn id(&self) -> String {
         match &self.credential {
             Credential::ApiToken { id } => format!("token:{id}"),
+            Credential::Oidc { issuer, subject } => format!("oidc:{issuer}:{subject}"),
         }
     }
 }
@@ -131,4 +141,7 @@ pub enum AuthError {
     Revoked,
     #[error("token has expired")]
     Expired,
+    /// An OIDC token refused for a stated reason (never the token itself).
+    #[error("{0}")]
+    Rejected(String),
 }

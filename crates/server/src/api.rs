@@ -69,7 +69,7 @@ async fn require_auth(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match authenticate(&state.tokens, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
+    match authenticate(&state, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

@@ -1,7 +1,9 @@
 //! Request authentication and tenant resolution, shared by the HTTP, gRPC and query listeners.
 
 use http::HeaderMap;
-use tv_access::{Action, AuthError, PolicyEngine, Principal, TokenSecret, TokenStore};
+use tv_access::{
+    Action, AuthError, OidcVerifier, PolicyEngine, Principal, TokenSecret, TokenStore,
+};
 use tv_model::TenantId;
 
 use crate::error::ApiError;
@@ -17,7 +19,16 @@ pub struct Caller {
 }
 
 /// Authenticates the bearer token and resolves the tenant the request names.
-pub fn authenticate(tokens: &TokenStore, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub fn authenticate(state: &crate::AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    authenticate_with(&state.tokens, state.oidc.as_deref(), headers)
+}
+
+/// [`authenticate`] with its parts: API tokens (`tvk_...`), and JWTs when OIDC is configured.
+pub fn authenticate_with(
+    tokens: &TokenStore,
+    oidc: Option<&OidcVerifier>,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let value = match headers.get(http::header::AUTHORIZATION) {
         None => None,
         Some(v) => Some(
@@ -25,10 +36,21 @@ pub fn authenticate(tokens: &TokenStore, headers: &HeaderMap) -> Result<Caller, 
                 .map_err(|_| ApiError::Unauthenticated(AuthError::Malformed))?,
         ),
     };
-    let secret = TokenSecret::from_header(value).map_err(ApiError::Unauthenticated)?;
-    let principal = tokens
-        .authenticate(&secret)
-        .map_err(ApiError::Unauthenticated)?;
+    let bearer = value
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let principal = match (oidc, bearer) {
+        (Some(o), Some(t)) if OidcVerifier::looks_like_jwt(t) => {
+            o.verify(t).map_err(ApiError::Unauthenticated)?
+        }
+        _ => {
+            let secret = TokenSecret::from_header(value).map_err(ApiError::Unauthenticated)?;
+            tokens
+                .authenticate(&secret)
+                .map_err(ApiError::Unauthenticated)?
+        }
+    };
     let tenant = match headers.get(TENANT_HEADER) {
         // A credential bound to exactly one tenant acts for it without saying so.
         None => match &principal.tenants {

@@ -125,6 +125,8 @@ pub struct RawConfig {
     pub access: Option<RawAccess>,
     /// Rate limits (`[rate_limits]`).
     pub rate_limits: Option<RawRates>,
+    /// People by OIDC (`[oidc]`).
+    pub oidc: Option<tv_access::OidcConfig>,
     /// `--no-redaction` (a flag only: a config file cannot switch redaction off).
     #[serde(skip)]
     pub no_redaction: Option<bool>,
@@ -164,7 +166,8 @@ impl RawConfig {
             redaction,
             no_redaction,
             access,
-            rate_limits
+            rate_limits,
+            oidc
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
@@ -330,7 +333,19 @@ impl RawConfig {
                 bail!("rate_limits.{name} = {v}: must be 0 (off) or a positive number");
             }
         }
+        let oidc = match &self.oidc {
+            None => None,
+            Some(o) => {
+                let jwks = std::fs::read_to_string(&o.jwks_file)
+                    .with_context(|| format!("reading oidc.jwks_file {}", o.jwks_file.display()))?;
+                Some(std::sync::Arc::new(
+                    tv_access::OidcVerifier::new(o.clone(), &jwks)
+                        .map_err(|e| anyhow::anyhow!("[oidc] {e}"))?,
+                ))
+            }
+        };
         Ok(ServeConfig {
+            oidc,
             rates,
             policy,
             data_dir,
@@ -398,6 +413,8 @@ pub struct ServeConfig {
     pub policy: std::sync::Arc<tv_access::PolicyEngine>,
     /// Rate limits.
     pub rates: crate::ratelimit::Rates,
+    /// OIDC verification (a JWKS read at start).
+    pub oidc: Option<std::sync::Arc<tv_access::OidcVerifier>>,
 }
 
 #[cfg(test)]

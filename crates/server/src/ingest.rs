@@ -268,7 +268,7 @@ async fn http_export_inner(
     format: Result<Format, ApiError>,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     // Who is asking, before anything else is said about the request or its body is read.
-    let caller = authenticate(&state.tokens, headers)?;
+    let caller = authenticate(state, headers)?;
     state.admit(&caller)?;
     let format = format?;
     let enc_header = headers
@@ -395,7 +395,7 @@ fn percent_decode(s: &str) -> String {
 /// INVALID_ARGUMENT the rejection table asks for, naming the limit.
 async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    match authenticate(&state.tokens, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
+    match authenticate(&state, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
         }

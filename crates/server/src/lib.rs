@@ -57,6 +57,8 @@ pub struct AppState {
     pub policy: std::sync::RwLock<Arc<tv_access::PolicyEngine>>,
     /// Token buckets per credential and per tenant.
     pub limiter: ratelimit::Limiter,
+    /// JWT verification for people, when `[oidc]` is configured.
+    pub oidc: Option<Arc<tv_access::OidcVerifier>>,
 }
 
 impl AppState {
@@ -230,6 +232,7 @@ impl Server {
             )),
             policy: std::sync::RwLock::new(cfg.policy.clone()),
             limiter: ratelimit::Limiter::new(cfg.rates),
+            oidc: cfg.oidc.clone(),
         });
         tracing::info!(
             operator_policies = cfg.policy.operator_policies,

@@ -74,7 +74,7 @@ pub async fn tiles(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.log_public {
-        let caller = authenticate(&state.tokens, &headers)?;
+        let caller = authenticate(&state, &headers)?;
         state.admit(&caller)?;
         state.authorize(&caller, tv_access::Action::ReadLog)?;
     }

@@ -1,0 +1,383 @@
+//! People by OIDC: `Authorization: Bearer <JWT>` from an identity provider, checked against its
+//! JWKS (`jsonwebtoken`, aws-lc-rs backend): signature by a key of the set (chosen by `kid`),
+//! an allowed asymmetric algorithm (never `none`, never HS*: a public key is not a shared secret),
+//! issuer, audience, `exp`/`nbf` with bounded clock skew. Claims name the role and the tenants.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+use tv_model::TenantId;
+
+use crate::{AuthError, Credential, Principal, Role, TenantScope};
+
+/// `[oidc]` in the server config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// The provider's JWKS as a file (fetch it with the provider's `jwks_uri`).
+    pub jwks_file: std::path::PathBuf,
+    /// Claim holding the role name (`admin`, `reader`, ...).
+    #[serde(default = "role_claim")]
+    pub role_claim: String,
+    /// Claim holding the tenants (a string or a list of strings).
+    #[serde(default = "tenants_claim")]
+    pub tenants_claim: String,
+    /// Allowed algorithms (asymmetric only).
+    #[serde(default = "algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (at most 300).
+    #[serde(default = "leeway")]
+    pub leeway_secs: u64,
+}
+
+fn role_claim() -> String {
+    "tracevault_role".into()
+}
+fn tenants_claim() -> String {
+    "tracevault_tenants".into()
+}
+fn algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn leeway() -> u64 {
+    60
+}
+
+/// A configured verifier.
+pub struct OidcVerifier {
+    cfg: OidcConfig,
+    keys: HashMap<String, DecodingKey>,
+    algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OidcVerifier({}, {} keys)",
+            self.cfg.issuer,
+            self.keys.len()
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+impl OidcVerifier {
+    /// Checks the configuration and loads the key set (`jwks` is the JWKS document).
+    pub fn new(cfg: OidcConfig, jwks: &str) -> Result<Self, String> {
+        if cfg.issuer.is_empty() || cfg.audience.is_empty() {
+            return Err("oidc.issuer and oidc.audience are required".into());
+        }
+        if cfg.leeway_secs > 300 {
+            return Err(format!(
+                "oidc.leeway_secs = {}: at most 300",
+                cfg.leeway_secs
+            ));
+        }
+        let mut algorithms = Vec::new();
+        for a in &cfg.algorithms {
+            let alg: Algorithm = a
+                .parse()
+                .map_err(|_| format!("oidc.algorithms: unknown algorithm {a:?}"))?;
+            if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                return Err(format!(
+                    "oidc.algorithms: {a} is symmetric; a JWKS holds public keys, and accepting HS* would let anyone who has one forge tokens"
+                ));
+            }
+            algorithms.push(alg);
+        }
+        if algorithms.is_empty() {
+            return Err("oidc.algorithms is empty".into());
+        }
+        let set: JwkSet =
+            serde_json::from_str(jwks).map_err(|e| format!("JWKS is not a key set: {e}"))?;
+        let mut keys = HashMap::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| format!("JWKS key {i} has no kid"))?;
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| format!("JWKS key {kid:?} is not usable: {e}"))?;
+            keys.insert(kid, key);
+        }
+        if keys.is_empty() {
+            return Err("JWKS has no keys".into());
+        }
+        Ok(OidcVerifier {
+            cfg,
+            keys,
+            algorithms,
+        })
+    }
+
+    /// Whether a bearer value has a JWT's shape (three base64url parts).
+    pub fn looks_like_jwt(token: &str) -> bool {
+        token.split('.').count() == 3 && token.starts_with("eyJ")
+    }
+
+    /// Validates a JWT and maps its claims to a principal. Errors never carry the token.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = decode_header(token).map_err(|_| {
+            AuthError::Rejected("not a JWT with a supported algorithm (alg none is refused)".into())
+        })?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(AuthError::Rejected(format!(
+                "JWT algorithm {:?} is not allowed",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::Rejected("JWT header has no kid".into()))?;
+        let key = self
+            .keys
+            .get(&kid)
+            .ok_or_else(|| AuthError::Rejected("JWT signed by a key not in the JWKS".into()))?;
+        let mut v = Validation::new(header.alg);
+        v.algorithms = vec![header.alg];
+        v.leeway = self.cfg.leeway_secs;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.cfg.issuer]);
+        v.set_audience(&[&self.cfg.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = decode::<Claims>(token, key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => AuthError::Expired,
+                K::InvalidIssuer => AuthError::Rejected("JWT issuer is not accepted".into()),
+                K::InvalidAudience => AuthError::Rejected("JWT audience is not accepted".into()),
+                K::ImmatureSignature => AuthError::Rejected("JWT is not valid yet (nbf)".into()),
+                K::MissingRequiredClaim(c) => {
+                    AuthError::Rejected(format!("JWT lacks the {c} claim"))
+                }
+                K::InvalidAlgorithm => {
+                    AuthError::Rejected("JWT algorithm does not match its key".into())
+                }
+                _ => AuthError::Invalid,
+            }
+        })?;
+        let c = data.claims;
+        let role = c
+            .rest
+            .get(&self.cfg.role_claim)
+            .and_then(|v| v.as_str())
+            .and_then(Role::parse)
+            .ok_or_else(|| {
+                AuthError::Rejected(format!(
+                    "JWT has no known role in the {} claim",
+                    self.cfg.role_claim
+                ))
+            })?;
+        let tenants: Vec<&str> = match c.rest.get(&self.cfg.tenants_claim) {
+            Some(serde_json::Value::String(s)) => vec![s.as_str()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let tenants: Vec<TenantId> = tenants
+            .into_iter()
+            .map(TenantId::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| AuthError::Rejected("JWT names an invalid tenant".into()))?;
+        if tenants.is_empty() {
+            // A person's token always names its tenants; "every tenant" is for the bootstrap
+            // admin token only.
+            return Err(AuthError::Rejected(format!(
+                "JWT names no tenant in the {} claim",
+                self.cfg.tenants_claim
+            )));
+        }
+        Ok(Principal {
+            name: c.sub.clone(),
+            credential: Credential::Oidc {
+                issuer: self.cfg.issuer.clone(),
+                subject: c.sub,
+            },
+            role,
+            tenants: TenantScope::Only(tenants),
+            services: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::Engine as _;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    struct Idp {
+        pkcs8: Vec<u8>,
+        jwks: String,
+        public: Vec<u8>,
+    }
+
+    fn idp() -> Idp {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public = kp.public_key().as_ref().to_vec();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&public);
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"k1","alg":"EdDSA","use":"sig"}}]}}"#
+        );
+        Idp {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            jwks,
+            public,
+        }
+    }
+
+    fn cfg(jwks_file: &str) -> OidcConfig {
+        OidcConfig {
+            issuer: "https://idp.example".into(),
+            audience: "tracevault".into(),
+            jwks_file: jwks_file.into(),
+            role_claim: role_claim(),
+            tenants_claim: tenants_claim(),
+            algorithms: algorithms(),
+            leeway_secs: 60,
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn token(idp: &Idp, claims: serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("k1".into());
+        encode(&h, &claims, &EncodingKey::from_ed_der(&idp.pkcs8)).unwrap()
+    }
+
+    fn claims(over: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "sub": "alice", "iss": "https://idp.example", "aud": "tracevault",
+            "exp": now() + 600, "iat": now(),
+            "tracevault_role": "reader", "tracevault_tenants": ["acme"],
+        });
+        for (k, v) in over.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    #[test]
+    fn good_tokens_map_claims_to_a_principal() {
+        let i = idp();
+        let v = OidcVerifier::new(cfg("x"), &i.jwks).unwrap();
+        let p = v.verify(&token(&i, claims(serde_json::json!({})))).unwrap();
+        assert_eq!(p.role, Role::Reader);
+        assert_eq!(p.name, "alice");
+        assert_eq!(p.id(), "oidc:https://idp.example:alice");
+        assert_eq!(
+            p.tenants,
+            TenantScope::Only(vec![TenantId::parse("acme").unwrap()])
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_for_the_right_reason() {
+        let i = idp();
+        let v = OidcVerifier::new(cfg("x"), &i.jwks).unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                token(&i, claims(serde_json::json!({"exp": now() - 3600}))),
+                "expired",
+            ),
+            (
+                token(&i, claims(serde_json::json!({"aud": "grafana"}))),
+                "audience",
+            ),
+            (
+                token(
+                    &i,
+                    claims(serde_json::json!({"iss": "https://evil.example"})),
+                ),
+                "issuer",
+            ),
+            (
+                token(&i, claims(serde_json::json!({"tracevault_role": "root"}))),
+                "no known role",
+            ),
+            (
+                token(&i, claims(serde_json::json!({"tracevault_tenants": []}))),
+                "no tenant",
+            ),
+            (
+                token(&i, claims(serde_json::json!({"nbf": now() + 3600}))),
+                "not valid yet",
+            ),
+        ];
+        for (t, want) in cases {
+            let e = v.verify(&t).unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // alg none: header {"alg":"none"}, no signature.
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#),
+            b64(&claims(serde_json::json!({})).to_string())
+        );
+        assert!(
+            v.verify(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("alg none")
+        );
+        // Key confusion: HS256 with the public key as the HMAC secret.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        let forged = encode(
+            &h,
+            &claims(serde_json::json!({"tracevault_role": "admin"})),
+            &EncodingKey::from_secret(&i.public),
+        )
+        .unwrap();
+        let e = v.verify(&forged).unwrap_err().to_string();
+        assert!(e.contains("not allowed"), "{e}");
+        // Another key, same kid: signature fails.
+        let other = idp();
+        let e = v
+            .verify(&token(&other, claims(serde_json::json!({}))))
+            .unwrap_err();
+        assert_eq!(e, AuthError::Invalid);
+        // A tampered payload fails too.
+        let t = token(&i, claims(serde_json::json!({})));
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let evil = b64(&claims(serde_json::json!({"tracevault_role": "admin"})).to_string());
+        parts[1] = &evil;
+        assert_eq!(v.verify(&parts.join(".")).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn symmetric_algorithms_are_refused_in_the_configuration() {
+        let i = idp();
+        let mut c = cfg("x");
+        c.algorithms = vec!["HS256".into()];
+        assert!(
+            OidcVerifier::new(c, &i.jwks)
+                .unwrap_err()
+                .contains("symmetric")
+        );
+    }
+}
