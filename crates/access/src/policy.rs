@@ -26,6 +26,7 @@ pub const SCHEMA: &str = r#"
 namespace Tracevault {
   entity Role;
   entity Tenant;
+  entity FieldClass;
   entity Principal in [Role] = {
     "name": String,
     "all_tenants": Bool,
@@ -36,6 +37,11 @@ namespace Tracevault {
     principal: [Principal],
     resource: [Tenant],
     context: { "services": Set<String> }
+  };
+  action read_field_class appliesTo {
+    principal: [Principal],
+    resource: [FieldClass],
+    context: { "tenant": Tenant }
   };
   action read_trace, search, read_receipt, read_log, read_metrics, flush, admin_tokens,
          admin_keys, read_audit, read_findings appliesTo {
@@ -83,6 +89,15 @@ when {
   (principal.all_tenants || principal.tenants.contains(resource))
 };
 
+// Admins and investigators see restricted field classes (pii, pseudonym, ...) of their tenants;
+// everyone else sees `[restricted:<class>]`.
+@id("field-classes")
+permit (principal, action == Tracevault::Action::"read_field_class", resource is Tracevault::FieldClass)
+when {
+  (principal in Tracevault::Role::"admin" || principal in Tracevault::Role::"investigator") &&
+  (principal.all_tenants || principal.tenants.contains(context.tenant))
+};
+
 // The log's checkpoints and proofs commit to every tenant and name none.
 @id("log")
 permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant)
@@ -121,6 +136,8 @@ pub enum Action {
     AdminKeys,
     ReadAudit,
     ReadFindings,
+    /// Resource: a field class (see [`PolicyEngine::may_read_class`]).
+    ReadFieldClass,
 }
 
 impl Action {
@@ -137,6 +154,7 @@ impl Action {
             Action::AdminKeys => "admin_keys",
             Action::ReadAudit => "read_audit",
             Action::ReadFindings => "read_findings",
+            Action::ReadFieldClass => "read_field_class",
         }
     }
 }
@@ -307,6 +325,12 @@ impl PolicyEngine {
         v
     }
 
+    /// Whether `p` may see values of field class `class` in `tenant`'s data.
+    pub fn may_read_class(&self, p: &Principal, tenant: &TenantId, class: &str) -> bool {
+        self.authorize(p, Action::ReadFieldClass, tenant, &[class])
+            .allowed
+    }
+
     /// Decides without the cache (for measurements and for callers that must not cache).
     pub fn decide(
         &self,
@@ -376,11 +400,19 @@ impl PolicyEngine {
                 ));
             }
         }
-        let entities = match Entities::from_entities(entities, Some(&self.schema)) {
-            Ok(e) => e,
-            Err(e) => return deny(format!("entities: {e}")),
-        };
-        let context = if action == Action::Ingest {
+        let class_uid = services
+            .first()
+            .filter(|_| action == Action::ReadFieldClass)
+            .map(|c| uid("Tracevault::FieldClass", c));
+        if let Some(c) = &class_uid {
+            entities.push(Entity::new_no_attrs(c.clone(), HashSet::new()));
+        }
+        let context = if action == Action::ReadFieldClass {
+            Context::from_pairs([(
+                "tenant".to_string(),
+                RestrictedExpression::new_entity_uid(tenant_uid.clone()),
+            )])
+        } else if action == Action::Ingest {
             Context::from_pairs([(
                 "services".to_string(),
                 RestrictedExpression::new_set(
@@ -396,10 +428,15 @@ impl PolicyEngine {
             Ok(c) => c,
             Err(e) => return deny(format!("context: {e}")),
         };
+        let entities = match Entities::from_entities(entities, Some(&self.schema)) {
+            Ok(e) => e,
+            Err(e) => return deny(format!("entities: {e}")),
+        };
+        let resource = class_uid.unwrap_or(tenant_uid);
         let request = match Request::new(
             principal_uid,
             uid("Tracevault::Action", action.name()),
-            tenant_uid,
+            resource,
             context,
             Some(&self.schema),
         ) {
@@ -506,6 +543,24 @@ mod tests {
             e.authorize(&boot, Action::Search, &t("anything"), &[])
                 .allowed
         );
+    }
+
+    #[test]
+    fn restricted_field_classes_are_for_admins_and_investigators_of_the_tenant() {
+        let e = PolicyEngine::new(&[]).unwrap();
+        for (role, ok) in [
+            (Role::Admin, true),
+            (Role::Investigator, true),
+            (Role::Reader, false),
+            (Role::Ingest, false),
+        ] {
+            let p = principal(role, &["acme"], &[]);
+            assert_eq!(e.may_read_class(&p, &t("acme"), "pii"), ok, "{role:?}");
+            assert!(
+                !e.may_read_class(&p, &t("globex"), "pii"),
+                "{role:?} other tenant"
+            );
+        }
     }
 
     #[test]

@@ -282,6 +282,7 @@ async fn reload_on_sighup(
             Ok(cfg) => {
                 state.redaction.replace(cfg.redaction);
                 *state.policy.write().expect("policy lock") = cfg.policy.clone();
+                *state.field_classes.write().expect("classes lock") = cfg.field_classes.clone();
                 let after = state.redaction.active().version();
                 state
                     .metrics

@@ -447,3 +447,97 @@ async fn operator_cedar_policies_apply_and_a_bad_file_refuses_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_field_classes_are_masked_the_same_way_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tv.toml");
+    std::fs::write(&cfg, "[access.field_classes]\npii = [\"user.*\"]\n").unwrap();
+    let srv = Server::start_at(
+        tmp.path().join("data"),
+        None,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let (mut req, tid) = request("shop", 2);
+    for s in req.resource_spans[0].scope_spans[0].spans.iter_mut() {
+        s.attributes.push(kv("user.plan", sv("gold")));
+        // Redaction turns the address into a pseudonym (class `pseudonym`).
+        s.attributes.push(kv("note", sv("jane@example.com")));
+    }
+    assert_eq!(send_as(&srv, &srv.token(), "acme", &req).await.0, 200);
+    let reader = create(&srv, &["--role", "reader", "--tenant", "acme"]);
+    let investigator = create(&srv, &["--role", "investigator", "--tenant", "acme"]);
+    let hex = hex::encode(tid);
+
+    // Trace by id.
+    let (st, r) = call(&srv, "GET", &format!("/api/traces/{hex}"), &reader, "acme").await;
+    assert_eq!(st, 200);
+    assert!(
+        r.contains("[restricted:pii]") && r.contains("[restricted:pseudonym]"),
+        "{r}"
+    );
+    assert!(!r.contains("gold") && !r.contains("hmac:"), "{r}");
+    let (_, i) = call(
+        &srv,
+        "GET",
+        &format!("/api/traces/{hex}"),
+        &investigator,
+        "acme",
+    )
+    .await;
+    assert!(i.contains("gold") && i.contains("hmac:"), "{i}");
+    assert!(!i.contains("[restricted:"));
+
+    // Tag values: the marker, once.
+    let (_, r) = call(
+        &srv,
+        "GET",
+        "/api/search/tag/user.plan/values",
+        &reader,
+        "acme",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(v["tagValues"], serde_json::json!(["[restricted:pii]"]));
+    let (_, i) = call(
+        &srv,
+        "GET",
+        "/api/search/tag/user.plan/values",
+        &investigator,
+        "acme",
+    )
+    .await;
+    assert!(i.contains("gold"), "{i}");
+
+    // Search by a restricted attribute finds nothing (no hit count leaks), for the reader only.
+    let q = "/api/search?tags=user.plan%3Dgold";
+    let (_, r) = call(&srv, "GET", q, &reader, "acme").await;
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(v["traces"].as_array().unwrap().len(), 0, "{r}");
+    let (_, i) = call(&srv, "GET", q, &investigator, "acme").await;
+    let v: serde_json::Value = serde_json::from_str(&i).unwrap();
+    assert_eq!(v["traces"].as_array().unwrap().len(), 1, "{i}");
+
+    // Receipts withhold what the reader may not see, and still verify.
+    let (_, r) = call(
+        &srv,
+        "GET",
+        &format!("/api/traces/{hex}/receipt"),
+        &reader,
+        "acme",
+    )
+    .await;
+    assert!(!r.contains("gold") && !r.contains("hmac:"), "{r}");
+    let rc: serde_json::Value = serde_json::from_str(&r).unwrap();
+    let fields = rc["receipts"][0]["fields"].to_string();
+    assert!(!fields.contains("attributes/user.plan"), "{fields}");
+    let (_, i) = call(
+        &srv,
+        "GET",
+        &format!("/api/traces/{hex}/receipt"),
+        &investigator,
+        "acme",
+    )
+    .await;
+    assert!(i.contains("attributes/user.plan"), "{i}");
+}

@@ -204,7 +204,8 @@ async fn trace_response(
     headers: &HeaderMap,
     v2: bool,
 ) -> Result<Response, ApiError> {
-    let data = load_trace(state, caller, id).await?;
+    let mut data = load_trace(state, caller, id).await?;
+    crate::mask::Masker::new(state, caller).traces(&mut data.resource_spans);
     if wants_protobuf(headers) {
         return Ok(protobuf(&data));
     }
@@ -266,14 +267,22 @@ async fn search(
         }
         q.limit = l;
     }
+    // Searching by an attribute the caller may not see finds nothing: hit counts would tell.
+    let mut masker = crate::mask::Masker::new(&state, &caller);
+    if q.tags.iter().any(|(k, v)| masker.hides_search(k, v)) {
+        return Ok(Json(json!({ "traces": [] })).into_response());
+    }
     let tenant = caller.tenant.clone();
     let hits = timed(&state, "search", move |s| s.store.search(&tenant, &q)).await?;
     let traces: Vec<_> = hits
         .into_iter()
         .map(|h| {
+            let service = masker
+                .marker("service.name", Some(&h.root_service_name))
+                .unwrap_or(h.root_service_name);
             json!({
                 "traceID": h.trace_id.to_hex(),
-                "rootServiceName": h.root_service_name,
+                "rootServiceName": service,
                 "rootTraceName": h.root_trace_name,
                 "startTimeUnixNano": h.start_unix_nanos.to_string(),
                 "durationMs": h.duration_ms,
@@ -305,9 +314,19 @@ async fn tag_values(
         ));
     }
     let tenant = caller.tenant.clone();
+    let key = name.clone();
     let values = timed(&state, "tag_values", move |s| {
         s.store.tag_values(&tenant, &name)
     })
     .await?;
-    Ok(Json(json!({ "tagValues": values })).into_response())
+    // Restricted values read as their marker, once each.
+    let mut masker = crate::mask::Masker::new(&state, &caller);
+    let mut shown: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let v = masker.marker(&key, Some(&v)).unwrap_or(v);
+        if !shown.contains(&v) {
+            shown.push(v);
+        }
+    }
+    Ok(Json(json!({ "tagValues": shown })).into_response())
 }

@@ -81,6 +81,7 @@ fn default_roles(action: Action) -> &'static str {
         Action::ReadLog => "any role",
         Action::ReadMetrics => "metrics or admin",
         Action::ReadAudit => "auditor or admin",
+        Action::ReadFieldClass => "investigator or admin",
         Action::Flush | Action::AdminTokens | Action::AdminKeys | Action::ReadFindings => "admin",
     }
 }

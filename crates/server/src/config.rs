@@ -97,6 +97,9 @@ pub struct RawRates {
 pub struct RawAccess {
     #[serde(default)]
     pub policy_files: Vec<PathBuf>,
+    /// Sensitivity classes: class name -> attribute key globs.
+    #[serde(default)]
+    pub field_classes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The whole file (and the flags, which fill the same structure).
@@ -344,7 +347,18 @@ impl RawConfig {
                 ))
             }
         };
+        let field_classes = std::sync::Arc::new(
+            crate::mask::FieldClasses::new(
+                &self
+                    .access
+                    .as_ref()
+                    .map(|a| a.field_classes.clone())
+                    .unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("[access] {e}"))?,
+        );
         Ok(ServeConfig {
+            field_classes,
             oidc,
             rates,
             policy,
@@ -415,6 +429,8 @@ pub struct ServeConfig {
     pub rates: crate::ratelimit::Rates,
     /// OIDC verification (a JWKS read at start).
     pub oidc: Option<std::sync::Arc<tv_access::OidcVerifier>>,
+    /// Attribute sensitivity classes.
+    pub field_classes: std::sync::Arc<crate::mask::FieldClasses>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod ingest;
 pub mod logapi;
 pub mod logkeys;
+pub mod mask;
 pub mod metrics;
 pub mod net;
 pub mod params;
@@ -59,12 +60,19 @@ pub struct AppState {
     pub limiter: ratelimit::Limiter,
     /// JWT verification for people, when `[oidc]` is configured.
     pub oidc: Option<Arc<tv_access::OidcVerifier>>,
+    /// Sensitivity classes of attributes (swapped on SIGHUP with the policies).
+    pub field_classes: std::sync::RwLock<Arc<mask::FieldClasses>>,
 }
 
 impl AppState {
     /// The policies in force.
     pub fn policy(&self) -> Arc<tv_access::PolicyEngine> {
         self.policy.read().expect("policy lock").clone()
+    }
+
+    /// The field classes in force.
+    pub fn field_classes(&self) -> Arc<mask::FieldClasses> {
+        self.field_classes.read().expect("classes lock").clone()
     }
 
     /// Counts a request against its credential's rate; refuses it (429) when over.
@@ -233,6 +241,7 @@ impl Server {
             policy: std::sync::RwLock::new(cfg.policy.clone()),
             limiter: ratelimit::Limiter::new(cfg.rates),
             oidc: cfg.oidc.clone(),
+            field_classes: std::sync::RwLock::new(cfg.field_classes.clone()),
         });
         tracing::info!(
             operator_policies = cfg.policy.operator_policies,

@@ -205,10 +205,6 @@ pub async fn consistency(
 /// Fields a caller may not see in receipts. Field-level visibility rules arrive with the access
 /// policies; until then a caller sees every field of a trace it may read, and can withhold more
 /// with `?withhold=` (e.g. to share a receipt without the user id).
-fn hidden_for(_caller: &Caller) -> Vec<String> {
-    Vec::new()
-}
-
 pub async fn receipts(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -217,7 +213,9 @@ pub async fn receipts(
 ) -> Result<Response, ApiError> {
     state.authorize(&caller, tv_access::Action::ReadReceipt)?;
     let tid = TraceId::from_hex(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let mut withhold = hidden_for(&caller);
+    // Fields of classes this caller may not read are withheld, as in every other response.
+    let classes = crate::mask::Masker::new(&state, &caller).withholding();
+    let mut withhold: Vec<String> = Vec::new();
     if let Some(w) = params.get("withhold") {
         withhold.extend(w.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
     }
@@ -233,7 +231,9 @@ pub async fn receipts(
         let w = withhold;
         let proofs = st
             .store
-            .span_proofs(&tenant, tid, &|name| w.iter().any(|x| x == name))
+            .span_proofs(&tenant, tid, &|name, value| {
+                w.iter().any(|x| x == name) || classes.withholds(name, value)
+            })
             .map_err(ApiError::from_store)?;
         let log = log(&st)?;
         if let Some(max) = proofs.iter().map(|p| p.leaf_index).max() {

@@ -265,7 +265,7 @@ pub fn open_span(
     secret: &[u8; 32],
     rec: &CanonRecord<'_>,
     index: usize,
-    withhold: &dyn Fn(&str) -> bool,
+    withhold: &dyn Fn(&str, &[u8]) -> bool,
 ) -> Vec<FieldOpening> {
     let lay = layout(rec);
     let salts = commit::salts(secret, lay.total);
@@ -275,7 +275,7 @@ pub fn open_span(
     let mut push = |name: String, salt: &Salt, v: &Value<'_>| {
         let mut value = Vec::new();
         write_value(v, &mut value);
-        if withhold(&name) {
+        if withhold(&name, &value) {
             out.push(FieldOpening::Withheld {
                 hash: commit::field_hash_with(&mut buf, salt, &name, &value),
             });
@@ -374,7 +374,7 @@ mod tests {
         let cs = commitments(&secret, &c);
         assert_eq!(cs.len(), 3);
         for (i, want) in cs.iter().enumerate() {
-            let open = open_span(&secret, &c, i, &|n| n == "attributes/user.id");
+            let open = open_span(&secret, &c, i, &|n, _| n == "attributes/user.id");
             assert_eq!(&commit::commitment_of(&open), want);
             assert_eq!(
                 open.iter()

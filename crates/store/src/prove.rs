@@ -123,7 +123,7 @@ fn prove_in(
     leaf_index: u64,
     rec: &CanonRecord<'_>,
     id: TraceId,
-    withhold: &dyn Fn(&str) -> bool,
+    withhold: &dyn Fn(&str, &[u8]) -> bool,
     out: &mut Vec<SpanProof>,
 ) {
     let wanted: Vec<usize> = rec
@@ -159,7 +159,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: TraceId,
-        withhold: &dyn Fn(&str) -> bool,
+        withhold: &dyn Fn(&str, &[u8]) -> bool,
     ) -> Result<Vec<SpanProof>, StoreError> {
         let (blocks, head) = {
             let st = self.inner().state.read().expect("state lock poisoned");

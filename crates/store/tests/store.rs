@@ -508,7 +508,7 @@ async fn every_span_is_provable_from_the_head_from_blocks_and_after_a_restart() 
             .unwrap();
     }
     let id = TraceId::from_bytes(&trace).unwrap();
-    let none = |_: &str| false;
+    let none = |_: &str, _: &[u8]| false;
     let head = store.span_proofs(&t, id, &none).unwrap();
     assert_eq!(head.len(), 3 + 4 + 5 + 6 + 7);
     for p in &head {
@@ -536,7 +536,7 @@ async fn every_span_is_provable_from_the_head_from_blocks_and_after_a_restart() 
     assert_eq!(a, b);
     // Withholding keeps the proof valid and hides the value.
     let hidden = store
-        .span_proofs(&t, id, &|n: &str| n == "attributes/note")
+        .span_proofs(&t, id, &|n: &str, _: &[u8]| n == "attributes/note")
         .unwrap();
     for p in &hidden {
         check_proof(&store, p);
@@ -589,7 +589,7 @@ async fn a_crash_before_the_log_flush_re_derives_the_same_leaves() {
     assert_eq!(recovered.log().unwrap().len(), 5);
     assert_eq!(durable_after_clean_stop, 5);
     let id = TraceId::from_bytes(&[9; 16]).unwrap();
-    let proofs = recovered.span_proofs(&t, id, &|_: &str| false).unwrap();
+    let proofs = recovered.span_proofs(&t, id, &|_: &str, _: &[u8]| false).unwrap();
     assert_eq!(proofs.len(), 8);
     for p in &proofs {
         check_proof(&recovered, p);

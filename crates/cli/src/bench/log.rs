@@ -179,7 +179,7 @@ pub fn run(a: LogArgs) -> anyhow::Result<()> {
     // A receipt for one span of the bench batch at this log size.
     let commitments = tv_store::commit::commitments(&secret, &canon);
     let tree = tv_tlog::commit::SpanTree::new(&commitments);
-    let fields = tv_store::commit::open_span(&secret, &canon, 7, &|_| false);
+    let fields = tv_store::commit::open_span(&secret, &canon, 7, &|_, _| false);
     let receipt = tv_tlog::receipt::Receipt {
         format: tv_tlog::receipt::FORMAT.into(),
         trace_id: hex::encode(&canon.spans[7].span.trace_id),

@@ -1,0 +1,232 @@
+//! Field-level access: attributes carry a sensitivity class (by key glob from `[access]
+//! field_classes`, and `pseudonym` for every `hmac:` value redaction wrote). A caller the policies
+//! do not let read a class sees `[restricted:<class>]` instead, the same way in trace, search and
+//! tag-value responses; a search that names a restricted attribute finds nothing (hit counts would
+//! leak what it hides); receipts withhold such fields.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tv_model::otlp::{AnyValue, KeyValue, ResourceSpans, any_value::Value};
+
+use crate::AppState;
+use crate::auth::Caller;
+
+/// The class every redaction pseudonym belongs to.
+pub const PSEUDONYM: &str = "pseudonym";
+
+/// Classes by key glob, in configuration order.
+#[derive(Debug, Clone, Default)]
+pub struct FieldClasses {
+    rules: Vec<(String, String)>,
+}
+
+impl FieldClasses {
+    /// From `class -> [key globs]`; class names are `[a-z0-9_-]{1,32}`, `pseudonym` is built in.
+    pub fn new(cfg: &BTreeMap<String, Vec<String>>) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for (class, globs) in cfg {
+            if class.is_empty()
+                || class.len() > 32
+                || !class
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+            {
+                return Err(format!(
+                    "field class {class:?}: names are 1 to 32 of a-z, 0-9, _ and -"
+                ));
+            }
+            if class == PSEUDONYM {
+                return Err("field class \"pseudonym\" is built in (every hmac: value)".into());
+            }
+            for g in globs {
+                if g.is_empty() {
+                    return Err(format!("field class {class:?}: empty key glob"));
+                }
+                rules.push((class.clone(), g.clone()));
+            }
+        }
+        Ok(FieldClasses { rules })
+    }
+
+    /// The class of an attribute: its key's, else `pseudonym` for a pseudonym value.
+    pub fn class_of(&self, key: &str, value: Option<&str>) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|(_, g)| tv_redact::policy::glob_match(g, key))
+            .map(|(c, _)| c.as_str())
+            .or_else(|| value.filter(|v| v.starts_with("hmac:")).map(|_| PSEUDONYM))
+    }
+}
+
+/// One caller's view: which classes it may read (asked once per class per request).
+pub struct Masker<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    classes: std::sync::Arc<FieldClasses>,
+    allowed: HashMap<String, bool>,
+}
+
+impl<'a> Masker<'a> {
+    pub fn new(state: &'a AppState, caller: &'a Caller) -> Self {
+        Masker {
+            state,
+            caller,
+            classes: state.field_classes(),
+            allowed: HashMap::new(),
+        }
+    }
+
+    /// Whether this caller must not see `class`.
+    pub fn restricted(&mut self, class: &str) -> bool {
+        if let Some(&a) = self.allowed.get(class) {
+            return !a;
+        }
+        let a =
+            self.state
+                .policy()
+                .may_read_class(&self.caller.principal, &self.caller.tenant, class);
+        self.allowed.insert(class.to_string(), a);
+        !a
+    }
+
+    /// The marker for `key = value` when its class is restricted for this caller.
+    pub fn marker(&mut self, key: &str, value: Option<&str>) -> Option<String> {
+        let classes = self.classes.clone();
+        let class = classes.class_of(key, value)?;
+        self.restricted(class)
+            .then(|| format!("[restricted:{class}]"))
+    }
+
+    /// Masks every attribute of `data` (resource, scope, span, event, link; nested values).
+    pub fn traces(&mut self, data: &mut [ResourceSpans]) {
+        for rs in data {
+            if let Some(r) = rs.resource.as_mut() {
+                self.attrs(&mut r.attributes);
+            }
+            for ss in &mut rs.scope_spans {
+                if let Some(s) = ss.scope.as_mut() {
+                    self.attrs(&mut s.attributes);
+                }
+                for sp in &mut ss.spans {
+                    self.attrs(&mut sp.attributes);
+                    for e in &mut sp.events {
+                        self.attrs(&mut e.attributes);
+                    }
+                    for l in &mut sp.links {
+                        self.attrs(&mut l.attributes);
+                    }
+                }
+            }
+        }
+    }
+
+    fn attrs(&mut self, attrs: &mut [KeyValue]) {
+        for kv in attrs {
+            let Some(v) = kv.value.as_mut() else { continue };
+            self.value(&kv.key, v);
+        }
+    }
+
+    fn value(&mut self, key: &str, v: &mut AnyValue) {
+        match v.value.as_mut() {
+            Some(Value::ArrayValue(a)) => {
+                for e in &mut a.values {
+                    self.value(key, e);
+                }
+            }
+            Some(Value::KvlistValue(l)) => {
+                for kv in &mut l.values {
+                    let nested = format!("{key}.{}", kv.key);
+                    if let Some(inner) = kv.value.as_mut() {
+                        self.value(&nested, inner);
+                    }
+                }
+            }
+            other => {
+                let s = match other {
+                    Some(Value::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                if let Some(m) = self.marker(key, s) {
+                    v.value = Some(Value::StringValue(m));
+                }
+            }
+        }
+    }
+
+    /// Whether a search on `key = value` must find nothing for this caller.
+    pub fn hides_search(&mut self, key: &str, value: &str) -> bool {
+        self.marker(key, Some(value)).is_some()
+    }
+
+    /// What receipts must withhold for this caller (owned, for the proving thread).
+    pub fn withholding(&mut self) -> Withholding {
+        let classes = self.classes.clone();
+        let mut restricted = std::collections::HashSet::new();
+        let names: Vec<String> = classes
+            .rules
+            .iter()
+            .map(|(c, _)| c.clone())
+            .chain([PSEUDONYM.to_string()])
+            .collect();
+        for c in names {
+            if self.restricted(&c) {
+                restricted.insert(c);
+            }
+        }
+        Withholding {
+            classes,
+            restricted,
+        }
+    }
+}
+
+/// The restricted classes of one caller, for deciding which receipt fields to withhold.
+#[derive(Debug, Clone)]
+pub struct Withholding {
+    classes: std::sync::Arc<FieldClasses>,
+    restricted: std::collections::HashSet<String>,
+}
+
+impl Withholding {
+    /// Whether a committed field (its name, its encoded value) must be withheld. Attribute fields
+    /// are named `attributes/<key>` (also under events and links); a value holding a pseudonym
+    /// anywhere (resource and scope fields hold all their attributes) counts as `pseudonym`.
+    pub fn withholds(&self, name: &str, encoded: &[u8]) -> bool {
+        let key = name
+            .strip_prefix("attributes/")
+            .or_else(|| name.split_once("/attributes/").map(|(_, k)| k));
+        if let Some(k) = key
+            && let Some(c) = self.classes.class_of(k, None)
+            && self.restricted.contains(c)
+        {
+            return true;
+        }
+        self.restricted.contains(PSEUDONYM) && encoded.windows(5).any(|w| w == b"hmac:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_come_from_key_globs_then_pseudonym_values() {
+        let mut cfg = BTreeMap::new();
+        cfg.insert(
+            "pii".to_string(),
+            vec!["user.*".to_string(), "client.address".to_string()],
+        );
+        let c = FieldClasses::new(&cfg).unwrap();
+        assert_eq!(c.class_of("user.email", Some("x")), Some("pii"));
+        assert_eq!(c.class_of("client.address", None), Some("pii"));
+        assert_eq!(c.class_of("note", Some("hmac:0011")), Some(PSEUDONYM));
+        assert_eq!(c.class_of("note", Some("plain")), None);
+        let mut bad = BTreeMap::new();
+        bad.insert("pseudonym".to_string(), vec!["x".to_string()]);
+        assert!(FieldClasses::new(&bad).is_err());
+        bad.clear();
+        bad.insert("PII!".to_string(), vec!["x".to_string()]);
+        assert!(FieldClasses::new(&bad).is_err());
+    }
+}
