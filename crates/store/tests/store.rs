@@ -589,7 +589,9 @@ async fn a_crash_before_the_log_flush_re_derives_the_same_leaves() {
     assert_eq!(recovered.log().unwrap().len(), 5);
     assert_eq!(durable_after_clean_stop, 5);
     let id = TraceId::from_bytes(&[9; 16]).unwrap();
-    let proofs = recovered.span_proofs(&t, id, &|_: &str, _: &[u8]| false).unwrap();
+    let proofs = recovered
+        .span_proofs(&t, id, &|_: &str, _: &[u8]| false)
+        .unwrap();
     assert_eq!(proofs.len(), 8);
     for p in &proofs {
         check_proof(&recovered, p);
