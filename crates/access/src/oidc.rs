@@ -18,8 +18,18 @@ use crate::{AuthError, Credential, Principal, Role, TenantScope};
 pub struct OidcConfig {
     pub issuer: String,
     pub audience: String,
-    /// The provider's JWKS as a file (fetch it with the provider's `jwks_uri`).
-    pub jwks_file: std::path::PathBuf,
+    /// The provider's JWKS as a file ...
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// ... or its `jwks_uri` (https, or http to a loopback address), fetched at start and every
+    /// `jwks_refresh_secs`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// CA certificate (PEM) for the JWKS URL when the provider uses a private CA.
+    #[serde(default)]
+    pub jwks_ca: Option<std::path::PathBuf>,
+    #[serde(default = "refresh")]
+    pub jwks_refresh_secs: u64,
     /// Claim holding the role name (`admin`, `reader`, ...).
     #[serde(default = "role_claim")]
     pub role_claim: String,
@@ -49,22 +59,20 @@ fn algorithms() -> Vec<String> {
 fn leeway() -> u64 {
     60
 }
+fn refresh() -> u64 {
+    300
+}
 
 /// A configured verifier.
 pub struct OidcVerifier {
     cfg: OidcConfig,
-    keys: HashMap<String, DecodingKey>,
+    keys: std::sync::RwLock<HashMap<String, DecodingKey>>,
     algorithms: Vec<Algorithm>,
 }
 
 impl std::fmt::Debug for OidcVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "OidcVerifier({}, {} keys)",
-            self.cfg.issuer,
-            self.keys.len()
-        )
+        write!(f, "OidcVerifier({})", self.cfg.issuer)
     }
 }
 
@@ -75,9 +83,31 @@ struct Claims {
     rest: HashMap<String, serde_json::Value>,
 }
 
+/// The keys of a JWKS document by `kid`.
+fn parse_jwks(jwks: &str) -> Result<HashMap<String, DecodingKey>, String> {
+    let set: JwkSet =
+        serde_json::from_str(jwks).map_err(|e| format!("JWKS is not a key set: {e}"))?;
+    let mut keys = HashMap::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| format!("JWKS key {i} has no kid"))?;
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| format!("JWKS key {kid:?} is not usable: {e}"))?;
+        keys.insert(kid, key);
+    }
+    if keys.is_empty() {
+        return Err("JWKS has no keys".into());
+    }
+    Ok(keys)
+}
+
 impl OidcVerifier {
-    /// Checks the configuration and loads the key set (`jwks` is the JWKS document).
-    pub fn new(cfg: OidcConfig, jwks: &str) -> Result<Self, String> {
+    /// Checks the configuration and loads the key set (`jwks` is the JWKS document; `None` with
+    /// `jwks_url`: no key until the server fetches them with [`OidcVerifier::replace_keys`]).
+    pub fn new(cfg: OidcConfig, jwks: Option<&str>) -> Result<Self, String> {
         if cfg.issuer.is_empty() || cfg.audience.is_empty() {
             return Err("oidc.issuer and oidc.audience are required".into());
         }
@@ -102,27 +132,44 @@ impl OidcVerifier {
         if algorithms.is_empty() {
             return Err("oidc.algorithms is empty".into());
         }
-        let set: JwkSet =
-            serde_json::from_str(jwks).map_err(|e| format!("JWKS is not a key set: {e}"))?;
-        let mut keys = HashMap::new();
-        for (i, jwk) in set.keys.iter().enumerate() {
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| format!("JWKS key {i} has no kid"))?;
-            let key = DecodingKey::from_jwk(jwk)
-                .map_err(|e| format!("JWKS key {kid:?} is not usable: {e}"))?;
-            keys.insert(kid, key);
+        if cfg.jwks_file.is_some() == cfg.jwks_url.is_some() {
+            return Err("name exactly one of oidc.jwks_file and oidc.jwks_url".into());
         }
-        if keys.is_empty() {
-            return Err("JWKS has no keys".into());
+        if let Some(u) = &cfg.jwks_url {
+            let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| u.starts_with(p));
+            if !u.starts_with("https://") && !loopback_http {
+                return Err(format!(
+                    "oidc.jwks_url {u:?}: must be https (plain http only to a loopback address)"
+                ));
+            }
+            if cfg.jwks_refresh_secs < 1 {
+                return Err("oidc.jwks_refresh_secs must be at least 1".into());
+            }
         }
+        let keys = match jwks {
+            Some(j) => parse_jwks(j)?,
+            None if cfg.jwks_url.is_some() => HashMap::new(),
+            None => return Err("oidc: no JWKS".into()),
+        };
         Ok(OidcVerifier {
             cfg,
-            keys,
+            keys: std::sync::RwLock::new(keys),
             algorithms,
         })
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.cfg
+    }
+
+    /// Replaces the key set (a refreshed JWKS); the old set stays if this one does not parse.
+    pub fn replace_keys(&self, jwks: &str) -> Result<usize, String> {
+        let keys = parse_jwks(jwks)?;
+        let n = keys.len();
+        *self.keys.write().expect("jwks lock") = keys;
+        Ok(n)
     }
 
     /// Whether a bearer value has a JWT's shape (three base64url parts).
@@ -144,8 +191,8 @@ impl OidcVerifier {
         let kid = header
             .kid
             .ok_or_else(|| AuthError::Rejected("JWT header has no kid".into()))?;
-        let key = self
-            .keys
+        let keys = self.keys.read().expect("jwks lock");
+        let key = keys
             .get(&kid)
             .ok_or_else(|| AuthError::Rejected("JWT signed by a key not in the JWKS".into()))?;
         let mut v = Validation::new(header.alg);
@@ -247,7 +294,10 @@ mod tests {
         OidcConfig {
             issuer: "https://idp.example".into(),
             audience: "tracevault".into(),
-            jwks_file: jwks_file.into(),
+            jwks_file: Some(jwks_file.into()),
+            jwks_url: None,
+            jwks_ca: None,
+            jwks_refresh_secs: 300,
             role_claim: role_claim(),
             tenants_claim: tenants_claim(),
             algorithms: algorithms(),
@@ -283,7 +333,7 @@ mod tests {
     #[test]
     fn good_tokens_map_claims_to_a_principal() {
         let i = idp();
-        let v = OidcVerifier::new(cfg("x"), &i.jwks).unwrap();
+        let v = OidcVerifier::new(cfg("x"), Some(&i.jwks)).unwrap();
         let p = v.verify(&token(&i, claims(serde_json::json!({})))).unwrap();
         assert_eq!(p.role, Role::Reader);
         assert_eq!(p.name, "alice");
@@ -297,7 +347,7 @@ mod tests {
     #[test]
     fn bad_tokens_are_refused_for_the_right_reason() {
         let i = idp();
-        let v = OidcVerifier::new(cfg("x"), &i.jwks).unwrap();
+        let v = OidcVerifier::new(cfg("x"), Some(&i.jwks)).unwrap();
         let cases: Vec<(String, &str)> = vec![
             (
                 token(&i, claims(serde_json::json!({"exp": now() - 3600}))),
@@ -375,7 +425,7 @@ mod tests {
         let mut c = cfg("x");
         c.algorithms = vec!["HS256".into()];
         assert!(
-            OidcVerifier::new(c, &i.jwks)
+            OidcVerifier::new(c, Some(&i.jwks))
                 .unwrap_err()
                 .contains("symmetric")
         );

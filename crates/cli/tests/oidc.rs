@@ -138,3 +138,128 @@ async fn jwts_from_the_configured_provider_act_with_their_role_and_tenants() {
         assert!(!body.contains(&tok[..20]), "token echoed");
     }
 }
+
+/// Serves `doc` over plain HTTP on loopback to every request (a stand-in for the provider's
+/// `jwks_uri`).
+async fn jwks_server(doc: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let doc = doc.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = doc.lock().unwrap().clone();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/jwks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_fetched_at_start_and_refreshed() {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        keys.push((pkcs8, public));
+    }
+    let jwk = |kid: &str, public: &[u8]| {
+        format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{}","kid":"{kid}","alg":"EdDSA"}}"#,
+            b64(public)
+        )
+    };
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(format!(
+        r#"{{"keys":[{}]}}"#,
+        jwk("k1", &keys[0].1)
+    )));
+    let url = jwks_server(doc.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tv.toml");
+    std::fs::write(
+        &cfg,
+        format!("[oidc]\nissuer = \"https://idp.example\"\naudience = \"tracevault\"\njwks_url = {url:?}\njwks_refresh_secs = 1\n"),
+    )
+    .unwrap();
+    let srv = Server::start_at(
+        tmp.path().join("data"),
+        None,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let mint = |kid: &str, pkcs8: &[u8]| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        let c = serde_json::json!({
+            "sub": "bob", "iss": "https://idp.example", "aud": "tracevault", "exp": now() + 600,
+            "tracevault_role": "reader", "tracevault_tenants": ["acme"],
+        });
+        encode(&h, &c, &EncodingKey::from_ed_der(pkcs8)).unwrap()
+    };
+    let status = |tok: String| {
+        let c = srv.http_client();
+        let url = format!("{}/api/search/tags", srv.api);
+        async move {
+            c.get(url)
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(mint("k1", keys[0].0.as_ref())).await, 200);
+    // The provider rotates in a new key: refused until the next refresh, then accepted.
+    let k2 = mint("k2", keys[1].0.as_ref());
+    assert_eq!(status(k2.clone()).await, 401);
+    *doc.lock().unwrap() = format!(
+        r#"{{"keys":[{},{}]}}"#,
+        jwk("k1", &keys[0].1),
+        jwk("k2", &keys[1].1)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status(k2.clone()).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new key never picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // A provider that cannot be reached keeps the server from starting, saying why.
+    std::fs::write(
+        &cfg,
+        "[oidc]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"http://127.0.0.1:9/jwks\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fetching the JWKS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -339,10 +339,17 @@ impl RawConfig {
         let oidc = match &self.oidc {
             None => None,
             Some(o) => {
-                let jwks = std::fs::read_to_string(&o.jwks_file)
-                    .with_context(|| format!("reading oidc.jwks_file {}", o.jwks_file.display()))?;
+                // A JWKS URL is fetched by the server at start (see oidc_refresh); until then the
+                // verifier holds no key at all.
+                let jwks = match &o.jwks_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("reading oidc.jwks_file {}", f.display()))?,
+                    ),
+                    None => None,
+                };
                 Some(std::sync::Arc::new(
-                    tv_access::OidcVerifier::new(o.clone(), &jwks)
+                    tv_access::OidcVerifier::new(o.clone(), jwks.as_deref())
                         .map_err(|e| anyhow::anyhow!("[oidc] {e}"))?,
                 ))
             }

@@ -17,6 +17,7 @@ pub mod logkeys;
 pub mod mask;
 pub mod metrics;
 pub mod net;
+pub mod oidc_refresh;
 pub mod params;
 pub mod ratelimit;
 pub mod redaction;
@@ -250,6 +251,10 @@ impl Server {
         match &cfg.redaction {
             Some(r) => tracing::info!(policy_version = %r.version(), "redaction on"),
             None => tracing::warn!("{NO_REDACTION_WARNING}"),
+        }
+
+        if let Some(v) = &cfg.oidc {
+            oidc_refresh::start(v.clone()).await?;
         }
 
         if !cfg.witnesses.is_empty() {
