@@ -20,7 +20,7 @@ mod tokens;
 
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
-pub use tokens::{TokenInfo, TokenRecord, TokenSecret, TokenStore, TokenStoreError};
+pub use tokens::{TokenInfo, TokenRecord, TokenSecret, TokenStore, TokenStoreError, now_unix};
 
 use tv_model::TenantId;
 

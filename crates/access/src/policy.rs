@@ -54,10 +54,24 @@ namespace Tracevault {
 
 /// The policies every deployment starts with (roles out of the box).
 pub const DEFAULT_POLICIES: &str = r#"
-// An admin may do anything for the tenants its credential is bound to.
+// Tenant isolation: nothing for a tenant the credential is not bound to, whatever permits it
+// (operator files included).
+@id("tenant-scope")
+forbid (principal, action, resource is Tracevault::Tenant)
+unless { principal.all_tenants || principal.tenants.contains(resource) };
+
+@id("tenant-scope-fields")
+forbid (principal, action == Tracevault::Action::"read_field_class", resource)
+unless { principal.all_tenants || principal.tenants.contains(context.tenant) };
+
+// A credential bound to services writes only those services' spans, whatever else allows it.
+@id("owned-services")
+forbid (principal, action == Tracevault::Action::"ingest", resource)
+unless { principal.services.isEmpty() || principal.services.containsAll(context.services) };
+
+// An admin may do anything.
 @id("admin")
-permit (principal in Tracevault::Role::"admin", action, resource is Tracevault::Tenant)
-when { principal.all_tenants || principal.tenants.contains(resource) };
+permit (principal in Tracevault::Role::"admin", action, resource is Tracevault::Tenant);
 
 // Ingest credentials write spans, nothing else.
 @id("ingest")
@@ -65,13 +79,7 @@ permit (
   principal in Tracevault::Role::"ingest",
   action == Tracevault::Action::"ingest",
   resource is Tracevault::Tenant
-)
-when { principal.all_tenants || principal.tenants.contains(resource) };
-
-// A credential bound to services writes only those services' spans, whatever else allows it.
-@id("owned-services")
-forbid (principal, action == Tracevault::Action::"ingest", resource)
-unless { principal.services.isEmpty() || principal.services.containsAll(context.services) };
+);
 
 // Readers and investigators read traces, search, and take receipts.
 @id("readers")
@@ -84,24 +92,17 @@ permit (
   ],
   resource is Tracevault::Tenant
 )
-when {
-  (principal in Tracevault::Role::"reader" || principal in Tracevault::Role::"investigator") &&
-  (principal.all_tenants || principal.tenants.contains(resource))
-};
+when { principal in Tracevault::Role::"reader" || principal in Tracevault::Role::"investigator" };
 
-// Admins and investigators see restricted field classes (pii, pseudonym, ...) of their tenants;
-// everyone else sees `[restricted:<class>]`.
+// Admins and investigators see restricted field classes (pii, pseudonym, ...); everyone else
+// sees `[restricted:<class>]`.
 @id("field-classes")
 permit (principal, action == Tracevault::Action::"read_field_class", resource is Tracevault::FieldClass)
-when {
-  (principal in Tracevault::Role::"admin" || principal in Tracevault::Role::"investigator") &&
-  (principal.all_tenants || principal.tenants.contains(context.tenant))
-};
+when { principal in Tracevault::Role::"admin" || principal in Tracevault::Role::"investigator" };
 
 // The log's checkpoints and proofs commit to every tenant and name none.
 @id("log")
-permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant)
-when { principal.all_tenants || principal.tenants.contains(resource) };
+permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant);
 
 // Prometheus scrapers.
 @id("metrics")
@@ -109,8 +110,7 @@ permit (
   principal in Tracevault::Role::"metrics",
   action == Tracevault::Action::"read_metrics",
   resource is Tracevault::Tenant
-)
-when { principal.all_tenants || principal.tenants.contains(resource) };
+);
 
 // Auditors read the audit log only.
 @id("auditor")
@@ -118,8 +118,7 @@ permit (
   principal in Tracevault::Role::"auditor",
   action == Tracevault::Action::"read_audit",
   resource is Tracevault::Tenant
-)
-when { principal.all_tenants || principal.tenants.contains(resource) };
+);
 "#;
 
 /// What a request wants to do.

@@ -137,7 +137,8 @@ impl std::fmt::Debug for TokenStore {
     }
 }
 
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch (token creation and expiry).
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -395,19 +395,13 @@ async fn operator_cedar_policies_apply_and_a_bad_file_refuses_to_start() {
         "// legal hold: nobody searches this tenant\n@id(\"legal-hold\")\nforbid (principal, action == Tracevault::Action::\"search\", resource == Tracevault::Tenant::\"legal\");\n",
     )
     .unwrap();
-    let cfg = tmp.path().join("tv.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let (srv, cfg) = start_with_config(
+        tmp,
+        &format!(
             "[access]\npolicy_files = [{:?}]\n",
             pol.display().to_string()
         ),
-    )
-    .unwrap();
-    let srv = Server::start_at(
-        tmp.path().join("data"),
-        None,
-        &["--config", cfg.to_str().unwrap()],
+        &[],
     );
     let admin = srv.token();
     let (st, body) = call(&srv, "GET", "/api/search", &admin, "legal").await;
@@ -437,7 +431,7 @@ async fn operator_cedar_policies_apply_and_a_bad_file_refuses_to_start() {
         .args(["serve", "--config"])
         .arg(&cfg)
         .arg("--data-dir")
-        .arg(tmp.path().join("other"))
+        .arg(cfg.parent().unwrap().join("other"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -451,13 +445,7 @@ async fn operator_cedar_policies_apply_and_a_bad_file_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restricted_field_classes_are_masked_the_same_way_everywhere() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tv.toml");
-    std::fs::write(&cfg, "[access.field_classes]\npii = [\"user.*\"]\n").unwrap();
-    let srv = Server::start_at(
-        tmp.path().join("data"),
-        None,
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
     let (mut req, tid) = request("shop", 2);
     for s in req.resource_spans[0].scope_spans[0].spans.iter_mut() {
         s.attributes.push(kv("user.plan", sv("gold")));

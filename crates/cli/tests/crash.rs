@@ -114,16 +114,7 @@ async fn every_acknowledged_span_survives_repeated_kill_9() {
     );
     // Every acknowledged span is provable: a receipt for a few of them verifies, and the data
     // directory verifies against the log after the crashes.
-    let keys_out = std::process::Command::new(env!("CARGO_BIN_EXE_tracevault"))
-        .args(["log", "keys", "--data-dir"])
-        .arg(&srv.dir)
-        .output()
-        .unwrap();
-    let keys: Vec<String> = String::from_utf8(keys_out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let keys = vkeys(&srv.dir);
     let lk = tv_tlog::policy::LogKeys::from_vkeys(&keys).unwrap();
     for (tid, spans) in acked.iter().take(5) {
         let r = client
@@ -142,12 +133,6 @@ async fn every_acknowledged_span_survives_repeated_kill_9() {
         }
     }
     assert_eq!(srv.terminate(), Some(0));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tracevault"));
-    cmd.args(["verify", "--data-dir"]).arg(&srv.dir);
-    for k in &keys {
-        cmd.args(["--vkey", k]);
-    }
-    let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = run_verify(&srv.dir, &keys, &[]);
+    assert_eq!(code, 0, "{text}");
 }

@@ -36,19 +36,13 @@ async fn jwts_from_the_configured_provider_act_with_their_role_and_tenants() {
         ),
     )
     .unwrap();
-    let cfg = tmp.path().join("tv.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let (srv, _) = start_with_config(
+        tmp,
+        &format!(
             "[oidc]\nissuer = \"https://idp.example\"\naudience = \"tracevault\"\njwks_file = {:?}\n",
             jwks.display().to_string()
         ),
-    )
-    .unwrap();
-    let srv = Server::start_at(
-        tmp.path().join("data"),
-        None,
-        &["--config", cfg.to_str().unwrap()],
+        &[],
     );
     let mint = |over: serde_json::Value, alg: Algorithm, key: &EncodingKey| {
         let mut c = serde_json::json!({
@@ -192,16 +186,12 @@ async fn a_jwks_url_is_fetched_at_start_and_refreshed() {
     )));
     let url = jwks_server(doc.clone()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tv.toml");
-    std::fs::write(
-        &cfg,
-        format!("[oidc]\nissuer = \"https://idp.example\"\naudience = \"tracevault\"\njwks_url = {url:?}\njwks_refresh_secs = 1\n"),
-    )
-    .unwrap();
-    let srv = Server::start_at(
-        tmp.path().join("data"),
-        None,
-        &["--config", cfg.to_str().unwrap()],
+    let (srv, cfg) = start_with_config(
+        tmp,
+        &format!(
+            "[oidc]\nissuer = \"https://idp.example\"\naudience = \"tracevault\"\njwks_url = {url:?}\njwks_refresh_secs = 1\n"
+        ),
+        &[],
     );
     let mint = |kid: &str, pkcs8: &[u8]| {
         let mut h = Header::new(Algorithm::EdDSA);
@@ -253,7 +243,7 @@ async fn a_jwks_url_is_fetched_at_start_and_refreshed() {
         .args(["serve", "--config"])
         .arg(&cfg)
         .arg("--data-dir")
-        .arg(tmp.path().join("other"))
+        .arg(cfg.parent().unwrap().join("other"))
         .output()
         .unwrap();
     assert!(!out.status.success());

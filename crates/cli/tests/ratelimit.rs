@@ -11,16 +11,10 @@ use prost::Message;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_trip_at_the_configured_rate_and_recover() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tv.toml");
-    std::fs::write(
-        &cfg,
+    let (srv, _) = start_with_config(
+        tmp,
         "[rate_limits]\nrequests_per_sec = 5\nspans_per_sec = 100\nbytes_per_sec = 0\n",
-    )
-    .unwrap();
-    let srv = Server::start_at(
-        tmp.path().join("data"),
-        None,
-        &["--config", cfg.to_str().unwrap()],
+        &[],
     );
     let c = srv.http_client();
     let tags = || {

@@ -14,7 +14,7 @@ use tv_model::otlp::*;
 
 const CARD: &str = "4111 1111 1111 1111";
 
-fn rules_v1() -> &'static str {
+fn rules_v1() -> String {
     r#"
 [redaction]
 hash_bits = 96
@@ -27,25 +27,12 @@ services = ["checkout"]
 key = "app.customer"
 action = "hash"
 "#
+    .to_string()
 }
 
-fn rules_v2() -> &'static str {
-    r#"
-[redaction]
-hash_bits = 96
-
-[[redaction.policies]]
-name = "shop"
-services = ["checkout"]
-
-[[redaction.policies.rules]]
-key = "app.customer"
-action = "hash"
-
-[[redaction.policies.rules]]
-key = "app.note"
-action = "drop"
-"#
+/// v1 and a rule that drops `app.note`.
+fn rules_v2() -> String {
+    rules_v1() + "\n[[redaction.policies.rules]]\nkey = \"app.note\"\naction = \"drop\"\n"
 }
 
 fn sensitive(marker: &str) -> (ExportTraceServiceRequest, [u8; 16]) {
@@ -100,14 +87,7 @@ fn hup(srv: &Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_raw_is_stored_the_log_records_the_policy_and_sighup_reloads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tracevault.toml");
-    std::fs::write(&cfg, rules_v1()).unwrap();
-    let mut srv = Server::start_at(
-        tmp.path().join("data"),
-        None,
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let (mut srv, cfg) = start_with_config(tempfile::tempdir().unwrap(), &rules_v1(), &[]);
     let marker = format!("tvm{:012x}", rand_u64());
     let (req, tid) = sensitive(&marker);
     assert_eq!(
@@ -150,7 +130,7 @@ async fn nothing_raw_is_stored_the_log_records_the_policy_and_sighup_reloads() {
 
     // The log entry of the record names the rules that ran.
     let want = {
-        let t: toml::Table = toml::from_str(rules_v1()).unwrap();
+        let t: toml::Table = toml::from_str(&rules_v1()).unwrap();
         let rc: tv_redact::RulesConfig = t["redaction"].clone().try_into().unwrap();
         tv_redact::Rules::compile(&rc).unwrap().digest()
     };
@@ -224,27 +204,8 @@ async fn nothing_raw_is_stored_the_log_records_the_policy_and_sighup_reloads() {
 
     // The directory verifies: every record's payload names the policy its leaf commits to.
     assert_eq!(srv.terminate(), Some(0));
-    let keys = String::from_utf8(
-        std::process::Command::new(BIN)
-            .args(["log", "keys", "--data-dir"])
-            .arg(&srv.dir)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["verify", "--data-dir"]).arg(&srv.dir);
-    for k in keys.lines() {
-        cmd.args(["--vkey", k]);
-    }
-    let out = cmd.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &[]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,20 +19,6 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tracevault")
 }
 
-fn vkeys(data: &Path) -> Vec<String> {
-    let out = Command::new(bin())
-        .args(["log", "keys", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Runs `verify-receipt FILE --vkey ...` from `cwd`; returns (exit code, stdout).
 fn verify_receipt(cwd: &Path, file: &Path, keys: &[String]) -> (i32, String) {
     let mut c = Command::new(bin());
@@ -322,19 +308,6 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
-}
-
-fn run_verify(data: &Path, keys: &[String], extra: &[&str]) -> (i32, String) {
-    let mut c = Command::new(bin());
-    c.arg("verify").arg("--data-dir").arg(data).args(extra);
-    for k in keys {
-        c.arg("--vkey").arg(k);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

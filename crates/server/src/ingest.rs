@@ -43,6 +43,12 @@ pub async fn ingest(
     req: ExportTraceServiceRequest,
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
+    let span_count: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
     // One decision for the batch: the tenant, and every service it carries (a credential bound
     // to services writes only those; one spoofed resource refuses the whole batch).
     let mut services: Vec<&str> = req
@@ -64,19 +70,13 @@ pub async fn ingest(
             .iter()
             .any(|r| r == "built-in:owned-services")
         {
-            let total: usize = req
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum();
             state
                 .metrics
                 .spans_rejected
                 .get_or_create(&ReasonLabels {
                     reason: "service_not_owned",
                 })
-                .inc_by(total as u64);
+                .inc_by(span_count as u64);
             // The message names the credential's services, not what the batch claimed.
             return Err(ApiError::Forbidden(format!(
                 "credential may write spans only for services [{}]; the batch has a resource of another service or without service.name (rejected whole)",
@@ -93,13 +93,11 @@ pub async fn ingest(
     let rates = state.limiter.rates();
     let tenant_key = caller.tenant.to_string();
     if rates.spans_per_sec > 0.0 {
-        let spans: usize = req
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        state.charge(crate::ratelimit::Kind::Spans, &tenant_key, spans as f64)?;
+        state.charge(
+            crate::ratelimit::Kind::Spans,
+            &tenant_key,
+            span_count as f64,
+        )?;
     }
     if rates.bytes_per_sec > 0.0 {
         state.charge(

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use tv_access::{Role, TenantScope, TokenInfo};
+use tv_access::{Role, TenantScope, TokenInfo, now_unix};
 use tv_model::TenantId;
 
 use crate::AppState;
@@ -54,13 +54,6 @@ fn covers(scope: &TenantScope, tenants: &[String]) -> bool {
                     .all(|t| mine.iter().any(|m| m.as_str() == t.as_str()))
         }
     }
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 pub async fn list(

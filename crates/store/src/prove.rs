@@ -2,7 +2,6 @@
 //! per-record span roots of a block for `verify`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use tv_model::otlp::ExportTraceServiceRequest;
 use tv_model::{TenantId, TraceId};
@@ -161,17 +160,7 @@ impl Store {
         id: TraceId,
         withhold: &dyn Fn(&str, &[u8]) -> bool,
     ) -> Result<Vec<SpanProof>, StoreError> {
-        let (blocks, head) = {
-            let st = self.inner().state.read().expect("state lock poisoned");
-            let blocks: Vec<Arc<BlockMeta>> = st.blocks.get(tenant).cloned().unwrap_or_default();
-            let head: Vec<_> = st
-                .head
-                .iter()
-                .filter(|r| &r.tenant == tenant)
-                .cloned()
-                .collect();
-            (blocks, head)
-        };
+        let (blocks, head) = self.snapshot(tenant);
         let mut out = Vec::new();
         let prefix = id.prefix();
         for b in &blocks {

@@ -169,7 +169,11 @@ fn overlaps(min: u64, max: u64, q: &SearchQuery) -> bool {
 }
 
 impl Store {
-    fn snapshot(&self, tenant: &TenantId) -> (Vec<Arc<BlockMeta>>, Vec<Arc<HeadRecord>>) {
+    /// The tenant's sealed blocks and unsealed records, as of now.
+    pub(crate) fn snapshot(
+        &self,
+        tenant: &TenantId,
+    ) -> (Vec<Arc<BlockMeta>>, Vec<Arc<HeadRecord>>) {
         let st = self.inner().state.read().expect("state lock poisoned");
         let blocks = st.blocks.get(tenant).cloned().unwrap_or_default();
         let head = st

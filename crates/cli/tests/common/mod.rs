@@ -392,3 +392,45 @@ pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> (usize, Vec<Str
     }
     (n, hits)
 }
+
+/// The log's verifier keys of a data directory (`tracevault log keys`).
+pub fn vkeys(data: &Path) -> Vec<String> {
+    let out = Command::new(BIN)
+        .args(["log", "keys", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `tracevault verify --data-dir DATA --vkey ... EXTRA`; returns (exit code, stdout+stderr).
+pub fn run_verify(data: &Path, keys: &[String], extra: &[&str]) -> (i32, String) {
+    let mut c = Command::new(BIN);
+    c.arg("verify").arg("--data-dir").arg(data).args(extra);
+    for k in keys {
+        c.arg("--vkey").arg(k);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Writes `config` to `tmp/tv.toml` and starts a server on `tmp/data` with `--config` (keeping
+/// `tmp` alive); returns the server and the config path (rewrite it, then SIGHUP, to reload).
+pub fn start_with_config(tmp: tempfile::TempDir, config: &str, args: &[&str]) -> (Server, PathBuf) {
+    let cfg = tmp.path().join("tv.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let dir = tmp.path().join("data");
+    let mut all = vec!["--config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    (Server::start_at(dir, Some(tmp), &all), cfg)
+}
