@@ -1,7 +1,7 @@
 //! Identities and API tokens.
 //!
 //! Every request resolves to one [`Principal`], whatever proved it (today: API tokens; mTLS
-//! identities and OIDC join later as further [`Credential`] kinds). Tokens look like
+//! workload certificates (mTLS) and OIDC JWTs are the other [`Credential`] kinds). Tokens look like
 //! `tvk_<16 hex id>_<64 hex secret>`: the id is public and finds the record, the 256-bit secret is
 //! checked against a stored HMAC-SHA256 under a server key, compared in constant time. A slow
 //! password hash would be a CPU denial of service at ingest rates; the secret has full entropy, so
@@ -104,6 +104,12 @@ pub enum Credential {
         issuer: String,
         subject: String,
     },
+    /// A workload, by an mTLS client certificate: its SPIFFE ID (or `subject:<DN>`) and the
+    /// certificate's serial number (lower-case hex).
+    Workload {
+        identity: String,
+        serial: String,
+    },
 }
 
 /// An authenticated caller.
@@ -123,6 +129,7 @@ impl Principal {
         match &self.credential {
             Credential::ApiToken { id } => format!("token:{id}"),
             Credential::Oidc { issuer, subject } => format!("oidc:{issuer}:{subject}"),
+            Credential::Workload { identity, .. } => format!("mtls:{identity}"),
         }
     }
 }
@@ -131,7 +138,7 @@ impl Principal {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {
-    #[error("missing credentials: send `Authorization: Bearer <token>`")]
+    #[error("missing credentials: send `Authorization: Bearer <token>` or a client certificate")]
     Missing,
     #[error("malformed authorization header: expected `Bearer tvk_<id>_<secret>`")]
     Malformed,

@@ -38,13 +38,13 @@ namespace Tracevault {
     resource: [Tenant],
     context: { "services": Set<String> }
   };
-  action read_field_class appliesTo {
+  action read_field_class, reveal appliesTo {
     principal: [Principal],
     resource: [FieldClass],
     context: { "tenant": Tenant }
   };
   action read_trace, search, read_receipt, read_log, read_metrics, flush, admin_tokens,
-         admin_keys, read_audit, read_findings appliesTo {
+         admin_certs, admin_keys, read_audit, read_findings appliesTo {
     principal: [Principal],
     resource: [Tenant],
     context: {}
@@ -61,7 +61,11 @@ forbid (principal, action, resource is Tracevault::Tenant)
 unless { principal.all_tenants || principal.tenants.contains(resource) };
 
 @id("tenant-scope-fields")
-forbid (principal, action == Tracevault::Action::"read_field_class", resource)
+forbid (
+  principal,
+  action in [Tracevault::Action::"read_field_class", Tracevault::Action::"reveal"],
+  resource
+)
 unless { principal.all_tenants || principal.tenants.contains(context.tenant) };
 
 // A credential bound to services writes only those services' spans, whatever else allows it.
@@ -100,6 +104,12 @@ when { principal in Tracevault::Role::"reader" || principal in Tracevault::Role:
 permit (principal, action == Tracevault::Action::"read_field_class", resource is Tracevault::FieldClass)
 when { principal in Tracevault::Role::"admin" || principal in Tracevault::Role::"investigator" };
 
+// Receipts are signed and leave the system: revealing a restricted class in one is its own
+// decision (operators can forbid it while still letting investigators look).
+@id("reveal")
+permit (principal, action == Tracevault::Action::"reveal", resource is Tracevault::FieldClass)
+when { principal in Tracevault::Role::"admin" || principal in Tracevault::Role::"investigator" };
+
 // The log's checkpoints and proofs commit to every tenant and name none.
 @id("log")
 permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant);
@@ -132,11 +142,15 @@ pub enum Action {
     ReadMetrics,
     Flush,
     AdminTokens,
+    /// Issue, register and revoke workload (mTLS) identities.
+    AdminCerts,
     AdminKeys,
     ReadAudit,
     ReadFindings,
     /// Resource: a field class (see [`PolicyEngine::may_read_class`]).
     ReadFieldClass,
+    /// Reveal a restricted field class in a receipt. Resource: a field class.
+    Reveal,
 }
 
 impl Action {
@@ -150,10 +164,12 @@ impl Action {
             Action::ReadMetrics => "read_metrics",
             Action::Flush => "flush",
             Action::AdminTokens => "admin_tokens",
+            Action::AdminCerts => "admin_certs",
             Action::AdminKeys => "admin_keys",
             Action::ReadAudit => "read_audit",
             Action::ReadFindings => "read_findings",
             Action::ReadFieldClass => "read_field_class",
+            Action::Reveal => "reveal",
         }
     }
 }
@@ -330,6 +346,12 @@ impl PolicyEngine {
             .allowed
     }
 
+    /// Whether `p` may reveal values of field class `class` in a receipt (and see them).
+    pub fn may_reveal_class(&self, p: &Principal, tenant: &TenantId, class: &str) -> bool {
+        self.may_read_class(p, tenant, class)
+            && self.authorize(p, Action::Reveal, tenant, &[class]).allowed
+    }
+
     /// Decides without the cache (for measurements and for callers that must not cache).
     pub fn decide(
         &self,
@@ -399,14 +421,15 @@ impl PolicyEngine {
                 ));
             }
         }
+        let on_class = matches!(action, Action::ReadFieldClass | Action::Reveal);
         let class_uid = services
             .first()
-            .filter(|_| action == Action::ReadFieldClass)
+            .filter(|_| on_class)
             .map(|c| uid("Tracevault::FieldClass", c));
         if let Some(c) = &class_uid {
             entities.push(Entity::new_no_attrs(c.clone(), HashSet::new()));
         }
-        let context = if action == Action::ReadFieldClass {
+        let context = if on_class {
             Context::from_pairs([(
                 "tenant".to_string(),
                 RestrictedExpression::new_entity_uid(tenant_uid.clone()),

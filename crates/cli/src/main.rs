@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cert_cmd;
 mod client;
 mod query;
 mod redact_cmd;
@@ -41,6 +42,9 @@ enum Cmd {
     /// Manage API tokens on a running server (admin).
     #[command(subcommand)]
     Token(token_cmd::TokenCmd),
+    /// Workload (mTLS) identities: issue client certificates, bind identities, revoke.
+    #[command(subcommand)]
+    Cert(cert_cmd::CertCmd),
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -277,6 +281,14 @@ async fn reload_on_sighup(
         return;
     };
     while hup.recv().await.is_some() {
+        if let Some(tls) = &state.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates and client CA reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: TLS files do not load; the running certificates stay")
+                }
+            }
+        }
         let before = state.redaction.active().version();
         match RawConfig::resolve(&flags, config.as_deref()) {
             Ok(cfg) => {
@@ -340,6 +352,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Serve(a) => serve(*a).await,
             Cmd::Query(q) => query::run(q).await,
             Cmd::Token(t) => token_cmd::run(t).await,
+            Cmd::Cert(c) => cert_cmd::run(c).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

@@ -161,7 +161,8 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
     }
 }
 
-fn list(v: &serde_json::Value, empty: &str) -> String {
+/// A JSON array of strings joined by commas, or `empty`.
+pub(crate) fn list(v: &serde_json::Value, empty: &str) -> String {
     let items: Vec<&str> = v
         .as_array()
         .into_iter()

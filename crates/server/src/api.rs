@@ -45,6 +45,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/admin/tokens/{id}",
             axum::routing::delete(crate::tokens_api::revoke),
         )
+        .route(
+            "/api/admin/certs",
+            get(crate::certs_api::list).post(crate::certs_api::register),
+        )
+        .route("/api/admin/certs/revoke", post(crate::certs_api::revoke))
         .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
         .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
         .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
@@ -69,7 +74,8 @@ async fn require_auth(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match authenticate(&state, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
+    let peer = req.extensions().get::<crate::mtls::PeerInfo>();
+    match authenticate(&state, req.headers(), peer).and_then(|c| state.admit(&c).map(|()| c)) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

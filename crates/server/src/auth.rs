@@ -7,6 +7,7 @@ use tv_access::{
 use tv_model::TenantId;
 
 use crate::error::ApiError;
+use crate::mtls::PeerInfo;
 
 /// Header naming the tenant (as in Grafana Tempo and Mimir).
 pub const TENANT_HEADER: &str = "x-scope-orgid";
@@ -18,12 +19,27 @@ pub struct Caller {
     pub tenant: TenantId,
 }
 
-/// Authenticates the bearer token and resolves the tenant the request names.
-pub fn authenticate(state: &crate::AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    authenticate_with(&state.tokens, state.oidc.as_deref(), headers)
+/// Authenticates the request and resolves the tenant it names: the bearer token when there is an
+/// `Authorization` header, otherwise the connection's verified client certificate.
+pub fn authenticate(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    peer: Option<&PeerInfo>,
+) -> Result<Caller, ApiError> {
+    let cert = peer.and_then(|p| p.cert.as_deref());
+    match cert {
+        Some(c) if !headers.contains_key(http::header::AUTHORIZATION) => {
+            let principal = state
+                .workloads
+                .principal(c)
+                .map_err(ApiError::Unauthenticated)?;
+            resolve_tenant(principal, headers)
+        }
+        _ => authenticate_with(&state.tokens, state.oidc.as_deref(), headers),
+    }
 }
 
-/// [`authenticate`] with its parts: API tokens (`tvk_...`), and JWTs when OIDC is configured.
+/// Bearer authentication: API tokens (`tvk_...`), and JWTs when OIDC is configured.
 pub fn authenticate_with(
     tokens: &TokenStore,
     oidc: Option<&OidcVerifier>,
@@ -51,6 +67,11 @@ pub fn authenticate_with(
                 .map_err(ApiError::Unauthenticated)?
         }
     };
+    resolve_tenant(principal, headers)
+}
+
+/// The tenant a request acts for: `X-Scope-OrgID`, or the credential's only tenant.
+fn resolve_tenant(principal: Principal, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let tenant = match headers.get(TENANT_HEADER) {
         // A credential bound to exactly one tenant acts for it without saying so.
         None => match &principal.tenants {
@@ -81,8 +102,12 @@ fn default_roles(action: Action) -> &'static str {
         Action::ReadLog => "any role",
         Action::ReadMetrics => "metrics or admin",
         Action::ReadAudit => "auditor or admin",
-        Action::ReadFieldClass => "investigator or admin",
-        Action::Flush | Action::AdminTokens | Action::AdminKeys | Action::ReadFindings => "admin",
+        Action::ReadFieldClass | Action::Reveal => "investigator or admin",
+        Action::Flush
+        | Action::AdminTokens
+        | Action::AdminCerts
+        | Action::AdminKeys
+        | Action::ReadFindings => "admin",
     }
 }
 

@@ -26,6 +26,9 @@ pub struct RawListen {
 pub struct RawTls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// PEM bundle of the CAs whose client (workload) certificates are accepted; absent: the
+    /// built-in client CA under `DIR/tls/client-ca.pem` (which `tracevault cert issue` uses).
+    pub client_ca: Option<PathBuf>,
     /// Serve without TLS. Insecure: for a sidecar on a trusted loopback only.
     pub insecure_plaintext: Option<bool>,
 }
@@ -173,7 +176,14 @@ impl RawConfig {
             oidc
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
-        overlay!(self.tls, other.tls, cert, key, insecure_plaintext);
+        overlay!(
+            self.tls,
+            other.tls,
+            cert,
+            key,
+            client_ca,
+            insecure_plaintext
+        );
         overlay!(
             self.limits,
             other.limits,
@@ -385,6 +395,7 @@ impl RawConfig {
                 .api
                 .unwrap_or_else(|| "127.0.0.1:3200".parse().expect("literal")),
             tls_cert: cert.zip(key),
+            client_ca: self.tls.client_ca.clone(),
             insecure_plaintext: self.tls.insecure_plaintext.unwrap_or(false),
             limits,
             max_connections: self.limits.max_connections.unwrap_or(4096),
@@ -416,6 +427,8 @@ pub struct ServeConfig {
     pub otlp_http: SocketAddr,
     pub api: SocketAddr,
     pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// The operator's client CA bundle; None: the built-in client CA.
+    pub client_ca: Option<PathBuf>,
     pub insecure_plaintext: bool,
     pub limits: Limits,
     pub max_connections: usize,

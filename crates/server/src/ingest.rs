@@ -28,6 +28,7 @@ use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
 use crate::metrics::{ReasonLabels, RequestLabels, TransportLabels};
+use crate::mtls::PeerInfo;
 
 fn now_unix_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -187,7 +188,8 @@ pub async fn http_export(State(state): State<Arc<AppState>>, req: Request) -> Re
     let format = content_type(&parts.headers);
     // Errors are answered in the request's format when it has a valid one.
     let reply_format = *format.as_ref().unwrap_or(&Format::Protobuf);
-    let res = http_export_inner(&state, &parts.headers, body, format).await;
+    let peer = parts.extensions.get::<PeerInfo>();
+    let res = http_export_inner(&state, &parts.headers, peer, body, format).await;
     finish(&state, started, res, reply_format)
 }
 
@@ -262,11 +264,12 @@ fn content_type(h: &HeaderMap) -> Result<Format, ApiError> {
 async fn http_export_inner(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<&PeerInfo>,
     body: Body,
     format: Result<Format, ApiError>,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     // Who is asking, before anything else is said about the request or its body is read.
-    let caller = authenticate(state, headers)?;
+    let caller = authenticate(state, headers, peer)?;
     state.admit(&caller)?;
     let format = format?;
     let enc_header = headers
@@ -393,7 +396,8 @@ fn percent_decode(s: &str) -> String {
 /// INVALID_ARGUMENT the rejection table asks for, naming the limit.
 async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    match authenticate(&state, req.headers()).and_then(|c| state.admit(&c).map(|()| c)) {
+    let peer = req.extensions().get::<PeerInfo>();
+    match authenticate(&state, req.headers(), peer).and_then(|c| state.admit(&c).map(|()| c)) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
         }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod certs_api;
 pub mod config;
 pub mod error;
 pub mod ingest;
@@ -16,6 +17,7 @@ pub mod logapi;
 pub mod logkeys;
 pub mod mask;
 pub mod metrics;
+pub mod mtls;
 pub mod net;
 pub mod oidc_refresh;
 pub mod params;
@@ -34,7 +36,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 use tv_access::{Role, TokenStore};
 use tv_crypto::{FileRootKey, Keyring, RootKeySource, fsio};
 use tv_model::Limits;
@@ -63,6 +64,13 @@ pub struct AppState {
     pub oidc: Option<Arc<tv_access::OidcVerifier>>,
     /// Sensitivity classes of attributes (swapped on SIGHUP with the policies).
     pub field_classes: std::sync::RwLock<Arc<mask::FieldClasses>>,
+    /// Registered workload identities and revoked client certificates.
+    pub workloads: Arc<mtls::Workloads>,
+    /// The listeners' TLS settings (reloaded on SIGHUP and when the files change); None in
+    /// plaintext mode.
+    pub tls: Option<Arc<tls::TlsSource>>,
+    /// The built-in client CA, when it is the one trusted (`cert issue` signs with it).
+    pub client_ca: Option<mtls::OwnClientCa>,
 }
 
 impl AppState {
@@ -130,7 +138,6 @@ pub struct BoundAddrs {
 pub struct Server {
     cfg: ServeConfig,
     state: Arc<AppState>,
-    tls: Option<TlsAcceptor>,
     listeners: Vec<(&'static str, TcpListener)>,
     pub addrs: BoundAddrs,
     pub admin_token_path: PathBuf,
@@ -141,6 +148,9 @@ impl std::fmt::Debug for Server {
         write!(f, "Server({:?})", self.addrs)
     }
 }
+
+/// How often the TLS files are checked for changes.
+const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 const INSECURE_WARNING: &str = "INSECURE: --insecure-plaintext is set: listeners speak plaintext, so bearer tokens and trace data cross the network unencrypted; use only on a trusted loopback";
 
@@ -166,18 +176,35 @@ impl Server {
         let root: Arc<dyn RootKeySource> = Arc::new(root);
         let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
 
-        let tls = if cfg.insecure_plaintext {
+        let workloads = Arc::new(mtls::Workloads::open(&data_dir.join("workloads.json"))?);
+        let (tls, client_ca) = if cfg.insecure_plaintext {
             tracing::warn!("{INSECURE_WARNING}");
-            None
+            (None, None)
         } else {
-            let files = match &cfg.tls_cert {
-                Some((cert, key)) => tls::TlsFiles {
+            let (client_ca, own) = match &cfg.client_ca {
+                Some(p) => (p.clone(), None),
+                None => {
+                    let cert = mtls::ensure_client_ca(&data_dir, &cfg.keys_dir)?;
+                    let own = mtls::OwnClientCa {
+                        cert: cert.clone(),
+                        keys_dir: cfg.keys_dir.clone(),
+                    };
+                    (cert, Some(own))
+                }
+            };
+            let params = tls::TlsParams {
+                files: cfg.tls_cert.as_ref().map(|(cert, key)| tls::TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
-                },
-                None => tls::ensure_generated(&data_dir, &cfg.keys_dir)?,
+                }),
+                data_dir: data_dir.clone(),
+                keys_dir: cfg.keys_dir.clone(),
+                client_ca,
             };
-            Some(TlsAcceptor::from(tls::server_config(&files)?))
+            (
+                Some(Arc::new(tls::TlsSource::new(params, workloads.clone())?)),
+                own,
+            )
         };
 
         // The transparency log's checkpoint signing keys exist from the first start.
@@ -243,6 +270,9 @@ impl Server {
             limiter: ratelimit::Limiter::new(cfg.rates),
             oidc: cfg.oidc.clone(),
             field_classes: std::sync::RwLock::new(cfg.field_classes.clone()),
+            workloads,
+            tls,
+            client_ca,
         });
         tracing::info!(
             operator_policies = cfg.policy.operator_policies,
@@ -295,7 +325,6 @@ impl Server {
         Ok(Self {
             cfg,
             state,
-            tls,
             listeners: vec![("otlp-grpc", grpc), ("otlp-http", http), ("api", api)],
             addrs,
             admin_token_path,
@@ -310,9 +339,30 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let conns = Arc::new(Semaphore::new(self.cfg.max_connections));
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        if self.tls.is_none() {
+        let tls = self.state.tls.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if tls.is_none() {
             tracing::warn!("{INSECURE_WARNING}");
+        }
+        if let Some(t) = tls.clone() {
+            // Certificates replaced on disk (cert-manager, a renewal) are picked up within
+            // TLS_POLL without a restart; SIGHUP reloads at once.
+            let mut stop = rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(TLS_POLL) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    match t.reload_if_changed() {
+                        Ok(true) => tracing::info!("TLS certificates reloaded (files changed)"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "TLS files changed but do not load; the running certificates stay")
+                        }
+                    }
+                }
+            });
         }
         let mut tasks = Vec::new();
         for (name, listener) in self.listeners {
@@ -329,7 +379,7 @@ impl Server {
             tasks.push(tokio::spawn(net::serve(
                 name,
                 listener,
-                self.tls.clone(),
+                tls.clone().map(net::Tls::Reloading),
                 app,
                 rx.clone(),
                 conns.clone(),

@@ -71,10 +71,11 @@ fn note_body(note: &[u8]) -> &[u8] {
 pub async fn tiles(
     State(state): State<Arc<AppState>>,
     Path(path): Path<String>,
+    peer: Option<Extension<crate::mtls::PeerInfo>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.log_public {
-        let caller = authenticate(&state, &headers)?;
+        let caller = authenticate(&state, &headers, peer.as_deref())?;
         state.admit(&caller)?;
         state.authorize(&caller, tv_access::Action::ReadLog)?;
     }
@@ -202,9 +203,8 @@ pub async fn consistency(
     Ok(Json(json!({"old": old, "new": new, "hashes": b64s(&hashes)})).into_response())
 }
 
-/// Fields a caller may not see in receipts. Field-level visibility rules arrive with the access
-/// policies; until then a caller sees every field of a trace it may read, and can withhold more
-/// with `?withhold=` (e.g. to share a receipt without the user id).
+/// Span receipts. Fields of classes the caller may not read or `reveal` are withheld; the caller
+/// can withhold more with `?withhold=` (e.g. to share a receipt without the user id).
 pub async fn receipts(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

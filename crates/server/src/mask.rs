@@ -159,7 +159,8 @@ impl<'a> Masker<'a> {
         self.marker(key, Some(value)).is_some()
     }
 
-    /// What receipts must withhold for this caller (owned, for the proving thread).
+    /// What receipts must withhold for this caller (owned, for the proving thread): every class
+    /// it may not read, and every class it may not `reveal` in a portable, signed receipt.
     pub fn withholding(&mut self) -> Withholding {
         let classes = self.classes.clone();
         let mut restricted = std::collections::HashSet::new();
@@ -169,8 +170,11 @@ impl<'a> Masker<'a> {
             .map(|(c, _)| c.clone())
             .chain([PSEUDONYM.to_string()])
             .collect();
+        let policy = self.state.policy();
         for c in names {
-            if self.restricted(&c) {
+            if self.restricted(&c)
+                || !policy.may_reveal_class(&self.caller.principal, &self.caller.tenant, &c)
+            {
                 restricted.insert(c);
             }
         }

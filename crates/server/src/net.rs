@@ -13,16 +13,35 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::{GroupLabels, Metrics};
+use crate::mtls::{PeerCert, PeerInfo};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` turns true, then drains connections.
+/// Where a listener's TLS settings come from.
+#[derive(Clone)]
+pub enum Tls {
+    Fixed(TlsAcceptor),
+    /// Rebuilt without a restart; each new connection takes the settings in force.
+    Reloading(Arc<crate::tls::TlsSource>),
+}
+
+impl Tls {
+    fn acceptor(&self) -> TlsAcceptor {
+        match self {
+            Tls::Fixed(a) => a.clone(),
+            Tls::Reloading(s) => s.acceptor(),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, then drains connections. Every request
+/// carries a [`PeerInfo`] extension: the client's address and its verified certificate.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
     app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
     conns: Arc<Semaphore>,
@@ -57,7 +76,16 @@ pub async fn serve(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc = TowerToHyperService::new(app);
+            let with_peer = |cert: Option<Arc<PeerCert>>| {
+                let info = PeerInfo { addr: peer, cert };
+                TowerToHyperService::new(tower::ServiceExt::map_request(
+                    app,
+                    move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(info.clone());
+                        req
+                    },
+                ))
+            };
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // Slow or idle clients cannot hold a connection slot forever.
             builder
@@ -70,7 +98,8 @@ pub async fn serve(
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(20));
             match tls {
-                Some(acc) => {
+                Some(tls) => {
+                    let acc = tls.acceptor();
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp))
                         .await
                     {
@@ -96,12 +125,22 @@ pub async fn serve(
                         .tls_handshakes
                         .get_or_create(&GroupLabels { group })
                         .inc();
+                    // The verifier accepted it; keep what authentication needs.
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::mtls::peer_cert(c).ok())
+                        .map(Arc::new);
+                    let svc = with_peer(cert);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");
                     }
                 }
                 None => {
+                    let svc = with_peer(None);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");

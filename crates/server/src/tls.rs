@@ -112,8 +112,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Builds the one TLS 1.3-only server configuration every listener shares.
-pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+/// Builds the one TLS 1.3-only server configuration every listener shares. With `client` the
+/// listeners ask for (and check) client certificates; connections without one still pass to
+/// bearer-token authentication.
+pub fn server_config(
+    files: &TlsFiles,
+    client: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("reading certificate {}", files.cert.display()))?
         .collect::<Result<_, _>>()
@@ -123,12 +128,129 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .with_context(|| format!("reading private key {}", files.key.display()))?;
-    let mut cfg = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("TLS 1.3 with the aws-lc-rs provider")?
-        .with_no_client_auth()
+        .context("TLS 1.3 with the aws-lc-rs provider")?;
+    let builder = match client {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
         .with_single_cert(certs, key)
         .context("certificate and key do not match")?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// What the listeners' TLS settings are built from.
+#[derive(Debug, Clone)]
+pub struct TlsParams {
+    /// The operator's certificate and key; None: generated under the data directory.
+    pub files: Option<TlsFiles>,
+    pub data_dir: PathBuf,
+    pub keys_dir: PathBuf,
+    /// PEM bundle of the CAs whose client certificates are accepted.
+    pub client_ca: PathBuf,
+}
+
+type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
+
+impl TlsParams {
+    fn server_files(&self) -> TlsFiles {
+        match &self.files {
+            Some(f) => f.clone(),
+            None => TlsFiles {
+                cert: self.data_dir.join("tls/server.pem"),
+                key: self.data_dir.join("tls/server.key"),
+            },
+        }
+    }
+
+    fn stamp(&self) -> Stamp {
+        let f = self.server_files();
+        [f.cert, f.key, self.client_ca.clone()]
+            .iter()
+            .map(|p| stamp_of(p))
+            .collect()
+    }
+
+    fn build(
+        &self,
+        workloads: &Arc<crate::mtls::Workloads>,
+    ) -> anyhow::Result<(Arc<ServerConfig>, Stamp)> {
+        let files = match &self.files {
+            Some(f) => f.clone(),
+            None => ensure_generated(&self.data_dir, &self.keys_dir)?,
+        };
+        let verifier = crate::mtls::ClientVerifier::new(&self.client_ca, workloads.clone())?;
+        let cfg = server_config(&files, Some(Arc::new(verifier)))?;
+        Ok((cfg, self.stamp()))
+    }
+}
+
+/// The listeners' TLS settings, rebuilt without a restart (on SIGHUP, or when
+/// [`TlsSource::reload_if_changed`] sees a file change): the server certificate and key (the
+/// operator's files, or the generated ones, renewed when close to expiry) and the client CA
+/// bundle. Connections already open keep the settings they were made with.
+pub struct TlsSource {
+    params: TlsParams,
+    workloads: Arc<crate::mtls::Workloads>,
+    current: std::sync::RwLock<Arc<ServerConfig>>,
+    stamp: std::sync::Mutex<Stamp>,
+}
+
+impl std::fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsSource({:?})", self.params)
+    }
+}
+
+impl TlsSource {
+    pub fn new(params: TlsParams, workloads: Arc<crate::mtls::Workloads>) -> anyhow::Result<Self> {
+        let (cfg, stamp) = params.build(&workloads)?;
+        Ok(Self {
+            params,
+            workloads,
+            current: std::sync::RwLock::new(cfg),
+            stamp: std::sync::Mutex::new(stamp),
+        })
+    }
+
+    /// An acceptor with the settings in force.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.read().expect("tls lock").clone())
+    }
+
+    /// Rebuilds from the files now; a failure keeps the settings in force.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let (cfg, stamp) = self.params.build(&self.workloads)?;
+        *self.current.write().expect("tls lock") = cfg;
+        *self.stamp.lock().expect("tls lock") = stamp;
+        Ok(())
+    }
+
+    /// Rebuilds when a file changed (modification time or size) or the generated server
+    /// certificate is due for renewal. Returns whether it did.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let due = self.params.files.is_none() && generated_due(&self.params.data_dir);
+        if !due && *self.stamp.lock().expect("tls lock") == self.params.stamp() {
+            return Ok(false);
+        }
+        self.reload()?;
+        Ok(true)
+    }
+}
+
+fn stamp_of(p: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Whether the generated server certificate is within its renewal window.
+fn generated_due(data_dir: &Path) -> bool {
+    let expires: i64 = std::fs::read_to_string(data_dir.join("tls/server.expires"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    expires - time_now().unix_timestamp() < RENEW_BEFORE_DAYS * 86400
 }

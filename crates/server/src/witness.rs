@@ -121,7 +121,7 @@ impl Witness {
             let files = crate::tls::ensure_generated(dir, &keys)
                 .context("creating the witness's TLS certificate")?;
             Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-                &files,
+                &files, None,
             )?))
         };
         let listener = TcpListener::bind(listen)
@@ -156,7 +156,7 @@ impl Witness {
         let task = tokio::spawn(crate::net::serve(
             "witness",
             self.listener,
-            self.tls,
+            self.tls.map(crate::net::Tls::Fixed),
             app,
             rx,
             Arc::new(Semaphore::new(1024)),

@@ -1,0 +1,348 @@
+//! Workload identities by mTLS against the real binary: `tracevault cert issue|register|revoke`,
+//! spans written with a client certificate alone (reqwest, tonic, the OpenTelemetry Python SDK),
+//! service ownership, and every certificate that must be refused (wrong CA, the server CA,
+//! expired, no clientAuth usage, revoked — on new and on open connections); server certificate
+//! and client CA rotation without a restart.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, SanType,
+};
+
+fn cli(srv: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--server")
+        .arg(&srv.api)
+        .arg("--data-dir")
+        .arg(&srv.dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A rustls client trusting `ca` that presents `cert` (PEM chain) with `key`.
+fn client_with(ca: &Path, cert: &str, key: &str) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .unwrap()
+}
+
+fn files_client(ca: &Path, dir: &Path) -> reqwest::Client {
+    client_with(
+        ca,
+        &std::fs::read_to_string(dir.join("client.pem")).unwrap(),
+        &std::fs::read_to_string(dir.join("client.key")).unwrap(),
+    )
+}
+
+async fn export(
+    c: &reqwest::Client,
+    srv: &Server,
+    service: &str,
+) -> Result<(u16, String, [u8; 16]), reqwest::Error> {
+    let (req, tid) = request(service, 3);
+    let r = c
+        .post(format!("{}/v1/traces", srv.http))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await.unwrap_or_default(), tid))
+}
+
+async fn admin_spans(srv: &Server, tenant: &str, tid: [u8; 16]) -> usize {
+    let r = srv
+        .http_client()
+        .get(format!("{}/api/traces/{}", srv.api, hex::encode(tid)))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", tenant)
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 404 {
+        return 0;
+    }
+    assert_eq!(r.status(), 200);
+    count_json_spans(&r.json().await.unwrap())
+}
+
+type Ca = Issuer<'static, KeyPair>;
+
+/// A CA (`name`), self-signed: the issuer and its certificate's PEM.
+fn make_ca(name: &str) -> (Ca, String) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let pem = p.clone().self_signed(&key).unwrap().pem();
+    (Issuer::new(p, key), pem)
+}
+
+/// A CA from its certificate and key files.
+fn ca_from_files(cert: &Path, key: &Path) -> Ca {
+    let key = KeyPair::from_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
+    Issuer::from_ca_cert_pem(&std::fs::read_to_string(cert).unwrap(), key).unwrap()
+}
+
+/// A leaf signed by `ca`; returns (cert PEM, key PEM).
+fn leaf(
+    ca: &Ca,
+    sans: Vec<SanType>,
+    eku: Vec<ExtendedKeyUsagePurpose>,
+    not_after_days: i64,
+) -> (String, String) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = sans;
+    p.extended_key_usages = eku;
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(10);
+    p.not_after = now + time::Duration::days(not_after_days);
+    (p.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
+}
+
+fn spiffe(id: &str) -> Vec<SanType> {
+    vec![SanType::URI(id.try_into().unwrap())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_certificates_write_only_their_services_and_bad_ones_are_refused() {
+    let srv = Server::start(&[]);
+    let out = srv.dir.parent().unwrap().join("checkout");
+    let id = "spiffe://shop.test/ns/prod/sa/checkout";
+    let (ok, text) = cli(
+        &srv,
+        &[
+            "cert",
+            "issue",
+            "--spiffe-id",
+            id,
+            "--tenant",
+            "acme",
+            "--service",
+            "checkout",
+            "--days",
+            "30",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains(id) && text.contains("tenant acme"), "{text}");
+    let serial = serial_of(&text);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(out.join("client.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // The key never went to the server: the private scalar (after the PKCS#8 prefix every P-256
+    // key shares) is in no file under the data directory.
+    let key_pem = std::fs::read(out.join("client.key")).unwrap();
+    assert!(key_pem.starts_with(
+        b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg"
+    ));
+    let (n, hits) = files_containing(&srv.dir, &key_pem[76..92]);
+    assert!(
+        n > 5 && hits.is_empty(),
+        "private key found on the server: {hits:?}"
+    );
+
+    // Spans for its own service, over HTTP and gRPC, with the certificate alone.
+    let a = files_client(&out.join("server-ca.pem"), &out);
+    let (status, body, tid) = export(&a, &srv, "checkout").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(admin_spans(&srv, "acme", tid).await, 3);
+    let ident = tonic::transport::Identity::from_pem(
+        std::fs::read(out.join("client.pem")).unwrap(),
+        std::fs::read(out.join("client.key")).unwrap(),
+    );
+    let ep = tonic::transport::Endpoint::from_shared(srv.grpc.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(srv.ca()).unwrap(),
+                ))
+                .identity(ident),
+        )
+        .unwrap();
+    let mut g = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::new(ep.connect().await.unwrap());
+    let (req, gtid) = request("checkout", 2);
+    g.export(req).await.unwrap();
+    assert_eq!(admin_spans(&srv, "acme", gtid).await, 2);
+
+    // Another service's spans: the whole batch is refused with 403 and nothing is stored.
+    let (status, body, spoofed) = export(&a, &srv, "payments").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("only for services [checkout]"), "{body}");
+    let (req, gspoof) = request("payments", 2);
+    let e = g.export(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(admin_spans(&srv, "acme", spoofed).await, 0);
+    assert_eq!(admin_spans(&srv, "acme", gspoof).await, 0);
+    // An ingest identity reads nothing, and cannot reach another tenant.
+    let r = a
+        .get(format!("{}/api/search", srv.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = a
+        .post(format!("{}/v1/traces", srv.http))
+        .header("x-scope-orgid", "other")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&request("checkout", 1).0).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Certificates that must be refused at the handshake.
+    // The server's CAs, as issuers the test signs with (to make what the CLI would never issue).
+    let cca = ca_from_files(
+        &srv.dir.join("tls/client-ca.pem"),
+        &srv.dir.join("keys/client-ca.key"),
+    );
+    let server_ca = ca_from_files(&srv.ca(), &srv.dir.join("keys/ca.key"));
+    let (other, _) = make_ca("some other CA");
+    let client_auth = || vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let refused: Vec<(&str, (String, String))> = vec![
+        ("wrong CA", leaf(&other, spiffe(id), client_auth(), 30)),
+        (
+            "the server CA",
+            leaf(&server_ca, spiffe(id), client_auth(), 30),
+        ),
+        ("expired", leaf(&cca, spiffe(id), client_auth(), -1)),
+        (
+            "serverAuth only",
+            leaf(
+                &cca,
+                spiffe(id),
+                vec![ExtendedKeyUsagePurpose::ServerAuth],
+                30,
+            ),
+        ),
+        ("no extended key usage", leaf(&cca, spiffe(id), vec![], 30)),
+    ];
+    for (what, (cert, key)) in &refused {
+        let c = client_with(&srv.ca(), cert, key);
+        let r = export(&c, &srv, "checkout").await;
+        assert!(r.is_err(), "{what}: accepted: {r:?}");
+    }
+
+    // Rotation: a second certificate for the same identity works beside the first.
+    let out2 = srv.dir.parent().unwrap().join("checkout-2");
+    let (ok, text) = cli(
+        &srv,
+        &[
+            "cert",
+            "issue",
+            "--spiffe-id",
+            id,
+            "--tenant",
+            "acme",
+            "--service",
+            "checkout",
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{text}");
+    let b = files_client(&srv.ca(), &out2);
+    assert_eq!(export(&b, &srv, "checkout").await.unwrap().0, 200);
+
+    // Revoking the first: refused at once on the connection already open, and at the handshake.
+    let (ok, list) = cli(&srv, &["cert", "list", "--json"]);
+    assert!(ok && list.contains(&serial), "{list}");
+    let (ok, text) = cli(&srv, &["cert", "revoke", &serial]);
+    assert!(ok, "{text}");
+    let (status, body, _) = export(&a, &srv, "checkout").await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+    let fresh = files_client(&srv.ca(), &out);
+    assert!(export(&fresh, &srv, "checkout").await.is_err());
+    // The rotated certificate is unaffected.
+    assert_eq!(export(&b, &srv, "checkout").await.unwrap().0, 200);
+
+    // Removing the identity ends every certificate of it.
+    let (ok, text) = cli(&srv, &["cert", "revoke", "--identity", id]);
+    assert!(ok, "{text}");
+    let (status, _, _) = export(&b, &srv, "checkout").await.unwrap();
+    assert_eq!(status, 401);
+    // Bad input to the CLI and API: a clear refusal naming what is wrong.
+    let (ok, text) = cli(
+        &srv,
+        &[
+            "cert",
+            "issue",
+            "--spiffe-id",
+            "https://x/y",
+            "--tenant",
+            "acme",
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && text.contains("SPIFFE"), "{text}");
+    let (ok, text) = cli(
+        &srv,
+        &[
+            "cert",
+            "issue",
+            "--spiffe-id",
+            id,
+            "--tenant",
+            "acme",
+            "--days",
+            "4000",
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && text.contains("397"), "{text}");
+    // The server kept serving through all of it.
+    assert_eq!(srv.ready_status().await, 200);
+}
+
+/// The serial `cert issue` printed ("issued certificate <serial> for ...").
+fn serial_of(text: &str) -> String {
+    text.split("issued certificate ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no serial in {text}"))
+        .to_string()
+}
