@@ -16,21 +16,6 @@ use rcgen::{
     Issuer, KeyPair, SanType,
 };
 
-fn cli(srv: &Server, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--server")
-        .arg(&srv.api)
-        .arg("--data-dir")
-        .arg(&srv.dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 /// A rustls client trusting `ca` that presents `cert` (PEM chain) with `key`.
 fn client_with(ca: &Path, cert: &str, key: &str) -> reqwest::Client {
     use rustls::pki_types::pem::PemObject;
@@ -143,23 +128,20 @@ async fn workload_certificates_write_only_their_services_and_bad_ones_are_refuse
     let srv = Server::start(&[]);
     let out = srv.dir.parent().unwrap().join("checkout");
     let id = "spiffe://shop.test/ns/prod/sa/checkout";
-    let (ok, text) = cli(
-        &srv,
-        &[
-            "cert",
-            "issue",
-            "--spiffe-id",
-            id,
-            "--tenant",
-            "acme",
-            "--service",
-            "checkout",
-            "--days",
-            "30",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "issue",
+        "--spiffe-id",
+        id,
+        "--tenant",
+        "acme",
+        "--service",
+        "checkout",
+        "--days",
+        "30",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok, "{text}");
     assert!(text.contains(id) && text.contains("tenant acme"), "{text}");
     let serial = serial_of(&text);
@@ -266,29 +248,26 @@ async fn workload_certificates_write_only_their_services_and_bad_ones_are_refuse
 
     // Rotation: a second certificate for the same identity works beside the first.
     let out2 = srv.dir.parent().unwrap().join("checkout-2");
-    let (ok, text) = cli(
-        &srv,
-        &[
-            "cert",
-            "issue",
-            "--spiffe-id",
-            id,
-            "--tenant",
-            "acme",
-            "--service",
-            "checkout",
-            "--out",
-            out2.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "issue",
+        "--spiffe-id",
+        id,
+        "--tenant",
+        "acme",
+        "--service",
+        "checkout",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
     assert!(ok, "{text}");
     let b = files_client(&srv.ca(), &out2);
     assert_eq!(export(&b, &srv, "checkout").await.unwrap().0, 200);
 
     // Revoking the first: refused at once on the connection already open, and at the handshake.
-    let (ok, list) = cli(&srv, &["cert", "list", "--json"]);
+    let (ok, list) = srv.cli(&["cert", "list", "--json"]);
     assert!(ok && list.contains(&serial), "{list}");
-    let (ok, text) = cli(&srv, &["cert", "revoke", &serial]);
+    let (ok, text) = srv.cli(&["cert", "revoke", &serial]);
     assert!(ok, "{text}");
     let (status, body, _) = export(&a, &srv, "checkout").await.unwrap();
     assert_eq!(status, 401, "{body}");
@@ -299,40 +278,34 @@ async fn workload_certificates_write_only_their_services_and_bad_ones_are_refuse
     assert_eq!(export(&b, &srv, "checkout").await.unwrap().0, 200);
 
     // Removing the identity ends every certificate of it.
-    let (ok, text) = cli(&srv, &["cert", "revoke", "--identity", id]);
+    let (ok, text) = srv.cli(&["cert", "revoke", "--identity", id]);
     assert!(ok, "{text}");
     let (status, _, _) = export(&b, &srv, "checkout").await.unwrap();
     assert_eq!(status, 401);
     // Bad input to the CLI and API: a clear refusal naming what is wrong.
-    let (ok, text) = cli(
-        &srv,
-        &[
-            "cert",
-            "issue",
-            "--spiffe-id",
-            "https://x/y",
-            "--tenant",
-            "acme",
-            "--out",
-            out2.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "issue",
+        "--spiffe-id",
+        "https://x/y",
+        "--tenant",
+        "acme",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
     assert!(!ok && text.contains("SPIFFE"), "{text}");
-    let (ok, text) = cli(
-        &srv,
-        &[
-            "cert",
-            "issue",
-            "--spiffe-id",
-            id,
-            "--tenant",
-            "acme",
-            "--days",
-            "4000",
-            "--out",
-            out2.to_str().unwrap(),
-        ],
-    );
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "issue",
+        "--spiffe-id",
+        id,
+        "--tenant",
+        "acme",
+        "--days",
+        "4000",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
     assert!(!ok && text.contains("397"), "{text}");
     // The server kept serving through all of it.
     assert_eq!(srv.ready_status().await, 200);
@@ -345,4 +318,172 @@ fn serial_of(text: &str) -> String {
         .and_then(|t| t.split_whitespace().next())
         .unwrap_or_else(|| panic!("no serial in {text}"))
         .to_string()
+}
+
+fn trusting(ca: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_client(ca))
+        .build()
+        .unwrap()
+}
+
+async fn ready(c: &reqwest::Client, srv: &Server) -> bool {
+    matches!(c.get(format!("{}/ready", srv.api)).send().await, Ok(r) if r.status() == 200)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_client_ca_and_server_certificate_rotate_without_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let (ca1, ca1_pem) = make_ca("server CA 1");
+    let (ca2, ca2_pem) = make_ca("server CA 2");
+    std::fs::write(p("ca1.pem"), &ca1_pem).unwrap();
+    std::fs::write(p("ca2.pem"), &ca2_pem).unwrap();
+    let server_sans = || {
+        vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        ]
+    };
+    let (cert, key) = leaf(
+        &ca1,
+        server_sans(),
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
+        30,
+    );
+    std::fs::write(p("server.pem"), cert).unwrap();
+    std::fs::write(p("server.key"), key).unwrap();
+    // The workloads' CA is the operator's (SPIRE, a corporate PKI), not the server's.
+    let (x, x_pem) = make_ca("workload CA X");
+    let (y, y_pem) = make_ca("workload CA Y");
+    std::fs::write(p("clients.pem"), &x_pem).unwrap();
+    let config = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+        p("server.pem"),
+        p("server.key"),
+        p("clients.pem")
+    );
+    let ca1_path = p("ca1.pem");
+    let (srv, _) = start_with_config(tmp, &config, &[]);
+    let ca1s = ca1_path.to_str().unwrap();
+    assert!(ready(&trusting(&ca1_path), &srv).await);
+    let ca2_path = ca1_path.with_file_name("ca2.pem");
+    assert!(!ready(&trusting(&ca2_path), &srv).await);
+
+    // Identities of the outside CA are bound with `cert register`; issuing is refused.
+    let billing = "spiffe://ext.test/ns/prod/sa/billing";
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "register",
+        "--identity",
+        billing,
+        "--tenant",
+        "acme",
+        "--service",
+        "billing",
+        "--ca",
+        ca1s,
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "register",
+        "--identity",
+        "subject:CN=legacy-batch",
+        "--tenant",
+        "acme",
+        "--ca",
+        ca1s,
+    ]);
+    assert!(ok, "{text}");
+    let out = ca1_path.with_file_name("issued");
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "issue",
+        "--spiffe-id",
+        billing,
+        "--tenant",
+        "acme",
+        "--out",
+        out.to_str().unwrap(),
+        "--ca",
+        ca1s,
+    ]);
+    assert!(!ok && text.contains("outside client CA"), "{text}");
+
+    let client_auth = || vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let (c, k) = leaf(&x, spiffe(billing), client_auth(), 30);
+    let (status, body, tid) = export(&client_with(&ca1_path, &c, &k), &srv, "billing")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Without a SPIFFE ID the subject is the identity.
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut sp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    sp.distinguished_name = DistinguishedName::new();
+    sp.distinguished_name
+        .push(DnType::CommonName, "legacy-batch");
+    sp.extended_key_usages = client_auth();
+    let legacy = sp.signed_by(&key, &x).unwrap().pem();
+    let (status, body, _) = export(
+        &client_with(&ca1_path, &legacy, &key.serialize_pem()),
+        &srv,
+        "anything",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // A registered identity from a CA the server does not trust (yet).
+    let (yc, yk) = leaf(&y, spiffe(billing), client_auth(), 30);
+    assert!(
+        export(&client_with(&ca1_path, &yc, &yk), &srv, "billing")
+            .await
+            .is_err()
+    );
+
+    // Rotation: a new server certificate from another CA, and a client CA bundle with Y added.
+    let (cert, key) = leaf(
+        &ca2,
+        server_sans(),
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
+        30,
+    );
+    std::fs::write(ca1_path.with_file_name("server.pem"), cert).unwrap();
+    std::fs::write(ca1_path.with_file_name("server.key"), key).unwrap();
+    std::fs::write(ca1_path.with_file_name("clients.pem"), x_pem + &y_pem).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &srv.pid().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready(&trusting(&ca2_path), &srv).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate not served: {}",
+            srv.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!ready(&trusting(&ca1_path), &srv).await);
+    let (status, body, tid2) = export(&client_with(&ca2_path, &yc, &yk), &srv, "billing")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Same process: what was written before the rotation is still there.
+    let admin = trusting(&ca2_path);
+    for (t, n) in [(tid, 3), (tid2, 3)] {
+        let r = admin
+            .get(format!("{}/api/traces/{}", srv.api, hex::encode(t)))
+            .bearer_auth(srv.token())
+            .header("x-scope-orgid", "acme")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(count_json_spans(&r.json().await.unwrap()), n);
+    }
+    assert!(
+        srv.log_text()
+            .contains("SIGHUP: TLS certificates and client CA reloaded")
+    );
 }

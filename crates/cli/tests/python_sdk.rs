@@ -129,3 +129,70 @@ async fn python_sdk_exports_over_grpc_and_http_with_tls_and_token() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_exports_with_a_client_certificate_and_no_token() {
+    let Some(py) = python() else { return };
+    let srv = Server::start(&[]);
+    let out = srv.dir.parent().unwrap().join("py-workload");
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "issue",
+        "--spiffe-id",
+        "spiffe://py.test/ns/shop/sa/py-mtls",
+        "--tenant",
+        "acme",
+        "--service",
+        "py-mtls",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/otel_sdk_mtls.py"
+    );
+    let res = tokio::process::Command::new(&py)
+        .arg(script)
+        .arg(srv.grpc.replace("https://", ""))
+        .arg(format!("{}/v1/traces", srv.http))
+        .arg(out.join("server-ca.pem"))
+        .arg(out.join("client.pem"))
+        .arg(out.join("client.key"))
+        .arg("py-mtls")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        srv.log_text()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        let spoofed = run["service"] != "py-mtls";
+        let expect = serde_json::json!([!spoofed]);
+        assert_eq!(run["exports_ok"], expect, "{run}");
+        let tid = run["trace_id"].as_str().unwrap();
+        let r = srv
+            .http_client()
+            .get(format!("{}/api/traces/{tid}", srv.api))
+            .bearer_auth(srv.token())
+            .header("x-scope-orgid", "acme")
+            .send()
+            .await
+            .unwrap();
+        if spoofed {
+            assert_eq!(r.status(), 404, "spoofed spans stored: {run}");
+            continue;
+        }
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(count_json_spans(&v), 1);
+        let span = &v["batches"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(attr(span, "transport")["stringValue"], run["protocol"]);
+    }
+}

@@ -115,6 +115,23 @@ impl Server {
             .to_owned()
     }
 
+    /// Runs `tracevault ARGS --server API --data-dir DIR`; returns (success, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--server")
+            .arg(&self.api)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.join("tls/ca.pem")
     }
