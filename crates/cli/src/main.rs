@@ -1,6 +1,7 @@
 //! `tracevault`: the server, and the command line for everything else.
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod bench;
 mod cert_cmd;
 mod client;
@@ -45,6 +46,9 @@ enum Cmd {
     /// Workload (mTLS) identities: issue client certificates, bind identities, revoke.
     #[command(subcommand)]
     Cert(cert_cmd::CertCmd),
+    /// Read the audit log of a running server (auditor or admin).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
     /// Load generators.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -91,6 +95,9 @@ enum LogCmd {
         /// Key material directory [default: DIR/keys]
         #[arg(long)]
         keys_dir: Option<PathBuf>,
+        /// The audit log's verifier keys instead
+        #[arg(long)]
+        audit: bool,
     },
 }
 
@@ -353,6 +360,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Query(q) => query::run(q).await,
             Cmd::Token(t) => token_cmd::run(t).await,
             Cmd::Cert(c) => cert_cmd::run(c).await,
+            Cmd::Audit(a) => audit_cmd::run(a).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);
@@ -366,9 +374,18 @@ fn run(cmd: Cmd) -> ExitCode {
                 .await?;
                 wit.run(shutdown_signal()).await
             }
-            Cmd::Log(LogCmd::Keys { data_dir, keys_dir }) => {
+            Cmd::Log(LogCmd::Keys {
+                data_dir,
+                keys_dir,
+                audit,
+            }) => {
                 let keys = keys_dir.unwrap_or_else(|| data_dir.join("keys"));
-                for k in tv_server::logkeys::verifier_keys(&keys)? {
+                let vkeys = if audit {
+                    tv_server::logkeys::audit_verifier_keys(&keys)?
+                } else {
+                    tv_server::logkeys::verifier_keys(&keys)?
+                };
+                for k in vkeys {
                     println!("{k}");
                 }
                 Ok(())

@@ -24,6 +24,13 @@ pub struct VerifyArgs {
     /// A checkpoint saved earlier (or cosigned by witnesses); the log must be consistent with it
     #[arg(long = "checkpoint")]
     checkpoints: Vec<PathBuf>,
+    /// A pinned audit log verifier key (`tracevault log keys --audit`); give both. Without it
+    /// the keys found in the keys directory are used.
+    #[arg(long = "audit-vkey")]
+    audit_vkeys: Vec<String>,
+    /// An audit log checkpoint saved earlier; the audit log must be consistent with it
+    #[arg(long = "audit-checkpoint")]
+    audit_checkpoints: Vec<PathBuf>,
     /// Check ciphertexts only, even when the root key is available
     #[arg(long)]
     no_decrypt: bool,
@@ -73,6 +80,27 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading --checkpoint {}", p.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let audit_pinned = a
+        .audit_checkpoints
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| (p.display().to_string(), b))
+                .with_context(|| format!("reading --audit-checkpoint {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let has_audit = a.data_dir.join("audit").is_dir();
+    let audit_keys = if !has_audit {
+        None
+    } else if a.audit_vkeys.is_empty() {
+        eprintln!(
+            "WARNING: no --audit-vkey given: using the audit log's verifier keys found in {}; pin them from `tracevault log keys --audit`.",
+            keys_dir.display()
+        );
+        Some(LogKeys::from_vkeys(&tv_server::logkeys::audit_verifier_keys(&keys_dir)?).context("audit verifier keys")?)
+    } else {
+        Some(LogKeys::from_vkeys(&a.audit_vkeys).context("--audit-vkey")?)
+    };
     let root_path = keys_dir.join("root.key");
     let keyring = if a.no_decrypt || !root_path.exists() {
         if !a.no_decrypt {
@@ -101,6 +129,13 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         bar.set_length(total);
         bar.set_position(done);
     };
+    let audit_root = keyring.as_ref().map(|k| k.root().clone());
+    let audit_origin = std::fs::read(a.data_dir.join("audit/checkpoint"))
+        .ok()
+        .and_then(|n| tv_store::txlog::note_checkpoint(&n).ok())
+        .map(|c| c.origin)
+        .unwrap_or_default();
+    let check_audit = |entries: &[Vec<u8>]| audit_entries(entries, audit_root.as_deref(), &audit_origin);
     let started = std::time::Instant::now();
     let report = tv_store::verify::verify_dir(
         &a.data_dir,
@@ -110,6 +145,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             pinned,
             keyring,
             progress: &progress,
+            audit: audit_keys.as_ref().map(|k| tv_store::verify::AuditCheck {
+                keys: k,
+                pinned: audit_pinned.clone(),
+                entries: &check_audit,
+            }),
         },
     );
     bar.finish_and_clear();
@@ -150,6 +190,19 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.spans as f64 / secs,
         report.bytes as f64 / 1e6 / secs,
     );
+    if has_audit {
+        println!(
+            "audit log: {} entries, {} checkpoints; {} records{}",
+            report.audit_size,
+            report.audit_checkpoints,
+            report.audit_records,
+            if report.decrypted {
+                " (decrypted and parsed)"
+            } else {
+                " (framing only)"
+            }
+        );
+    }
     if report.ok() {
         println!("OK: everything stored is in the log and the log verifies");
         Ok(ExitCode::SUCCESS)
@@ -157,6 +210,60 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("FAILED: {} problems", report.problems.len());
         Ok(ExitCode::from(2))
     }
+}
+
+/// Checks the audit log's entries: each a key entry or a record entry naming an earlier key entry;
+/// with the root key, every record decrypts and parses. Returns (records, problems by index).
+fn audit_entries(
+    entries: &[Vec<u8>],
+    root: Option<&dyn tv_crypto::RootKeySource>,
+    origin: &str,
+) -> (u64, Vec<(u64, String)>) {
+    use tv_server::audit::{Entry, open_key, open_record, parse_entry};
+    let mut keys: std::collections::HashMap<u64, Option<tv_crypto::DataKey>> =
+        std::collections::HashMap::new();
+    let mut records = 0;
+    let mut problems = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let i = i as u64;
+        match parse_entry(e) {
+            Err(why) => problems.push((i, why)),
+            Ok(Entry::Key { wrapped }) => {
+                let k = match root {
+                    None => None,
+                    Some(r) => match open_key(r, origin, wrapped) {
+                        Ok(k) => Some(k),
+                        Err(why) => {
+                            problems.push((i, why));
+                            None
+                        }
+                    },
+                };
+                keys.insert(i, k);
+            }
+            Ok(Entry::Record {
+                key_index,
+                counter,
+                sealed,
+                header,
+            }) => {
+                records += 1;
+                match keys.get(&key_index) {
+                    None => problems.push((
+                        i,
+                        format!("names key entry {key_index}, which is not an earlier key entry"),
+                    )),
+                    Some(None) => {}
+                    Some(Some(k)) => {
+                        if let Err(why) = open_record(k, counter, header, sealed) {
+                            problems.push((i, why));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (records, problems)
 }
 
 #[derive(Args)]

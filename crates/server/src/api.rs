@@ -22,6 +22,7 @@ use tv_model::otlp::TracesData;
 use tv_store::SearchQuery;
 
 use crate::AppState;
+use crate::audit::AuditNote;
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
 use crate::metrics::EndpointLabels;
@@ -50,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(crate::certs_api::list).post(crate::certs_api::register),
         )
         .route("/api/admin/certs/revoke", post(crate::certs_api::revoke))
+        .route("/api/audit", get(audit_query))
         .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
         .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
         .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
@@ -69,19 +71,93 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The action a route serves, and whether its allowed requests are audited (scrapes of
+/// `/metrics` and reads of the log's public proofs are not; their refusals are).
+fn route_action(route: &str) -> (&'static str, bool) {
+    match route {
+        "/api/traces/{id}" | "/api/v2/traces/{id}" => ("read_trace", true),
+        "/api/search" | "/api/search/tags" | "/api/search/tag/{name}/values" => ("search", true),
+        "/api/traces/{id}/receipt" => ("read_receipt", true),
+        "/api/admin/tokens" | "/api/admin/tokens/{id}" => ("admin_tokens", true),
+        "/api/admin/certs" | "/api/admin/certs/revoke" => ("admin_certs", true),
+        "/api/admin/flush" => ("flush", true),
+        "/api/audit" => ("read_audit", true),
+        "/metrics" => ("read_metrics", false),
+        r if r.starts_with("/api/log/") => ("read_log", false),
+        _ => ("other", true),
+    }
+}
+
+/// Authenticates, rate-limits, runs the handler and appends the request's audit record.
 async fn require_auth(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let peer = req.extensions().get::<crate::mtls::PeerInfo>();
-    match authenticate(&state, req.headers(), peer).and_then(|c| state.admit(&c).map(|()| c)) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+    let peer = req.extensions().get::<crate::mtls::PeerInfo>().cloned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let (action, audit_allowed) = route_action(&route);
+    let path = req.uri().path().chars().take(512).collect::<String>();
+    let caller = match authenticate(&state, req.headers(), peer.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            state.audit.unauthenticated(
+                peer.as_ref(),
+                "api",
+                action,
+                path,
+                e.status().as_u16(),
+                e.to_string(),
+            );
+            return e.into_response();
         }
-        Err(e) => e.into_response(),
+    };
+    if let Err(e) = state.admit(&caller) {
+        state.audit.request(
+            &caller,
+            peer.as_ref(),
+            "api",
+            action,
+            path,
+            e.status().as_u16(),
+            None,
+            Some(e.to_string()),
+        );
+        return e.into_response();
     }
+    req.extensions_mut().insert(caller.clone());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let denied = matches!(status, 401 | 403 | 429);
+    if audit_allowed || denied {
+        let note = resp.extensions().get::<AuditNote>().cloned().unwrap_or_default();
+        let reason = resp.extensions().get::<crate::error::Refusal>().map(|r| r.0.clone());
+        state.audit.request(
+            &caller,
+            peer.as_ref(),
+            "api",
+            action,
+            note.resource.unwrap_or(path),
+            status,
+            note.results,
+            reason,
+        );
+    }
+    resp
+}
+
+/// Attaches what the audit record says about a response: its result count and, when the path
+/// alone does not say it, the resource.
+pub fn noted(mut resp: Response, results: usize, resource: Option<String>) -> Response {
+    resp.extensions_mut().insert(AuditNote {
+        resource,
+        results: Some(results as u64),
+    });
+    resp
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
@@ -212,15 +288,21 @@ async fn trace_response(
 ) -> Result<Response, ApiError> {
     let mut data = load_trace(state, caller, id).await?;
     crate::mask::Masker::new(state, caller).traces(&mut data.resource_spans);
+    let spans: usize = data
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
     if wants_protobuf(headers) {
-        return Ok(protobuf(&data));
+        return Ok(noted(protobuf(&data), spans, None));
     }
     let body = if v2 {
         json!({ "trace": { "resourceSpans": data.resource_spans } })
     } else {
         json!({ "batches": data.resource_spans })
     };
-    Ok(Json(body).into_response())
+    Ok(noted(Json(body).into_response(), spans, None))
 }
 
 const MAX_LIMIT: usize = 10_000;
@@ -273,10 +355,15 @@ async fn search(
         }
         q.limit = l;
     }
+    // The audit names the attributes searched by, never the values.
+    let mut keys: Vec<&str> = q.tags.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let resource = Some(format!("search tags=[{}]", keys.join(",")).chars().take(512).collect());
     // Searching by an attribute the caller may not see finds nothing: hit counts would tell.
     let mut masker = crate::mask::Masker::new(&state, &caller);
     if q.tags.iter().any(|(k, v)| masker.hides_search(k, v)) {
-        return Ok(Json(json!({ "traces": [] })).into_response());
+        return Ok(noted(Json(json!({ "traces": [] })).into_response(), 0, resource));
     }
     let tenant = caller.tenant.clone();
     let hits = timed(&state, "search", move |s| s.store.search(&tenant, &q)).await?;
@@ -295,7 +382,8 @@ async fn search(
             })
         })
         .collect();
-    Ok(Json(json!({ "traces": traces })).into_response())
+    let n = traces.len();
+    Ok(noted(Json(json!({ "traces": traces })).into_response(), n, resource))
 }
 
 async fn tags(
@@ -305,7 +393,8 @@ async fn tags(
     state.authorize(&caller, Action::Search)?;
     let tenant = caller.tenant.clone();
     let names = timed(&state, "tags", move |s| s.store.tag_names(&tenant)).await?;
-    Ok(Json(json!({ "tagNames": names })).into_response())
+    let n = names.len();
+    Ok(noted(Json(json!({ "tagNames": names })).into_response(), n, None))
 }
 
 async fn tag_values(
@@ -334,5 +423,105 @@ async fn tag_values(
             shown.push(v);
         }
     }
-    Ok(Json(json!({ "tagValues": shown })).into_response())
+    let n = shown.len();
+    Ok(noted(Json(json!({ "tagValues": shown })).into_response(), n, None))
+}
+
+const MAX_AUDIT_LIMIT: usize = 1000;
+
+/// `GET /api/audit`: audit records of the caller's tenant (every tenant's, and anonymous
+/// refusals, with `all_tenants=true` for a credential of every tenant), newest first. Filters:
+/// `principal` (id or name), `action`, `decision`, `since` (a duration like `1h`, or unix
+/// seconds), `after` / `before` (log indexes, for following and paging), `limit` (1..1000).
+async fn audit_query(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, Action::ReadAudit)?;
+    let known = [
+        "principal",
+        "action",
+        "decision",
+        "since",
+        "after",
+        "before",
+        "limit",
+        "all_tenants",
+    ];
+    if let Some(k) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown parameter {:?} (known: {})",
+            k.chars().take(64).collect::<String>(),
+            known.join(", ")
+        )));
+    }
+    let all = params.get("all_tenants").is_some_and(|v| v == "true");
+    if all && caller.principal.tenants != tv_access::TenantScope::All {
+        return Err(ApiError::Forbidden(
+            "all_tenants=true needs a credential of every tenant".into(),
+        ));
+    }
+    let index = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::BadRequest(format!("{name} must be a log index")))
+            })
+            .transpose()
+    };
+    let since_unix_ms = match params.get("since") {
+        None => None,
+        Some(v) => Some(match v.parse::<u64>() {
+            Ok(secs) => secs.saturating_mul(1000),
+            Err(_) => {
+                let ns = parse_go_duration(v).map_err(|e| {
+                    ApiError::BadRequest(format!("since: {e} (or unix seconds)"))
+                })?;
+                let now = tv_access::now_unix().saturating_mul(1000);
+                now.saturating_sub(ns / 1_000_000)
+            }
+        }),
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be between 1 and {MAX_AUDIT_LIMIT}"
+                )));
+            }
+        },
+    };
+    let filter = crate::audit::Filter {
+        tenant: (!all).then(|| caller.tenant.to_string()),
+        principal: params.get("principal").cloned(),
+        action: params.get("action").cloned(),
+        decision: params.get("decision").cloned(),
+        since_unix_ms,
+        after: index("after")?,
+        before: index("before")?,
+    };
+    let st = state.clone();
+    let (records, size) = tokio::task::spawn_blocking(move || st.audit.read(&filter, limit))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+    let n = records.len();
+    let out: Vec<serde_json::Value> = records
+        .into_iter()
+        .map(|(i, r)| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["index"] = json!(i);
+            v
+        })
+        .collect();
+    Ok(noted(
+        Json(json!({ "records": out, "logSize": size, "origin": state.audit.origin() }))
+            .into_response(),
+        n,
+        None,
+    ))
 }

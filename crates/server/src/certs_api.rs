@@ -182,7 +182,21 @@ pub async fn register(
     } else {
         tracing::info!(identity = %req.identity, tenant = %tenant, role = role.name(), by = %caller.principal.name, "workload identity registered");
     }
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    let resource = format!(
+        "identity:{} tenant={} role={}{}",
+        req.identity,
+        tenant,
+        role.name(),
+        out["issued"]["serial"]
+            .as_str()
+            .map(|s| format!(" serial={s}"))
+            .unwrap_or_default()
+    );
+    Ok(crate::api::noted(
+        (StatusCode::CREATED, Json(out)).into_response(),
+        1,
+        Some(resource),
+    ))
 }
 
 pub async fn list(
@@ -209,12 +223,17 @@ pub async fn list(
         })
         .map(|(serial, at)| json!({"serial": serial, "revoked_unix": at}))
         .collect();
-    Ok(Json(json!({
-        "workloads": workloads,
-        "certificates": certs,
-        "revoked": revoked,
-    }))
-    .into_response())
+    let n = workloads.len() + certs.len();
+    Ok(crate::api::noted(
+        Json(json!({
+            "workloads": workloads,
+            "certificates": certs,
+            "revoked": revoked,
+        }))
+        .into_response(),
+        n,
+        None,
+    ))
 }
 
 pub async fn revoke(
@@ -256,7 +275,12 @@ pub async fn revoke(
                 .revoke_serial(&serial)
                 .map_err(|e| ApiError::Internal(format!("storing the revocation: {e:#}")))?;
             tracing::info!(serial = %serial, by = %caller.principal.name, "client certificate revoked");
-            Ok(Json(json!({"revoked": [serial], "already_revoked": !fresh})).into_response())
+            let resource = Some(format!("serial:{serial}"));
+            Ok(crate::api::noted(
+                Json(json!({"revoked": [serial], "already_revoked": !fresh})).into_response(),
+                1,
+                resource,
+            ))
         }
         (None, Some(identity)) => {
             match state.workloads.workload(&identity) {
@@ -273,7 +297,12 @@ pub async fn revoke(
                 .map_err(|e| ApiError::Internal(format!("storing the revocation: {e:#}")))?
                 .unwrap_or_default();
             tracing::info!(identity = %identity, certificates = serials.len(), by = %caller.principal.name, "workload identity removed");
-            Ok(Json(json!({"revoked": serials, "unregistered": identity})).into_response())
+            let (n, resource) = (serials.len(), Some(format!("identity:{identity}")));
+            Ok(crate::api::noted(
+                Json(json!({"revoked": serials, "unregistered": identity})).into_response(),
+                n,
+                resource,
+            ))
         }
         _ => Err(ApiError::BadRequest(
             "name exactly one of serial or identity".into(),

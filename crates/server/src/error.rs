@@ -169,9 +169,18 @@ pub struct ProtoDuration {
     pub nanos: i32,
 }
 
+/// The message of a refusal (401, 403, 429), kept as a response extension for the audit record.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let refusal = matches!(
+            self,
+            Self::Unauthenticated(_) | Self::Forbidden(_) | Self::RateLimited(..)
+        )
+        .then(|| Refusal(self.to_string()));
         let body = serde_json::json!({
             "code": self.grpc_code() as i32,
             "message": self.to_string(),
@@ -186,6 +195,9 @@ impl IntoResponse for ApiError {
                 http::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"tracevault\""),
             );
+        }
+        if let Some(r) = refusal {
+            resp.extensions_mut().insert(r);
         }
         resp
     }

@@ -37,8 +37,72 @@ fn now_unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// The common pipeline after decoding.
+/// The common pipeline after decoding; a refusal of the (authenticated) caller is audited.
 pub async fn ingest(
+    state: &AppState,
+    caller: &Caller,
+    peer: Option<&PeerInfo>,
+    req: ExportTraceServiceRequest,
+    transport: &'static str,
+) -> Result<ExportTraceServiceResponse, ApiError> {
+    let spans: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    let res = ingest_checked(state, caller, req, transport).await;
+    if let Err(e) = &res
+        && matches!(e, ApiError::Forbidden(_) | ApiError::RateLimited(..))
+    {
+        state.audit.request(
+            caller,
+            peer,
+            listener(transport),
+            "ingest",
+            format!("spans:{spans}"),
+            e.status().as_u16(),
+            None,
+            Some(e.to_string()),
+        );
+    }
+    res
+}
+
+fn listener(transport: &str) -> &'static str {
+    if transport == "grpc" {
+        "otlp-grpc"
+    } else {
+        "otlp-http"
+    }
+}
+
+/// Audits a refusal made before the ingest pipeline: unauthenticated (sampled), or the
+/// caller's request rate (sampled).
+fn audit_early(state: &AppState, peer: Option<&PeerInfo>, transport: &str, e: &ApiError, caller: Option<&Caller>) {
+    match caller {
+        None => state.audit.unauthenticated(
+            peer,
+            listener(transport),
+            "ingest",
+            String::new(),
+            e.status().as_u16(),
+            e.to_string(),
+        ),
+        Some(c) => state.audit.request(
+            c,
+            peer,
+            listener(transport),
+            "ingest",
+            String::new(),
+            e.status().as_u16(),
+            None,
+            Some(e.to_string()),
+        ),
+    }
+}
+
+async fn ingest_checked(
     state: &AppState,
     caller: &Caller,
     req: ExportTraceServiceRequest,
@@ -269,8 +333,11 @@ async fn http_export_inner(
     format: Result<Format, ApiError>,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     // Who is asking, before anything else is said about the request or its body is read.
-    let caller = authenticate(state, headers, peer)?;
-    state.admit(&caller)?;
+    let caller = authenticate(state, headers, peer)
+        .inspect_err(|e| audit_early(state, peer, "http", e, None))?;
+    state
+        .admit(&caller)
+        .inspect_err(|e| audit_early(state, peer, "http", e, Some(&caller)))?;
     let format = format?;
     let enc_header = headers
         .get(header::CONTENT_ENCODING)
@@ -297,7 +364,7 @@ async fn http_export_inner(
         }
         .map_err(decode_error)?
     };
-    ingest(state, &caller, req, "http").await
+    ingest(state, &caller, peer, req, "http").await
 }
 
 /// The gRPC `TraceService`.
@@ -316,7 +383,16 @@ impl TraceService for GrpcIngest {
         let Some(caller) = request.extensions().get::<Caller>().cloned() else {
             return Err(tonic::Status::unauthenticated("missing credentials"));
         };
-        match ingest(&self.state, &caller, request.into_inner(), "grpc").await {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        match ingest(
+            &self.state,
+            &caller,
+            peer.as_ref(),
+            request.into_inner(),
+            "grpc",
+        )
+        .await
+        {
             Ok(r) => {
                 record(&self.state, "grpc", started, "ok");
                 Ok(tonic::Response::new(r))
@@ -397,7 +473,15 @@ fn percent_decode(s: &str) -> String {
 async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let peer = req.extensions().get::<PeerInfo>();
-    match authenticate(&state, req.headers(), peer).and_then(|c| state.admit(&c).map(|()| c)) {
+    let authed = authenticate(&state, req.headers(), peer)
+        .inspect_err(|e| audit_early(&state, peer, "grpc", e, None))
+        .and_then(|c| {
+            state
+                .admit(&c)
+                .inspect_err(|e| audit_early(&state, peer, "grpc", e, Some(&c)))
+                .map(|()| c)
+        });
+    match authed {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
         }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod certs_api;
 pub mod config;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub tls: Option<Arc<tls::TlsSource>>,
     /// The built-in client CA, when it is the one trusted (`cert issue` signs with it).
     pub client_ca: Option<mtls::OwnClientCa>,
+    /// The audit log (`DIR/audit/`).
+    pub audit: Arc<audit::Audit>,
 }
 
 impl AppState {
@@ -234,6 +237,15 @@ impl Server {
         }
 
         let metrics = Arc::new(metrics::Metrics::new());
+        let audit = audit::Audit::open(
+            &data_dir,
+            &cfg.keys_dir,
+            root.clone(),
+            &log.origin,
+            cfg.checkpoint_interval,
+            metrics.clone(),
+        )?;
+        tracing::info!(origin = %audit.origin(), "audit log ready");
         let mut scfg = StoreConfig::new(&data_dir);
         scfg.segment_max_bytes = cfg.segment_max_bytes;
         scfg.segment_max_age = cfg.seal_interval;
@@ -273,6 +285,7 @@ impl Server {
             workloads,
             tls,
             client_ca,
+            audit,
         });
         tracing::info!(
             operator_policies = cfg.policy.operator_policies,
@@ -393,9 +406,13 @@ impl Server {
             let _ = t.await;
         }
         let store = self.state.store.clone();
-        tokio::task::spawn_blocking(move || store.shutdown())
-            .await
-            .context("flushing the store")?;
+        let audit = self.state.audit.clone();
+        tokio::task::spawn_blocking(move || {
+            store.shutdown();
+            audit.shutdown();
+        })
+        .await
+        .context("flushing the store and the audit log")?;
         tracing::info!("store flushed; bye");
         Ok(())
     }

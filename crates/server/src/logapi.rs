@@ -75,9 +75,32 @@ pub async fn tiles(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.log_public {
-        let caller = authenticate(&state, &headers, peer.as_deref())?;
-        state.admit(&caller)?;
-        state.authorize(&caller, tv_access::Action::ReadLog)?;
+        let resource = format!("/log/{}", path.chars().take(256).collect::<String>());
+        let caller = authenticate(&state, &headers, peer.as_deref()).inspect_err(|e| {
+            state.audit.unauthenticated(
+                peer.as_deref(),
+                "api",
+                "read_log",
+                resource.clone(),
+                e.status().as_u16(),
+                e.to_string(),
+            )
+        })?;
+        state
+            .admit(&caller)
+            .and_then(|()| state.authorize(&caller, tv_access::Action::ReadLog))
+            .inspect_err(|e| {
+                state.audit.request(
+                    &caller,
+                    peer.as_deref(),
+                    "api",
+                    "read_log",
+                    resource.clone(),
+                    e.status().as_u16(),
+                    None,
+                    Some(e.to_string()),
+                )
+            })?;
     }
     if path == "checkpoint" {
         return Ok(text(current_checkpoint(&state)?, "no-cache, max-age=1"));
@@ -276,5 +299,10 @@ pub async fn receipts(
             tid.to_hex()
         )));
     }
-    Ok((StatusCode::OK, Json(json!({ "receipts": out }))).into_response())
+    let n = out.len();
+    Ok(crate::api::noted(
+        (StatusCode::OK, Json(json!({ "receipts": out }))).into_response(),
+        n,
+        None,
+    ))
 }

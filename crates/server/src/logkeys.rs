@@ -13,6 +13,8 @@ use tv_tlog::cosig::MlDsaCosigSigner;
 use tv_tlog::note::Ed25519Signer;
 
 const FILE: &str = "log-signing.json";
+/// The audit log's keys: their own pair, named for the origin `<log origin>/audit`.
+const AUDIT_FILE: &str = "audit-signing.json";
 const FORMAT: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
@@ -39,9 +41,38 @@ fn ctx(kind: &str, origin: &str) -> Vec<u8> {
 
 /// Loads the signing keys, creating them (and the log's origin) on first use.
 pub fn load_or_create(keys_dir: &Path, root: &dyn RootKeySource) -> anyhow::Result<LogSigners> {
-    let path = keys_dir.join(FILE);
+    load_or_create_file(&keys_dir.join(FILE), root, || {
+        format!("tracevault/{}", hex::encode(random_bytes::<8>()))
+    })
+}
+
+/// The audit log's signing keys (origin `<log origin>/audit`), created on first use.
+pub fn load_or_create_audit(
+    keys_dir: &Path,
+    root: &dyn RootKeySource,
+    log_origin: &str,
+) -> anyhow::Result<LogSigners> {
+    let s = load_or_create_file(&keys_dir.join(AUDIT_FILE), root, || {
+        format!("{log_origin}/audit")
+    })?;
+    if s.origin != format!("{log_origin}/audit") {
+        bail!(
+            "{}: the audit keys are for origin {:?}, not this log's {log_origin:?}/audit",
+            keys_dir.join(AUDIT_FILE).display(),
+            s.origin
+        );
+    }
+    Ok(s)
+}
+
+fn load_or_create_file(
+    path: &Path,
+    root: &dyn RootKeySource,
+    new_origin: impl FnOnce() -> String,
+) -> anyhow::Result<LogSigners> {
+    let path = path.to_owned();
     if !path.exists() {
-        let origin = format!("tracevault/{}", hex::encode(random_bytes::<8>()));
+        let origin = new_origin();
         let ed = Ed25519Signer::generate(&origin)?;
         let pq = MlDsaCosigSigner::generate(&origin)?;
         let wrap = |kind: &str, seed: &[u8; 32]| -> anyhow::Result<String> {
@@ -99,7 +130,16 @@ fn read(path: &Path) -> anyhow::Result<KeyFile> {
 
 /// The verifier keys (Ed25519 first, then ML-DSA-44), without touching the root key.
 pub fn verifier_keys(keys_dir: &Path) -> anyhow::Result<Vec<String>> {
-    let path = keys_dir.join(FILE);
+    verifier_keys_file(keys_dir, FILE)
+}
+
+/// The audit log's verifier keys (Ed25519 first, then ML-DSA-44).
+pub fn audit_verifier_keys(keys_dir: &Path) -> anyhow::Result<Vec<String>> {
+    verifier_keys_file(keys_dir, AUDIT_FILE)
+}
+
+fn verifier_keys_file(keys_dir: &Path, file: &str) -> anyhow::Result<Vec<String>> {
+    let path = keys_dir.join(file);
     if !path.exists() {
         bail!(
             "no log signing keys in {} yet: start the server once to create them",

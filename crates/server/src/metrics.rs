@@ -53,6 +53,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -79,6 +84,9 @@ pub struct Metrics {
     pub redactions: Family<RedactionLabels, Counter>,
     pub redaction_reloads: Family<ResultLabels, Counter>,
     pub rate_limited: Family<KindLabels, Counter>,
+    pub audit_records: Family<DecisionLabels, Counter>,
+    pub audit_unauthenticated: Counter,
+    pub audit_unsampled: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +124,9 @@ impl Metrics {
             redactions: Family::default(),
             redaction_reloads: Family::default(),
             rate_limited: Family::default(),
+            audit_records: Family::default(),
+            audit_unauthenticated: Counter::default(),
+            audit_unsampled: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -132,6 +143,21 @@ impl Metrics {
             "rate_limited",
             "Requests refused over a rate limit (429 / RESOURCE_EXHAUSTED), by what was counted",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "audit_records",
+            "Records appended to the audit log, by decision",
+            m.audit_records.clone(),
+        );
+        registry.register(
+            "audit_unauthenticated",
+            "Requests refused before authentication (all counted; sampled into the audit log)",
+            m.audit_unauthenticated.clone(),
+        );
+        registry.register(
+            "audit_unsampled",
+            "Unauthenticated and rate-limited refusals over the sampling rate, not recorded one by one",
+            m.audit_unsampled.clone(),
         );
         registry.register(
             "redaction_reloads",

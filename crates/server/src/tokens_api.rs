@@ -67,7 +67,12 @@ pub async fn list(
         .into_iter()
         .filter(|t| covers(&caller.principal.tenants, &t.tenants))
         .collect();
-    Ok(Json(json!({ "tokens": tokens })).into_response())
+    let n = tokens.len();
+    Ok(crate::api::noted(
+        Json(json!({ "tokens": tokens })).into_response(),
+        n,
+        None,
+    ))
 }
 
 pub async fn create(
@@ -136,11 +141,15 @@ pub async fn create(
         .map_err(|e| ApiError::Internal(format!("storing the token: {e}")))?;
     tracing::info!(id = %rec.id, role = role.name(), by = %caller.principal.name, "token created");
     let info = TokenInfo::from(&rec);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "token": text.as_str(), "info": info })),
-    )
-        .into_response())
+    Ok(crate::api::noted(
+        (
+            StatusCode::CREATED,
+            Json(json!({ "token": text.as_str(), "info": info })),
+        )
+            .into_response(),
+        1,
+        Some(format!("token:{} role={}", rec.id, role.name())),
+    ))
 }
 
 pub async fn revoke(

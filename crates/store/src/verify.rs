@@ -16,6 +16,9 @@
 //!    its block leaf (SHA-256 of the file), and every logged record and block must still be
 //!    there. With the root key, records and blocks are decrypted and their span roots re-derived.
 //!
+//! 5. The audit log (`audit/`), when present: steps 1 to 3 under its own keys, then every entry
+//!    must be a key or a record entry (decrypted and parsed with the root key).
+//!
 //! Files that hold no committed data are listed as not covered.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -72,6 +75,10 @@ pub struct Report {
     pub spans: u64,
     pub bytes: u64,
     pub decrypted: bool,
+    /// The audit log's size, signed checkpoints, and records read (decrypted) from it.
+    pub audit_size: u64,
+    pub audit_checkpoints: usize,
+    pub audit_records: u64,
 }
 
 impl Report {
@@ -90,6 +97,16 @@ pub struct Options<'a> {
     pub keyring: Option<Arc<Keyring>>,
     /// Called with (bytes done, bytes total) as files are read.
     pub progress: &'a dyn Fn(u64, u64),
+    /// How to check the audit log (`DIR/audit/`), when there is one.
+    pub audit: Option<AuditCheck<'a>>,
+}
+
+/// The audit log's trust anchors, and the check of its entries (their format belongs to the
+/// server): returns how many records it read and the problems, by entry index.
+pub struct AuditCheck<'a> {
+    pub keys: &'a LogKeys,
+    pub pinned: Vec<(String, Vec<u8>)>,
+    pub entries: &'a dyn Fn(&[Vec<u8>]) -> (u64, Vec<(u64, String)>),
 }
 
 struct Ctx<'a> {
@@ -143,35 +160,28 @@ fn is_temp(p: &Path) -> bool {
     name.ends_with(".tvb.tmp") || name.contains(".tmp-")
 }
 
-/// Verifies the data directory `dir`.
-pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
-    let mut cx = Ctx {
-        dir,
-        report: Report {
-            decrypted: opts.keyring.is_some(),
-            ..Default::default()
-        },
-    };
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    let total: u64 = files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let mut done = 0u64;
-    let mut tick = |p: &Path| {
-        done += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        (opts.progress)(done, total);
-    };
-    let log_dir = dir.join("log");
+/// Checks one tlog-tiles log under `dir/sub` (steps 1 to 3 above): the checkpoint history, the
+/// entries and every tile against the tree they re-derive, and the pinned checkpoints. Returns
+/// the entries (when they could all be read) and whether they could.
+#[allow(clippy::too_many_arguments)]
+fn check_tlog(
+    cx: &mut Ctx<'_>,
+    dir: &Path,
+    sub: &str,
+    files: &[PathBuf],
+    keys: &LogKeys,
+    policy: Policy,
+    pinned: &[(String, Vec<u8>)],
+    tick: &mut dyn FnMut(&Path),
+) -> (Vec<Vec<u8>>, bool, u64, usize) {
+    let log_dir = dir.join(sub);
 
     // 1. Checkpoint history.
     let hist_path = log_dir.join("checkpoints");
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     match std::fs::read(&hist_path) {
         Err(e) => cx.problem(
-            "log/checkpoints",
+            format!("{sub}/checkpoints"),
             None,
             "checkpoint history",
             format!("cannot read it: {e}"),
@@ -180,7 +190,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             let (notes, torn) = split_history(&b);
             if torn > 0 {
                 cx.problem(
-                    "log/checkpoints",
+                    format!("{sub}/checkpoints"),
                     Some((b.len() - torn) as u64),
                     "checkpoint history",
                     format!("{torn} bytes after the last whole record (truncated or appended to)"),
@@ -188,14 +198,14 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             }
             let mut off = 0u64;
             for (i, n) in notes.iter().enumerate() {
-                match verify_checkpoint(n, opts.keys, opts.policy) {
+                match verify_checkpoint(n, keys, policy) {
                     Ok(v) => {
                         let c = v.checkpoint().clone();
                         if let Some(prev) = checkpoints.last()
                             && c.size < prev.size
                         {
                             cx.problem(
-                                "log/checkpoints",
+                                format!("{sub}/checkpoints"),
                                 Some(off),
                                 "checkpoint history",
                                 format!(
@@ -207,7 +217,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                         checkpoints.push(c);
                     }
                     Err(e) => cx.problem(
-                        "log/checkpoints",
+                        format!("{sub}/checkpoints"),
                         Some(off),
                         "checkpoint signature",
                         format!("checkpoint {i}: {e}"),
@@ -218,13 +228,13 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             match std::fs::read(log_dir.join("checkpoint")) {
                 Ok(cur) if notes.last() == Some(&cur) => {}
                 Ok(_) => cx.problem(
-                    "log/checkpoint",
+                    format!("{sub}/checkpoint"),
                     None,
                     "latest checkpoint",
                     "is not the last checkpoint of the history",
                 ),
                 Err(e) => cx.problem(
-                    "log/checkpoint",
+                    format!("{sub}/checkpoint"),
                     None,
                     "latest checkpoint",
                     format!("cannot read it: {e}"),
@@ -233,9 +243,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         }
     }
     tick(&hist_path);
-    cx.report.checkpoints = checkpoints.len();
     let size = checkpoints.last().map(|c| c.size).unwrap_or(0);
-    cx.report.log_size = size;
 
     // 2. Entries and tiles.
     let mut entries: Vec<Vec<u8>> = Vec::with_capacity(size as usize);
@@ -248,7 +256,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     }
     let mut entries_ok = true;
     for (n, w) in &bundles_needed {
-        let rel = format!("log/{}", tiles::entries_path(*n, *w));
+        let rel = format!("{sub}/{}", tiles::entries_path(*n, *w));
         match std::fs::read(log_dir.join(tiles::entries_path(*n, *w))) {
             Err(e) => {
                 cx.problem(
@@ -298,7 +306,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         for (i, c) in checkpoints.iter().enumerate() {
             match tree.root(c.size) {
                 Ok(r) if r == c.root => {}
-                _ => cx.problem("log/checkpoints", None, "checkpoint root", format!("checkpoint {i} (size {}) does not match the tree re-derived from the entries", c.size)),
+                _ => cx.problem(format!("{sub}/checkpoints"), None, "checkpoint root", format!("checkpoint {i} (size {}) does not match the tree re-derived from the entries", c.size)),
             }
             if let Some(p) = prev
                 && p.size > 0
@@ -308,7 +316,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                     merkle::verify_consistency(&proof, c.size, c.root, p.size, p.root)
                 });
                 if ok.is_err() {
-                    cx.problem("log/checkpoints", None, "consistency", format!("checkpoint {i} (size {}) is not consistent with checkpoint {} (size {})", c.size, i - 1, p.size));
+                    cx.problem(format!("{sub}/checkpoints"), None, "consistency", format!("checkpoint {i} (size {}) is not consistent with checkpoint {} (size {})", c.size, i - 1, p.size));
                 }
             }
             prev = Some(c);
@@ -393,7 +401,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             _ => continue,
         };
         if seen_tiles.contains(&full) {
-            cx.report.redundant_partials.push(format!("log/{t}"));
+            cx.report.redundant_partials.push(format!("{sub}/{t}"));
         }
     }
     cx.report.redundant_partials.sort();
@@ -418,7 +426,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         for (path, s) in needed {
             if !seen_tiles.contains(&path) {
                 cx.problem(
-                    format!("log/{path}"),
+                    format!("{sub}/{path}"),
                     None,
                     "missing tile",
                     format!("needed by the checkpoint of size {s}"),
@@ -428,8 +436,8 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     }
 
     // 3. Pinned checkpoints.
-    for (name, note) in &opts.pinned {
-        match verify_checkpoint(note, opts.keys, opts.policy) {
+    for (name, note) in pinned {
+        match verify_checkpoint(note, keys, policy) {
             Err(e) => cx.problem(
                 name.clone(),
                 None,
@@ -450,6 +458,79 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                             c.size
                         ),
                     );
+                }
+            }
+        }
+    }
+
+    (entries, entries_ok, size, checkpoints.len())
+}
+
+/// Verifies the data directory `dir`.
+pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
+    let mut cx = Ctx {
+        dir,
+        report: Report {
+            decrypted: opts.keyring.is_some(),
+            ..Default::default()
+        },
+    };
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut done = 0u64;
+    let mut tick = |p: &Path| {
+        done += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        (opts.progress)(done, total);
+    };
+    let (entries, entries_ok, size, n_checkpoints) = check_tlog(
+        &mut cx,
+        dir,
+        "log",
+        &files,
+        opts.keys,
+        opts.policy,
+        &opts.pinned,
+        &mut tick,
+    );
+    cx.report.checkpoints = n_checkpoints;
+    cx.report.log_size = size;
+    let log_dir = dir.join("log");
+    let _ = entries_ok;
+
+    // The audit log: the same checks under its own keys, then its entries.
+    let audit_dir = dir.join("audit");
+    if audit_dir.is_dir() {
+        match &opts.audit {
+            None => cx.problem(
+                "audit",
+                None,
+                "audit log",
+                "present, but no verifier keys were given for it",
+            ),
+            Some(a) => {
+                let (entries, ok, size, n) = check_tlog(
+                    &mut cx,
+                    dir,
+                    "audit",
+                    &files,
+                    a.keys,
+                    opts.policy,
+                    &a.pinned,
+                    &mut tick,
+                );
+                cx.report.audit_size = size;
+                cx.report.audit_checkpoints = n;
+                if ok {
+                    let (records, problems) = (a.entries)(&entries);
+                    cx.report.audit_records = records;
+                    for (i, why) in problems {
+                        cx.problem("audit/tile/entries", Some(i), "audit entry", format!("entry {i}: {why}"));
+                    }
                 }
             }
         }
@@ -796,7 +877,11 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
 
     // Not covered.
     for p in &files {
-        if p.starts_with(&log_dir) || p.starts_with(&wal_dir) || p.starts_with(&block_dir) {
+        if p.starts_with(&log_dir)
+            || p.starts_with(&audit_dir)
+            || p.starts_with(&wal_dir)
+            || p.starts_with(&block_dir)
+        {
             continue;
         }
         let rel = cx.rel(p);

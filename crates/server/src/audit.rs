@@ -1,0 +1,471 @@
+//! The audit log (issue 5): who did what, when, from where, to which resource, with which
+//! decision and how many results; never the data itself.
+//!
+//! Records go to their own transparency log in `DIR/audit/` (the tlog-tiles machinery of the span
+//! log; origin `<log origin>/audit`, its own Ed25519 and ML-DSA-44 keys), so `tracevault verify`
+//! proves that none was changed, dropped or reordered. Entries are encrypted: each server run
+//! starts with a **key entry** holding a fresh AES-256-GCM key wrapped by the root key, and every
+//! record entry names its key entry and a counter (the nonce) that never repeats under that key.
+//!
+//! ```text
+//! key entry:    "TVAK" 0x01 | wrapped key
+//! record entry: "TVAR" 0x01 | key entry index u64 | counter u64 | AES-256-GCM(JSON record)
+//!               (the 21-byte header is the associated data)
+//! ```
+//!
+//! What is recorded: every request to the query and admin API (queries, receipts, token and
+//! certificate operations, audit reads) except *allowed* scrapes of `/metrics` and reads of the
+//! log's public proofs, and every refused ingest request of an authenticated caller. Refusals of
+//! unauthenticated requests and rate-limit refusals are counted in `/metrics` and sampled into the
+//! log at a bounded rate, so anonymous traffic cannot flood it. Records are queued before the
+//! response is sent and written with a signed checkpoint within the checkpoint interval.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tv_crypto::{DataKey, RootKeySource, SecretKey, fsio};
+use tv_store::txlog::{LogConfig, TxLog};
+
+use crate::auth::Caller;
+use crate::mtls::PeerInfo;
+
+const KEY_MAGIC: &[u8; 5] = b"TVAK\x01";
+const REC_MAGIC: &[u8; 5] = b"TVAR\x01";
+const HEADER: usize = 5 + 8 + 8;
+
+/// How often unauthenticated and rate-limited refusals are sampled into the log at most (per
+/// second, with a burst of [`SAMPLE_BURST`]).
+pub const SAMPLE_PER_SEC: f64 = 1.0;
+pub const SAMPLE_BURST: f64 = 10.0;
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub time_unix_ms: u64,
+    /// `token:<id>`, `oidc:<issuer>:<subject>`, `mtls:<identity>`, or `anonymous`.
+    pub principal: String,
+    /// The credential's name (token name, OIDC subject, workload identity).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub role: String,
+    /// The tenant the request acted for (empty for anonymous refusals).
+    #[serde(default)]
+    pub tenant: String,
+    /// Client address.
+    pub from: String,
+    /// `api`, `otlp-http` or `otlp-grpc`.
+    pub listener: String,
+    /// The action (`read_trace`, `search`, `admin_tokens`, ...) or the route when none applies.
+    pub action: String,
+    /// What it was done to: `trace:<id>`, `tag:<name>`, `token:<id>`, ... (no values).
+    pub resource: String,
+    /// `allow`, `deny` or `throttled`.
+    pub decision: String,
+    pub status: u16,
+    /// How many results the response held (spans, traces, names, records), when it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<u64>,
+    /// Why it was refused (the refusal message; it holds no request data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For sampled refusals: how many like it went unrecorded since the last sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsampled_before: Option<u64>,
+}
+
+/// What a handler tells the audit layer about its response (a response extension).
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    pub resource: Option<String>,
+    pub results: Option<u64>,
+}
+
+/// Filters for reading the log back.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this tenant's records; None: all (every-tenant callers).
+    pub tenant: Option<String>,
+    pub principal: Option<String>,
+    pub action: Option<String>,
+    pub decision: Option<String>,
+    pub since_unix_ms: Option<u64>,
+    /// Only entries with an index above this (for `tail --follow`).
+    pub after: Option<u64>,
+    /// Only entries with an index below this (paging back).
+    pub before: Option<u64>,
+}
+
+impl Filter {
+    fn matches(&self, r: &AuditRecord) -> bool {
+        self.tenant.as_ref().is_none_or(|t| &r.tenant == t)
+            && self
+                .principal
+                .as_ref()
+                .is_none_or(|p| r.principal == *p || r.name == *p)
+            && self.action.as_ref().is_none_or(|a| &r.action == a)
+            && self.decision.as_ref().is_none_or(|d| &r.decision == d)
+            && self.since_unix_ms.is_none_or(|s| r.time_unix_ms >= s)
+    }
+}
+
+struct Sampler {
+    tokens: f64,
+    last: std::time::Instant,
+    skipped: u64,
+}
+
+/// The audit log of a running server.
+pub struct Audit {
+    log: Arc<TxLog>,
+    root: Arc<dyn RootKeySource>,
+    key: Arc<DataKey>,
+    key_index: u64,
+    counter: AtomicU64,
+    /// Key entries read back, by index.
+    keys: Mutex<HashMap<u64, Arc<DataKey>>>,
+    sampler: Mutex<Sampler>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Audit({})", self.log.origin())
+    }
+}
+
+fn key_context(origin: &str) -> Vec<u8> {
+    format!("tracevault/v1/audit-run-key|{origin}").into_bytes()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A parsed audit log entry.
+#[derive(Debug)]
+pub enum Entry<'a> {
+    Key { wrapped: &'a [u8] },
+    Record { key_index: u64, counter: u64, sealed: &'a [u8], header: &'a [u8] },
+}
+
+/// Parses an entry's framing (without decrypting).
+pub fn parse_entry(e: &[u8]) -> Result<Entry<'_>, String> {
+    if let Some(w) = e.strip_prefix(KEY_MAGIC.as_slice()) {
+        if w.is_empty() {
+            return Err("key entry without a key".into());
+        }
+        return Ok(Entry::Key { wrapped: w });
+    }
+    if e.starts_with(REC_MAGIC) {
+        if e.len() < HEADER + 16 {
+            return Err("record entry shorter than its header and tag".into());
+        }
+        let u = |i: usize| u64::from_be_bytes(e[i..i + 8].try_into().expect("8 bytes"));
+        return Ok(Entry::Record {
+            key_index: u(5),
+            counter: u(13),
+            sealed: &e[HEADER..],
+            header: &e[..HEADER],
+        });
+    }
+    Err("not an audit entry (neither a key nor a record)".into())
+}
+
+/// Unwraps a key entry's key.
+pub fn open_key(root: &dyn RootKeySource, origin: &str, wrapped: &[u8]) -> Result<DataKey, String> {
+    root.unwrap(&key_context(origin), wrapped)
+        .map(DataKey::from_secret)
+        .map_err(|e| format!("audit key entry does not unwrap: {e}"))
+}
+
+/// Decrypts and parses a record entry.
+pub fn open_record(key: &DataKey, counter: u64, header: &[u8], sealed: &[u8]) -> Result<AuditRecord, String> {
+    let mut buf = sealed.to_vec();
+    let plain = key
+        .open(counter, header, &mut buf)
+        .map_err(|_| "audit record does not decrypt (altered, or another key)".to_string())?;
+    serde_json::from_slice(plain).map_err(|e| format!("audit record is not a record: {e}"))
+}
+
+impl Audit {
+    /// Opens (or creates) `DIR/audit/` and starts this run's key entry and the flushing thread.
+    pub fn open(
+        data_dir: &Path,
+        keys_dir: &Path,
+        root: Arc<dyn RootKeySource>,
+        log_origin: &str,
+        checkpoint_interval: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let signers = crate::logkeys::load_or_create_audit(keys_dir, root.as_ref(), log_origin)?;
+        let dir = data_dir.join("audit");
+        fsio::create_private_dir(&dir)?;
+        let log = Arc::new(
+            TxLog::open(
+                &dir,
+                LogConfig {
+                    origin: signers.origin.clone(),
+                    signers: vec![Arc::new(signers.ed25519), Arc::new(signers.mldsa)],
+                    checkpoint_interval,
+                },
+            )
+            .with_context(|| format!("opening the audit log in {}", dir.display()))?,
+        );
+        let secret = SecretKey::random();
+        let wrapped = root
+            .wrap(&key_context(log.origin()), &secret)
+            .context("wrapping the audit key")?;
+        let mut entry = KEY_MAGIC.to_vec();
+        entry.extend_from_slice(&wrapped);
+        let key_index = log.push(entry);
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("tv-audit-log".into())
+                .spawn(move || log.run(stop))
+                .context("starting the audit log thread")?
+        };
+        let key = Arc::new(DataKey::from_secret(secret));
+        Ok(Arc::new(Self {
+            log,
+            root,
+            key: key.clone(),
+            key_index,
+            counter: AtomicU64::new(0),
+            keys: Mutex::new(HashMap::from([(key_index, key)])),
+            sampler: Mutex::new(Sampler {
+                tokens: SAMPLE_BURST,
+                last: std::time::Instant::now(),
+                skipped: 0,
+            }),
+            stop,
+            thread: Mutex::new(Some(thread)),
+            metrics,
+        }))
+    }
+
+    pub fn origin(&self) -> &str {
+        self.log.origin()
+    }
+
+    /// Queues a record; returns its index in the audit log.
+    pub fn append(&self, mut r: AuditRecord) -> u64 {
+        if r.time.is_empty() {
+            r.time = rfc3339(r.time_unix_ms);
+        }
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut entry = Vec::with_capacity(HEADER + 256);
+        entry.extend_from_slice(REC_MAGIC);
+        entry.extend_from_slice(&self.key_index.to_be_bytes());
+        entry.extend_from_slice(&counter.to_be_bytes());
+        let mut body = serde_json::to_vec(&r).expect("record serializes");
+        if self.key.seal(counter, &entry[..HEADER], &mut body).is_err() {
+            // AES-GCM sealing in memory does not fail; count it if it ever does.
+            tracing::error!("sealing an audit record failed");
+            return u64::MAX;
+        }
+        entry.extend_from_slice(&body);
+        self.metrics
+            .audit_records
+            .get_or_create(&crate::metrics::DecisionLabels {
+                decision: match r.decision.as_str() {
+                    "allow" => "allow",
+                    "deny" => "deny",
+                    _ => "throttled",
+                },
+            })
+            .inc();
+        self.log.push(entry)
+    }
+
+    /// A request of an authenticated caller.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        caller: &Caller,
+        peer: Option<&PeerInfo>,
+        listener: &str,
+        action: &str,
+        resource: String,
+        status: u16,
+        results: Option<u64>,
+        reason: Option<String>,
+    ) {
+        let decision = match status {
+            401 | 403 => "deny",
+            429 => "throttled",
+            _ => "allow",
+        };
+        let ms = now_ms();
+        let rec = AuditRecord {
+            time: rfc3339(ms),
+            time_unix_ms: ms,
+            principal: caller.principal.id(),
+            name: caller.principal.name.clone(),
+            role: caller.principal.role.name().to_string(),
+            tenant: caller.tenant.to_string(),
+            from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
+            listener: listener.to_string(),
+            action: action.to_string(),
+            resource,
+            decision: decision.to_string(),
+            status,
+            results,
+            reason: reason.map(|r| r.chars().take(512).collect()),
+            unsampled_before: None,
+        };
+        if decision == "throttled" {
+            self.sampled(rec);
+        } else {
+            self.append(rec);
+        }
+    }
+
+    /// A refusal before the caller is known (no or bad credentials): counted, and sampled into
+    /// the log at a bounded rate.
+    pub fn unauthenticated(
+        &self,
+        peer: Option<&PeerInfo>,
+        listener: &str,
+        action: &str,
+        resource: String,
+        status: u16,
+        reason: String,
+    ) {
+        self.metrics.audit_unauthenticated.inc();
+        let ms = now_ms();
+        self.sampled(AuditRecord {
+            time: rfc3339(ms),
+            time_unix_ms: ms,
+            principal: "anonymous".into(),
+            name: String::new(),
+            role: String::new(),
+            tenant: String::new(),
+            from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
+            listener: listener.to_string(),
+            action: action.to_string(),
+            resource,
+            decision: if status == 429 { "throttled" } else { "deny" }.into(),
+            status,
+            results: None,
+            reason: Some(reason.chars().take(512).collect()),
+            unsampled_before: None,
+        });
+    }
+
+    fn sampled(&self, mut rec: AuditRecord) {
+        let skipped = {
+            let mut s = self.sampler.lock().expect("sampler lock");
+            let now = std::time::Instant::now();
+            let dt = now.duration_since(s.last).as_secs_f64();
+            s.last = now;
+            s.tokens = (s.tokens + dt * SAMPLE_PER_SEC).min(SAMPLE_BURST);
+            if s.tokens < 1.0 {
+                s.skipped += 1;
+                self.metrics.audit_unsampled.inc();
+                return;
+            }
+            s.tokens -= 1.0;
+            std::mem::take(&mut s.skipped)
+        };
+        if skipped > 0 {
+            rec.unsampled_before = Some(skipped);
+        }
+        self.append(rec);
+    }
+
+    fn key_at(&self, index: u64) -> Result<Arc<DataKey>, String> {
+        if let Some(k) = self.keys.lock().expect("keys lock").get(&index) {
+            return Ok(k.clone());
+        }
+        let entry = self
+            .log
+            .with_tree(|t| t.entry(index))
+            .map_err(|e| format!("audit key entry {index}: {e}"))?;
+        let Entry::Key { wrapped } = parse_entry(&entry)? else {
+            return Err(format!("audit entry {index} is not a key entry"));
+        };
+        let k = Arc::new(open_key(self.root.as_ref(), self.log.origin(), wrapped)?);
+        self.keys
+            .lock()
+            .expect("keys lock")
+            .insert(index, k.clone());
+        Ok(k)
+    }
+
+    /// Records matching `f`, newest first, at most `limit`; also the log's size. Writes what is
+    /// queued first, so a request's own record is readable by the next request.
+    pub fn read(&self, f: &Filter, limit: usize) -> Result<(Vec<(u64, AuditRecord)>, u64), String> {
+        self.log.flush().map_err(|e| e.to_string())?;
+        let size = self.log.durable_size();
+        let mut out = Vec::new();
+        let mut end = f.before.unwrap_or(size).min(size);
+        let lowest = f.after.map(|a| a + 1).unwrap_or(0);
+        const TILE: u64 = tv_tlog::tiles::TILE_WIDTH;
+        while end > lowest && out.len() < limit {
+            let n = (end - 1) / TILE;
+            let entries = self
+                .log
+                .with_tree(|t| t.bundle(n))
+                .map_err(|e| format!("audit log bundle {n}: {e}"))?;
+            for i in (lowest.max(n * TILE)..end).rev() {
+                let e = &entries[(i - n * TILE) as usize];
+                if let Entry::Record {
+                    key_index,
+                    counter,
+                    sealed,
+                    header,
+                } = parse_entry(e).map_err(|x| format!("audit entry {i}: {x}"))?
+                {
+                    let key = self.key_at(key_index)?;
+                    let r = open_record(&key, counter, header, sealed)
+                        .map_err(|x| format!("audit entry {i}: {x}"))?;
+                    if f.matches(&r) {
+                        out.push((i, r));
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            end = n * TILE;
+        }
+        Ok((out, size))
+    }
+
+    /// Stops the flushing thread after a last flush and checkpoint.
+    pub fn shutdown(&self) {
+        {
+            let (lock, cv) = &*self.stop;
+            *lock.lock().expect("audit stop lock") = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.lock().expect("audit thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
