@@ -92,7 +92,11 @@ fn print(r: &serde_json::Value, json: bool) {
         s("decision"),
         r["status"].as_u64().unwrap_or(0),
         s("principal"),
-        if s("role").is_empty() { "-".into() } else { s("role") },
+        if s("role").is_empty() {
+            "-".into()
+        } else {
+            s("role")
+        },
         s("action"),
         s("resource"),
     );

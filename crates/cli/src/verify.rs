@@ -97,7 +97,10 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             "WARNING: no --audit-vkey given: using the audit log's verifier keys found in {}; pin them from `tracevault log keys --audit`.",
             keys_dir.display()
         );
-        Some(LogKeys::from_vkeys(&tv_server::logkeys::audit_verifier_keys(&keys_dir)?).context("audit verifier keys")?)
+        Some(
+            LogKeys::from_vkeys(&tv_server::logkeys::audit_verifier_keys(&keys_dir)?)
+                .context("audit verifier keys")?,
+        )
     } else {
         Some(LogKeys::from_vkeys(&a.audit_vkeys).context("--audit-vkey")?)
     };
@@ -135,7 +138,8 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .and_then(|n| tv_store::txlog::note_checkpoint(&n).ok())
         .map(|c| c.origin)
         .unwrap_or_default();
-    let check_audit = |entries: &[Vec<u8>]| audit_entries(entries, audit_root.as_deref(), &audit_origin);
+    let check_audit =
+        |entries: &[Vec<u8>]| audit_entries(entries, audit_root.as_deref(), &audit_origin);
     let started = std::time::Instant::now();
     let report = tv_store::verify::verify_dir(
         &a.data_dir,

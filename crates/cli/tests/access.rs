@@ -9,42 +9,6 @@ use std::time::Duration;
 use common::*;
 use prost::Message;
 
-/// Runs `tracevault token ...` against the server with the admin token (or `token_file`).
-fn token_cmd(
-    srv: &Server,
-    args: &[&str],
-    token_file: Option<&std::path::Path>,
-) -> (i32, String, String) {
-    let mut c = std::process::Command::new(BIN);
-    c.arg("token").args(args).args([
-        "--server",
-        &srv.api,
-        "--data-dir",
-        srv.dir.to_str().unwrap(),
-    ]);
-    if let Some(f) = token_file {
-        c.arg("--token-file").arg(f);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Creates a token with the CLI; returns its text (the last line of stdout).
-fn create(srv: &Server, args: &[&str]) -> String {
-    let mut a = vec!["create"];
-    a.extend_from_slice(args);
-    let (code, out, err) = token_cmd(srv, &a, None);
-    assert_eq!(code, 0, "{err}");
-    let last = out.lines().last().unwrap().to_string();
-    assert!(last.starts_with("tvk_"), "{out}");
-    assert_eq!(out.lines().count(), 1, "the token alone on stdout: {out}");
-    last
-}
-
 async fn send_as(
     srv: &Server,
     token: &str,
@@ -66,24 +30,6 @@ async fn send_as(
         status,
         String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
     )
-}
-
-async fn call(srv: &Server, method: &str, path: &str, token: &str, tenant: &str) -> (u16, String) {
-    let c = srv.http_client();
-    let url = format!("{}{}", srv.api, path);
-    let b = match method {
-        "GET" => c.get(url),
-        "POST" => c.post(url),
-        _ => c.delete(url),
-    };
-    let r = b
-        .bearer_auth(token)
-        .header("x-scope-orgid", tenant)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +56,7 @@ async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {
         .map(|r| {
             (
                 r.to_string(),
-                create(&srv, &["--role", r, "--tenant", "acme"]),
+                create_token(&srv, &["--role", r, "--tenant", "acme"]),
             )
         })
         .collect();
@@ -138,6 +84,8 @@ async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {
         ("GET", "/api/log/checkpoint".to_string(), roles.to_vec()),
         ("GET", "/metrics".to_string(), vec!["admin", "metrics"]),
         ("GET", "/api/admin/tokens".to_string(), vec!["admin"]),
+        ("GET", "/api/admin/certs".to_string(), vec!["admin"]),
+        ("GET", "/api/audit".to_string(), vec!["admin", "auditor"]),
         ("POST", "/api/admin/flush".to_string(), vec!["admin"]),
     ];
     let mut checked = 0;
@@ -193,11 +141,11 @@ async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_created_listed_revoked_and_expire_on_every_listener() {
     let srv = Server::start(&[]);
-    let reader = create(
+    let reader = create_token(
         &srv,
         &["--role", "reader", "--tenant", "acme", "--name", "grafana"],
     );
-    let ingest = create(&srv, &["--role", "ingest", "--tenant", "acme"]);
+    let ingest = create_token(&srv, &["--role", "ingest", "--tenant", "acme"]);
     // The list shows scopes and never a secret or a hash.
     let (code, out, _) = token_cmd(&srv, &["list", "--json"], None);
     assert_eq!(code, 0);
@@ -252,7 +200,7 @@ async fn tokens_are_created_listed_revoked_and_expire_on_every_listener() {
     assert!(err.contains("404") && err.contains("no token"), "{err}");
 
     // Expiry.
-    let short = create(
+    let short = create_token(
         &srv,
         &["--role", "reader", "--tenant", "acme", "--expires", "1s"],
     );
@@ -291,7 +239,7 @@ async fn tokens_are_created_listed_revoked_and_expire_on_every_listener() {
 async fn admins_narrow_never_widen_and_only_admins_manage_tokens() {
     let srv = Server::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let acme_admin = create(&srv, &["--role", "admin", "--tenant", "acme"]);
+    let acme_admin = create_token(&srv, &["--role", "admin", "--tenant", "acme"]);
     let f = tmp.path().join("acme-admin.token");
     std::fs::write(&f, &acme_admin).unwrap();
     // Within its tenant: fine.
@@ -327,7 +275,7 @@ async fn admins_narrow_never_widen_and_only_admins_manage_tokens() {
     assert_ne!(code, 0);
     assert!(err.contains("404"), "{err}");
     // A reader cannot manage tokens at all.
-    let reader = create(&srv, &["--role", "reader", "--tenant", "acme"]);
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
     std::fs::write(&f, &reader).unwrap();
     let (code, _, err) = token_cmd(&srv, &["list"], Some(&f));
     assert_ne!(code, 0);
@@ -337,7 +285,7 @@ async fn admins_narrow_never_widen_and_only_admins_manage_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_bound_to_a_service_cannot_write_spans_of_another() {
     let srv = Server::start(&[]);
-    let tok = create(
+    let tok = create_token(
         &srv,
         &[
             "--role",
@@ -453,8 +401,8 @@ async fn restricted_field_classes_are_masked_the_same_way_everywhere() {
         s.attributes.push(kv("note", sv("jane@example.com")));
     }
     assert_eq!(send_as(&srv, &srv.token(), "acme", &req).await.0, 200);
-    let reader = create(&srv, &["--role", "reader", "--tenant", "acme"]);
-    let investigator = create(&srv, &["--role", "investigator", "--tenant", "acme"]);
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
+    let investigator = create_token(&srv, &["--role", "investigator", "--tenant", "acme"]);
     let hex = hex::encode(tid);
 
     // Trace by id.

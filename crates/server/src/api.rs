@@ -134,8 +134,15 @@ async fn require_auth(
     let status = resp.status().as_u16();
     let denied = matches!(status, 401 | 403 | 429);
     if audit_allowed || denied {
-        let note = resp.extensions().get::<AuditNote>().cloned().unwrap_or_default();
-        let reason = resp.extensions().get::<crate::error::Refusal>().map(|r| r.0.clone());
+        let note = resp
+            .extensions()
+            .get::<AuditNote>()
+            .cloned()
+            .unwrap_or_default();
+        let reason = resp
+            .extensions()
+            .get::<crate::error::Refusal>()
+            .map(|r| r.0.clone());
         state.audit.request(
             &caller,
             peer.as_ref(),
@@ -359,11 +366,20 @@ async fn search(
     let mut keys: Vec<&str> = q.tags.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
-    let resource = Some(format!("search tags=[{}]", keys.join(",")).chars().take(512).collect());
+    let resource = Some(
+        format!("search tags=[{}]", keys.join(","))
+            .chars()
+            .take(512)
+            .collect(),
+    );
     // Searching by an attribute the caller may not see finds nothing: hit counts would tell.
     let mut masker = crate::mask::Masker::new(&state, &caller);
     if q.tags.iter().any(|(k, v)| masker.hides_search(k, v)) {
-        return Ok(noted(Json(json!({ "traces": [] })).into_response(), 0, resource));
+        return Ok(noted(
+            Json(json!({ "traces": [] })).into_response(),
+            0,
+            resource,
+        ));
     }
     let tenant = caller.tenant.clone();
     let hits = timed(&state, "search", move |s| s.store.search(&tenant, &q)).await?;
@@ -383,7 +399,11 @@ async fn search(
         })
         .collect();
     let n = traces.len();
-    Ok(noted(Json(json!({ "traces": traces })).into_response(), n, resource))
+    Ok(noted(
+        Json(json!({ "traces": traces })).into_response(),
+        n,
+        resource,
+    ))
 }
 
 async fn tags(
@@ -394,7 +414,11 @@ async fn tags(
     let tenant = caller.tenant.clone();
     let names = timed(&state, "tags", move |s| s.store.tag_names(&tenant)).await?;
     let n = names.len();
-    Ok(noted(Json(json!({ "tagNames": names })).into_response(), n, None))
+    Ok(noted(
+        Json(json!({ "tagNames": names })).into_response(),
+        n,
+        None,
+    ))
 }
 
 async fn tag_values(
@@ -424,7 +448,11 @@ async fn tag_values(
         }
     }
     let n = shown.len();
-    Ok(noted(Json(json!({ "tagValues": shown })).into_response(), n, None))
+    Ok(noted(
+        Json(json!({ "tagValues": shown })).into_response(),
+        n,
+        None,
+    ))
 }
 
 const MAX_AUDIT_LIMIT: usize = 1000;
@@ -476,9 +504,8 @@ async fn audit_query(
         Some(v) => Some(match v.parse::<u64>() {
             Ok(secs) => secs.saturating_mul(1000),
             Err(_) => {
-                let ns = parse_go_duration(v).map_err(|e| {
-                    ApiError::BadRequest(format!("since: {e} (or unix seconds)"))
-                })?;
+                let ns = parse_go_duration(v)
+                    .map_err(|e| ApiError::BadRequest(format!("since: {e} (or unix seconds)")))?;
                 let now = tv_access::now_unix().saturating_mul(1000);
                 now.saturating_sub(ns / 1_000_000)
             }

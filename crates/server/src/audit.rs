@@ -167,8 +167,15 @@ fn rfc3339(ms: u64) -> String {
 /// A parsed audit log entry.
 #[derive(Debug)]
 pub enum Entry<'a> {
-    Key { wrapped: &'a [u8] },
-    Record { key_index: u64, counter: u64, sealed: &'a [u8], header: &'a [u8] },
+    Key {
+        wrapped: &'a [u8],
+    },
+    Record {
+        key_index: u64,
+        counter: u64,
+        sealed: &'a [u8],
+        header: &'a [u8],
+    },
 }
 
 /// Parses an entry's framing (without decrypting).
@@ -202,7 +209,12 @@ pub fn open_key(root: &dyn RootKeySource, origin: &str, wrapped: &[u8]) -> Resul
 }
 
 /// Decrypts and parses a record entry.
-pub fn open_record(key: &DataKey, counter: u64, header: &[u8], sealed: &[u8]) -> Result<AuditRecord, String> {
+pub fn open_record(
+    key: &DataKey,
+    counter: u64,
+    header: &[u8],
+    sealed: &[u8],
+) -> Result<AuditRecord, String> {
     let mut buf = sealed.to_vec();
     let plain = key
         .open(counter, header, &mut buf)

@@ -79,7 +79,13 @@ fn listener(transport: &str) -> &'static str {
 
 /// Audits a refusal made before the ingest pipeline: unauthenticated (sampled), or the
 /// caller's request rate (sampled).
-fn audit_early(state: &AppState, peer: Option<&PeerInfo>, transport: &str, e: &ApiError, caller: Option<&Caller>) {
+fn audit_early(
+    state: &AppState,
+    peer: Option<&PeerInfo>,
+    transport: &str,
+    e: &ApiError,
+    caller: Option<&Caller>,
+) {
     match caller {
         None => state.audit.unauthenticated(
             peer,

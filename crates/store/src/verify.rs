@@ -529,7 +529,12 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                     let (records, problems) = (a.entries)(&entries);
                     cx.report.audit_records = records;
                     for (i, why) in problems {
-                        cx.problem("audit/tile/entries", Some(i), "audit entry", format!("entry {i}: {why}"));
+                        cx.problem(
+                            "audit/tile/entries",
+                            Some(i),
+                            "audit entry",
+                            format!("entry {i}: {why}"),
+                        );
                     }
                 }
             }

@@ -451,3 +451,63 @@ pub fn start_with_config(tmp: tempfile::TempDir, config: &str, args: &[&str]) ->
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     (Server::start_at(dir, Some(tmp), &all), cfg)
 }
+
+/// Runs `tracevault token ...` against the server with the admin token (or `token_file`).
+pub fn token_cmd(
+    srv: &Server,
+    args: &[&str],
+    token_file: Option<&std::path::Path>,
+) -> (i32, String, String) {
+    let mut c = std::process::Command::new(BIN);
+    c.arg("token").args(args).args([
+        "--server",
+        &srv.api,
+        "--data-dir",
+        srv.dir.to_str().unwrap(),
+    ]);
+    if let Some(f) = token_file {
+        c.arg("--token-file").arg(f);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates a token with the CLI; returns its text (the last line of stdout).
+pub fn create_token(srv: &Server, args: &[&str]) -> String {
+    let mut a = vec!["create"];
+    a.extend_from_slice(args);
+    let (code, out, err) = token_cmd(srv, &a, None);
+    assert_eq!(code, 0, "{err}");
+    let last = out.lines().last().unwrap().to_string();
+    assert!(last.starts_with("tvk_"), "{out}");
+    assert_eq!(out.lines().count(), 1, "the token alone on stdout: {out}");
+    last
+}
+
+pub async fn call(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    tenant: &str,
+) -> (u16, String) {
+    let c = srv.http_client();
+    let url = format!("{}{}", srv.api, path);
+    let b = match method {
+        "GET" => c.get(url),
+        "POST" => c.post(url),
+        _ => c.delete(url),
+    };
+    let r = b
+        .bearer_auth(token)
+        .header("x-scope-orgid", tenant)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
