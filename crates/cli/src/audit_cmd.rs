@@ -137,7 +137,10 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<()> {
                 print(r, out.json);
                 last = r["index"].as_u64();
             }
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let mut params = base.clone();
                 params.push(("limit", "1000".into()));
@@ -154,7 +157,6 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<()> {
                     print(r, out.json);
                 }
             }
-            Ok(())
         }
         AuditCmd::Search {
             principal,

@@ -91,6 +91,14 @@ impl ConnFlags {
 
 /// A rustls client configuration trusting only the CA in `ca` (TLS 1.3 only).
 pub fn tls_client_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    tls_client_config_with(ca, None)
+}
+
+/// [`tls_client_config`], presenting a client certificate `(cert PEM file, key PEM file)`.
+pub fn tls_client_config_with(
+    ca: &std::path::Path,
+    identity: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
         .with_context(|| format!("reading CA file {}", ca.display()))?
@@ -99,12 +107,24 @@ pub fn tls_client_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientC
     for c in certs {
         roots.add(c).context("adding CA certificate")?;
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let mut cfg = match identity {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("parsing {}", cert.display()))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            cfg.with_client_auth_cert(chain, key)
+                .context("client certificate and key")?
+        }
+    };
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }

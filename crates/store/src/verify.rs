@@ -101,12 +101,15 @@ pub struct Options<'a> {
     pub audit: Option<AuditCheck<'a>>,
 }
 
-/// The audit log's trust anchors, and the check of its entries (their format belongs to the
-/// server): returns how many records it read and the problems, by entry index.
+/// Checks the audit log's entries (their format belongs to the server): returns how many records
+/// it read and the problems, by entry index.
+pub type AuditEntryCheck<'a> = &'a dyn Fn(&[Vec<u8>]) -> (u64, Vec<(u64, String)>);
+
+/// The audit log's trust anchors, and the check of its entries.
 pub struct AuditCheck<'a> {
     pub keys: &'a LogKeys,
     pub pinned: Vec<(String, Vec<u8>)>,
-    pub entries: &'a dyn Fn(&[Vec<u8>]) -> (u64, Vec<(u64, String)>),
+    pub entries: AuditEntryCheck<'a>,
 }
 
 struct Ctx<'a> {

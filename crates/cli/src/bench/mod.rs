@@ -74,9 +74,15 @@ pub struct IngestArgs {
     /// Token file [default: DIR/admin.token]
     #[arg(long)]
     pub token_file: Option<std::path::PathBuf>,
-    /// Send no Authorization header (for collectors without authentication)
+    /// Send no Authorization header (collectors without authentication, or mTLS alone)
     #[arg(long)]
     pub no_token: bool,
+    /// Client certificate (PEM) to present: authenticate by mTLS (`tracevault cert issue`)
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM)
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
     #[arg(long, default_value = "./tracevault-data")]
     pub data_dir: std::path::PathBuf,
     /// X-Scope-OrgID
@@ -180,6 +186,10 @@ async fn make_sender(args: &IngestArgs) -> anyhow::Result<Sender> {
         .ca
         .clone()
         .unwrap_or_else(|| args.data_dir.join("tls/ca.pem"));
+    let identity = match (&args.client_cert, &args.client_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => None,
+    };
     match args.protocol {
         Protocol::Grpc => {
             let mut ep = tonic::transport::Endpoint::from_shared(args.endpoint.clone())
@@ -187,10 +197,15 @@ async fn make_sender(args: &IngestArgs) -> anyhow::Result<Sender> {
             if tls {
                 let pem =
                     std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
-                ep = ep.tls_config(
-                    tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                )?;
+                let mut cfg = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                if let Some((c, k)) = &identity {
+                    let read = |p: &std::path::Path| {
+                        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                    };
+                    cfg = cfg.identity(tonic::transport::Identity::from_pem(read(c)?, read(k)?));
+                }
+                ep = ep.tls_config(cfg)?;
             }
             let ch = ep
                 .connect()
@@ -205,7 +220,10 @@ async fn make_sender(args: &IngestArgs) -> anyhow::Result<Sender> {
         Protocol::Http => {
             let mut b = reqwest::Client::builder();
             if tls {
-                b = b.use_preconfigured_tls(crate::client::tls_client_config(&ca)?);
+                b = b.use_preconfigured_tls(crate::client::tls_client_config_with(
+                    &ca,
+                    identity.as_ref(),
+                )?);
             }
             let url = if args.endpoint.ends_with("/v1/traces") {
                 args.endpoint.clone()
