@@ -68,6 +68,12 @@ forbid (
 )
 unless { principal.all_tenants || principal.tenants.contains(context.tenant) };
 
+// /metrics is server-wide (every tenant's volume, the operator's redaction rule names): only a
+// credential of every tenant reads it, so a tenant's scraper token cannot see the others'.
+@id("metrics-server-wide")
+forbid (principal, action == Tracevault::Action::"read_metrics", resource)
+unless { principal.all_tenants };
+
 // A credential bound to services writes only those services' spans, whatever else allows it.
 @id("owned-services")
 forbid (principal, action == Tracevault::Action::"ingest", resource)
@@ -522,8 +528,13 @@ mod tests {
             Action::AdminTokens,
             Action::ReadAudit,
         ];
+        let admin_of_tenant: Vec<Action> = all
+            .iter()
+            .copied()
+            .filter(|a| *a != Action::ReadMetrics)
+            .collect();
         let allowed: &[(Role, &[Action])] = &[
-            (Role::Admin, &all),
+            (Role::Admin, &admin_of_tenant),
             (Role::Ingest, &[Action::Ingest, Action::ReadLog]),
             (
                 Role::Reader,
@@ -544,7 +555,8 @@ mod tests {
                 ],
             ),
             (Role::Auditor, &[Action::ReadAudit, Action::ReadLog]),
-            (Role::Metrics, &[Action::ReadMetrics, Action::ReadLog]),
+            // /metrics is server-wide: not for credentials bound to tenants.
+            (Role::Metrics, &[Action::ReadLog]),
         ];
         for (role, ok) in allowed {
             let p = principal(*role, &["acme"], &[]);
@@ -565,6 +577,21 @@ mod tests {
             e.authorize(&boot, Action::Search, &t("anything"), &[])
                 .allowed
         );
+        // A scraper of every tenant reads /metrics, and nothing else.
+        let scraper = principal(Role::Metrics, &[], &[]);
+        let v = e.authorize(&scraper, Action::ReadMetrics, &t("default"), &[]);
+        assert!(v.allowed, "{v:?}");
+        assert!(
+            !e.authorize(&scraper, Action::Search, &t("default"), &[])
+                .allowed
+        );
+        let v = e.authorize(
+            &principal(Role::Metrics, &["acme"], &[]),
+            Action::ReadMetrics,
+            &t("acme"),
+            &[],
+        );
+        assert_eq!(v.reasons, vec!["built-in:metrics-server-wide".to_string()]);
     }
 
     #[test]

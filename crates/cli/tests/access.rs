@@ -82,7 +82,8 @@ async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {
         ),
         // The log's checkpoint commits to every tenant and names none: any credential.
         ("GET", "/api/log/checkpoint".to_string(), roles.to_vec()),
-        ("GET", "/metrics".to_string(), vec!["admin", "metrics"]),
+        // Server-wide figures: credentials bound to a tenant are refused, whatever the role.
+        ("GET", "/metrics".to_string(), vec![]),
         ("GET", "/api/admin/tokens".to_string(), vec!["admin"]),
         ("GET", "/api/admin/certs".to_string(), vec!["admin"]),
         ("GET", "/api/audit".to_string(), vec!["admin", "auditor"]),
@@ -136,6 +137,17 @@ async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {
         }
     }
     eprintln!("{checked} role x endpoint x tenant combinations checked");
+    // A Prometheus scraper of every tenant reads /metrics and nothing else.
+    let scraper = create_token(&srv, &["--role", "metrics", "--name", "prometheus"]);
+    let (st, body) = call(&srv, "GET", "/metrics", &scraper, "default").await;
+    assert_eq!(st, 200);
+    assert!(body.contains("tracevault_spans_accepted_total"));
+    assert!(!body.contains(&marker), "service names in metrics labels");
+    let (st, body) = call(&srv, "GET", "/metrics", &tokens[0].1, "acme").await;
+    assert_eq!(st, 403);
+    assert!(body.contains("metrics-server-wide"), "{body}");
+    let (st, _) = call(&srv, "GET", "/api/search", &scraper, "default").await;
+    assert_eq!(st, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,7 +100,7 @@ fn default_roles(action: Action) -> &'static str {
         Action::Ingest => "ingest or admin",
         Action::ReadTrace | Action::Search | Action::ReadReceipt => "reader, investigator or admin",
         Action::ReadLog => "any role",
-        Action::ReadMetrics => "metrics or admin",
+        Action::ReadMetrics => "metrics or admin, bound to every tenant",
         Action::ReadAudit => "auditor or admin",
         Action::ReadFieldClass | Action::Reveal => "investigator or admin",
         Action::Flush
