@@ -487,3 +487,79 @@ async fn outside_client_ca_and_server_certificate_rotate_without_restart() {
             .contains("SIGHUP: TLS certificates and client CA reloaded")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_admins_manage_only_their_tenants_identities() {
+    let srv = Server::start(&[]);
+    let globex_id = "spiffe://t.test/globex/billing";
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "register",
+        "--identity",
+        globex_id,
+        "--tenant",
+        "globex",
+    ]);
+    assert!(ok, "{text}");
+    let acme_admin = create_token(&srv, &["--role", "admin", "--tenant", "acme"]);
+    let tf = srv.dir.parent().unwrap().join("acme-admin.token");
+    std::fs::write(&tf, &acme_admin).unwrap();
+    let tfs = tf.to_str().unwrap();
+    let as_acme = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["--token-file", tfs]);
+        srv.cli(&a)
+    };
+    let (ok, text) = as_acme(&[
+        "cert",
+        "register",
+        "--identity",
+        "spiffe://t.test/acme/web",
+        "--tenant",
+        "acme",
+    ]);
+    assert!(ok, "{text}");
+    // Not for another tenant, and not by taking over another tenant's identity.
+    let (ok, text) = as_acme(&[
+        "cert",
+        "register",
+        "--identity",
+        "spiffe://t.test/acme/x",
+        "--tenant",
+        "globex",
+    ]);
+    assert!(!ok && text.contains("403"), "{text}");
+    let (ok, text) = as_acme(&[
+        "cert",
+        "register",
+        "--identity",
+        globex_id,
+        "--tenant",
+        "acme",
+    ]);
+    assert!(!ok && text.contains("403"), "{text}");
+    let (ok, text) = as_acme(&["cert", "revoke", "--identity", globex_id]);
+    assert!(!ok && text.contains("404"), "{text}");
+    let (ok, list) = as_acme(&["cert", "list", "--json"]);
+    assert!(ok, "{list}");
+    assert!(
+        list.contains("spiffe://t.test/acme/web") && !list.contains(globex_id),
+        "{list}"
+    );
+    // The globex identity is still bound to globex.
+    let (ok, list) = srv.cli(&["cert", "list", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let w = v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["identity"] == globex_id)
+        .unwrap();
+    assert_eq!(w["tenant"], "globex");
+    // Readers manage no identities at all.
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
+    std::fs::write(&tf, &reader).unwrap();
+    let (ok, text) = as_acme(&["cert", "list"]);
+    assert!(!ok && text.contains("403"), "{text}");
+}

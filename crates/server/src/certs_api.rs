@@ -92,6 +92,14 @@ pub async fn register(
             "an identity may only be bound to a tenant the calling credential may act for".into(),
         ));
     }
+    // Re-binding an identity another tenant holds would take it over.
+    if let Some(w) = state.workloads.workload(&req.identity)
+        && !covers(&caller.principal.tenants, &w.tenant)
+    {
+        return Err(ApiError::Forbidden(
+            "this identity is bound to a tenant the calling credential may not act for".into(),
+        ));
+    }
     let role = match &req.role {
         None => Role::Ingest,
         Some(r) => Role::parse(r).ok_or_else(|| {
