@@ -387,15 +387,7 @@ async fn operator_cedar_policies_apply_and_a_bad_file_refuses_to_start() {
         "permit (principal, action, resource);\npermit (principal, action == Tracevault::Action::\"search\", resource) when { principal.department == \"x\" };\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(cfg.parent().unwrap().join("other"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&cfg, &cfg.parent().unwrap().join("other"));
     assert!(
         err.contains(&format!("{}:2:", pol.display())) && err.contains("department"),
         "{err}"

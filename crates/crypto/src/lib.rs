@@ -53,6 +53,9 @@ pub enum CryptoError {
     BadKeyFile { path: String, reason: String },
     #[error("crypto operation failed: {0}")]
     Primitive(&'static str),
+    /// The external KMS refused or did not answer (never includes credentials).
+    #[error("key management service: {0}")]
+    Kms(String),
     #[error("i/o error on {path}: {source}")]
     Io {
         path: String,

@@ -105,6 +105,22 @@ pub struct RawAccess {
     pub field_classes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// `[keys]`: where the root of the key hierarchy lives.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// `file` (the default: `keys/root.key`, 0600) or `transit` (OpenBao / Vault transit).
+    pub root: Option<String>,
+    pub transit: Option<crate::kms::TransitConfig>,
+}
+
+/// Where the root key comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RootSource {
+    File,
+    Transit(crate::kms::TransitConfig),
+}
+
 /// The whole file (and the flags, which fill the same structure).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +149,8 @@ pub struct RawConfig {
     pub rate_limits: Option<RawRates>,
     /// People by OIDC (`[oidc]`).
     pub oidc: Option<tv_access::OidcConfig>,
+    /// The root key source (`[keys]`).
+    pub keys: Option<RawKeys>,
     /// `--no-redaction` (a flag only: a config file cannot switch redaction off).
     #[serde(skip)]
     pub no_redaction: Option<bool>,
@@ -173,7 +191,8 @@ impl RawConfig {
             no_redaction,
             access,
             rate_limits,
-            oidc
+            oidc,
+            keys
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(
@@ -346,6 +365,17 @@ impl RawConfig {
                 bail!("rate_limits.{name} = {v}: must be 0 (off) or a positive number");
             }
         }
+        let keys = self.keys.clone().unwrap_or_default();
+        let root = match (keys.root.as_deref().unwrap_or("file"), keys.transit) {
+            ("file", None) => RootSource::File,
+            ("file", Some(_)) => bail!("[keys.transit] is set but keys.root is \"file\""),
+            ("transit", Some(t)) => {
+                t.check()?;
+                RootSource::Transit(t)
+            }
+            ("transit", None) => bail!("keys.root = \"transit\" needs a [keys.transit] table"),
+            (other, _) => bail!("keys.root must be \"file\" or \"transit\", not {other:?}"),
+        };
         let oidc = match &self.oidc {
             None => None,
             Some(o) => {
@@ -377,6 +407,7 @@ impl RawConfig {
         Ok(ServeConfig {
             field_classes,
             oidc,
+            root,
             rates,
             policy,
             data_dir,
@@ -449,6 +480,8 @@ pub struct ServeConfig {
     pub rates: crate::ratelimit::Rates,
     /// OIDC verification (a JWKS read at start).
     pub oidc: Option<std::sync::Arc<tv_access::OidcVerifier>>,
+    /// Where the root key comes from.
+    pub root: RootSource,
     /// Attribute sensitivity classes.
     pub field_classes: std::sync::Arc<crate::mask::FieldClasses>,
 }

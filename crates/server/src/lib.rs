@@ -14,6 +14,7 @@ pub mod certs_api;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod kms;
 pub mod logapi;
 pub mod logkeys;
 pub mod mask;
@@ -172,11 +173,21 @@ impl Server {
         }
         fsio::create_private_dir(&cfg.keys_dir)
             .with_context(|| format!("creating keys directory {}", cfg.keys_dir.display()))?;
-        let (root, created) = FileRootKey::load_or_create(&cfg.keys_dir.join("root.key"))?;
-        if created {
-            tracing::info!(path = %cfg.keys_dir.join("root.key").display(), "created root key; back it up apart from the data directory");
-        }
-        let root: Arc<dyn RootKeySource> = Arc::new(root);
+        let root: Arc<dyn RootKeySource> = match &cfg.root {
+            config::RootSource::File => {
+                let (root, created) = FileRootKey::load_or_create(&cfg.keys_dir.join("root.key"))?;
+                if created {
+                    tracing::info!(path = %cfg.keys_dir.join("root.key").display(), "created root key; back it up apart from the data directory");
+                }
+                Arc::new(root)
+            }
+            config::RootSource::Transit(t) => {
+                let r = kms::TransitRootKey::connect(t.clone())
+                    .context("connecting to the KMS ([keys.transit])")?;
+                tracing::info!(root = %r.describe(), "root of the key hierarchy in the KMS");
+                Arc::new(r)
+            }
+        };
         let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
 
         let workloads = Arc::new(mtls::Workloads::open(&data_dir.join("workloads.json"))?);

@@ -12,6 +12,16 @@ use tv_model::otlp::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tracevault");
 
+/// Every listener on a free loopback port.
+pub const PORT0: [&str; 6] = [
+    "--otlp-grpc",
+    "127.0.0.1:0",
+    "--otlp-http",
+    "127.0.0.1:0",
+    "--api",
+    "127.0.0.1:0",
+];
+
 pub struct Server {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -63,14 +73,7 @@ impl Server {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.dir)
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
+            .args(PORT0)
             .args(&self.args)
             .env("TRACEVAULT_LOG", "info")
             .stdin(Stdio::null())
@@ -510,4 +513,22 @@ pub async fn call(
         .unwrap();
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
+}
+
+/// Runs `tracevault serve --config CONFIG --data-dir DATA` on port 0, expects it to refuse to start,
+/// and returns its stderr.
+pub fn serve_refused(config: &Path, data: &Path) -> String {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(PORT0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the server started: {err}");
+    err
 }
