@@ -149,6 +149,52 @@ fn rustls_client_any(ca: &Path) -> rustls::ClientConfig {
     .with_no_client_auth()
 }
 
+/// Writes `text` to `dir/name` with `mode`.
+fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    p
+}
+
+/// Sends `spans` spans of service `checkout` to `tenant` as the admin; (status, body, trace id).
+async fn send(
+    c: &reqwest::Client,
+    srv: &Server,
+    tenant: &str,
+    spans: usize,
+) -> (u16, String, [u8; 16]) {
+    let (req, tid) = request("checkout", spans);
+    let r = c
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", tenant)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.text().await.unwrap_or_default(), tid)
+}
+
+/// An OpenBao, and a server whose root is its transit engine (`extra` goes into [keys.transit]).
+async fn with_transit_root(extra: &str) -> Option<(Bao, Server)> {
+    let bao = Bao::start().await?;
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = secret_file(tmp.path(), "bao.token", "root\n", 0o600);
+    let config = transit_config(&bao, &token_file) + extra;
+    let (srv, _) = start_with_config(tmp, &config, &[]);
+    Some((bao, srv))
+}
+
+/// The spans of trace `tid` in `tenant`, read as the admin (None: not found or refused).
+async fn spans_of(srv: &Server, tenant: &str, tid: &[u8; 16]) -> Option<usize> {
+    let path = format!("/api/traces/{}", hex::encode(tid));
+    let (st, body) = call(srv, "GET", &path, &srv.token(), tenant).await;
+    (st == 200).then(|| count_json_spans(&serde_json::from_str(&body).unwrap()))
+}
+
 fn transit_config(bao: &Bao, token_file: &Path) -> String {
     format!(
         "[keys]\nroot = \"transit\"\n[keys.transit]\naddress = {:?}\nca_file = {:?}\ntoken_file = {:?}\nkey_prefix = \"tvtest\"\n",
@@ -158,40 +204,19 @@ fn transit_config(bao: &Bao, token_file: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
-    let Some(bao) = Bao::start().await else {
+    let Some((bao, mut srv)) = with_transit_root("").await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let token_file = tmp.path().join("bao.token");
-    std::fs::write(&token_file, "root\n").unwrap();
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let config = transit_config(&bao, &token_file);
-    let (mut srv, _) = start_with_config(tmp, &config, &[]);
     assert!(
         srv.log_text()
             .contains("root of the key hierarchy in the KMS"),
         "{}",
         srv.log_text()
     );
-    let admin = srv.token();
     let mut written = Vec::new();
     for tenant in ["acme", "globex"] {
-        let (req, tid) = request(&format!("svc-{tenant}"), 5);
-        let r = srv
-            .http_client()
-            .post(format!("{}/v1/traces", srv.http))
-            .bearer_auth(&admin)
-            .header("x-scope-orgid", tenant)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&req).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let (st, body, tid) = send(&srv.http_client(), &srv, tenant, 5).await;
+        assert_eq!(st, 200, "{body}");
         written.push((tenant, tid));
     }
     srv.flush().await;
@@ -214,17 +239,7 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     // Restart: everything written before reads back through the KMS.
     srv.restart();
     for (tenant, tid) in &written {
-        let r = call(
-            &srv,
-            "GET",
-            &format!("/api/traces/{}", hex::encode(tid)),
-            &admin,
-            tenant,
-        )
-        .await;
-        assert_eq!(r.0, 200, "{tenant}: {}", r.1);
-        let v: serde_json::Value = serde_json::from_str(&r.1).unwrap();
-        assert_eq!(count_json_spans(&v), 5);
+        assert_eq!(spans_of(&srv, tenant, tid).await, Some(5), "{tenant}");
     }
     // And the data directory verifies (decrypting needs the KMS too; ciphertexts alone here).
     srv.terminate();
@@ -238,15 +253,9 @@ async fn bad_kms_settings_are_refused_at_start_with_the_reason() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let good = tmp.path().join("good.token");
-    std::fs::write(&good, "root").unwrap();
-    std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let wrong = tmp.path().join("wrong.token");
-    std::fs::write(&wrong, "not-a-token").unwrap();
-    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let open = tmp.path().join("open.token");
-    std::fs::write(&open, "root").unwrap();
-    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let good = secret_file(tmp.path(), "good.token", "root", 0o600);
+    let wrong = secret_file(tmp.path(), "wrong.token", "not-a-token", 0o600);
+    let open = secret_file(tmp.path(), "open.token", "root", 0o644);
     let cases: Vec<(String, &str)> = vec![
         (transit_config(&bao, &wrong), "403"),
         (transit_config(&bao, &open), "chmod 600"),
@@ -269,4 +278,129 @@ async fn bad_kms_settings_are_refused_at_start_with_the_reason() {
             "a credential in an error: {err}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_outage_loses_no_acknowledged_span_and_degrades_readiness() {
+    let Some((bao, srv)) =
+        with_transit_root("timeout_secs = 1\nrefresh_secs = 0.5\nmax_stale_secs = 300\n").await
+    else {
+        return;
+    };
+    let srv = std::sync::Arc::new(srv);
+    let ready = |srv: std::sync::Arc<Server>| async move {
+        let r = srv
+            .http_client()
+            .get(format!("{}/ready", srv.api))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(ready(srv.clone()).await, (200, "ready\n".to_string()));
+
+    // Steady load on one tenant while the KMS freezes and comes back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (srv, stop) = (srv.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = srv.http_client();
+            let mut acked = Vec::new();
+            let mut failed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match send(&c, &srv, "acme", 5).await {
+                    (200, _, tid) => acked.push((tid, std::time::Instant::now())),
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = bao.child.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let stopped_at = std::time::Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, body) = ready(srv.clone()).await;
+        assert_eq!(st, 200, "readiness must degrade, not fail: {body}");
+        if body.contains("degraded") && body.contains("KMS") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never degraded: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = call(&srv, "GET", "/metrics", &srv.token(), "default")
+        .await
+        .1;
+    assert!(
+        m.lines().any(|l| l == "tracevault_kms_up 0"),
+        "kms_up not 0"
+    );
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let resumed_at = std::time::Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(srv.clone()).await.1 != "ready\n" {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = load.await.unwrap();
+    let during = acked
+        .iter()
+        .filter(|(_, t)| *t > stopped_at && *t < resumed_at)
+        .count();
+    assert!(
+        during > 10,
+        "ingest stopped during the outage ({during} batches acknowledged)"
+    );
+    assert_eq!(failed, 0, "batches refused during the outage");
+    // Every acknowledged span is there.
+    for (tid, _) in &acked {
+        assert_eq!(spans_of(&srv, "acme", tid).await, Some(5));
+    }
+    eprintln!(
+        "{} batches acknowledged, {during} of them while the KMS was frozen",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_keys_stop_serving_after_max_stale_and_service_recovers() {
+    let Some((bao, srv)) =
+        with_transit_root("timeout_secs = 1\nrefresh_secs = 0.5\nmax_stale_secs = 2\n").await
+    else {
+        return;
+    };
+    let c = srv.http_client();
+    let (st, _, before) = send(&c, &srv, "acme", 3).await;
+    assert_eq!(st, 200);
+    srv.flush().await;
+    let pid = bao.child.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A new data key needs the tenant key, which the KMS has not confirmed for max_stale: refused
+    // with a retryable status, nothing written.
+    let (st, body, _) = send(&c, &srv, "acme", 3).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("KMS"), "{body}");
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, body, tid) = send(&c, &srv, "acme", 3).await;
+        if st == 200 {
+            assert_eq!(spans_of(&srv, "acme", &tid).await, Some(3));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {st} {body}\n{}",
+            srv.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(spans_of(&srv, "acme", &before).await, Some(3));
 }

@@ -66,12 +66,21 @@ struct KekFile {
     wrapped: String,
 }
 
-/// The key ring: tenant keys under the root key, cached unwrapped in memory.
+/// A tenant key unwrapped, and when the root last confirmed it.
+struct Cached {
+    key: Arc<SecretKey>,
+    confirmed: std::time::Instant,
+}
+
+/// The key ring: tenant keys under the root key, cached unwrapped in memory. With an external
+/// root (a KMS), [`Keyring::refresh`] re-confirms the cached keys with the root periodically and
+/// a key the root has not confirmed for `max_stale` is no longer used.
 pub struct Keyring {
     dir: PathBuf,
     root: Arc<dyn RootKeySource>,
-    cache: Mutex<HashMap<(TenantId, u32), Arc<SecretKey>>>,
+    cache: Mutex<HashMap<(TenantId, u32), Cached>>,
     current: Mutex<HashMap<TenantId, u32>>,
+    max_stale: Mutex<Option<std::time::Duration>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -99,7 +108,42 @@ impl Keyring {
             root,
             cache: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
+            max_stale: Mutex::new(None),
         })
+    }
+
+    /// Bounds how long a cached tenant key is used without the root confirming it (None: for the
+    /// life of the process, right for a file root).
+    pub fn set_max_stale(&self, d: Option<std::time::Duration>) {
+        *self.max_stale.lock().expect("keyring lock poisoned") = d;
+    }
+
+    /// Re-unwraps every cached tenant key through the root, renewing what it confirms. Returns
+    /// how many keys it confirmed, or the first failure (the cache keeps the keys until they
+    /// are `max_stale`).
+    pub fn refresh(&self) -> Result<usize, CryptoError> {
+        let ids: Vec<(TenantId, u32)> = self
+            .cache
+            .lock()
+            .expect("keyring lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for (tenant, version) in ids {
+            let key = self.unwrap_from_disk(&tenant, version)?;
+            let mut c = self.cache.lock().expect("keyring lock poisoned");
+            if let Some(e) = c.get_mut(&(tenant, version)) {
+                if e.key.expose() != key.expose() {
+                    return Err(CryptoError::Decrypt(
+                        "a tenant key unwrapped differently than before".into(),
+                    ));
+                }
+                e.confirmed = std::time::Instant::now();
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     pub fn root(&self) -> &Arc<dyn RootKeySource> {
@@ -180,23 +224,49 @@ impl Keyring {
         })?;
         fsio::create_private_file(&path, &json).map_err(|e| CryptoError::io(&path, e))?;
         tracing::info!(tenant = %tenant, version, "created tenant key");
-        self.cache
-            .lock()
-            .expect("keyring lock poisoned")
-            .insert((tenant.clone(), version), Arc::new(key));
+        self.cache.lock().expect("keyring lock poisoned").insert(
+            (tenant.clone(), version),
+            Cached {
+                key: Arc::new(key),
+                confirmed: std::time::Instant::now(),
+            },
+        );
         Ok(())
     }
 
     /// The tenant key `version` of `tenant`.
     pub fn kek(&self, tenant: &TenantId, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+        let max_stale = *self.max_stale.lock().expect("keyring lock poisoned");
         if let Some(k) = self
             .cache
             .lock()
             .expect("keyring lock poisoned")
             .get(&(tenant.clone(), version))
         {
-            return Ok(k.clone());
+            match max_stale {
+                Some(m) if k.confirmed.elapsed() > m => {}
+                _ => return Ok(k.key.clone()),
+            }
         }
+        // Not cached, or not confirmed by the root for too long: ask the root now.
+        let key = Arc::new(self.unwrap_from_disk(tenant, version).map_err(|e| match e {
+            CryptoError::Kms(why) => CryptoError::Kms(format!(
+                "tenant {tenant} key v{version} is not in the cache and cannot be unwrapped: {why}"
+            )),
+            other => other,
+        })?);
+        self.cache.lock().expect("keyring lock poisoned").insert(
+            (tenant.clone(), version),
+            Cached {
+                key: key.clone(),
+                confirmed: std::time::Instant::now(),
+            },
+        );
+        Ok(key)
+    }
+
+    /// Reads tenant key `version` of `tenant` from its file and unwraps it through the root.
+    fn unwrap_from_disk(&self, tenant: &TenantId, version: u32) -> Result<SecretKey, CryptoError> {
         let path = self.kek_path(tenant, version);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -223,12 +293,7 @@ impl Keyring {
             return Err(bad("tenant or version does not match its file name".into()));
         }
         let wrapped = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
-        let key = Arc::new(self.root.unwrap(&kek_context(tenant, version), &wrapped)?);
-        self.cache
-            .lock()
-            .expect("keyring lock poisoned")
-            .insert((tenant.clone(), version), key.clone());
-        Ok(key)
+        self.root.unwrap(&kek_context(tenant, version), &wrapped)
     }
 
     /// A fresh data key for `tenant`, and its wrapped form to store beside the data.

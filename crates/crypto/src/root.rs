@@ -15,6 +15,10 @@ pub trait RootKeySource: Send + Sync + std::fmt::Debug {
     fn wrap(&self, context: &[u8], key: &SecretKey) -> Result<Vec<u8>, CryptoError>;
     /// Unwraps what [`RootKeySource::wrap`] produced for the same `context`.
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretKey, CryptoError>;
+    /// Whether the source answers now (a remote KMS is asked; a file always answers).
+    fn check(&self) -> Result<(), CryptoError> {
+        Ok(())
+    }
 }
 
 const ROOT_HEADER: &str = "tracevault-root-key v1";

@@ -169,6 +169,21 @@ pub fn noted(mut resp: Response, results: usize, resource: Option<String>) -> Re
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.store.is_healthy() {
+        // A KMS outage degrades, it does not stop: cached tenant keys carry ingest and queries.
+        if let Some(secs) = state.kms.as_ref().and_then(|k| k.outage()) {
+            let max = state
+                .kms
+                .as_ref()
+                .map(|k| k.max_stale.as_secs())
+                .unwrap_or(0);
+            return (
+                StatusCode::OK,
+                format!(
+                    "ready (degraded: the KMS has not answered for {secs} s; cached tenant keys serve for up to {max} s after their last confirmation)\n"
+                ),
+            )
+                .into_response();
+        }
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (

@@ -118,7 +118,7 @@ pub struct RawKeys {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RootSource {
     File,
-    Transit(crate::kms::TransitConfig),
+    Transit(Box<crate::kms::TransitConfig>),
 }
 
 /// The whole file (and the flags, which fill the same structure).
@@ -371,7 +371,7 @@ impl RawConfig {
             ("file", Some(_)) => bail!("[keys.transit] is set but keys.root is \"file\""),
             ("transit", Some(t)) => {
                 t.check()?;
-                RootSource::Transit(t)
+                RootSource::Transit(Box::new(t))
             }
             ("transit", None) => bail!("keys.root = \"transit\" needs a [keys.transit] table"),
             (other, _) => bail!("keys.root must be \"file\" or \"transit\", not {other:?}"),

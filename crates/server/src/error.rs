@@ -120,6 +120,12 @@ impl ApiError {
                 Self::Unavailable(format!("storage is overloaded ({m}); retry later"))
             }
             E::ShuttingDown => Self::Unavailable("the server is shutting down; retry later".into()),
+            E::Crypto(tv_crypto::CryptoError::Kms(_)) => {
+                tracing::warn!(error = %e, "a key the KMS must unwrap is not available");
+                Self::Unavailable(
+                    "the KMS holding the root key does not answer and the tenant key is not cached (or no longer trusted); retry later".into(),
+                )
+            }
             E::Io { source, .. } => {
                 tracing::warn!(error = %e, "storage refused a write");
                 Self::Unavailable(format!("storage unavailable ({source}); retry later"))

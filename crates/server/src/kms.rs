@@ -55,6 +55,13 @@ pub struct TransitConfig {
     /// Seconds one KMS call may take.
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
+    /// How often the KMS is asked to confirm the cached tenant keys (and whether it answers).
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: f64,
+    /// How long a cached tenant key is used without the KMS confirming it: the outage ingest and
+    /// queries ride through, and the delay before a key disabled in the KMS stops working.
+    #[serde(default = "default_max_stale")]
+    pub max_stale_secs: f64,
 }
 
 fn default_mount() -> String {
@@ -68,6 +75,12 @@ fn default_approle_mount() -> String {
 }
 fn default_timeout() -> f64 {
     5.0
+}
+fn default_refresh() -> f64 {
+    60.0
+}
+fn default_max_stale() -> f64 {
+    3600.0
 }
 
 impl TransitConfig {
@@ -99,6 +112,12 @@ impl TransitConfig {
         }
         if !(0.1..=60.0).contains(&self.timeout_secs) {
             bail!("keys.transit.timeout_secs must be between 0.1 and 60");
+        }
+        if !(0.5..=86_400.0).contains(&self.refresh_secs) {
+            bail!("keys.transit.refresh_secs must be between 0.5 and 86400");
+        }
+        if !(self.refresh_secs..=7.0 * 86_400.0).contains(&self.max_stale_secs) {
+            bail!("keys.transit.max_stale_secs must be at least refresh_secs and at most 7 days");
         }
         match (&self.token_file, &self.approle_role_id) {
             (Some(_), Some(_)) => {
@@ -261,16 +280,7 @@ impl TransitRootKey {
             .context("starting the KMS client thread")?;
         let me = Self { cfg, calls: tx };
         // Fail at start, with the reason, rather than at the first write.
-        let probe = SecretKey::random();
-        let w = me
-            .wrap(b"tracevault/v1/kms-probe", &probe)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let back = me
-            .unwrap(b"tracevault/v1/kms-probe", &w)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if back.expose() != probe.expose() {
-            bail!("the KMS returned another key than it wrapped");
-        }
+        me.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(me)
     }
 
@@ -336,6 +346,18 @@ impl RootKeySource for TransitRootKey {
         let c: Wrapped<Ciphertext> = serde_json::from_value(v)
             .map_err(|e| CryptoError::Kms(format!("unexpected encrypt answer: {e}")))?;
         Ok(c.data.ciphertext.into_bytes())
+    }
+
+    fn check(&self) -> Result<(), CryptoError> {
+        let probe = SecretKey::random();
+        let w = self.wrap(b"tracevault/v1/kms-probe", &probe)?;
+        let back = self.unwrap(b"tracevault/v1/kms-probe", &w)?;
+        if back.expose() != probe.expose() {
+            return Err(CryptoError::Kms(
+                "the KMS returned another key than it wrapped".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretKey, CryptoError> {
@@ -493,5 +515,87 @@ mod tests {
         assert_eq!(tenant_of(b"tracevault/v1/tenant-kek|acme|3"), Some("acme"));
         assert_eq!(tenant_of(b"tracevault/v1/log-ed25519-seed|x"), None);
         assert_eq!(tenant_of(b"tracevault/v1/tenant-kek|acme"), None);
+    }
+}
+
+/// Whether the KMS answers, for `/ready` and `/metrics`.
+#[derive(Debug)]
+pub struct KmsHealth {
+    /// Unix seconds of the last answer (0: never).
+    last_ok: std::sync::atomic::AtomicU64,
+    /// Unix seconds the current outage began (0: none).
+    down_since: std::sync::atomic::AtomicU64,
+    pub max_stale: Duration,
+}
+
+impl KmsHealth {
+    pub fn new(max_stale: Duration) -> Self {
+        Self {
+            last_ok: std::sync::atomic::AtomicU64::new(tv_access::now_unix()),
+            down_since: std::sync::atomic::AtomicU64::new(0),
+            max_stale,
+        }
+    }
+
+    fn ok(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.last_ok.store(tv_access::now_unix(), Relaxed);
+        self.down_since.store(0, Relaxed);
+    }
+
+    fn failed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .down_since
+            .compare_exchange(0, tv_access::now_unix(), Relaxed, Relaxed);
+    }
+
+    /// None when the KMS answers; otherwise how long it has not (seconds).
+    pub fn outage(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.down_since.load(Relaxed) {
+            0 => None,
+            _ => Some(tv_access::now_unix().saturating_sub(self.last_ok.load(Relaxed))),
+        }
+    }
+}
+
+/// Every `refresh`: asks the KMS to answer and to confirm the cached tenant keys; logs outages and
+/// recoveries and keeps `health` current.
+pub async fn watch(
+    keyring: std::sync::Arc<tv_crypto::Keyring>,
+    health: std::sync::Arc<KmsHealth>,
+    refresh: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
+    metrics.kms_up.set(1);
+    loop {
+        tokio::time::sleep(refresh).await;
+        let kr = keyring.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            kr.root().check()?;
+            kr.refresh()
+        })
+        .await;
+        match r {
+            Ok(Ok(_)) => {
+                if let Some(secs) = health.outage() {
+                    tracing::info!(
+                        outage_secs = secs,
+                        "the KMS answers again; tenant keys confirmed"
+                    );
+                }
+                health.ok();
+                metrics.kms_up.set(1);
+            }
+            Ok(Err(e)) => {
+                if health.outage().is_none() {
+                    tracing::error!(error = %e, max_stale_secs = health.max_stale.as_secs(), "the KMS does not answer: ingest and queries continue with cached tenant keys until they are max_stale; readiness reports degraded");
+                }
+                health.failed();
+                metrics.kms_up.set(0);
+            }
+            Err(e) => tracing::error!(error = %e, "KMS check task failed"),
+        }
     }
 }

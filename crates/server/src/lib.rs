@@ -75,6 +75,8 @@ pub struct AppState {
     pub client_ca: Option<mtls::OwnClientCa>,
     /// The audit log (`DIR/audit/`).
     pub audit: Arc<audit::Audit>,
+    /// Whether the KMS answers (transit root only).
+    pub kms: Option<Arc<kms::KmsHealth>>,
 }
 
 impl AppState {
@@ -182,13 +184,24 @@ impl Server {
                 Arc::new(root)
             }
             config::RootSource::Transit(t) => {
-                let r = kms::TransitRootKey::connect(t.clone())
+                let r = kms::TransitRootKey::connect((**t).clone())
                     .context("connecting to the KMS ([keys.transit])")?;
                 tracing::info!(root = %r.describe(), "root of the key hierarchy in the KMS");
                 Arc::new(r)
             }
         };
         let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
+        let kms_health = match &cfg.root {
+            config::RootSource::Transit(t) => {
+                let max_stale = std::time::Duration::from_secs_f64(t.max_stale_secs);
+                keyring.set_max_stale(Some(max_stale));
+                Some((
+                    Arc::new(kms::KmsHealth::new(max_stale)),
+                    std::time::Duration::from_secs_f64(t.refresh_secs),
+                ))
+            }
+            config::RootSource::File => None,
+        };
 
         let workloads = Arc::new(mtls::Workloads::open(&data_dir.join("workloads.json"))?);
         let (tls, client_ca) = if cfg.insecure_plaintext {
@@ -297,7 +310,16 @@ impl Server {
             tls,
             client_ca,
             audit,
+            kms: kms_health.as_ref().map(|(h, _)| h.clone()),
         });
+        if let Some((h, refresh)) = kms_health {
+            tokio::spawn(kms::watch(
+                keyring.clone(),
+                h,
+                refresh,
+                state.metrics.clone(),
+            ));
+        }
         tracing::info!(
             operator_policies = cfg.policy.operator_policies,
             "access policies loaded (Cedar; built-in roles plus operator files)"

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub audit_records: Family<DecisionLabels, Counter>,
     pub audit_unauthenticated: Counter,
     pub audit_unsampled: Counter,
+    pub kms_up: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +128,7 @@ impl Metrics {
             audit_records: Family::default(),
             audit_unauthenticated: Counter::default(),
             audit_unsampled: Counter::default(),
+            kms_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -158,6 +160,11 @@ impl Metrics {
             "audit_unsampled",
             "Unauthenticated and rate-limited refusals over the sampling rate, not recorded one by one",
             m.audit_unsampled.clone(),
+        );
+        registry.register(
+            "kms_up",
+            "1 while the KMS holding the root answers (transit root only), 0 during an outage",
+            m.kms_up.clone(),
         );
         registry.register(
             "redaction_reloads",
