@@ -75,26 +75,6 @@ pub enum CertCmd {
     },
 }
 
-async fn post(
-    conn: &ConnFlags,
-    path: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let url = conn.url(path);
-    let resp = conn
-        .client()?
-        .post(&url)
-        .bearer_auth(conn.token()?)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    if !resp.status().is_success() {
-        return Err(ConnFlags::fail(resp).await);
-    }
-    resp.json().await.context("reading the response")
-}
-
 fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -125,19 +105,19 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
                 .serialize_request(&key)
                 .context("making the signing request")?
                 .pem()?;
-            let v = post(
-                &conn,
-                "/api/admin/certs",
-                serde_json::json!({
-                    "identity": spiffe_id,
-                    "tenant": binding.tenant,
-                    "role": binding.role,
-                    "services": binding.services,
-                    "days": days,
-                    "csr": csr,
-                }),
-            )
-            .await?;
+            let v = conn
+                .post_json(
+                    "/api/admin/certs",
+                    &serde_json::json!({
+                        "identity": spiffe_id,
+                        "tenant": binding.tenant,
+                        "role": binding.role,
+                        "services": binding.services,
+                        "days": days,
+                        "csr": csr,
+                    }),
+                )
+                .await?;
             let cert = v["certificate"]
                 .as_str()
                 .context("no certificate in the response")?;
@@ -169,17 +149,17 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
             binding,
             conn,
         } => {
-            let v = post(
-                &conn,
-                "/api/admin/certs",
-                serde_json::json!({
-                    "identity": identity,
-                    "tenant": binding.tenant,
-                    "role": binding.role,
-                    "services": binding.services,
-                }),
-            )
-            .await?;
+            let v = conn
+                .post_json(
+                    "/api/admin/certs",
+                    &serde_json::json!({
+                        "identity": identity,
+                        "tenant": binding.tenant,
+                        "role": binding.role,
+                        "services": binding.services,
+                    }),
+                )
+                .await?;
             println!(
                 "registered {} (tenant {}, role {}, services {})",
                 identity,
@@ -190,18 +170,7 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
             Ok(())
         }
         CertCmd::List { json, conn } => {
-            let url = conn.url("/api/admin/certs");
-            let resp = conn
-                .client()?
-                .get(&url)
-                .bearer_auth(conn.token()?)
-                .send()
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            if !resp.status().is_success() {
-                return Err(ConnFlags::fail(resp).await);
-            }
-            let v: serde_json::Value = resp.json().await.context("reading the response")?;
+            let v = conn.get_json("/api/admin/certs").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
@@ -237,12 +206,12 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
             identity,
             conn,
         } => {
-            let v = post(
-                &conn,
-                "/api/admin/certs/revoke",
-                serde_json::json!({ "serial": serial, "identity": identity }),
-            )
-            .await?;
+            let v = conn
+                .post_json(
+                    "/api/admin/certs/revoke",
+                    &serde_json::json!({ "serial": serial, "identity": identity }),
+                )
+                .await?;
             match identity {
                 Some(id) => println!(
                     "removed {id}; revoked certificates: {}",

@@ -59,6 +59,43 @@ impl ConnFlags {
         anyhow::anyhow!("server answered {status}: {msg}")
     }
 
+    /// `GET path` with the token; the JSON answer, or the server's refusal as the error.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let url = self.url(path);
+        let resp = self
+            .client()?
+            .get(&url)
+            .bearer_auth(self.token()?)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        if !resp.status().is_success() {
+            return Err(Self::fail(resp).await);
+        }
+        resp.json().await.context("reading the response")
+    }
+
+    /// `POST path` with a JSON body and the token; the JSON answer, or the refusal as the error.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = self.url(path);
+        let resp = self
+            .client()?
+            .post(&url)
+            .bearer_auth(self.token()?)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        if !resp.status().is_success() {
+            return Err(Self::fail(resp).await);
+        }
+        resp.json().await.context("reading the response")
+    }
+
     pub fn ca_path(&self) -> PathBuf {
         self.ca
             .clone()

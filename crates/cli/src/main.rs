@@ -5,6 +5,7 @@ mod audit_cmd;
 mod bench;
 mod cert_cmd;
 mod client;
+mod keys_cmd;
 mod query;
 mod redact_cmd;
 mod token_cmd;
@@ -46,6 +47,9 @@ enum Cmd {
     /// Workload (mTLS) identities: issue client certificates, bind identities, revoke.
     #[command(subcommand)]
     Cert(cert_cmd::CertCmd),
+    /// Tenant key versions on a running server: list, rotate (admin).
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCmd),
     /// Read the audit log of a running server (auditor or admin).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
@@ -361,6 +365,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Token(t) => token_cmd::run(t).await,
             Cmd::Cert(c) => cert_cmd::run(c).await,
             Cmd::Audit(a) => audit_cmd::run(a).await,
+            Cmd::Keys(k) => keys_cmd::run(k).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

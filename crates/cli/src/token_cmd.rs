@@ -80,19 +80,7 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
                 "services": services,
                 "expires_in_secs": expires_in_secs,
             });
-            let url = conn.url("/api/admin/tokens");
-            let resp = conn
-                .client()?
-                .post(&url)
-                .bearer_auth(conn.token()?)
-                .json(&body)
-                .send()
-                .await
-                .with_context(|| format!("POST {url}"))?;
-            if !resp.status().is_success() {
-                return Err(ConnFlags::fail(resp).await);
-            }
-            let v: serde_json::Value = resp.json().await.context("reading the response")?;
+            let v = conn.post_json("/api/admin/tokens", &body).await?;
             let info = &v["info"];
             eprintln!(
                 "created token {} (role {}, tenants {}, services {}, expires {}); it is shown once:",
@@ -109,18 +97,7 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCmd::List { json, conn } => {
-            let url = conn.url("/api/admin/tokens");
-            let resp = conn
-                .client()?
-                .get(&url)
-                .bearer_auth(conn.token()?)
-                .send()
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            if !resp.status().is_success() {
-                return Err(ConnFlags::fail(resp).await);
-            }
-            let v: serde_json::Value = resp.json().await.context("reading the response")?;
+            let v = conn.get_json("/api/admin/tokens").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v["tokens"])?);
                 return Ok(());

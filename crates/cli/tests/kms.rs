@@ -157,27 +157,6 @@ fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     p
 }
 
-/// Sends `spans` spans of service `checkout` to `tenant` as the admin; (status, body, trace id).
-async fn send(
-    c: &reqwest::Client,
-    srv: &Server,
-    tenant: &str,
-    spans: usize,
-) -> (u16, String, [u8; 16]) {
-    let (req, tid) = request("checkout", spans);
-    let r = c
-        .post(format!("{}/v1/traces", srv.http))
-        .bearer_auth(srv.token())
-        .header("x-scope-orgid", tenant)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&req).unwrap())
-        .send()
-        .await
-        .unwrap();
-    let st = r.status().as_u16();
-    (st, r.text().await.unwrap_or_default(), tid)
-}
-
 /// An OpenBao, and a server whose root is its transit engine (`extra` goes into [keys.transit]).
 async fn with_transit_root(extra: &str) -> Option<(Bao, Server)> {
     let bao = Bao::start().await?;
@@ -215,7 +194,7 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     );
     let mut written = Vec::new();
     for tenant in ["acme", "globex"] {
-        let (st, body, tid) = send(&srv.http_client(), &srv, tenant, 5).await;
+        let (st, body, tid) = send_spans(&srv.http_client(), &srv, tenant, 5).await;
         assert_eq!(st, 200, "{body}");
         written.push((tenant, tid));
     }
@@ -308,7 +287,7 @@ async fn a_kms_outage_loses_no_acknowledged_span_and_degrades_readiness() {
             let mut acked = Vec::new();
             let mut failed = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match send(&c, &srv, "acme", 5).await {
+                match send_spans(&c, &srv, "acme", 5).await {
                     (200, _, tid) => acked.push((tid, std::time::Instant::now())),
                     _ => failed += 1,
                 }
@@ -376,7 +355,7 @@ async fn cached_keys_stop_serving_after_max_stale_and_service_recovers() {
         return;
     };
     let c = srv.http_client();
-    let (st, _, before) = send(&c, &srv, "acme", 3).await;
+    let (st, _, before) = send_spans(&c, &srv, "acme", 3).await;
     assert_eq!(st, 200);
     srv.flush().await;
     let pid = bao.child.id().to_string();
@@ -384,13 +363,13 @@ async fn cached_keys_stop_serving_after_max_stale_and_service_recovers() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     // A new data key needs the tenant key, which the KMS has not confirmed for max_stale: refused
     // with a retryable status, nothing written.
-    let (st, body, _) = send(&c, &srv, "acme", 3).await;
+    let (st, body, _) = send_spans(&c, &srv, "acme", 3).await;
     assert_eq!(st, 503, "{body}");
     assert!(body.contains("KMS"), "{body}");
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (st, body, tid) = send(&c, &srv, "acme", 3).await;
+        let (st, body, tid) = send_spans(&c, &srv, "acme", 3).await;
         if st == 200 {
             assert_eq!(spans_of(&srv, "acme", &tid).await, Some(3));
             break;

@@ -106,6 +106,32 @@ async fn key_and_token_files_are_private() {
     assert!(!stored.contains(tok.rsplit('_').next().unwrap()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_open_to_others_is_refused_with_a_clear_message() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut srv = Server::start(&[]);
+    srv.terminate();
+    for file in ["keys/root.key", "keys/tenants", "keys/log-signing.json"] {
+        let p = srv.dir.join(file);
+        let before = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let open = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(open)).unwrap();
+        let cfg = srv.dir.parent().unwrap().join("empty.toml");
+        std::fs::write(&cfg, "").unwrap();
+        let err = serve_refused(&cfg, &srv.dir);
+        assert!(
+            err.contains(p.to_str().unwrap())
+                && err.contains(&format!("{open:o}"))
+                && err.contains("chmod"),
+            "{file}: {err}"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(before)).unwrap();
+    }
+    // Put back, it starts.
+    srv.spawn();
+    assert_eq!(srv.ready_status().await, 200);
+}
+
 async fn handshake(
     srv: &Server,
     versions: &[&'static rustls::SupportedProtocolVersion],

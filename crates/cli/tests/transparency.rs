@@ -285,9 +285,11 @@ async fn the_log_is_served_as_tlog_tiles_with_proofs_and_needs_a_token_unless_pu
     assert!(p.log_text().contains("is public"));
 }
 
-/// Copies `from` to `to`, recursively.
+/// Copies `from` to `to`, recursively, with the permissions (the server refuses key material
+/// open to others).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let p = e.path();

@@ -61,3 +61,31 @@ pub fn create_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
 pub fn mode_of(path: &Path) -> io::Result<u32> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o777)
 }
+
+/// Finds files and directories under `dir` (recursively) that group or others may access:
+/// `(path, mode)`.
+pub fn open_to_others(dir: &Path) -> io::Result<Vec<(std::path::PathBuf, u32)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = mode_of(&d)?;
+        if m & 0o077 != 0 {
+            out.push((d.clone(), m));
+        }
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let p = e.path();
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                let m = mode_of(&p)?;
+                if m & 0o077 != 0 {
+                    out.push((p, m));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -357,6 +357,28 @@ impl Audit {
         }
     }
 
+    /// An operation the server did on its own (rotation by age, ...), as principal `system`.
+    pub fn system(&self, action: &str, resource: String, tenant: &tv_model::TenantId) {
+        let ms = now_ms();
+        self.append(AuditRecord {
+            time: rfc3339(ms),
+            time_unix_ms: ms,
+            principal: "system".into(),
+            name: "tracevault".into(),
+            role: String::new(),
+            tenant: tenant.to_string(),
+            from: String::new(),
+            listener: String::new(),
+            action: action.to_string(),
+            resource,
+            decision: "allow".into(),
+            status: 200,
+            results: None,
+            reason: None,
+            unsampled_before: None,
+        });
+    }
+
     /// A refusal before the caller is known (no or bad credentials): counted, and sampled into
     /// the log at a bounded rate.
     pub fn unauthenticated(

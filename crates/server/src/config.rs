@@ -112,6 +112,8 @@ pub struct RawKeys {
     /// `file` (the default: `keys/root.key`, 0600) or `transit` (OpenBao / Vault transit).
     pub root: Option<String>,
     pub transit: Option<crate::kms::TransitConfig>,
+    /// Rotate a tenant's key when its current version is older than this many days.
+    pub rotate_after_days: Option<f64>,
 }
 
 /// Where the root key comes from.
@@ -366,6 +368,11 @@ impl RawConfig {
             }
         }
         let keys = self.keys.clone().unwrap_or_default();
+        let rotate_after = match keys.rotate_after_days {
+            None => None,
+            Some(d) if (1.0..=3650.0).contains(&d) => Some(Duration::from_secs_f64(d * 86_400.0)),
+            Some(d) => bail!("keys.rotate_after_days must be between 1 and 3650, not {d}"),
+        };
         let root = match (keys.root.as_deref().unwrap_or("file"), keys.transit) {
             ("file", None) => RootSource::File,
             ("file", Some(_)) => bail!("[keys.transit] is set but keys.root is \"file\""),
@@ -408,6 +415,7 @@ impl RawConfig {
             field_classes,
             oidc,
             root,
+            rotate_after,
             rates,
             policy,
             data_dir,
@@ -482,6 +490,8 @@ pub struct ServeConfig {
     pub oidc: Option<std::sync::Arc<tv_access::OidcVerifier>>,
     /// Where the root key comes from.
     pub root: RootSource,
+    /// Rotate tenant keys older than this.
+    pub rotate_after: Option<Duration>,
     /// Attribute sensitivity classes.
     pub field_classes: std::sync::Arc<crate::mask::FieldClasses>,
 }

@@ -14,6 +14,7 @@ pub mod certs_api;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod keys_api;
 pub mod kms;
 pub mod logapi;
 pub mod logkeys;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub audit: Arc<audit::Audit>,
     /// Whether the KMS answers (transit root only).
     pub kms: Option<Arc<kms::KmsHealth>>,
+    /// Tenant keys under the root.
+    pub keyring: Arc<Keyring>,
 }
 
 impl AppState {
@@ -175,6 +178,21 @@ impl Server {
         }
         fsio::create_private_dir(&cfg.keys_dir)
             .with_context(|| format!("creating keys directory {}", cfg.keys_dir.display()))?;
+        // Key material readable by group or others is refused, whatever the file.
+        let open = fsio::open_to_others(&cfg.keys_dir)
+            .with_context(|| format!("checking {}", cfg.keys_dir.display()))?;
+        if let Some((p, mode)) = open.first() {
+            anyhow::bail!(
+                "{} is accessible to group or others (mode {mode:o}){}; key material must be private: run `chmod -R go-rwx {}`",
+                p.display(),
+                if open.len() > 1 {
+                    format!(" and {} more", open.len() - 1)
+                } else {
+                    String::new()
+                },
+                cfg.keys_dir.display()
+            );
+        }
         let root: Arc<dyn RootKeySource> = match &cfg.root {
             config::RootSource::File => {
                 let (root, created) = FileRootKey::load_or_create(&cfg.keys_dir.join("root.key"))?;
@@ -311,7 +329,11 @@ impl Server {
             client_ca,
             audit,
             kms: kms_health.as_ref().map(|(h, _)| h.clone()),
+            keyring: keyring.clone(),
         });
+        if let Some(max_age) = cfg.rotate_after {
+            tokio::spawn(keys_api::rotate_by_age(state.clone(), max_age));
+        }
         if let Some((h, refresh)) = kms_health {
             tokio::spawn(kms::watch(
                 keyring.clone(),

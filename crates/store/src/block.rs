@@ -509,6 +509,33 @@ impl std::fmt::Debug for BlockMeta {
     }
 }
 
+/// The tenant and the wrapped data key a block file's header names, read without any key.
+pub fn wrapped_key_of(path: &Path) -> Result<(String, WrappedDataKey), StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let corrupt = |offset: u64, reason: &str| StoreError::Corruption {
+        path: path.display().to_string(),
+        offset,
+        reason: reason.to_owned(),
+    };
+    let mut head = [0u8; 12];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| StoreError::io(path, e))?;
+    if &head[..6] != MAGIC {
+        return Err(corrupt(0, "not a tracevault block (bad magic)"));
+    }
+    let hlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    if hlen > 1 << 20 {
+        return Err(corrupt(8, "header length implausible"));
+    }
+    let mut hbuf = vec![0u8; hlen];
+    file.read_exact_at(&mut hbuf, 12)
+        .map_err(|e| StoreError::io(path, e))?;
+    let header = BlockHeader::decode(hbuf.as_slice()).map_err(|_| corrupt(12, "bad header"))?;
+    let wrapped = WrappedDataKey::from_bytes(&header.wrapped_key)
+        .ok_or_else(|| corrupt(12, "bad wrapped key"))?;
+    Ok((header.tenant, wrapped))
+}
+
 impl BlockMeta {
     /// Opens a block file: checks format, unwraps its key, decrypts its index.
     pub fn load(path: &Path, tenant: &TenantId, keyring: &Keyring) -> Result<Self, StoreError> {

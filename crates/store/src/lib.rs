@@ -23,6 +23,9 @@ pub mod txlog;
 pub mod verify;
 pub mod wal;
 
+/// Which tenant key version wraps each stored object (issue 6).
+pub mod keyuse;
+
 pub use query::{SearchQuery, TraceSummary};
 pub use store::{BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats};
 pub use txlog::{LogConfig, TxLog};

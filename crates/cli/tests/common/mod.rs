@@ -415,17 +415,7 @@ pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> (usize, Vec<Str
 
 /// The log's verifier keys of a data directory (`tracevault log keys`).
 pub fn vkeys(data: &Path) -> Vec<String> {
-    let out = Command::new(BIN)
-        .args(["log", "keys", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    cli_lines(&["log", "keys"], data)
 }
 
 /// Runs `tracevault verify --data-dir DATA --vkey ... EXTRA`; returns (exit code, stdout+stderr).
@@ -531,4 +521,46 @@ pub fn serve_refused(config: &Path, data: &Path) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "the server started: {err}");
     err
+}
+
+/// Sends `spans` spans of service `checkout` to `tenant` as the bootstrap admin over OTLP/HTTP
+/// JSON; (status, body, trace id).
+pub async fn send_spans(
+    c: &reqwest::Client,
+    srv: &Server,
+    tenant: &str,
+    spans: usize,
+) -> (u16, String, [u8; 16]) {
+    let (req, tid) = request("checkout", spans);
+    let r = c
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", tenant)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.text().await.unwrap_or_default(), tid)
+}
+
+/// The lines `tracevault ARGS` prints (asserting it succeeds).
+pub fn cli_lines(args: &[&str], data: &Path) -> Vec<String> {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

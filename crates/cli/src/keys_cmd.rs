@@ -1,0 +1,104 @@
+//! `tracevault keys list|rotate`: tenant key versions on a running server (needs `admin_keys`).
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::client::ConnFlags;
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Each tenant's key versions (the newest wraps new data) and where the root is.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnFlags,
+    },
+    /// Which tenant key version wraps each block and WAL segment (read from the files, offline,
+    /// no key needed).
+    Usage {
+        #[arg(long, default_value = "./tracevault-data")]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new key version for a tenant's new data; data under older versions stays readable.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        conn: ConnFlags,
+    },
+}
+
+pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Usage { data_dir, json } => {
+            let uses = tv_store::keyuse::key_use(&data_dir)
+                .with_context(|| format!("reading {}", data_dir.display()))?;
+            for u in uses {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "file": u.file.display().to_string(),
+                            "tenant": u.tenant,
+                            "kek_version": u.kek_version,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}  tenant {}  key v{}",
+                        u.file.display(),
+                        u.tenant,
+                        u.kek_version
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeysCmd::List { json, conn } => {
+            let v = conn.get_json("/api/admin/keys").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("root: {}", v["root"].as_str().unwrap_or("?"));
+            for t in v["tenants"].as_array().into_iter().flatten() {
+                let versions: Vec<String> = t["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| {
+                        format!(
+                            "v{} (created {})",
+                            x["version"].as_u64().unwrap_or(0),
+                            x["created_unix"].as_u64().unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{}: current v{}; {}",
+                    t["tenant"].as_str().unwrap_or("?"),
+                    t["current"].as_u64().unwrap_or(0),
+                    versions.join(", ")
+                );
+            }
+            Ok(())
+        }
+        KeysCmd::Rotate { tenant, conn } => {
+            let v = conn
+                .post_json(
+                    "/api/admin/keys/rotate",
+                    &serde_json::json!({ "tenant": tenant }),
+                )
+                .await?;
+            println!(
+                "tenant {} now wraps new data under key v{}; older versions stay for the data they wrap",
+                tenant,
+                v["version"].as_u64().unwrap_or(0)
+            );
+            Ok(())
+        }
+    }
+}

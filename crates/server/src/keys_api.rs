@@ -1,0 +1,127 @@
+//! Key management over the API (`/api/admin/keys`), for `tracevault keys list|rotate` (issue 6).
+//! Needs `admin_keys`; an admin bound to tenants sees and rotates its tenants' keys only. Every
+//! call is an audit record (the auth middleware records `admin_keys` with the tenant and version).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use tv_access::TenantScope;
+use tv_model::TenantId;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// `POST /api/admin/keys/rotate` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    pub tenant: String,
+}
+
+fn key_error(e: tv_crypto::CryptoError) -> ApiError {
+    match e {
+        tv_crypto::CryptoError::Kms(m) => ApiError::Unavailable(format!(
+            "the KMS holding the root does not answer ({m}); retry later"
+        )),
+        other => {
+            tracing::error!(error = %other, "key operation failed");
+            ApiError::Internal("key operation failed (details are in the server log)".into())
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    let kr = state.keyring.clone();
+    let scope = caller.principal.tenants.clone();
+    let tenants =
+        tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, ApiError> {
+            let mut out = Vec::new();
+            for t in kr.tenants().map_err(key_error)? {
+                if !scope.allows(&t) {
+                    continue;
+                }
+                let versions = kr.versions(&t).map_err(key_error)?;
+                let current = versions.last().map(|v| v.0).unwrap_or(0);
+                out.push(json!({
+                    "tenant": t.as_str(),
+                    "current": current,
+                    "versions": versions
+                        .iter()
+                        .map(|(v, c)| json!({"version": v, "created_unix": c}))
+                        .collect::<Vec<_>>(),
+                }));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let n = tenants.len();
+    Ok(crate::api::noted(
+        Json(json!({ "tenants": tenants, "root": state.keyring.root().describe() }))
+            .into_response(),
+        n,
+        None,
+    ))
+}
+
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rotation: {e}")))?;
+    let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let allowed = match &caller.principal.tenants {
+        TenantScope::All => true,
+        TenantScope::Only(l) => l.contains(&tenant),
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden(
+            "keys may only be rotated for tenants the calling credential may act for".into(),
+        ));
+    }
+    let kr = state.keyring.clone();
+    let t = tenant.clone();
+    let version = tokio::task::spawn_blocking(move || kr.rotate(&t))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(key_error)?;
+    tracing::info!(tenant = %tenant, version, by = %caller.principal.name, "tenant key rotated");
+    Ok(crate::api::noted(
+        Json(json!({ "tenant": tenant.as_str(), "version": version })).into_response(),
+        1,
+        Some(format!("tenant-key:{tenant} rotated to v{version}")),
+    ))
+}
+
+/// Rotates every tenant key older than `max_age` now and then once a day.
+pub async fn rotate_by_age(state: Arc<AppState>, max_age: std::time::Duration) {
+    loop {
+        let kr = state.keyring.clone();
+        match tokio::task::spawn_blocking(move || kr.rotate_older_than(max_age)).await {
+            Ok(Ok(rotated)) => {
+                for (t, v) in rotated {
+                    tracing::info!(tenant = %t, version = v, max_age_days = max_age.as_secs() / 86400, "tenant key rotated by age");
+                    state.audit.system(
+                        "admin_keys",
+                        format!("tenant-key:{t} rotated to v{v} (by age)"),
+                        &t,
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "rotation by age failed; retrying in a day"),
+            Err(e) => tracing::error!(error = %e, "rotation by age task failed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+    }
+}
