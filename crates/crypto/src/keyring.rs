@@ -81,6 +81,9 @@ pub struct Keyring {
     cache: Mutex<HashMap<(TenantId, u32), Cached>>,
     current: Mutex<HashMap<TenantId, u32>>,
     max_stale: Mutex<Option<std::time::Duration>>,
+    /// Data keys re-wrapped under a newer tenant key, by key commitment (loaded per tenant from
+    /// `tenants/<tenant>/rewrapped.json`).
+    rewrapped: Mutex<HashMap<TenantId, HashMap<[u8; 32], WrappedDataKey>>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -109,7 +112,108 @@ impl Keyring {
             cache: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
             max_stale: Mutex::new(None),
+            rewrapped: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn rewrapped_path(&self, tenant: &TenantId) -> PathBuf {
+        self.tenant_dir(tenant).join("rewrapped.json")
+    }
+
+    /// The newest wrapping of a data key (its re-wrapped form when there is one).
+    fn newest_wrapping(
+        &self,
+        tenant: &TenantId,
+        w: &WrappedDataKey,
+    ) -> Result<WrappedDataKey, CryptoError> {
+        let mut all = self.rewrapped.lock().expect("keyring lock poisoned");
+        if !all.contains_key(tenant) {
+            let path = self.rewrapped_path(tenant);
+            let map = match std::fs::read(&path) {
+                Ok(b) => {
+                    let m: HashMap<String, String> =
+                        serde_json::from_slice(&b).map_err(|e| CryptoError::BadKeyFile {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })?;
+                    let mut out = HashMap::new();
+                    for (c, wk) in m {
+                        let bad = || CryptoError::BadKeyFile {
+                            path: path.display().to_string(),
+                            reason: "not a commitment and a wrapped key in hex".into(),
+                        };
+                        let c: [u8; 32] = hex::decode(&c)
+                            .ok()
+                            .and_then(|v| v.try_into().ok())
+                            .ok_or_else(bad)?;
+                        let wk = hex::decode(&wk)
+                            .ok()
+                            .and_then(|v| WrappedDataKey::from_bytes(&v))
+                            .ok_or_else(bad)?;
+                        out.insert(c, wk);
+                    }
+                    out
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+                Err(e) => return Err(CryptoError::io(&path, e)),
+            };
+            all.insert(tenant.clone(), map);
+        }
+        Ok(all
+            .get(tenant)
+            .and_then(|m| m.get(&w.commitment))
+            .cloned()
+            .unwrap_or_else(|| w.clone()))
+    }
+
+    /// Re-wraps data keys of `tenant` under its current key version, without touching the files
+    /// that hold them: the new wrappings go to `tenants/<tenant>/rewrapped.json` (keyed by the
+    /// data key's commitment) and are used from then on. Returns (re-wrapped, already current).
+    pub fn rewrap(
+        &self,
+        tenant: &TenantId,
+        keys: &[WrappedDataKey],
+    ) -> Result<(usize, usize), CryptoError> {
+        let (version, kek) = self.current_kek(tenant)?;
+        let mut fresh = Vec::new();
+        let mut current = 0;
+        for w in keys {
+            let newest = self.newest_wrapping(tenant, w)?;
+            if newest.kek_version >= version {
+                current += 1;
+                continue;
+            }
+            let dek = self.open_data_key(tenant, &newest)?;
+            let kw = KeyEncryptionKey::new(&AES_256, kek.expose())
+                .map_err(|_| CryptoError::Primitive("aes-kw key"))?;
+            let mut wrapped = [0u8; 40];
+            kw.wrap(dek.secret().expose(), &mut wrapped)
+                .map_err(|_| CryptoError::Primitive("aes-kw wrap"))?;
+            fresh.push(WrappedDataKey {
+                kek_version: version,
+                wrapped,
+                commitment: w.commitment,
+            });
+        }
+        if fresh.is_empty() {
+            return Ok((0, current));
+        }
+        let mut all = self.rewrapped.lock().expect("keyring lock poisoned");
+        let map = all.entry(tenant.clone()).or_default();
+        for w in &fresh {
+            map.insert(w.commitment, w.clone());
+        }
+        let file: std::collections::BTreeMap<String, String> = map
+            .iter()
+            .map(|(c, w)| (hex::encode(c), hex::encode(w.to_bytes())))
+            .collect();
+        let path = self.rewrapped_path(tenant);
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| CryptoError::BadKeyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
+        Ok((fresh.len(), current))
     }
 
     /// Bounds how long a cached tenant key is used without the root confirming it (None: for the
@@ -387,6 +491,7 @@ impl Keyring {
         tenant: &TenantId,
         w: &WrappedDataKey,
     ) -> Result<DataKey, CryptoError> {
+        let w = &self.newest_wrapping(tenant, w)?;
         let kek = self.kek(tenant, w.kek_version)?;
         let kw = KeyEncryptionKey::new(&AES_256, kek.expose())
             .map_err(|_| CryptoError::Primitive("aes-kw key"))?;
@@ -447,6 +552,24 @@ mod tests {
             .rotate_older_than(std::time::Duration::from_secs(90 * 86400))
             .unwrap();
         assert_eq!(rotated, vec![(t.clone(), 3)]);
+    }
+
+    #[test]
+    fn rewrap_moves_data_keys_to_the_newest_version_without_the_old_one() {
+        let d = tempfile::tempdir().unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let r = ring(d.path());
+        let (k1, w1) = r.new_data_key(&t).unwrap();
+        r.rotate(&t).unwrap();
+        let (_, w2) = r.new_data_key(&t).unwrap();
+        assert_eq!(r.rewrap(&t, &[w1.clone(), w2.clone()]).unwrap(), (1, 1));
+        assert_eq!(r.rewrap(&t, &[w1.clone(), w2.clone()]).unwrap(), (0, 2));
+        // Version 1 gone: the old data key still opens, through its new wrapping.
+        std::fs::remove_file(d.path().join("tenants/acme/kek-v1.json")).unwrap();
+        let reopened = ring(d.path());
+        let k = reopened.open_data_key(&t, &w1).unwrap();
+        assert_eq!(k.secret().expose(), k1.secret().expose());
+        assert!(reopened.open_data_key(&t, &w2).is_ok());
     }
 
     #[test]

@@ -104,6 +104,56 @@ pub async fn rotate(
     ))
 }
 
+/// `POST /api/admin/keys/rewrap` `{tenant}`: re-wraps every data key of the tenant's blocks and
+/// WAL segments under its current key version, without rewriting those files (the new wrappings
+/// live beside the tenant's keys). Afterwards older versions wrap nothing still stored.
+pub async fn rewrap(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rewrap: {e}")))?;
+    let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !caller.principal.tenants.allows(&tenant) {
+        return Err(ApiError::Forbidden(
+            "keys may only be re-wrapped for tenants the calling credential may act for".into(),
+        ));
+    }
+    let st = state.clone();
+    let t = tenant.clone();
+    let started = std::time::Instant::now();
+    let (done, current, version) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let uses = tv_store::keyuse::key_use(&st.data_dir).map_err(ApiError::from_store)?;
+        let keys: Vec<_> = uses
+            .into_iter()
+            .filter(|u| u.tenant == t.as_str())
+            .map(|u| u.wrapped)
+            .collect();
+        let (done, current) = st.keyring.rewrap(&t, &keys).map_err(key_error)?;
+        let version = st.keyring.current_kek(&t).map_err(key_error)?.0;
+        Ok((done, current, version))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(tenant = %tenant, version, rewrapped = done, already = current, ms, by = %caller.principal.name, "tenant data keys re-wrapped");
+    Ok(crate::api::noted(
+        Json(json!({
+            "tenant": tenant.as_str(),
+            "version": version,
+            "rewrapped": done,
+            "already_current": current,
+            "millis": ms,
+        }))
+        .into_response(),
+        done,
+        Some(format!(
+            "tenant-key:{tenant} rewrapped {done} data keys to v{version}"
+        )),
+    ))
+}
+
 /// Rotates every tenant key older than `max_age` now and then once a day.
 pub async fn rotate_by_age(state: Arc<AppState>, max_age: std::time::Duration) {
     loop {

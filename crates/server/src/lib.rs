@@ -80,6 +80,8 @@ pub struct AppState {
     pub kms: Option<Arc<kms::KmsHealth>>,
     /// Tenant keys under the root.
     pub keyring: Arc<Keyring>,
+    /// The data directory.
+    pub data_dir: PathBuf,
 }
 
 impl AppState {
@@ -330,6 +332,7 @@ impl Server {
             audit,
             kms: kms_health.as_ref().map(|(h, _)| h.clone()),
             keyring: keyring.clone(),
+            data_dir: data_dir.clone(),
         });
         if let Some(max_age) = cfg.rotate_after {
             tokio::spawn(keys_api::rotate_by_age(state.clone(), max_age));

@@ -13,6 +13,7 @@ pub struct KeyUse {
     pub file: PathBuf,
     pub tenant: String,
     pub kek_version: u32,
+    pub wrapped: tv_crypto::WrappedDataKey,
 }
 
 fn files_with(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
@@ -42,6 +43,7 @@ pub fn key_use(data_dir: &Path) -> Result<Vec<KeyUse>, StoreError> {
             file: rel(&b),
             tenant,
             kek_version: w.kek_version,
+            wrapped: w,
         });
     }
     let mut segs = Vec::new();
@@ -56,6 +58,7 @@ pub fn key_use(data_dir: &Path) -> Result<Vec<KeyUse>, StoreError> {
                     file: rel(&s),
                     tenant: tenant.to_string(),
                     kek_version: wrapped.kek_version,
+                    wrapped,
                 });
             }
         }
