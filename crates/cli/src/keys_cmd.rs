@@ -30,6 +30,12 @@ pub enum KeysCmd {
         #[command(flatten)]
         conn: ConnFlags,
     },
+    /// Re-wrap every tenant key under the root's newest version (after rotating the transit keys
+    /// in the KMS; then its older versions can be retired). A credential of every tenant.
+    RewrapRoot {
+        #[command(flatten)]
+        conn: ConnFlags,
+    },
     /// Start a new key version for a tenant's new data; data under older versions stays readable.
     Rotate {
         #[arg(long)]
@@ -107,6 +113,18 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 v["rewrapped"].as_u64().unwrap_or(0),
                 v["version"].as_u64().unwrap_or(0),
                 v["already_current"].as_u64().unwrap_or(0),
+                v["millis"].as_f64().unwrap_or(0.0),
+            );
+            Ok(())
+        }
+        KeysCmd::RewrapRoot { conn } => {
+            let v = conn
+                .post_json("/api/admin/keys/rewrap-root", &serde_json::json!({}))
+                .await?;
+            println!(
+                "re-wrapped {} tenant keys under {} in {:.1} ms",
+                v["rewrapped"].as_u64().unwrap_or(0),
+                v["root"].as_str().unwrap_or("the root"),
                 v["millis"].as_f64().unwrap_or(0.0),
             );
             Ok(())

@@ -220,6 +220,44 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     for (tenant, tid) in &written {
         assert_eq!(spans_of(&srv, tenant, tid).await, Some(5), "{tenant}");
     }
+    // Root rotation: the tenants' transit keys rotate in the KMS, the tenant keys are re-wrapped
+    // under the new versions, and the old KMS versions are retired: everything still reads.
+    for t in ["acme", "globex"] {
+        let (st, body) = bao
+            .req(
+                "POST",
+                &format!("transit/keys/tvtest-tenant-{t}/rotate"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(st == 200 || st == 204, "{body}");
+    }
+    let (ok, text) = srv.cli(&["keys", "rewrap-root"]);
+    assert!(ok && text.contains("re-wrapped 2 tenant keys"), "{text}");
+    let kek = std::fs::read_to_string(srv.dir.join("keys/tenants/acme/kek-v1.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&kek).unwrap();
+    let wrapped = hex::decode(v["wrapped"].as_str().unwrap()).unwrap();
+    assert!(wrapped.starts_with(b"vault:v2:"), "{kek}");
+    for t in ["acme", "globex"] {
+        let (st, body) = bao
+            .req(
+                "POST",
+                &format!("transit/keys/tvtest-tenant-{t}/config"),
+                Some(serde_json::json!({"min_decryption_version": 2})),
+            )
+            .await
+            .unwrap();
+        assert!(st == 200 || st == 204, "{body}");
+    }
+    srv.restart();
+    for (tenant, tid) in &written {
+        assert_eq!(spans_of(&srv, tenant, tid).await, Some(5), "{tenant}");
+    }
+    // A tenant-scoped admin may not re-wrap every tenant's keys.
+    let scoped = create_token(&srv, &["--role", "admin", "--tenant", "acme"]);
+    let (st, _) = call(&srv, "POST", "/api/admin/keys/rewrap-root", &scoped, "acme").await;
+    assert_eq!(st, 403);
     // And the data directory verifies (decrypting needs the KMS too; ciphertexts alone here).
     srv.terminate();
     let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &["--no-decrypt"]);

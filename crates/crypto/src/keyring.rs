@@ -328,6 +328,42 @@ impl Keyring {
         Ok(next)
     }
 
+    /// Re-wraps every version of every tenant key under the root's newest key version (after the
+    /// KMS key was rotated) and checks each still unwraps to the same key. Returns how many.
+    pub fn rewrap_under_root(&self) -> Result<usize, CryptoError> {
+        let mut n = 0;
+        for t in self.tenants()? {
+            for v in self.versions_on_disk(&t)? {
+                let path = self.kek_path(&t, v);
+                let bytes = std::fs::read(&path).map_err(|e| CryptoError::io(&path, e))?;
+                let mut file: KekFile =
+                    serde_json::from_slice(&bytes).map_err(|e| CryptoError::BadKeyFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let bad = |reason: String| CryptoError::BadKeyFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let old = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
+                let ctx = kek_context(&t, v);
+                let new = self.root.rewrap(&ctx, &old)?;
+                let before = self.root.unwrap(&ctx, &old)?;
+                let after = self.root.unwrap(&ctx, &new)?;
+                if !bool::from(before.expose().ct_eq(after.expose())) {
+                    return Err(CryptoError::Decrypt(format!(
+                        "tenant {t} key v{v} re-wrapped to another key"
+                    )));
+                }
+                file.wrapped = hex::encode(new);
+                let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
+                fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Rotates every tenant whose current key was created more than `max_age` ago; returns
     /// `(tenant, new version)` for each.
     pub fn rotate_older_than(
@@ -570,6 +606,12 @@ mod tests {
         let k = reopened.open_data_key(&t, &w1).unwrap();
         assert_eq!(k.secret().expose(), k1.secret().expose());
         assert!(reopened.open_data_key(&t, &w2).is_ok());
+        // Re-wrapping under the root rewrites the key file and keeps the key.
+        let before = std::fs::read(d.path().join("tenants/acme/kek-v2.json")).unwrap();
+        assert_eq!(reopened.rewrap_under_root().unwrap(), 1);
+        let after = std::fs::read(d.path().join("tenants/acme/kek-v2.json")).unwrap();
+        assert_ne!(before, after);
+        assert!(ring(d.path()).open_data_key(&t, &w1).is_ok());
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub trait RootKeySource: Send + Sync + std::fmt::Debug {
     fn check(&self) -> Result<(), CryptoError> {
         Ok(())
     }
+    /// Re-wraps `wrapped` under the root's newest key version (a KMS rewraps without revealing
+    /// the key; the default unwraps and wraps again).
+    fn rewrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let k = self.unwrap(context, wrapped)?;
+        self.wrap(context, &k)
+    }
 }
 
 const ROOT_HEADER: &str = "tracevault-root-key v1";

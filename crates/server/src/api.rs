@@ -55,6 +55,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/keys", get(crate::keys_api::list))
         .route("/api/admin/keys/rotate", post(crate::keys_api::rotate))
         .route("/api/admin/keys/rewrap", post(crate::keys_api::rewrap))
+        .route(
+            "/api/admin/keys/rewrap-root",
+            post(crate::keys_api::rewrap_root),
+        )
         .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
         .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
         .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
@@ -83,9 +87,10 @@ fn route_action(route: &str) -> (&'static str, bool) {
         "/api/traces/{id}/receipt" => ("read_receipt", true),
         "/api/admin/tokens" | "/api/admin/tokens/{id}" => ("admin_tokens", true),
         "/api/admin/certs" | "/api/admin/certs/revoke" => ("admin_certs", true),
-        "/api/admin/keys" | "/api/admin/keys/rotate" | "/api/admin/keys/rewrap" => {
-            ("admin_keys", true)
-        }
+        "/api/admin/keys"
+        | "/api/admin/keys/rotate"
+        | "/api/admin/keys/rewrap"
+        | "/api/admin/keys/rewrap-root" => ("admin_keys", true),
         "/api/admin/flush" => ("flush", true),
         "/api/audit" => ("read_audit", true),
         "/metrics" => ("read_metrics", false),

@@ -154,6 +154,36 @@ pub async fn rewrap(
     ))
 }
 
+/// `POST /api/admin/keys/rewrap-root`: re-wraps every tenant key under the root's newest version
+/// (run after rotating the transit keys in the KMS; then old KMS key versions can be retired).
+/// Needs `admin_keys` with a credential of every tenant.
+pub async fn rewrap_root(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    if caller.principal.tenants != TenantScope::All {
+        return Err(ApiError::Forbidden(
+            "re-wrapping under the root touches every tenant: it needs a credential of every tenant"
+                .into(),
+        ));
+    }
+    let kr = state.keyring.clone();
+    let started = std::time::Instant::now();
+    let n = tokio::task::spawn_blocking(move || kr.rewrap_under_root())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(key_error)?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(keys = n, ms, by = %caller.principal.name, "tenant keys re-wrapped under the root's newest version");
+    Ok(crate::api::noted(
+        Json(json!({ "rewrapped": n, "millis": ms, "root": state.keyring.root().describe() }))
+            .into_response(),
+        n,
+        Some(format!("root: rewrapped {n} tenant keys")),
+    ))
+}
+
 /// Rotates every tenant key older than `max_age` now and then once a day.
 pub async fn rotate_by_age(state: Arc<AppState>, max_age: std::time::Duration) {
     loop {

@@ -348,6 +348,20 @@ impl RootKeySource for TransitRootKey {
         Ok(c.data.ciphertext.into_bytes())
     }
 
+    fn rewrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let ct = std::str::from_utf8(wrapped)
+            .ok()
+            .filter(|s| s.starts_with("vault:v"))
+            .ok_or_else(|| CryptoError::Decrypt("wrapped key (not a transit ciphertext)".into()))?;
+        let v = self.call(
+            format!("{}/rewrap/{}", self.cfg.mount, self.key_for(context)),
+            serde_json::json!({ "ciphertext": ct }),
+        )?;
+        let c: Wrapped<Ciphertext> = serde_json::from_value(v)
+            .map_err(|e| CryptoError::Kms(format!("unexpected rewrap answer: {e}")))?;
+        Ok(c.data.ciphertext.into_bytes())
+    }
+
     fn check(&self) -> Result<(), CryptoError> {
         let probe = SecretKey::random();
         let w = self.wrap(b"tracevault/v1/kms-probe", &probe)?;
