@@ -421,3 +421,85 @@ async fn cached_keys_stop_serving_after_max_stale_and_service_recovers() {
     }
     assert_eq!(spans_of(&srv, "acme", &before).await, Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_with_a_least_privilege_policy_is_enough() {
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    let ok = |r: (u16, String)| assert!(r.0 == 200 || r.0 == 204, "{}", r.1);
+    ok(bao
+        .req(
+            "POST",
+            "sys/auth/approle",
+            Some(serde_json::json!({"type": "approle"})),
+        )
+        .await
+        .unwrap());
+    let policy = r#"
+path "transit/encrypt/tvtest-*" { capabilities = ["create", "update"] }
+path "transit/decrypt/tvtest-*" { capabilities = ["update"] }
+"#;
+    ok(bao
+        .req(
+            "POST",
+            "sys/policies/acl/tracevault",
+            Some(serde_json::json!({ "policy": policy })),
+        )
+        .await
+        .unwrap());
+    ok(bao
+        .req(
+            "POST",
+            "auth/approle/role/tracevault",
+            Some(serde_json::json!({"token_policies": "tracevault", "token_ttl": "1h"})),
+        )
+        .await
+        .unwrap());
+    let (_, body) = bao
+        .req("GET", "auth/approle/role/tracevault/role-id", None)
+        .await
+        .unwrap();
+    let role_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, body) = bao
+        .req("POST", "auth/approle/role/tracevault/secret-id", None)
+        .await
+        .unwrap();
+    let secret_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), "secret-id", &secret_id, 0o600);
+    let wrong = secret_file(
+        tmp.path(),
+        "wrong-secret-id",
+        "00000000-0000-0000-0000-000000000000",
+        0o600,
+    );
+    let config = |file: &Path| {
+        format!(
+            "[keys]\nroot = \"transit\"\n[keys.transit]\naddress = {:?}\nca_file = {:?}\nkey_prefix = \"tvtest\"\napprole_role_id = {role_id:?}\napprole_secret_id_file = {file:?}\n",
+            bao.addr, bao.ca
+        )
+    };
+    // A wrong secret id: refused at start, and the secret is not in the message.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, config(&wrong)).unwrap();
+    let err = serve_refused(&bad, &tmp.path().join("bad-data"));
+    assert!(err.contains("AppRole login refused"), "{err}");
+    assert!(
+        !err.contains(&secret_id) && !err.contains("00000000-0000"),
+        "{err}"
+    );
+    // The right one: a full round trip with only encrypt and decrypt allowed.
+    let cfg = config(&secret);
+    let (srv, _) = start_with_config(tmp, &cfg, &[]);
+    let (st, body, tid) = send_spans(&srv.http_client(), &srv, "acme", 4).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(spans_of(&srv, "acme", &tid).await, Some(4));
+    assert!(bao.keys().await.contains(&"tvtest-tenant-acme".to_string()));
+}
