@@ -34,6 +34,9 @@ pub struct VerifyArgs {
     /// Check ciphertexts only, even when the root key is available
     #[arg(long)]
     no_decrypt: bool,
+    /// The server's config file, to reach a root key kept in a KMS (`[keys] root = "transit"`)
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Accept checkpoints with only the Ed25519 signature (no ML-DSA-44). Weakens the check.
     #[arg(long)]
     classical_only: bool,
@@ -105,10 +108,24 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         Some(LogKeys::from_vkeys(&a.audit_vkeys).context("--audit-vkey")?)
     };
     let root_path = keys_dir.join("root.key");
-    let keyring = if a.no_decrypt || !root_path.exists() {
+    let kms_root = match (&a.config, a.no_decrypt) {
+        (Some(cfg), false) => {
+            match tv_server::RawConfig::resolve(&tv_server::RawConfig::default(), Some(cfg))?.root {
+                tv_server::config::RootSource::Transit(t) => Some(
+                    tv_server::kms::TransitRootKey::connect(*t)
+                        .context("connecting to the KMS ([keys.transit])")?,
+                ),
+                tv_server::config::RootSource::File => None,
+            }
+        }
+        _ => None,
+    };
+    let keyring = if let Some(r) = kms_root {
+        Some(Arc::new(tv_crypto::Keyring::open(&keys_dir, Arc::new(r))?))
+    } else if a.no_decrypt || !root_path.exists() {
         if !a.no_decrypt {
             eprintln!(
-                "note: no root key at {}: checking ciphertexts only (span commitments are not re-derived)",
+                "note: no root key at {} (and no --config naming a KMS root): checking ciphertexts only (span commitments are not re-derived)",
                 root_path.display()
             );
         }

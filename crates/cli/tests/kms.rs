@@ -258,10 +258,19 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     let scoped = create_token(&srv, &["--role", "admin", "--tenant", "acme"]);
     let (st, _) = call(&srv, "POST", "/api/admin/keys/rewrap-root", &scoped, "acme").await;
     assert_eq!(st, 403);
-    // And the data directory verifies (decrypting needs the KMS too; ciphertexts alone here).
+    // And the data directory verifies, decrypting through the KMS with the server's config.
     srv.terminate();
     let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &["--no-decrypt"]);
     assert_eq!(code, 0, "{out}");
+    let cfg = srv.dir.parent().unwrap().join("tv.toml");
+    let (code, out) = run_verify(
+        &srv.dir,
+        &vkeys(&srv.dir),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(span commitments re-derived)"), "{out}");
+    assert!(out.contains("(decrypted and parsed)"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
