@@ -12,33 +12,16 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode, SpanKind
+
+from recording import Recording
 
 # The HTTP exporter's CA must not be overridden by the machine's bundle (see RECIPES.md).
 os.environ.pop("REQUESTS_CA_BUNDLE", None)
 os.environ.pop("CURL_CA_BUNDLE", None)
 
 grpc_endpoint, http_url, ca, token = sys.argv[1:5]
-
-
-class Recording:
-    """Wraps an exporter and records every export() result: the SDK itself swallows them."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.results = []
-
-    def export(self, spans):
-        r = self.inner.export(spans)
-        self.results.append(r == SpanExportResult.SUCCESS)
-        return r
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis=30000):
-        return True
 
 
 def run(protocol, exporter):

@@ -74,24 +74,8 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         a.vkeys.clone()
     };
     let keys = LogKeys::from_vkeys(&vkeys).context("--vkey")?;
-    let pinned = a
-        .checkpoints
-        .iter()
-        .map(|p| {
-            std::fs::read(p)
-                .map(|b| (p.display().to_string(), b))
-                .with_context(|| format!("reading --checkpoint {}", p.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let audit_pinned = a
-        .audit_checkpoints
-        .iter()
-        .map(|p| {
-            std::fs::read(p)
-                .map(|b| (p.display().to_string(), b))
-                .with_context(|| format!("reading --audit-checkpoint {}", p.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pinned = read_pinned(&a.checkpoints, "--checkpoint")?;
+    let audit_pinned = read_pinned(&a.audit_checkpoints, "--audit-checkpoint")?;
     let has_audit = a.data_dir.join("audit").is_dir();
     let audit_keys = if !has_audit {
         None
@@ -231,6 +215,18 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("FAILED: {} problems", report.problems.len());
         Ok(ExitCode::from(2))
     }
+}
+
+/// Reads checkpoint files given with `flag`: (name for messages, note).
+fn read_pinned(paths: &[PathBuf], flag: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| (p.display().to_string(), b))
+                .with_context(|| format!("reading {flag} {}", p.display()))
+        })
+        .collect()
 }
 
 /// Checks the audit log's entries: each a key entry or a record entry naming an earlier key entry;

@@ -154,16 +154,11 @@ async fn every_read_is_recorded_once_and_the_audit_log_verifies() {
     assert_eq!(recs[0]["resource"], "spans:2");
     // Token and certificate operations are recorded under the admin.
     let made = create_token(&srv, &["--role", "metrics", "--tenant", "acme"]);
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
+    let (ok, text) = srv.issue_cert(
         "spiffe://a.test/w",
-        "--tenant",
-        "acme",
-        "--out",
-        srv.dir.parent().unwrap().join("w").to_str().unwrap(),
-    ]);
+        &srv.dir.parent().unwrap().join("w"),
+        &[],
+    );
     assert!(ok, "{text}");
     // (The bootstrap admin acts for the default tenant: read across tenants.)
     let (st, body) = call(

@@ -128,20 +128,7 @@ async fn workload_certificates_write_only_their_services_and_bad_ones_are_refuse
     let srv = Server::start(&[]);
     let out = srv.dir.parent().unwrap().join("checkout");
     let id = "spiffe://shop.test/ns/prod/sa/checkout";
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
-        id,
-        "--tenant",
-        "acme",
-        "--service",
-        "checkout",
-        "--days",
-        "30",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, text) = srv.issue_cert(id, &out, &["--service", "checkout", "--days", "30"]);
     assert!(ok, "{text}");
     assert!(text.contains(id) && text.contains("tenant acme"), "{text}");
     let serial = serial_of(&text);
@@ -248,18 +235,7 @@ async fn workload_certificates_write_only_their_services_and_bad_ones_are_refuse
 
     // Rotation: a second certificate for the same identity works beside the first.
     let out2 = srv.dir.parent().unwrap().join("checkout-2");
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
-        id,
-        "--tenant",
-        "acme",
-        "--service",
-        "checkout",
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
+    let (ok, text) = srv.issue_cert(id, &out2, &["--service", "checkout"]);
     assert!(ok, "{text}");
     let b = files_client(&srv.ca(), &out2);
     assert_eq!(export(&b, &srv, "checkout").await.unwrap().0, 200);
@@ -283,29 +259,9 @@ async fn workload_certificates_write_only_their_services_and_bad_ones_are_refuse
     let (status, _, _) = export(&b, &srv, "checkout").await.unwrap();
     assert_eq!(status, 401);
     // Bad input to the CLI and API: a clear refusal naming what is wrong.
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
-        "https://x/y",
-        "--tenant",
-        "acme",
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
+    let (ok, text) = srv.issue_cert("https://x/y", &out2, &[]);
     assert!(!ok && text.contains("SPIFFE"), "{text}");
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
-        id,
-        "--tenant",
-        "acme",
-        "--days",
-        "4000",
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
+    let (ok, text) = srv.issue_cert(id, &out2, &["--days", "4000"]);
     assert!(!ok && text.contains("397"), "{text}");
     // The server kept serving through all of it.
     assert_eq!(srv.ready_status().await, 200);
@@ -397,18 +353,7 @@ async fn outside_client_ca_and_server_certificate_rotate_without_restart() {
     ]);
     assert!(ok, "{text}");
     let out = ca1_path.with_file_name("issued");
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
-        billing,
-        "--tenant",
-        "acme",
-        "--out",
-        out.to_str().unwrap(),
-        "--ca",
-        ca1s,
-    ]);
+    let (ok, text) = srv.issue_cert(billing, &out, &["--ca", ca1s]);
     assert!(!ok && text.contains("outside client CA"), "{text}");
 
     let client_auth = || vec![ExtendedKeyUsagePurpose::ClientAuth];

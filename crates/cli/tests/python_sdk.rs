@@ -135,18 +135,11 @@ async fn python_sdk_exports_with_a_client_certificate_and_no_token() {
     let Some(py) = python() else { return };
     let srv = Server::start(&[]);
     let out = srv.dir.parent().unwrap().join("py-workload");
-    let (ok, text) = srv.cli(&[
-        "cert",
-        "issue",
-        "--spiffe-id",
+    let (ok, text) = srv.issue_cert(
         "spiffe://py.test/ns/shop/sa/py-mtls",
-        "--tenant",
-        "acme",
-        "--service",
-        "py-mtls",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &out,
+        &["--service", "py-mtls"],
+    );
     assert!(ok, "{text}");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -51,7 +51,7 @@ pub async fn ingest(
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len())
         .sum();
-    let res = ingest_checked(state, caller, req, transport).await;
+    let res = ingest_checked(state, caller, req, spans, transport).await;
     if let Err(e) = &res
         && matches!(e, ApiError::Forbidden(_) | ApiError::RateLimited(..))
     {
@@ -112,14 +112,9 @@ async fn ingest_checked(
     state: &AppState,
     caller: &Caller,
     req: ExportTraceServiceRequest,
+    span_count: usize,
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
-    let span_count: usize = req
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
     // One decision for the batch: the tenant, and every service it carries (a credential bound
     // to services writes only those; one spoofed resource refuses the whole batch).
     let mut services: Vec<&str> = req

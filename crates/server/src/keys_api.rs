@@ -81,11 +81,7 @@ pub async fn rotate(
     state.authorize(&caller, tv_access::Action::AdminKeys)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rotation: {e}")))?;
     let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let allowed = match &caller.principal.tenants {
-        TenantScope::All => true,
-        TenantScope::Only(l) => l.contains(&tenant),
-    };
-    if !allowed {
+    if !caller.principal.tenants.allows(&tenant) {
         return Err(ApiError::Forbidden(
             "keys may only be rotated for tenants the calling credential may act for".into(),
         ));

@@ -90,9 +90,7 @@ impl TransitConfig {
             .with_context(|| format!("keys.transit.address {:?}", self.address))?;
         match url.scheme() {
             "https" => {}
-            "http" if is_loopback(&url) => {
-                tracing::warn!(address = %self.address, "the KMS is reached over plaintext HTTP on loopback: keys to wrap cross it in clear");
-            }
+            "http" if is_loopback(&url) => {}
             _ => bail!(
                 "keys.transit.address must be https:// (http:// only to a loopback address), not {:?}",
                 self.address
@@ -225,6 +223,9 @@ impl TransitRootKey {
     /// encrypt and decrypt under the system key).
     pub fn connect(cfg: TransitConfig) -> anyhow::Result<Self> {
         cfg.check()?;
+        if cfg.address.starts_with("http://") {
+            tracing::warn!(address = %cfg.address, "the KMS is reached over plaintext HTTP on loopback: keys to wrap cross it in clear");
+        }
         let mut b = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(cfg.timeout_secs))
             .connect_timeout(Duration::from_secs_f64(cfg.timeout_secs));
@@ -321,6 +322,14 @@ pub fn tenant_of(context: &[u8]) -> Option<&str> {
     Some(t)
 }
 
+/// A stored wrapped key as the `vault:v<N>:...` ciphertext transit gave.
+fn transit_ciphertext(wrapped: &[u8]) -> Result<&str, CryptoError> {
+    std::str::from_utf8(wrapped)
+        .ok()
+        .filter(|s| s.starts_with("vault:v"))
+        .ok_or_else(|| CryptoError::Decrypt("wrapped key (not a transit ciphertext)".into()))
+}
+
 fn context_digest(context: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, context);
     d.as_ref().try_into().expect("32-byte digest")
@@ -349,10 +358,7 @@ impl RootKeySource for TransitRootKey {
     }
 
     fn rewrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let ct = std::str::from_utf8(wrapped)
-            .ok()
-            .filter(|s| s.starts_with("vault:v"))
-            .ok_or_else(|| CryptoError::Decrypt("wrapped key (not a transit ciphertext)".into()))?;
+        let ct = transit_ciphertext(wrapped)?;
         let v = self.call(
             format!("{}/rewrap/{}", self.cfg.mount, self.key_for(context)),
             serde_json::json!({ "ciphertext": ct }),
@@ -375,10 +381,7 @@ impl RootKeySource for TransitRootKey {
     }
 
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretKey, CryptoError> {
-        let ct = std::str::from_utf8(wrapped)
-            .ok()
-            .filter(|s| s.starts_with("vault:v"))
-            .ok_or_else(|| CryptoError::Decrypt("wrapped key (not a transit ciphertext)".into()))?;
+        let ct = transit_ciphertext(wrapped)?;
         let v = self.call(
             format!("{}/decrypt/{}", self.cfg.mount, self.key_for(context)),
             serde_json::json!({ "ciphertext": ct }),

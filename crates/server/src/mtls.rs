@@ -20,8 +20,8 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -361,20 +361,6 @@ impl Workloads {
     }
 }
 
-fn client_ca_params() -> anyhow::Result<CertificateParams> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "tracevault client CA");
-    dn.push(DnType::OrganizationName, "tracevault");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::days(1);
-    p.not_after = now + time::Duration::days(3650);
-    Ok(p)
-}
-
 /// The built-in client CA: its certificate and the directory holding its key.
 #[derive(Debug, Clone)]
 pub struct OwnClientCa {
@@ -393,7 +379,7 @@ pub fn ensure_client_ca(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<Path
         return Ok(pem);
     }
     let kp = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let ca = client_ca_params()?.self_signed(&kp)?;
+    let ca = crate::tls::ca_params_named("tracevault client CA")?.self_signed(&kp)?;
     let _ = std::fs::remove_file(&key);
     fsio::create_private_file(&key, kp.serialize_pem().as_bytes())?;
     fsio::atomic_write(&pem, ca.pem().as_bytes(), 0o644)?;
@@ -413,7 +399,8 @@ pub fn issue(
     let key = std::fs::read_to_string(ca.keys_dir.join(CLIENT_CA_KEY))
         .context("reading the client CA key")?;
     let kp = KeyPair::from_pem(&key).context("parsing the client CA key")?;
-    let issuer = Issuer::new(client_ca_params()?, &kp);
+    let ca_pem = std::fs::read_to_string(&ca.cert).context("reading the client CA certificate")?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, kp).context("the client CA certificate")?;
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
         .map_err(|e| anyhow::anyhow!("certificate signing request: {e}"))?;
     let mut p = CertificateParams::new(Vec::<String>::new())?;
@@ -531,6 +518,7 @@ impl ClientCertVerifier for ClientVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::DnType;
 
     fn cert(p: CertificateParams) -> Vec<u8> {
         let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -24,10 +24,11 @@ pub struct TlsFiles {
 const SERVER_VALIDITY_DAYS: i64 = 397;
 const RENEW_BEFORE_DAYS: i64 = 30;
 
-fn ca_params() -> anyhow::Result<CertificateParams> {
+/// A 10-year CA certificate's parameters under the common name `name`.
+pub(crate) fn ca_params_named(name: &str) -> anyhow::Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "tracevault local CA");
+    dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "tracevault");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -39,6 +40,10 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
     p.not_before = time_now() - days(1);
     p.not_after = time_now() + days(3650);
     Ok(p)
+}
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    ca_params_named("tracevault local CA")
 }
 
 fn days(d: i64) -> std::time::Duration {

@@ -16,28 +16,19 @@ pub struct KeyUse {
     pub wrapped: tv_crypto::WrappedDataKey,
 }
 
-fn files_with(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files_with(&p, ext, out);
-        } else if p.extension().is_some_and(|e| e == ext) {
-            out.push(p);
-        }
-    }
+/// The files under `dir` whose extension is `ext`, in name order.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    crate::verify::walk(dir, &mut all);
+    all.retain(|p| p.extension().is_some_and(|e| e == ext));
+    all
 }
 
 /// Every block's and WAL segment's data keys with the tenant key version wrapping them.
 pub fn key_use(data_dir: &Path) -> Result<Vec<KeyUse>, StoreError> {
     let rel = |p: &Path| p.strip_prefix(data_dir).unwrap_or(p).to_path_buf();
     let mut out = Vec::new();
-    let mut blocks = Vec::new();
-    files_with(&data_dir.join("blocks"), "tvb", &mut blocks);
-    for b in blocks {
+    for b in files_with(&data_dir.join("blocks"), "tvb") {
         let (tenant, w) = crate::block::wrapped_key_of(&b)?;
         out.push(KeyUse {
             file: rel(&b),
@@ -46,9 +37,7 @@ pub fn key_use(data_dir: &Path) -> Result<Vec<KeyUse>, StoreError> {
             wrapped: w,
         });
     }
-    let mut segs = Vec::new();
-    files_with(&data_dir.join("wal"), "wal", &mut segs);
-    for s in segs {
+    for s in files_with(&data_dir.join("wal"), "wal") {
         for r in wal::read_segment(&s)?.records {
             if let Recovered::Key {
                 tenant, wrapped, ..

@@ -137,7 +137,8 @@ impl Ctx<'_> {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file under `dir`, recursively, in name order.
+pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };

@@ -135,6 +135,23 @@ impl Server {
         )
     }
 
+    /// `tracevault cert issue --spiffe-id ID --tenant acme --out OUT [EXTRA...]` (admin token);
+    /// returns (success, output).
+    pub fn issue_cert(&self, id: &str, out: &Path, extra: &[&str]) -> (bool, String) {
+        let mut args = vec![
+            "cert",
+            "issue",
+            "--spiffe-id",
+            id,
+            "--tenant",
+            "acme",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.cli(&args)
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.join("tls/ca.pem")
     }
