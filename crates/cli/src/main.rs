@@ -8,6 +8,7 @@ mod client;
 mod keys_cmd;
 mod query;
 mod redact_cmd;
+mod tenant_cmd;
 mod token_cmd;
 mod verify;
 
@@ -50,6 +51,9 @@ enum Cmd {
     /// Tenant key versions on a running server: list, rotate (admin).
     #[command(subcommand)]
     Keys(keys_cmd::KeysCmd),
+    /// Tenants on a running server: erase (crypto-shred) one (admin).
+    #[command(subcommand)]
+    Tenant(tenant_cmd::TenantCmd),
     /// Read the audit log of a running server (auditor or admin).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
@@ -366,6 +370,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Cert(c) => cert_cmd::run(c).await,
             Cmd::Audit(a) => audit_cmd::run(a).await,
             Cmd::Keys(k) => keys_cmd::run(k).await,
+            Cmd::Tenant(t) => tenant_cmd::run(t).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

@@ -169,6 +169,9 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.redundant_partials[0]
         );
     }
+    for e in &report.erased {
+        println!("erased: {e}");
+    }
     for p in &report.pruned {
         println!("pruned: {p}");
     }

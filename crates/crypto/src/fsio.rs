@@ -42,6 +42,26 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Overwrites `path` with zeros (fsynced), then removes it. On copy-on-write or flash storage the
+/// old blocks may survive the overwrite; what makes a destroyed key unrecoverable is that no copy
+/// of its wrapped form and the root survives together (see the operator's guide).
+pub fn shred(path: &Path) -> io::Result<()> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(mut f) => {
+            let len = f.metadata()?.len();
+            f.write_all(&vec![0u8; len as usize])?;
+            f.sync_all()?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates `path` with `data` and mode 0600, failing if it exists.
 pub fn create_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new()

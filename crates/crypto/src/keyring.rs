@@ -84,6 +84,19 @@ pub struct Keyring {
     /// Data keys re-wrapped under a newer tenant key, by key commitment (loaded per tenant from
     /// `tenants/<tenant>/rewrapped.json`).
     rewrapped: Mutex<HashMap<TenantId, HashMap<[u8; 32], WrappedDataKey>>>,
+    /// Tenants erased: no key of theirs is created, unwrapped or used again.
+    erased: Mutex<std::collections::HashSet<TenantId>>,
+}
+
+/// What [`Keyring::destroy`] destroyed.
+#[derive(Debug, Default, Clone)]
+pub struct Destroyed {
+    /// Tenant key versions whose files were removed.
+    pub versions: Vec<u32>,
+    /// Data-key re-wrappings removed.
+    pub rewrapped: usize,
+    /// The root's own key for the tenant (a KMS key name), when it had one.
+    pub root_key: Option<String>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -113,7 +126,78 @@ impl Keyring {
             current: Mutex::new(HashMap::new()),
             max_stale: Mutex::new(None),
             rewrapped: Mutex::new(HashMap::new()),
+            erased: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Marks `tenant` erased: from now on no key of it is created, unwrapped or used (its cached
+    /// keys are dropped, which zeroizes them once no data key in use holds them).
+    pub fn mark_erased(&self, tenant: &TenantId) {
+        self.erased
+            .lock()
+            .expect("keyring lock poisoned")
+            .insert(tenant.clone());
+        self.cache
+            .lock()
+            .expect("keyring lock poisoned")
+            .retain(|(t, _), _| t != tenant);
+        self.current
+            .lock()
+            .expect("keyring lock poisoned")
+            .remove(tenant);
+        self.rewrapped
+            .lock()
+            .expect("keyring lock poisoned")
+            .remove(tenant);
+    }
+
+    pub fn is_erased(&self, tenant: &TenantId) -> bool {
+        self.erased
+            .lock()
+            .expect("keyring lock poisoned")
+            .contains(tenant)
+    }
+
+    fn refuse_erased(&self, tenant: &TenantId) -> Result<(), CryptoError> {
+        if self.is_erased(tenant) {
+            return Err(CryptoError::Erased(tenant.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Crypto-shreds `tenant`: marks it erased, destroys the root's key for it (a KMS key), then
+    /// overwrites and removes every version of its key files and its re-wrapped data keys.
+    /// Idempotent: a second call (after a crash part-way) destroys what is left.
+    pub fn destroy(&self, tenant: &TenantId) -> Result<Destroyed, CryptoError> {
+        self.mark_erased(tenant);
+        let mut out = Destroyed {
+            root_key: self.root.destroy_tenant(tenant.as_str())?,
+            ..Default::default()
+        };
+        let dir = self.tenant_dir(tenant);
+        let rw = self.rewrapped_path(tenant);
+        if let Ok(b) = std::fs::read(&rw) {
+            out.rewrapped = serde_json::from_slice::<HashMap<String, String>>(&b)
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        out.versions = self.versions_on_disk(tenant)?;
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(CryptoError::io(&dir, e)),
+        };
+        for e in rd {
+            let path = e.map_err(|e| CryptoError::io(&dir, e))?.path();
+            fsio::shred(&path).map_err(|e| CryptoError::io(&path, e))?;
+        }
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CryptoError::io(&dir, e)),
+        }
+        fsio::sync_dir(&self.dir).map_err(|e| CryptoError::io(&self.dir, e))?;
+        Ok(out)
     }
 
     fn rewrapped_path(&self, tenant: &TenantId) -> PathBuf {
@@ -126,6 +210,7 @@ impl Keyring {
         tenant: &TenantId,
         w: &WrappedDataKey,
     ) -> Result<WrappedDataKey, CryptoError> {
+        self.refuse_erased(tenant)?;
         let mut all = self.rewrapped.lock().expect("keyring lock poisoned");
         if !all.contains_key(tenant) {
             let path = self.rewrapped_path(tenant);
@@ -293,6 +378,7 @@ impl Keyring {
         for e in std::fs::read_dir(&self.dir).map_err(|e| CryptoError::io(&self.dir, e))? {
             let e = e.map_err(|e| CryptoError::io(&self.dir, e))?;
             if let Ok(t) = TenantId::parse(&e.file_name().to_string_lossy())
+                && !self.is_erased(&t)
                 && !self.versions_on_disk(&t)?.is_empty()
             {
                 out.push(t);
@@ -321,6 +407,7 @@ impl Keyring {
     /// Makes a new key version of `tenant` the one new data keys are wrapped under; older
     /// versions stay and keep unwrapping what they wrapped. Returns the new version.
     pub fn rotate(&self, tenant: &TenantId) -> Result<u32, CryptoError> {
+        self.refuse_erased(tenant)?;
         let mut current = self.current.lock().expect("keyring lock poisoned");
         let next = self.versions_on_disk(tenant)?.last().map_or(1, |v| v + 1);
         self.create_kek(tenant, next)?;
@@ -387,6 +474,7 @@ impl Keyring {
 
     /// The current key version of `tenant` and its key, creating version 1 on first use.
     pub fn current_kek(&self, tenant: &TenantId) -> Result<(u32, Arc<SecretKey>), CryptoError> {
+        self.refuse_erased(tenant)?;
         let mut current = self.current.lock().expect("keyring lock poisoned");
         if let Some(v) = current.get(tenant).copied() {
             drop(current);
@@ -405,6 +493,7 @@ impl Keyring {
     }
 
     fn create_kek(&self, tenant: &TenantId, version: u32) -> Result<(), CryptoError> {
+        self.refuse_erased(tenant)?;
         let dir = self.tenant_dir(tenant);
         fsio::create_private_dir(&dir).map_err(|e| CryptoError::io(&dir, e))?;
         let key = SecretKey::random();
@@ -438,6 +527,7 @@ impl Keyring {
 
     /// The tenant key `version` of `tenant`.
     pub fn kek(&self, tenant: &TenantId, version: u32) -> Result<Arc<SecretKey>, CryptoError> {
+        self.refuse_erased(tenant)?;
         let max_stale = *self.max_stale.lock().expect("keyring lock poisoned");
         if let Some(k) = self
             .cache
@@ -641,6 +731,41 @@ mod tests {
         let (_, w) = r.new_data_key(&a).unwrap();
         r.current_kek(&b).unwrap();
         assert!(r.open_data_key(&b, &w).is_err());
+    }
+
+    #[test]
+    fn destroy_removes_every_version_and_refuses_the_tenant_from_then_on() {
+        let d = tempfile::tempdir().unwrap();
+        let r = ring(d.path());
+        let a = TenantId::parse("a").unwrap();
+        let b = TenantId::parse("b").unwrap();
+        let (_, wa1) = r.new_data_key(&a).unwrap();
+        r.rotate(&a).unwrap();
+        let (_, wa2) = r.new_data_key(&a).unwrap();
+        r.rewrap(&a, std::slice::from_ref(&wa1)).unwrap();
+        let (_, wb) = r.new_data_key(&b).unwrap();
+        let gone = r.destroy(&a).unwrap();
+        assert_eq!(gone.versions, vec![1, 2]);
+        assert_eq!(gone.rewrapped, 1);
+        assert!(!d.path().join("tenants/a").exists());
+        for w in [&wa1, &wa2] {
+            assert!(matches!(
+                r.open_data_key(&a, w),
+                Err(CryptoError::Erased(_))
+            ));
+        }
+        assert!(matches!(r.new_data_key(&a), Err(CryptoError::Erased(_))));
+        assert!(matches!(r.rotate(&a), Err(CryptoError::Erased(_))));
+        // Even a key ring that does not know of the erasure has nothing to unwrap.
+        let fresh = ring(d.path());
+        assert!(matches!(
+            fresh.open_data_key(&a, &wa1),
+            Err(CryptoError::MissingKey { .. })
+        ));
+        assert!(fresh.open_data_key(&b, &wb).is_ok());
+        assert_eq!(r.tenants().unwrap(), vec![b.clone()]);
+        // Again: nothing left to destroy, no error.
+        assert!(r.destroy(&a).unwrap().versions.is_empty());
     }
 
     #[test]

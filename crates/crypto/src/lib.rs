@@ -29,7 +29,7 @@ mod keyring;
 mod keys;
 mod root;
 
-pub use keyring::{Keyring, WrappedDataKey};
+pub use keyring::{Destroyed, Keyring, WrappedDataKey};
 pub use keys::{DataKey, SecretKey, random_bytes};
 pub use root::{FileRootKey, RootKeySource};
 
@@ -49,6 +49,9 @@ pub enum CryptoError {
     Permissions { path: String, mode: u32 },
     #[error("key material for tenant {tenant} version {version} is missing")]
     MissingKey { tenant: String, version: u32 },
+    /// The tenant was erased: its keys are destroyed and nothing of it is read or written again.
+    #[error("tenant {0} was erased (its keys were destroyed)")]
+    Erased(String),
     #[error("invalid key file {path}: {reason}")]
     BadKeyFile { path: String, reason: String },
     #[error("crypto operation failed: {0}")]

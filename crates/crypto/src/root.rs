@@ -19,6 +19,11 @@ pub trait RootKeySource: Send + Sync + std::fmt::Debug {
     fn check(&self) -> Result<(), CryptoError> {
         Ok(())
     }
+    /// Destroys whatever the root keeps for `tenant` alone (a KMS key of its own); a file root
+    /// keeps nothing per tenant. Succeeds when there is nothing (left) to destroy.
+    fn destroy_tenant(&self, _tenant: &str) -> Result<Option<String>, CryptoError> {
+        Ok(None)
+    }
     /// Re-wraps `wrapped` under the root's newest key version (a KMS rewraps without revealing
     /// the key; the default unwraps and wraps again).
     fn rewrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {

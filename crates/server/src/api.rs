@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/admin/keys/rewrap-root",
             post(crate::keys_api::rewrap_root),
         )
+        .route("/api/admin/tenants/erase", post(crate::keys_api::erase))
         .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
         .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
         .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
@@ -90,7 +91,8 @@ fn route_action(route: &str) -> (&'static str, bool) {
         "/api/admin/keys"
         | "/api/admin/keys/rotate"
         | "/api/admin/keys/rewrap"
-        | "/api/admin/keys/rewrap-root" => ("admin_keys", true),
+        | "/api/admin/keys/rewrap-root"
+        | "/api/admin/tenants/erase" => ("admin_keys", true),
         "/api/admin/flush" => ("flush", true),
         "/api/audit" => ("read_audit", true),
         "/metrics" => ("read_metrics", false),

@@ -120,6 +120,9 @@ impl ApiError {
                 Self::Unavailable(format!("storage is overloaded ({m}); retry later"))
             }
             E::ShuttingDown => Self::Unavailable("the server is shutting down; retry later".into()),
+            E::Erased(t) => Self::Forbidden(format!(
+                "tenant {t} was erased: it accepts no data and holds none"
+            )),
             E::Crypto(tv_crypto::CryptoError::Kms(_)) => {
                 tracing::warn!(error = %e, "a key the KMS must unwrap is not available");
                 Self::Unavailable(

@@ -155,6 +155,11 @@ async fn ingest_checked(
             &verdict.reasons,
         )));
     }
+    // An erased tenant holds no data and takes none.
+    state
+        .store
+        .accepts(&caller.tenant)
+        .map_err(ApiError::from_store)?;
     // Per-tenant throughput, before any work is spent on the batch.
     let rates = state.limiter.rates();
     let tenant_key = caller.tenant.to_string();

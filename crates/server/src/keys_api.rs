@@ -180,6 +180,118 @@ pub async fn rewrap_root(
     ))
 }
 
+/// `POST /api/admin/tenants/erase` body: without `confirm`, only what would be destroyed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erase {
+    pub tenant: String,
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// What erasure cannot reach, said with every answer (and in the operator's guide).
+fn erase_limits(state: &AppState) -> Vec<String> {
+    let mut out = vec![
+        "The erasure is irreversible: no command brings the tenant's data back.".to_string(),
+        "Anything decrypted before now (query results, exports, the SIEM) is outside the server and not erased.".to_string(),
+    ];
+    if state.keyring.root().describe().starts_with("transit") {
+        out.push("The root is a KMS: its own backups or snapshots taken before now still hold the tenant's transit key; purge them to finish the erasure.".into());
+    } else {
+        out.push("The root is a file: a backup holding both the keys directory (or a `keys backup` file) and the data from before now can still decrypt the tenant; keys must be backed up apart from data and such backups destroyed or restored only through `keys restore`, which refuses erased tenants.".into());
+    }
+    out
+}
+
+/// `POST /api/admin/tenants/erase` `{tenant, confirm}`: crypto-shreds a tenant (issue 6). With
+/// `confirm`, destroys every version of its keys (and its KMS key), deletes its blocks and
+/// refuses it from then on; without, answers what that would destroy. Needs `admin_keys` for
+/// the tenant. Audited.
+pub async fn erase(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<Erase>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("erase: {e}")))?;
+    let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !caller.principal.tenants.allows(&tenant) {
+        return Err(ApiError::Forbidden(
+            "a tenant may only be erased with a credential that may act for it".into(),
+        ));
+    }
+    let limits = erase_limits(&state);
+    if state.keyring.is_erased(&tenant) {
+        return Err(ApiError::BadRequest(format!(
+            "tenant {tenant} was already erased"
+        )));
+    }
+    let kr = state.keyring.clone();
+    let t = tenant.clone();
+    let versions = tokio::task::spawn_blocking(move || kr.versions(&t))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(key_error)?;
+    let versions: Vec<u32> = versions.iter().map(|v| v.0).collect();
+    let (blocks, block_spans, head_spans) = state.store.tenant_holdings(&tenant);
+    if !req.confirm {
+        return Ok(crate::api::noted(
+            Json(json!({
+                "tenant": tenant.as_str(),
+                "erased": false,
+                "key_versions": versions,
+                "root": state.keyring.root().describe(),
+                "blocks": blocks,
+                "spans": block_spans + head_spans,
+                "limits": limits,
+            }))
+            .into_response(),
+            0,
+            Some(format!("tenant:{tenant} erase previewed")),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let rec = state
+        .store
+        .erase_tenant(&tenant)
+        .await
+        .map_err(|e| match e {
+            tv_store::StoreError::Crypto(c) => key_error(c),
+            other => ApiError::from_store(other),
+        })?;
+    state.redaction.forget(&tenant);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
+    let versions: Vec<String> = rec.key_versions.iter().map(|v| format!("v{v}")).collect();
+    Ok(crate::api::noted(
+        Json(json!({
+            "tenant": tenant.as_str(),
+            "erased": true,
+            "key_versions": rec.key_versions,
+            "root_key": rec.root_key,
+            "blocks": rec.blocks,
+            "spans": rec.spans,
+            "log_index": rec.log_index,
+            "millis": ms,
+            "limits": limits,
+        }))
+        .into_response(),
+        rec.blocks as usize,
+        Some(format!(
+            "tenant:{tenant} erased: key versions [{}] destroyed{}, {} blocks deleted, log entry {}",
+            versions.join(", "),
+            rec.root_key
+                .as_ref()
+                .map(|k| format!(", KMS key {k} deleted"))
+                .unwrap_or_default(),
+            rec.blocks,
+            rec.log_index
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into()),
+        )),
+    ))
+}
+
 /// Rotates every tenant key older than `max_age` now and then once a day.
 pub async fn rotate_by_age(state: Arc<AppState>, max_age: std::time::Duration) {
     loop {

@@ -178,6 +178,7 @@ fn read_secret(file: Option<&Path>, env: &str) -> anyhow::Result<Zeroizing<Strin
 struct Call {
     path: String,
     body: serde_json::Value,
+    delete: bool,
     reply: mpsc::SyncSender<Result<serde_json::Value, String>>,
 }
 
@@ -298,9 +299,23 @@ impl TransitRootKey {
         path: String,
         body: serde_json::Value,
     ) -> Result<serde_json::Value, CryptoError> {
+        self.call_as(path, body, false)
+    }
+
+    fn call_as(
+        &self,
+        path: String,
+        body: serde_json::Value,
+        delete: bool,
+    ) -> Result<serde_json::Value, CryptoError> {
         let (reply, rx) = mpsc::sync_channel(1);
         self.calls
-            .send(Call { path, body, reply })
+            .send(Call {
+                path,
+                body,
+                delete,
+                reply,
+            })
             .map_err(|_| CryptoError::Kms("the KMS client thread stopped".into()))?;
         let wait = Duration::from_secs_f64(self.cfg.timeout_secs * 2.0 + 1.0);
         match rx.recv_timeout(wait) {
@@ -368,6 +383,30 @@ impl RootKeySource for TransitRootKey {
         Ok(c.data.ciphertext.into_bytes())
     }
 
+    /// Deletes the tenant's transit key: allows deletion in its config, then deletes it (every
+    /// version). A key that does not exist (already deleted) is not an error.
+    fn destroy_tenant(&self, tenant: &str) -> Result<Option<String>, CryptoError> {
+        let name = format!("{}-tenant-{tenant}", self.cfg.key_prefix);
+        let absent = |e: &CryptoError| matches!(e, CryptoError::Kms(m) if m.contains("404"));
+        match self.call(
+            format!("{}/keys/{name}/config", self.cfg.mount),
+            serde_json::json!({ "deletion_allowed": true }),
+        ) {
+            Ok(_) => {}
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        match self.call_as(
+            format!("{}/keys/{name}", self.cfg.mount),
+            serde_json::json!({}),
+            true,
+        ) {
+            Ok(_) => Ok(Some(name)),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn check(&self) -> Result<(), CryptoError> {
         let probe = SecretKey::random();
         let w = self.wrap(b"tracevault/v1/kms-probe", &probe)?;
@@ -427,7 +466,7 @@ impl Worker {
             }
         };
         while let Ok(call) = rx.recv() {
-            let r = rt.block_on(self.request(&call.path, &call.body));
+            let r = rt.block_on(self.request(&call.path, &call.body, call.delete));
             let _ = call.reply.send(r);
         }
     }
@@ -460,6 +499,7 @@ impl Worker {
         &mut self,
         path: &str,
         body: &serde_json::Value,
+        delete: bool,
     ) -> Result<serde_json::Value, String> {
         for attempt in 0..2 {
             if self.approle.is_some() && self.session.is_none() {
@@ -472,15 +512,20 @@ impl Worker {
             };
             let token = Zeroizing::new(token);
             let url = format!("{}/{path}", self.base);
-            let resp = self
-                .http
-                .post(&url)
+            let req = if delete {
+                self.http.delete(&url)
+            } else {
+                self.http.post(&url).json(body)
+            };
+            let resp = req
                 .header("X-Vault-Token", token.as_str())
-                .json(body)
                 .send()
                 .await
                 .map_err(|e| format!("{path}: {}", without_url(&e)))?;
             let status = resp.status();
+            if status == reqwest::StatusCode::NO_CONTENT {
+                return Ok(serde_json::Value::Null);
+            }
             if status.is_success() {
                 return resp
                     .json()

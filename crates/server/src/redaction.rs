@@ -89,6 +89,11 @@ impl Redaction {
         Ok(key)
     }
 
+    /// Drops the tenant's cached pseudonym key (its keys were destroyed).
+    pub fn forget(&self, tenant: &TenantId) {
+        self.keys.lock().expect("keys lock").remove(tenant);
+    }
+
     /// Redacts a validated batch for `tenant`; returns it with the policy digest to record.
     pub fn apply(
         &self,

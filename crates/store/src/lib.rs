@@ -14,6 +14,7 @@
 pub mod block;
 pub mod columns;
 pub mod commit;
+pub mod erase;
 pub mod format;
 pub mod logdir;
 pub mod prove;
@@ -59,6 +60,9 @@ pub enum StoreError {
     Crypto(tv_crypto::CryptoError),
     #[error("storage is overloaded ({0}); retry later")]
     Overloaded(String),
+    /// The tenant was erased (or is being erased): it accepts and holds no data.
+    #[error("tenant {0} was erased: it accepts no data and holds none")]
+    Erased(String),
     #[error("storage is shutting down")]
     ShuttingDown,
     #[error("invalid stored data: {0}")]

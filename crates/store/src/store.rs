@@ -258,6 +258,24 @@ pub(crate) struct Inner {
     healthy: AtomicBool,
     /// Closed segments not yet sealed, with a condvar the sealer signals.
     unsealed: (Mutex<usize>, Condvar),
+    /// Tenants being erased: their writes are refused (erased tenants are refused by the keyring).
+    erasing: Mutex<std::collections::HashSet<TenantId>>,
+}
+
+impl Inner {
+    /// Refuses writes for a tenant that is erased or being erased.
+    fn accepts(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        if self.keyring.is_erased(tenant)
+            || self
+                .erasing
+                .lock()
+                .expect("erasing lock poisoned")
+                .contains(tenant)
+        {
+            return Err(StoreError::Erased(tenant.to_string()));
+        }
+        Ok(())
+    }
 }
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
@@ -331,7 +349,9 @@ impl Store {
             pending_bytes: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             unsealed: (Mutex::new(0), Condvar::new()),
+            erasing: Mutex::new(std::collections::HashSet::new()),
         });
+        let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;
         let (wal_max, unsealed) = recover_wal(&inner)?;
         max_id = max_id.max(wal_max);
@@ -340,6 +360,15 @@ impl Store {
             Some(log) => {
                 // The first start signs the empty log; every start publishes what recovery added.
                 log.flush()?;
+                // Erasures a crash interrupted (or blocks of an erased tenant put back): finish.
+                for r in erasures {
+                    let t = TenantId::parse(&r.tenant)
+                        .map_err(|e| StoreError::Decode(e.to_string()))?;
+                    if !r.complete || inner.block_dir.join(t.as_str()).exists() {
+                        tracing::warn!(tenant = %t, "finishing the erasure of a tenant");
+                        crate::erase::erase_blocking(&inner, &t, Some(r))?;
+                    }
+                }
                 let (log, stop) = (log.clone(), log_stop.clone());
                 Some(
                     std::thread::Builder::new()
@@ -402,6 +431,70 @@ impl Store {
         self.inner.healthy.load(Ordering::Relaxed)
     }
 
+    /// Whether the store takes data for `tenant` (not when it is erased or being erased).
+    pub fn accepts(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.inner.accepts(tenant)
+    }
+
+    /// What erasing `tenant` would delete now: (blocks, spans in them, acknowledged spans not
+    /// sealed yet).
+    pub fn tenant_holdings(&self, tenant: &TenantId) -> (u64, u64, u64) {
+        let st = self.inner.state.read().expect("state lock poisoned");
+        let blocks = st.blocks.get(tenant);
+        (
+            blocks.map(|b| b.len() as u64).unwrap_or(0),
+            blocks
+                .map(|b| b.iter().map(|m| m.index.span_count).sum())
+                .unwrap_or(0),
+            st.head
+                .iter()
+                .filter(|r| &r.tenant == tenant)
+                .map(|r| r.summary.spans)
+                .sum(),
+        )
+    }
+
+    /// Crypto-shreds `tenant` (see [`crate::erase`]): refuses its writes, seals what it holds,
+    /// logs the erasure, destroys every version of its keys and deletes its blocks. An erasure
+    /// a failure interrupted is finished; a finished one is refused as already done.
+    pub async fn erase_tenant(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<crate::erase::Erasure, StoreError> {
+        let earlier = crate::erase::records(&self.inner.cfg.data_dir)?
+            .into_iter()
+            .find(|r| r.tenant == tenant.as_str());
+        if let Some(r) = &earlier
+            && r.complete
+        {
+            return Err(StoreError::Erased(tenant.to_string()));
+        }
+        {
+            // Under the writer lock: every append before this is queued ahead of the flush below,
+            // every one after it is refused.
+            let _w = self.writer_tx.lock().expect("writer lock poisoned");
+            self.inner
+                .erasing
+                .lock()
+                .expect("erasing lock poisoned")
+                .insert(tenant.clone());
+        }
+        if earlier.is_none()
+            && let Err(e) = self.flush().await
+        {
+            self.inner
+                .erasing
+                .lock()
+                .expect("erasing lock poisoned")
+                .remove(tenant);
+            return Err(e);
+        }
+        let (inner, t) = (self.inner.clone(), tenant.clone());
+        tokio::task::spawn_blocking(move || crate::erase::erase_blocking(&inner, &t, earlier))
+            .await
+            .map_err(|e| StoreError::Decode(format!("erasure task: {e}")))?
+    }
+
     /// Appends a batch; resolves once it is durable (after the covering fsync) or refused.
     pub async fn append(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         let bytes = batch.payload.len() as u64;
@@ -416,6 +509,11 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let sent = {
             let guard = self.writer_tx.lock().expect("writer lock poisoned");
+            if let Err(e) = self.inner.accepts(&batch.tenant) {
+                drop(guard);
+                self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                return Err(e);
+            }
             match guard.as_ref() {
                 None => Err(StoreError::ShuttingDown),
                 Some(w) => match w.try_send(WriterMsg::Append(batch, tx)) {
@@ -532,6 +630,10 @@ fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
             tracing::warn!(dir = %tdir.path().display(), "ignoring directory that is not a tenant id");
             continue;
         };
+        if inner.keyring.is_erased(&tenant) {
+            // Its keys are gone; the erasure's completion at start deletes these files.
+            continue;
+        }
         let mut metas = Vec::new();
         let path = tdir.path();
         for f in std::fs::read_dir(&path).map_err(|e| StoreError::io(&path, e))? {
@@ -583,6 +685,7 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
         let path = wal::segment_path(&inner.wal_dir, id);
         let seg = wal::read_segment(&path)?;
         let keys = wal::open_segment_keys(&inner.keyring, &seg)?;
+        let erased = wal::erased_key_indexes(&inner.keyring, &seg);
         let mut recs = Vec::new();
         for r in seg.records {
             if let Recovered::Data {
@@ -593,6 +696,10 @@ fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> {
                 body_sha256,
             } = r
             {
+                if erased.contains(&key_index) {
+                    // A record of an erased tenant: its keys are destroyed, it is not read.
+                    continue;
+                }
                 let corrupt = |reason: String| StoreError::Corruption {
                     path: path.display().to_string(),
                     offset,
@@ -709,6 +816,9 @@ fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(), StoreErr
     let mut new_blocks = Vec::new();
     let mut last_leaf: Option<u64> = None;
     for (tenant, recs) in by_tenant {
+        if inner.keyring.is_erased(&tenant) {
+            continue;
+        }
         let path = crate::block::block_path(&inner.block_dir, &tenant, id);
         if let Some(log) = &inner.log
             && path.exists()

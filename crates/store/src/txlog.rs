@@ -185,7 +185,7 @@ impl TxLog {
                         out.records
                             .insert((r.segment, r.key_index, r.counter), (index, r.body_sha256));
                     }
-                    Ok(Leaf::Prune(_)) => {}
+                    Ok(Leaf::Prune(_) | Leaf::Erase(_) | Leaf::ErasedBlock(_)) => {}
                     Ok(Leaf::Block(b)) => {
                         out.blocks.insert(b.file_sha256, index);
                         self.blocks

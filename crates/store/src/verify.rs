@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tv_crypto::Keyring;
 use tv_model::TenantId;
 use tv_tlog::checkpoint::Checkpoint;
-use tv_tlog::leaf::{self, BlockLeaf, Leaf, PruneLeaf, RecordLeaf};
+use tv_tlog::leaf::{self, BlockLeaf, EraseLeaf, ErasedBlockLeaf, Leaf, PruneLeaf, RecordLeaf};
 use tv_tlog::merkle::{self, MemoryTree};
 use tv_tlog::policy::{LogKeys, Policy, verify_checkpoint};
 use tv_tlog::tiles::{self, TILE_WIDTH, TileRef};
@@ -66,6 +66,8 @@ pub struct Report {
     pub not_covered: Vec<(String, &'static str)>,
     /// Blocks deleted by retention, as the log recorded it.
     pub pruned: Vec<String>,
+    /// Tenants erased (crypto-shredded), as the log and the erasure records show it.
+    pub erased: Vec<String>,
     /// Partial tiles and bundles a full one has made redundant (checked like every other).
     pub redundant_partials: Vec<String>,
     pub log_size: u64,
@@ -550,6 +552,8 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     let mut block_leaves: HashMap<[u8; 32], (u64, BlockLeaf)> = HashMap::new();
     let mut by_index: HashMap<u64, RecordLeaf> = HashMap::new();
     let mut prunes: HashMap<[u8; 32], (u64, PruneLeaf)> = HashMap::new();
+    let mut erases: BTreeMap<u64, EraseLeaf> = BTreeMap::new();
+    let mut erased_blocks: HashMap<[u8; 32], (u64, ErasedBlockLeaf)> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         match Leaf::parse(e) {
             Ok(Leaf::Record(r)) => {
@@ -562,6 +566,12 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             Ok(Leaf::Prune(p)) => {
                 prunes.insert(p.file_sha256, (i as u64, p));
             }
+            Ok(Leaf::Erase(x)) => {
+                erases.insert(i as u64, x);
+            }
+            Ok(Leaf::ErasedBlock(d)) => {
+                erased_blocks.insert(d.file_sha256, (i as u64, d));
+            }
             Err(err) => cx.problem(
                 "log/tile/entries",
                 Some(i as u64),
@@ -570,6 +580,68 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             ),
         }
     }
+    // Erasure records name the tenants the erase leaves commit to.
+    let erasures = match crate::erase::records(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            cx.problem("erased", None, "erasure record", e.to_string());
+            Vec::new()
+        }
+    };
+    let erased_tenants: HashSet<String> = erasures.iter().map(|r| r.tenant.clone()).collect();
+    if let Some(kr) = &opts.keyring {
+        for r in &erasures {
+            if let Ok(t) = TenantId::parse(&r.tenant) {
+                kr.mark_erased(&t);
+            }
+        }
+    }
+    let mut named: HashSet<u64> = HashSet::new();
+    for r in &erasures {
+        let file = format!("erased/{}.json", r.tenant);
+        let Some(i) = r.log_index else {
+            cx.problem(file, None, "erasure record", "names no log entry");
+            continue;
+        };
+        match erases.get(&i) {
+            None => cx.problem(
+                file,
+                None,
+                "erasure record",
+                format!("names log entry {i}, which is not an erase entry"),
+            ),
+            Some(x) if Some(x.tenant_commitment) != r.commitment() => cx.problem(
+                file,
+                None,
+                "erasure record",
+                format!("does not match the tenant log entry {i} commits to"),
+            ),
+            Some(x) => {
+                named.insert(i);
+                let versions: Vec<String> =
+                    r.key_versions.iter().map(|v| format!("v{v}")).collect();
+                cx.report.erased.push(format!(
+                    "tenant {}: erased at {} ns (log entry {i}); key versions {} destroyed{}; {} blocks ({} spans) deleted{}",
+                    r.tenant,
+                    x.erased_unix_nanos,
+                    if versions.is_empty() { "(none on record)".to_string() } else { versions.join(", ") },
+                    r.root_key.as_ref().map(|k| format!(", KMS key {k} deleted")).unwrap_or_default(),
+                    x.blocks,
+                    r.spans,
+                    if r.complete { "" } else { "; NOT FINISHED (the next start finishes it)" },
+                ));
+            }
+        }
+    }
+    for (i, x) in &erases {
+        if !named.contains(i) {
+            cx.report.warnings.push(format!(
+                "log entry {i} erases a tenant (at {} ns) that no erasure record names (the record was removed, or the erasure stopped before writing it)",
+                x.erased_unix_nanos
+            ));
+        }
+    }
+
     let mut covered_records: HashSet<u64> = HashSet::new();
     let mut present_blocks: HashSet<[u8; 32]> = HashSet::new();
     let mut sealed_segments: HashSet<u64> = HashSet::new();
@@ -621,6 +693,16 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             },
             None => None,
         };
+        let erased_keys: HashSet<u32> = seg
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Recovered::Key {
+                    tenant, key_index, ..
+                } if erased_tenants.contains(tenant.as_str()) => Some(*key_index),
+                _ => None,
+            })
+            .collect();
         for r in seg.records {
             let Recovered::Data {
                 key_index,
@@ -642,6 +724,20 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                 unlogged.clear();
             }
             covered_records.insert(index);
+            if erased_keys.contains(&key_index) {
+                // An erased tenant's record: its digest is all there is to check.
+                if leaf.body_sha256 != body_sha256 {
+                    cx.problem(
+                        &rel,
+                        Some(offset),
+                        "record digest",
+                        format!(
+                            "record {counter} of key {key_index} differs from log entry {index}"
+                        ),
+                    );
+                }
+                continue;
+            }
             if leaf.body_sha256 != body_sha256 {
                 cx.problem(
                     &rel,
@@ -756,6 +852,16 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         cx.report.blocks += 1;
         present_blocks.insert(digest);
         sealed_segments.insert(bl.block_id);
+        let block_tenant = p
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if erased_tenants.contains(&block_tenant) {
+            // Its keys are destroyed: the digest is all there is to check.
+            cx.report.spans += bl.span_count;
+            continue;
+        }
         let Some(kr) = &opts.keyring else {
             cx.report.spans += bl.span_count;
             // Without the root key, the block's records are known only by its leaf's hint.
@@ -854,8 +960,25 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             }
         }
     }
+    for (digest, (di, d)) in &erased_blocks {
+        match (block_leaves.get(digest), erases.get(&d.erase_index)) {
+            (None, _) => cx.problem("log/tile/entries", Some(*di), "erased-block entry", format!("entry {di} deletes a block that was never logged")),
+            (_, None) => cx.problem("log/tile/entries", Some(*di), "erased-block entry", format!("entry {di} names erase entry {}, which is not one", d.erase_index)),
+            (Some((bi, _)), Some(_)) if *bi > *di || d.erase_index > *di => cx.problem("log/tile/entries", Some(*di), "erased-block entry", format!("entry {di} comes before the block or the erasure it names")),
+            _ if present_blocks.contains(digest) => cx.report.warnings.push(format!(
+                "block {:016x} of an erased tenant is still there (an erasure not finished; the next start deletes it)",
+                d.block_id
+            )),
+            _ => {
+                pruned_segments.insert(d.block_id);
+            }
+        }
+    }
     for (digest, (index, bl)) in &block_leaves {
-        if !present_blocks.contains(digest) && !prunes.contains_key(digest) {
+        if !present_blocks.contains(digest)
+            && !prunes.contains_key(digest)
+            && !erased_blocks.contains_key(digest)
+        {
             cx.problem(format!("blocks/*/{:016x}.tvb", bl.block_id), None, "missing block", format!("log entry {index} names a block that is not in the directory (deleted or replaced)"));
         }
     }
@@ -894,7 +1017,9 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             continue;
         }
         let rel = cx.rel(p);
-        let why = if rel.starts_with("keys") {
+        let why = if rel.starts_with("erased") {
+            "erasure record (checked against the log's erase entry above)"
+        } else if rel.starts_with("keys") {
             "key material (its integrity shows when decryption works)"
         } else if rel.starts_with("tls") {
             "TLS certificate or key"

@@ -455,6 +455,9 @@ pub fn open_segment_keys(
             wrapped,
         } = r
         {
+            if keyring.is_erased(tenant) {
+                continue;
+            }
             let k = keyring
                 .open_data_key(tenant, wrapped)
                 .map_err(StoreError::Crypto)?;
@@ -462,6 +465,22 @@ pub fn open_segment_keys(
         }
     }
     Ok(keys)
+}
+
+/// The key indexes of a segment that belong to erased tenants (their records are skipped).
+pub fn erased_key_indexes(
+    keyring: &Keyring,
+    seg: &RecoveredSegment,
+) -> std::collections::HashSet<u32> {
+    seg.records
+        .iter()
+        .filter_map(|r| match r {
+            Recovered::Key {
+                tenant, key_index, ..
+            } if keyring.is_erased(tenant) => Some(*key_index),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

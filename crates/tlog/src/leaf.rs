@@ -13,7 +13,16 @@
 //! prune leaf (a block deleted by retention, before the file is removed), 58 bytes:
 //!   version 0x01 | kind 0x03 | block id u64 | pruned unix ns u64 | SHA-256 of the block file [32]
 //!   | retention period in seconds u64
+//! erase leaf (a tenant's keys destroyed, before its blocks are deleted), 50 bytes:
+//!   version 0x01 | kind 0x04 | erased unix ns u64 | tenant commitment [32] | block count u64
+//! erased-block leaf (a block of an erased tenant deleted, before the file is removed), 58 bytes:
+//!   version 0x01 | kind 0x05 | block id u64 | deleted unix ns u64 | SHA-256 of the block file [32]
+//!   | index of the erase leaf u64
 //! ```
+//!
+//! The tenant commitment is SHA-256(`tracevault/v1/erased-tenant` || salt || tenant id) with a
+//! random 32-byte salt kept in the erasure record (`DIR/erased/<tenant>.json`): the public log
+//! does not name the tenant, and a verifier holding the record can check which tenant it was.
 //!
 //! All integers big-endian. The records digest is SHA-256 over the block's records in block
 //! order, each `record leaf index u64 || span count u32`; with the root key a verifier re-derives
@@ -25,7 +34,11 @@ pub const VERSION: u8 = 1;
 const KIND_RECORD: u8 = 1;
 const KIND_BLOCK: u8 = 2;
 const KIND_PRUNE: u8 = 3;
+const KIND_ERASE: u8 = 4;
+const KIND_ERASED_BLOCK: u8 = 5;
 pub const PRUNE_LEAF_LEN: usize = 58;
+pub const ERASE_LEAF_LEN: usize = 50;
+pub const ERASED_BLOCK_LEAF_LEN: usize = 58;
 pub const RECORD_LEAF_LEN: usize = 162;
 pub const BLOCK_LEAF_LEN: usize = 134;
 
@@ -67,11 +80,41 @@ pub struct PruneLeaf {
     pub retention_secs: u64,
 }
 
+/// A tenant erased (crypto-shredded): every version of its keys was destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EraseLeaf {
+    pub erased_unix_nanos: u64,
+    pub tenant_commitment: Digest,
+    /// How many of the tenant's blocks were deleted after it (one erased-block leaf each).
+    pub blocks: u64,
+}
+
+/// The commitment an erase leaf makes to its tenant.
+pub fn tenant_commitment(salt: &[u8; 32], tenant: &str) -> Digest {
+    let mut buf = Vec::with_capacity(64 + tenant.len());
+    buf.extend_from_slice(b"tracevault/v1/erased-tenant");
+    buf.extend_from_slice(salt);
+    buf.extend_from_slice(tenant.as_bytes());
+    crate::commit::sha256(&buf)
+}
+
+/// A block of an erased tenant, deleted after its keys were destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasedBlockLeaf {
+    pub block_id: u64,
+    pub deleted_unix_nanos: u64,
+    pub file_sha256: Digest,
+    /// The erase leaf this deletion follows.
+    pub erase_index: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {
     Record(RecordLeaf),
     Block(BlockLeaf),
     Prune(PruneLeaf),
+    Erase(EraseLeaf),
+    ErasedBlock(ErasedBlockLeaf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +172,19 @@ impl Leaf {
                 o.extend_from_slice(&p.file_sha256);
                 o.extend_from_slice(&p.retention_secs.to_be_bytes());
             }
+            Leaf::Erase(e) => {
+                o.push(KIND_ERASE);
+                o.extend_from_slice(&e.erased_unix_nanos.to_be_bytes());
+                o.extend_from_slice(&e.tenant_commitment);
+                o.extend_from_slice(&e.blocks.to_be_bytes());
+            }
+            Leaf::ErasedBlock(d) => {
+                o.push(KIND_ERASED_BLOCK);
+                o.extend_from_slice(&d.block_id.to_be_bytes());
+                o.extend_from_slice(&d.deleted_unix_nanos.to_be_bytes());
+                o.extend_from_slice(&d.file_sha256);
+                o.extend_from_slice(&d.erase_index.to_be_bytes());
+            }
         }
         o
     }
@@ -147,6 +203,8 @@ impl Leaf {
             KIND_RECORD => RECORD_LEAF_LEN,
             KIND_BLOCK => BLOCK_LEAF_LEN,
             KIND_PRUNE => PRUNE_LEAF_LEN,
+            KIND_ERASE => ERASE_LEAF_LEN,
+            KIND_ERASED_BLOCK => ERASED_BLOCK_LEAF_LEN,
             k => return Err(LeafError(format!("unknown kind {k}"))),
         };
         if b.len() != want {
@@ -156,6 +214,21 @@ impl Leaf {
             )));
         }
         let mut r = Reader(&b[2..]);
+        if b[1] == KIND_ERASE {
+            return Ok(Leaf::Erase(EraseLeaf {
+                erased_unix_nanos: r.u64(),
+                tenant_commitment: r.take(),
+                blocks: r.u64(),
+            }));
+        }
+        if b[1] == KIND_ERASED_BLOCK {
+            return Ok(Leaf::ErasedBlock(ErasedBlockLeaf {
+                block_id: r.u64(),
+                deleted_unix_nanos: r.u64(),
+                file_sha256: r.take(),
+                erase_index: r.u64(),
+            }));
+        }
         if b[1] == KIND_PRUNE {
             return Ok(Leaf::Prune(PruneLeaf {
                 block_id: r.u64(),
@@ -248,6 +321,32 @@ mod tests {
         let e = p.encode();
         assert_eq!(e.len(), PRUNE_LEAF_LEN);
         assert_eq!(Leaf::parse(&e).unwrap(), p);
+        let x = Leaf::Erase(EraseLeaf {
+            erased_unix_nanos: 11,
+            tenant_commitment: tenant_commitment(&[5; 32], "acme"),
+            blocks: 3,
+        });
+        let e = x.encode();
+        assert_eq!(e.len(), ERASE_LEAF_LEN);
+        assert_eq!(Leaf::parse(&e).unwrap(), x);
+        let d = Leaf::ErasedBlock(ErasedBlockLeaf {
+            block_id: 7,
+            deleted_unix_nanos: 12,
+            file_sha256: [9; 32],
+            erase_index: 40,
+        });
+        let e = d.encode();
+        assert_eq!(e.len(), ERASED_BLOCK_LEAF_LEN);
+        assert_eq!(Leaf::parse(&e).unwrap(), d);
+        // The commitment depends on both the salt and the tenant.
+        assert_ne!(
+            tenant_commitment(&[5; 32], "acme"),
+            tenant_commitment(&[6; 32], "acme")
+        );
+        assert_ne!(
+            tenant_commitment(&[5; 32], "acme"),
+            tenant_commitment(&[5; 32], "acmf")
+        );
     }
 
     #[test]
