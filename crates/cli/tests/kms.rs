@@ -258,6 +258,22 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     let scoped = create_token(&srv, &["--role", "admin", "--tenant", "acme"]);
     let (st, _) = call(&srv, "POST", "/api/admin/keys/rewrap-root", &scoped, "acme").await;
     assert_eq!(st, 403);
+    // Erasing globex deletes exactly its transit key; acme is untouched.
+    let (ok, text) = srv.cli(&["tenant", "erase", "globex", "--yes"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("KMS key tvtest-tenant-globex deleted"),
+        "{text}"
+    );
+    assert!(text.contains("its own backups or snapshots"), "{text}");
+    let keys = bao.keys().await;
+    assert!(
+        !keys.contains(&"tvtest-tenant-globex".to_string()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"tvtest-tenant-acme".to_string()), "{keys:?}");
+    assert_eq!(spans_of(&srv, "globex", &written[1].1).await, None);
+    assert_eq!(spans_of(&srv, "acme", &written[0].1).await, Some(5));
     // And the data directory verifies, decrypting through the KMS with the server's config.
     srv.terminate();
     let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &["--no-decrypt"]);
@@ -271,6 +287,11 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(span commitments re-derived)"), "{out}");
     assert!(out.contains("(decrypted and parsed)"), "{out}");
+    assert!(
+        out.contains("erased: tenant globex")
+            && out.contains("KMS key tvtest-tenant-globex deleted"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
