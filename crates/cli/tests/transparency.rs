@@ -637,43 +637,59 @@ async fn the_server_gets_its_growing_log_cosigned_and_a_fork_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_old_blocks_and_verify_reports_them_as_pruned() {
-    let mut s = Server::start(&["--retention-secs", "2"]);
-    let old = send(&s, "old", 4).await;
+async fn per_tenant_retention_deletes_old_blocks_and_verify_tells_pruned_from_tampered() {
+    // Two seconds for every tenant but globex, which keeps everything.
+    let (mut s, _) = start_with_config(
+        tempfile::tempdir().unwrap(),
+        "[storage]\nretention_secs = 2\n[storage.tenant_retention_secs]\nglobex = 0\n",
+        &[],
+    );
+    let c = s.http_client();
+    let (st, _, old) = send_spans(&c, &s, "acme", 4).await;
+    assert_eq!(st, 200);
+    let (st, _, kept) = send_spans(&c, &s, "globex", 4).await;
+    assert_eq!(st, 200);
     s.flush().await;
-    let mut blocks = Vec::new();
-    files_under(&s.dir.join("blocks"), &mut blocks);
-    assert_eq!(blocks.len(), 1);
-    // The spans end "now"; two seconds later the block is past retention.
+    let acme_block = |s: &Server| {
+        let mut b = Vec::new();
+        files_under(&s.dir.join("blocks/acme"), &mut b);
+        b
+    };
+    assert_eq!(acme_block(&s).len(), 1);
+    // The spans end "now"; two seconds later acme's block is past retention.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while blocks[0].exists() {
+    while !acme_block(&s).is_empty() {
         assert!(std::time::Instant::now() < deadline, "{}", s.log_text());
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        s.get(&format!("/api/traces/{}", hex::encode(old)))
-            .await
-            .status(),
-        404
-    );
-    let young = send(&s, "young", 3).await;
+    let status = |tenant: &'static str, tid: [u8; 16]| {
+        let s = &s;
+        async move {
+            let path = format!("/api/traces/{}", hex::encode(tid));
+            call(s, "GET", &path, &s.token(), tenant).await.0
+        }
+    };
+    assert_eq!(status("acme", old).await, 404);
+    assert_eq!(status("globex", kept).await, 200);
+    let (st, _, _young) = send_spans(&c, &s, "acme", 3).await;
+    assert_eq!(st, 200);
     assert_eq!(s.terminate(), Some(0));
     let keys = vkeys(&s.dir);
     let (code, out) = run_verify(&s.dir, &keys, &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("pruned: block") && out.contains("deleted by retention (2 s)"),
-        "{out}"
+    assert_eq!(
+        out.matches("deleted by retention (2 s)").count(),
+        1,
+        "acme's block only: {out}"
     );
-    // A block deleted without the log's record of it is still reported.
+    // A block deleted without the log's record of it is reported as missing.
     let t = tempfile::tempdir().unwrap();
     copy_dir(&s.dir, t.path());
     let mut left = Vec::new();
-    files_under(&t.path().join("blocks"), &mut left);
-    assert_eq!(left.len(), 1, "the young block");
+    files_under(&t.path().join("blocks/globex"), &mut left);
+    assert_eq!(left.len(), 1, "globex's block");
     std::fs::remove_file(&left[0]).unwrap();
     let (code, out) = run_verify(t.path(), &keys, &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("[missing block]"), "{out}");
-    let _ = young;
 }

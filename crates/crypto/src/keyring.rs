@@ -114,6 +114,11 @@ fn kek_context(tenant: &TenantId, version: u32) -> Vec<u8> {
     format!("tracevault/v1/tenant-kek|{tenant}|{version}").into_bytes()
 }
 
+/// The pseudonym key's wrapping context: under the tenant's own root key (a KMS key per tenant).
+fn pseudonym_context(tenant: &TenantId) -> Vec<u8> {
+    format!("tracevault/v1/tenant-kek|{tenant}|pseudonym").into_bytes()
+}
+
 impl Keyring {
     /// Opens the key ring rooted at `keys_dir` (tenant keys live in `keys_dir/tenants`).
     pub fn open(keys_dir: &Path, root: Arc<dyn RootKeySource>) -> Result<Self, CryptoError> {
@@ -404,6 +409,107 @@ impl Keyring {
         Ok(out)
     }
 
+    /// Destroys the key versions of `tenant` that wrap none of `in_use` (the data keys still
+    /// stored, as their files hold them; a re-wrapped key counts under its newest wrapping):
+    /// never the current version, and only a version whose successor was created more than
+    /// `grace` ago. Returns the versions destroyed.
+    pub fn destroy_unused_versions(
+        &self,
+        tenant: &TenantId,
+        in_use: &[WrappedDataKey],
+        grace: std::time::Duration,
+    ) -> Result<Vec<u32>, CryptoError> {
+        self.refuse_erased(tenant)?;
+        let versions = self.versions(tenant)?;
+        let Some(&(current, _)) = versions.last() else {
+            return Ok(Vec::new());
+        };
+        let mut used = std::collections::HashSet::new();
+        for w in in_use {
+            used.insert(self.newest_wrapping(tenant, w)?.kek_version);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for pair in versions.windows(2) {
+            let ((v, _), (_, next_created)) = (pair[0], pair[1]);
+            if v == current
+                || used.contains(&v)
+                || now.saturating_sub(next_created) <= grace.as_secs()
+            {
+                continue;
+            }
+            let path = self.kek_path(tenant, v);
+            fsio::shred(&path).map_err(|e| CryptoError::io(&path, e))?;
+            self.cache
+                .lock()
+                .expect("keyring lock poisoned")
+                .remove(&(tenant.clone(), v));
+            tracing::info!(tenant = %tenant, version = v, "destroyed a tenant key version that wraps nothing still stored");
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// The tenant's pseudonymization secret (HMAC key for redaction's `hmac:` values): its own
+    /// key, wrapped by the root in `tenants/<tenant>/pseudonym.json`, stable across key
+    /// rotation and destroyed with the tenant. Created on first use; a tenant whose key v1
+    /// predates this file keeps the pseudonyms it had (derived from v1 once, then stored).
+    pub fn pseudonym_secret(&self, tenant: &TenantId) -> Result<SecretKey, CryptoError> {
+        self.refuse_erased(tenant)?;
+        let path = self.tenant_dir(tenant).join("pseudonym.json");
+        let ctx = pseudonym_context(tenant);
+        let bad = |reason: String| CryptoError::BadKeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let file: KekFile = serde_json::from_slice(&b).map_err(|e| bad(e.to_string()))?;
+                if file.tenant != tenant.as_str() {
+                    return Err(bad("tenant does not match its directory".into()));
+                }
+                let wrapped = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
+                return self.root.unwrap(&ctx, &wrapped);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CryptoError::io(&path, e)),
+        }
+        let key = if self.versions_on_disk(tenant)?.first() == Some(&1) {
+            let kek = self.kek(tenant, 1)?;
+            let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, kek.expose());
+            let tag = aws_lc_rs::hmac::sign(&k, b"tracevault/v1/pseudonym-key");
+            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+            secret.copy_from_slice(tag.as_ref());
+            SecretKey::from_bytes(*secret)
+        } else {
+            SecretKey::random()
+        };
+        let dir = self.tenant_dir(tenant);
+        fsio::create_private_dir(&dir).map_err(|e| CryptoError::io(&dir, e))?;
+        let file = KekFile {
+            format: KEK_FILE_VERSION,
+            tenant: tenant.to_string(),
+            version: 0,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            wrapped: hex::encode(self.root.wrap(&ctx, &key)?),
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
+        match fsio::create_private_file(&path, &json) {
+            Ok(()) => Ok(key),
+            // Another thread created it first: use that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.pseudonym_secret(tenant)
+            }
+            Err(e) => Err(CryptoError::io(&path, e)),
+        }
+    }
+
     /// Makes a new key version of `tenant` the one new data keys are wrapped under; older
     /// versions stay and keep unwrapping what they wrapped. Returns the new version.
     pub fn rotate(&self, tenant: &TenantId) -> Result<u32, CryptoError> {
@@ -446,6 +552,20 @@ impl Keyring {
                 let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
                 fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
                 n += 1;
+            }
+            let path = self.tenant_dir(&t).join("pseudonym.json");
+            if let Ok(bytes) = std::fs::read(&path) {
+                let bad = |reason: String| CryptoError::BadKeyFile {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let mut file: KekFile =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                let old = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
+                let ctx = pseudonym_context(&t);
+                file.wrapped = hex::encode(self.root.rewrap(&ctx, &old)?);
+                let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
+                fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
             }
         }
         Ok(n)
@@ -766,6 +886,61 @@ mod tests {
         assert_eq!(r.tenants().unwrap(), vec![b.clone()]);
         // Again: nothing left to destroy, no error.
         assert!(r.destroy(&a).unwrap().versions.is_empty());
+    }
+
+    #[test]
+    fn unused_versions_are_destroyed_once_their_successor_is_old_enough() {
+        let d = tempfile::tempdir().unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let r = ring(d.path());
+        let pseud = r.pseudonym_secret(&t).unwrap();
+        let (_, w1) = r.new_data_key(&t).unwrap();
+        r.rotate(&t).unwrap();
+        let (_, w2) = r.new_data_key(&t).unwrap();
+        r.rotate(&t).unwrap();
+        let grace = std::time::Duration::from_secs(600);
+        // Successors are brand new: nothing goes yet.
+        assert!(
+            r.destroy_unused_versions(&t, std::slice::from_ref(&w2), grace)
+                .unwrap()
+                .is_empty()
+        );
+        for v in [2, 3] {
+            let path = d.path().join(format!("tenants/acme/kek-v{v}.json"));
+            let mut f: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            f["created_unix"] = serde_json::json!(1);
+            std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+        }
+        // v1 wraps nothing still stored (its data was deleted), v2 does, v3 is current.
+        assert_eq!(
+            r.destroy_unused_versions(&t, std::slice::from_ref(&w2), grace)
+                .unwrap(),
+            vec![1]
+        );
+        assert!(!d.path().join("tenants/acme/kek-v1.json").exists());
+        assert!(r.open_data_key(&t, &w2).is_ok());
+        assert!(r.open_data_key(&t, &w1).is_err());
+        // The pseudonym key is its own: unchanged without v1, and after a reopen.
+        assert_eq!(r.pseudonym_secret(&t).unwrap().expose(), pseud.expose());
+        assert_eq!(
+            ring(d.path()).pseudonym_secret(&t).unwrap().expose(),
+            pseud.expose()
+        );
+        // Nothing in use: v2 goes too, the current version never.
+        assert_eq!(r.destroy_unused_versions(&t, &[], grace).unwrap(), vec![2]);
+        assert_eq!(r.current_kek(&t).unwrap().0, 3);
+        // Root rotation re-wraps the pseudonym key as well.
+        let before = std::fs::read(d.path().join("tenants/acme/pseudonym.json")).unwrap();
+        r.rewrap_under_root().unwrap();
+        assert_ne!(
+            std::fs::read(d.path().join("tenants/acme/pseudonym.json")).unwrap(),
+            before
+        );
+        assert_eq!(
+            ring(d.path()).pseudonym_secret(&t).unwrap().expose(),
+            pseud.expose()
+        );
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct RawStorage {
     pub max_pending_bytes: Option<u64>,
     /// Delete blocks whose newest span ended more than this many seconds ago (0: keep all).
     pub retention_secs: Option<u64>,
+    /// Per-tenant retention in seconds, overriding `retention_secs` (0: keep all of it).
+    pub tenant_retention_secs: Option<std::collections::BTreeMap<String, u64>>,
+    /// Destroy tenant key versions that wrap nothing still stored once retention deleted what
+    /// they wrapped (default true).
+    pub destroy_unused_keys: Option<bool>,
 }
 
 /// One witness the server submits checkpoints to.
@@ -225,7 +230,9 @@ impl RawConfig {
             block_zstd_level,
             chunk_target_bytes,
             max_pending_bytes,
-            retention_secs
+            retention_secs,
+            tenant_retention_secs,
+            destroy_unused_keys
         );
         overlay!(
             self.log,
@@ -448,6 +455,17 @@ impl RawConfig {
                 .retention_secs
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
+            tenant_retention: {
+                let mut m = std::collections::HashMap::new();
+                for (t, secs) in self.storage.tenant_retention_secs.iter().flatten() {
+                    let id = tv_model::TenantId::parse(t).map_err(|e| {
+                        anyhow::anyhow!("storage.tenant_retention_secs: {t:?}: {e}")
+                    })?;
+                    m.insert(id, (*secs > 0).then(|| Duration::from_secs(*secs)));
+                }
+                m
+            },
+            destroy_unused_keys: self.storage.destroy_unused_keys.unwrap_or(true),
             log_public: self.log.public.unwrap_or(false),
             checkpoint_interval: Duration::from_secs_f64(cpi),
             witnesses,
@@ -477,6 +495,9 @@ pub struct ServeConfig {
     pub chunk_target_bytes: usize,
     pub max_pending_bytes: u64,
     pub retention: Option<Duration>,
+    /// Per-tenant retention (None: keep all of that tenant's data).
+    pub tenant_retention: std::collections::HashMap<tv_model::TenantId, Option<Duration>>,
+    pub destroy_unused_keys: bool,
     pub log_public: bool,
     pub checkpoint_interval: Duration,
     pub witnesses: Vec<WitnessConfig>,

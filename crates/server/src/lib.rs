@@ -298,6 +298,8 @@ impl Server {
         scfg.max_pending_bytes = cfg.max_pending_bytes;
         scfg.observer = Some(metrics.clone());
         scfg.retention = cfg.retention;
+        scfg.tenant_retention = cfg.tenant_retention.clone();
+        scfg.destroy_unused_keys = cfg.destroy_unused_keys;
         scfg.log = Some(tv_store::LogConfig {
             origin: log.origin.clone(),
             signers: vec![Arc::new(log.ed25519), Arc::new(log.mldsa)],

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use aws_lc_rs::hmac;
 use tv_crypto::Keyring;
 use tv_model::TenantId;
 use tv_model::validate::Validated;
@@ -67,21 +66,14 @@ impl Redaction {
         *self.active.write().expect("redaction lock") = Arc::new(Active { rules });
     }
 
-    /// The tenant's pseudonym key: HMAC-SHA256 under the tenant's first key-encryption key of a
-    /// fixed label, so it is stable across KEK rotation and gone when the tenant's keys are
-    /// destroyed.
+    /// The tenant's pseudonym key (its own key in the key ring: stable across key rotation,
+    /// destroyed when the tenant is erased).
     fn pseudonym_key(&self, tenant: &TenantId) -> anyhow::Result<Arc<PseudonymKey>> {
         if let Some(k) = self.keys.lock().expect("keys lock").get(tenant) {
             return Ok(k.clone());
         }
-        self.keyring.current_kek(tenant)?;
-        let kek = self.keyring.kek(tenant, 1)?;
-        let k = hmac::Key::new(hmac::HMAC_SHA256, kek.expose());
-        let tag = hmac::sign(&k, b"tracevault/v1/pseudonym-key");
-        let mut secret = [0u8; 32];
-        secret.copy_from_slice(tag.as_ref());
-        let key = Arc::new(PseudonymKey::new(&secret));
-        zeroize::Zeroize::zeroize(&mut secret);
+        let secret = self.keyring.pseudonym_secret(tenant)?;
+        let key = Arc::new(PseudonymKey::new(secret.expose()));
         self.keys
             .lock()
             .expect("keys lock")

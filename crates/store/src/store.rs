@@ -47,6 +47,11 @@ pub struct StoreConfig {
     /// Blocks whose newest span ended longer ago than this are deleted (each deletion is logged
     /// first, so `verify` reports it as pruned). `None` keeps everything.
     pub retention: Option<Duration>,
+    /// Per-tenant retention overriding `retention` (None: keep all of that tenant's data).
+    pub tenant_retention: HashMap<TenantId, Option<Duration>>,
+    /// After retention deleted blocks of a tenant, destroy its key versions that wrap nothing
+    /// still stored (never the current one).
+    pub destroy_unused_keys: bool,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -74,7 +79,27 @@ impl StoreConfig {
             observer: None,
             log: None,
             retention: None,
+            tenant_retention: HashMap::new(),
+            destroy_unused_keys: true,
         }
+    }
+
+    /// How long `tenant`'s blocks are kept (None: for ever).
+    pub fn retention_of(&self, tenant: &TenantId) -> Option<Duration> {
+        match self.tenant_retention.get(tenant) {
+            Some(r) => *r,
+            None => self.retention,
+        }
+    }
+
+    /// The shortest retention period in force, if any (how often retention runs).
+    fn shortest_retention(&self) -> Option<Duration> {
+        self.tenant_retention
+            .values()
+            .flatten()
+            .chain(self.retention.iter())
+            .min()
+            .copied()
     }
 }
 
@@ -399,7 +424,7 @@ impl Store {
             .spawn(move || sealer_loop(s_inner, srx))
             .map_err(|e| StoreError::io(Path::new("sealer thread"), e))?;
         let retention_stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let retention_thread = match inner.cfg.retention {
+        let retention_thread = match inner.cfg.shortest_retention() {
             Some(keep) => {
                 let (r_inner, stop) = (inner.clone(), retention_stop.clone());
                 Some(
@@ -944,19 +969,27 @@ fn delete_durable_segments(inner: &Inner, force: bool) {
         .extend(keep);
 }
 
-/// Deletes the blocks whose newest span ended before `now - keep`, logging each deletion first.
-pub(crate) fn prune_expired(inner: &Inner, keep: Duration) -> Result<usize, StoreError> {
-    let cutoff = crate::now_unix_nanos().saturating_sub(keep.as_nanos() as u64);
-    let expired: Vec<Arc<BlockMeta>> = {
+/// Deletes the blocks past their tenant's retention period (newest span ended before `now -
+/// retention`), logging each deletion first; then, if so configured, destroys the key versions
+/// of those tenants that wrap nothing still stored.
+pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
+    let now = crate::now_unix_nanos();
+    let expired: Vec<(Arc<BlockMeta>, Duration)> = {
         let st = inner.state.read().expect("state lock poisoned");
         st.blocks
-            .values()
-            .flatten()
-            .filter(|b| b.index.max_end < cutoff)
-            .cloned()
+            .iter()
+            .filter_map(|(t, blocks)| inner.cfg.retention_of(t).map(|keep| (blocks, keep)))
+            .flat_map(|(blocks, keep)| {
+                let cutoff = now.saturating_sub(keep.as_nanos() as u64);
+                blocks
+                    .iter()
+                    .filter(move |b| b.index.max_end < cutoff)
+                    .map(move |b| (b.clone(), keep))
+            })
             .collect()
     };
-    for b in &expired {
+    let mut tenants: Vec<TenantId> = Vec::new();
+    for (b, keep) in &expired {
         if let Some(log) = &inner.log {
             let digest = sha256_file(&b.path).map_err(|e| StoreError::io(&b.path, e))?;
             let i = log.push(
@@ -984,12 +1017,42 @@ pub(crate) fn prune_expired(inner: &Inner, keep: Duration) -> Result<usize, Stor
         if let Some(d) = b.path.parent() {
             fsio::sync_dir(d).map_err(|e| StoreError::io(d, e))?;
         }
-        tracing::info!(tenant = %b.tenant, block = b.id, spans = b.index.span_count, "deleted a block past its retention period");
+        tracing::info!(tenant = %b.tenant, block = b.id, spans = b.index.span_count, retention_secs = keep.as_secs(), "deleted a block past its retention period");
+        if !tenants.contains(&b.tenant) {
+            tenants.push(b.tenant.clone());
+        }
+    }
+    if inner.cfg.destroy_unused_keys && !tenants.is_empty() {
+        let uses = crate::keyuse::key_use(&inner.cfg.data_dir)?;
+        for t in tenants {
+            let in_use: Vec<_> = uses
+                .iter()
+                .filter(|u| u.tenant == t.as_str())
+                .map(|u| u.wrapped.clone())
+                .collect();
+            match inner
+                .keyring
+                .destroy_unused_versions(&t, &in_use, UNUSED_KEY_GRACE)
+            {
+                Ok(v) if !v.is_empty() => {
+                    tracing::info!(tenant = %t, versions = ?v, "destroyed tenant key versions that wrap nothing still stored")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %t, error = %e, "cannot destroy unused key versions")
+                }
+            }
+        }
     }
     Ok(expired.len())
 }
 
+/// A key version is destroyed only once its successor has been current this long (no data key
+/// wrapped under it can still be on its way to disk).
+const UNUSED_KEY_GRACE: Duration = Duration::from_secs(600);
+
 fn retention_loop(inner: Arc<Inner>, keep: Duration, stop: Arc<(Mutex<bool>, Condvar)>) {
+    // `keep`: the shortest retention period, setting how often the check runs.
     let every = (keep / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
     let (lock, cv) = &*stop;
     loop {
@@ -1005,7 +1068,7 @@ fn retention_loop(inner: Arc<Inner>, keep: Duration, stop: Arc<(Mutex<bool>, Con
                 return;
             }
         }
-        if let Err(e) = prune_expired(&inner, keep) {
+        if let Err(e) = prune_expired(&inner) {
             tracing::error!(error = %e, "retention could not delete an expired block; retrying");
         }
     }
