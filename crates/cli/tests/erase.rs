@@ -122,15 +122,7 @@ async fn erase_one_tenant_while_another_keeps_writing() {
     for t in &acked {
         assert_eq!(trace_status(&srv, "globex", t).await, 200);
     }
-    let (st, body) = call(
-        &srv,
-        "GET",
-        "/api/audit?action=admin_keys&all_tenants=true",
-        &srv.token(),
-        "default",
-    )
-    .await;
-    assert_eq!(st, 200);
+    let body = key_audit(&srv).await;
     assert!(
         body.contains("tenant:acme erased: key versions [v1, v2] destroyed"),
         "{body}"
@@ -172,4 +164,105 @@ async fn erase_one_tenant_while_another_keeps_writing() {
     std::fs::write(&empty, "").unwrap();
     let err = serve_refused(&empty, &before);
     assert!(err.contains("tenant acme version"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_backup_restores_a_lost_key_store_but_never_an_erased_tenant() {
+    let mut srv = Server::start(&[]);
+    let c = srv.http_client();
+    let (st, _, acme) = send_spans(&c, &srv, "acme", 3).await;
+    assert_eq!(st, 200);
+    let (st, _, globex) = send_spans(&c, &srv, "globex", 3).await;
+    assert_eq!(st, 200);
+    srv.flush().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "a long backup passphrase\n").unwrap();
+    let out = tmp.path().join("keys.age");
+    let (ok, text) = srv.cli(&[
+        "keys",
+        "backup",
+        "--out",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("tenants [acme, globex"), "{text}");
+    let sealed = std::fs::read_to_string(&out).unwrap();
+    assert!(sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert!(!sealed.contains("kek-v1"));
+    // A tenant-bound admin may not take every tenant's keys.
+    let scoped = create_token(&srv, &["--role", "admin", "--tenant", "globex"]);
+    let r = c
+        .post(format!("{}/api/admin/keys/backup", srv.api))
+        .bearer_auth(&scoped)
+        .json(&serde_json::json!({"recipient": "age1qqqq"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // acme is erased after the backup; then the whole key store is lost.
+    let (ok, text) = srv.cli(&["tenant", "erase", "acme", "--yes"]);
+    assert!(ok, "{text}");
+    srv.terminate();
+    std::fs::remove_dir_all(srv.dir.join("keys")).unwrap();
+
+    // The wrong passphrase: refused, nothing written.
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase at all").unwrap();
+    let restore = |p: &std::path::Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tracevault"))
+            .args(["keys", "restore", "--in", out.to_str().unwrap()])
+            .args(["--passphrase-file", p.to_str().unwrap()])
+            .args(["--data-dir", srv.dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, text) = restore(&wrong);
+    assert!(
+        !ok && text.contains("cannot decrypt with this passphrase"),
+        "{text}"
+    );
+    assert!(!srv.dir.join("keys").exists());
+    let (ok, text) = restore(&pass);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("NOT restored: tenant acme was erased after this backup"),
+        "{text}"
+    );
+    assert!(!srv.dir.join("keys/tenants/acme").exists());
+
+    // The server starts on the restored keys: globex reads back, acme stays erased, and the
+    // backup and the restore are in the audit log.
+    srv.spawn();
+    let path = |t: &[u8; 16]| format!("/api/traces/{}", hex::encode(t));
+    assert_eq!(
+        call(&srv, "GET", &path(&globex), &srv.token(), "globex")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&srv, "GET", &path(&acme), &srv.token(), "acme")
+            .await
+            .0,
+        404
+    );
+    let (st, _, _) = send_spans(&c, &srv, "acme", 1).await;
+    assert_eq!(st, 403);
+    let body = key_audit(&srv).await;
+    assert!(body.contains("keys: backup of"), "{body}");
+    assert!(
+        body.contains("erased tenants not restored: [acme]"),
+        "{body}"
+    );
+    srv.terminate();
+    let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &[]);
+    assert_eq!(code, 0, "{out}");
 }

@@ -72,15 +72,7 @@ async fn rotate_write_restart_and_every_version_reads_back() {
             .unwrap();
         assert_eq!(r.status(), 403);
     }
-    let (st, body) = call(
-        &srv,
-        "GET",
-        "/api/audit?action=admin_keys&all_tenants=true",
-        &srv.token(),
-        "default",
-    )
-    .await;
-    assert_eq!(st, 200);
+    let body = key_audit(&srv).await;
     assert!(body.contains("tenant-key:acme rotated to v2"), "{body}");
     assert!(body.contains("\"decision\":\"deny\""), "{body}");
 

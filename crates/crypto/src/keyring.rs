@@ -340,6 +340,11 @@ impl Keyring {
         Ok(n)
     }
 
+    /// The keys directory (the tenant keys are under its `tenants/`).
+    pub fn keys_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
+    }
+
     pub fn root(&self) -> &Arc<dyn RootKeySource> {
         &self.root
     }

@@ -24,6 +24,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod fsio;
 mod keyring;
 mod keys;

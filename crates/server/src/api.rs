@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(crate::keys_api::rewrap_root),
         )
         .route("/api/admin/tenants/erase", post(crate::keys_api::erase))
+        .route("/api/admin/keys/backup", post(crate::keys_api::backup))
         .route("/api/traces/{id}/receipt", get(crate::logapi::receipts))
         .route("/api/log/checkpoint", get(crate::logapi::checkpoint))
         .route("/api/log/proof/inclusion", get(crate::logapi::inclusion))
@@ -92,6 +93,7 @@ fn route_action(route: &str) -> (&'static str, bool) {
         | "/api/admin/keys/rotate"
         | "/api/admin/keys/rewrap"
         | "/api/admin/keys/rewrap-root"
+        | "/api/admin/keys/backup"
         | "/api/admin/tenants/erase" => ("admin_keys", true),
         "/api/admin/flush" => ("flush", true),
         "/api/audit" => ("read_audit", true),

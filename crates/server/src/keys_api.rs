@@ -292,6 +292,96 @@ pub async fn erase(
     ))
 }
 
+/// `POST /api/admin/keys/backup` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// The age X25519 recipient (`age1...`) the backup is encrypted to.
+    pub recipient: String,
+}
+
+/// `POST /api/admin/keys/backup` `{recipient}`: the whole key store (every tenant's keys, and the
+/// root key file with a file root), encrypted with age to `recipient`; key material leaves the
+/// server only in that form. Needs `admin_keys` with a credential of every tenant. Audited.
+pub async fn backup(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<Backup>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    if caller.principal.tenants != TenantScope::All {
+        return Err(ApiError::Forbidden(
+            "a key backup holds every tenant's keys: it needs a credential of every tenant".into(),
+        ));
+    }
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("backup: {e}")))?;
+    let kr = state.keyring.clone();
+    let (sealed, files, tenants) = tokio::task::spawn_blocking(move || {
+        let archive = tv_crypto::backup::collect(kr.keys_dir(), kr.root().describe())?;
+        let sealed = tv_crypto::backup::seal_to_recipient(&archive, &req.recipient)?;
+        Ok::<_, tv_crypto::CryptoError>((sealed, archive.files(), archive.tenants.clone()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| match e {
+        tv_crypto::CryptoError::BadKeyFile { reason, .. } if reason.starts_with("recipient") => {
+            ApiError::BadRequest(reason)
+        }
+        other => key_error(other),
+    })?;
+    tracing::warn!(files, tenants = tenants.len(), by = %caller.principal.name, "key store backed up (encrypted to a recipient)");
+    Ok(crate::api::noted(
+        Json(json!({
+            "backup": sealed,
+            "files": files,
+            "tenants": tenants,
+            "root": state.keyring.root().describe(),
+        }))
+        .into_response(),
+        files,
+        Some(format!(
+            "keys: backup of {files} files ({} tenants) encrypted to a recipient",
+            tenants.len()
+        )),
+    ))
+}
+
+/// At start: a `keys restore` since the last run left a marker; it becomes an audit record.
+pub fn audit_restore(state: &AppState) {
+    let marker = state
+        .keyring
+        .keys_dir()
+        .join(tv_crypto::backup::RESTORE_MARKER);
+    let Ok(bytes) = std::fs::read(&marker) else {
+        return;
+    };
+    let r: tv_crypto::backup::Restored = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(path = %marker.display(), error = %e, "unreadable key restore marker");
+            return;
+        }
+    };
+    let detail = format!(
+        "keys: restored {} files from a backup made at unix {}; erased tenants not restored: [{}]",
+        r.written.len(),
+        r.backup_created_unix,
+        r.erased_not_restored.join(", ")
+    );
+    tracing::warn!(
+        files = r.written.len(),
+        "the key store was restored from a backup since the last run"
+    );
+    state.audit.system(
+        "admin_keys",
+        detail,
+        &TenantId::parse("default").expect("valid"),
+    );
+    if let Err(e) = std::fs::remove_file(&marker) {
+        tracing::warn!(path = %marker.display(), error = %e, "cannot remove the key restore marker");
+    }
+}
+
 /// Rotates every tenant key older than `max_age` now and then once a day.
 pub async fn rotate_by_age(state: Arc<AppState>, max_age: std::time::Duration) {
     loop {

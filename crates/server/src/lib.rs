@@ -336,6 +336,7 @@ impl Server {
             keyring: keyring.clone(),
             data_dir: data_dir.clone(),
         });
+        keys_api::audit_restore(&state);
         if let Some(max_age) = cfg.rotate_after {
             tokio::spawn(keys_api::rotate_by_age(state.clone(), max_age));
         }

@@ -581,3 +581,17 @@ pub fn cli_lines(args: &[&str], data: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// The `admin_keys` audit records of every tenant, as the bootstrap admin reads them (JSON).
+pub async fn key_audit(srv: &Server) -> String {
+    let (st, body) = call(
+        srv,
+        "GET",
+        "/api/audit?action=admin_keys&all_tenants=true",
+        &srv.token(),
+        "default",
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    body
+}
