@@ -267,9 +267,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// Keeps key material out of core dumps: no core file, and the process is not dumpable (which
+/// also stops other processes of the same user from attaching a debugger to read its memory).
+fn no_core_dumps() {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    let none = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, none) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        tracing::warn!(error = %e, "cannot mark the process not dumpable");
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = RawConfig::resolve(&args.raw(), args.config.as_deref())?;
     init_logging(cfg.log_json);
+    no_core_dumps();
     let server = Server::bootstrap(cfg).await?;
     tracing::info!(
         admin_token = %server.admin_token_path.display(),

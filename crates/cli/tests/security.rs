@@ -104,6 +104,17 @@ async fn key_and_token_files_are_private() {
     assert!(tok.starts_with("tvk_") && tok.len() == 85, "{tok}");
     let stored = std::fs::read_to_string(srv.dir.join("tokens.json")).unwrap();
     assert!(!stored.contains(tok.rsplit('_').next().unwrap()));
+    // Key material stays out of core dumps: no core file allowed.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
