@@ -221,7 +221,13 @@ pub async fn erase(
         ));
     }
     let limits = erase_limits(&state);
-    if state.keyring.is_erased(&tenant) {
+    // Finished erasures are refused; one a failure interrupted (the KMS not answering, say) is
+    // finished by running the command again.
+    let done = tv_store::erase::records(&state.data_dir)
+        .map_err(ApiError::from_store)?
+        .iter()
+        .any(|r| r.tenant == tenant.as_str() && r.complete);
+    if done {
         return Err(ApiError::BadRequest(format!(
             "tenant {tenant} was already erased"
         )));
