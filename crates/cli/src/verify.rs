@@ -169,6 +169,12 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.redundant_partials[0]
         );
     }
+    if report.log_pruned_below > 0 {
+        println!(
+            "log pruned: entries below {} (older than anything still stored; their hash tiles were checked)",
+            report.log_pruned_below
+        );
+    }
     for e in &report.erased {
         println!("erased: {e}");
     }

@@ -693,3 +693,79 @@ async fn per_tenant_retention_deletes_old_blocks_and_verify_tells_pruned_from_ta
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("[missing block]"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_pruned_below_what_any_tenant_retains_and_still_verifies() {
+    // acme keeps two seconds, globex everything.
+    let (mut s, _) = start_with_config(
+        tempfile::tempdir().unwrap(),
+        "[storage]\nretention_secs = 2\n[storage.tenant_retention_secs]\nglobex = 0\n",
+        &[],
+    );
+    let c = s.http_client();
+    // 300 log entries of acme, then globex's trace: the oldest entry still needed.
+    for _ in 0..300 {
+        let (st, body, _) = send_spans(&c, &s, "acme", 1).await;
+        assert_eq!(st, 200, "{body}");
+    }
+    let (st, _, kept) = send_spans(&c, &s, "globex", 3).await;
+    assert_eq!(st, 200);
+    s.flush().await;
+    let min_file = s.dir.join("log/minimum-index");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !min_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&min_file).unwrap().trim(), "256");
+    assert!(!s.dir.join("log/tile/entries/000").exists());
+    assert!(s.dir.join("log/tile/0/000").exists(), "hash tiles stay");
+    // Retained data still proves its place in the log; pruned entries are refused clearly.
+    let path = format!("/api/traces/{}/receipt", hex::encode(kept));
+    let (st, body) = call(&s, "GET", &path, &s.token(), "globex").await;
+    assert_eq!(st, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["receipts"].as_array().unwrap().len(), 3, "{r}");
+    let (st, body) = call(
+        &s,
+        "GET",
+        "/api/log/proof/inclusion?index=5",
+        &s.token(),
+        "globex",
+    )
+    .await;
+    assert_eq!(st, 404, "{body}");
+    assert!(body.contains("entry 5 was pruned"), "{body}");
+    // A restart reads the pruned log.
+    s.restart();
+    let (st, _, _) = send_spans(&c, &s, "globex", 1).await;
+    assert_eq!(st, 200);
+    assert_eq!(s.terminate(), Some(0));
+    let keys = vkeys(&s.dir);
+    let (code, out) = run_verify(&s.dir, &keys, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("log pruned: entries below 256"), "{out}");
+
+    // A changed hash tile in the pruned range, or a bundle missing above it, is found.
+    for tamper in ["tile", "bundle"] {
+        let t = tempfile::tempdir().unwrap();
+        copy_dir(&s.dir, t.path());
+        if tamper == "tile" {
+            let p = t.path().join("log/tile/0/000");
+            let mut b = std::fs::read(&p).unwrap();
+            b[40] ^= 1;
+            std::fs::write(&p, b).unwrap();
+        } else {
+            // Every bundle left (those of the last, partial bundle above the minimum).
+            std::fs::remove_dir_all(t.path().join("log/tile/entries")).unwrap();
+        }
+        let (code, out) = run_verify(t.path(), &keys, &[]);
+        assert_eq!(code, 2, "{tamper}: {out}");
+        let expect = if tamper == "tile" {
+            "[checkpoint root]"
+        } else {
+            "the log records pruning only below"
+        };
+        assert!(out.contains(expect), "{tamper}: {out}");
+    }
+}

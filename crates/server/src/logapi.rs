@@ -177,6 +177,12 @@ pub async fn inclusion(
             "need index < size <= {signed} (the latest checkpoint's size); got index {index}, size {size}"
         )));
     }
+    let min = log(&state)?.minimum_index();
+    if index < min {
+        return Err(ApiError::NotFound(format!(
+            "entry {index} was pruned: the log keeps entries from {min} on (older than anything still stored)"
+        )));
+    }
     let st = state.clone();
     let (hashes, leaf) = tokio::task::spawn_blocking(move || {
         log(&st)?.with_tree(|t| {

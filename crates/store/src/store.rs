@@ -1044,6 +1044,26 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
             }
         }
     }
+    if let Some(log) = &inner.log {
+        // The oldest entry anything still stored needs (a block's or an unsealed batch's record
+        // leaf); every later entry is pushed after this snapshot, so it is at least `log.len()`.
+        let keep_from = {
+            let st = inner.state.read().expect("state lock poisoned");
+            let blocks = st
+                .blocks
+                .values()
+                .flatten()
+                .flat_map(|b| b.index.records.iter().map(|r| r.leaf_index));
+            let head = st.head.iter().filter_map(|r| r.leaf_index);
+            blocks
+                .chain(head)
+                .filter(|i| *i != u64::MAX)
+                .chain(std::iter::once(log.len()))
+                .min()
+                .unwrap_or(0)
+        };
+        log.prune_below(keep_from)?;
+    }
     Ok(expired.len())
 }
 

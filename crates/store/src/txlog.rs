@@ -23,6 +23,7 @@ use tv_tlog::{Hash, tiles::TILE_WIDTH};
 
 use crate::StoreError;
 use crate::logdir::{Checkpoints, DirTiles};
+use tv_crypto::fsio;
 
 /// How the log signs.
 #[derive(Clone)]
@@ -74,6 +75,25 @@ pub struct TxLog {
     /// Block file digest -> its leaf, for blocks logged by this process or found by recovery, so
     /// a block is never logged twice when sealing is retried.
     blocks: Mutex<HashMap<[u8; 32], u64>>,
+    /// Entry bundles below this index are deleted (a multiple of 256; see [`TxLog::prune_below`]).
+    min_index: std::sync::atomic::AtomicU64,
+}
+
+/// The file holding the log's minimum index (entry bundles below it are pruned).
+pub const MINIMUM_INDEX_FILE: &str = "minimum-index";
+
+/// Reads `log/minimum-index` (0 when absent).
+pub fn read_minimum_index(dir: &Path) -> Result<u64, StoreError> {
+    let path = dir.join(MINIMUM_INDEX_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().parse().map_err(|_| StoreError::Corruption {
+            path: path.display().to_string(),
+            offset: 0,
+            reason: "not an entry index".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
 }
 
 fn merr(dir: &Path, e: MerkleError) -> StoreError {
@@ -153,7 +173,58 @@ impl TxLog {
             durable: (Mutex::new(size), Condvar::new()),
             checkpoints,
             blocks: Mutex::new(HashMap::new()),
+            min_index: std::sync::atomic::AtomicU64::new(read_minimum_index(dir)?),
         })
+    }
+
+    /// Entry bundles below this index were pruned (0: none).
+    pub fn minimum_index(&self) -> u64 {
+        self.min_index.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Prunes the log below `index` (rounded down to whole entry bundles, and never into the
+    /// last, partial bundle): appends a log-prune entry and makes it durable, records the new
+    /// minimum index, then deletes the entry bundles below it. The hash tiles stay, so every
+    /// checkpoint, inclusion and consistency proof still verifies. Returns the new minimum index
+    /// when it moved.
+    pub fn prune_below(&self, index: u64) -> Result<Option<u64>, StoreError> {
+        let full = self.durable_size() / TILE_WIDTH * TILE_WIDTH;
+        let m = index.min(full) / TILE_WIDTH * TILE_WIDTH;
+        let old = self.minimum_index();
+        if m <= old {
+            return Ok(None);
+        }
+        let i = self.push(
+            Leaf::LogPrune(tv_tlog::leaf::LogPruneLeaf {
+                pruned_unix_nanos: crate::now_unix_nanos(),
+                minimum_index: m,
+            })
+            .encode(),
+        );
+        self.flush_through(i)?;
+        let path = self.dir.join(MINIMUM_INDEX_FILE);
+        fsio::atomic_write(&path, format!("{m}\n").as_bytes(), 0o600)
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.min_index
+            .store(m, std::sync::atomic::Ordering::Release);
+        let _tree = self.tree.lock().expect("log lock poisoned");
+        for n in old / TILE_WIDTH..m / TILE_WIDTH {
+            let full = self.dir.join(tv_tlog::tiles::entries_path(n, TILE_WIDTH));
+            match std::fs::remove_file(&full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&full, e)),
+            }
+            let mut partials = full.clone().into_os_string();
+            partials.push(".p");
+            let _ = std::fs::remove_dir_all(std::path::PathBuf::from(partials));
+        }
+        tracing::info!(
+            minimum_index = m,
+            log_entry = i,
+            "pruned the log's entry bundles below the oldest entry any tenant still retains"
+        );
+        Ok(Some(m))
     }
 
     pub fn origin(&self) -> &str {
@@ -173,7 +244,12 @@ impl TxLog {
             return Ok(out);
         }
         let mut n = (size - 1) / TILE_WIDTH;
+        let min = self.minimum_index();
         loop {
+            if n * TILE_WIDTH < min {
+                // Pruned: nothing below holds a record any tenant still retains.
+                return Ok(out);
+            }
             let entries = tree.log.bundle(n).map_err(|e| merr(&self.dir, e))?;
             for (k, e) in entries.iter().enumerate().rev() {
                 let index = n * TILE_WIDTH + k as u64;
@@ -185,7 +261,9 @@ impl TxLog {
                         out.records
                             .insert((r.segment, r.key_index, r.counter), (index, r.body_sha256));
                     }
-                    Ok(Leaf::Prune(_) | Leaf::Erase(_) | Leaf::ErasedBlock(_)) => {}
+                    Ok(
+                        Leaf::Prune(_) | Leaf::Erase(_) | Leaf::ErasedBlock(_) | Leaf::LogPrune(_),
+                    ) => {}
                     Ok(Leaf::Block(b)) => {
                         out.blocks.insert(b.file_sha256, index);
                         self.blocks

@@ -68,6 +68,8 @@ pub struct Report {
     pub pruned: Vec<String>,
     /// Tenants erased (crypto-shredded), as the log and the erasure records show it.
     pub erased: Vec<String>,
+    /// Entry bundles below this index were pruned, as a log-prune entry recorded (0: none).
+    pub log_pruned_below: u64,
     /// Partial tiles and bundles a full one has made redundant (checked like every other).
     pub redundant_partials: Vec<String>,
     pub log_size: u64,
@@ -168,7 +170,8 @@ fn is_temp(p: &Path) -> bool {
 
 /// Checks one tlog-tiles log under `dir/sub` (steps 1 to 3 above): the checkpoint history, the
 /// entries and every tile against the tree they re-derive, and the pinned checkpoints. Returns
-/// the entries (when they could all be read) and whether they could.
+/// the entries (from the first one not pruned) and whether they could all be read, the size, the
+/// number of checkpoints and the index of the first entry returned.
 #[allow(clippy::too_many_arguments)]
 fn check_tlog(
     cx: &mut Ctx<'_>,
@@ -179,7 +182,7 @@ fn check_tlog(
     policy: Policy,
     pinned: &[(String, Vec<u8>)],
     tick: &mut dyn FnMut(&Path),
-) -> (Vec<Vec<u8>>, bool, u64, usize) {
+) -> (Vec<Vec<u8>>, bool, u64, usize, u64) {
     let log_dir = dir.join(sub);
 
     // 1. Checkpoint history.
@@ -251,7 +254,9 @@ fn check_tlog(
     tick(&hist_path);
     let size = checkpoints.last().map(|c| c.size).unwrap_or(0);
 
-    // 2. Entries and tiles.
+    // 2. Entries and tiles. Entry bundles below the log's minimum index may have been pruned
+    // (the bundles present are contiguous from the first one); the leaf hashes of that range come
+    // from the level-0 tiles, which every checkpoint root below still binds.
     let mut entries: Vec<Vec<u8>> = Vec::with_capacity(size as usize);
     let mut tree = MemoryTree::default();
     let full = size / TILE_WIDTH;
@@ -260,8 +265,55 @@ fn check_tlog(
     if last_w > 0 {
         bundles_needed.push((full, last_w));
     }
+    let first_kept = bundles_needed
+        .iter()
+        .find(|(n, w)| log_dir.join(tiles::entries_path(*n, *w)).exists())
+        .map(|(n, _)| *n)
+        .unwrap_or(full + u64::from(last_w > 0));
+    let first_index = (first_kept * TILE_WIDTH).min(size);
     let mut entries_ok = true;
-    for (n, w) in &bundles_needed {
+    for n in 0..first_kept.min(full) {
+        let rel = format!("{sub}/{}", tiles::tile_path(0, n, TILE_WIDTH));
+        match std::fs::read(log_dir.join(tiles::tile_path(0, n, TILE_WIDTH))) {
+            Ok(b) if b.len() == 32 * TILE_WIDTH as usize => {
+                for h in b.chunks(32) {
+                    let h = tv_tlog::Hash(h.try_into().expect("32 bytes"));
+                    tree.append_leaf_hash(h).expect("memory tree");
+                }
+            }
+            Ok(b) => {
+                cx.problem(
+                    &rel,
+                    None,
+                    "hash tile",
+                    format!("{} bytes, not {}", b.len(), 32 * TILE_WIDTH),
+                );
+                entries_ok = false;
+                break;
+            }
+            Err(e) => {
+                cx.problem(
+                    &rel,
+                    None,
+                    "hash tile",
+                    format!("needed for the pruned entries below {first_index}: {e}"),
+                );
+                entries_ok = false;
+                break;
+            }
+        }
+    }
+    if first_kept > full && last_w > 0 {
+        // The partial last bundle is never pruned.
+        cx.problem(
+            format!("{sub}/{}", tiles::entries_path(full, last_w)),
+            None,
+            "entry bundle",
+            format!("needed for the log of size {size}: missing"),
+        );
+        entries_ok = false;
+    }
+    for (n, w) in bundles_needed.iter().filter(|(n, _)| *n >= first_kept) {
         let rel = format!("{sub}/{}", tiles::entries_path(*n, *w));
         match std::fs::read(log_dir.join(tiles::entries_path(*n, *w))) {
             Err(e) => {
@@ -303,6 +355,9 @@ fn check_tlog(
             },
         }
     }
+    if entries_ok && tree.len() != first_index {
+        entries_ok = false;
+    }
     if entries_ok {
         for e in &entries {
             tree.append(e).expect("memory tree");
@@ -339,6 +394,13 @@ fn check_tlog(
             .map(|r| r.display().to_string())
             .unwrap_or_default();
         if res == "checkpoint" || res == "checkpoints" {
+            continue;
+        }
+        if res == crate::txlog::MINIMUM_INDEX_FILE {
+            cx.report.not_covered.push((
+                rel,
+                "the log's pruned minimum (the bundles present are checked against the log-prune entries)",
+            ));
             continue;
         }
         tick(p);
@@ -380,8 +442,16 @@ fn check_tlog(
                     cx.report.not_covered.push((rel, "bundle beyond the last checkpoint (written by a flush that did not finish)"));
                     continue;
                 }
+                if n < first_kept {
+                    // A partial bundle left beside a pruned full one.
+                    cx.report
+                        .not_covered
+                        .push((rel, "entry bundle below the log's pruned minimum"));
+                    continue;
+                }
                 let mut b = Vec::new();
-                for e in &entries[(n * TILE_WIDTH) as usize..end as usize] {
+                let from = (n * TILE_WIDTH - first_index) as usize;
+                for e in &entries[from..(end - first_index) as usize] {
                     let _ = tiles::push_entry(&mut b, e);
                 }
                 Some(b)
@@ -423,7 +493,7 @@ fn check_tlog(
                 for n in 0..count.div_ceil(TILE_WIDTH) {
                     let w = (count - n * TILE_WIDTH).min(TILE_WIDTH);
                     needed.entry(tiles::tile_path(level, n, w)).or_insert(s);
-                    if level == 0 {
+                    if level == 0 && n >= first_kept {
                         needed.entry(tiles::entries_path(n, w)).or_insert(s);
                     }
                 }
@@ -469,7 +539,7 @@ fn check_tlog(
         }
     }
 
-    (entries, entries_ok, size, checkpoints.len())
+    (entries, entries_ok, size, checkpoints.len(), first_index)
 }
 
 /// Verifies the data directory `dir`.
@@ -493,7 +563,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         done += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         (opts.progress)(done, total);
     };
-    let (entries, entries_ok, size, n_checkpoints) = check_tlog(
+    let (entries, _entries_ok, size, n_checkpoints, first_index) = check_tlog(
         &mut cx,
         dir,
         "log",
@@ -506,7 +576,6 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     cx.report.checkpoints = n_checkpoints;
     cx.report.log_size = size;
     let log_dir = dir.join("log");
-    let _ = entries_ok;
 
     // The audit log: the same checks under its own keys, then its entries.
     let audit_dir = dir.join("audit");
@@ -519,7 +588,7 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                 "present, but no verifier keys were given for it",
             ),
             Some(a) => {
-                let (entries, ok, size, n) = check_tlog(
+                let (entries, ok, size, n, first) = check_tlog(
                     &mut cx,
                     dir,
                     "audit",
@@ -531,6 +600,9 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
                 );
                 cx.report.audit_size = size;
                 cx.report.audit_checkpoints = n;
+                if first > 0 {
+                    cx.problem("audit/tile/entries", None, "entry bundle", format!("the audit log is never pruned, but its entries below {first} are missing"));
+                }
                 if ok {
                     let (records, problems) = (a.entries)(&entries);
                     cx.report.audit_records = records;
@@ -554,7 +626,9 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     let mut prunes: HashMap<[u8; 32], (u64, PruneLeaf)> = HashMap::new();
     let mut erases: BTreeMap<u64, EraseLeaf> = BTreeMap::new();
     let mut erased_blocks: HashMap<[u8; 32], (u64, ErasedBlockLeaf)> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
+    let mut log_prunes: Vec<(u64, u64)> = Vec::new();
+    for (k, e) in entries.iter().enumerate() {
+        let i = first_index as usize + k;
         match Leaf::parse(e) {
             Ok(Leaf::Record(r)) => {
                 by_index.insert(i as u64, r.clone());
@@ -572,6 +646,9 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             Ok(Leaf::ErasedBlock(d)) => {
                 erased_blocks.insert(d.file_sha256, (i as u64, d));
             }
+            Ok(Leaf::LogPrune(p)) => {
+                log_prunes.push((i as u64, p.minimum_index));
+            }
             Err(err) => cx.problem(
                 "log/tile/entries",
                 Some(i as u64),
@@ -580,6 +657,18 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             ),
         }
     }
+    // Entry bundles may be missing only below what a log-prune entry declared.
+    let declared = log_prunes.iter().map(|p| p.1).max().unwrap_or(0);
+    if first_index > declared {
+        cx.problem(
+            "log/tile/entries",
+            None,
+            "entry bundle",
+            format!("the entries below {first_index} are missing, but the log records pruning only below {declared} (deleted)"),
+        );
+    }
+    cx.report.log_pruned_below = first_index.min(declared);
+
     // Erasure records name the tenants the erase leaves commit to.
     let erasures = match crate::erase::records(dir) {
         Ok(r) => r,
@@ -945,6 +1034,14 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     let mut pruned_segments: HashSet<u64> = HashSet::new();
     for (digest, (pi, p)) in &prunes {
         match block_leaves.get(digest) {
+            None if first_index > 0 && !present_blocks.contains(digest) => {
+                // Its block entry is below the log's pruned minimum.
+                pruned_segments.insert(p.block_id);
+                cx.report.pruned.push(format!(
+                    "block {:016x}: deleted by retention ({} s) at {} ns, log entry {pi}",
+                    p.block_id, p.retention_secs, p.pruned_unix_nanos
+                ));
+            }
             None => cx.problem("log/tile/entries", Some(*pi), "prune entry", format!("entry {pi} prunes a block that was never logged")),
             Some((bi, _)) if bi > pi => cx.problem("log/tile/entries", Some(*pi), "prune entry", format!("entry {pi} prunes block entry {bi}, which comes later")),
             Some(_) if present_blocks.contains(digest) => cx.report.warnings.push(format!(
@@ -961,6 +1058,14 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
         }
     }
     for (digest, (di, d)) in &erased_blocks {
+        // A block or erase entry below the log's pruned minimum is not there to compare with.
+        let gone = !present_blocks.contains(digest)
+            && ((first_index > 0 && !block_leaves.contains_key(digest))
+                || d.erase_index < first_index);
+        if gone {
+            pruned_segments.insert(d.block_id);
+            continue;
+        }
         match (block_leaves.get(digest), erases.get(&d.erase_index)) {
             (None, _) => cx.problem("log/tile/entries", Some(*di), "erased-block entry", format!("entry {di} deletes a block that was never logged")),
             (_, None) => cx.problem("log/tile/entries", Some(*di), "erased-block entry", format!("entry {di} names erase entry {}, which is not one", d.erase_index)),

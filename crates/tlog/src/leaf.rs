@@ -18,6 +18,8 @@
 //! erased-block leaf (a block of an erased tenant deleted, before the file is removed), 58 bytes:
 //!   version 0x01 | kind 0x05 | block id u64 | deleted unix ns u64 | SHA-256 of the block file [32]
 //!   | index of the erase leaf u64
+//! log-prune leaf (entry bundles below an index deleted; the hash tiles stay), 18 bytes:
+//!   version 0x01 | kind 0x06 | pruned unix ns u64 | minimum index u64 (a multiple of 256)
 //! ```
 //!
 //! The tenant commitment is SHA-256(`tracevault/v1/erased-tenant` || salt || tenant id) with a
@@ -36,6 +38,8 @@ const KIND_BLOCK: u8 = 2;
 const KIND_PRUNE: u8 = 3;
 const KIND_ERASE: u8 = 4;
 const KIND_ERASED_BLOCK: u8 = 5;
+const KIND_LOG_PRUNE: u8 = 6;
+pub const LOG_PRUNE_LEAF_LEN: usize = 18;
 pub const PRUNE_LEAF_LEN: usize = 58;
 pub const ERASE_LEAF_LEN: usize = 50;
 pub const ERASED_BLOCK_LEAF_LEN: usize = 58;
@@ -108,6 +112,14 @@ pub struct ErasedBlockLeaf {
     pub erase_index: u64,
 }
 
+/// The log's own entry bundles below `minimum_index` deleted (they are older than anything any
+/// tenant still retains); the hash tiles stay, so every checkpoint still verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPruneLeaf {
+    pub pruned_unix_nanos: u64,
+    pub minimum_index: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {
     Record(RecordLeaf),
@@ -115,6 +127,7 @@ pub enum Leaf {
     Prune(PruneLeaf),
     Erase(EraseLeaf),
     ErasedBlock(ErasedBlockLeaf),
+    LogPrune(LogPruneLeaf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +198,11 @@ impl Leaf {
                 o.extend_from_slice(&d.file_sha256);
                 o.extend_from_slice(&d.erase_index.to_be_bytes());
             }
+            Leaf::LogPrune(p) => {
+                o.push(KIND_LOG_PRUNE);
+                o.extend_from_slice(&p.pruned_unix_nanos.to_be_bytes());
+                o.extend_from_slice(&p.minimum_index.to_be_bytes());
+            }
         }
         o
     }
@@ -205,6 +223,7 @@ impl Leaf {
             KIND_PRUNE => PRUNE_LEAF_LEN,
             KIND_ERASE => ERASE_LEAF_LEN,
             KIND_ERASED_BLOCK => ERASED_BLOCK_LEAF_LEN,
+            KIND_LOG_PRUNE => LOG_PRUNE_LEAF_LEN,
             k => return Err(LeafError(format!("unknown kind {k}"))),
         };
         if b.len() != want {
@@ -214,6 +233,12 @@ impl Leaf {
             )));
         }
         let mut r = Reader(&b[2..]);
+        if b[1] == KIND_LOG_PRUNE {
+            return Ok(Leaf::LogPrune(LogPruneLeaf {
+                pruned_unix_nanos: r.u64(),
+                minimum_index: r.u64(),
+            }));
+        }
         if b[1] == KIND_ERASE {
             return Ok(Leaf::Erase(EraseLeaf {
                 erased_unix_nanos: r.u64(),
@@ -338,6 +363,13 @@ mod tests {
         let e = d.encode();
         assert_eq!(e.len(), ERASED_BLOCK_LEAF_LEN);
         assert_eq!(Leaf::parse(&e).unwrap(), d);
+        let l = Leaf::LogPrune(LogPruneLeaf {
+            pruned_unix_nanos: 13,
+            minimum_index: 512,
+        });
+        let e = l.encode();
+        assert_eq!(e.len(), LOG_PRUNE_LEAF_LEN);
+        assert_eq!(Leaf::parse(&e).unwrap(), l);
         // The commitment depends on both the salt and the tenant.
         assert_ne!(
             tenant_commitment(&[5; 32], "acme"),

@@ -74,6 +74,20 @@ pub fn hashes_to_store<S: HashStore + ?Sized>(
     Ok(tlog_tiles::stored_hashes(n, data, &Reader(store))?)
 }
 
+/// [`hashes_to_store`] for a leaf known only by its leaf hash (a level-0 tile of a log whose
+/// entry bundles were pruned).
+pub fn hashes_to_store_for_leaf_hash<S: HashStore + ?Sized>(
+    n: u64,
+    leaf: Hash,
+    store: &S,
+) -> Result<Vec<Hash>, MerkleError> {
+    Ok(tlog_tiles::stored_hashes_for_record_hash(
+        n,
+        leaf,
+        &Reader(store),
+    )?)
+}
+
 /// The root hash of the first `size` leaves.
 pub fn root<S: HashStore + ?Sized>(size: u64, store: &S) -> Result<Hash, MerkleError> {
     Ok(tlog_tiles::tree_hash(size, &Reader(store))?)
@@ -235,6 +249,13 @@ impl MemoryTree {
         self.size += 1;
         Ok(self.size - 1)
     }
+    /// Appends a leaf known only by its leaf hash; returns its index.
+    pub fn append_leaf_hash(&mut self, leaf: Hash) -> Result<u64, MerkleError> {
+        let new = hashes_to_store_for_leaf_hash(self.size, leaf, self)?;
+        self.stored.extend(new);
+        self.size += 1;
+        Ok(self.size - 1)
+    }
     pub fn root(&self, size: u64) -> Result<Hash, MerkleError> {
         if size > self.size {
             return Err(MerkleError::OutOfRange {
@@ -270,6 +291,23 @@ mod tests {
             t.append(format!("leaf {i}").as_bytes()).unwrap();
         }
         t
+    }
+
+    #[test]
+    fn a_tree_rebuilt_from_leaf_hashes_has_the_same_roots() {
+        let full = tree(700);
+        let mut t = MemoryTree::default();
+        for i in 0..700 {
+            t.append_leaf_hash(leaf_hash(format!("leaf {i}").as_bytes()))
+                .unwrap();
+        }
+        for size in [1, 255, 256, 257, 512, 699, 700] {
+            assert_eq!(t.root(size).unwrap(), full.root(size).unwrap());
+        }
+        assert_eq!(
+            t.tile_bytes(1, 0, 2).unwrap(),
+            full.tile_bytes(1, 0, 2).unwrap()
+        );
     }
 
     #[test]
