@@ -20,7 +20,10 @@ mod tokens;
 
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
-pub use tokens::{TokenInfo, TokenRecord, TokenSecret, TokenStore, TokenStoreError, now_unix};
+pub use tokens::{
+    HMAC_KEY_CONTEXT, HMAC_KEY_FILE, TokenInfo, TokenRecord, TokenSecret, TokenStore,
+    TokenStoreError, now_unix,
+};
 
 use tv_model::TenantId;
 

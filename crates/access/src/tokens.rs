@@ -160,6 +160,10 @@ pub enum TokenStoreError {
     Crypto(#[from] tv_crypto::CryptoError),
 }
 
+/// The token HMAC key's file under the keys directory, and its wrapping context.
+pub const HMAC_KEY_FILE: &str = "token-hmac.json";
+pub const HMAC_KEY_CONTEXT: &[u8] = b"tracevault/v1/token-hmac-key";
+
 impl TokenStore {
     /// Opens (or creates) the registry at `path`, with its HMAC key under `keys_dir`.
     pub fn open(
@@ -175,8 +179,8 @@ impl TokenStore {
             path: p.display().to_string(),
             reason: r,
         };
-        let kpath = keys_dir.join("token-hmac.json");
-        const CTX: &[u8] = b"tracevault/v1/token-hmac-key";
+        let kpath = keys_dir.join(HMAC_KEY_FILE);
+        const CTX: &[u8] = HMAC_KEY_CONTEXT;
         let key = if kpath.exists() {
             let f: HmacKeyFile =
                 serde_json::from_slice(&std::fs::read(&kpath).map_err(|e| io(&kpath, e))?)

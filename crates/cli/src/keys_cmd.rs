@@ -290,8 +290,9 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 .post_json("/api/admin/keys/rewrap-root", &serde_json::json!({}))
                 .await?;
             println!(
-                "re-wrapped {} tenant keys under {} in {:.1} ms",
+                "re-wrapped {} tenant keys and {} system secrets under {} in {:.1} ms",
                 v["rewrapped"].as_u64().unwrap_or(0),
+                v["system"].as_u64().unwrap_or(0),
                 v["root"].as_str().unwrap_or("the root"),
                 v["millis"].as_f64().unwrap_or(0.0),
             );

@@ -139,8 +139,15 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .and_then(|n| tv_store::txlog::note_checkpoint(&n).ok())
         .map(|c| c.origin)
         .unwrap_or_default();
-    let check_audit =
-        |entries: &[Vec<u8>]| audit_entries(entries, audit_root.as_deref(), &audit_origin);
+    let audit_rewrapped = tv_server::audit::load_rewrapped(&keys_dir)?;
+    let check_audit = |entries: &[Vec<u8>]| {
+        audit_entries(
+            entries,
+            audit_root.as_deref(),
+            &audit_origin,
+            &audit_rewrapped,
+        )
+    };
     let started = std::time::Instant::now();
     let report = tv_store::verify::verify_dir(
         &a.data_dir,
@@ -244,6 +251,7 @@ fn audit_entries(
     entries: &[Vec<u8>],
     root: Option<&dyn tv_crypto::RootKeySource>,
     origin: &str,
+    rewrapped: &tv_server::audit::Rewrapped,
 ) -> (u64, Vec<(u64, String)>) {
     use tv_server::audit::{Entry, open_key, open_record, parse_entry};
     let mut keys: std::collections::HashMap<u64, Option<tv_crypto::DataKey>> =
@@ -257,7 +265,7 @@ fn audit_entries(
             Ok(Entry::Key { wrapped }) => {
                 let k = match root {
                     None => None,
-                    Some(r) => match open_key(r, origin, wrapped) {
+                    Some(r) => match open_key(r, origin, wrapped, rewrapped) {
                         Ok(k) => Some(k),
                         Err(why) => {
                             problems.push((i, why));

@@ -222,28 +222,33 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
     }
     // Root rotation: the tenants' transit keys rotate in the KMS, the tenant keys are re-wrapped
     // under the new versions, and the old KMS versions are retired: everything still reads.
-    for t in ["acme", "globex"] {
+    for t in ["tenant-acme", "tenant-globex", "system"] {
         let (st, body) = bao
-            .req(
-                "POST",
-                &format!("transit/keys/tvtest-tenant-{t}/rotate"),
-                None,
-            )
+            .req("POST", &format!("transit/keys/tvtest-{t}/rotate"), None)
             .await
             .unwrap();
         assert!(st == 200 || st == 204, "{body}");
     }
     let (ok, text) = srv.cli(&["keys", "rewrap-root"]);
-    assert!(ok && text.contains("re-wrapped 2 tenant keys"), "{text}");
+    // System secrets: two log seeds, two audit seeds, the token HMAC key, and the audit log's
+    // run keys of the two runs so far.
+    assert!(
+        ok && text.contains("re-wrapped 2 tenant keys and 7 system secrets"),
+        "{text}"
+    );
+    let seeds = std::fs::read_to_string(srv.dir.join("keys/log-signing.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&seeds).unwrap();
+    let wrapped = hex::decode(v["ed25519_seed"].as_str().unwrap()).unwrap();
+    assert!(wrapped.starts_with(b"vault:v2:"), "{seeds}");
     let kek = std::fs::read_to_string(srv.dir.join("keys/tenants/acme/kek-v1.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&kek).unwrap();
     let wrapped = hex::decode(v["wrapped"].as_str().unwrap()).unwrap();
     assert!(wrapped.starts_with(b"vault:v2:"), "{kek}");
-    for t in ["acme", "globex"] {
+    for t in ["tenant-acme", "tenant-globex", "system"] {
         let (st, body) = bao
             .req(
                 "POST",
-                &format!("transit/keys/tvtest-tenant-{t}/config"),
+                &format!("transit/keys/tvtest-{t}/config"),
                 Some(serde_json::json!({"min_decryption_version": 2})),
             )
             .await

@@ -126,6 +126,8 @@ struct Sampler {
 pub struct Audit {
     log: Arc<TxLog>,
     root: Arc<dyn RootKeySource>,
+    keys_dir: std::path::PathBuf,
+    rewrapped: Mutex<Rewrapped>,
     key: Arc<DataKey>,
     key_index: u64,
     counter: AtomicU64,
@@ -201,9 +203,53 @@ pub fn parse_entry(e: &[u8]) -> Result<Entry<'_>, String> {
     Err("not an audit entry (neither a key nor a record)".into())
 }
 
-/// Unwraps a key entry's key.
-pub fn open_key(root: &dyn RootKeySource, origin: &str, wrapped: &[u8]) -> Result<DataKey, String> {
-    root.unwrap(&key_context(origin), wrapped)
+/// The audit run keys re-wrapped under a newer root version (`keys/audit-rewrapped.json`): the
+/// key entries themselves are committed in the audit log and never change.
+pub const REWRAPPED_FILE: &str = "audit-rewrapped.json";
+
+/// Key entry wrappings re-wrapped since: SHA-256 of the entry's wrapped key -> newest wrapping.
+pub type Rewrapped = HashMap<[u8; 32], Vec<u8>>;
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    tv_tlog::commit::sha256(b)
+}
+
+/// Reads `keys/audit-rewrapped.json` (empty when absent).
+pub fn load_rewrapped(keys_dir: &Path) -> anyhow::Result<Rewrapped> {
+    let path = keys_dir.join(REWRAPPED_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let m: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let mut out = HashMap::new();
+    for (k, v) in m {
+        let k: [u8; 32] = hex::decode(&k)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .with_context(|| format!("{}: not a digest", path.display()))?;
+        out.insert(
+            k,
+            hex::decode(&v).with_context(|| format!("{}: not hex", path.display()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Unwraps a key entry's key (through its newest wrapping when it was re-wrapped).
+pub fn open_key(
+    root: &dyn RootKeySource,
+    origin: &str,
+    wrapped: &[u8],
+    rewrapped: &Rewrapped,
+) -> Result<DataKey, String> {
+    let w = rewrapped
+        .get(&sha256(wrapped))
+        .map(Vec::as_slice)
+        .unwrap_or(wrapped);
+    root.unwrap(&key_context(origin), w)
         .map(DataKey::from_secret)
         .map_err(|e| format!("audit key entry does not unwrap: {e}"))
 }
@@ -262,9 +308,12 @@ impl Audit {
                 .context("starting the audit log thread")?
         };
         let key = Arc::new(DataKey::from_secret(secret));
+        let rewrapped = Mutex::new(load_rewrapped(keys_dir)?);
         Ok(Arc::new(Self {
             log,
             root,
+            keys_dir: keys_dir.to_owned(),
+            rewrapped,
             key: key.clone(),
             key_index,
             counter: AtomicU64::new(0),
@@ -282,6 +331,50 @@ impl Audit {
 
     pub fn origin(&self) -> &str {
         self.log.origin()
+    }
+
+    /// Re-wraps every run key of the audit log under the root's newest version (the entries
+    /// stay as committed; the new wrappings go to `keys/audit-rewrapped.json`) and checks each
+    /// still opens to the same key. Returns how many.
+    pub fn rewrap_keys(&self) -> anyhow::Result<usize> {
+        self.log.flush()?;
+        let size = self.log.durable_size();
+        const TILE: u64 = tv_tlog::tiles::TILE_WIDTH;
+        let ctx = key_context(self.log.origin());
+        let mut map = self.rewrapped.lock().expect("rewrapped lock").clone();
+        let mut n = 0;
+        for b in 0..size.div_ceil(TILE) {
+            let entries = self
+                .log
+                .with_tree(|t| t.bundle(b))
+                .with_context(|| format!("audit log bundle {b}"))?;
+            for e in &entries {
+                let Ok(Entry::Key { wrapped }) = parse_entry(e) else {
+                    continue;
+                };
+                let id = sha256(wrapped);
+                let current = map.get(&id).cloned().unwrap_or_else(|| wrapped.to_vec());
+                let new = self.root.rewrap(&ctx, &current)?;
+                let (a, b) = (
+                    self.root.unwrap(&ctx, &current)?,
+                    self.root.unwrap(&ctx, &new)?,
+                );
+                if a.expose() != b.expose() {
+                    anyhow::bail!("an audit run key re-wrapped to another key");
+                }
+                map.insert(id, new);
+                n += 1;
+            }
+        }
+        let file: std::collections::BTreeMap<String, String> = map
+            .iter()
+            .map(|(k, v)| (hex::encode(k), hex::encode(v)))
+            .collect();
+        let path = self.keys_dir.join(REWRAPPED_FILE);
+        fsio::atomic_write(&path, &serde_json::to_vec_pretty(&file)?, 0o600)
+            .with_context(|| format!("writing {}", path.display()))?;
+        *self.rewrapped.lock().expect("rewrapped lock") = map;
+        Ok(n)
     }
 
     /// Queues a record; returns its index in the audit log.
@@ -443,7 +536,12 @@ impl Audit {
         let Entry::Key { wrapped } = parse_entry(&entry)? else {
             return Err(format!("audit entry {index} is not a key entry"));
         };
-        let k = Arc::new(open_key(self.root.as_ref(), self.log.origin(), wrapped)?);
+        let k = Arc::new(open_key(
+            self.root.as_ref(),
+            self.log.origin(),
+            wrapped,
+            &self.rewrapped.lock().expect("rewrapped lock"),
+        )?);
         self.keys
             .lock()
             .expect("keys lock")

@@ -164,19 +164,36 @@ pub async fn rewrap_root(
                 .into(),
         ));
     }
-    let kr = state.keyring.clone();
+    let (kr, audit) = (state.keyring.clone(), state.audit.clone());
     let started = std::time::Instant::now();
-    let n = tokio::task::spawn_blocking(move || kr.rewrap_under_root())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(key_error)?;
+    let (n, system) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let n = kr.rewrap_under_root().map_err(key_error)?;
+        let system = crate::logkeys::rewrap_system_secrets(kr.keys_dir(), kr.root().as_ref())
+            .and_then(|s| Ok(s + audit.rewrap_keys()?))
+            .map_err(|e| {
+                tracing::error!(error = %format!("{e:#}"), "re-wrapping the system secrets failed");
+                ApiError::Internal(
+                    "re-wrapping the system secrets failed (details are in the server log)".into(),
+                )
+            })?;
+        Ok((n, system))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(keys = n, ms, by = %caller.principal.name, "tenant keys re-wrapped under the root's newest version");
+    tracing::info!(keys = n, system, ms, by = %caller.principal.name, "tenant keys and system secrets re-wrapped under the root's newest version");
     Ok(crate::api::noted(
-        Json(json!({ "rewrapped": n, "millis": ms, "root": state.keyring.root().describe() }))
-            .into_response(),
+        Json(json!({
+            "rewrapped": n,
+            "system": system,
+            "millis": ms,
+            "root": state.keyring.root().describe(),
+        }))
+        .into_response(),
         n,
-        Some(format!("root: rewrapped {n} tenant keys")),
+        Some(format!(
+            "root: rewrapped {n} tenant keys and {system} system secrets"
+        )),
     ))
 }
 

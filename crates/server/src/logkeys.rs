@@ -113,6 +113,74 @@ fn load_or_create_file(
     })
 }
 
+/// Re-wraps one root-wrapped hex field of a JSON key file under the root's newest version (a KMS
+/// rewraps without revealing the key) and checks it still opens to the same key.
+fn rewrap_field(
+    root: &dyn RootKeySource,
+    v: &mut serde_json::Value,
+    field: &str,
+    context: &[u8],
+) -> anyhow::Result<()> {
+    let old = hex::decode(v[field].as_str().unwrap_or_default())
+        .with_context(|| format!("{field} is not hex"))?;
+    let new = root.rewrap(context, &old)?;
+    let (a, b) = (root.unwrap(context, &old)?, root.unwrap(context, &new)?);
+    if a.expose() != b.expose() {
+        bail!("{field} re-wrapped to another key");
+    }
+    v[field] = serde_json::Value::String(hex::encode(new));
+    Ok(())
+}
+
+/// Re-wraps the system secrets (the log's and the audit log's signing seeds, the token HMAC key)
+/// under the root's newest key version, after the KMS key was rotated. Returns how many.
+pub fn rewrap_system_secrets(keys_dir: &Path, root: &dyn RootKeySource) -> anyhow::Result<usize> {
+    let mut n = 0;
+    let files: [(&str, Vec<(&str, Option<&str>)>); 3] = [
+        (
+            FILE,
+            vec![
+                ("ed25519_seed", Some("ed25519")),
+                ("mldsa44_seed", Some("mldsa44")),
+            ],
+        ),
+        (
+            AUDIT_FILE,
+            vec![
+                ("ed25519_seed", Some("ed25519")),
+                ("mldsa44_seed", Some("mldsa44")),
+            ],
+        ),
+        (tv_access::HMAC_KEY_FILE, vec![("wrapped", None)]),
+    ];
+    for (name, fields) in files {
+        let path = keys_dir.join(name);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let origin = v["origin"].as_str().unwrap_or_default().to_string();
+        for (field, kind) in fields {
+            let context = match kind {
+                Some(k) => ctx(k, &origin),
+                None => tv_access::HMAC_KEY_CONTEXT.to_vec(),
+            };
+            rewrap_field(root, &mut v, field, &context)
+                .with_context(|| format!("re-wrapping {}", path.display()))?;
+            n += 1;
+        }
+        let json = if name == tv_access::HMAC_KEY_FILE {
+            serde_json::to_vec(&v)?
+        } else {
+            serde_json::to_vec_pretty(&v)?
+        };
+        fsio::atomic_write(&path, &json, 0o600)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(n)
+}
+
 fn read(path: &Path) -> anyhow::Result<KeyFile> {
     let file: KeyFile = serde_json::from_slice(
         &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
