@@ -136,7 +136,9 @@ fn rewrap_field(
 /// under the root's newest key version, after the KMS key was rotated. Returns how many.
 pub fn rewrap_system_secrets(keys_dir: &Path, root: &dyn RootKeySource) -> anyhow::Result<usize> {
     let mut n = 0;
-    let files: [(&str, Vec<(&str, Option<&str>)>); 3] = [
+    // (file, [(field, seed kind, or None for the token HMAC key)])
+    type Fields = Vec<(&'static str, Option<&'static str>)>;
+    let files: [(&str, Fields); 3] = [
         (
             FILE,
             vec![
