@@ -193,6 +193,8 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                     tv_crypto::backup::open(&bytes, tv_crypto::backup::Opener::Passphrase(&p))?
                 }
             };
+            // Not under a running server: it would keep using the keys it has.
+            let _lock = tv_store::lock_data_dir(&data_dir)?;
             let erased: Vec<String> = tv_store::erase::records(&data_dir)
                 .with_context(|| format!("reading the erasure records of {}", data_dir.display()))?
                 .into_iter()

@@ -17,6 +17,12 @@ pub enum TenantCmd {
         yes: bool,
         #[arg(long)]
         json: bool,
+        /// Work on a stopped server's --data-dir instead of asking a running server
+        #[arg(long)]
+        offline: bool,
+        /// With --offline: the server's config file (its [keys] root, keys_dir)
+        #[arg(long, requires = "offline")]
+        config: Option<std::path::PathBuf>,
         #[command(flatten)]
         conn: ConnFlags,
     },
@@ -28,14 +34,26 @@ pub async fn run(cmd: TenantCmd) -> anyhow::Result<()> {
             tenant,
             yes,
             json,
+            offline,
+            config,
             conn,
         } => {
-            let v = conn
-                .post_json(
+            let v = if offline {
+                let id = tv_model::TenantId::parse(&tenant)
+                    .map_err(|e| anyhow::anyhow!("tenant {tenant:?}: {e}"))?;
+                let flags = tv_server::RawConfig {
+                    data_dir: Some(conn.data_dir.clone()),
+                    ..Default::default()
+                };
+                let cfg = tv_server::RawConfig::resolve(&flags, config.as_deref())?;
+                tv_server::offline::erase_tenant(&cfg, &id, yes).await?
+            } else {
+                conn.post_json(
                     "/api/admin/tenants/erase",
                     &serde_json::json!({ "tenant": tenant, "confirm": yes }),
                 )
-                .await?;
+                .await?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());

@@ -12,6 +12,25 @@ async fn trace_status(srv: &Server, tenant: &str, tid: &[u8; 16]) -> u16 {
     call(srv, "GET", &path, &srv.token(), tenant).await.0
 }
 
+/// A server holding one trace of acme and one of globex (3 spans each).
+async fn server_with_acme_and_globex() -> (Server, [u8; 16], [u8; 16]) {
+    let srv = Server::start(&[]);
+    let c = srv.http_client();
+    let (st, _, acme) = send_spans(&c, &srv, "acme", 3).await;
+    assert_eq!(st, 200);
+    let (st, _, globex) = send_spans(&c, &srv, "globex", 3).await;
+    assert_eq!(st, 200);
+    (srv, acme, globex)
+}
+
+/// acme's trace is gone and its ingest refused; globex's trace reads back.
+async fn acme_gone_globex_kept(srv: &Server, acme: &[u8; 16], globex: &[u8; 16]) {
+    assert_eq!(trace_status(srv, "acme", acme).await, 404);
+    assert_eq!(trace_status(srv, "globex", globex).await, 200);
+    let (st, body, _) = send_spans(&srv.http_client(), srv, "acme", 1).await;
+    assert_eq!(st, 403, "{body}");
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     let st = std::process::Command::new("cp")
         .arg("-a")
@@ -168,12 +187,8 @@ async fn erase_one_tenant_while_another_keeps_writing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_backup_restores_a_lost_key_store_but_never_an_erased_tenant() {
-    let mut srv = Server::start(&[]);
+    let (mut srv, acme, globex) = server_with_acme_and_globex().await;
     let c = srv.http_client();
-    let (st, _, acme) = send_spans(&c, &srv, "acme", 3).await;
-    assert_eq!(st, 200);
-    let (st, _, globex) = send_spans(&c, &srv, "globex", 3).await;
-    assert_eq!(st, 200);
     srv.flush().await;
     let tmp = tempfile::tempdir().unwrap();
     let pass = tmp.path().join("pass");
@@ -213,16 +228,16 @@ async fn key_backup_restores_a_lost_key_store_but_never_an_erased_tenant() {
     let wrong = tmp.path().join("wrong");
     std::fs::write(&wrong, "not the passphrase at all").unwrap();
     let restore = |p: &std::path::Path| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tracevault"))
-            .args(["keys", "restore", "--in", out.to_str().unwrap()])
-            .args(["--passphrase-file", p.to_str().unwrap()])
-            .args(["--data-dir", srv.dir.to_str().unwrap()])
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-        )
+        tv(&[
+            "keys",
+            "restore",
+            "--in",
+            out.to_str().unwrap(),
+            "--passphrase-file",
+            p.to_str().unwrap(),
+            "--data-dir",
+            srv.dir.to_str().unwrap(),
+        ])
     };
     let (ok, text) = restore(&wrong);
     assert!(
@@ -241,21 +256,7 @@ async fn key_backup_restores_a_lost_key_store_but_never_an_erased_tenant() {
     // The server starts on the restored keys: globex reads back, acme stays erased, and the
     // backup and the restore are in the audit log.
     srv.spawn();
-    let path = |t: &[u8; 16]| format!("/api/traces/{}", hex::encode(t));
-    assert_eq!(
-        call(&srv, "GET", &path(&globex), &srv.token(), "globex")
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        call(&srv, "GET", &path(&acme), &srv.token(), "acme")
-            .await
-            .0,
-        404
-    );
-    let (st, _, _) = send_spans(&c, &srv, "acme", 1).await;
-    assert_eq!(st, 403);
+    acme_gone_globex_kept(&srv, &acme, &globex).await;
     let body = key_audit(&srv).await;
     assert!(body.contains("keys: backup of"), "{body}");
     assert!(
@@ -265,4 +266,60 @@ async fn key_backup_restores_a_lost_key_store_but_never_an_erased_tenant() {
     srv.terminate();
     let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &[]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_servers_tenant_is_erased_offline_and_a_running_one_is_not_touched() {
+    let (mut srv, acme, globex) = server_with_acme_and_globex().await;
+    let dir = srv.dir.clone();
+    let offline = |args: &[&str]| {
+        let mut a = vec![
+            "tenant",
+            "erase",
+            "acme",
+            "--offline",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ];
+        a.extend_from_slice(args);
+        tv(&a)
+    };
+    // The data directory is locked while the server runs: no second writer, offline or not.
+    let (ok, text) = offline(&["--yes"]);
+    assert!(
+        !ok && text.contains("in use by another tracevault process"),
+        "{text}"
+    );
+    let empty = srv.dir.parent().unwrap().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let err = serve_refused(&empty, &srv.dir);
+    assert!(
+        err.contains("in use by another tracevault process"),
+        "{err}"
+    );
+    srv.terminate();
+
+    // Stopped: the preview, then the erasure (the WAL batch is recovered and sealed first).
+    let (ok, text) = offline(&[]);
+    assert!(ok && text.contains("nothing was erased"), "{text}");
+    assert!(text.contains("(3 spans)"), "{text}");
+    let (ok, text) = offline(&["--yes"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("tenant acme erased") && text.contains("key versions v1 destroyed"),
+        "{text}"
+    );
+    assert!(!srv.dir.join("keys/tenants/acme").exists());
+
+    srv.spawn();
+    acme_gone_globex_kept(&srv, &acme, &globex).await;
+    let body = key_audit(&srv).await;
+    assert!(
+        body.contains("tenant:acme erased") && body.contains("(offline, on the stopped server"),
+        "{body}"
+    );
+    srv.terminate();
+    let (code, out) = run_verify(&srv.dir, &vkeys(&srv.dir), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("erased: tenant acme"), "{out}");
 }

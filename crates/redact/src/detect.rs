@@ -171,7 +171,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether `digits` starts with a known issuer prefix and has a length that issuer uses.

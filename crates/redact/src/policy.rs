@@ -247,7 +247,7 @@ impl Rules {
 
     /// Compiles a parsed configuration, checking every rule.
     pub fn compile(cfg: &RulesConfig) -> Result<Self, RulesError> {
-        if !(64..=256).contains(&cfg.hash_bits) || cfg.hash_bits % 8 != 0 {
+        if !(64..=256).contains(&cfg.hash_bits) || !cfg.hash_bits.is_multiple_of(8) {
             return Err(RulesError(format!(
                 "hash_bits = {}: must be a multiple of 8 from 64 to 256 (shorter pseudonyms collide and can be brute-forced)",
                 cfg.hash_bits

@@ -207,17 +207,67 @@ pub struct Erase {
 }
 
 /// What erasure cannot reach, said with every answer (and in the operator's guide).
-fn erase_limits(state: &AppState) -> Vec<String> {
+pub fn erase_limits(root: &dyn tv_crypto::RootKeySource) -> Vec<String> {
     let mut out = vec![
         "The erasure is irreversible: no command brings the tenant's data back.".to_string(),
         "Anything decrypted before now (query results, exports, the SIEM) is outside the server and not erased.".to_string(),
     ];
-    if state.keyring.root().describe().starts_with("transit") {
+    if root.describe().starts_with("transit") {
         out.push("The root is a KMS: its own backups or snapshots taken before now still hold the tenant's transit key; purge them to finish the erasure.".into());
     } else {
         out.push("The root is a file: a backup holding both the keys directory (or a `keys backup` file) and the data from before now can still decrypt the tenant; keys must be backed up apart from data and such backups destroyed or restored only through `keys restore`, which refuses erased tenants.".into());
     }
     out
+}
+
+/// The audit resource of an erasure.
+pub fn erase_resource(tenant: &TenantId, rec: &tv_store::erase::Erasure) -> String {
+    let versions: Vec<String> = rec.key_versions.iter().map(|v| format!("v{v}")).collect();
+    format!(
+        "tenant:{tenant} erased: key versions [{}] destroyed{}, {} blocks deleted, log entry {}",
+        versions.join(", "),
+        rec.root_key
+            .as_ref()
+            .map(|k| format!(", KMS key {k} deleted"))
+            .unwrap_or_default(),
+        rec.blocks,
+        rec.log_index
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "-".into()),
+    )
+}
+
+/// The answer to an erasure (or its preview).
+pub fn erase_answer(
+    tenant: &TenantId,
+    root: &dyn tv_crypto::RootKeySource,
+    preview: Option<(&[u32], u64, u64)>,
+    done: Option<(&tv_store::erase::Erasure, f64)>,
+) -> serde_json::Value {
+    let limits = erase_limits(root);
+    match (preview, done) {
+        (_, Some((rec, ms))) => json!({
+            "tenant": tenant.as_str(),
+            "erased": true,
+            "key_versions": rec.key_versions,
+            "root_key": rec.root_key,
+            "blocks": rec.blocks,
+            "spans": rec.spans,
+            "log_index": rec.log_index,
+            "millis": ms,
+            "limits": limits,
+        }),
+        (Some((versions, blocks, spans)), None) => json!({
+            "tenant": tenant.as_str(),
+            "erased": false,
+            "key_versions": versions,
+            "root": root.describe(),
+            "blocks": blocks,
+            "spans": spans,
+            "limits": limits,
+        }),
+        (None, None) => json!({ "tenant": tenant.as_str(), "erased": false, "limits": limits }),
+    }
 }
 
 /// `POST /api/admin/tenants/erase` `{tenant, confirm}`: crypto-shreds a tenant (issue 6). With
@@ -237,7 +287,6 @@ pub async fn erase(
             "a tenant may only be erased with a credential that may act for it".into(),
         ));
     }
-    let limits = erase_limits(&state);
     // Finished erasures are refused; one a failure interrupted (the KMS not answering, say) is
     // finished by running the command again.
     let done = tv_store::erase::records(&state.data_dir)
@@ -257,17 +306,15 @@ pub async fn erase(
         .map_err(key_error)?;
     let versions: Vec<u32> = versions.iter().map(|v| v.0).collect();
     let (blocks, block_spans, head_spans) = state.store.tenant_holdings(&tenant);
+    let root = state.keyring.root().clone();
     if !req.confirm {
         return Ok(crate::api::noted(
-            Json(json!({
-                "tenant": tenant.as_str(),
-                "erased": false,
-                "key_versions": versions,
-                "root": state.keyring.root().describe(),
-                "blocks": blocks,
-                "spans": block_spans + head_spans,
-                "limits": limits,
-            }))
+            Json(erase_answer(
+                &tenant,
+                root.as_ref(),
+                Some((&versions, blocks, block_spans + head_spans)),
+                None,
+            ))
             .into_response(),
             0,
             Some(format!("tenant:{tenant} erase previewed")),
@@ -279,39 +326,19 @@ pub async fn erase(
         .erase_tenant(&tenant)
         .await
         .map_err(|e| match e {
+            tv_store::StoreError::Erased(t) => {
+                ApiError::BadRequest(format!("tenant {t} was already erased"))
+            }
             tv_store::StoreError::Crypto(c) => key_error(c),
             other => ApiError::from_store(other),
         })?;
     state.redaction.forget(&tenant);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
-    let versions: Vec<String> = rec.key_versions.iter().map(|v| format!("v{v}")).collect();
     Ok(crate::api::noted(
-        Json(json!({
-            "tenant": tenant.as_str(),
-            "erased": true,
-            "key_versions": rec.key_versions,
-            "root_key": rec.root_key,
-            "blocks": rec.blocks,
-            "spans": rec.spans,
-            "log_index": rec.log_index,
-            "millis": ms,
-            "limits": limits,
-        }))
-        .into_response(),
+        Json(erase_answer(&tenant, root.as_ref(), None, Some((&rec, ms)))).into_response(),
         rec.blocks as usize,
-        Some(format!(
-            "tenant:{tenant} erased: key versions [{}] destroyed{}, {} blocks deleted, log entry {}",
-            versions.join(", "),
-            rec.root_key
-                .as_ref()
-                .map(|k| format!(", KMS key {k} deleted"))
-                .unwrap_or_default(),
-            rec.blocks,
-            rec.log_index
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "-".into()),
-        )),
+        Some(erase_resource(&tenant, &rec)),
     ))
 }
 

@@ -22,6 +22,7 @@ pub mod mask;
 pub mod metrics;
 pub mod mtls;
 pub mod net;
+pub mod offline;
 pub mod oidc_refresh;
 pub mod params;
 pub mod ratelimit;
@@ -167,12 +168,51 @@ const INSECURE_WARNING: &str = "INSECURE: --insecure-plaintext is set: listeners
 
 const NO_REDACTION_WARNING: &str = "INSECURE: --no-redaction is set: spans are stored as sent, with whatever personal data, tokens and SQL literals they carry; the log records the empty redaction policy";
 
+/// The root key source the config names (a file root is created on first use).
+pub fn open_root(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn RootKeySource>> {
+    Ok(match &cfg.root {
+        config::RootSource::File => {
+            let (root, created) = FileRootKey::load_or_create(&cfg.keys_dir.join("root.key"))?;
+            if created {
+                tracing::info!(path = %cfg.keys_dir.join("root.key").display(), "created root key; back it up apart from the data directory");
+            }
+            Arc::new(root)
+        }
+        config::RootSource::Transit(t) => {
+            let r = kms::TransitRootKey::connect((**t).clone())
+                .context("connecting to the KMS ([keys.transit])")?;
+            tracing::info!(root = %r.describe(), "root of the key hierarchy in the KMS");
+            Arc::new(r)
+        }
+    })
+}
+
+/// Opens the store with its transparency log signed by `log` (recovery runs here).
+pub(crate) async fn open_store(
+    mut scfg: StoreConfig,
+    log: logkeys::LogSigners,
+    checkpoint_interval: std::time::Duration,
+    keyring: Arc<Keyring>,
+) -> anyhow::Result<Store> {
+    scfg.log = Some(tv_store::LogConfig {
+        origin: log.origin.clone(),
+        signers: vec![Arc::new(log.ed25519), Arc::new(log.mldsa)],
+        checkpoint_interval,
+    });
+    tokio::task::spawn_blocking(move || Store::open(scfg, keyring))
+        .await
+        .context("store recovery task")?
+        .context("opening the store")
+}
+
 impl Server {
     /// Creates what a first start needs and binds the listeners.
     pub async fn bootstrap(cfg: ServeConfig) -> anyhow::Result<Self> {
         let data_dir = cfg.data_dir.clone();
         fsio::create_private_dir(&data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        // One process per data directory, before anything in it is opened for writing.
+        let lock = Arc::new(tv_store::lock_data_dir(&data_dir)?);
         if let Ok(mode) = fsio::mode_of(&data_dir)
             && mode & 0o077 != 0
         {
@@ -195,21 +235,7 @@ impl Server {
                 cfg.keys_dir.display()
             );
         }
-        let root: Arc<dyn RootKeySource> = match &cfg.root {
-            config::RootSource::File => {
-                let (root, created) = FileRootKey::load_or_create(&cfg.keys_dir.join("root.key"))?;
-                if created {
-                    tracing::info!(path = %cfg.keys_dir.join("root.key").display(), "created root key; back it up apart from the data directory");
-                }
-                Arc::new(root)
-            }
-            config::RootSource::Transit(t) => {
-                let r = kms::TransitRootKey::connect((**t).clone())
-                    .context("connecting to the KMS ([keys.transit])")?;
-                tracing::info!(root = %r.describe(), "root of the key hierarchy in the KMS");
-                Arc::new(r)
-            }
-        };
+        let root = open_root(&cfg)?;
         let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
         let kms_health = match &cfg.root {
             config::RootSource::Transit(t) => {
@@ -300,18 +326,8 @@ impl Server {
         scfg.retention = cfg.retention;
         scfg.tenant_retention = cfg.tenant_retention.clone();
         scfg.destroy_unused_keys = cfg.destroy_unused_keys;
-        scfg.log = Some(tv_store::LogConfig {
-            origin: log.origin.clone(),
-            signers: vec![Arc::new(log.ed25519), Arc::new(log.mldsa)],
-            checkpoint_interval: cfg.checkpoint_interval,
-        });
-        let store = {
-            let kr = keyring.clone();
-            tokio::task::spawn_blocking(move || Store::open(scfg, kr))
-                .await
-                .context("store recovery task")?
-                .context("opening the store")?
-        };
+        scfg.lock = Some(lock);
+        let store = open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
         let state = Arc::new(AppState {
             store: Arc::new(store),
             tokens,

@@ -60,6 +60,9 @@ pub enum StoreError {
     Crypto(tv_crypto::CryptoError),
     #[error("storage is overloaded ({0}); retry later")]
     Overloaded(String),
+    /// Another process holds the data directory.
+    #[error("{0} is in use by another tracevault process (a running server?); stop it first")]
+    Locked(String),
     /// The tenant was erased (or is being erased): it accepts and holds no data.
     #[error("tenant {0} was erased: it accepts no data and holds none")]
     Erased(String),
@@ -75,6 +78,26 @@ impl StoreError {
             path: path.display().to_string(),
             source,
         }
+    }
+}
+
+/// Takes the data directory's exclusive lock (`DIR/lock`, released when the file is dropped or
+/// the process ends): one server, or one offline tool that writes, at a time.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    tv_crypto::fsio::create_private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::Locked(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
     }
 }
 

@@ -52,6 +52,9 @@ pub struct StoreConfig {
     /// After retention deleted blocks of a tenant, destroy its key versions that wrap nothing
     /// still stored (never the current one).
     pub destroy_unused_keys: bool,
+    /// The data directory's lock, when the caller took it first ([`crate::lock_data_dir`]);
+    /// otherwise the store takes it.
+    pub lock: Option<Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -81,6 +84,7 @@ impl StoreConfig {
             retention: None,
             tenant_retention: HashMap::new(),
             destroy_unused_keys: true,
+            lock: None,
         }
     }
 
@@ -285,6 +289,8 @@ pub(crate) struct Inner {
     unsealed: (Mutex<usize>, Condvar),
     /// Tenants being erased: their writes are refused (erased tenants are refused by the keyring).
     erasing: Mutex<std::collections::HashSet<TenantId>>,
+    /// The data directory's exclusive lock, held while the store is open.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Inner {
@@ -351,6 +357,10 @@ impl Store {
     /// Opens the store: loads block indexes, recovers and seals any WAL segments left by an earlier
     /// run (refusing to start on corruption of acknowledged data), then starts the writer.
     pub fn open(cfg: StoreConfig, keyring: Arc<Keyring>) -> Result<Self, StoreError> {
+        let lock = match &cfg.lock {
+            Some(l) => l.clone(),
+            None => Arc::new(crate::lock_data_dir(&cfg.data_dir)?),
+        };
         let wal_dir = cfg.data_dir.join("wal");
         let block_dir = cfg.data_dir.join("blocks");
         for d in [&cfg.data_dir, &wal_dir, &block_dir] {
@@ -375,6 +385,7 @@ impl Store {
             healthy: AtomicBool::new(true),
             unsealed: (Mutex::new(0), Condvar::new()),
             erasing: Mutex::new(std::collections::HashSet::new()),
+            _lock: lock,
         });
         let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;

@@ -595,3 +595,12 @@ pub async fn key_audit(srv: &Server) -> String {
     assert_eq!(st, 200, "{body}");
     body
 }
+
+/// Runs `tracevault ARGS`; (success, stdout + stderr).
+pub fn tv(args: &[&str]) -> (bool, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}

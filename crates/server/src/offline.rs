@@ -1,0 +1,78 @@
+//! Operations on a stopped server's data directory (issue 6): erasing a tenant when the server
+//! cannot run. It takes the data directory's lock (refused while a server holds it), runs the
+//! same recovery a start does, and writes the same log entries and audit record the API would.
+
+use std::sync::Arc;
+
+use tv_crypto::Keyring;
+use tv_model::TenantId;
+use tv_store::StoreConfig;
+
+use crate::config::ServeConfig;
+
+/// Erases `tenant` in `cfg`'s data directory (with `confirm`), or answers what that would
+/// destroy. The same answer as `POST /api/admin/tenants/erase`.
+pub async fn erase_tenant(
+    cfg: &ServeConfig,
+    tenant: &TenantId,
+    confirm: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let lock = Arc::new(tv_store::lock_data_dir(&cfg.data_dir)?);
+    if tv_store::erase::records(&cfg.data_dir)?
+        .iter()
+        .any(|r| r.tenant == tenant.as_str() && r.complete)
+    {
+        anyhow::bail!("tenant {tenant} was already erased");
+    }
+    let root = crate::open_root(cfg)?;
+    let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
+    let log = crate::logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
+    let origin = log.origin.clone();
+    let mut scfg = StoreConfig::new(&cfg.data_dir);
+    scfg.lock = Some(lock);
+    let store = crate::open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
+    let (blocks, block_spans, head_spans) = store.tenant_holdings(tenant);
+    if !confirm {
+        let versions: Vec<u32> = keyring.versions(tenant)?.iter().map(|v| v.0).collect();
+        store.shutdown();
+        return Ok(crate::keys_api::erase_answer(
+            tenant,
+            root.as_ref(),
+            Some((&versions, blocks, block_spans + head_spans)),
+            None,
+        ));
+    }
+    let audit = crate::audit::Audit::open(
+        &cfg.data_dir,
+        &cfg.keys_dir,
+        root.clone(),
+        &origin,
+        cfg.checkpoint_interval,
+        Arc::new(crate::metrics::Metrics::new()),
+    )?;
+    let started = std::time::Instant::now();
+    let res = store.erase_tenant(tenant).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let out = match res {
+        Ok(rec) => {
+            audit.system(
+                "admin_keys",
+                format!(
+                    "{} (offline, on the stopped server's data directory)",
+                    crate::keys_api::erase_resource(tenant, &rec)
+                ),
+                tenant,
+            );
+            Ok(crate::keys_api::erase_answer(
+                tenant,
+                root.as_ref(),
+                None,
+                Some((&rec, ms)),
+            ))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("erasing tenant {tenant}"))),
+    };
+    audit.shutdown();
+    store.shutdown();
+    out
+}
