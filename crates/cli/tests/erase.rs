@@ -299,6 +299,23 @@ async fn a_stopped_servers_tenant_is_erased_offline_and_a_running_one_is_not_tou
     );
     srv.terminate();
 
+    // A mistyped directory is not created.
+    let typo = dir.parent().unwrap().join("no-such-data");
+    let (ok, text) = tv(&[
+        "tenant",
+        "erase",
+        "acme",
+        "--offline",
+        "--yes",
+        "--data-dir",
+        typo.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && text.contains("is not a tracevault data directory"),
+        "{text}"
+    );
+    assert!(!typo.exists());
+
     // Stopped: the preview, then the erasure (the WAL batch is recovered and sealed first).
     let (ok, text) = offline(&[]);
     assert!(ok && text.contains("nothing was erased"), "{text}");

@@ -17,6 +17,21 @@ pub async fn erase_tenant(
     tenant: &TenantId,
     confirm: bool,
 ) -> anyhow::Result<serde_json::Value> {
+    // Never create a data directory or a root key here: only work on what a server made.
+    if !cfg.data_dir.join("log/checkpoint").is_file() {
+        anyhow::bail!(
+            "{} is not a tracevault data directory (it has no log/checkpoint)",
+            cfg.data_dir.display()
+        );
+    }
+    if matches!(cfg.root, crate::config::RootSource::File)
+        && !cfg.keys_dir.join("root.key").is_file()
+    {
+        anyhow::bail!(
+            "no root key at {} (for a KMS root, pass the server's --config)",
+            cfg.keys_dir.join("root.key").display()
+        );
+    }
     let lock = Arc::new(tv_store::lock_data_dir(&cfg.data_dir)?);
     if tv_store::erase::records(&cfg.data_dir)?
         .iter()
