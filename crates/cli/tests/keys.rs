@@ -166,3 +166,65 @@ fn block_digests(dir: &std::path::Path) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
+    // acme keeps 30 minutes; retention checks often, and a superseded version may go at once.
+    let (srv, _) = start_with_config(
+        tempfile::tempdir().unwrap(),
+        "[storage]\nunused_key_grace_secs = 0\nretention_interval_secs = 0.2\n[storage.tenant_retention_secs]\nacme = 1800\n",
+        &[],
+    );
+    let c = srv.http_client();
+    // Under v1: spans that ended an hour ago, past retention as soon as they are sealed.
+    let (mut req, old) = request("checkout", 3);
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            for sp in &mut ss.spans {
+                sp.start_time_unix_nano -= 3_600_000_000_000;
+                sp.end_time_unix_nano -= 3_600_000_000_000;
+            }
+        }
+    }
+    let r = c
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", "acme")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    srv.flush().await;
+    let (ok, text) = srv.cli(&["keys", "rotate", "--tenant", "acme"]);
+    assert!(ok, "{text}");
+    // Under v2: fresh spans, kept.
+    let fresh = send(&srv, "acme").await;
+    srv.flush().await;
+    let v1 = srv.dir.join("keys/tenants/acme/kek-v1.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while v1.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}\n{}",
+            cli_lines(&["keys", "usage"], &srv.dir),
+            srv.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(srv.dir.join("keys/tenants/acme/kek-v2.json").exists());
+    assert_eq!(status_of(&srv, "acme", &old).await, 404);
+    assert_eq!(status_of(&srv, "acme", &fresh).await, 200);
+    let (ok, list) = srv.cli(&["keys", "list", "--json"]);
+    assert!(ok, "{list}");
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let acme = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "acme")
+        .unwrap();
+    assert_eq!(acme["versions"].as_array().unwrap().len(), 1, "{acme}");
+    assert_eq!(acme["current"], 2);
+}

@@ -442,7 +442,7 @@ impl Keyring {
             let ((v, _), (_, next_created)) = (pair[0], pair[1]);
             if v == current
                 || used.contains(&v)
-                || now.saturating_sub(next_created) <= grace.as_secs()
+                || now.saturating_sub(next_created) < grace.as_secs()
             {
                 continue;
             }

@@ -62,8 +62,13 @@ pub struct RawStorage {
     /// Per-tenant retention in seconds, overriding `retention_secs` (0: keep all of it).
     pub tenant_retention_secs: Option<std::collections::BTreeMap<String, u64>>,
     /// Destroy tenant key versions that wrap nothing still stored once retention deleted what
-    /// they wrapped (default true).
+    /// they wrapped (default true)...
     pub destroy_unused_keys: Option<bool>,
+    /// ...once the next version has been current this many seconds (default 600: no data key
+    /// wrapped under the old one can still be on its way to disk).
+    pub unused_key_grace_secs: Option<u64>,
+    /// How often retention runs (default: a quarter of the shortest period, 0.2 to 60 s).
+    pub retention_interval_secs: Option<f64>,
 }
 
 /// One witness the server submits checkpoints to.
@@ -232,7 +237,9 @@ impl RawConfig {
             max_pending_bytes,
             retention_secs,
             tenant_retention_secs,
-            destroy_unused_keys
+            destroy_unused_keys,
+            unused_key_grace_secs,
+            retention_interval_secs
         );
         overlay!(
             self.log,
@@ -466,6 +473,14 @@ impl RawConfig {
                 m
             },
             destroy_unused_keys: self.storage.destroy_unused_keys.unwrap_or(true),
+            unused_key_grace: Duration::from_secs(
+                self.storage.unused_key_grace_secs.unwrap_or(600),
+            ),
+            retention_interval: match self.storage.retention_interval_secs {
+                None => None,
+                Some(s) if (0.1..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+                Some(s) => bail!("storage.retention_interval_secs is {s}; it must be 0.1 to 86400"),
+            },
             log_public: self.log.public.unwrap_or(false),
             checkpoint_interval: Duration::from_secs_f64(cpi),
             witnesses,
@@ -498,6 +513,8 @@ pub struct ServeConfig {
     /// Per-tenant retention (None: keep all of that tenant's data).
     pub tenant_retention: std::collections::HashMap<tv_model::TenantId, Option<Duration>>,
     pub destroy_unused_keys: bool,
+    pub unused_key_grace: Duration,
+    pub retention_interval: Option<Duration>,
     pub log_public: bool,
     pub checkpoint_interval: Duration,
     pub witnesses: Vec<WitnessConfig>,

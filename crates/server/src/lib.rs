@@ -326,6 +326,8 @@ impl Server {
         scfg.retention = cfg.retention;
         scfg.tenant_retention = cfg.tenant_retention.clone();
         scfg.destroy_unused_keys = cfg.destroy_unused_keys;
+        scfg.unused_key_grace = cfg.unused_key_grace;
+        scfg.retention_interval = cfg.retention_interval;
         scfg.lock = Some(lock);
         let store = open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
         let state = Arc::new(AppState {

@@ -52,6 +52,10 @@ pub struct StoreConfig {
     /// After retention deleted blocks of a tenant, destroy its key versions that wrap nothing
     /// still stored (never the current one).
     pub destroy_unused_keys: bool,
+    /// How long a key version must have been superseded before it may be destroyed as unused.
+    pub unused_key_grace: Duration,
+    /// How often retention runs (None: a quarter of the shortest period, 0.2 to 60 s).
+    pub retention_interval: Option<Duration>,
     /// The data directory's lock, when the caller took it first ([`crate::lock_data_dir`]);
     /// otherwise the store takes it.
     pub lock: Option<Arc<std::fs::File>>,
@@ -84,6 +88,8 @@ impl StoreConfig {
             retention: None,
             tenant_retention: HashMap::new(),
             destroy_unused_keys: true,
+            unused_key_grace: Duration::from_secs(600),
+            retention_interval: None,
             lock: None,
         }
     }
@@ -291,6 +297,8 @@ pub(crate) struct Inner {
     erasing: Mutex<std::collections::HashSet<TenantId>>,
     /// The data directory's exclusive lock, held while the store is open.
     _lock: Arc<std::fs::File>,
+    /// Tenants whose superseded key versions may become destroyable (see `prune_expired`).
+    key_gc: Mutex<std::collections::HashSet<TenantId>>,
 }
 
 impl Inner {
@@ -386,6 +394,7 @@ impl Store {
             unsealed: (Mutex::new(0), Condvar::new()),
             erasing: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
+            key_gc: Mutex::new(std::collections::HashSet::new()),
         });
         let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;
@@ -1033,26 +1042,34 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
             tenants.push(b.tenant.clone());
         }
     }
-    if inner.cfg.destroy_unused_keys && !tenants.is_empty() {
-        let uses = crate::keyuse::key_use(&inner.cfg.data_dir)?;
-        for t in tenants {
-            let in_use: Vec<_> = uses
-                .iter()
-                .filter(|u| u.tenant == t.as_str())
-                .map(|u| u.wrapped.clone())
-                .collect();
-            match inner
-                .keyring
-                .destroy_unused_versions(&t, &in_use, UNUSED_KEY_GRACE)
-            {
-                Ok(v) if !v.is_empty() => {
-                    tracing::info!(tenant = %t, versions = ?v, "destroyed tenant key versions that wrap nothing still stored")
+    if inner.cfg.destroy_unused_keys {
+        // Tenants that lost blocks stay candidates until no superseded version is left (a version
+        // may still wrap a WAL segment waiting for deletion, or be within its grace period).
+        let mut gc = inner.key_gc.lock().expect("key gc lock poisoned");
+        gc.extend(tenants);
+        if !gc.is_empty() {
+            let uses = crate::keyuse::key_use(&inner.cfg.data_dir)?;
+            gc.retain(|t| {
+                let in_use: Vec<_> = uses
+                    .iter()
+                    .filter(|u| u.tenant == t.as_str())
+                    .map(|u| u.wrapped.clone())
+                    .collect();
+                match inner
+                    .keyring
+                    .destroy_unused_versions(t, &in_use, inner.cfg.unused_key_grace)
+                {
+                    Ok(v) if !v.is_empty() => {
+                        tracing::info!(tenant = %t, versions = ?v, "destroyed tenant key versions that wrap nothing still stored")
+                    }
+                    Ok(_) => {}
+                    Err(tv_crypto::CryptoError::Erased(_)) => return false,
+                    Err(e) => {
+                        tracing::warn!(tenant = %t, error = %e, "cannot destroy unused key versions")
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(tenant = %t, error = %e, "cannot destroy unused key versions")
-                }
-            }
+                inner.keyring.versions(t).map(|v| v.len() > 1).unwrap_or(false)
+            });
         }
     }
     if let Some(log) = &inner.log {
@@ -1078,13 +1095,12 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
     Ok(expired.len())
 }
 
-/// A key version is destroyed only once its successor has been current this long (no data key
-/// wrapped under it can still be on its way to disk).
-const UNUSED_KEY_GRACE: Duration = Duration::from_secs(600);
-
 fn retention_loop(inner: Arc<Inner>, keep: Duration, stop: Arc<(Mutex<bool>, Condvar)>) {
     // `keep`: the shortest retention period, setting how often the check runs.
-    let every = (keep / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let every = inner
+        .cfg
+        .retention_interval
+        .unwrap_or_else(|| (keep / 4).clamp(Duration::from_millis(200), Duration::from_secs(60)));
     let (lock, cv) = &*stop;
     loop {
         {
