@@ -26,6 +26,21 @@ fn key_use(srv: &Server) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `tracevault keys list --json`, and acme's entry in it.
+fn acme_keys(srv: &Server) -> (serde_json::Value, serde_json::Value) {
+    let (ok, list) = srv.cli(&["keys", "list", "--json"]);
+    assert!(ok, "{list}");
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let acme = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "acme")
+        .unwrap()
+        .clone();
+    (v, acme)
+}
+
 fn versions_under(uses: &[serde_json::Value], prefix: &str) -> Vec<u64> {
     uses.iter()
         .filter(|u| u["file"].as_str().unwrap().starts_with(prefix))
@@ -45,15 +60,7 @@ async fn rotate_write_restart_and_every_version_reads_back() {
     let b = send(&srv, "acme").await;
     srv.flush().await;
     let c = send(&srv, "acme").await;
-    let (ok, list) = srv.cli(&["keys", "list", "--json"]);
-    assert!(ok, "{list}");
-    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let acme = v["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tenant"] == "acme")
-        .unwrap();
+    let (v, acme) = acme_keys(&srv);
     assert_eq!(acme["current"], 2);
     assert_eq!(acme["versions"].as_array().unwrap().len(), 2);
     assert!(v["root"].as_str().unwrap().starts_with("file "));
@@ -216,15 +223,7 @@ async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
     assert!(srv.dir.join("keys/tenants/acme/kek-v2.json").exists());
     assert_eq!(status_of(&srv, "acme", &old).await, 404);
     assert_eq!(status_of(&srv, "acme", &fresh).await, 200);
-    let (ok, list) = srv.cli(&["keys", "list", "--json"]);
-    assert!(ok, "{list}");
-    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let acme = v["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tenant"] == "acme")
-        .unwrap();
+    let (_, acme) = acme_keys(&srv);
     assert_eq!(acme["versions"].as_array().unwrap().len(), 1, "{acme}");
     assert_eq!(acme["current"], 2);
 }
