@@ -479,8 +479,8 @@ async fn approle_with_a_least_privilege_policy_is_enough() {
     let Some(bao) = Bao::start().await else {
         return;
     };
-    let ok = |r: (u16, String)| assert!(r.0 == 200 || r.0 == 204, "{}", r.1);
-    ok(bao
+    let ok_ = |r: (u16, String)| assert!(r.0 == 200 || r.0 == 204, "{}", r.1);
+    ok_(bao
         .req(
             "POST",
             "sys/auth/approle",
@@ -492,7 +492,7 @@ async fn approle_with_a_least_privilege_policy_is_enough() {
 path "transit/encrypt/tvtest-*" { capabilities = ["create", "update"] }
 path "transit/decrypt/tvtest-*" { capabilities = ["update"] }
 "#;
-    ok(bao
+    ok_(bao
         .req(
             "POST",
             "sys/policies/acl/tracevault",
@@ -500,7 +500,7 @@ path "transit/decrypt/tvtest-*" { capabilities = ["update"] }
         )
         .await
         .unwrap());
-    ok(bao
+    ok_(bao
         .req(
             "POST",
             "auth/approle/role/tracevault",
@@ -554,4 +554,38 @@ path "transit/decrypt/tvtest-*" { capabilities = ["update"] }
     assert_eq!(st, 200, "{body}");
     assert_eq!(spans_of(&srv, "acme", &tid).await, Some(4));
     assert!(bao.keys().await.contains(&"tvtest-tenant-acme".to_string()));
+
+    // Erasing needs more than that: the KMS refuses to delete the key, the command says what
+    // is missing, and acme is already gone from the API and refused.
+    let (ok, text) = srv.cli(&["tenant", "erase", "acme", "--yes"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("the KMS refused the operation") && text.contains("run the command again"),
+        "{text}"
+    );
+    assert!(bao.keys().await.contains(&"tvtest-tenant-acme".to_string()));
+    assert_eq!(spans_of(&srv, "acme", &tid).await, None);
+    let (st, _, _) = send_spans(&srv.http_client(), &srv, "acme", 1).await;
+    assert_eq!(st, 403);
+    // With the policy the guide gives for erasure, running it again finishes it.
+    let erase_policy = format!(
+        "{policy}path \"transit/keys/tvtest-tenant-*\" {{ capabilities = [\"update\", \"delete\"] }}\n"
+    );
+    ok_(bao
+        .req(
+            "POST",
+            "sys/policies/acl/tracevault",
+            Some(serde_json::json!({ "policy": erase_policy })),
+        )
+        .await
+        .unwrap());
+    let (ok, text) = srv.cli(&["tenant", "erase", "acme", "--yes"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("KMS key tvtest-tenant-acme deleted"),
+        "{text}"
+    );
+    assert!(!bao.keys().await.contains(&"tvtest-tenant-acme".to_string()));
+    let (ok, text) = srv.cli(&["tenant", "erase", "acme", "--yes"]);
+    assert!(!ok && text.contains("already erased"), "{text}");
 }

@@ -25,6 +25,9 @@ pub struct Rotate {
 
 fn key_error(e: tv_crypto::CryptoError) -> ApiError {
     match e {
+        tv_crypto::CryptoError::Kms(m) if m.contains(" 403 ") => ApiError::Unavailable(format!(
+            "the KMS refused the operation ({m}): the server's KMS credential lacks a permission (see the operator's guide); grant it and run the command again"
+        )),
         tv_crypto::CryptoError::Kms(m) => ApiError::Unavailable(format!(
             "the KMS holding the root does not answer ({m}); retry later"
         )),

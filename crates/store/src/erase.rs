@@ -189,6 +189,12 @@ pub(crate) fn erase_blocking(
             r
         }
     };
+    // Nothing of the tenant is served from here on, even if destroying its keys fails now.
+    {
+        let mut st = inner.state.write().expect("state lock poisoned");
+        st.blocks.remove(tenant);
+        st.head.retain(|r| &r.tenant != tenant);
+    }
     // The keys: after this nothing can decrypt the tenant's data, wherever a copy of it is.
     let destroyed = inner.keyring.destroy(tenant).map_err(StoreError::Crypto)?;
     if !destroyed.versions.is_empty() {
@@ -198,11 +204,6 @@ pub(crate) fn erase_blocking(
         rec.root_key = destroyed.root_key;
     }
     write_record(&data_dir, &rec)?;
-    {
-        let mut st = inner.state.write().expect("state lock poisoned");
-        st.blocks.remove(tenant);
-        st.head.retain(|r| &r.tenant != tenant);
-    }
     // The ciphertext: each deletion logged first, so verify tells it from tampering.
     if let (Some(log), Some(ei)) = (&inner.log, rec.log_index)
         && !files.is_empty()
