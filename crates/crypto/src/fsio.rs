@@ -62,6 +62,50 @@ pub fn shred(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Reads a JSON map of hex SHA-256 digests to hex byte strings (the files holding re-wrapped
+/// keys, keyed by what they re-wrap); empty when the file does not exist.
+pub fn read_digest_map(
+    path: &Path,
+) -> Result<std::collections::HashMap<[u8; 32], Vec<u8>>, crate::CryptoError> {
+    let bad = |reason: String| crate::CryptoError::BadKeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(crate::CryptoError::io(path, e)),
+    };
+    let m: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    m.into_iter()
+        .map(|(k, v)| {
+            let k: [u8; 32] = hex::decode(&k)
+                .ok()
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| bad(format!("{k:?} is not a hex SHA-256 digest")))?;
+            let v = hex::decode(&v).map_err(|e| bad(e.to_string()))?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// Writes what [`read_digest_map`] reads (0600, atomically).
+pub fn write_digest_map(
+    path: &Path,
+    map: &std::collections::HashMap<[u8; 32], Vec<u8>>,
+) -> Result<(), crate::CryptoError> {
+    let file: std::collections::BTreeMap<String, String> = map
+        .iter()
+        .map(|(k, v)| (hex::encode(k), hex::encode(v)))
+        .collect();
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| crate::CryptoError::BadKeyFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    atomic_write(path, &json, 0o600).map_err(|e| crate::CryptoError::io(path, e))
+}
+
 /// Creates `path` with `data` and mode 0600, failing if it exists.
 pub fn create_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new()

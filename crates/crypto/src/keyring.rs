@@ -66,6 +66,45 @@ struct KekFile {
     wrapped: String,
 }
 
+impl KekFile {
+    /// Reads and checks a root-wrapped key file (`kek-v<N>.json`, `pseudonym.json`).
+    fn read(path: &Path) -> Result<Self, CryptoError> {
+        let bytes = std::fs::read(path).map_err(|e| CryptoError::io(path, e))?;
+        let file: KekFile = serde_json::from_slice(&bytes).map_err(|e| bad_file(path, e))?;
+        if file.format != KEK_FILE_VERSION {
+            return Err(CryptoError::Version {
+                what: format!("tenant key file {}", path.display()),
+                version: file.format,
+            });
+        }
+        Ok(file)
+    }
+
+    fn wrapped(&self, path: &Path) -> Result<Vec<u8>, CryptoError> {
+        hex::decode(&self.wrapped).map_err(|e| bad_file(path, e))
+    }
+
+    /// Writes the file atomically (0600).
+    fn write(&self, path: &Path) -> Result<(), CryptoError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| bad_file(path, e))?;
+        fsio::atomic_write(path, &json, 0o600).map_err(|e| CryptoError::io(path, e))
+    }
+}
+
+fn bad_file(path: &Path, reason: impl std::fmt::Display) -> CryptoError {
+    CryptoError::BadKeyFile {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// A tenant key unwrapped, and when the root last confirmed it.
 struct Cached {
     key: Arc<SecretKey>,
@@ -219,34 +258,12 @@ impl Keyring {
         let mut all = self.rewrapped.lock().expect("keyring lock poisoned");
         if !all.contains_key(tenant) {
             let path = self.rewrapped_path(tenant);
-            let map = match std::fs::read(&path) {
-                Ok(b) => {
-                    let m: HashMap<String, String> =
-                        serde_json::from_slice(&b).map_err(|e| CryptoError::BadKeyFile {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    let mut out = HashMap::new();
-                    for (c, wk) in m {
-                        let bad = || CryptoError::BadKeyFile {
-                            path: path.display().to_string(),
-                            reason: "not a commitment and a wrapped key in hex".into(),
-                        };
-                        let c: [u8; 32] = hex::decode(&c)
-                            .ok()
-                            .and_then(|v| v.try_into().ok())
-                            .ok_or_else(bad)?;
-                        let wk = hex::decode(&wk)
-                            .ok()
-                            .and_then(|v| WrappedDataKey::from_bytes(&v))
-                            .ok_or_else(bad)?;
-                        out.insert(c, wk);
-                    }
-                    out
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-                Err(e) => return Err(CryptoError::io(&path, e)),
-            };
+            let mut map = HashMap::new();
+            for (c, wk) in fsio::read_digest_map(&path)? {
+                let wk = WrappedDataKey::from_bytes(&wk)
+                    .ok_or_else(|| bad_file(&path, "not a wrapped data key"))?;
+                map.insert(c, wk);
+            }
             all.insert(tenant.clone(), map);
         }
         Ok(all
@@ -293,16 +310,11 @@ impl Keyring {
         for w in &fresh {
             map.insert(w.commitment, w.clone());
         }
-        let file: std::collections::BTreeMap<String, String> = map
+        let file = map
             .iter()
-            .map(|(c, w)| (hex::encode(c), hex::encode(w.to_bytes())))
+            .map(|(c, w)| (*c, w.to_bytes().to_vec()))
             .collect();
-        let path = self.rewrapped_path(tenant);
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| CryptoError::BadKeyFile {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
+        fsio::write_digest_map(&self.rewrapped_path(tenant), &file)?;
         Ok((fresh.len(), current))
     }
 
@@ -402,14 +414,7 @@ impl Keyring {
     pub fn versions(&self, tenant: &TenantId) -> Result<Vec<(u32, u64)>, CryptoError> {
         let mut out = Vec::new();
         for v in self.versions_on_disk(tenant)? {
-            let path = self.kek_path(tenant, v);
-            let bytes = std::fs::read(&path).map_err(|e| CryptoError::io(&path, e))?;
-            let file: KekFile =
-                serde_json::from_slice(&bytes).map_err(|e| CryptoError::BadKeyFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            out.push((v, file.created_unix));
+            out.push((v, KekFile::read(&self.kek_path(tenant, v))?.created_unix));
         }
         Ok(out)
     }
@@ -433,10 +438,7 @@ impl Keyring {
         for w in in_use {
             used.insert(self.newest_wrapping(tenant, w)?.kek_version);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = now_unix();
         let mut out = Vec::new();
         for pair in versions.windows(2) {
             let ((v, _), (_, next_created)) = (pair[0], pair[1]);
@@ -464,23 +466,14 @@ impl Keyring {
     /// predates this file keeps the pseudonyms it had (derived from v1 once, then stored).
     pub fn pseudonym_secret(&self, tenant: &TenantId) -> Result<SecretKey, CryptoError> {
         self.refuse_erased(tenant)?;
-        let path = self.tenant_dir(tenant).join("pseudonym.json");
+        let path = self.pseudonym_path(tenant);
         let ctx = pseudonym_context(tenant);
-        let bad = |reason: String| CryptoError::BadKeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        match std::fs::read(&path) {
-            Ok(b) => {
-                let file: KekFile = serde_json::from_slice(&b).map_err(|e| bad(e.to_string()))?;
-                if file.tenant != tenant.as_str() {
-                    return Err(bad("tenant does not match its directory".into()));
-                }
-                let wrapped = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
-                return self.root.unwrap(&ctx, &wrapped);
+        if path.exists() {
+            let file = KekFile::read(&path)?;
+            if file.tenant != tenant.as_str() {
+                return Err(bad_file(&path, "tenant does not match its directory"));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CryptoError::io(&path, e)),
+            return self.root.unwrap(&ctx, &file.wrapped(&path)?);
         }
         let key = if self.versions_on_disk(tenant)?.first() == Some(&1) {
             let kek = self.kek(tenant, 1)?;
@@ -498,13 +491,10 @@ impl Keyring {
             format: KEK_FILE_VERSION,
             tenant: tenant.to_string(),
             version: 0,
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: now_unix(),
             wrapped: hex::encode(self.root.wrap(&ctx, &key)?),
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| bad_file(&path, e))?;
         match fsio::create_private_file(&path, &json) {
             Ok(()) => Ok(key),
             // Another thread created it first: use that one.
@@ -532,48 +522,27 @@ impl Keyring {
         let mut n = 0;
         for t in self.tenants()? {
             for v in self.versions_on_disk(&t)? {
-                let path = self.kek_path(&t, v);
-                let bytes = std::fs::read(&path).map_err(|e| CryptoError::io(&path, e))?;
-                let mut file: KekFile =
-                    serde_json::from_slice(&bytes).map_err(|e| CryptoError::BadKeyFile {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                let bad = |reason: String| CryptoError::BadKeyFile {
-                    path: path.display().to_string(),
-                    reason,
-                };
-                let old = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
-                let ctx = kek_context(&t, v);
-                let new = self.root.rewrap(&ctx, &old)?;
-                let before = self.root.unwrap(&ctx, &old)?;
-                let after = self.root.unwrap(&ctx, &new)?;
-                if !bool::from(before.expose().ct_eq(after.expose())) {
-                    return Err(CryptoError::Decrypt(format!(
-                        "tenant {t} key v{v} re-wrapped to another key"
-                    )));
-                }
-                file.wrapped = hex::encode(new);
-                let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
-                fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
+                self.rewrap_file(&self.kek_path(&t, v), &kek_context(&t, v))?;
                 n += 1;
             }
-            let path = self.tenant_dir(&t).join("pseudonym.json");
-            if let Ok(bytes) = std::fs::read(&path) {
-                let bad = |reason: String| CryptoError::BadKeyFile {
-                    path: path.display().to_string(),
-                    reason,
-                };
-                let mut file: KekFile =
-                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-                let old = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
-                let ctx = pseudonym_context(&t);
-                file.wrapped = hex::encode(self.root.rewrap(&ctx, &old)?);
-                let json = serde_json::to_vec_pretty(&file).map_err(|e| bad(e.to_string()))?;
-                fsio::atomic_write(&path, &json, 0o600).map_err(|e| CryptoError::io(&path, e))?;
+            let path = self.pseudonym_path(&t);
+            if path.exists() {
+                self.rewrap_file(&path, &pseudonym_context(&t))?;
             }
         }
         Ok(n)
+    }
+
+    /// Re-wraps one root-wrapped key file under the root's newest version, in place.
+    fn rewrap_file(&self, path: &Path, context: &[u8]) -> Result<(), CryptoError> {
+        let mut file = KekFile::read(path)?;
+        let new = crate::rewrap_checked(self.root.as_ref(), context, &file.wrapped(path)?)?;
+        file.wrapped = hex::encode(new);
+        file.write(path)
+    }
+
+    fn pseudonym_path(&self, tenant: &TenantId) -> PathBuf {
+        self.tenant_dir(tenant).join("pseudonym.json")
     }
 
     /// Rotates every tenant whose current key was created more than `max_age` ago; returns
@@ -582,10 +551,7 @@ impl Keyring {
         &self,
         max_age: std::time::Duration,
     ) -> Result<Vec<(TenantId, u32)>, CryptoError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = now_unix();
         let mut out = Vec::new();
         for t in self.tenants()? {
             if let Some((_, created)) = self.versions(&t)?.last()
@@ -627,17 +593,11 @@ impl Keyring {
             format: KEK_FILE_VERSION,
             tenant: tenant.to_string(),
             version,
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: now_unix(),
             wrapped: hex::encode(wrapped),
         };
         let path = self.kek_path(tenant, version);
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| CryptoError::BadKeyFile {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| bad_file(&path, e))?;
         fsio::create_private_file(&path, &json).map_err(|e| CryptoError::io(&path, e))?;
         tracing::info!(tenant = %tenant, version, "created tenant key");
         self.cache.lock().expect("keyring lock poisoned").insert(
@@ -685,32 +645,21 @@ impl Keyring {
     /// Reads tenant key `version` of `tenant` from its file and unwraps it through the root.
     fn unwrap_from_disk(&self, tenant: &TenantId, version: u32) -> Result<SecretKey, CryptoError> {
         let path = self.kek_path(tenant, version);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CryptoError::MissingKey {
-                    tenant: tenant.to_string(),
-                    version,
-                });
-            }
-            Err(e) => return Err(CryptoError::io(&path, e)),
-        };
-        let bad = |reason: String| CryptoError::BadKeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let file: KekFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if file.format != KEK_FILE_VERSION {
-            return Err(CryptoError::Version {
-                what: format!("tenant key file {}", path.display()),
-                version: file.format,
+        if !path.exists() {
+            return Err(CryptoError::MissingKey {
+                tenant: tenant.to_string(),
+                version,
             });
         }
+        let file = KekFile::read(&path)?;
         if file.tenant != tenant.as_str() || file.version != version {
-            return Err(bad("tenant or version does not match its file name".into()));
+            return Err(bad_file(
+                &path,
+                "tenant or version does not match its file name",
+            ));
         }
-        let wrapped = hex::decode(&file.wrapped).map_err(|e| bad(e.to_string()))?;
-        self.root.unwrap(&kek_context(tenant, version), &wrapped)
+        self.root
+            .unwrap(&kek_context(tenant, version), &file.wrapped(&path)?)
     }
 
     /// A fresh data key for `tenant`, and its wrapped form to store beside the data.

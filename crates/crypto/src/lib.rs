@@ -32,7 +32,7 @@ mod root;
 
 pub use keyring::{Destroyed, Keyring, WrappedDataKey};
 pub use keys::{DataKey, SecretKey, random_bytes};
-pub use root::{FileRootKey, RootKeySource};
+pub use root::{FileRootKey, RootKeySource, rewrap_checked};
 
 /// Errors from key handling and envelope encryption.
 #[derive(Debug, thiserror::Error)]

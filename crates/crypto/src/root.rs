@@ -32,6 +32,26 @@ pub trait RootKeySource: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Re-wraps `wrapped` under the root's newest key version and checks that the new wrapping opens
+/// to the same key (a KMS answering with another key is refused, not stored).
+pub fn rewrap_checked(
+    root: &dyn RootKeySource,
+    context: &[u8],
+    wrapped: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let new = root.rewrap(context, wrapped)?;
+    let (before, after) = (root.unwrap(context, wrapped)?, root.unwrap(context, &new)?);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &before.expose()[..],
+        &after.expose()[..],
+    )) {
+        return Err(CryptoError::Decrypt(
+            "a key re-wrapped under the root's newest version opened to another key".into(),
+        ));
+    }
+    Ok(new)
+}
+
 const ROOT_HEADER: &str = "tracevault-root-key v1";
 
 /// A root key kept in a file (mode 0600) under the keys directory.

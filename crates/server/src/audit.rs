@@ -216,26 +216,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 /// Reads `keys/audit-rewrapped.json` (empty when absent).
 pub fn load_rewrapped(keys_dir: &Path) -> anyhow::Result<Rewrapped> {
-    let path = keys_dir.join(REWRAPPED_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let m: std::collections::BTreeMap<String, String> =
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
-    let mut out = HashMap::new();
-    for (k, v) in m {
-        let k: [u8; 32] = hex::decode(&k)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .with_context(|| format!("{}: not a digest", path.display()))?;
-        out.insert(
-            k,
-            hex::decode(&v).with_context(|| format!("{}: not hex", path.display()))?,
-        );
-    }
-    Ok(out)
+    Ok(fsio::read_digest_map(&keys_dir.join(REWRAPPED_FILE))?)
 }
 
 /// Unwraps a key entry's key (through its newest wrapping when it was re-wrapped).
@@ -354,25 +335,12 @@ impl Audit {
                 };
                 let id = sha256(wrapped);
                 let current = map.get(&id).cloned().unwrap_or_else(|| wrapped.to_vec());
-                let new = self.root.rewrap(&ctx, &current)?;
-                let (a, b) = (
-                    self.root.unwrap(&ctx, &current)?,
-                    self.root.unwrap(&ctx, &new)?,
-                );
-                if a.expose() != b.expose() {
-                    anyhow::bail!("an audit run key re-wrapped to another key");
-                }
+                let new = tv_crypto::rewrap_checked(self.root.as_ref(), &ctx, &current)?;
                 map.insert(id, new);
                 n += 1;
             }
         }
-        let file: std::collections::BTreeMap<String, String> = map
-            .iter()
-            .map(|(k, v)| (hex::encode(k), hex::encode(v)))
-            .collect();
-        let path = self.keys_dir.join(REWRAPPED_FILE);
-        fsio::atomic_write(&path, &serde_json::to_vec_pretty(&file)?, 0o600)
-            .with_context(|| format!("writing {}", path.display()))?;
+        fsio::write_digest_map(&self.keys_dir.join(REWRAPPED_FILE), &map)?;
         *self.rewrapped.lock().expect("rewrapped lock") = map;
         Ok(n)
     }

@@ -240,37 +240,43 @@ pub fn erase_resource(tenant: &TenantId, rec: &tv_store::erase::Erasure) -> Stri
     )
 }
 
-/// The answer to an erasure (or its preview).
-pub fn erase_answer(
+/// What erasing `tenant` would destroy now (the answer without `confirm`).
+pub fn erase_preview(
+    tenant: &TenantId,
+    keyring: &tv_crypto::Keyring,
+    store: &tv_store::Store,
+) -> Result<serde_json::Value, tv_crypto::CryptoError> {
+    let versions: Vec<u32> = keyring.versions(tenant)?.iter().map(|v| v.0).collect();
+    let (blocks, block_spans, head_spans) = store.tenant_holdings(tenant);
+    Ok(json!({
+        "tenant": tenant.as_str(),
+        "erased": false,
+        "key_versions": versions,
+        "root": keyring.root().describe(),
+        "blocks": blocks,
+        "spans": block_spans + head_spans,
+        "limits": erase_limits(keyring.root().as_ref()),
+    }))
+}
+
+/// The answer to a finished erasure.
+pub fn erase_done(
     tenant: &TenantId,
     root: &dyn tv_crypto::RootKeySource,
-    preview: Option<(&[u32], u64, u64)>,
-    done: Option<(&tv_store::erase::Erasure, f64)>,
+    rec: &tv_store::erase::Erasure,
+    ms: f64,
 ) -> serde_json::Value {
-    let limits = erase_limits(root);
-    match (preview, done) {
-        (_, Some((rec, ms))) => json!({
-            "tenant": tenant.as_str(),
-            "erased": true,
-            "key_versions": rec.key_versions,
-            "root_key": rec.root_key,
-            "blocks": rec.blocks,
-            "spans": rec.spans,
-            "log_index": rec.log_index,
-            "millis": ms,
-            "limits": limits,
-        }),
-        (Some((versions, blocks, spans)), None) => json!({
-            "tenant": tenant.as_str(),
-            "erased": false,
-            "key_versions": versions,
-            "root": root.describe(),
-            "blocks": blocks,
-            "spans": spans,
-            "limits": limits,
-        }),
-        (None, None) => json!({ "tenant": tenant.as_str(), "erased": false, "limits": limits }),
-    }
+    json!({
+        "tenant": tenant.as_str(),
+        "erased": true,
+        "key_versions": rec.key_versions,
+        "root_key": rec.root_key,
+        "blocks": rec.blocks,
+        "spans": rec.spans,
+        "log_index": rec.log_index,
+        "millis": ms,
+        "limits": erase_limits(root),
+    })
 }
 
 /// `POST /api/admin/tenants/erase` `{tenant, confirm}`: crypto-shreds a tenant (issue 6). With
@@ -292,33 +298,20 @@ pub async fn erase(
     }
     // Finished erasures are refused; one a failure interrupted (the KMS not answering, say) is
     // finished by running the command again.
-    let done = tv_store::erase::records(&state.data_dir)
-        .map_err(ApiError::from_store)?
-        .iter()
-        .any(|r| r.tenant == tenant.as_str() && r.complete);
-    if done {
+    if tv_store::erase::is_erased(&state.data_dir, &tenant).map_err(ApiError::from_store)? {
         return Err(ApiError::BadRequest(format!(
             "tenant {tenant} was already erased"
         )));
     }
-    let kr = state.keyring.clone();
-    let t = tenant.clone();
-    let versions = tokio::task::spawn_blocking(move || kr.versions(&t))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(key_error)?;
-    let versions: Vec<u32> = versions.iter().map(|v| v.0).collect();
-    let (blocks, block_spans, head_spans) = state.store.tenant_holdings(&tenant);
-    let root = state.keyring.root().clone();
     if !req.confirm {
+        let (st, t) = (state.clone(), tenant.clone());
+        let preview =
+            tokio::task::spawn_blocking(move || erase_preview(&t, &st.keyring, &st.store))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(key_error)?;
         return Ok(crate::api::noted(
-            Json(erase_answer(
-                &tenant,
-                root.as_ref(),
-                Some((&versions, blocks, block_spans + head_spans)),
-                None,
-            ))
-            .into_response(),
+            Json(preview).into_response(),
             0,
             Some(format!("tenant:{tenant} erase previewed")),
         ));
@@ -339,7 +332,7 @@ pub async fn erase(
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
     Ok(crate::api::noted(
-        Json(erase_answer(&tenant, root.as_ref(), None, Some((&rec, ms)))).into_response(),
+        Json(erase_done(&tenant, state.keyring.root().as_ref(), &rec, ms)).into_response(),
         rec.blocks as usize,
         Some(erase_resource(&tenant, &rec)),
     ))

@@ -345,6 +345,13 @@ fn transit_ciphertext(wrapped: &[u8]) -> Result<&str, CryptoError> {
         .ok_or_else(|| CryptoError::Decrypt("wrapped key (not a transit ciphertext)".into()))
 }
 
+/// The ciphertext of an `encrypt` or `rewrap` answer.
+fn ciphertext_of(v: serde_json::Value, what: &str) -> Result<Vec<u8>, CryptoError> {
+    let c: Wrapped<Ciphertext> = serde_json::from_value(v)
+        .map_err(|e| CryptoError::Kms(format!("unexpected {what} answer: {e}")))?;
+    Ok(c.data.ciphertext.into_bytes())
+}
+
 fn context_digest(context: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, context);
     d.as_ref().try_into().expect("32-byte digest")
@@ -367,9 +374,7 @@ impl RootKeySource for TransitRootKey {
             format!("{}/encrypt/{}", self.cfg.mount, self.key_for(context)),
             serde_json::json!({ "plaintext": b64.as_str() }),
         )?;
-        let c: Wrapped<Ciphertext> = serde_json::from_value(v)
-            .map_err(|e| CryptoError::Kms(format!("unexpected encrypt answer: {e}")))?;
-        Ok(c.data.ciphertext.into_bytes())
+        ciphertext_of(v, "encrypt")
     }
 
     fn rewrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -378,9 +383,7 @@ impl RootKeySource for TransitRootKey {
             format!("{}/rewrap/{}", self.cfg.mount, self.key_for(context)),
             serde_json::json!({ "ciphertext": ct }),
         )?;
-        let c: Wrapped<Ciphertext> = serde_json::from_value(v)
-            .map_err(|e| CryptoError::Kms(format!("unexpected rewrap answer: {e}")))?;
-        Ok(c.data.ciphertext.into_bytes())
+        ciphertext_of(v, "rewrap")
     }
 
     /// Deletes the tenant's transit key: allows deletion in its config, then deletes it (every

@@ -33,10 +33,7 @@ pub async fn erase_tenant(
         );
     }
     let lock = Arc::new(tv_store::lock_data_dir(&cfg.data_dir)?);
-    if tv_store::erase::records(&cfg.data_dir)?
-        .iter()
-        .any(|r| r.tenant == tenant.as_str() && r.complete)
-    {
+    if tv_store::erase::is_erased(&cfg.data_dir, tenant)? {
         anyhow::bail!("tenant {tenant} was already erased");
     }
     let root = crate::open_root(cfg)?;
@@ -46,16 +43,10 @@ pub async fn erase_tenant(
     let mut scfg = StoreConfig::new(&cfg.data_dir);
     scfg.lock = Some(lock);
     let store = crate::open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
-    let (blocks, block_spans, head_spans) = store.tenant_holdings(tenant);
     if !confirm {
-        let versions: Vec<u32> = keyring.versions(tenant)?.iter().map(|v| v.0).collect();
+        let preview = crate::keys_api::erase_preview(tenant, &keyring, &store);
         store.shutdown();
-        return Ok(crate::keys_api::erase_answer(
-            tenant,
-            root.as_ref(),
-            Some((&versions, blocks, block_spans + head_spans)),
-            None,
-        ));
+        return Ok(preview?);
     }
     let audit = crate::audit::Audit::open(
         &cfg.data_dir,
@@ -78,12 +69,7 @@ pub async fn erase_tenant(
                 ),
                 tenant,
             );
-            Ok(crate::keys_api::erase_answer(
-                tenant,
-                root.as_ref(),
-                None,
-                Some((&rec, ms)),
-            ))
+            Ok(crate::keys_api::erase_done(tenant, root.as_ref(), &rec, ms))
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("erasing tenant {tenant}"))),
     };

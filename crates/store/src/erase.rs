@@ -79,23 +79,41 @@ pub fn records(data_dir: &Path) -> Result<Vec<Erasure>, StoreError> {
         if path.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-        let r: Erasure = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corruption {
-            path: path.display().to_string(),
-            offset: 0,
-            reason: format!("not an erasure record: {e}"),
-        })?;
-        if r.format != RECORD_FORMAT {
-            return Err(StoreError::Version {
-                what: format!("erasure record {}", path.display()),
-                version: r.format,
-                supported: RECORD_FORMAT,
-            });
-        }
-        out.push(r);
+        out.push(read_record(&path)?);
     }
     out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     Ok(out)
+}
+
+fn read_record(path: &Path) -> Result<Erasure, StoreError> {
+    let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let r: Erasure = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corruption {
+        path: path.display().to_string(),
+        offset: 0,
+        reason: format!("not an erasure record: {e}"),
+    })?;
+    if r.format != RECORD_FORMAT {
+        return Err(StoreError::Version {
+            what: format!("erasure record {}", path.display()),
+            version: r.format,
+            supported: RECORD_FORMAT,
+        });
+    }
+    Ok(r)
+}
+
+/// The erasure record of `tenant`, if it was (or is being) erased.
+pub fn record_of(data_dir: &Path, tenant: &TenantId) -> Result<Option<Erasure>, StoreError> {
+    let path = record_path(data_dir, tenant);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_record(&path).map(Some)
+}
+
+/// Whether `tenant`'s erasure is finished (an interrupted one is finished by erasing again).
+pub fn is_erased(data_dir: &Path, tenant: &TenantId) -> Result<bool, StoreError> {
+    Ok(record_of(data_dir, tenant)?.is_some_and(|r| r.complete))
 }
 
 fn write_record(data_dir: &Path, r: &Erasure) -> Result<(), StoreError> {

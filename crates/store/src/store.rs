@@ -506,9 +506,7 @@ impl Store {
         &self,
         tenant: &TenantId,
     ) -> Result<crate::erase::Erasure, StoreError> {
-        let earlier = crate::erase::records(&self.inner.cfg.data_dir)?
-            .into_iter()
-            .find(|r| r.tenant == tenant.as_str());
+        let earlier = crate::erase::record_of(&self.inner.cfg.data_dir, tenant)?;
         if let Some(r) = &earlier
             && r.complete
         {
