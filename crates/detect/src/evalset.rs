@@ -1,0 +1,667 @@
+//! Labeled evaluation sets (the formats in `../shared/evaldata/`) turned into OTLP spans the way
+//! the payloads would appear in traces, and a quality report over them.
+//!
+//! Wrapping (issue 7): a payload becomes a trace of an HTTP server span carrying it in `url.query`
+//! (percent-encoded the way a client sends it; `%` itself is left alone because these lists already
+//! hold encoded forms) and, for SQL injection, a database client span whose `db.statement` is
+//! `SELECT id, name FROM users WHERE name = '<payload>'`. A CRS regression test becomes the HTTP
+//! server span of its request: method, path, query, user agent, the other headers as
+//! `http.request.header.*`, and the body as `http.request.body`. Benign SQL is a database span;
+//! benign URL inputs are a server span's query. A case counts as detected when any signature rule
+//! fires on any of its spans; the report also counts which span fired and which class.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use tv_model::otlp::{
+    AnyValue, ArrayValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans,
+    ScopeSpans, Span, any_value,
+};
+
+use crate::{Sender, Signatures};
+
+/// Characters a client percent-encodes in a query value (`%` excluded: see the module docs).
+const QUERY_ENCODE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'&')
+    .add(b'+')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'[')
+    .add(b']')
+    .add(b'=');
+
+pub const BENIGN: &str = "benign";
+
+/// One labeled case: a small trace and its label.
+#[derive(Debug)]
+pub struct Case {
+    /// `crs`, `patt`, `libinjection`, `sqlglot`.
+    pub set: &'static str,
+    /// Report row: a CRS test file, a PayloadsAllTheThings category, a benign file.
+    pub group: String,
+    /// Expected class (`sqli`, `xss`, ...) or [`BENIGN`].
+    pub class: String,
+    pub req: ExportTraceServiceRequest,
+}
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+pub fn kv_str(key: &str, v: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(v.into()))
+}
+
+fn kv_strs(key: &str, vs: &[String]) -> KeyValue {
+    kv(
+        key,
+        any_value::Value::ArrayValue(ArrayValue {
+            values: vs
+                .iter()
+                .map(|s| AnyValue {
+                    value: Some(any_value::Value::StringValue(s.clone())),
+                })
+                .collect(),
+        }),
+    )
+}
+
+/// Deterministic non-zero ids from a counter (the eval does not need randomness).
+fn ids(n: u64, k: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut t = vec![0x7e; 16];
+    t[8..].copy_from_slice(&(n + 1).to_be_bytes());
+    let mut s = (n + 1).to_be_bytes().to_vec();
+    s[0] = k + 1;
+    (t, s)
+}
+
+pub fn server_span(n: u64, attrs: Vec<KeyValue>, name: &str) -> Span {
+    let (trace_id, span_id) = ids(n, 0);
+    Span {
+        trace_id,
+        span_id,
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+pub fn db_span(n: u64, statement: &str) -> Span {
+    let (trace_id, span_id) = ids(n, 1);
+    Span {
+        trace_id,
+        span_id,
+        name: "SELECT users".into(),
+        kind: 3,
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        attributes: vec![
+            kv_str("db.system", "postgresql"),
+            kv_str("db.statement", statement),
+        ],
+        ..Default::default()
+    }
+}
+
+pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A payload typed into a search form: `GET /search?q=<payload>`.
+pub fn query_span(n: u64, payload: &str, raw: bool) -> Span {
+    let value = if raw {
+        payload.to_owned()
+    } else {
+        utf8_percent_encode(payload, QUERY_ENCODE).to_string()
+    };
+    server_span(
+        n,
+        vec![
+            kv_str("http.request.method", "GET"),
+            kv_str("url.path", "/search"),
+            kv_str("url.query", &format!("q={value}")),
+            kv_str("url.scheme", "https"),
+            kv_str("http.route", "/search"),
+            kv_str("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
+        ],
+        "GET /search",
+    )
+}
+
+pub fn sql_of(payload: &str) -> String {
+    format!("SELECT id, name FROM users WHERE name = '{payload}'")
+}
+
+fn non_comment_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+}
+
+/// PayloadsAllTheThings Intruder lists: category = directory. `LDAP_attributes.txt` is skipped
+/// (a list of LDAP attribute names such as `cn`, used to build payloads, not payloads).
+pub fn patt(root: &Path) -> std::io::Result<(Vec<Case>, Vec<String>)> {
+    let mut cases = Vec::new();
+    let mut skipped = Vec::new();
+    let mut n = 0u64;
+    let mut dirs: Vec<_> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .collect();
+    dirs.sort_by_key(|e| e.file_name());
+    for d in dirs {
+        let category = d.file_name().to_string_lossy().into_owned();
+        let class = patt_class(&category).to_owned();
+        let mut files = Vec::new();
+        walk(&d.path(), &mut files)?;
+        files.sort();
+        for f in files {
+            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name == "LDAP_attributes.txt" {
+                skipped.push(format!(
+                    "{category}/{name}: attribute names (cn, mail, ...), not payloads"
+                ));
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&f)?).into_owned();
+            for line in non_comment_lines(&text) {
+                n += 1;
+                let mut spans = vec![query_span(n, line, false)];
+                if class == "sqli" {
+                    spans.push(db_span(n, &sql_of(line)));
+                }
+                cases.push(Case {
+                    set: "patt",
+                    group: category.clone(),
+                    class: class.clone(),
+                    req: request("web", spans),
+                });
+            }
+        }
+    }
+    Ok((cases, skipped))
+}
+
+fn patt_class(category: &str) -> &'static str {
+    match category {
+        "SQL Injection" => "sqli",
+        "XSS Injection" => "xss",
+        "Command Injection" => "rce",
+        "Directory Traversal" | "File Inclusion" => "lfi",
+        "LDAP Injection" => "ldapi",
+        "NoSQL Injection" => "nosqli",
+        "Server Side Template Injection" => "ssti",
+        "XXE Injection" => "xxe",
+        _ => "other",
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// CRS class of a rule file (`942100.yaml` -> `sqli`).
+pub fn crs_class(rule: &str) -> &'static str {
+    match rule.get(..3).unwrap_or("") {
+        "913" => "scanner",
+        "920" | "921" => "protocol",
+        "930" | "931" => "lfi",
+        "932" => "rce",
+        "933" => "php",
+        "934" => "generic",
+        "941" => "xss",
+        "942" => "sqli",
+        "943" => "session",
+        "944" => "java",
+        _ => "other",
+    }
+}
+
+/// An HTTP request from a CRS regression test.
+#[derive(Debug, Default, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+impl HttpRequest {
+    /// The request as the HTTP server span an instrumented service would record.
+    pub fn to_span(&self, n: u64) -> Span {
+        let (path, query) = match self.uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.uri.as_str(), None),
+        };
+        let mut attrs = vec![
+            kv_str("http.request.method", &self.method),
+            kv_str("url.path", path),
+            kv_str("url.scheme", "https"),
+        ];
+        if let Some(q) = query {
+            attrs.push(kv_str("url.query", q));
+        }
+        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in &self.headers {
+            let k = k.to_ascii_lowercase();
+            if k == "user-agent" {
+                attrs.push(kv_str("user_agent.original", v));
+            }
+            headers.entry(k).or_default().push(v.clone());
+        }
+        for (k, vs) in &headers {
+            attrs.push(kv_strs(&format!("http.request.header.{k}"), vs));
+        }
+        if let Some(b) = &self.body {
+            attrs.push(kv_str(crate::inputs::BODY_ATTRIBUTE, b));
+        }
+        server_span(n, attrs, &format!("{} {}", self.method, path))
+    }
+}
+
+fn yaml_str(v: &yaml_serde::Value) -> Option<String> {
+    match v {
+        yaml_serde::Value::String(s) => Some(s.clone()),
+        yaml_serde::Value::Number(n) => Some(n.to_string()),
+        yaml_serde::Value::Bool(b) => Some(b.to_string()),
+        yaml_serde::Value::Sequence(s) => Some(
+            s.iter()
+                .filter_map(yaml_str)
+                .collect::<Vec<_>>()
+                .join("\r\n"),
+        ),
+        _ => None,
+    }
+}
+
+fn get<'a>(v: &'a yaml_serde::Value, key: &str) -> Option<&'a yaml_serde::Value> {
+    v.as_mapping()?.get(yaml_serde::Value::String(key.into()))
+}
+
+/// Parse a raw HTTP/1.x request (go-ftw `encoded_request`).
+fn parse_raw_request(raw: &[u8]) -> Option<HttpRequest> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = match text.split_once("\r\n\r\n") {
+        Some((h, b)) => (h.to_owned(), b.to_owned()),
+        None => match text.split_once("\n\n") {
+            Some((h, b)) => (h.to_owned(), b.to_owned()),
+            None => (text.into_owned(), String::new()),
+        },
+    };
+    let mut lines = head.lines();
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let uri = first.next().unwrap_or("/").to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Some(HttpRequest {
+        method,
+        uri,
+        headers,
+        body: (!body.is_empty()).then_some(body),
+    })
+}
+
+/// The positive (`expect_ids`) stages of the CRS regression tests of the given categories
+/// (rule-id prefixes such as `942`); the group is the test file (`942100.yaml`).
+pub fn crs(root: &Path, prefixes: &[&str]) -> std::io::Result<Vec<Case>> {
+    let mut files = Vec::new();
+    walk(root, &mut files)?;
+    files.retain(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+    files.sort();
+    let mut cases = Vec::new();
+    let mut n = 1_000_000u64;
+    for f in files {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let class = crs_class(&name).to_owned();
+        let text = std::fs::read_to_string(&f)?;
+        let Ok(doc) = yaml_serde::from_str::<yaml_serde::Value>(&text) else {
+            continue;
+        };
+        let Some(tests) = get(&doc, "tests").and_then(|t| t.as_sequence()) else {
+            continue;
+        };
+        for t in tests {
+            let Some(stages) = get(t, "stages").and_then(|s| s.as_sequence()) else {
+                continue;
+            };
+            for st in stages {
+                let st = get(st, "stage").unwrap_or(st);
+                let expect = get(st, "output")
+                    .and_then(|o| get(o, "log"))
+                    .and_then(|l| get(l, "expect_ids"))
+                    .and_then(|e| e.as_sequence())
+                    .is_some_and(|s| !s.is_empty());
+                if !expect {
+                    continue;
+                }
+                let Some(input) = get(st, "input") else {
+                    continue;
+                };
+                let req = if let Some(enc) = get(input, "encoded_request").and_then(yaml_str) {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(enc.trim())
+                        .ok()
+                        .and_then(|raw| parse_raw_request(&raw))
+                } else {
+                    let headers = get(input, "headers")
+                        .and_then(|h| h.as_mapping())
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| Some((yaml_str(k)?, yaml_str(v)?)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Some(HttpRequest {
+                        method: get(input, "method")
+                            .and_then(yaml_str)
+                            .unwrap_or_else(|| "GET".into()),
+                        uri: get(input, "uri").and_then(yaml_str).unwrap_or_else(|| "/".into()),
+                        headers,
+                        body: get(input, "data").and_then(yaml_str),
+                    })
+                };
+                let Some(req) = req else { continue };
+                n += 1;
+                cases.push(Case {
+                    set: "crs",
+                    group: name.clone(),
+                    class: class.clone(),
+                    req: request("web", vec![req.to_span(n)]),
+                });
+            }
+        }
+    }
+    Ok(cases)
+}
+
+/// libinjection's `false_positives.txt`: benign, URL-encoded inputs, placed raw in `url.query`.
+pub fn libinjection_benign(root: &Path) -> std::io::Result<Vec<Case>> {
+    let text = String::from_utf8_lossy(&std::fs::read(root.join("data/false_positives.txt"))?)
+        .into_owned();
+    Ok(non_comment_lines(&text)
+        .filter(|l| !l.starts_with('#'))
+        .enumerate()
+        .map(|(i, l)| Case {
+            set: "libinjection",
+            group: "false_positives.txt (url.query)".into(),
+            class: BENIGN.into(),
+            req: request("web", vec![query_span(2_000_000 + i as u64, l, true)]),
+        })
+        .collect())
+}
+
+/// sqlglot's benign SQL as `db.statement`s: identity.sql one statement per line, the other files
+/// split at `;` line ends, comment lines dropped.
+pub fn sqlglot_benign(root: &Path) -> std::io::Result<Vec<Case>> {
+    let base = root.join("tests/fixtures");
+    let mut statements: Vec<(String, String)> = Vec::new();
+    let identity = std::fs::read_to_string(base.join("identity.sql"))?;
+    for l in non_comment_lines(&identity) {
+        statements.push(("identity.sql".into(), l.to_owned()));
+    }
+    for f in [
+        "pretty.sql",
+        "optimizer/tpc-h/tpc-h.sql",
+        "optimizer/tpc-ds/tpc-ds.sql",
+    ] {
+        let text = std::fs::read_to_string(base.join(f))?;
+        let mut cur = String::new();
+        for l in text.lines() {
+            let t = l.trim();
+            if t.starts_with("--") || t.starts_with('#') || t.is_empty() {
+                continue;
+            }
+            cur.push_str(l);
+            cur.push('\n');
+            if t.ends_with(';') {
+                statements.push((f.to_owned(), std::mem::take(&mut cur)));
+            }
+        }
+    }
+    Ok(statements
+        .into_iter()
+        .enumerate()
+        .map(|(i, (file, s))| Case {
+            set: "sqlglot",
+            group: format!("{file} (db.statement)"),
+            class: BENIGN.into(),
+            req: request("db", vec![db_span(3_000_000 + i as u64, &s)]),
+        })
+        .collect())
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub total: usize,
+    /// Cases with at least one finding.
+    pub flagged: usize,
+    /// Cases with a finding of the expected class.
+    pub class_correct: usize,
+    /// Findings per span kind (`server`, `client`) that fired.
+    pub by_span: BTreeMap<&'static str, usize>,
+}
+
+impl Counts {
+    pub fn rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.flagged as f64 / self.total as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// (set, class, group) -> counts.
+    pub rows: BTreeMap<(String, String, String), Counts>,
+    /// (expected class, predicted class or `none`) -> cases. Predicted = the class of the
+    /// case's highest-severity finding.
+    pub confusion: BTreeMap<(String, String), usize>,
+    /// Rule id -> cases it fired on, per expected class.
+    pub rule_hits: BTreeMap<(String, String), usize>,
+}
+
+/// Run the signature stage over every case.
+pub fn run(sig: &Signatures, cases: &[Case]) -> Report {
+    let mut report = Report::default();
+    for c in cases {
+        let findings = sig.scan(
+            Sender {
+                tenant: "eval",
+                principal: None,
+            },
+            &c.req,
+            0,
+        );
+        let row = report
+            .rows
+            .entry((c.set.to_owned(), c.class.clone(), c.group.clone()))
+            .or_default();
+        row.total += 1;
+        let mut rules: Vec<&str> = findings.iter().map(|f| f.analytic_uid.as_str()).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        for r in rules {
+            *report
+                .rule_hits
+                .entry((r.to_owned(), c.class.clone()))
+                .or_default() += 1;
+        }
+        if !findings.is_empty() {
+            row.flagged += 1;
+            if findings.iter().any(|f| f.classes.contains(&c.class)) {
+                row.class_correct += 1;
+            }
+            let mut kinds: Vec<&'static str> = findings
+                .iter()
+                .map(|f| {
+                    c.req.resource_spans[0].scope_spans[0]
+                        .spans
+                        .iter()
+                        .find(|s| hex::encode(&s.span_id) == f.span_id)
+                        .map(|s| crate::view::kind_name(s.kind))
+                        .unwrap_or("?")
+                })
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            for k in kinds {
+                *row.by_span.entry(k).or_default() += 1;
+            }
+        }
+        let predicted = findings
+            .iter()
+            .max_by_key(|f| f.severity)
+            .and_then(|f| f.classes.first().cloned())
+            .unwrap_or_else(|| if findings.is_empty() { "none".into() } else { "other".into() });
+        *report
+            .confusion
+            .entry((c.class.clone(), predicted))
+            .or_default() += 1;
+    }
+    report
+}
+
+impl Report {
+    /// (set, class) -> counts summed over groups.
+    pub fn by_class(&self) -> BTreeMap<(String, String), Counts> {
+        let mut out: BTreeMap<(String, String), Counts> = BTreeMap::new();
+        for ((set, class, _), c) in &self.rows {
+            let o = out.entry((set.clone(), class.clone())).or_default();
+            o.total += c.total;
+            o.flagged += c.flagged;
+            o.class_correct += c.class_correct;
+        }
+        out
+    }
+
+    /// The tables: per group, per class (recall for attacks, false-positive rate for benign),
+    /// and the confusion table.
+    pub fn render(&self, per_group: bool) -> String {
+        let mut s = String::new();
+        if per_group {
+            let _ = writeln!(
+                s,
+                "{:<14} {:<10} {:<44} {:>7} {:>8} {:>8} {:>8}  spans fired",
+                "set", "class", "group", "cases", "flagged", "rate", "class ok"
+            );
+            for ((set, class, group), c) in &self.rows {
+                let spans: Vec<String> =
+                    c.by_span.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+                let _ = writeln!(
+                    s,
+                    "{:<14} {:<10} {:<44} {:>7} {:>8} {:>7.1}% {:>8}  {}",
+                    set,
+                    class,
+                    truncate(group, 44),
+                    c.total,
+                    c.flagged,
+                    100.0 * c.rate(),
+                    c.class_correct,
+                    spans.join(" ")
+                );
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "{:<14} {:<10} {:>7} {:>8} {:>22} {:>16}",
+            "set", "class", "cases", "flagged", "recall / FP rate", "class-correct"
+        );
+        for ((set, class), c) in self.by_class() {
+            let what = if class == BENIGN { "FP rate" } else { "recall" };
+            let _ = writeln!(
+                s,
+                "{:<14} {:<10} {:>7} {:>8} {:>13} {:>7.2}% {:>15.1}%",
+                set,
+                class,
+                c.total,
+                c.flagged,
+                what,
+                100.0 * c.rate(),
+                if c.total == 0 {
+                    0.0
+                } else {
+                    100.0 * c.class_correct as f64 / c.total as f64
+                }
+            );
+        }
+        // Confusion table: rows expected, columns predicted.
+        let mut cols: Vec<&str> = self.confusion.keys().map(|(_, p)| p.as_str()).collect();
+        cols.sort_unstable();
+        cols.dedup();
+        let mut rows: Vec<&str> = self.confusion.keys().map(|(e, _)| e.as_str()).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let _ = write!(s, "\nconfusion (rows: labeled class, columns: class of the highest-severity finding)\n{:<10}", "");
+        for c in &cols {
+            let _ = write!(s, " {:>8}", truncate(c, 8));
+        }
+        s.push('\n');
+        for r in rows {
+            let _ = write!(s, "{r:<10}");
+            for c in &cols {
+                let n = self
+                    .confusion
+                    .get(&(r.to_owned(), (*c).to_owned()))
+                    .copied()
+                    .unwrap_or(0);
+                let _ = write!(s, " {n:>8}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

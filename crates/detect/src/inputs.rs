@@ -1,0 +1,283 @@
+//! The user-controlled inputs of a span: what an attacker can put into a request and what
+//! signature rules must see decoded (`tv.input`) as well as raw (`tv.input.raw`).
+//!
+//! Sources: query string (each parameter name and value, and the whole query), path, request
+//! body ([`BODY_ATTRIBUTE`]; form bodies split into parameters, JSON bodies into their string
+//! values), user agent, and every captured request header except transport plumbing (cookies split
+//! into names and values). Decoding is percent-decoding repeated until stable (at most three
+//! rounds, so double-encoded `%252e%252e` is seen as `..`), with `+` as space in query and form
+//! data, like a web framework and ModSecurity's `urlDecodeUni` would.
+use std::borrow::Cow;
+
+use crate::view::SpanView;
+use tv_model::otlp::any_value;
+
+/// The span attribute carrying a captured request body. OpenTelemetry has no stable convention
+/// for bodies; instrumentations that capture them (opt-in) use this name.
+pub const BODY_ATTRIBUTE: &str = "http.request.body";
+
+/// Header values that carry no user payload worth scanning (and are large and repetitive).
+const PLUMBING_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "cache-control",
+    "pragma",
+    "upgrade-insecure-requests",
+    "traceparent",
+    "tracestate",
+    "authorization",
+];
+
+/// Cap on the inputs considered per span (a hostile request with 10,000 parameters is still
+/// scanned in bounded time; the rest is not inspected, which the cap makes explicit).
+pub const MAX_INPUTS: usize = 256;
+/// Cap on the bytes of one input that are inspected.
+pub const MAX_INPUT_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// Decoded inputs, deduplicated.
+    pub decoded: Vec<String>,
+    /// Raw inputs (query string, path, body, header values) as sent.
+    pub raw: Vec<String>,
+    /// Decoded inputs normalised like a shell reads them (see [`cmdline`]), where that changes
+    /// them or they hold a shell metacharacter.
+    pub cmdline: Vec<String>,
+}
+
+impl Inputs {
+    fn push_raw(&mut self, s: &str) {
+        if !s.is_empty() && self.raw.len() < MAX_INPUTS {
+            self.raw.push(truncate(s).to_owned());
+        }
+    }
+    fn push_decoded(&mut self, s: Cow<'_, str>) {
+        if s.trim().is_empty() || self.decoded.len() >= MAX_INPUTS {
+            return;
+        }
+        let s = truncate(&s);
+        if !self.decoded.iter().any(|d| d == s) {
+            self.decoded.push(s.to_owned());
+        }
+    }
+    /// `a=1&b=2` (or `;`-separated cookies): each name and value, decoded.
+    fn push_pairs(&mut self, s: &str, sep: char, plus_is_space: bool) {
+        for pair in s.split(sep) {
+            let pair = pair.trim_start();
+            match pair.split_once('=') {
+                Some((k, v)) => {
+                    self.push_decoded(decode(k, plus_is_space));
+                    self.push_decoded(decode(v, plus_is_space));
+                }
+                None => self.push_decoded(decode(pair, plus_is_space)),
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_INPUT_BYTES {
+        return s;
+    }
+    let mut end = MAX_INPUT_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Percent-decode until stable (max three rounds); `+` as space when asked.
+pub fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
+    let mut cur: Cow<'_, str> = if plus_is_space && s.contains('+') {
+        Cow::Owned(s.replace('+', " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    for _ in 0..3 {
+        if !cur.contains('%') {
+            break;
+        }
+        let next = percent_encoding::percent_decode_str(&cur)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == *cur {
+            break;
+        }
+        cur = Cow::Owned(next);
+    }
+    cur
+}
+
+/// The path of a request target or URL (`/a/b?x` -> `/a/b`, `https://h/a?x` -> `/a`).
+pub fn path_of(target: &str) -> &str {
+    let no_query = target.split(['?', '#']).next().unwrap_or(target);
+    match no_query.split_once("://") {
+        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+        None => no_query,
+    }
+}
+
+pub fn extract(v: &SpanView<'_>) -> Inputs {
+    let mut out = Inputs::default();
+    let target = v
+        .attr_str("http.target")
+        .or_else(|| v.attr_str("url.full"))
+        .or_else(|| v.attr_str("http.url"));
+    // Query string.
+    let query = v.attr_str("url.query").or_else(|| {
+        target
+            .and_then(|t| t.split_once('?'))
+            .map(|(_, q)| q.split('#').next().unwrap_or(q))
+    });
+    if let Some(q) = query {
+        out.push_raw(q);
+        out.push_decoded(decode(q, true));
+        out.push_pairs(q, '&', true);
+    }
+    // Path.
+    if let Some(p) = v.attr_str("url.path").or_else(|| target.map(path_of)) {
+        out.push_raw(p);
+        if p != "/" {
+            out.push_decoded(decode(p, false));
+        }
+    }
+    // Body.
+    if let Some(b) = v.attr_str(BODY_ATTRIBUTE) {
+        out.push_raw(b);
+        let t = b.trim_start();
+        if t.starts_with('{') || t.starts_with('[') {
+            match serde_json::from_str::<serde_json::Value>(t) {
+                Ok(j) => json_strings(&j, &mut out, 0),
+                Err(_) => out.push_decoded(Cow::Borrowed(b)),
+            }
+        } else if b.contains('=') && !t.starts_with('<') {
+            out.push_decoded(decode(b, true));
+            out.push_pairs(b, '&', true);
+        } else {
+            out.push_decoded(Cow::Borrowed(b));
+        }
+    }
+    // User agent and captured request headers.
+    if let Some(ua) = v
+        .attr_str("user_agent.original")
+        .or_else(|| v.attr_str("http.user_agent"))
+    {
+        out.push_raw(ua);
+        out.push_decoded(decode(ua, false));
+    }
+    for kv in &v.span.attributes {
+        let Some(name) = kv.key.strip_prefix("http.request.header.") else {
+            continue;
+        };
+        if PLUMBING_HEADERS.contains(&name) {
+            continue;
+        }
+        let values: Vec<&str> = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => vec![s],
+            Some(any_value::Value::ArrayValue(a)) => a
+                .values
+                .iter()
+                .filter_map(|m| match m.value.as_ref() {
+                    Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        };
+        for s in values {
+            out.push_raw(s);
+            if name == "cookie" {
+                out.push_pairs(s, ';', false);
+            } else {
+                out.push_decoded(decode(s, false));
+            }
+        }
+    }
+    out.cmdline = out
+        .decoded
+        .iter()
+        .map(|d| cmdline(d))
+        .filter(|c| !c.trim().is_empty())
+        .collect();
+    out.cmdline.dedup();
+    out
+}
+
+/// Normalise an input the way a shell (or cmd.exe) reads it, so evasions collapse onto the
+/// command: quotes, backslashes and carets removed (`c'a't`, `c\at`, `w^h^o^a^m^i`), `${IFS}`,
+/// `$IFS$9`, commas and tabs as spaces, whitespace collapsed, lower case.
+pub fn cmdline(s: &str) -> String {
+    let lower = s.to_lowercase();
+    let lower = lower
+        .replace("${ifs}", " ")
+        .replace("$ifs$9", " ")
+        .replace("$ifs", " ")
+        .replace("$@", "")
+        .replace("$*", "");
+    let mut out = String::with_capacity(lower.len());
+    let mut space = false;
+    for c in lower.chars() {
+        match c {
+            '\'' | '"' | '\\' | '^' => {}
+            ',' | '\t' | ' ' | '\u{b}' | '\u{c}' => {
+                if !space {
+                    out.push(' ');
+                }
+                space = true;
+                continue;
+            }
+            _ => out.push(c),
+        }
+        space = false;
+    }
+    out
+}
+
+fn json_strings(v: &serde_json::Value, out: &mut Inputs, depth: usize) {
+    if depth > 16 {
+        return;
+    }
+    match v {
+        serde_json::Value::String(s) => out.push_decoded(Cow::Borrowed(s)),
+        serde_json::Value::Array(a) => a.iter().for_each(|m| json_strings(m, out, depth + 1)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, m)| {
+            out.push_decoded(Cow::Borrowed(k));
+            json_strings(m, out, depth + 1)
+        }),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_repeats_until_stable_and_honours_plus() {
+        assert_eq!(decode("..%252f..%252fetc", false), "../../etc");
+        assert_eq!(decode("a+b%20c", true), "a b c");
+        assert_eq!(decode("a+b", false), "a+b");
+        assert_eq!(decode("100%", false), "100%");
+    }
+
+    #[test]
+    fn cmdline_collapses_shell_evasions() {
+        assert_eq!(cmdline("c'a't /etc/passwd"), "cat /etc/passwd");
+        assert_eq!(cmdline("w^h^o^a^m^i"), "whoami");
+        assert_eq!(cmdline(";cat${IFS}/etc/passwd"), ";cat /etc/passwd");
+        assert_eq!(cmdline("C\\AT\t\t/x"), "cat /x");
+    }
+
+    #[test]
+    fn path_of_targets_and_urls() {
+        assert_eq!(path_of("/a/b?x=1"), "/a/b");
+        assert_eq!(path_of("https://h:8080/a?x"), "/a");
+        assert_eq!(path_of("https://h"), "/");
+    }
+}

@@ -1,0 +1,357 @@
+//! Signature rules: Sigma detection rules evaluated with `rsigma-eval` over [`SpanView`]s.
+//!
+//! Loading is forgiving per rule and strict per reason: every rule that cannot run on traces is
+//! reported with its file and why (parse error, unknown field, non-trace log source, correlation
+//! rule, compile error), and the rest load. See docs/adr/0012.
+use std::collections::HashMap;
+use std::path::Path;
+
+use rsigma_eval::Engine;
+use rsigma_eval::result::MatchDetailLevel;
+use rsigma_parser::{Detection, Level, SigmaRule, parse_sigma_yaml};
+
+use crate::finding::{Evidence, Severity};
+use crate::view::{SpanView, known_field};
+
+/// The built-in rule pack (ours, Apache-2.0), one file per attack class.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("builtin/sqli.yml", include_str!("../rules/sqli.yml")),
+    ("builtin/xss.yml", include_str!("../rules/xss.yml")),
+    ("builtin/lfi.yml", include_str!("../rules/lfi.yml")),
+    ("builtin/rce.yml", include_str!("../rules/rce.yml")),
+    ("builtin/ssrf.yml", include_str!("../rules/ssrf.yml")),
+    ("builtin/log4shell.yml", include_str!("../rules/log4shell.yml")),
+    ("builtin/ssti.yml", include_str!("../rules/ssti.yml")),
+    ("builtin/scanner.yml", include_str!("../rules/scanner.yml")),
+    ("builtin/db.yml", include_str!("../rules/db.yml")),
+    ("builtin/injection.yml", include_str!("../rules/injection.yml")),
+];
+
+/// A loaded rule.
+#[derive(Clone, Debug)]
+pub struct RuleInfo {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    /// Attack classes from `tv.class.*` tags.
+    pub classes: Vec<String>,
+    /// Other tags (ATT&CK `attack.*`).
+    pub tags: Vec<String>,
+    /// The file it came from.
+    pub source: String,
+}
+
+/// A rule (or document) that did not load, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported {
+    pub source: String,
+    pub title: Option<String>,
+    pub reason: String,
+}
+
+/// One rule that fired on one span.
+#[derive(Clone, Debug)]
+pub struct Hit<'r> {
+    pub rule: &'r RuleInfo,
+    pub evidence: Vec<Evidence>,
+}
+
+pub struct RuleSet {
+    engine: Engine,
+    rules: Vec<RuleInfo>,
+    by_id: HashMap<String, usize>,
+    pub unsupported: Vec<Unsupported>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .field("unsupported", &self.unsupported.len())
+            .finish()
+    }
+}
+
+/// Fields whose matched values are not user data and may appear in evidence.
+const SAFE_VALUE_FIELDS: &[&str] = &[
+    "tv.sqli",
+    "tv.xss",
+    "sc-status",
+    "http.response.status_code",
+    "http.status_code",
+    "cs-method",
+    "http.request.method",
+    "http.method",
+    "span.kind",
+    "span.status",
+];
+
+impl RuleSet {
+    pub fn empty() -> RuleSet {
+        let mut engine = Engine::new();
+        engine.set_match_detail(MatchDetailLevel::Full);
+        RuleSet {
+            engine,
+            rules: Vec::new(),
+            by_id: HashMap::new(),
+            unsupported: Vec::new(),
+        }
+    }
+
+    /// The built-in pack. A built-in rule that does not load is a bug, caught by tests.
+    pub fn builtin() -> RuleSet {
+        let mut set = RuleSet::empty();
+        for (name, text) in BUILTIN {
+            set.add_yaml(name, text);
+        }
+        set
+    }
+
+    /// Every `*.yml` / `*.yaml` file under `dir` (recursively, sorted), added to this set.
+    pub fn add_dir(&mut self, dir: &Path) -> std::io::Result<usize> {
+        let mut files = Vec::new();
+        collect_yaml(dir, &mut files, 0)?;
+        files.sort();
+        let before = self.rules.len();
+        for f in files {
+            let text = std::fs::read_to_string(&f)?;
+            self.add_yaml(&f.display().to_string(), &text);
+        }
+        Ok(self.rules.len() - before)
+    }
+
+    pub fn rules(&self) -> &[RuleInfo] {
+        &self.rules
+    }
+
+    /// Add the rules of one YAML file (one or more documents); what cannot load is recorded in
+    /// `unsupported` with the reason.
+    pub fn add_yaml(&mut self, source: &str, text: &str) {
+        let collection = match parse_sigma_yaml(text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.unsupported.push(Unsupported {
+                    source: source.to_owned(),
+                    title: None,
+                    reason: format!("not a Sigma rule file: {e}"),
+                });
+                return;
+            }
+        };
+        for e in &collection.errors {
+            self.unsupported.push(Unsupported {
+                source: source.to_owned(),
+                title: None,
+                reason: format!("parse error: {e}"),
+            });
+        }
+        for c in &collection.correlations {
+            self.unsupported.push(Unsupported {
+                source: source.to_owned(),
+                title: Some(c.title.clone()),
+                reason: "correlation rules are not supported (behavioural detectors cover windows and baselines)".into(),
+            });
+        }
+        if !collection.filters.is_empty() {
+            self.unsupported.push(Unsupported {
+                source: source.to_owned(),
+                title: None,
+                reason: "filter documents are not supported".into(),
+            });
+        }
+        for mut rule in collection.rules {
+            if let Err(reason) = check(&rule) {
+                self.unsupported.push(Unsupported {
+                    source: source.to_owned(),
+                    title: Some(rule.title.clone()),
+                    reason,
+                });
+                continue;
+            }
+            let id = rule.id.clone().unwrap_or_else(|| {
+                format!("{}#{}", source, rule.title.to_ascii_lowercase().replace(' ', "-"))
+            });
+            if self.by_id.contains_key(&id) {
+                self.unsupported.push(Unsupported {
+                    source: source.to_owned(),
+                    title: Some(rule.title.clone()),
+                    reason: format!("duplicate rule id {id} (the first one loaded is kept)"),
+                });
+                continue;
+            }
+            rule.id = Some(id.clone());
+            let errors = self.engine.add_rules(std::iter::once(&rule));
+            if let Some((_, e)) = errors.into_iter().next() {
+                self.unsupported.push(Unsupported {
+                    source: source.to_owned(),
+                    title: Some(rule.title.clone()),
+                    reason: format!("does not compile: {e}"),
+                });
+                continue;
+            }
+            let (classes, tags) = rule
+                .tags
+                .iter()
+                .cloned()
+                .partition::<Vec<_>, _>(|t| t.starts_with("tv.class."));
+            self.by_id.insert(id.clone(), self.rules.len());
+            self.rules.push(RuleInfo {
+                id,
+                title: rule.title.clone(),
+                severity: match rule.level {
+                    Some(Level::Informational) => Severity::Informational,
+                    Some(Level::Low) => Severity::Low,
+                    Some(Level::High) => Severity::High,
+                    Some(Level::Critical) => Severity::Critical,
+                    Some(Level::Medium) | None => Severity::Medium,
+                },
+                classes: classes
+                    .into_iter()
+                    .map(|c| c.trim_start_matches("tv.class.").to_owned())
+                    .collect(),
+                tags,
+                source: source.to_owned(),
+            });
+        }
+    }
+
+    /// The rules that fire on one span, with redacted evidence.
+    pub fn evaluate<'r>(&'r self, view: &SpanView<'_>) -> Vec<Hit<'r>> {
+        if self.rules.is_empty() {
+            return Vec::new();
+        }
+        self.engine
+            .evaluate(view)
+            .into_iter()
+            .filter_map(|r| {
+                let idx = *self.by_id.get(r.header.rule_id.as_deref()?)?;
+                let evidence = r
+                    .as_detection()
+                    .map(|d| {
+                        d.matched_fields
+                            .iter()
+                            .map(|m| evidence_of(&m.field, m))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(Hit {
+                    rule: &self.rules[idx],
+                    evidence,
+                })
+            })
+            .collect()
+    }
+}
+
+fn evidence_of(field: &str, m: &rsigma_eval::result::FieldMatch) -> Evidence {
+    let safe = SAFE_VALUE_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(field));
+    let (value, value_len) = match &m.value {
+        serde_json::Value::Null => (None, None),
+        serde_json::Value::String(s) if safe => (Some(s.clone()), None),
+        serde_json::Value::Number(n) if safe => (Some(n.to_string()), None),
+        serde_json::Value::String(s) => (None, Some(s.len())),
+        other => (None, Some(other.to_string().len())),
+    };
+    Evidence {
+        field: field.to_owned(),
+        selection: m.selection.clone(),
+        matcher: m
+            .matcher
+            .as_ref()
+            .and_then(|k| serde_json::to_value(k).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        pattern: m.pattern.clone(),
+        value,
+        value_len,
+    }
+}
+
+fn collect_yaml(
+    dir: &Path,
+    out: &mut Vec<std::path::PathBuf>,
+    depth: usize,
+) -> std::io::Result<()> {
+    if depth > 8 {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            collect_yaml(&p, out, depth + 1)?;
+        } else if matches!(
+            p.extension().and_then(|x| x.to_str()),
+            Some("yml" | "yaml")
+        ) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Log sources that are trace data (or web request logs whose fields map onto spans).
+const TRACE_CATEGORIES: &[&str] = &["proxy", "webserver", "application", "span", "trace", "database"];
+
+/// Why a parsed rule cannot run on spans, if it cannot.
+fn check(rule: &SigmaRule) -> Result<(), String> {
+    let ls = &rule.logsource;
+    if let Some(service) = &ls.service {
+        return Err(format!(
+            "logsource service '{service}' is a server's own log (error log lines such as segfaults); spans carry no such lines"
+        ));
+    }
+    if let Some(product) = &ls.product
+        && !matches!(product.as_str(), "opentelemetry" | "tracevault")
+    {
+        return Err(format!(
+            "logsource product '{product}' is not trace data (supported: opentelemetry, or none)"
+        ));
+    }
+    if let Some(cat) = &ls.category
+        && !TRACE_CATEGORIES.contains(&cat.as_str())
+    {
+        return Err(format!(
+            "logsource category '{cat}' is not trace data (supported: {})",
+            TRACE_CATEGORIES.join(", ")
+        ));
+    }
+    if rule.custom_attributes.contains_key("rsigma.include_event") {
+        return Err("rsigma.include_event would put the raw span into the finding; findings carry redacted evidence only".into());
+    }
+    let mut unknown = Vec::new();
+    for d in rule.detection.named.values() {
+        fields(d, &mut unknown);
+    }
+    unknown.sort();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "field(s) {} have no OpenTelemetry mapping (see docs/adr/0012 for the mapped Sigma web fields)",
+            unknown.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn fields(d: &Detection, unknown: &mut Vec<String>) {
+    match d {
+        Detection::AllOf(items) => {
+            for i in items {
+                if let Some(name) = &i.field.name
+                    && !known_field(name)
+                {
+                    unknown.push(name.clone());
+                }
+            }
+        }
+        Detection::AnyOf(ds) | Detection::And(ds) => ds.iter().for_each(|d| fields(d, unknown)),
+        Detection::Keywords(_) => {}
+        Detection::ArrayMatch { field, body, .. } => {
+            if !known_field(field) {
+                unknown.push(field.clone());
+            }
+            fields(body, unknown)
+        }
+        Detection::Conditional { named, .. } => named.values().for_each(|d| fields(d, unknown)),
+    }
+}

@@ -1,0 +1,384 @@
+//! A borrowed view of one decoded OTLP span (with its resource) as a Sigma event.
+//!
+//! Field names resolve in this order:
+//! 1. Sigma web fields (`cs-uri-query`, `c-useragent`, `sc-status`, ...) map to OpenTelemetry
+//!    semantic conventions, newest name first, then older names (`http.url`, `http.method`, ...);
+//!    see [`SIGMA_FIELDS`] and docs/adr/0012.
+//! 2. Span fields: `span.name`, `span.kind` (`server`, `client`, ...), `span.status` (`ok`,
+//!    `error`, `unset`), `service.name`.
+//! 3. Derived fields computed on first use: `tv.input` (every user-controlled input, decoded:
+//!    query parameter names and values, path, request body, user agent, referer, cookies and other
+//!    captured request headers), `tv.input.raw`, `tv.input.cmdline` (inputs normalised the way a
+//!    shell reads them), `tv.sqli` / `tv.xss` (the libinjection
+//!    fingerprint when an input tokenizes as SQL injection / XSS), `url.extension`.
+//! 4. Any other name is a span attribute, then a resource attribute.
+//!
+//! Keyword rules (no field) search the request's raw text: full URL, path, query, user agent,
+//! referer and request body. `db.statement` is deliberately not in the keyword haystack: keyword
+//! lists like `UNION SELECT` describe URLs, and application SQL uses them legitimately.
+//!
+//! Values are matched raw: nothing is percent-decoded except in `tv.input`, because Sigma rules
+//! mix raw and encoded forms (`UNION%20SELECT`, `..%252f`).
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use rsigma_eval::event::{Event, EventValue};
+use serde_json::Value;
+use tv_model::otlp::{AnyValue, KeyValue, Resource, Span, any_value};
+
+use crate::inputs;
+
+/// Sigma web field -> where it lives in a span (first present wins). `derived:` entries are
+/// computed from other attributes.
+pub const SIGMA_FIELDS: &[(&str, &[&str])] = &[
+    ("db.statement", &["db.statement", "db.query.text"]),
+    ("c-uri", &["url.full", "http.url", "derived:path+query"]),
+    ("cs-uri", &["url.full", "http.url", "derived:path+query"]),
+    ("cs-uri-query", &["url.query", "derived:query"]),
+    ("c-uri-query", &["url.query", "derived:query"]),
+    ("cs-uri-stem", &["url.path", "derived:path"]),
+    ("c-uri-stem", &["url.path", "derived:path"]),
+    ("c-uri-extension", &["derived:extension"]),
+    ("cs-method", &["http.request.method", "http.method"]),
+    (
+        "sc-status",
+        &["http.response.status_code", "http.status_code"],
+    ),
+    (
+        "c-useragent",
+        &[
+            "user_agent.original",
+            "http.user_agent",
+            "http.request.header.user-agent",
+        ],
+    ),
+    (
+        "cs-user-agent",
+        &[
+            "user_agent.original",
+            "http.user_agent",
+            "http.request.header.user-agent",
+        ],
+    ),
+    (
+        "cs-host",
+        &[
+            "server.address",
+            "url.domain",
+            "http.host",
+            "net.host.name",
+            "net.peer.name",
+            "http.request.header.host",
+        ],
+    ),
+    ("cs-referer", &["http.request.header.referer"]),
+    ("cs-referrer", &["http.request.header.referer"]),
+    ("cs-cookie", &["http.request.header.cookie"]),
+    (
+        "dst_ip",
+        &[
+            "network.peer.address",
+            "net.peer.ip",
+            "net.sock.peer.addr",
+            "derived:server-ip",
+        ],
+    ),
+    (
+        "c-ip",
+        &[
+            "client.address",
+            "http.client_ip",
+            "net.sock.peer.addr",
+        ],
+    ),
+    (
+        "src_ip",
+        &[
+            "client.address",
+            "http.client_ip",
+            "net.sock.peer.addr",
+        ],
+    ),
+];
+
+/// Derived fields this view computes (besides the Sigma aliases).
+pub const DERIVED_FIELDS: &[&str] = &[
+    "tv.input",
+    "tv.input.raw",
+    "tv.input.cmdline",
+    "tv.sqli",
+    "tv.xss",
+    "url.extension",
+    "span.name",
+    "span.kind",
+    "span.status",
+    "service.name",
+];
+
+/// Attributes whose raw text keyword rules search.
+const KEYWORD_HAYSTACK: &[&str] = &[
+    "url.full",
+    "http.url",
+    "url.path",
+    "url.query",
+    "http.target",
+    "user_agent.original",
+    "http.user_agent",
+    "http.request.header.referer",
+    inputs::BODY_ATTRIBUTE,
+];
+
+/// Is `name` a field this view can answer (a Sigma alias, a derived field, or an attribute-like
+/// dotted name)? Used to report rules that reference fields traces never carry.
+pub fn known_field(name: &str) -> bool {
+    SIGMA_FIELDS.iter().any(|(f, _)| f.eq_ignore_ascii_case(name))
+        || DERIVED_FIELDS.contains(&name)
+        || (name.contains('.') && !name.contains(' '))
+}
+
+/// One span as a Sigma event.
+pub struct SpanView<'a> {
+    pub resource: Option<&'a Resource>,
+    pub span: &'a Span,
+    inputs: OnceCell<inputs::Inputs>,
+    sqli: OnceCell<Option<String>>,
+    xss: OnceCell<bool>,
+}
+
+impl<'a> SpanView<'a> {
+    pub fn new(resource: Option<&'a Resource>, span: &'a Span) -> Self {
+        SpanView {
+            resource,
+            span,
+            inputs: OnceCell::new(),
+            sqli: OnceCell::new(),
+            xss: OnceCell::new(),
+        }
+    }
+
+    /// A span attribute, then a resource attribute.
+    pub fn attr(&self, key: &str) -> Option<&'a AnyValue> {
+        find(&self.span.attributes, key)
+            .or_else(|| self.resource.and_then(|r| find(&r.attributes, key)))
+    }
+
+    /// A string attribute (arrays give their first member).
+    pub fn attr_str(&self, key: &str) -> Option<&'a str> {
+        match self.attr(key)?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s),
+            any_value::Value::ArrayValue(a) => match a.values.first()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub fn service(&self) -> &'a str {
+        tv_model::service_name(self.resource).unwrap_or("")
+    }
+
+    /// The user-controlled inputs of this span, decoded (computed once).
+    pub fn inputs(&self) -> &inputs::Inputs {
+        self.inputs.get_or_init(|| inputs::extract(self))
+    }
+
+    /// The libinjection SQLi fingerprint of the first input that tokenizes as SQL injection.
+    pub fn sqli(&self) -> Option<&str> {
+        self.sqli
+            .get_or_init(|| {
+                self.inputs().decoded.iter().find_map(|s| {
+                    let r = libinjectionrs::detect_sqli(s.as_bytes());
+                    if r.is_injection() {
+                        Some(
+                            r.fingerprint
+                                .map(|f| f.as_str().to_owned())
+                                .unwrap_or_default(),
+                        )
+                    } else {
+                        None
+                    }
+                })
+            })
+            .as_deref()
+    }
+
+    /// Does any input parse as HTML/JavaScript injection (libinjection's XSS detector)?
+    pub fn xss(&self) -> bool {
+        *self.xss.get_or_init(|| {
+            self.inputs()
+                .decoded
+                .iter()
+                .any(|s| libinjectionrs::detect_xss(s.as_bytes()).is_injection())
+        })
+    }
+
+    fn derived(&self, what: &str) -> Option<EventValue<'_>> {
+        let target = || {
+            self.attr_str("http.target")
+                .or_else(|| self.attr_str("url.full").or(self.attr_str("http.url")))
+        };
+        match what {
+            "path+query" => {
+                if let Some(p) = self.attr_str("url.path") {
+                    return Some(match self.attr_str("url.query") {
+                        Some(q) if !q.is_empty() => str_owned(format!("{p}?{q}")),
+                        _ => str_borrowed(p),
+                    });
+                }
+                self.attr_str("http.target").map(str_borrowed)
+            }
+            "query" => target()
+                .and_then(|t| t.split_once('?'))
+                .map(|(_, q)| str_borrowed(q.split('#').next().unwrap_or(q))),
+            "path" => target().map(|t| str_borrowed(inputs::path_of(t))),
+            "extension" => {
+                let path = self
+                    .attr_str("url.path")
+                    .or_else(|| target().map(inputs::path_of))?;
+                let last = path.rsplit('/').next()?;
+                let (_, ext) = last.rsplit_once('.')?;
+                (!ext.is_empty()).then(|| str_borrowed(ext))
+            }
+            "server-ip" => self
+                .attr_str("server.address")
+                .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+                .map(str_borrowed),
+            _ => None,
+        }
+    }
+}
+
+fn str_borrowed(s: &str) -> EventValue<'_> {
+    EventValue::Str(Cow::Borrowed(s))
+}
+
+fn str_owned<'a>(s: String) -> EventValue<'a> {
+    EventValue::Str(Cow::Owned(s))
+}
+
+fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// An OTLP value as a Sigma value (bytes are not matchable and count as absent).
+pub fn event_value(v: &AnyValue) -> Option<EventValue<'_>> {
+    Some(match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => str_borrowed(s),
+        any_value::Value::IntValue(i) => EventValue::Int(*i),
+        any_value::Value::DoubleValue(d) => EventValue::Float(*d),
+        any_value::Value::BoolValue(b) => EventValue::Bool(*b),
+        any_value::Value::ArrayValue(a) => {
+            EventValue::Array(a.values.iter().filter_map(event_value).collect())
+        }
+        any_value::Value::KvlistValue(kv) => EventValue::Map(
+            kv.values
+                .iter()
+                .filter_map(|kv| {
+                    Some((Cow::Borrowed(kv.key.as_str()), event_value(kv.value.as_ref()?)?))
+                })
+                .collect(),
+        ),
+        any_value::Value::BytesValue(_) | any_value::Value::StringValueStrindex(_) => return None,
+    })
+}
+
+pub fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+impl Event for SpanView<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        if let Some((_, sources)) = SIGMA_FIELDS
+            .iter()
+            .find(|(f, _)| f.eq_ignore_ascii_case(path))
+        {
+            return sources.iter().find_map(|s| match s.strip_prefix("derived:") {
+                Some(d) => self.derived(d),
+                None => self.attr(s).and_then(event_value),
+            });
+        }
+        match path {
+            "span.name" => return Some(str_borrowed(&self.span.name)),
+            "span.kind" => return Some(str_borrowed(kind_name(self.span.kind))),
+            "span.status" => {
+                let code = self.span.status.as_ref().map(|s| s.code).unwrap_or(0);
+                return Some(str_borrowed(match code {
+                    1 => "ok",
+                    2 => "error",
+                    _ => "unset",
+                }));
+            }
+            "service.name" => return self.attr("service.name").and_then(event_value),
+            "tv.input" => {
+                let i = self.inputs();
+                return (!i.decoded.is_empty()).then(|| {
+                    EventValue::Array(i.decoded.iter().map(|s| str_borrowed(s)).collect())
+                });
+            }
+            "tv.input.raw" => {
+                let i = self.inputs();
+                return (!i.raw.is_empty()).then(|| {
+                    EventValue::Array(i.raw.iter().map(|s| str_borrowed(s)).collect())
+                });
+            }
+            "tv.input.cmdline" => {
+                let i = self.inputs();
+                return (!i.cmdline.is_empty()).then(|| {
+                    EventValue::Array(i.cmdline.iter().map(|s| str_borrowed(s)).collect())
+                });
+            }
+            "tv.sqli" => return self.sqli().map(str_borrowed),
+            "tv.xss" => return self.xss().then(|| str_borrowed("xss")),
+            "url.extension" => return self.derived("extension"),
+            _ => {}
+        }
+        self.attr(path).and_then(event_value)
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        let mut hit = false;
+        self.visit_string_values(&mut |s| hit = hit || pred(s));
+        hit
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        let mut out = Vec::new();
+        self.visit_string_values(&mut |s| out.push(Cow::Owned(s.to_owned())));
+        out
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        for key in KEYWORD_HAYSTACK {
+            if let Some(v) = self.attr(key) {
+                match v.value.as_ref() {
+                    Some(any_value::Value::StringValue(s)) => visit(s),
+                    Some(any_value::Value::ArrayValue(a)) => {
+                        for m in &a.values {
+                            if let Some(any_value::Value::StringValue(s)) = m.value.as_ref() {
+                                visit(s)
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Never the raw event: findings carry redacted evidence only (the engine asks for this
+    /// only for rules that set `rsigma.include_event`, which the loader refuses).
+    fn to_json(&self) -> Value {
+        Value::Object(Default::default())
+    }
+}
