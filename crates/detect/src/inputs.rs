@@ -92,7 +92,10 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
-/// Percent-decode until stable (max three rounds); `+` as space when asked.
+/// Percent-decode until stable (max three rounds); `+` as space when asked. Each round also
+/// decodes IIS `%uXXXX` escapes and folds what Unicode-aware servers fold onto ASCII: overlong
+/// UTF-8 (`%c0%ae` = `.`, `%c0%af` / `%e0%80%af` = `/`, `%c1%9c` = `\`), fullwidth forms
+/// (`%uff0e` = `.`) and the division/set-minus slashes (U+2215, U+2216).
 pub fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
     let mut cur: Cow<'_, str> = if plus_is_space && s.contains('+') {
         Cow::Owned(s.replace('+', " "))
@@ -103,15 +106,86 @@ pub fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
         if !cur.contains('%') {
             break;
         }
-        let next = percent_encoding::percent_decode_str(&cur)
-            .decode_utf8_lossy()
-            .into_owned();
+        let next = decode_round(&cur);
         if next == *cur {
             break;
         }
         cur = Cow::Owned(next);
     }
     cur
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn decode_round(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 < b.len() {
+                if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+            }
+            if i + 5 < b.len() && (b[i + 1] == b'u' || b[i + 1] == b'U') {
+                let digits: Option<Vec<u8>> = b[i + 2..i + 6].iter().map(|&c| hex(c)).collect();
+                if let Some(d) = digits {
+                    let cp = d.iter().fold(0u32, |a, &x| a << 4 | x as u32);
+                    let c = fold_char(char::from_u32(cp).unwrap_or('\u{fffd}'));
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    i += 6;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    fold_overlong(&out)
+}
+
+/// Fullwidth ASCII and slash look-alikes to ASCII.
+fn fold_char(c: char) -> char {
+    match c as u32 {
+        0xff01..=0xff5e => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
+        0x2215 => '/',
+        0x2216 => '\\',
+        _ => c,
+    }
+}
+
+/// Overlong UTF-8 encodings of ASCII (invalid UTF-8 that some decoders accept) to ASCII; the
+/// rest decoded as UTF-8 (lossy), fullwidth forms folded.
+fn fold_overlong(b: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if (c == 0xc0 || c == 0xc1) && i + 1 < b.len() {
+            out.push(((c & 0x1f) << 6 | (b[i + 1] & 0x3f)) & 0x7f);
+            i += 2;
+            continue;
+        }
+        if c == 0xe0 && i + 2 < b.len() && b[i + 1] & 0xe0 == 0x80 {
+            out.push(((b[i + 1] & 0x3f) << 6 | (b[i + 2] & 0x3f)) & 0x7f);
+            i += 3;
+            continue;
+        }
+        if c == 0xf0 && i + 3 < b.len() && b[i + 1] == 0x80 && b[i + 2] & 0xc0 == 0x80 {
+            out.push(((b[i + 2] & 0x3f) << 6 | (b[i + 3] & 0x3f)) & 0x7f);
+            i += 4;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).chars().map(fold_char).collect()
 }
 
 /// The path of a request target or URL (`/a/b?x` -> `/a/b`, `https://h/a?x` -> `/a`).
@@ -264,6 +338,10 @@ mod tests {
         assert_eq!(decode("a+b%20c", true), "a b c");
         assert_eq!(decode("a+b", false), "a+b");
         assert_eq!(decode("100%", false), "100%");
+        assert_eq!(decode("..%c0%af..%c0%afetc", false), "../../etc");
+        assert_eq!(decode("..%25c0%25ae%25c0%25ae/x", false), "..../x");
+        assert_eq!(decode("%uff0e%uff0e%u2215x", false), "../x");
+        assert_eq!(decode("..%e0%80%afx", false), "../x");
     }
 
     #[test]

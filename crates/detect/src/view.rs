@@ -9,8 +9,8 @@
 //! 3. Derived fields computed on first use: `tv.input` (every user-controlled input, decoded:
 //!    query parameter names and values, path, request body, user agent, referer, cookies and other
 //!    captured request headers), `tv.input.raw`, `tv.input.cmdline` (inputs normalised the way a
-//!    shell reads them), `tv.sqli` / `tv.xss` (the libinjection
-//!    fingerprint when an input tokenizes as SQL injection / XSS), `url.extension`.
+//!    shell reads them), `tv.sqli` (the libinjection fingerprints of inputs that tokenize as SQL injection) and
+//!    `tv.xss` (present when an input parses as XSS), `url.extension`.
 //! 4. Any other name is a span attribute, then a resource attribute.
 //!
 //! Keyword rules (no field) search the request's raw text: full URL, path, query, user agent,
@@ -141,7 +141,7 @@ pub struct SpanView<'a> {
     pub resource: Option<&'a Resource>,
     pub span: &'a Span,
     inputs: OnceCell<inputs::Inputs>,
-    sqli: OnceCell<Option<String>>,
+    sqli: OnceCell<Vec<String>>,
     xss: OnceCell<bool>,
 }
 
@@ -183,24 +183,22 @@ impl<'a> SpanView<'a> {
         self.inputs.get_or_init(|| inputs::extract(self))
     }
 
-    /// The libinjection SQLi fingerprint of the first input that tokenizes as SQL injection.
-    pub fn sqli(&self) -> Option<&str> {
-        self.sqli
-            .get_or_init(|| {
-                self.inputs().decoded.iter().find_map(|s| {
-                    let r = libinjectionrs::detect_sqli(s.as_bytes());
-                    if r.is_injection() {
-                        Some(
-                            r.fingerprint
-                                .map(|f| f.as_str().to_owned())
-                                .unwrap_or_default(),
-                        )
-                    } else {
-                        None
+    /// The libinjection SQLi fingerprints of the inputs that tokenize as SQL injection (distinct,
+    /// in input order).
+    pub fn sqli(&self) -> &[String] {
+        self.sqli.get_or_init(|| {
+            let mut out: Vec<String> = Vec::new();
+            for s in &self.inputs().decoded {
+                let r = libinjectionrs::detect_sqli(s.as_bytes());
+                if r.is_injection() {
+                    let f = r.fingerprint.map(|f| f.as_str().to_owned()).unwrap_or_default();
+                    if !out.contains(&f) {
+                        out.push(f);
                     }
-                })
-            })
-            .as_deref()
+                }
+            }
+            out
+        })
     }
 
     /// Does any input parse as HTML/JavaScript injection (libinjection's XSS detector)?
@@ -338,7 +336,11 @@ impl Event for SpanView<'_> {
                     EventValue::Array(i.cmdline.iter().map(|s| str_borrowed(s)).collect())
                 });
             }
-            "tv.sqli" => return self.sqli().map(str_borrowed),
+            "tv.sqli" => {
+                let f = self.sqli();
+                return (!f.is_empty())
+                    .then(|| EventValue::Array(f.iter().map(|s| str_borrowed(s)).collect()));
+            }
             "tv.xss" => return self.xss().then(|| str_borrowed("xss")),
             "url.extension" => return self.derived("extension"),
             _ => {}
