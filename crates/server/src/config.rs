@@ -166,6 +166,33 @@ pub struct RawConfig {
     /// `--no-redaction` (a flag only: a config file cannot switch redaction off).
     #[serde(skip)]
     pub no_redaction: Option<bool>,
+    /// Threat detection (`[detection]`).
+    pub detection: Option<RawDetection>,
+}
+
+/// `[detection]`: signature rules on ingest and where findings go.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetection {
+    /// Run detection at all (default true).
+    pub enabled: Option<bool>,
+    /// Load the built-in rule pack (default true).
+    pub builtin_rules: Option<bool>,
+    /// A directory of Sigma rules (`*.yml`, `*.yaml`, recursively) loaded after the built-in pack.
+    pub rules_dir: Option<PathBuf>,
+    /// Findings also appended as OCSF JSON lines to this file.
+    pub jsonl_file: Option<PathBuf>,
+    /// Lowest severity written to `jsonl_file` (default `low`).
+    pub jsonl_min_severity: Option<String>,
+}
+
+/// Validated `[detection]`.
+#[derive(Debug, Clone)]
+pub struct DetectionSettings {
+    pub enabled: bool,
+    pub builtin_rules: bool,
+    pub rules_dir: Option<PathBuf>,
+    pub jsonl: Option<(PathBuf, tv_detect::finding::Severity)>,
 }
 
 macro_rules! overlay {
@@ -204,7 +231,8 @@ impl RawConfig {
             access,
             rate_limits,
             oidc,
-            keys
+            keys,
+            detection
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(
@@ -350,6 +378,26 @@ impl RawConfig {
             let rc = self.redaction.clone().unwrap_or_default();
             Some(tv_redact::Rules::compile(&rc).map_err(|e| anyhow::anyhow!("[redaction] {e}"))?)
         };
+        let detection = {
+            let d = self.detection.clone().unwrap_or_default();
+            let min = match &d.jsonl_min_severity {
+                None => tv_detect::finding::Severity::Low,
+                Some(s) => tv_detect::finding::Severity::parse(s).ok_or_else(|| {
+                    anyhow::anyhow!("detection.jsonl_min_severity is '{s}'; it must be one of informational, low, medium, high, critical")
+                })?,
+            };
+            if let Some(dir) = &d.rules_dir
+                && !dir.is_dir()
+            {
+                bail!("detection.rules_dir {} is not a directory", dir.display());
+            }
+            DetectionSettings {
+                enabled: d.enabled.unwrap_or(true),
+                builtin_rules: d.builtin_rules.unwrap_or(true),
+                rules_dir: d.rules_dir,
+                jsonl: d.jsonl_file.map(|f| (f, min)),
+            }
+        };
         let mut files = Vec::new();
         for p in self
             .access
@@ -485,6 +533,7 @@ impl RawConfig {
             checkpoint_interval: Duration::from_secs_f64(cpi),
             witnesses,
             redaction,
+            detection,
         })
     }
 }
@@ -532,6 +581,8 @@ pub struct ServeConfig {
     pub rotate_after: Option<Duration>,
     /// Attribute sensitivity classes.
     pub field_classes: std::sync::Arc<crate::mask::FieldClasses>,
+    /// Threat detection.
+    pub detection: DetectionSettings,
 }
 
 #[cfg(test)]

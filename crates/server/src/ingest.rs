@@ -196,12 +196,28 @@ async fn ingest_checked(
         error_message: m.to_owned(),
     });
     if accepted > 0 {
+        // Signature rules see the decoded batch before redaction (a scrubbed query string can no
+        // longer show an injection); only findings with redacted evidence leave this step.
+        let findings = state.detection.scan(
+            caller.tenant.as_str(),
+            &caller.principal.id(),
+            validated.request(),
+            now_unix_nanos(),
+        );
         // Redaction before anything is written: the WAL, the blocks and the log only ever see
         // the redacted batch, and the log records the digest of the rules that ran.
         let (validated, policy) = state
             .redaction
             .apply(&caller.tenant, validated, &state.metrics)
             .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
+        // Findings are committed with the batch they are about (see detection.rs).
+        let validated = match crate::detection::as_spans(&findings) {
+            None => validated,
+            Some(rs) => validated.redact_with(|mut req| {
+                req.resource_spans.push(rs);
+                req
+            }),
+        };
         let batch = EncodedBatch::encode(
             caller.tenant.clone(),
             &validated,
@@ -221,6 +237,10 @@ async fn ingest_checked(
             .spans_accepted
             .get_or_create(&TransportLabels { transport })
             .inc_by(accepted);
+        if !findings.is_empty() {
+            state.metrics.record_findings(&findings);
+            state.detection.emit(&findings);
+        }
     }
     Ok(ExportTraceServiceResponse { partial_success })
 }

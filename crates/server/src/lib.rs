@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod certs_api;
 pub mod config;
+pub mod detection;
 pub mod error;
 pub mod ingest;
 pub mod keys_api;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Signature rules and finding sinks.
+    pub detection: Arc<detection::Detection>,
 }
 
 impl AppState {
@@ -329,8 +332,10 @@ impl Server {
         scfg.unused_key_grace = cfg.unused_key_grace;
         scfg.retention_interval = cfg.retention_interval;
         scfg.lock = Some(lock);
+        let detection = Arc::new(detection::Detection::start(&cfg.detection)?);
         let store = open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
         let state = Arc::new(AppState {
+            detection,
             store: Arc::new(store),
             tokens,
             limits: cfg.limits.clone(),

@@ -88,6 +88,13 @@ pub struct Metrics {
     pub audit_unauthenticated: Counter,
     pub audit_unsampled: Counter,
     pub kms_up: Gauge,
+    pub findings: Family<FindingLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub stage: &'static str,
+    pub severity: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +109,26 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
+    pub fn record_findings(&self, findings: &[tv_detect::finding::Finding]) {
+        for f in findings {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    stage: match f.stage {
+                        tv_detect::finding::Stage::Signature => "signature",
+                        tv_detect::finding::Stage::Behavioural => "behavioural",
+                    },
+                    severity: match f.severity {
+                        tv_detect::finding::Severity::Informational => "informational",
+                        tv_detect::finding::Severity::Low => "low",
+                        tv_detect::finding::Severity::Medium => "medium",
+                        tv_detect::finding::Severity::High => "high",
+                        tv_detect::finding::Severity::Critical => "critical",
+                    },
+                })
+                .inc();
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tracevault");
         let m = Self {
@@ -129,8 +156,14 @@ impl Metrics {
             audit_unauthenticated: Counter::default(),
             audit_unsampled: Counter::default(),
             kms_up: Gauge::default(),
+            findings: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "findings",
+            "Threat detection findings, by stage and severity",
+            m.findings.clone(),
+        );
         registry.register(
             "spans_accepted",
             "Spans durably stored and acknowledged",
