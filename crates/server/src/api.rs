@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))
+        .route("/api/findings", get(findings))
         .route("/api/search/tags", get(tags))
         .route("/api/search/tag/{name}/values", get(tag_values))
         .route("/api/echo", get(|| async { "echo" }))
@@ -433,6 +434,121 @@ async fn search(
         Json(json!({ "traces": traces })).into_response(),
         n,
         resource,
+    ))
+}
+
+/// Most findings one `GET /api/findings` returns.
+const MAX_FINDINGS: usize = 1_000;
+
+/// `GET /api/findings?start=&end=&limit=&min_severity=&rule=`: the tenant's findings (OCSF
+/// Detection Findings), newest first, deduplicated by finding uid, with their groups (same rule,
+/// service, operation and sender) and counts. Findings about services the caller may not read are
+/// left out.
+async fn findings(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, Action::Search)?;
+    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(|s| s.saturating_mul(1_000_000_000))
+                    .map_err(|_| ApiError::BadRequest(format!("{name} must be unix seconds")))
+            })
+            .transpose()
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(l) if (1..=MAX_FINDINGS).contains(&l) => l,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be between 1 and {MAX_FINDINGS}"
+                )));
+            }
+        },
+    };
+    let min_severity = match params.get("min_severity") {
+        None => tv_detect::finding::Severity::Informational,
+        Some(s) => tv_detect::finding::Severity::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "min_severity '{}' is not one of informational, low, medium, high, critical",
+                s.chars().take(32).collect::<String>()
+            ))
+        })?,
+    };
+    let rule = params.get("rule").cloned();
+    let q = SearchQuery {
+        tags: vec![(
+            "service.name".to_owned(),
+            crate::detection::FINDINGS_SERVICE.to_owned(),
+        )],
+        start_ns: secs("start")?,
+        end_ns: secs("end")?.map(|e| e.saturating_add(999_999_999)),
+        limit,
+        ..Default::default()
+    };
+    let tenant = caller.tenant.clone();
+    let mut found = timed(&state, "findings", move |s| {
+        let mut out = Vec::new();
+        for hit in s.store.search(&tenant, &q)? {
+            if let Some(rs) = s.store.find_trace(&tenant, hit.trace_id)? {
+                out.extend(crate::detection::from_spans(&rs));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    let mut masker = crate::mask::Masker::new(&state, &caller);
+    found.retain(|f| {
+        f.severity >= min_severity
+            && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
+            && !masker.hides_search("service.name", &f.service)
+    });
+    found.sort_by(|a, b| {
+        b.time_unix_nano
+            .cmp(&a.time_unix_nano)
+            .then_with(|| a.uid.cmp(&b.uid))
+    });
+    found.dedup_by(|a, b| a.uid == b.uid);
+    found.truncate(limit);
+    // Groups: one line per (rule, service, operation, sender) with its count and time span.
+    let mut groups: std::collections::BTreeMap<&str, (u64, u64, u64, &tv_detect::finding::Finding)> =
+        Default::default();
+    for f in &found {
+        let g = groups
+            .entry(f.group.as_str())
+            .or_insert((0, u64::MAX, 0, f));
+        g.0 += 1;
+        g.1 = g.1.min(f.time_unix_nano);
+        g.2 = g.2.max(f.time_unix_nano);
+    }
+    let groups: Vec<_> = groups
+        .iter()
+        .map(|(k, (n, first, last, f))| {
+            json!({
+                "group": k,
+                "count": n,
+                "first_seen_unix_nano": first.to_string(),
+                "last_seen_unix_nano": last.to_string(),
+                "rule": f.analytic_uid,
+                "title": f.title,
+                "severity": f.severity,
+                "service": f.service,
+                "operation": f.operation,
+                "principal": f.principal,
+            })
+        })
+        .collect();
+    let n = found.len();
+    let ocsf: Vec<_> = found.iter().map(|f| f.to_ocsf()).collect();
+    Ok(noted(
+        Json(json!({ "findings": ocsf, "groups": groups })).into_response(),
+        n,
+        Some("findings".into()),
     ))
 }
 

