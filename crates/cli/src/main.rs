@@ -5,6 +5,7 @@ mod audit_cmd;
 mod bench;
 mod cert_cmd;
 mod client;
+mod eval_cmd;
 mod keys_cmd;
 mod query;
 mod redact_cmd;
@@ -72,6 +73,10 @@ enum Cmd {
     /// Apply redaction rules to OTLP JSON offline: redacted JSON out, a report of what fired where
     /// (never a value) on stderr. Test a rules file before deploying it.
     Redact(redact_cmd::RedactArgs),
+    /// Measure detection quality on labeled data: per-class recall, false-positive rate and a
+    /// confusion table (`tracevault eval detect --evaldata ../shared/evaldata`).
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCmd),
 }
 
 #[derive(Args)]
@@ -354,6 +359,7 @@ fn main() -> ExitCode {
         Cmd::Verify(a) => Some(verify::verify(a)),
         Cmd::VerifyReceipt(a) => Some(verify::verify_receipt(a)),
         Cmd::Redact(a) => Some(redact_cmd::run(a).map(|()| ExitCode::SUCCESS)),
+        Cmd::Eval(a) => Some(eval_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         cmd => {
             return run(cmd);
         }
@@ -417,7 +423,7 @@ fn run(cmd: Cmd) -> ExitCode {
                 }
                 Ok(())
             }
-            Cmd::Verify(_) | Cmd::VerifyReceipt(_) | Cmd::Redact(_) => Ok(()),
+            Cmd::Verify(_) | Cmd::VerifyReceipt(_) | Cmd::Redact(_) | Cmd::Eval(_) => Ok(()),
         }
     });
     match res {

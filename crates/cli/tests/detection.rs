@@ -177,8 +177,16 @@ async fn attacks_become_ocsf_findings_with_redacted_evidence() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(!lines.is_empty());
-    assert!(lines.iter().all(|l| l["class_uid"] == 2004 && l["severity"] == "Critical"));
-    assert!(!std::fs::read_to_string(&sink).unwrap().contains("evil-marker"));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["class_uid"] == 2004 && l["severity"] == "Critical")
+    );
+    assert!(
+        !std::fs::read_to_string(&sink)
+            .unwrap()
+            .contains("evil-marker")
+    );
 
     let metrics = srv.get("/metrics").await.text().await.unwrap();
     assert!(

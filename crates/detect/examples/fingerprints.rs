@@ -14,7 +14,8 @@ fn fps(c: &evalset::Case) -> Vec<String> {
         .iter()
         .filter_map(|s| {
             let r = libinjectionrs::detect_sqli(s.as_bytes());
-            r.is_injection().then(|| r.fingerprint.map(|f| f.to_string()).unwrap_or_default())
+            r.is_injection()
+                .then(|| r.fingerprint.map(|f| f.to_string()).unwrap_or_default())
         })
         .collect()
 }
@@ -28,7 +29,13 @@ fn main() {
         }
     }
     let mut pos = evalset::crs(&root.join("crs-regression/tests"), &["942"]).unwrap();
-    pos.extend(evalset::patt(&root.join("payloadsallthethings")).unwrap().0.into_iter().filter(|c| c.class == "sqli"));
+    pos.extend(
+        evalset::patt(&root.join("payloadsallthethings"))
+            .unwrap()
+            .0
+            .into_iter()
+            .filter(|c| c.class == "sqli"),
+    );
     for c in &pos {
         let mut f = fps(c);
         f.dedup();

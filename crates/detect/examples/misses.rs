@@ -22,7 +22,14 @@ fn main() {
     let sig = Signatures::new(RuleSet::builtin());
     let mut shown = 0;
     for c in cases.iter().filter(|c| c.class == class) {
-        let f = sig.scan(Sender { tenant: "t", principal: None }, &c.req, 0);
+        let f = sig.scan(
+            Sender {
+                tenant: "t",
+                principal: None,
+            },
+            &c.req,
+            0,
+        );
         let benign = class == evalset::BENIGN;
         if f.is_empty() == benign {
             continue;
@@ -36,10 +43,22 @@ fn main() {
             .attributes
             .iter()
             .filter(|kv| {
-                matches!(kv.key.as_str(), "url.path" | "url.query" | "db.statement" | "http.request.body" | "user_agent.original")
-                    || kv.key.starts_with("http.request.header.cookie")
+                matches!(
+                    kv.key.as_str(),
+                    "url.path"
+                        | "url.query"
+                        | "db.statement"
+                        | "http.request.body"
+                        | "user_agent.original"
+                ) || kv.key.starts_with("http.request.header.cookie")
             })
-            .map(|kv| format!("{}={}", kv.key, tv_model::any_value_to_string(kv.value.as_ref().unwrap())))
+            .map(|kv| {
+                format!(
+                    "{}={}",
+                    kv.key,
+                    tv_model::any_value_to_string(kv.value.as_ref().unwrap())
+                )
+            })
             .collect();
         let rules: Vec<&str> = f.iter().map(|f| f.analytic_uid.as_str()).collect();
         println!("{} | {} | {:?}", c.group, attrs.join(" "), rules);

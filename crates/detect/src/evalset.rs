@@ -15,8 +15,8 @@ use std::path::Path;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tv_model::otlp::{
-    AnyValue, ArrayValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans,
-    ScopeSpans, Span, any_value,
+    AnyValue, ArrayValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
+    Span, any_value,
 };
 
 use crate::{Sender, Signatures};
@@ -151,7 +151,10 @@ pub fn query_span(n: u64, payload: &str, raw: bool) -> Span {
             kv_str("url.query", &format!("q={value}")),
             kv_str("url.scheme", "https"),
             kv_str("http.route", "/search"),
-            kv_str("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
+            kv_str(
+                "user_agent.original",
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+            ),
         ],
         "GET /search",
     )
@@ -185,7 +188,11 @@ pub fn patt(root: &Path) -> std::io::Result<(Vec<Case>, Vec<String>)> {
         walk(&d.path(), &mut files)?;
         files.sort();
         for f in files {
-            let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if name == "LDAP_attributes.txt" {
                 skipped.push(format!(
                     "{category}/{name}: attribute names (cn, mail, ...), not payloads"
@@ -351,7 +358,11 @@ pub fn crs(root: &Path, prefixes: &[&str]) -> std::io::Result<Vec<Case>> {
     let mut cases = Vec::new();
     let mut n = 1_000_000u64;
     for f in files {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if !prefixes.iter().any(|p| name.starts_with(p)) {
             continue;
         }
@@ -399,7 +410,9 @@ pub fn crs(root: &Path, prefixes: &[&str]) -> std::io::Result<Vec<Case>> {
                         method: get(input, "method")
                             .and_then(yaml_str)
                             .unwrap_or_else(|| "GET".into()),
-                        uri: get(input, "uri").and_then(yaml_str).unwrap_or_else(|| "/".into()),
+                        uri: get(input, "uri")
+                            .and_then(yaml_str)
+                            .unwrap_or_else(|| "/".into()),
                         headers,
                         body: get(input, "data").and_then(yaml_str),
                     })
@@ -558,7 +571,13 @@ pub fn run(sig: &Signatures, cases: &[Case]) -> Report {
             .iter()
             .max_by_key(|f| f.severity)
             .and_then(|f| f.classes.first().cloned())
-            .unwrap_or_else(|| if findings.is_empty() { "none".into() } else { "other".into() });
+            .unwrap_or_else(|| {
+                if findings.is_empty() {
+                    "none".into()
+                } else {
+                    "other".into()
+                }
+            });
         *report
             .confusion
             .entry((c.class.clone(), predicted))
@@ -638,7 +657,11 @@ impl Report {
         let mut rows: Vec<&str> = self.confusion.keys().map(|(e, _)| e.as_str()).collect();
         rows.sort_unstable();
         rows.dedup();
-        let _ = write!(s, "\nconfusion (rows: labeled class, columns: class of the highest-severity finding)\n{:<10}", "");
+        let _ = write!(
+            s,
+            "\nconfusion (rows: labeled class, columns: class of the highest-severity finding)\n{:<10}",
+            ""
+        );
         for c in &cols {
             let _ = write!(s, " {:>8}", truncate(c, 8));
         }

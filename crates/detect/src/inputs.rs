@@ -125,12 +125,12 @@ fn decode_round(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            if i + 2 < b.len() {
-                if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
+            if i + 2 < b.len()
+                && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+            {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
             }
             if i + 5 < b.len() && (b[i + 1] == b'u' || b[i + 1] == b'U') {
                 let digits: Option<Vec<u8>> = b[i + 2..i + 6].iter().map(|&c| hex(c)).collect();
@@ -185,7 +185,10 @@ fn fold_overlong(b: &[u8]) -> String {
         out.push(c);
         i += 1;
     }
-    String::from_utf8_lossy(&out).chars().map(fold_char).collect()
+    String::from_utf8_lossy(&out)
+        .chars()
+        .map(fold_char)
+        .collect()
 }
 
 /// The path of a request target or URL (`/a/b?x` -> `/a/b`, `https://h/a?x` -> `/a`).

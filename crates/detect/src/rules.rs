@@ -20,11 +20,17 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("builtin/lfi.yml", include_str!("../rules/lfi.yml")),
     ("builtin/rce.yml", include_str!("../rules/rce.yml")),
     ("builtin/ssrf.yml", include_str!("../rules/ssrf.yml")),
-    ("builtin/log4shell.yml", include_str!("../rules/log4shell.yml")),
+    (
+        "builtin/log4shell.yml",
+        include_str!("../rules/log4shell.yml"),
+    ),
     ("builtin/ssti.yml", include_str!("../rules/ssti.yml")),
     ("builtin/scanner.yml", include_str!("../rules/scanner.yml")),
     ("builtin/db.yml", include_str!("../rules/db.yml")),
-    ("builtin/injection.yml", include_str!("../rules/injection.yml")),
+    (
+        "builtin/injection.yml",
+        include_str!("../rules/injection.yml"),
+    ),
 ];
 
 /// A loaded rule.
@@ -169,7 +175,11 @@ impl RuleSet {
                 continue;
             }
             let id = rule.id.clone().unwrap_or_else(|| {
-                format!("{}#{}", source, rule.title.to_ascii_lowercase().replace(' ', "-"))
+                format!(
+                    "{}#{}",
+                    source,
+                    rule.title.to_ascii_lowercase().replace(' ', "-")
+                )
             });
             if self.by_id.contains_key(&id) {
                 self.unsupported.push(Unsupported {
@@ -244,7 +254,9 @@ impl RuleSet {
 }
 
 fn evidence_of(field: &str, m: &rsigma_eval::result::FieldMatch) -> Evidence {
-    let safe = SAFE_VALUE_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(field));
+    let safe = SAFE_VALUE_FIELDS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(field));
     let (value, value_len) = match &m.value {
         serde_json::Value::Null => (None, None),
         serde_json::Value::String(s) if safe => (Some(s.clone()), None),
@@ -279,10 +291,7 @@ fn collect_yaml(
         let p = e.path();
         if e.file_type()?.is_dir() {
             collect_yaml(&p, out, depth + 1)?;
-        } else if matches!(
-            p.extension().and_then(|x| x.to_str()),
-            Some("yml" | "yaml")
-        ) {
+        } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yml" | "yaml")) {
             out.push(p);
         }
     }
@@ -290,7 +299,14 @@ fn collect_yaml(
 }
 
 /// Log sources that are trace data (or web request logs whose fields map onto spans).
-const TRACE_CATEGORIES: &[&str] = &["proxy", "webserver", "application", "span", "trace", "database"];
+const TRACE_CATEGORIES: &[&str] = &[
+    "proxy",
+    "webserver",
+    "application",
+    "span",
+    "trace",
+    "database",
+];
 
 /// Why a parsed rule cannot run on spans, if it cannot.
 fn check(rule: &SigmaRule) -> Result<(), String> {

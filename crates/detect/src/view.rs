@@ -85,19 +85,11 @@ pub const SIGMA_FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "c-ip",
-        &[
-            "client.address",
-            "http.client_ip",
-            "net.sock.peer.addr",
-        ],
+        &["client.address", "http.client_ip", "net.sock.peer.addr"],
     ),
     (
         "src_ip",
-        &[
-            "client.address",
-            "http.client_ip",
-            "net.sock.peer.addr",
-        ],
+        &["client.address", "http.client_ip", "net.sock.peer.addr"],
     ),
 ];
 
@@ -131,7 +123,9 @@ const KEYWORD_HAYSTACK: &[&str] = &[
 /// Is `name` a field this view can answer (a Sigma alias, a derived field, or an attribute-like
 /// dotted name)? Used to report rules that reference fields traces never carry.
 pub fn known_field(name: &str) -> bool {
-    SIGMA_FIELDS.iter().any(|(f, _)| f.eq_ignore_ascii_case(name))
+    SIGMA_FIELDS
+        .iter()
+        .any(|(f, _)| f.eq_ignore_ascii_case(name))
         || DERIVED_FIELDS.contains(&name)
         || (name.contains('.') && !name.contains(' '))
 }
@@ -191,7 +185,10 @@ impl<'a> SpanView<'a> {
             for s in &self.inputs().decoded {
                 let r = libinjectionrs::detect_sqli(s.as_bytes());
                 if r.is_injection() {
-                    let f = r.fingerprint.map(|f| f.as_str().to_owned()).unwrap_or_default();
+                    let f = r
+                        .fingerprint
+                        .map(|f| f.as_str().to_owned())
+                        .unwrap_or_default();
                     if !out.contains(&f) {
                         out.push(f);
                     }
@@ -276,7 +273,10 @@ pub fn event_value(v: &AnyValue) -> Option<EventValue<'_>> {
             kv.values
                 .iter()
                 .filter_map(|kv| {
-                    Some((Cow::Borrowed(kv.key.as_str()), event_value(kv.value.as_ref()?)?))
+                    Some((
+                        Cow::Borrowed(kv.key.as_str()),
+                        event_value(kv.value.as_ref()?)?,
+                    ))
                 })
                 .collect(),
         ),
@@ -301,10 +301,12 @@ impl Event for SpanView<'_> {
             .iter()
             .find(|(f, _)| f.eq_ignore_ascii_case(path))
         {
-            return sources.iter().find_map(|s| match s.strip_prefix("derived:") {
-                Some(d) => self.derived(d),
-                None => self.attr(s).and_then(event_value),
-            });
+            return sources
+                .iter()
+                .find_map(|s| match s.strip_prefix("derived:") {
+                    Some(d) => self.derived(d),
+                    None => self.attr(s).and_then(event_value),
+                });
         }
         match path {
             "span.name" => return Some(str_borrowed(&self.span.name)),
@@ -326,9 +328,8 @@ impl Event for SpanView<'_> {
             }
             "tv.input.raw" => {
                 let i = self.inputs();
-                return (!i.raw.is_empty()).then(|| {
-                    EventValue::Array(i.raw.iter().map(|s| str_borrowed(s)).collect())
-                });
+                return (!i.raw.is_empty())
+                    .then(|| EventValue::Array(i.raw.iter().map(|s| str_borrowed(s)).collect()));
             }
             "tv.input.cmdline" => {
                 let i = self.inputs();

@@ -24,10 +24,16 @@ fn evaldata() -> Option<PathBuf> {
 fn signature_quality_on_the_development_sets() {
     let Some(root) = evaldata() else { return };
     let sig = Signatures::new(RuleSet::builtin());
-    assert!(sig.rules.unsupported.is_empty(), "{:?}", sig.rules.unsupported);
-    let mut cases =
-        evalset::crs(&root.join("crs-regression/tests"), &["930", "931", "932", "941", "942"])
-            .unwrap();
+    assert!(
+        sig.rules.unsupported.is_empty(),
+        "{:?}",
+        sig.rules.unsupported
+    );
+    let mut cases = evalset::crs(
+        &root.join("crs-regression/tests"),
+        &["930", "931", "932", "941", "942"],
+    )
+    .unwrap();
     let (patt, skipped) = evalset::patt(&root.join("payloadsallthethings")).unwrap();
     cases.extend(patt);
     cases.extend(evalset::libinjection_benign(&root.join("libinjection")).unwrap());
@@ -55,18 +61,22 @@ fn signature_quality_on_the_development_sets() {
             .map(|(_, _, f)| *f);
         match floor {
             Some(f) => {
-                println!("SHORTFALL: {set} {class} recall {rate:.1}% is below the issue's 85% (floor {f}%)");
+                println!(
+                    "SHORTFALL: {set} {class} recall {rate:.1}% is below the issue's 85% (floor {f}%)"
+                );
                 if rate < f {
                     failures.push(format!("{set} {class} recall {rate:.1}% < floor {f}%"));
                 }
             }
-            None if rate < 85.0 => {
-                failures.push(format!("{set} {class} recall {rate:.1}% < 85%"))
-            }
+            None if rate < 85.0 => failures.push(format!("{set} {class} recall {rate:.1}% < 85%")),
             None => {}
         }
     }
-    assert!(failures.is_empty(), "quality below the thresholds:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "quality below the thresholds:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Categories still below the 85% recall, with the recall measured when the floor was

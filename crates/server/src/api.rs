@@ -516,8 +516,10 @@ async fn findings(
     found.dedup_by(|a, b| a.uid == b.uid);
     found.truncate(limit);
     // Groups: one line per (rule, service, operation, sender) with its count and time span.
-    let mut groups: std::collections::BTreeMap<&str, (u64, u64, u64, &tv_detect::finding::Finding)> =
-        Default::default();
+    let mut groups: std::collections::BTreeMap<
+        &str,
+        (u64, u64, u64, &tv_detect::finding::Finding),
+    > = Default::default();
     for f in &found {
         let g = groups
             .entry(f.group.as_str())
