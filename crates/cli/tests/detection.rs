@@ -196,16 +196,7 @@ async fn attacks_become_ocsf_findings_with_redacted_evidence() {
 }
 
 fn evaldata() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata");
-    if p.is_dir() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "../shared/evaldata is missing (required under CI=true)"
-    );
-    eprintln!("SKIPPED: ../shared/evaldata not found at {}", p.display());
-    None
+    tv_detect::evalset::dev_data(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The CRS positives of the four required categories and the benign URL set, sent as OTLP

@@ -42,6 +42,22 @@ const QUERY_ENCODE: &AsciiSet = &CONTROLS
 
 pub const BENIGN: &str = "benign";
 
+/// `../shared/evaldata` seen from a crate directory (`env!("CARGO_MANIFEST_DIR")` of a crate in
+/// `crates/`), or `None` with a SKIPPED note when it is absent; under `CI=true` its absence
+/// panics (the quality tests must not pass by skipping).
+pub fn dev_data(manifest_dir: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new(manifest_dir).join("../../../shared/evaldata");
+    if p.is_dir() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "../shared/evaldata is missing (required under CI=true)"
+    );
+    eprintln!("SKIPPED: ../shared/evaldata not found at {}", p.display());
+    None
+}
+
 /// One labeled case: a small trace and its label.
 #[derive(Debug)]
 pub struct Case {

@@ -8,16 +8,7 @@ use tv_detect::evalset;
 use tv_detect::rules::RuleSet;
 
 fn evaldata() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata");
-    if p.is_dir() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "../shared/evaldata is missing (required under CI=true)"
-    );
-    eprintln!("SKIPPED: ../shared/evaldata not found at {}", p.display());
-    None
+    evalset::dev_data(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

@@ -8,17 +8,8 @@ use tv_detect::rules::RuleSet;
 use tv_detect::{Sender, Signatures};
 
 fn rules_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/evaldata/sigma-web-rules/rules");
-    if p.is_dir() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "../shared/evaldata is missing (required under CI=true)"
-    );
-    eprintln!("SKIPPED: {} not found", p.display());
-    None
+    tv_detect::evalset::dev_data(env!("CARGO_MANIFEST_DIR"))
+        .map(|d| d.join("sigma-web-rules/rules"))
 }
 
 fn fired(sig: &Signatures, attrs: Vec<tv_model::otlp::KeyValue>) -> Vec<String> {

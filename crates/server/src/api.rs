@@ -365,16 +365,7 @@ async fn search(
     if let Some(v) = params.get("maxDuration") {
         q.max_duration_ns = Some(parse_go_duration(v).map_err(bad)?);
     }
-    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
-        params
-            .get(name)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map(|s| s.saturating_mul(1_000_000_000))
-                    .map_err(|_| ApiError::BadRequest(format!("{name} must be unix seconds")))
-            })
-            .transpose()
-    };
+    let secs = |name: &str| unix_secs(&params, name);
     q.start_ns = secs("start")?;
     q.end_ns = secs("end")?.map(|e| e.saturating_add(999_999_999));
     if let (Some(s), Some(e)) = (q.start_ns, q.end_ns)
@@ -437,6 +428,18 @@ async fn search(
     ))
 }
 
+/// A `start`/`end` parameter in unix seconds, as nanoseconds.
+fn unix_secs(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map(|s| s.saturating_mul(1_000_000_000))
+                .map_err(|_| ApiError::BadRequest(format!("{name} must be unix seconds")))
+        })
+        .transpose()
+}
+
 /// Most findings one `GET /api/findings` returns.
 const MAX_FINDINGS: usize = 1_000;
 
@@ -450,16 +453,7 @@ async fn findings(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     state.authorize(&caller, Action::Search)?;
-    let secs = |name: &str| -> Result<Option<u64>, ApiError> {
-        params
-            .get(name)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map(|s| s.saturating_mul(1_000_000_000))
-                    .map_err(|_| ApiError::BadRequest(format!("{name} must be unix seconds")))
-            })
-            .transpose()
-    };
+    let secs = |name: &str| unix_secs(&params, name);
     let limit = match params.get("limit") {
         None => 100,
         Some(l) => match l.parse::<usize>() {
