@@ -155,6 +155,41 @@ fn kv_str(key: &str, v: String) -> KeyValue {
     }
 }
 
+/// Findings carry the span's name as their operation; span names may hold personal data that the
+/// tenant's redaction rules rewrite, so after redaction the findings take the redacted name (and
+/// their message and group key follow).
+pub fn with_redacted_names(
+    mut findings: Vec<Finding>,
+    redacted: &ExportTraceServiceRequest,
+) -> Vec<Finding> {
+    if findings.is_empty() {
+        return findings;
+    }
+    let mut names: std::collections::HashMap<String, &str> = Default::default();
+    for rs in &redacted.resource_spans {
+        for ss in &rs.scope_spans {
+            for sp in &ss.spans {
+                names.insert(hex::encode(&sp.span_id), sp.name.as_str());
+            }
+        }
+    }
+    for f in &mut findings {
+        let name = names.get(&f.span_id).copied().unwrap_or("");
+        if name != f.operation {
+            f.message = f.message.replace(&f.operation, name);
+            f.operation = name.to_owned();
+            f.group = tv_detect::group_key(
+                &f.tenant,
+                &f.analytic_uid,
+                &f.service,
+                &f.operation,
+                f.principal.as_deref().unwrap_or(""),
+            );
+        }
+    }
+    findings
+}
+
 /// The findings as spans of [`FINDINGS_SERVICE`], one per finding, in the finding's trace.
 pub fn as_spans(findings: &[Finding]) -> Option<ResourceSpans> {
     if findings.is_empty() {

@@ -210,7 +210,9 @@ async fn ingest_checked(
             .redaction
             .apply(&caller.tenant, validated, &state.metrics)
             .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
-        // Findings are committed with the batch they are about (see detection.rs).
+        // Findings are committed with the batch they are about (see detection.rs), named by
+        // the redacted span names.
+        let findings = crate::detection::with_redacted_names(findings, validated.request());
         let validated = match crate::detection::as_spans(&findings) {
             None => validated,
             Some(rs) => validated.redact_with(|mut req| {
