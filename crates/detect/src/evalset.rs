@@ -704,3 +704,180 @@ fn truncate(s: &str, n: usize) -> &str {
         None => s,
     }
 }
+
+/// One span row of a Nezha trace CSV.
+#[derive(Clone, Debug)]
+pub struct NezhaSpan {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    /// The pod's service (`frontend-579b9bff58-t2dbm` -> `frontend`).
+    pub service: String,
+    pub pod: String,
+    pub operation: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The service of a Kubernetes pod name (deployment pods end in `-<replicaset>-<id>`).
+pub fn pod_service(pod: &str) -> &str {
+    let mut parts = pod.rsplitn(3, '-');
+    let (Some(_id), Some(_rs), Some(svc)) = (parts.next(), parts.next(), parts.next()) else {
+        return pod;
+    };
+    svc
+}
+
+/// A Nezha trace CSV (`TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,
+/// EndTimeUnixNano,Duration`); malformed rows are skipped.
+pub fn nezha_csv(path: &Path) -> std::io::Result<Vec<NezhaSpan>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 7 {
+            continue;
+        }
+        let (Ok(t), Ok(s)) = (hex::decode(f[0]), hex::decode(f[1])) else {
+            continue;
+        };
+        let (Ok(trace_id), Ok(span_id)) = (<[u8; 16]>::try_from(t), <[u8; 8]>::try_from(s)) else {
+            continue;
+        };
+        let parent = hex::decode(f[2])
+            .ok()
+            .and_then(|p| <[u8; 8]>::try_from(p).ok());
+        let (Ok(start), Ok(end)) = (f[5].parse::<u64>(), f[6].parse::<u64>()) else {
+            continue;
+        };
+        out.push(NezhaSpan {
+            trace_id,
+            span_id,
+            parent,
+            service: pod_service(f[3]).to_owned(),
+            pod: f[3].to_owned(),
+            operation: f[4].to_owned(),
+            start,
+            end,
+        });
+    }
+    out.sort_by_key(|s| s.start);
+    Ok(out)
+}
+
+/// An injected fault of a Nezha fault list.
+#[derive(Clone, Debug)]
+pub struct NezhaFault {
+    /// From `inject_time` read as UTC (the README: `inject_timestamp` is unreliable).
+    pub time_unix_nano: u64,
+    pub pod: String,
+    pub kind: String,
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) as Unix nanoseconds.
+pub fn utc_nanos(s: &str) -> Option<u64> {
+    let (date, time) = s.trim().split_once(' ')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return None;
+    }
+    let secs = days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    u64::try_from(secs).ok().map(|s| s * 1_000_000_000)
+}
+
+/// A Nezha `*-fault_list.json`.
+pub fn nezha_faults(path: &Path) -> std::io::Result<Vec<NezhaFault>> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut out = Vec::new();
+    for list in v.as_object().into_iter().flat_map(|o| o.values()) {
+        for f in list.as_array().into_iter().flatten() {
+            let (Some(t), Some(pod), Some(kind)) = (
+                f["inject_time"].as_str().and_then(utc_nanos),
+                f["inject_pod"].as_str(),
+                f["inject_type"].as_str(),
+            ) else {
+                continue;
+            };
+            out.push(NezhaFault {
+                time_unix_nano: t,
+                pod: pod.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Nezha spans (shifted by `shift_ns`) as OTLP, one resource per service.
+pub fn nezha_request(spans: &[NezhaSpan], shift_ns: i64) -> ExportTraceServiceRequest {
+    let mut by_service: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    for s in spans {
+        let sh = |t: u64| (t as i64 + shift_ns).max(1) as u64;
+        by_service.entry(&s.service).or_default().push(Span {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name: s.operation.clone(),
+            kind: if s.parent.is_none() { 2 } else { 1 },
+            start_time_unix_nano: sh(s.start),
+            end_time_unix_nano: sh(s.end),
+            attributes: vec![kv_str("k8s.pod.name", &s.pod)],
+            ..Default::default()
+        });
+    }
+    ExportTraceServiceRequest {
+        resource_spans: by_service
+            .into_iter()
+            .map(|(svc, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv_str("service.name", svc)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod nezha_tests {
+    use super::*;
+
+    #[test]
+    fn pod_names_and_utc_times() {
+        assert_eq!(pod_service("frontend-579b9bff58-t2dbm"), "frontend");
+        assert_eq!(
+            pod_service("ts-basic-service-5dc8d4f9fd-46997"),
+            "ts-basic-service"
+        );
+        assert_eq!(pod_service("redis"), "redis");
+        // 2022-08-23 16:31:35 UTC
+        assert_eq!(
+            utc_nanos("2022-08-23 16:31:35"),
+            Some(1_661_272_295 * 1_000_000_000)
+        );
+        assert_eq!(utc_nanos("1970-01-01 00:00:00"), Some(0));
+    }
+}

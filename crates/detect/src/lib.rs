@@ -9,6 +9,7 @@
 //! - [`evalset`]: readers for the labeled evaluation sets (`tracevault eval detect`).
 #![forbid(unsafe_code)]
 
+pub mod behaviour;
 pub mod evalset;
 pub mod finding;
 pub mod inputs;
@@ -19,6 +20,9 @@ use finding::{Finding, Stage};
 use rules::RuleSet;
 use tv_model::otlp::ExportTraceServiceRequest;
 use view::SpanView;
+
+/// The service name findings are stored under (as spans in the trace they are about).
+pub const FINDINGS_SERVICE: &str = "tracevault.findings";
 
 /// Who sent a batch, for findings and grouping.
 #[derive(Clone, Copy, Debug)]
@@ -132,7 +136,7 @@ pub fn group_key(tenant: &str, analytic: &str, service: &str, op: &str, principa
 }
 
 /// SHA-256 over length-prefixed parts, first 16 bytes in hex.
-fn digest_hex(parts: &[&[u8]]) -> String {
+pub(crate) fn digest_hex(parts: &[&[u8]]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for p in parts {
         ctx.update(&(p.len() as u64).to_be_bytes());

@@ -20,8 +20,7 @@ use tv_model::otlp::{
 
 use crate::config::DetectionSettings;
 
-/// The service name findings are stored under.
-pub const FINDINGS_SERVICE: &str = "tracevault.findings";
+pub use tv_detect::FINDINGS_SERVICE;
 /// The attribute holding a finding's JSON.
 pub const FINDING_ATTRIBUTE: &str = "tracevault.finding";
 

@@ -1,0 +1,1041 @@
+//! Behavioural detectors (issue 7, stage two): per-tenant learned baselines over the committed,
+//! redacted span stream, on span **event time** (a replay of recorded traffic or a late batch
+//! behaves like the live traffic it was), bounded in memory, with the learned part persistable.
+//!
+//! | detector | id | signal |
+//! |---|---|---|
+//! | new service-to-service edge | `tv-behaviour-new-edge` | caller service -> callee service (parent span's service -> child span's service) not seen in the learning window |
+//! | latency anomaly | `tv-behaviour-latency` | a window's median duration of a (service, operation) far above its EWMA baseline (log scale; k robust deviations and at least `latency_min_ratio` times), with a minimum volume |
+//! | error-rate anomaly | `tv-behaviour-errors` | a window's error share (span status error or HTTP >= 500) above the baseline by a margin, with a minimum volume |
+//! | authentication-failure burst | `tv-behaviour-auth-burst` | many 401/403 answers to one client address or user pseudonym within a window |
+//! | fan-out | `tv-behaviour-fanout` | one span with unusually many child calls for its (service, operation) |
+//! | enumeration | `tv-behaviour-enumeration` | one user pseudonym touching many distinct resources within a window |
+//! | span from the future / far past | `tv-integrity-future`, `tv-integrity-past` | start time ahead of the server clock or far behind it |
+//! | span id reuse | `tv-integrity-span-reuse` | a (trace, span) id seen again with different content; identical re-sends (client retries) are counted as duplicates, not flagged |
+//! | unknown service | `tv-integrity-unknown-service` | a service.name the tenant never sent during learning |
+//!
+//! Window statistics close when the tenant's watermark (highest event time seen minus
+//! `lateness_secs`) passes the window's end; spans for an already closed window count as late.
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use tv_model::otlp::{ExportTraceServiceRequest, any_value};
+
+use crate::finding::{Evidence, Finding, Severity, Stage};
+
+/// Thresholds (all configurable through the server's `[detection.behaviour]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BehaviourConfig {
+    /// Event-time span after a tenant's first span during which edges, services and baselines
+    /// are learned without findings.
+    pub learning_secs: u64,
+    /// Statistics window (event time).
+    pub window_secs: u64,
+    /// How late a span may arrive and still count in its window.
+    pub lateness_secs: u64,
+    /// Robust deviations (1.4826 * mean absolute deviation) above the baseline for a latency or
+    /// error anomaly.
+    pub k: f64,
+    /// A latency anomaly is also at least this many times the baseline median.
+    pub latency_min_ratio: f64,
+    /// Spans a window needs before it can raise a latency or error finding.
+    pub min_volume: u64,
+    /// Windows a baseline needs before it can raise a finding.
+    pub min_baseline_windows: u32,
+    /// EWMA weight of a new window.
+    pub alpha: f64,
+    /// An error anomaly is also at least this much above the baseline share.
+    pub error_min_increase: f64,
+    /// 401/403 answers to one client within `auth_window_secs` that make a burst.
+    pub auth_threshold: u64,
+    pub auth_window_secs: u64,
+    /// Child calls of one span that are a fan-out anomaly at least (and `fanout_factor` times the
+    /// baseline mean for the parent's operation, once there is one).
+    pub fanout_min: u64,
+    pub fanout_factor: f64,
+    /// Distinct resources one user pseudonym touches within `enumeration_window_secs`.
+    pub enumeration_threshold: u64,
+    pub enumeration_window_secs: u64,
+    /// Start time ahead of the server clock by more than this is flagged.
+    pub future_skew_secs: u64,
+    /// Start time behind the server clock by more than this is flagged (once per batch).
+    pub past_skew_secs: u64,
+    /// Caps on tracked items per tenant (recent spans, operations, clients, users, parents).
+    pub max_recent_spans: usize,
+    pub max_operations: usize,
+    pub max_keys: usize,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        BehaviourConfig {
+            learning_secs: 3600,
+            window_secs: 10,
+            lateness_secs: 5,
+            k: 4.0,
+            latency_min_ratio: 2.0,
+            min_volume: 10,
+            min_baseline_windows: 3,
+            alpha: 0.3,
+            error_min_increase: 0.2,
+            auth_threshold: 20,
+            auth_window_secs: 60,
+            fanout_min: 50,
+            fanout_factor: 4.0,
+            enumeration_threshold: 100,
+            enumeration_window_secs: 60,
+            future_skew_secs: 120,
+            past_skew_secs: 6 * 3600,
+            max_recent_spans: 200_000,
+            max_operations: 10_000,
+            max_keys: 50_000,
+        }
+    }
+}
+
+/// What the detectors need of one span (taken from the redacted batch).
+#[derive(Clone, Debug)]
+pub struct SpanFacts {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub service: String,
+    pub name: String,
+    pub kind: i32,
+    pub start: u64,
+    pub end: u64,
+    pub error: bool,
+    pub http_status: Option<i64>,
+    /// Client address (redacted form) on server spans.
+    pub client: Option<String>,
+    /// User pseudonym (`enduser.id`, `user.id`; redacted form).
+    pub user: Option<String>,
+    /// The resource a request touched (`url.path`, redacted form).
+    pub resource: Option<String>,
+    /// Digest of the span's encoding (span-id reuse).
+    pub content: u64,
+}
+
+fn str_attr<'a>(attrs: &'a [tv_model::otlp::KeyValue], keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| {
+        attrs.iter().find(|kv| kv.key == *k).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            }
+        })
+    })
+}
+
+fn int_attr(attrs: &[tv_model::otlp::KeyValue], keys: &[&str]) -> Option<i64> {
+    keys.iter().find_map(|k| {
+        attrs.iter().find(|kv| kv.key == *k).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::IntValue(i) => Some(*i),
+                any_value::Value::StringValue(s) => s.parse().ok(),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// The facts of every span of a batch (spans without valid ids are skipped).
+pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        let service = tv_model::service_name(rs.resource.as_ref()).unwrap_or("");
+        if service == crate::FINDINGS_SERVICE {
+            continue;
+        }
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                let (Ok(trace_id), Ok(span_id)) = (
+                    <[u8; 16]>::try_from(s.trace_id.as_slice()),
+                    <[u8; 8]>::try_from(s.span_id.as_slice()),
+                ) else {
+                    continue;
+                };
+                let http_status = int_attr(
+                    &s.attributes,
+                    &["http.response.status_code", "http.status_code"],
+                );
+                let status_error = s.status.as_ref().is_some_and(|st| st.code == 2);
+                let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                h.update(&s.encode_to_vec());
+                let d = h.finish();
+                out.push(SpanFacts {
+                    trace_id,
+                    span_id,
+                    parent: <[u8; 8]>::try_from(s.parent_span_id.as_slice()).ok(),
+                    service: service.to_owned(),
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano.max(s.start_time_unix_nano),
+                    error: status_error || http_status.is_some_and(|c| c >= 500),
+                    http_status,
+                    client: str_attr(
+                        &s.attributes,
+                        &["client.address", "http.client_ip", "net.sock.peer.addr"],
+                    )
+                    .map(str::to_owned),
+                    user: str_attr(&s.attributes, &["enduser.id", "user.id"]).map(str::to_owned),
+                    resource: str_attr(&s.attributes, &["url.path", "http.target"])
+                        .map(str::to_owned),
+                    content: u64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes")),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A robust streaming baseline: EWMA of a value and of its absolute deviation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ewma {
+    pub mean: f64,
+    pub dev: f64,
+    pub n: u32,
+}
+
+impl Ewma {
+    fn update(&mut self, x: f64, alpha: f64) {
+        if self.n == 0 {
+            self.mean = x;
+            self.dev = 0.0;
+        } else {
+            let d = (x - self.mean).abs();
+            self.mean += alpha * (x - self.mean);
+            self.dev += alpha * (d - self.dev);
+        }
+        self.n = self.n.saturating_add(1);
+    }
+    fn spread(&self) -> f64 {
+        1.4826 * self.dev
+    }
+}
+
+/// Learned, persistable part of a tenant's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Learned {
+    /// Event time of the tenant's first span (start of learning).
+    pub first_seen: u64,
+    pub services: HashSet<String>,
+    /// caller -> callees.
+    pub edges: BTreeMap<String, HashSet<String>>,
+    /// (service, operation) -> log-latency baseline (ms).
+    pub latency: HashMap<String, Ewma>,
+    /// (service, operation) -> error-share baseline.
+    pub errors: HashMap<String, Ewma>,
+    /// (service, operation) of a parent -> child-count baseline.
+    pub fanout: HashMap<String, Ewma>,
+    /// Highest event time seen.
+    pub max_event: u64,
+}
+
+#[derive(Default)]
+struct Window {
+    durations_ms: Vec<f64>,
+    count: u64,
+    errors: u64,
+    slowest: Option<([u8; 16], [u8; 8], f64)>,
+    error_example: Option<([u8; 16], [u8; 8])>,
+}
+
+/// Sliding per-key counter of recent event times.
+#[derive(Default)]
+struct Recent {
+    times: VecDeque<u64>,
+    flagged_until: u64,
+}
+
+#[derive(Default)]
+struct Parent {
+    children: u64,
+    op: Option<String>,
+    ids: Option<([u8; 16], [u8; 8])>,
+    first: u64,
+    flagged: bool,
+}
+
+#[derive(Default)]
+struct Distinct {
+    seen: HashSet<u64>,
+    window_start: u64,
+    flagged: bool,
+}
+
+/// A tenant's state: the learned part and bounded transient maps.
+#[derive(Default)]
+pub struct TenantState {
+    pub learned: Learned,
+    /// (service|operation, window start) -> statistics.
+    windows: BTreeMap<(u64, String), Window>,
+    /// Recent spans: (trace, span) -> (content digest, service).
+    recent: HashMap<([u8; 16], [u8; 8]), (u64, String)>,
+    recent_order: VecDeque<(u64, [u8; 16], [u8; 8])>,
+    /// Children seen before their parent: parent id -> child services.
+    orphans: HashMap<[u8; 8], (u64, Vec<String>)>,
+    parents: HashMap<[u8; 8], Parent>,
+    auth: HashMap<String, Recent>,
+    users: HashMap<String, Distinct>,
+    /// Findings already raised for a (detector, key): no repeats.
+    raised: HashSet<String>,
+    pub duplicates: u64,
+    pub late_spans: u64,
+}
+
+/// Approximate bytes of a tenant's state (for the memory figure and metrics).
+impl TenantState {
+    pub fn approx_bytes(&self) -> usize {
+        let l = &self.learned;
+        let ops = (l.latency.len() + l.errors.len() + l.fanout.len()) * (64 + 24);
+        let edges: usize = l.edges.values().map(|c| 48 + c.len() * 40).sum();
+        ops + edges
+            + l.services.len() * 40
+            + self.recent.len() * 80
+            + self.parents.len() * 96
+            + self.windows.len() * 96
+            + self
+                .windows
+                .values()
+                .map(|w| w.durations_ms.len() * 8)
+                .sum::<usize>()
+            + self.auth.len() * 96
+            + self.users.len() * 128
+    }
+
+    pub fn from_learned(learned: Learned) -> Self {
+        TenantState {
+            learned,
+            ..Default::default()
+        }
+    }
+}
+
+const MAX_WINDOW_SAMPLES: usize = 512;
+const NS: u64 = 1_000_000_000;
+
+fn op_key(service: &str, op: &str) -> String {
+    format!("{service}\u{1f}{op}")
+}
+
+fn split_key(k: &str) -> (&str, &str) {
+    k.split_once('\u{1f}').unwrap_or((k, ""))
+}
+
+/// Inputs about the batch as a whole.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchInfo<'a> {
+    pub tenant: &'a str,
+    pub principal: Option<&'a str>,
+    /// Server clock when the batch arrived.
+    pub received_unix_nano: u64,
+}
+
+struct Out<'a> {
+    info: BatchInfo<'a>,
+    findings: Vec<Finding>,
+}
+
+impl Out<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        id: &str,
+        title: &str,
+        severity: Severity,
+        class: &str,
+        time: u64,
+        ids: Option<([u8; 16], [u8; 8])>,
+        service: &str,
+        operation: &str,
+        principal: Option<&str>,
+        evidence: Vec<(&str, String)>,
+        message: String,
+    ) {
+        let (trace_id, span_id) = ids
+            .map(|(t, s)| (hex::encode(t), hex::encode(s)))
+            .unwrap_or_default();
+        let mut f = Finding {
+            uid: String::new(),
+            group: crate::group_key(
+                self.info.tenant,
+                id,
+                service,
+                operation,
+                principal.unwrap_or(""),
+            ),
+            stage: Stage::Behavioural,
+            analytic_uid: id.to_owned(),
+            title: title.to_owned(),
+            severity,
+            classes: vec![class.to_owned()],
+            attacks: Vec::new(),
+            tenant: self.info.tenant.to_owned(),
+            time_unix_nano: time,
+            detected_unix_nano: self.info.received_unix_nano,
+            trace_id,
+            span_id,
+            service: service.to_owned(),
+            operation: operation.to_owned(),
+            principal: principal.map(str::to_owned),
+            evidence: evidence
+                .into_iter()
+                .map(|(field, value)| Evidence {
+                    field: field.to_owned(),
+                    selection: None,
+                    matcher: Some("threshold".into()),
+                    pattern: None,
+                    value: Some(value),
+                    value_len: None,
+                })
+                .collect(),
+            count: 1,
+            message,
+        };
+        f.uid = crate::digest_hex(&[
+            f.tenant.as_bytes(),
+            id.as_bytes(),
+            f.group.as_bytes(),
+            &time.to_be_bytes(),
+            f.trace_id.as_bytes(),
+            f.span_id.as_bytes(),
+        ]);
+        self.findings.push(f);
+    }
+}
+
+impl TenantState {
+    fn learning(&self, cfg: &BehaviourConfig, t: u64) -> bool {
+        t < self
+            .learned
+            .first_seen
+            .saturating_add(cfg.learning_secs.saturating_mul(NS))
+    }
+
+    /// Observe one committed batch; returns the findings it completes.
+    pub fn observe(
+        &mut self,
+        cfg: &BehaviourConfig,
+        info: BatchInfo<'_>,
+        spans: &[SpanFacts],
+    ) -> Vec<Finding> {
+        let mut out = Out {
+            info,
+            findings: Vec::new(),
+        };
+        if spans.is_empty() {
+            return out.findings;
+        }
+        if self.learned.first_seen == 0 {
+            self.learned.first_seen = spans.iter().map(|s| s.start).min().unwrap_or(0);
+        }
+        let win = cfg.window_secs.max(1) * NS;
+        let watermark_before = self
+            .learned
+            .max_event
+            .saturating_sub(cfg.lateness_secs * NS);
+        let (mut future, mut past) = (0u64, 0u64);
+        let mut future_example = None;
+        let mut past_example = None;
+        for s in spans {
+            // Integrity: clock.
+            if s.start > info.received_unix_nano + cfg.future_skew_secs * NS {
+                future += 1;
+                future_example.get_or_insert((s.trace_id, s.span_id, s.service.clone()));
+            } else if s.start + cfg.past_skew_secs * NS < info.received_unix_nano {
+                past += 1;
+                past_example.get_or_insert((s.trace_id, s.span_id, s.service.clone()));
+            }
+            // Integrity: span id reuse.
+            let key = (s.trace_id, s.span_id);
+            match self.recent.get(&key) {
+                Some((c, _)) if *c == s.content => {
+                    self.duplicates += 1;
+                    continue;
+                }
+                Some(_) => {
+                    let raised = format!(
+                        "reuse:{}:{}",
+                        hex::encode(s.trace_id),
+                        hex::encode(s.span_id)
+                    );
+                    if self.raised.insert(raised) {
+                        out.push(
+                            "tv-integrity-span-reuse",
+                            "Span id reused with different content",
+                            Severity::High,
+                            "integrity",
+                            s.start,
+                            Some((s.trace_id, s.span_id)),
+                            &s.service,
+                            &s.name,
+                            info.principal,
+                            vec![],
+                            format!(
+                                "span {} of trace {} was sent again with different content by the same tenant (a client retry re-sends identical spans)",
+                                hex::encode(s.span_id),
+                                hex::encode(s.trace_id)
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            self.remember(cfg, s);
+            let learning = self.learning(cfg, s.start);
+            self.learned.max_event = self.learned.max_event.max(s.end);
+            // Unknown service.
+            if !self.learned.services.contains(&s.service) {
+                if !learning && self.learned.services.len() < cfg.max_keys {
+                    out.push(
+                        "tv-integrity-unknown-service",
+                        "Spans for a service unknown to the tenant",
+                        Severity::Medium,
+                        "integrity",
+                        s.start,
+                        Some((s.trace_id, s.span_id)),
+                        &s.service,
+                        &s.name,
+                        info.principal,
+                        vec![],
+                        format!(
+                            "service '{}' sent spans for the first time after the learning window",
+                            s.service
+                        ),
+                    );
+                }
+                if self.learned.services.len() < cfg.max_keys {
+                    self.learned.services.insert(s.service.clone());
+                }
+            }
+            // Edges: parent's service -> this span's service.
+            if let Some(p) = s.parent {
+                match self.recent_service(s.trace_id, p) {
+                    Some(caller) => self.edge(cfg, &mut out, &caller, s, learning),
+                    None => {
+                        if self.orphans.len() < cfg.max_keys {
+                            let e = self.orphans.entry(p).or_insert((s.start, Vec::new()));
+                            if e.1.len() < 64 {
+                                e.1.push(s.service.clone());
+                            }
+                        }
+                    }
+                }
+                self.child(cfg, &mut out, p, s, learning);
+            }
+            if let Some((_, children)) = self.orphans.remove(&s.span_id) {
+                for c in children {
+                    let child = SpanFacts {
+                        service: c,
+                        ..s.clone()
+                    };
+                    let caller = s.service.clone();
+                    self.edge(cfg, &mut out, &caller, &child, learning);
+                }
+            }
+            // This span as a parent: its operation for the fan-out baseline.
+            let pk = op_key(&s.service, &s.name);
+            let parent = self.parents.entry(s.span_id).or_insert_with(|| Parent {
+                first: s.start,
+                ..Default::default()
+            });
+            parent.op = Some(pk.clone());
+            parent.ids = Some((s.trace_id, s.span_id));
+            self.check_fanout(cfg, &mut out, s.span_id, learning);
+            // Window statistics.
+            let ws = s.start / win * win;
+            if ws + win <= watermark_before {
+                self.late_spans += 1;
+            } else if self.windows.len() < cfg.max_operations * 4
+                || self.windows.contains_key(&(ws, pk.clone()))
+            {
+                let w = self.windows.entry((ws, pk)).or_default();
+                let ms = (s.end - s.start) as f64 / 1e6;
+                w.count += 1;
+                if w.durations_ms.len() < MAX_WINDOW_SAMPLES {
+                    w.durations_ms.push(ms);
+                }
+                if w.slowest.is_none_or(|(_, _, d)| ms > d) {
+                    w.slowest = Some((s.trace_id, s.span_id, ms));
+                }
+                if s.error {
+                    w.errors += 1;
+                    w.error_example.get_or_insert((s.trace_id, s.span_id));
+                }
+            }
+            // Authentication failures.
+            if matches!(s.http_status, Some(401 | 403)) && s.kind != 3 {
+                let who = s
+                    .client
+                    .as_deref()
+                    .map(|c| ("client", c))
+                    .or(s.user.as_deref().map(|u| ("user", u)));
+                if let Some((what, key)) = who {
+                    self.auth_failure(cfg, &mut out, what, key, s, learning);
+                }
+            }
+            // Enumeration.
+            if let (Some(u), Some(r)) = (&s.user, &s.resource) {
+                self.touch(cfg, &mut out, u, r, s, learning);
+            }
+        }
+        if future > 0 {
+            let (t, sp, svc) = future_example.expect("set with the count");
+            out.push(
+                "tv-integrity-future",
+                "Spans timestamped ahead of the server clock",
+                Severity::Medium,
+                "integrity",
+                info.received_unix_nano,
+                Some((t, sp)),
+                &svc,
+                "",
+                info.principal,
+                vec![("spans", future.to_string())],
+                format!(
+                    "{future} span(s) of this batch start more than {} s after the server's clock",
+                    cfg.future_skew_secs
+                ),
+            );
+        }
+        if past > 0 {
+            let (t, sp, svc) = past_example.expect("set with the count");
+            out.push(
+                "tv-integrity-past",
+                "Spans timestamped far behind the server clock",
+                Severity::Low,
+                "integrity",
+                info.received_unix_nano,
+                Some((t, sp)),
+                &svc,
+                "",
+                info.principal,
+                vec![("spans", past.to_string())],
+                format!(
+                    "{past} span(s) of this batch start more than {} s before the server's clock (a replay or a stuck exporter)",
+                    cfg.past_skew_secs
+                ),
+            );
+        }
+        self.close_windows(cfg, &mut out);
+        self.evict(cfg);
+        out.findings
+    }
+
+    fn remember(&mut self, cfg: &BehaviourConfig, s: &SpanFacts) {
+        self.recent
+            .insert((s.trace_id, s.span_id), (s.content, s.service.clone()));
+        self.recent_order.push_back((s.end, s.trace_id, s.span_id));
+        while self.recent.len() > cfg.max_recent_spans {
+            match self.recent_order.pop_front() {
+                Some((_, t, sp)) => {
+                    self.recent.remove(&(t, sp));
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn recent_service(&self, trace: [u8; 16], span: [u8; 8]) -> Option<String> {
+        self.recent.get(&(trace, span)).map(|(_, s)| s.clone())
+    }
+
+    fn edge(
+        &mut self,
+        cfg: &BehaviourConfig,
+        out: &mut Out<'_>,
+        caller: &str,
+        s: &SpanFacts,
+        learning: bool,
+    ) {
+        if caller == s.service {
+            return;
+        }
+        let known = self
+            .learned
+            .edges
+            .get(caller)
+            .is_some_and(|c| c.contains(&s.service));
+        if known {
+            return;
+        }
+        if !learning {
+            out.push(
+                "tv-behaviour-new-edge",
+                "New service-to-service call",
+                Severity::Medium,
+                "new_edge",
+                s.start,
+                Some((s.trace_id, s.span_id)),
+                &s.service,
+                &s.name,
+                None,
+                vec![("caller", caller.to_owned()), ("callee", s.service.clone())],
+                format!(
+                    "'{caller}' called '{}' ({}); this edge was not seen during learning",
+                    s.service, s.name
+                ),
+            );
+        }
+        let total: usize = self.learned.edges.values().map(HashSet::len).sum();
+        if total < cfg.max_keys {
+            self.learned
+                .edges
+                .entry(caller.to_owned())
+                .or_default()
+                .insert(s.service.clone());
+        }
+    }
+
+    fn child(
+        &mut self,
+        cfg: &BehaviourConfig,
+        out: &mut Out<'_>,
+        parent: [u8; 8],
+        s: &SpanFacts,
+        learning: bool,
+    ) {
+        if !self.parents.contains_key(&parent) && self.parents.len() >= cfg.max_keys {
+            return;
+        }
+        let p = self.parents.entry(parent).or_insert_with(|| Parent {
+            first: s.start,
+            ..Default::default()
+        });
+        p.children += 1;
+        if p.ids.is_none() {
+            p.ids = Some((s.trace_id, parent));
+        }
+        self.check_fanout(cfg, out, parent, learning);
+    }
+
+    fn check_fanout(
+        &mut self,
+        cfg: &BehaviourConfig,
+        out: &mut Out<'_>,
+        parent: [u8; 8],
+        learning: bool,
+    ) {
+        let Some(p) = self.parents.get(&parent) else {
+            return;
+        };
+        if p.flagged || learning || p.children < cfg.fanout_min {
+            return;
+        }
+        let Some(op) = p.op.clone() else { return };
+        let base = self.learned.fanout.get(&op);
+        let limit = match base {
+            Some(b) if b.n >= cfg.min_baseline_windows => (b.mean * cfg.fanout_factor)
+                .max(b.mean + cfg.k * b.spread())
+                .max(cfg.fanout_min as f64),
+            _ => cfg.fanout_min as f64,
+        };
+        if (p.children as f64) < limit {
+            return;
+        }
+        let (children, ids, first) = (p.children, p.ids, p.first);
+        if let Some(p) = self.parents.get_mut(&parent) {
+            p.flagged = true;
+        }
+        let (svc, name) = split_key(&op);
+        out.push(
+            "tv-behaviour-fanout",
+            "Request with unusually many downstream calls",
+            Severity::Medium,
+            "fanout",
+            first,
+            ids,
+            svc,
+            name,
+            None,
+            vec![
+                ("children", children.to_string()),
+                (
+                    "baseline_mean",
+                    base.map(|b| format!("{:.1}", b.mean)).unwrap_or_default(),
+                ),
+            ],
+            format!("one '{name}' span of '{svc}' made {children} child calls (limit {limit:.0})"),
+        );
+    }
+
+    fn auth_failure(
+        &mut self,
+        cfg: &BehaviourConfig,
+        out: &mut Out<'_>,
+        what: &str,
+        key: &str,
+        s: &SpanFacts,
+        learning: bool,
+    ) {
+        if !self.auth.contains_key(key) && self.auth.len() >= cfg.max_keys {
+            return;
+        }
+        let r = self.auth.entry(key.to_owned()).or_default();
+        let w = cfg.auth_window_secs * NS;
+        r.times.push_back(s.start);
+        while r.times.front().is_some_and(|t| *t + w < s.start) {
+            r.times.pop_front();
+        }
+        while r.times.len() as u64 > cfg.auth_threshold * 4 {
+            r.times.pop_front();
+        }
+        let n = r.times.len() as u64;
+        if n >= cfg.auth_threshold && s.start >= r.flagged_until && !learning {
+            r.flagged_until = s.start + w;
+            out.push(
+                "tv-behaviour-auth-burst",
+                "Burst of authentication failures",
+                Severity::High,
+                "auth_burst",
+                s.start,
+                Some((s.trace_id, s.span_id)),
+                &s.service,
+                &s.name,
+                None,
+                vec![(what, key.to_owned()), ("failures", n.to_string())],
+                format!(
+                    "{n} responses 401/403 to one {what} within {} s",
+                    cfg.auth_window_secs
+                ),
+            );
+        }
+    }
+
+    fn touch(
+        &mut self,
+        cfg: &BehaviourConfig,
+        out: &mut Out<'_>,
+        user: &str,
+        resource: &str,
+        s: &SpanFacts,
+        learning: bool,
+    ) {
+        if !self.users.contains_key(user) && self.users.len() >= cfg.max_keys {
+            return;
+        }
+        let w = cfg.enumeration_window_secs * NS;
+        let d = self.users.entry(user.to_owned()).or_default();
+        if s.start >= d.window_start + w {
+            d.window_start = s.start;
+            d.seen.clear();
+            d.flagged = false;
+        }
+        if (d.seen.len() as u64) <= cfg.enumeration_threshold {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            resource.hash(&mut h);
+            d.seen.insert(h.finish());
+        }
+        if d.seen.len() as u64 > cfg.enumeration_threshold && !d.flagged && !learning {
+            d.flagged = true;
+            let n = d.seen.len();
+            out.push(
+                "tv-behaviour-enumeration",
+                "One user touching unusually many distinct resources",
+                Severity::Medium,
+                "enumeration",
+                s.start,
+                Some((s.trace_id, s.span_id)),
+                &s.service,
+                &s.name,
+                None,
+                vec![
+                    ("user", user.to_owned()),
+                    ("distinct_resources", n.to_string()),
+                ],
+                format!(
+                    "one user pseudonym touched more than {} distinct resources within {} s",
+                    cfg.enumeration_threshold, cfg.enumeration_window_secs
+                ),
+            );
+        }
+    }
+
+    fn close_windows(&mut self, cfg: &BehaviourConfig, out: &mut Out<'_>) {
+        let win = cfg.window_secs.max(1) * NS;
+        let watermark = self
+            .learned
+            .max_event
+            .saturating_sub(cfg.lateness_secs * NS);
+        let closed: Vec<(u64, String)> = self
+            .windows
+            .keys()
+            .take_while(|(ws, _)| ws + win <= watermark)
+            .cloned()
+            .collect();
+        for key in closed {
+            let Some(mut w) = self.windows.remove(&key) else {
+                continue;
+            };
+            let (ws, op) = key;
+            let learning = self.learning(cfg, ws);
+            let (svc, name) = split_key(&op);
+            // Latency (log scale of the window median).
+            if !w.durations_ms.is_empty() {
+                w.durations_ms.sort_by(|a, b| a.total_cmp(b));
+                let median = w.durations_ms[w.durations_ms.len() / 2];
+                let x = (median.max(0.001)).ln();
+                let ops = self.learned.latency.len();
+                let base = self.learned.latency.get(&op).cloned().unwrap_or_default();
+                let mut anomalous = false;
+                if !learning && base.n >= cfg.min_baseline_windows && w.count >= cfg.min_volume {
+                    let limit = (cfg.k * base.spread()).max(cfg.latency_min_ratio.ln());
+                    if x - base.mean > limit {
+                        anomalous = true;
+                        out.push(
+                            "tv-behaviour-latency",
+                            "Latency anomaly",
+                            Severity::Medium,
+                            "latency",
+                            ws,
+                            w.slowest.map(|(t, s, _)| (t, s)),
+                            svc,
+                            name,
+                            None,
+                            vec![
+                                ("window_median_ms", format!("{median:.1}")),
+                                ("baseline_median_ms", format!("{:.1}", base.mean.exp())),
+                                ("spans", w.count.to_string()),
+                            ],
+                            format!(
+                                "'{name}' of '{svc}': median {median:.1} ms in a {} s window, baseline {:.1} ms",
+                                cfg.window_secs,
+                                base.mean.exp()
+                            ),
+                        );
+                    }
+                }
+                // Anomalous windows do not teach the baseline (a long incident must not become
+                // normal within minutes), nor do thin ones (a partial first window, a trickle).
+                if !anomalous
+                    && w.count >= cfg.min_volume
+                    && (self.learned.latency.contains_key(&op) || ops < cfg.max_operations)
+                {
+                    self.learned
+                        .latency
+                        .entry(op.clone())
+                        .or_default()
+                        .update(x, cfg.alpha);
+                }
+            }
+            // Errors.
+            let rate = w.errors as f64 / w.count.max(1) as f64;
+            let ops = self.learned.errors.len();
+            let base = self.learned.errors.get(&op).cloned().unwrap_or_default();
+            let mut anomalous = false;
+            if !learning && base.n >= cfg.min_baseline_windows && w.count >= cfg.min_volume {
+                let limit = (cfg.k * base.spread()).max(cfg.error_min_increase);
+                if rate - base.mean > limit {
+                    anomalous = true;
+                    out.push(
+                        "tv-behaviour-errors",
+                        "Error-rate anomaly",
+                        Severity::Medium,
+                        "errors",
+                        ws,
+                        w.error_example,
+                        svc,
+                        name,
+                        None,
+                        vec![
+                            ("window_error_share", format!("{rate:.3}")),
+                            ("baseline_error_share", format!("{:.3}", base.mean)),
+                            ("spans", w.count.to_string()),
+                        ],
+                        format!(
+                            "'{name}' of '{svc}': {:.1}% errors in a {} s window, baseline {:.1}%",
+                            100.0 * rate,
+                            cfg.window_secs,
+                            100.0 * base.mean
+                        ),
+                    );
+                }
+            }
+            if !anomalous
+                && w.count >= cfg.min_volume
+                && (self.learned.errors.contains_key(&op) || ops < cfg.max_operations)
+            {
+                self.learned
+                    .errors
+                    .entry(op)
+                    .or_default()
+                    .update(rate, cfg.alpha);
+            }
+        }
+    }
+
+    /// Drops transient state older than the watermark allows; completed parents teach the
+    /// fan-out baseline on the way out.
+    fn evict(&mut self, cfg: &BehaviourConfig) {
+        let horizon = self
+            .learned
+            .max_event
+            .saturating_sub((cfg.lateness_secs + 2 * cfg.window_secs.max(1) + 60) * NS);
+        let done: Vec<[u8; 8]> = self
+            .parents
+            .iter()
+            .filter(|(_, p)| p.first < horizon)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(p) = self.parents.remove(&k)
+                && let Some(op) = p.op
+                && p.children > 0
+                && !p.flagged
+                && (self.learned.fanout.contains_key(&op)
+                    || self.learned.fanout.len() < cfg.max_operations)
+            {
+                self.learned
+                    .fanout
+                    .entry(op)
+                    .or_default()
+                    .update(p.children as f64, cfg.alpha);
+            }
+        }
+        self.orphans.retain(|_, (t, _)| *t >= horizon);
+        let auth_horizon = self
+            .learned
+            .max_event
+            .saturating_sub(cfg.auth_window_secs * NS * 2);
+        self.auth
+            .retain(|_, r| r.times.back().is_some_and(|t| *t >= auth_horizon));
+        let user_horizon = self
+            .learned
+            .max_event
+            .saturating_sub(cfg.enumeration_window_secs * NS * 2);
+        self.users.retain(|_, d| d.window_start >= user_horizon);
+        if self.raised.len() > cfg.max_keys {
+            self.raised.clear();
+        }
+    }
+}
+
+/// Per-tenant states.
+#[derive(Default)]
+pub struct Behaviour {
+    pub config: BehaviourConfig,
+    pub tenants: HashMap<String, TenantState>,
+}
+
+impl Behaviour {
+    pub fn new(config: BehaviourConfig) -> Self {
+        Behaviour {
+            config,
+            tenants: HashMap::new(),
+        }
+    }
+
+    pub fn observe(&mut self, info: BatchInfo<'_>, spans: &[SpanFacts]) -> Vec<Finding> {
+        let cfg = self.config.clone();
+        self.tenants
+            .entry(info.tenant.to_owned())
+            .or_default()
+            .observe(&cfg, info, spans)
+    }
+}
