@@ -283,3 +283,152 @@ async fn evaluation_sets_through_the_real_ingest_path() {
         .collect();
     assert_eq!(got, want, "the ingest path and the evaluation disagree");
 }
+
+fn http_span(tid: [u8; 16], sid: [u8; 8], name: &str, start: u64, attrs: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: tid.to_vec(),
+        span_id: sid.to_vec(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_000_000,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+async fn findings_of(srv: &Server, rule: &str, want: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        let v = srv.get_json(&format!("/api/findings?rule={rule}")).await;
+        let f = v["findings"].as_array().cloned().unwrap_or_default();
+        if f.len() >= want {
+            return f;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {rule} finding within 10 s");
+}
+
+/// The behavioural stage works on the committed, redacted stream after the acknowledgement:
+/// a 401 burst and a span id reused with different content become findings (with the redacted
+/// client address, never the raw one), identical retries do not, and the learned state is saved
+/// encrypted and survives a restart (a new service after restart is unknown, not learned anew).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behavioural_findings_after_commit_and_learned_state_survives_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = "version = 1\n[detection.behaviour]\nlearning_secs = 2\nauth_threshold = 5\n";
+    let (mut srv, _) = start_with_config(tmp, config, &[]);
+    let now = now_nanos();
+    let tid = random_id::<16>();
+    let first = http_span(
+        tid,
+        random_id::<8>(),
+        "GET /",
+        now - 5_000_000_000,
+        vec![kv(
+            "http.response.status_code",
+            Some(AnyValue {
+                value: Some(any_value::Value::IntValue(200)),
+            }),
+        )],
+    );
+    let reused = first.clone();
+    let r = srv
+        .post_otlp(
+            "application/x-protobuf",
+            batch("web", vec![first]).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // An identical retry: a duplicate, not a finding.
+    let r = srv
+        .post_otlp(
+            "application/x-protobuf",
+            batch("web", vec![reused.clone()]).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // The same ids with different content.
+    let changed = Span {
+        name: "GET /admin".into(),
+        ..reused
+    };
+    let burst: Vec<Span> = (0..6)
+        .map(|i| {
+            http_span(
+                random_id::<16>(),
+                random_id::<8>(),
+                "POST /login",
+                now + i * 1_000_000,
+                vec![
+                    kv(
+                        "http.response.status_code",
+                        Some(AnyValue {
+                            value: Some(any_value::Value::IntValue(401)),
+                        }),
+                    ),
+                    kv("client.address", sv("203.0.113.9")),
+                ],
+            )
+        })
+        .collect();
+    let mut spans = burst;
+    spans.push(changed);
+    let r = srv
+        .post_otlp(
+            "application/x-protobuf",
+            batch("web", spans).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let burst = findings_of(&srv, "tv-behaviour-auth-burst", 1).await;
+    let text = serde_json::to_string(&burst).unwrap();
+    assert!(
+        !text.contains("203.0.113.9"),
+        "raw client address in a finding: {text}"
+    );
+    assert!(text.contains("hmac:"), "{text}");
+    let reuse = findings_of(&srv, "tv-integrity-span-reuse", 1).await;
+    assert_eq!(reuse.len(), 1, "an identical retry was flagged too");
+    assert!(
+        reuse[0]["actor"]["user"]["uid"]
+            .as_str()
+            .unwrap()
+            .starts_with("token:")
+    );
+    let metrics = srv.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("tracevault_detection_dropped_spans_total 0"),
+        "{metrics}"
+    );
+
+    // Saved encrypted at shutdown, loaded at start.
+    srv.restart();
+    let files = tv_server::detection::state_files(&srv.dir);
+    assert!(files.contains_key("default.state"), "{files:?}");
+    for needle in [b"POST /login".as_slice(), b"intruder", b"\"web\""] {
+        let (n, hits) = files_containing(&srv.dir.join("detect"), needle);
+        assert!(n >= 1);
+        assert!(hits.is_empty(), "behavioural state in plaintext: {hits:?}");
+    }
+    let r = srv
+        .post_otlp(
+            "application/x-protobuf",
+            batch(
+                "intruder",
+                vec![http_span(
+                    random_id::<16>(),
+                    random_id::<8>(),
+                    "GET /x",
+                    now_nanos(),
+                    vec![],
+                )],
+            )
+            .encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let unknown = findings_of(&srv, "tv-integrity-unknown-service", 1).await;
+    assert_eq!(unknown[0]["resources"][0]["name"], "intruder");
+}

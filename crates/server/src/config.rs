@@ -184,6 +184,13 @@ pub struct RawDetection {
     pub jsonl_file: Option<PathBuf>,
     /// Lowest severity written to `jsonl_file` (default `low`).
     pub jsonl_min_severity: Option<String>,
+    /// Behavioural detectors on the committed stream (default true).
+    pub behavioural: Option<bool>,
+    /// Batches waiting for the behavioural stage; beyond it batches skip it (counted in
+    /// `tracevault_detection_dropped_spans_total`) and ingest goes on (default 1024).
+    pub queue_batches: Option<usize>,
+    /// Thresholds of the behavioural detectors (`[detection.behaviour]`).
+    pub behaviour: Option<tv_detect::behaviour::BehaviourConfig>,
 }
 
 /// Validated `[detection]`.
@@ -193,6 +200,9 @@ pub struct DetectionSettings {
     pub builtin_rules: bool,
     pub rules_dir: Option<PathBuf>,
     pub jsonl: Option<(PathBuf, tv_detect::finding::Severity)>,
+    /// Behavioural thresholds; `None` when the behavioural stage is off.
+    pub behaviour: Option<tv_detect::behaviour::BehaviourConfig>,
+    pub queue_batches: usize,
 }
 
 macro_rules! overlay {
@@ -391,11 +401,25 @@ impl RawConfig {
             {
                 bail!("detection.rules_dir {} is not a directory", dir.display());
             }
+            let queue_batches = d.queue_batches.unwrap_or(1024);
+            if !(1..=1_000_000).contains(&queue_batches) {
+                bail!("detection.queue_batches is {queue_batches}; it must be 1 to 1000000");
+            }
+            let behaviour = d.behaviour.clone().unwrap_or_default();
+            if behaviour.window_secs == 0
+                || !(0.0..=1.0).contains(&behaviour.alpha)
+                || behaviour.alpha == 0.0
+            {
+                bail!("[detection.behaviour] window_secs must be at least 1 and alpha in (0, 1]");
+            }
             DetectionSettings {
                 enabled: d.enabled.unwrap_or(true),
                 builtin_rules: d.builtin_rules.unwrap_or(true),
                 rules_dir: d.rules_dir,
                 jsonl: d.jsonl_file.map(|f| (f, min)),
+                behaviour: (d.enabled.unwrap_or(true) && d.behavioural.unwrap_or(true))
+                    .then_some(behaviour),
+                queue_batches,
             }
         };
         let mut files = Vec::new();

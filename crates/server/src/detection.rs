@@ -6,9 +6,25 @@
 //! fired: they are encrypted at rest, covered by the tamper-evident log, kept and erased with the
 //! tenant's data, and appear in the trace they are about. Their only payload is the finding's JSON
 //! (redacted evidence, never a raw value).
+//!
+//! The behavioural stage runs on its own thread after commit: ingest hands it the redacted batch
+//! through a bounded queue (`try_send`: when the queue is full the batch skips the stage, the
+//! spans are counted in `tracevault_detection_dropped_spans_total`, and ingest never waits). Its
+//! findings are committed as a batch of their own. The learned state (services, edges, baselines)
+//! is saved every minute and at shutdown to `DIR/detect/<tenant>.state`, encrypted under a data
+//! key of the tenant (so erasing the tenant makes it unreadable; it is then removed).
+use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tv_crypto::{Keyring, WrappedDataKey};
+use tv_detect::behaviour::{BatchInfo, Behaviour, BehaviourConfig, Learned, TenantState};
+use tv_model::TenantId;
+use tv_model::limits::Limits;
+use tv_store::{EncodedBatch, Store};
 
 use tv_detect::finding::{Finding, Severity};
 use tv_detect::rules::RuleSet;
@@ -26,7 +42,36 @@ pub const FINDING_ATTRIBUTE: &str = "tracevault.finding";
 
 pub struct Detection {
     signatures: Option<Signatures>,
+    sinks: Arc<Sinks>,
+    worker: Mutex<Option<Worker>>,
+}
+
+/// Where findings go besides the store.
+pub struct Sinks {
     jsonl: Option<(Mutex<std::fs::File>, PathBuf, Severity)>,
+}
+
+struct Worker {
+    tx: SyncSender<Job>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// One committed, redacted batch for the behavioural stage.
+pub struct Job {
+    pub tenant: TenantId,
+    pub principal: String,
+    pub received_unix_nano: u64,
+    pub request: ExportTraceServiceRequest,
+}
+
+/// What the behavioural worker needs of the server.
+pub struct WorkerDeps {
+    pub store: Arc<Store>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub keyring: Arc<Keyring>,
+    pub limits: Limits,
+    pub data_dir: PathBuf,
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Detection {
@@ -38,15 +83,17 @@ impl std::fmt::Debug for Detection {
 }
 
 impl Detection {
-    /// Loads the rules (logging every rule that cannot run and why) and opens the sink.
-    pub fn start(s: &DetectionSettings) -> anyhow::Result<Detection> {
+    /// Loads the rules (logging every rule that cannot run and why), opens the sink and starts
+    /// the behavioural worker (when `deps` is given and the stage is on).
+    pub fn start(s: &DetectionSettings, deps: Option<WorkerDeps>) -> anyhow::Result<Detection> {
         if !s.enabled {
             tracing::warn!(
-                "threat detection is OFF (detection.enabled = false): no signature rules run on ingest"
+                "threat detection is OFF (detection.enabled = false): no signature rules run on ingest and no behavioural detector watches the stream"
             );
             return Ok(Detection {
                 signatures: None,
-                jsonl: None,
+                sinks: Arc::new(Sinks { jsonl: None }),
+                worker: Mutex::new(None),
             });
         }
         let mut rules = if s.builtin_rules {
@@ -91,10 +138,62 @@ impl Detection {
                 Some((Mutex::new(f), path.clone(), *min))
             }
         };
+        let sinks = Arc::new(Sinks { jsonl });
+        let worker = match (&s.behaviour, deps) {
+            (Some(cfg), Some(deps)) => Some(Worker::spawn(
+                cfg.clone(),
+                s.queue_batches,
+                deps,
+                sinks.clone(),
+            )?),
+            (None, _) => {
+                tracing::warn!("behavioural detection is OFF (detection.behavioural = false)");
+                None
+            }
+            (Some(_), None) => None,
+        };
         Ok(Detection {
             signatures: Some(Signatures::new(rules)),
-            jsonl,
+            sinks,
+            worker: Mutex::new(worker),
         })
+    }
+
+    /// Whether committed batches should be handed to [`Detection::submit`].
+    pub fn wants_stream(&self) -> bool {
+        self.worker.lock().expect("worker lock").is_some()
+    }
+
+    /// Hands a committed batch to the behavioural stage without waiting; a full queue drops it
+    /// from the stage (counted).
+    pub fn submit(&self, job: Job, metrics: &crate::metrics::Metrics) {
+        let guard = self.worker.lock().expect("worker lock");
+        let Some(w) = guard.as_ref() else { return };
+        let spans: usize = job
+            .request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        match w.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics.detection_dropped_spans.inc_by(spans as u64);
+            }
+        }
+    }
+
+    /// Lets the behavioural worker finish its queue, store its findings and save its state.
+    /// Call before the store shuts down.
+    pub fn shutdown(&self) {
+        let w = self.worker.lock().expect("worker lock").take();
+        if let Some(w) = w {
+            drop(w.tx);
+            if w.thread.join().is_err() {
+                tracing::error!("the behavioural detection thread panicked");
+            }
+        }
     }
 
     pub fn rule_count(&self) -> usize {
@@ -126,6 +225,12 @@ impl Detection {
     }
 
     /// After the batch (with its findings) is committed: the sinks.
+    pub fn emit(&self, findings: &[Finding]) {
+        self.sinks.emit(findings)
+    }
+}
+
+impl Sinks {
     pub fn emit(&self, findings: &[Finding]) {
         if let Some((file, path, min)) = &self.jsonl {
             let mut buf = Vec::new();
@@ -189,16 +294,27 @@ pub fn with_redacted_names(
     findings
 }
 
-/// The findings as spans of [`FINDINGS_SERVICE`], one per finding, in the finding's trace.
+/// The findings as spans of [`FINDINGS_SERVICE`], one per finding, in the finding's trace, timed
+/// at the event they are about (or at `at`, for findings committed later than their event).
 pub fn as_spans(findings: &[Finding]) -> Option<ResourceSpans> {
+    as_spans_at(findings, None)
+}
+
+pub fn as_spans_at(findings: &[Finding], at: Option<u64>) -> Option<ResourceSpans> {
     if findings.is_empty() {
         return None;
     }
     let spans = findings
         .iter()
         .filter_map(|f| {
-            let trace_id = hex::decode(&f.trace_id).ok().filter(|t| t.len() == 16)?;
-            let parent = hex::decode(&f.span_id).ok().filter(|s| s.len() == 8)?;
+            let trace_id = hex::decode(&f.trace_id)
+                .ok()
+                .filter(|t| t.len() == 16)
+                .or_else(|| hex::decode(&f.uid).ok().filter(|t| t.len() == 16))?;
+            let parent = hex::decode(&f.span_id)
+                .ok()
+                .filter(|s| s.len() == 8)
+                .unwrap_or_default();
             let uid = hex::decode(&f.uid).ok()?;
             let mut span_id = uid.get(..8)?.to_vec();
             if span_id.iter().all(|b| *b == 0) {
@@ -211,8 +327,8 @@ pub fn as_spans(findings: &[Finding]) -> Option<ResourceSpans> {
                 parent_span_id: parent,
                 name: format!("finding: {}", f.title),
                 kind: 1,
-                start_time_unix_nano: f.time_unix_nano,
-                end_time_unix_nano: f.time_unix_nano,
+                start_time_unix_nano: at.unwrap_or(f.time_unix_nano),
+                end_time_unix_nano: at.unwrap_or(f.time_unix_nano),
                 attributes: vec![
                     kv_str("tracevault.finding.rule", f.analytic_uid.clone()),
                     kv_str("tracevault.finding.severity", f.severity.name().to_owned()),
@@ -257,4 +373,221 @@ pub fn from_spans(rs: &[ResourceSpans]) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// The policy digest recorded for batches of findings the server makes itself (no redaction
+/// rules ran on them: they are built from redacted data).
+fn findings_policy() -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        b"tracevault findings batch: built from redacted data",
+    );
+    d.as_ref().try_into().expect("32 bytes")
+}
+
+const STATE_MAGIC: &[u8] = b"TVDS1\n";
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("detect")
+}
+
+fn state_aad(tenant: &TenantId) -> Vec<u8> {
+    [
+        b"tracevault-detect-state\0".as_slice(),
+        tenant.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+/// The learned state of one tenant, encrypted under a fresh data key of the tenant.
+fn seal_state(keyring: &Keyring, tenant: &TenantId, learned: &Learned) -> anyhow::Result<Vec<u8>> {
+    let (key, wrapped) = keyring.new_data_key(tenant)?;
+    let mut buf = serde_json::to_vec(learned)?;
+    key.seal(0, &state_aad(tenant), &mut buf)?;
+    Ok([STATE_MAGIC, &wrapped.to_bytes(), &buf].concat())
+}
+
+fn open_state(keyring: &Keyring, tenant: &TenantId, bytes: &[u8]) -> anyhow::Result<Learned> {
+    let rest = bytes
+        .strip_prefix(STATE_MAGIC)
+        .ok_or_else(|| anyhow::anyhow!("not a detection state file"))?;
+    if rest.len() < WrappedDataKey::LEN {
+        anyhow::bail!("detection state file is truncated");
+    }
+    let wrapped = WrappedDataKey::from_bytes(&rest[..WrappedDataKey::LEN])
+        .ok_or_else(|| anyhow::anyhow!("bad key header"))?;
+    let key = keyring.open_data_key(tenant, &wrapped)?;
+    let mut buf = rest[WrappedDataKey::LEN..].to_vec();
+    let plain = key.open(0, &state_aad(tenant), &mut buf)?;
+    Ok(serde_json::from_slice(plain)?)
+}
+
+impl Worker {
+    fn spawn(
+        cfg: BehaviourConfig,
+        queue: usize,
+        deps: WorkerDeps,
+        sinks: Arc<Sinks>,
+    ) -> anyhow::Result<Worker> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+        let mut behaviour = Behaviour::new(cfg);
+        load_states(&deps, &mut behaviour);
+        let thread = std::thread::Builder::new()
+            .name("tv-behaviour".into())
+            .spawn(move || run_worker(rx, behaviour, deps, sinks))?;
+        Ok(Worker { tx, thread })
+    }
+}
+
+fn load_states(deps: &WorkerDeps, b: &mut Behaviour) {
+    let dir = state_dir(&deps.data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".state"))
+        else {
+            continue;
+        };
+        let Ok(tenant) = TenantId::parse(name) else {
+            continue;
+        };
+        if deps.keyring.is_erased(&tenant) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| open_state(&deps.keyring, &tenant, &bytes))
+        {
+            Ok(l) => {
+                b.tenants
+                    .insert(tenant.to_string(), TenantState::from_learned(l));
+            }
+            Err(e) => tracing::warn!(
+                tenant = %tenant,
+                error = %format!("{e:#}"),
+                "behavioural state not loaded; the tenant learns again"
+            ),
+        }
+    }
+    if !b.tenants.is_empty() {
+        tracing::info!(tenants = b.tenants.len(), "behavioural baselines loaded");
+    }
+}
+
+fn save_states(deps: &WorkerDeps, b: &mut Behaviour) {
+    let dir = state_dir(&deps.data_dir);
+    if let Err(e) = tv_crypto::fsio::create_private_dir(&dir) {
+        tracing::error!(error = %e, "cannot create the detection state directory");
+        return;
+    }
+    let mut gone = Vec::new();
+    for (t, st) in &b.tenants {
+        let Ok(tenant) = TenantId::parse(t) else {
+            continue;
+        };
+        let path = dir.join(format!("{t}.state"));
+        if deps.keyring.is_erased(&tenant) {
+            let _ = std::fs::remove_file(&path);
+            gone.push(t.clone());
+            continue;
+        }
+        match seal_state(&deps.keyring, &tenant, &st.learned) {
+            Ok(bytes) => {
+                if let Err(e) = tv_crypto::fsio::atomic_write(&path, &bytes, 0o600) {
+                    tracing::error!(tenant = %t, error = %e, "saving behavioural state failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(tenant = %t, error = %format!("{e:#}"), "sealing behavioural state failed")
+            }
+        }
+    }
+    for t in gone {
+        b.tenants.remove(&t);
+    }
+}
+
+fn run_worker(rx: Receiver<Job>, mut b: Behaviour, deps: WorkerDeps, sinks: Arc<Sinks>) {
+    let mut last_save = Instant::now();
+    let policy = findings_policy();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(job) => {
+                let spans = tv_detect::behaviour::facts(&job.request);
+                drop(job.request);
+                let findings = b.observe(
+                    BatchInfo {
+                        tenant: job.tenant.as_str(),
+                        principal: Some(&job.principal),
+                        received_unix_nano: job.received_unix_nano,
+                    },
+                    &spans,
+                );
+                if !findings.is_empty() {
+                    store_findings(&deps, &job.tenant, &findings, policy);
+                    deps.metrics.record_findings(&findings);
+                    sinks.emit(&findings);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_save.elapsed() >= SAVE_EVERY {
+            save_states(&deps, &mut b);
+            last_save = Instant::now();
+        }
+        let bytes: usize = b.tenants.values().map(TenantState::approx_bytes).sum();
+        deps.metrics.detection_baseline_bytes.set(bytes as i64);
+    }
+    save_states(&deps, &mut b);
+}
+
+fn store_findings(deps: &WorkerDeps, tenant: &TenantId, findings: &[Finding], policy: [u8; 32]) {
+    // An erased tenant takes nothing, not even findings about its last batches.
+    if deps.store.accepts(tenant).is_err() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let Some(rs) = as_spans_at(findings, Some(now)) else {
+        return;
+    };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![rs],
+    };
+    let res = tv_model::validate::validate(req, &deps.limits, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|v| {
+            EncodedBatch::encode(tenant.clone(), &v, 1, policy).map_err(anyhow::Error::from)
+        })
+        .and_then(|batch| {
+            deps.runtime
+                .block_on(deps.store.append(batch))
+                .map_err(anyhow::Error::from)
+        });
+    if let Err(e) = res {
+        tracing::error!(tenant = %tenant, findings = findings.len(), error = %format!("{e:#}"), "storing behavioural findings failed");
+    }
+}
+
+/// For tests and tools: a worker's state by tenant is not exposed; this counts tenants.
+pub fn state_files(data_dir: &Path) -> HashMap<String, u64> {
+    std::fs::read_dir(state_dir(data_dir))
+        .map(|r| {
+            r.flatten()
+                .filter_map(|e| {
+                    Some((e.file_name().to_str()?.to_owned(), e.metadata().ok()?.len()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

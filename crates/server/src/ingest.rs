@@ -177,7 +177,8 @@ async fn ingest_checked(
             req.encoded_len() as f64,
         )?;
     }
-    let validated = validate(req, &state.limits, now_unix_nanos()).map_err(|e| match e {
+    let received = now_unix_nanos();
+    let validated = validate(req, &state.limits, received).map_err(|e| match e {
         RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),
         _ => ApiError::BadRequest(e.to_string()),
     })?;
@@ -227,13 +228,28 @@ async fn ingest_checked(
             policy,
         )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-        // The decoded batch is not needed while waiting for the fsync.
-        drop(validated);
+        // The decoded batch is not needed while waiting for the fsync, unless the behavioural
+        // stage takes it after commit.
+        let for_behaviour = state
+            .detection
+            .wants_stream()
+            .then(|| validated.into_request());
         state
             .store
             .append(batch)
             .await
             .map_err(ApiError::from_store)?;
+        if let Some(request) = for_behaviour {
+            state.detection.submit(
+                crate::detection::Job {
+                    tenant: caller.tenant.clone(),
+                    principal: caller.principal.id(),
+                    received_unix_nano: received,
+                    request,
+                },
+                &state.metrics,
+            );
+        }
         state
             .metrics
             .spans_accepted

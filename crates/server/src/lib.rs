@@ -332,11 +332,22 @@ impl Server {
         scfg.unused_key_grace = cfg.unused_key_grace;
         scfg.retention_interval = cfg.retention_interval;
         scfg.lock = Some(lock);
-        let detection = Arc::new(detection::Detection::start(&cfg.detection)?);
-        let store = open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
+        let store =
+            Arc::new(open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?);
+        let detection = Arc::new(detection::Detection::start(
+            &cfg.detection,
+            Some(detection::WorkerDeps {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                keyring: keyring.clone(),
+                limits: cfg.limits.clone(),
+                data_dir: cfg.data_dir.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        )?);
         let state = Arc::new(AppState {
             detection,
-            store: Arc::new(store),
+            store,
             tokens,
             limits: cfg.limits.clone(),
             metrics,
@@ -491,7 +502,10 @@ impl Server {
         }
         let store = self.state.store.clone();
         let audit = self.state.audit.clone();
+        let detection = self.state.detection.clone();
         tokio::task::spawn_blocking(move || {
+            // The behavioural stage stores its last findings before the store closes.
+            detection.shutdown();
             store.shutdown();
             audit.shutdown();
         })

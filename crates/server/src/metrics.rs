@@ -89,6 +89,8 @@ pub struct Metrics {
     pub audit_unsampled: Counter,
     pub kms_up: Gauge,
     pub findings: Family<FindingLabels, Counter>,
+    pub detection_dropped_spans: Counter,
+    pub detection_baseline_bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,8 +159,20 @@ impl Metrics {
             audit_unsampled: Counter::default(),
             kms_up: Gauge::default(),
             findings: Family::default(),
+            detection_dropped_spans: Counter::default(),
+            detection_baseline_bytes: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "detection_dropped_spans",
+            "Spans the behavioural detectors never saw because their queue was full (detection degraded, ingest unaffected)",
+            m.detection_dropped_spans.clone(),
+        );
+        registry.register(
+            "detection_baseline_bytes",
+            "Approximate memory of the behavioural detectors' per-tenant state",
+            m.detection_baseline_bytes.clone(),
+        );
         registry.register(
             "findings",
             "Threat detection findings, by stage and severity",
