@@ -191,6 +191,8 @@ pub struct RawDetection {
     pub queue_batches: Option<usize>,
     /// Thresholds of the behavioural detectors (`[detection.behaviour]`).
     pub behaviour: Option<tv_detect::behaviour::BehaviourConfig>,
+    /// Finding sinks (`[[detection.sinks]]`: jsonl, webhook, syslog).
+    pub sinks: Option<Vec<crate::sinks::SinkConfig>>,
 }
 
 /// Validated `[detection]`.
@@ -199,7 +201,8 @@ pub struct DetectionSettings {
     pub enabled: bool,
     pub builtin_rules: bool,
     pub rules_dir: Option<PathBuf>,
-    pub jsonl: Option<(PathBuf, tv_detect::finding::Severity)>,
+    /// Finding sinks (`jsonl_file` included as a jsonl sink).
+    pub sinks: Vec<crate::sinks::SinkConfig>,
     /// Behavioural thresholds; `None` when the behavioural stage is off.
     pub behaviour: Option<tv_detect::behaviour::BehaviourConfig>,
     pub queue_batches: usize,
@@ -390,12 +393,23 @@ impl RawConfig {
         };
         let detection = {
             let d = self.detection.clone().unwrap_or_default();
-            let min = match &d.jsonl_min_severity {
-                None => tv_detect::finding::Severity::Low,
-                Some(s) => tv_detect::finding::Severity::parse(s).ok_or_else(|| {
-                    anyhow::anyhow!("detection.jsonl_min_severity is '{s}'; it must be one of informational, low, medium, high, critical")
-                })?,
-            };
+            let mut sinks = d.sinks.clone().unwrap_or_default();
+            if let Some(f) = &d.jsonl_file {
+                sinks.insert(
+                    0,
+                    crate::sinks::SinkConfig {
+                        kind: "jsonl".into(),
+                        path: Some(f.clone()),
+                        min_severity: d.jsonl_min_severity.clone(),
+                        ..Default::default()
+                    },
+                );
+            } else if d.jsonl_min_severity.is_some() {
+                bail!("detection.jsonl_min_severity needs detection.jsonl_file");
+            }
+            for (i, c) in sinks.iter().enumerate() {
+                crate::sinks::check(c, &format!("detection.sinks[{i}]"))?;
+            }
             if let Some(dir) = &d.rules_dir
                 && !dir.is_dir()
             {
@@ -416,7 +430,7 @@ impl RawConfig {
                 enabled: d.enabled.unwrap_or(true),
                 builtin_rules: d.builtin_rules.unwrap_or(true),
                 rules_dir: d.rules_dir,
-                jsonl: d.jsonl_file.map(|f| (f, min)),
+                sinks,
                 behaviour: (d.enabled.unwrap_or(true) && d.behavioural.unwrap_or(true))
                     .then_some(behaviour),
                 queue_batches,

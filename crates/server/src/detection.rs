@@ -14,7 +14,6 @@
 //! is saved every minute and at shutdown to `DIR/detect/<tenant>.state`, encrypted under a data
 //! key of the tenant (so erasing the tenant makes it unreadable; it is then removed).
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ use tv_model::TenantId;
 use tv_model::limits::Limits;
 use tv_store::{EncodedBatch, Store};
 
-use tv_detect::finding::{Finding, Severity};
+use tv_detect::finding::Finding;
 use tv_detect::rules::RuleSet;
 use tv_detect::{Sender, Signatures};
 use tv_model::otlp::{
@@ -35,6 +34,7 @@ use tv_model::otlp::{
 };
 
 use crate::config::DetectionSettings;
+use crate::sinks::Sinks;
 
 pub use tv_detect::FINDINGS_SERVICE;
 /// The attribute holding a finding's JSON.
@@ -44,11 +44,6 @@ pub struct Detection {
     signatures: Option<Signatures>,
     sinks: Arc<Sinks>,
     worker: Mutex<Option<Worker>>,
-}
-
-/// Where findings go besides the store.
-pub struct Sinks {
-    jsonl: Option<(Mutex<std::fs::File>, PathBuf, Severity)>,
 }
 
 struct Worker {
@@ -92,7 +87,7 @@ impl Detection {
             );
             return Ok(Detection {
                 signatures: None,
-                sinks: Arc::new(Sinks { jsonl: None }),
+                sinks: Arc::new(Sinks::none()),
                 worker: Mutex::new(None),
             });
         }
@@ -120,25 +115,10 @@ impl Detection {
             unsupported = rules.unsupported.len(),
             "signature rules ready"
         );
-        let jsonl = match &s.jsonl {
-            None => None,
-            Some((path, min)) => {
-                if let Some(parent) = path.parent()
-                    && !parent.as_os_str().is_empty()
-                {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("opening detection.jsonl_file {}: {e}", path.display())
-                    })?;
-                Some((Mutex::new(f), path.clone(), *min))
-            }
-        };
-        let sinks = Arc::new(Sinks { jsonl });
+        let sinks = Arc::new(Sinks::start(
+            &s.sinks,
+            deps.as_ref().map(|d| d.metrics.clone()),
+        )?);
         let worker = match (&s.behaviour, deps) {
             (Some(cfg), Some(deps)) => Some(Worker::spawn(
                 cfg.clone(),
@@ -227,25 +207,6 @@ impl Detection {
     /// After the batch (with its findings) is committed: the sinks.
     pub fn emit(&self, findings: &[Finding]) {
         self.sinks.emit(findings)
-    }
-}
-
-impl Sinks {
-    pub fn emit(&self, findings: &[Finding]) {
-        if let Some((file, path, min)) = &self.jsonl {
-            let mut buf = Vec::new();
-            for f in findings.iter().filter(|f| f.severity >= *min) {
-                if serde_json::to_writer(&mut buf, &f.to_ocsf()).is_ok() {
-                    buf.push(b'\n');
-                }
-            }
-            if !buf.is_empty() {
-                let mut file = file.lock().expect("jsonl sink lock");
-                if let Err(e) = file.write_all(&buf).and_then(|_| file.flush()) {
-                    tracing::error!(file = %path.display(), error = %e, "writing findings to the JSON Lines sink failed");
-                }
-            }
-        }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod oidc_refresh;
 pub mod params;
 pub mod ratelimit;
 pub mod redaction;
+pub mod sinks;
 pub mod tls;
 pub mod tokens_api;
 pub mod witness;

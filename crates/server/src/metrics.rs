@@ -90,7 +90,15 @@ pub struct Metrics {
     pub kms_up: Gauge,
     pub findings: Family<FindingLabels, Counter>,
     pub detection_dropped_spans: Counter,
+    pub sink_deliveries: Family<SinkLabels, Counter>,
     pub detection_baseline_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// `kind#index` of the configured sink.
+    pub sink: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -160,6 +168,7 @@ impl Metrics {
             kms_up: Gauge::default(),
             findings: Family::default(),
             detection_dropped_spans: Counter::default(),
+            sink_deliveries: Family::default(),
             detection_baseline_bytes: Gauge::default(),
             registry: Registry::default(),
         };
@@ -167,6 +176,11 @@ impl Metrics {
             "detection_dropped_spans",
             "Spans the behavioural detectors never saw because their queue was full (detection degraded, ingest unaffected)",
             m.detection_dropped_spans.clone(),
+        );
+        registry.register(
+            "sink_deliveries",
+            "Findings handed to each sink, by result (delivered, failed after retries, dropped on a full queue)",
+            m.sink_deliveries.clone(),
         );
         registry.register(
             "detection_baseline_bytes",
