@@ -116,6 +116,11 @@ when { principal in Tracevault::Role::"admin" || principal in Tracevault::Role::
 permit (principal, action == Tracevault::Action::"reveal", resource is Tracevault::FieldClass)
 when { principal in Tracevault::Role::"admin" || principal in Tracevault::Role::"investigator" };
 
+// Investigators read threat-detection findings (admins may anyway).
+@id("findings")
+permit (principal, action == Tracevault::Action::"read_findings", resource is Tracevault::Tenant)
+when { principal in Tracevault::Role::"investigator" };
+
 // The log's checkpoints and proofs commit to every tenant and name none.
 @id("log")
 permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant);

@@ -9,6 +9,7 @@ mod eval_cmd;
 mod keys_cmd;
 mod query;
 mod redact_cmd;
+mod response_cmd;
 mod tenant_cmd;
 mod token_cmd;
 mod verify;
@@ -73,6 +74,10 @@ enum Cmd {
     /// Apply redaction rules to OTLP JSON offline: redacted JSON out, a report of what fired where
     /// (never a value) on stderr. Test a rules file before deploying it.
     Redact(redact_cmd::RedactArgs),
+    /// Automated responses on a running server: list, release a quarantined or throttled
+    /// credential (admin).
+    #[command(subcommand)]
+    Response(response_cmd::ResponseCmd),
     /// Measure detection quality on labeled data: per-class recall, false-positive rate and a
     /// confusion table (`tracevault eval detect --evaldata ../shared/evaldata`).
     #[command(subcommand)]
@@ -394,6 +399,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Audit(a) => audit_cmd::run(a).await,
             Cmd::Keys(k) => keys_cmd::run(k).await,
             Cmd::Tenant(t) => tenant_cmd::run(t).await,
+            Cmd::Response(r) => response_cmd::run(r).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

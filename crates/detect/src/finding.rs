@@ -116,6 +116,9 @@ pub struct Finding {
     pub principal: Option<String>,
     #[serde(default)]
     pub evidence: Vec<Evidence>,
+    /// Tags added by automated responses (`suspicious`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Occurrences in this finding's group up to when it was emitted (1 for the first).
     #[serde(default = "one")]
     pub count: u64,
@@ -180,6 +183,7 @@ impl Finding {
                 "version": OCSF_VERSION,
                 "uid": self.uid,
                 "correlation_uid": self.group,
+                "labels": self.tags,
                 "tenant_uid": self.tenant,
                 "logged_time": self.detected_unix_nano / 1_000_000,
                 "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
@@ -247,6 +251,7 @@ mod tests {
             operation: "GET /x".into(),
             principal: Some("token:abc".into()),
             evidence: vec![],
+            tags: vec![],
             count: 1,
             message: "m".into(),
         };

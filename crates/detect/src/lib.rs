@@ -119,6 +119,7 @@ fn signature_finding(
         operation: span.name.clone(),
         principal: sender.principal.map(str::to_owned),
         evidence: hit.evidence,
+        tags: Vec::new(),
         count: 1,
         message,
     }

@@ -34,6 +34,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))
         .route("/api/findings", get(findings))
+        .route("/api/admin/responses", get(responses_list))
+        .route("/api/admin/responses/release", post(responses_release))
         .route("/api/search/tags", get(tags))
         .route("/api/search/tag/{name}/values", get(tag_values))
         .route("/api/echo", get(|| async { "echo" }))
@@ -452,7 +454,7 @@ async fn findings(
     Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::Search)?;
+    state.authorize(&caller, Action::ReadFindings)?;
     let secs = |name: &str| unix_secs(&params, name);
     let limit = match params.get("limit") {
         None => 100,
@@ -545,6 +547,72 @@ async fn findings(
         Json(json!({ "findings": ocsf, "groups": groups })).into_response(),
         n,
         Some("findings".into()),
+    ))
+}
+
+/// `GET /api/admin/responses`: automated responses taken (admin; the tenant's own, or all for an
+/// every-tenant admin).
+async fn responses_list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, Action::AdminTokens)?;
+    let all = matches!(caller.principal.tenants, tv_access::TenantScope::All);
+    let list: Vec<_> = state
+        .detection
+        .responses
+        .as_ref()
+        .map(|r| r.list())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| all || r.tenant == caller.tenant.as_str())
+        .collect();
+    let n = list.len();
+    Ok(noted(
+        Json(json!({ "responses": list })).into_response(),
+        n,
+        Some("responses".into()),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    id: String,
+}
+
+/// `POST /api/admin/responses/release {"id": "..."}`: lift a quarantine or throttle (admin).
+async fn responses_release(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    state.authorize(&caller, Action::AdminTokens)?;
+    let b: ReleaseBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be {{\"id\": \"...\"}}: {e}")))?;
+    let Some(r) = state.detection.responses.as_ref() else {
+        return Err(ApiError::NotFound(
+            "no automated responses on this server".into(),
+        ));
+    };
+    let all = matches!(caller.principal.tenants, tv_access::TenantScope::All);
+    let known = r
+        .list()
+        .into_iter()
+        .any(|x| x.id == b.id && (all || x.tenant == caller.tenant.as_str()));
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "no active response {} for this tenant (see GET /api/admin/responses)",
+            b.id.chars().take(32).collect::<String>()
+        )));
+    }
+    let released = r
+        .release(&b.id, &caller.principal.id())
+        .ok_or_else(|| ApiError::NotFound(format!("response {} is already released", b.id)))?;
+    Ok(noted(
+        Json(json!({ "released": released })).into_response(),
+        1,
+        Some(format!("response:{}", released.id)),
     ))
 }
 

@@ -102,12 +102,8 @@ fn default_roles(action: Action) -> &'static str {
         Action::ReadLog => "any role",
         Action::ReadMetrics => "metrics or admin, bound to every tenant",
         Action::ReadAudit => "auditor or admin",
-        Action::ReadFieldClass | Action::Reveal => "investigator or admin",
-        Action::Flush
-        | Action::AdminTokens
-        | Action::AdminCerts
-        | Action::AdminKeys
-        | Action::ReadFindings => "admin",
+        Action::ReadFieldClass | Action::Reveal | Action::ReadFindings => "investigator or admin",
+        Action::Flush | Action::AdminTokens | Action::AdminCerts | Action::AdminKeys => "admin",
     }
 }
 

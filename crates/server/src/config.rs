@@ -193,6 +193,8 @@ pub struct RawDetection {
     pub behaviour: Option<tv_detect::behaviour::BehaviourConfig>,
     /// Finding sinks (`[[detection.sinks]]`: jsonl, webhook, syslog).
     pub sinks: Option<Vec<crate::sinks::SinkConfig>>,
+    /// Automated responses (`[[detection.responses]]`; none by default).
+    pub responses: Option<Vec<crate::responses::ResponseRule>>,
 }
 
 /// Validated `[detection]`.
@@ -203,6 +205,8 @@ pub struct DetectionSettings {
     pub rules_dir: Option<PathBuf>,
     /// Finding sinks (`jsonl_file` included as a jsonl sink).
     pub sinks: Vec<crate::sinks::SinkConfig>,
+    /// Automated response rules.
+    pub responses: Vec<crate::responses::ResponseRule>,
     /// Behavioural thresholds; `None` when the behavioural stage is off.
     pub behaviour: Option<tv_detect::behaviour::BehaviourConfig>,
     pub queue_batches: usize,
@@ -410,6 +414,10 @@ impl RawConfig {
             for (i, c) in sinks.iter().enumerate() {
                 crate::sinks::check(c, &format!("detection.sinks[{i}]"))?;
             }
+            let responses = d.responses.clone().unwrap_or_default();
+            for (i, r) in responses.iter().enumerate() {
+                crate::responses::check(r, &format!("detection.responses[{i}]"))?;
+            }
             if let Some(dir) = &d.rules_dir
                 && !dir.is_dir()
             {
@@ -431,6 +439,7 @@ impl RawConfig {
                 builtin_rules: d.builtin_rules.unwrap_or(true),
                 rules_dir: d.rules_dir,
                 sinks,
+                responses,
                 behaviour: (d.enabled.unwrap_or(true) && d.behavioural.unwrap_or(true))
                     .then_some(behaviour),
                 queue_batches,

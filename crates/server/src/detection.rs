@@ -34,6 +34,7 @@ use tv_model::otlp::{
 };
 
 use crate::config::DetectionSettings;
+use crate::responses::Responses;
 use crate::sinks::Sinks;
 
 pub use tv_detect::FINDINGS_SERVICE;
@@ -44,6 +45,8 @@ pub struct Detection {
     signatures: Option<Signatures>,
     sinks: Arc<Sinks>,
     worker: Mutex<Option<Worker>>,
+    /// Automated responses (enforced even with detection off: a quarantine stays until released).
+    pub responses: Option<Arc<Responses>>,
 }
 
 struct Worker {
@@ -67,6 +70,7 @@ pub struct WorkerDeps {
     pub limits: Limits,
     pub data_dir: PathBuf,
     pub runtime: tokio::runtime::Handle,
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 impl std::fmt::Debug for Detection {
@@ -81,6 +85,18 @@ impl Detection {
     /// Loads the rules (logging every rule that cannot run and why), opens the sink and starts
     /// the behavioural worker (when `deps` is given and the stage is on).
     pub fn start(s: &DetectionSettings, deps: Option<WorkerDeps>) -> anyhow::Result<Detection> {
+        let responses = match &deps {
+            Some(d) => Some(Arc::new(Responses::open(
+                if s.enabled {
+                    s.responses.clone()
+                } else {
+                    Vec::new()
+                },
+                &d.data_dir,
+                d.audit.clone(),
+            )?)),
+            None => None,
+        };
         if !s.enabled {
             tracing::warn!(
                 "threat detection is OFF (detection.enabled = false): no signature rules run on ingest and no behavioural detector watches the stream"
@@ -89,6 +105,7 @@ impl Detection {
                 signatures: None,
                 sinks: Arc::new(Sinks::none()),
                 worker: Mutex::new(None),
+                responses,
             });
         }
         let mut rules = if s.builtin_rules {
@@ -125,6 +142,7 @@ impl Detection {
                 s.queue_batches,
                 deps,
                 sinks.clone(),
+                responses.clone(),
             )?),
             (None, _) => {
                 tracing::warn!("behavioural detection is OFF (detection.behavioural = false)");
@@ -136,7 +154,23 @@ impl Detection {
             signatures: Some(Signatures::new(rules)),
             sinks,
             worker: Mutex::new(worker),
+            responses,
         })
+    }
+
+    /// Automated responses for new findings (tags onto them, actions against their senders).
+    pub fn respond(&self, findings: &mut [Finding]) {
+        if let Some(r) = &self.responses {
+            r.apply(findings);
+        }
+    }
+
+    /// Whether a quarantine or throttle lets this credential ingest `spans` spans now.
+    pub fn check_ingest(&self, principal: &str, spans: usize) -> crate::responses::Verdict {
+        match &self.responses {
+            Some(r) => r.check_ingest(principal, spans),
+            None => crate::responses::Verdict::Allow,
+        }
     }
 
     /// Whether committed batches should be handed to [`Detection::submit`].
@@ -290,11 +324,17 @@ pub fn as_spans_at(findings: &[Finding], at: Option<u64>) -> Option<ResourceSpan
                 kind: 1,
                 start_time_unix_nano: at.unwrap_or(f.time_unix_nano),
                 end_time_unix_nano: at.unwrap_or(f.time_unix_nano),
-                attributes: vec![
-                    kv_str("tracevault.finding.rule", f.analytic_uid.clone()),
-                    kv_str("tracevault.finding.severity", f.severity.name().to_owned()),
-                    kv_str(FINDING_ATTRIBUTE, json),
-                ],
+                attributes: {
+                    let mut a = vec![
+                        kv_str("tracevault.finding.rule", f.analytic_uid.clone()),
+                        kv_str("tracevault.finding.severity", f.severity.name().to_owned()),
+                        kv_str(FINDING_ATTRIBUTE, json),
+                    ];
+                    for t in &f.tags {
+                        a.push(kv_str("tracevault.tag", t.clone()));
+                    }
+                    a
+                },
                 ..Default::default()
             })
         })
@@ -390,13 +430,14 @@ impl Worker {
         queue: usize,
         deps: WorkerDeps,
         sinks: Arc<Sinks>,
+        responses: Option<Arc<Responses>>,
     ) -> anyhow::Result<Worker> {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let mut behaviour = Behaviour::new(cfg);
         load_states(&deps, &mut behaviour);
         let thread = std::thread::Builder::new()
             .name("tv-behaviour".into())
-            .spawn(move || run_worker(rx, behaviour, deps, sinks))?;
+            .spawn(move || run_worker(rx, behaviour, deps, sinks, responses))?;
         Ok(Worker { tx, thread })
     }
 }
@@ -475,7 +516,13 @@ fn save_states(deps: &WorkerDeps, b: &mut Behaviour) {
     }
 }
 
-fn run_worker(rx: Receiver<Job>, mut b: Behaviour, deps: WorkerDeps, sinks: Arc<Sinks>) {
+fn run_worker(
+    rx: Receiver<Job>,
+    mut b: Behaviour,
+    deps: WorkerDeps,
+    sinks: Arc<Sinks>,
+    responses: Option<Arc<Responses>>,
+) {
     let mut last_save = Instant::now();
     let policy = findings_policy();
     loop {
@@ -483,7 +530,7 @@ fn run_worker(rx: Receiver<Job>, mut b: Behaviour, deps: WorkerDeps, sinks: Arc<
             Ok(job) => {
                 let spans = tv_detect::behaviour::facts(&job.request);
                 drop(job.request);
-                let findings = b.observe(
+                let mut findings = b.observe(
                     BatchInfo {
                         tenant: job.tenant.as_str(),
                         principal: Some(&job.principal),
@@ -492,6 +539,9 @@ fn run_worker(rx: Receiver<Job>, mut b: Behaviour, deps: WorkerDeps, sinks: Arc<
                     &spans,
                 );
                 if !findings.is_empty() {
+                    if let Some(r) = &responses {
+                        r.apply(&mut findings);
+                    }
                     store_findings(&deps, &job.tenant, &findings, policy);
                     deps.metrics.record_findings(&findings);
                     sinks.emit(&findings);

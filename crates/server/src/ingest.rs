@@ -115,6 +115,15 @@ async fn ingest_checked(
     span_count: usize,
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
+    // Automated responses against this credential (quarantine, throttle) come first.
+    match state
+        .detection
+        .check_ingest(&caller.principal.id(), span_count)
+    {
+        crate::responses::Verdict::Allow => {}
+        crate::responses::Verdict::Quarantined(m) => return Err(ApiError::Forbidden(m)),
+        crate::responses::Verdict::Throttled(m) => return Err(ApiError::RateLimited(m, 1)),
+    }
     // One decision for the batch: the tenant, and every service it carries (a credential bound
     // to services writes only those; one spoofed resource refuses the whole batch).
     let mut services: Vec<&str> = req
@@ -213,7 +222,8 @@ async fn ingest_checked(
             .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
         // Findings are committed with the batch they are about (see detection.rs), named by
         // the redacted span names.
-        let findings = crate::detection::with_redacted_names(findings, validated.request());
+        let mut findings = crate::detection::with_redacted_names(findings, validated.request());
+        state.detection.respond(&mut findings);
         let validated = match crate::detection::as_spans(&findings) {
             None => validated,
             Some(rs) => validated.redact_with(|mut req| {

@@ -28,6 +28,7 @@ pub mod oidc_refresh;
 pub mod params;
 pub mod ratelimit;
 pub mod redaction;
+pub mod responses;
 pub mod sinks;
 pub mod tls;
 pub mod tokens_api;
@@ -344,6 +345,7 @@ impl Server {
                 limits: cfg.limits.clone(),
                 data_dir: cfg.data_dir.clone(),
                 runtime: tokio::runtime::Handle::current(),
+                audit: Some(audit.clone()),
             }),
         )?);
         let state = Arc::new(AppState {
