@@ -9,7 +9,8 @@ fn main() {
         spans.extend(evalset::nezha_csv(std::path::Path::new(&f)).unwrap());
     }
     spans.sort_by_key(|s| s.start);
-    let mut all = facts(&evalset::nezha_request(&spans, 0));
+    let req = evalset::nezha_request(&spans, 0);
+    let mut all = facts(&req);
     all.sort_by_key(|s| s.end);
     let mut b = Behaviour::new(BehaviourConfig {
         learning_secs: 30,

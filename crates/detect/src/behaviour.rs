@@ -17,6 +17,7 @@
 //! Window statistics close when the tenant's watermark (highest event time seen minus
 //! `lateness_secs`) passes the window's end; spans for an already closed window count as late.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tv_model::otlp::{ExportTraceServiceRequest, any_value};
@@ -94,25 +95,25 @@ impl Default for BehaviourConfig {
     }
 }
 
-/// What the detectors need of one span (taken from the redacted batch).
+/// What the detectors need of one span (borrowed from the redacted batch).
 #[derive(Clone, Debug)]
-pub struct SpanFacts {
+pub struct SpanFacts<'a> {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent: Option<[u8; 8]>,
-    pub service: String,
-    pub name: String,
+    pub service: &'a str,
+    pub name: &'a str,
     pub kind: i32,
     pub start: u64,
     pub end: u64,
     pub error: bool,
     pub http_status: Option<i64>,
     /// Client address (redacted form) on server spans.
-    pub client: Option<String>,
+    pub client: Option<&'a str>,
     /// User pseudonym (`enduser.id`, `user.id`; redacted form).
-    pub user: Option<String>,
+    pub user: Option<&'a str>,
     /// The resource a request touched (`url.path`, redacted form).
-    pub resource: Option<String>,
+    pub resource: Option<&'a str>,
     /// Digest of the span's encoding (span-id reuse).
     pub content: u64,
 }
@@ -141,7 +142,7 @@ fn int_attr(attrs: &[tv_model::otlp::KeyValue], keys: &[&str]) -> Option<i64> {
 }
 
 /// The facts of every span of a batch (spans without valid ids are skipped).
-pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts> {
+pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts<'_>> {
     use prost::Message;
     let mut out = Vec::new();
     for rs in &req.resource_spans {
@@ -169,8 +170,8 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts> {
                     trace_id,
                     span_id,
                     parent: <[u8; 8]>::try_from(s.parent_span_id.as_slice()).ok(),
-                    service: service.to_owned(),
-                    name: s.name.clone(),
+                    service,
+                    name: &s.name,
                     kind: s.kind,
                     start: s.start_time_unix_nano,
                     end: s.end_time_unix_nano.max(s.start_time_unix_nano),
@@ -179,11 +180,9 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts> {
                     client: str_attr(
                         &s.attributes,
                         &["client.address", "http.client_ip", "net.sock.peer.addr"],
-                    )
-                    .map(str::to_owned),
-                    user: str_attr(&s.attributes, &["enduser.id", "user.id"]).map(str::to_owned),
-                    resource: str_attr(&s.attributes, &["url.path", "http.target"])
-                        .map(str::to_owned),
+                    ),
+                    user: str_attr(&s.attributes, &["enduser.id", "user.id"]),
+                    resource: str_attr(&s.attributes, &["url.path", "http.target"]),
                     content: u64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes")),
                 });
             }
@@ -267,24 +266,33 @@ struct Distinct {
     flagged: bool,
 }
 
+/// (trace id, span id).
+type SpanKey = ([u8; 16], [u8; 8]);
+/// A recent span: content digest, service, operation key.
+type RecentSpan = (u64, Arc<str>, Arc<str>);
+
 /// A tenant's state: the learned part and bounded transient maps.
 #[derive(Default)]
 pub struct TenantState {
     pub learned: Learned,
     /// (service|operation, window start) -> statistics.
     windows: BTreeMap<(u64, String), Window>,
-    /// Recent spans: (trace, span) -> (content digest, service).
-    recent: HashMap<([u8; 16], [u8; 8]), (u64, String)>,
+    /// Recent spans: (trace, span) -> (content digest, service, operation key).
+    recent: HashMap<SpanKey, RecentSpan, ahash::RandomState>,
+    /// Interned service names and operation keys (bounded).
+    names: HashSet<Arc<str>>,
     recent_order: VecDeque<(u64, [u8; 16], [u8; 8])>,
     /// Children seen before their parent: parent id -> child services.
-    orphans: HashMap<[u8; 8], (u64, Vec<String>)>,
-    parents: HashMap<[u8; 8], Parent>,
+    orphans: HashMap<[u8; 8], (u64, Vec<String>), ahash::RandomState>,
+    parents: HashMap<[u8; 8], Parent, ahash::RandomState>,
     auth: HashMap<String, Recent>,
     users: HashMap<String, Distinct>,
     /// Findings already raised for a (detector, key): no repeats.
     raised: HashSet<String>,
     pub duplicates: u64,
     pub late_spans: u64,
+    /// Watermark at the last eviction (evictions run once per window of event time).
+    evicted_at: u64,
 }
 
 /// Approximate bytes of a tenant's state (for the memory figure and metrics).
@@ -295,7 +303,8 @@ impl TenantState {
         let edges: usize = l.edges.values().map(|c| 48 + c.len() * 40).sum();
         ops + edges
             + l.services.len() * 40
-            + self.recent.len() * 80
+            + self.recent.len() * 96
+            + self.names.iter().map(|n| 40 + n.len()).sum::<usize>()
             + self.parents.len() * 96
             + self.windows.len() * 96
             + self
@@ -422,7 +431,7 @@ impl TenantState {
         &mut self,
         cfg: &BehaviourConfig,
         info: BatchInfo<'_>,
-        spans: &[SpanFacts],
+        spans: &[SpanFacts<'_>],
     ) -> Vec<Finding> {
         let mut out = Out {
             info,
@@ -446,15 +455,15 @@ impl TenantState {
             // Integrity: clock.
             if s.start > info.received_unix_nano + cfg.future_skew_secs * NS {
                 future += 1;
-                future_example.get_or_insert((s.trace_id, s.span_id, s.service.clone()));
+                future_example.get_or_insert((s.trace_id, s.span_id, s.service));
             } else if s.start + cfg.past_skew_secs * NS < info.received_unix_nano {
                 past += 1;
-                past_example.get_or_insert((s.trace_id, s.span_id, s.service.clone()));
+                past_example.get_or_insert((s.trace_id, s.span_id, s.service));
             }
             // Integrity: span id reuse.
             let key = (s.trace_id, s.span_id);
             match self.recent.get(&key) {
-                Some((c, _)) if *c == s.content => {
+                Some((c, _, _)) if *c == s.content => {
                     self.duplicates += 1;
                     continue;
                 }
@@ -472,8 +481,8 @@ impl TenantState {
                             "integrity",
                             s.start,
                             Some((s.trace_id, s.span_id)),
-                            &s.service,
-                            &s.name,
+                            s.service,
+                            s.name,
                             info.principal,
                             vec![],
                             format!(
@@ -491,7 +500,7 @@ impl TenantState {
             let learning = self.learning(cfg, s.start);
             self.learned.max_event = self.learned.max_event.max(s.end);
             // Unknown service.
-            if !self.learned.services.contains(&s.service) {
+            if !self.learned.services.contains(s.service) {
                 if !learning && self.learned.services.len() < cfg.max_keys {
                     out.push(
                         "tv-integrity-unknown-service",
@@ -500,8 +509,8 @@ impl TenantState {
                         "integrity",
                         s.start,
                         Some((s.trace_id, s.span_id)),
-                        &s.service,
-                        &s.name,
+                        s.service,
+                        s.name,
                         info.principal,
                         vec![],
                         format!(
@@ -511,18 +520,18 @@ impl TenantState {
                     );
                 }
                 if self.learned.services.len() < cfg.max_keys {
-                    self.learned.services.insert(s.service.clone());
+                    self.learned.services.insert(s.service.to_owned());
                 }
             }
             // Edges: parent's service -> this span's service.
             if let Some(p) = s.parent {
                 match self.recent_service(s.trace_id, p) {
-                    Some(caller) => self.edge(cfg, &mut out, &caller, s, learning),
+                    Some(caller) => self.edge(cfg, &mut out, &caller.clone(), s, learning),
                     None => {
                         if self.orphans.len() < cfg.max_keys {
                             let e = self.orphans.entry(p).or_insert((s.start, Vec::new()));
                             if e.1.len() < 64 {
-                                e.1.push(s.service.clone());
+                                e.1.push(s.service.to_owned());
                             }
                         }
                     }
@@ -530,24 +539,21 @@ impl TenantState {
                 self.child(cfg, &mut out, p, s, learning);
             }
             if let Some((_, children)) = self.orphans.remove(&s.span_id) {
-                for c in children {
+                for c in &children {
                     let child = SpanFacts {
                         service: c,
                         ..s.clone()
                     };
-                    let caller = s.service.clone();
-                    self.edge(cfg, &mut out, &caller, &child, learning);
+                    self.edge(cfg, &mut out, s.service, &child, learning);
                 }
             }
-            // This span as a parent: its operation for the fan-out baseline.
-            let pk = op_key(&s.service, &s.name);
-            let parent = self.parents.entry(s.span_id).or_insert_with(|| Parent {
-                first: s.start,
-                ..Default::default()
-            });
-            parent.op = Some(pk.clone());
-            parent.ids = Some((s.trace_id, s.span_id));
-            self.check_fanout(cfg, &mut out, s.span_id, learning);
+            // Children that arrived before this span: their parent's operation is now known.
+            let pk = op_key(s.service, s.name);
+            if let Some(parent) = self.parents.get_mut(&s.span_id) {
+                parent.op = Some(pk.clone());
+                parent.ids = Some((s.trace_id, s.span_id));
+                self.check_fanout(cfg, &mut out, s.span_id, learning);
+            }
             // Window statistics.
             let ws = s.start / win * win;
             if ws + win <= watermark_before {
@@ -573,15 +579,14 @@ impl TenantState {
             if matches!(s.http_status, Some(401 | 403)) && s.kind != 3 {
                 let who = s
                     .client
-                    .as_deref()
                     .map(|c| ("client", c))
-                    .or(s.user.as_deref().map(|u| ("user", u)));
+                    .or(s.user.map(|u| ("user", u)));
                 if let Some((what, key)) = who {
                     self.auth_failure(cfg, &mut out, what, key, s, learning);
                 }
             }
             // Enumeration.
-            if let (Some(u), Some(r)) = (&s.user, &s.resource) {
+            if let (Some(u), Some(r)) = (s.user, s.resource) {
                 self.touch(cfg, &mut out, u, r, s, learning);
             }
         }
@@ -594,7 +599,7 @@ impl TenantState {
                 "integrity",
                 info.received_unix_nano,
                 Some((t, sp)),
-                &svc,
+                svc,
                 "",
                 info.principal,
                 vec![("spans", future.to_string())],
@@ -613,7 +618,7 @@ impl TenantState {
                 "integrity",
                 info.received_unix_nano,
                 Some((t, sp)),
-                &svc,
+                svc,
                 "",
                 info.principal,
                 vec![("spans", past.to_string())],
@@ -624,13 +629,29 @@ impl TenantState {
             );
         }
         self.close_windows(cfg, &mut out);
-        self.evict(cfg);
+        if self.learned.max_event >= self.evicted_at + cfg.window_secs.max(1) * NS {
+            self.evict(cfg);
+            self.evicted_at = self.learned.max_event;
+        }
         out.findings
     }
 
-    fn remember(&mut self, cfg: &BehaviourConfig, s: &SpanFacts) {
+    fn intern(&mut self, cfg: &BehaviourConfig, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.names.len() < cfg.max_operations * 2 {
+            self.names.insert(n.clone());
+        }
+        n
+    }
+
+    fn remember(&mut self, cfg: &BehaviourConfig, s: &SpanFacts<'_>) {
+        let service = self.intern(cfg, s.service);
+        let op = self.intern(cfg, &op_key(s.service, s.name));
         self.recent
-            .insert((s.trace_id, s.span_id), (s.content, s.service.clone()));
+            .insert((s.trace_id, s.span_id), (s.content, service, op));
         self.recent_order.push_back((s.end, s.trace_id, s.span_id));
         while self.recent.len() > cfg.max_recent_spans {
             match self.recent_order.pop_front() {
@@ -642,8 +663,8 @@ impl TenantState {
         }
     }
 
-    fn recent_service(&self, trace: [u8; 16], span: [u8; 8]) -> Option<String> {
-        self.recent.get(&(trace, span)).map(|(_, s)| s.clone())
+    fn recent_service(&self, trace: [u8; 16], span: [u8; 8]) -> Option<Arc<str>> {
+        self.recent.get(&(trace, span)).map(|(_, s, _)| s.clone())
     }
 
     fn edge(
@@ -651,7 +672,7 @@ impl TenantState {
         cfg: &BehaviourConfig,
         out: &mut Out<'_>,
         caller: &str,
-        s: &SpanFacts,
+        s: &SpanFacts<'_>,
         learning: bool,
     ) {
         if caller == s.service {
@@ -661,7 +682,7 @@ impl TenantState {
             .learned
             .edges
             .get(caller)
-            .is_some_and(|c| c.contains(&s.service));
+            .is_some_and(|c| c.contains(s.service));
         if known {
             return;
         }
@@ -673,10 +694,13 @@ impl TenantState {
                 "new_edge",
                 s.start,
                 Some((s.trace_id, s.span_id)),
-                &s.service,
-                &s.name,
+                s.service,
+                s.name,
                 None,
-                vec![("caller", caller.to_owned()), ("callee", s.service.clone())],
+                vec![
+                    ("caller", caller.to_owned()),
+                    ("callee", s.service.to_owned()),
+                ],
                 format!(
                     "'{caller}' called '{}' ({}); this edge was not seen during learning",
                     s.service, s.name
@@ -689,7 +713,7 @@ impl TenantState {
                 .edges
                 .entry(caller.to_owned())
                 .or_default()
-                .insert(s.service.clone());
+                .insert(s.service.to_owned());
         }
     }
 
@@ -698,16 +722,29 @@ impl TenantState {
         cfg: &BehaviourConfig,
         out: &mut Out<'_>,
         parent: [u8; 8],
-        s: &SpanFacts,
+        s: &SpanFacts<'_>,
         learning: bool,
     ) {
-        if !self.parents.contains_key(&parent) && self.parents.len() >= cfg.max_keys {
-            return;
+        if !self.parents.contains_key(&parent) {
+            if self.parents.len() >= cfg.max_keys {
+                return;
+            }
+            // The parent's operation, if the parent span has been seen.
+            let op = self
+                .recent
+                .get(&(s.trace_id, parent))
+                .map(|(_, _, op)| op.to_string());
+            self.parents.insert(
+                parent,
+                Parent {
+                    first: s.start,
+                    ids: op.as_ref().map(|_| (s.trace_id, parent)),
+                    op,
+                    ..Default::default()
+                },
+            );
         }
-        let p = self.parents.entry(parent).or_insert_with(|| Parent {
-            first: s.start,
-            ..Default::default()
-        });
+        let p = self.parents.get_mut(&parent).expect("inserted above");
         p.children += 1;
         if p.ids.is_none() {
             p.ids = Some((s.trace_id, parent));
@@ -771,7 +808,7 @@ impl TenantState {
         out: &mut Out<'_>,
         what: &str,
         key: &str,
-        s: &SpanFacts,
+        s: &SpanFacts<'_>,
         learning: bool,
     ) {
         if !self.auth.contains_key(key) && self.auth.len() >= cfg.max_keys {
@@ -796,8 +833,8 @@ impl TenantState {
                 "auth_burst",
                 s.start,
                 Some((s.trace_id, s.span_id)),
-                &s.service,
-                &s.name,
+                s.service,
+                s.name,
                 None,
                 vec![(what, key.to_owned()), ("failures", n.to_string())],
                 format!(
@@ -814,7 +851,7 @@ impl TenantState {
         out: &mut Out<'_>,
         user: &str,
         resource: &str,
-        s: &SpanFacts,
+        s: &SpanFacts<'_>,
         learning: bool,
     ) {
         if !self.users.contains_key(user) && self.users.len() >= cfg.max_keys {
@@ -843,8 +880,8 @@ impl TenantState {
                 "enumeration",
                 s.start,
                 Some((s.trace_id, s.span_id)),
-                &s.service,
-                &s.name,
+                s.service,
+                s.name,
                 None,
                 vec![
                     ("user", user.to_owned()),
@@ -1032,7 +1069,7 @@ impl Behaviour {
         }
     }
 
-    pub fn observe(&mut self, info: BatchInfo<'_>, spans: &[SpanFacts]) -> Vec<Finding> {
+    pub fn observe(&mut self, info: BatchInfo<'_>, spans: &[SpanFacts<'_>]) -> Vec<Finding> {
         let cfg = self.config.clone();
         self.tenants
             .entry(info.tenant.to_owned())

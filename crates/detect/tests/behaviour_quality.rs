@@ -21,8 +21,9 @@ fn config(learning_secs: u64) -> BehaviourConfig {
 }
 
 /// Streams spans in one-second event-time batches (arrival = batch end, as a live exporter).
-fn stream(b: &mut Behaviour, spans: &[NezhaSpan], extra: &[SpanFacts]) -> Vec<Finding> {
-    let mut all: Vec<SpanFacts> = facts(&evalset::nezha_request(spans, 0));
+fn stream(b: &mut Behaviour, spans: &[NezhaSpan], extra: &[SpanFacts<'_>]) -> Vec<Finding> {
+    let req = evalset::nezha_request(spans, 0);
+    let mut all: Vec<SpanFacts<'_>> = facts(&req);
     all.extend_from_slice(extra);
     all.sort_by_key(|s| s.end);
     let mut out = Vec::new();
@@ -172,23 +173,23 @@ fn injected_faults_are_flagged_and_fault_free_minutes_are_quiet() {
     );
 }
 
-fn synth(
+fn synth<'a>(
     base: &NezhaSpan,
     trace: u8,
     span: u64,
     parent: Option<[u8; 8]>,
-    service: &str,
-    name: &str,
+    service: &'a str,
+    name: &'a str,
     at: u64,
-) -> SpanFacts {
+) -> SpanFacts<'a> {
     let mut trace_id = [0xabu8; 16];
     trace_id[0] = trace;
     SpanFacts {
         trace_id,
         span_id: (span | 0x4000_0000_0000_0000).to_be_bytes(),
         parent,
-        service: service.to_owned(),
-        name: name.to_owned(),
+        service,
+        name,
         kind: 2,
         start: at,
         end: at + 2_000_000,
@@ -249,7 +250,7 @@ fn synthetic_injections_on_nezha_baseline_are_flagged_and_only_they() {
             at + i * 100_000_000,
         );
         s.http_status = Some(401);
-        s.client = Some("hmac:attacker".into());
+        s.client = Some("hmac:attacker");
         extra.push(s);
     }
     // (3) a fan-out spike: one checkout span with 300 child calls.
@@ -275,7 +276,9 @@ fn synthetic_injections_on_nezha_baseline_are_flagged_and_only_they() {
     }
     extra.push(parent);
     // (4) enumeration: one user reading 150 distinct orders.
-    for i in 0..150u64 {
+    let paths: Vec<String> = (0..150).map(|i| format!("/order/{i}")).collect();
+    for (i, p) in paths.iter().enumerate() {
+        let i = i as u64;
         let mut s = synth(
             b0,
             4,
@@ -285,8 +288,8 @@ fn synthetic_injections_on_nezha_baseline_are_flagged_and_only_they() {
             "GET /order",
             at + i * 20_000_000,
         );
-        s.user = Some("hmac:user-7".into());
-        s.resource = Some(format!("/order/{i}"));
+        s.user = Some("hmac:user-7");
+        s.resource = Some(p);
         extra.push(s);
     }
     let ids = [
@@ -361,7 +364,8 @@ fn identical_resends_are_duplicates_and_changed_resends_are_flagged() {
         principal: Some("token:x"),
         received_unix_nano: 1_700_000_001_000_000_000,
     };
-    let a = facts(&evalset::nezha_request(std::slice::from_ref(&base), 0));
+    let ra = evalset::nezha_request(std::slice::from_ref(&base), 0);
+    let a = facts(&ra);
     assert!(b.observe(info, &a).is_empty());
     assert!(
         b.observe(info, &a).is_empty(),
@@ -372,7 +376,8 @@ fn identical_resends_are_duplicates_and_changed_resends_are_flagged() {
         operation: "other".into(),
         ..base
     };
-    let c = facts(&evalset::nezha_request(&[changed], 0));
+    let rc = evalset::nezha_request(&[changed], 0);
+    let c = facts(&rc);
     let f = b.observe(info, &c);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].analytic_uid, "tv-integrity-span-reuse");
@@ -384,7 +389,8 @@ fn identical_resends_are_duplicates_and_changed_resends_are_flagged() {
         end: info.received_unix_nano + 600_100_000_000,
         ..c.first().map(|_| base_like()).unwrap()
     };
-    let f = b.observe(info, &facts(&evalset::nezha_request(&[future], 0)));
+    let rf = evalset::nezha_request(&[future], 0);
+    let f = b.observe(info, &facts(&rf));
     assert!(
         f.iter().any(|x| x.analytic_uid == "tv-integrity-future"),
         "{f:?}"

@@ -529,7 +529,6 @@ fn run_worker(
         match rx.recv_timeout(Duration::from_secs(5)) {
             Ok(job) => {
                 let spans = tv_detect::behaviour::facts(&job.request);
-                drop(job.request);
                 let mut findings = b.observe(
                     BatchInfo {
                         tenant: job.tenant.as_str(),
