@@ -65,6 +65,13 @@ impl Inputs {
         if !self.decoded.iter().any(|d| d == s) {
             self.decoded.push(s.to_owned());
         }
+        // SQL and JavaScript read `/*...*/` as whitespace: `UNION/**/SELECT`, `DROP/*x*/TABLE`.
+        if s.contains("/*") && self.decoded.len() < MAX_INPUTS {
+            let stripped = strip_block_comments(s);
+            if stripped != s && !self.decoded.iter().any(|d| *d == stripped) {
+                self.decoded.push(stripped);
+            }
+        }
     }
     /// `a=1&b=2` (or `;`-separated cookies): each name and value, decoded.
     fn push_pairs(&mut self, s: &str, sep: char, plus_is_space: bool) {
@@ -112,6 +119,13 @@ pub fn decode(s: &str, plus_is_space: bool) -> Cow<'_, str> {
         }
         cur = Cow::Owned(next);
     }
+    // Look-alikes typed or sent raw (not percent-encoded) fold too.
+    if cur.bytes().any(|b| b >= 0x80) {
+        let folded: String = cur.chars().map(fold_char).collect();
+        if folded != *cur {
+            cur = Cow::Owned(folded);
+        }
+    }
     cur
 }
 
@@ -150,14 +164,35 @@ fn decode_round(s: &str) -> String {
     fold_overlong(&out)
 }
 
-/// Fullwidth ASCII and slash look-alikes to ASCII.
+/// Fullwidth ASCII, slash and quote look-alikes to ASCII (MySQL and some frameworks fold
+/// typographic quotes to ASCII ones).
 fn fold_char(c: char) -> char {
     match c as u32 {
         0xff01..=0xff5e => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
         0x2215 => '/',
         0x2216 => '\\',
+        0x2018 | 0x2019 | 0x201a | 0x201b | 0x02bc | 0x2032 => '\'',
+        0x201c | 0x201d | 0x201e | 0x2033 => '"',
         _ => c,
     }
+}
+
+/// `/*...*/` replaced by a space (an unclosed one runs to the end).
+fn strip_block_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("/*") {
+        out.push_str(&rest[..i]);
+        out.push(' ');
+        match rest[i + 2..].find("*/") {
+            Some(j) => rest = &rest[i + 2 + j + 2..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Overlong UTF-8 encodings of ASCII (invalid UTF-8 that some decoders accept) to ASCII; the
@@ -237,7 +272,11 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
             out.push_decoded(decode(b, true));
             out.push_pairs(b, '&', true);
         } else {
+            // A body that is not a form may still be sent percent-encoded (a single value).
             out.push_decoded(Cow::Borrowed(b));
+            if b.contains('%') {
+                out.push_decoded(decode(b, true));
+            }
         }
     }
     // User agent and captured request headers.
@@ -345,6 +384,8 @@ mod tests {
         assert_eq!(decode("..%25c0%25ae%25c0%25ae/x", false), "..../x");
         assert_eq!(decode("%uff0e%uff0e%u2215x", false), "../x");
         assert_eq!(decode("..%e0%80%afx", false), "../x");
+        assert_eq!(decode("1%E2%80%99 OR %E2%80%991", false), "1' OR '1");
+        assert_eq!(strip_block_comments("DROP/*x*/TABLE/*y"), "DROP TABLE ");
     }
 
     #[test]
