@@ -333,9 +333,22 @@ pub fn cmdline(s: &str) -> String {
     let lower = lower
         .replace("${ifs}", " ")
         .replace("$ifs$9", " ")
-        .replace("$ifs", " ")
-        .replace("$@", "")
-        .replace("$*", "");
+        .replace("$ifs", " ");
+    // Empty expansions a shell drops (`c$!at`, `who$@ami`, `un$1ame`) and one-letter character
+    // classes (`adduse[r]`, `/etc/[p]asswd` stays a glob elsewhere).
+    let mut cleaned = String::with_capacity(lower.len());
+    let mut it = lower.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '$'
+            && let Some(&n) = it.peek()
+            && (matches!(n, '!' | '?' | '-' | '#' | '$' | '@' | '*') || n.is_ascii_digit())
+        {
+            it.next();
+            continue;
+        }
+        cleaned.push(c);
+    }
+    let lower = one_letter_classes(&cleaned);
     let mut out = String::with_capacity(lower.len());
     let mut space = false;
     for c in lower.chars() {
@@ -351,6 +364,23 @@ pub fn cmdline(s: &str) -> String {
             _ => out.push(c),
         }
         space = false;
+    }
+    out
+}
+
+/// `[r]` -> `r` (a one-character class matches just that character).
+fn one_letter_classes(s: &str) -> String {
+    let b: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == '[' && i + 2 < b.len() && b[i + 2] == ']' && b[i + 1].is_ascii_alphanumeric() {
+            out.push(b[i + 1]);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
     }
     out
 }
@@ -394,6 +424,8 @@ mod tests {
         assert_eq!(cmdline("w^h^o^a^m^i"), "whoami");
         assert_eq!(cmdline(";cat${IFS}/etc/passwd"), ";cat /etc/passwd");
         assert_eq!(cmdline("C\\AT\t\t/x"), "cat /x");
+        assert_eq!(cmdline("c$!at /et$?c/pas$-swd"), "cat /etc/passwd");
+        assert_eq!(cmdline("adduse[r] x"), "adduser x");
     }
 
     #[test]
