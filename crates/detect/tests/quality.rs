@@ -73,11 +73,7 @@ fn signature_quality_on_the_development_sets() {
 /// Categories still below the 85% recall, with the recall measured when the floor was
 /// set (lowering one needs a reason in the commit message).
 const SHORTFALL_FLOORS: &[(&str, &str, f64)] = &[
-    ("crs", "lfi", 54.0),
-    ("crs", "rce", 62.0),
-    ("crs", "sqli", 48.5),
-    ("crs", "xss", 82.0),
-    ("patt", "ldapi", 37.5),
-    ("patt", "lfi", 81.0),
-    ("patt", "rce", 81.0),
+    ("crs", "rce", 74.0),
+    ("crs", "sqli", 66.0),
+    ("patt", "ldapi", 51.0),
 ];
