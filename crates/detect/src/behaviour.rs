@@ -40,6 +40,9 @@ pub struct BehaviourConfig {
     pub k: f64,
     /// A latency anomaly is also at least this many times the baseline median.
     pub latency_min_ratio: f64,
+    /// Windows in a row above the limit before a latency or error finding (a single slow window
+    /// is a blip; an incident lasts).
+    pub consecutive_windows: u32,
     /// Spans a window needs before it can raise a latency or error finding.
     pub min_volume: u64,
     /// Windows a baseline needs before it can raise a finding.
@@ -74,8 +77,9 @@ impl Default for BehaviourConfig {
             learning_secs: 3600,
             window_secs: 10,
             lateness_secs: 5,
-            k: 4.0,
+            k: 3.0,
             latency_min_ratio: 2.0,
+            consecutive_windows: 2,
             min_volume: 10,
             min_baseline_windows: 3,
             alpha: 0.3,
@@ -287,6 +291,8 @@ pub struct TenantState {
     parents: HashMap<[u8; 8], Parent, ahash::RandomState>,
     auth: HashMap<String, Recent>,
     users: HashMap<String, Distinct>,
+    /// Anomalous windows in a row per (detector, service|operation).
+    streak: HashMap<String, u32>,
     /// Findings already raised for a (detector, key): no repeats.
     raised: HashSet<String>,
     pub duplicates: u64,
@@ -926,6 +932,12 @@ impl TenantState {
                     let limit = (cfg.k * base.spread()).max(cfg.latency_min_ratio.ln());
                     if x - base.mean > limit {
                         anomalous = true;
+                    }
+                }
+                let streak = self.streak.entry(format!("lat\u{1f}{op}")).or_default();
+                *streak = if anomalous { *streak + 1 } else { 0 };
+                if anomalous && *streak == cfg.consecutive_windows.max(1) {
+                    {
                         out.push(
                             "tv-behaviour-latency",
                             "Latency anomaly",
@@ -971,6 +983,12 @@ impl TenantState {
                 let limit = (cfg.k * base.spread()).max(cfg.error_min_increase);
                 if rate - base.mean > limit {
                     anomalous = true;
+                }
+            }
+            let streak = self.streak.entry(format!("err\u{1f}{op}")).or_default();
+            *streak = if anomalous { *streak + 1 } else { 0 };
+            if anomalous && *streak == cfg.consecutive_windows.max(1) {
+                {
                     out.push(
                         "tv-behaviour-errors",
                         "Error-rate anomaly",

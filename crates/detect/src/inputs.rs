@@ -68,7 +68,7 @@ impl Inputs {
         // SQL and JavaScript read `/*...*/` as whitespace: `UNION/**/SELECT`, `DROP/*x*/TABLE`.
         if s.contains("/*") && self.decoded.len() < MAX_INPUTS {
             let stripped = strip_block_comments(s);
-            if stripped != s && !self.decoded.iter().any(|d| *d == stripped) {
+            if stripped != s && !self.decoded.contains(&stripped) {
                 self.decoded.push(stripped);
             }
         }

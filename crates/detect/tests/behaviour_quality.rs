@@ -1,5 +1,7 @@
 //! Behavioural detection quality on the Nezha traces (../shared/evaldata/nezha-traces, MIT):
-//! injected network-delay and CPU faults are flagged within 90 s, fault-free traffic raises no
+//! injected network-delay and CPU faults are flagged within 90 s (either side: the data's README
+//! says injection labels are off by up to a minute and asks for a tolerance of at least +-90 s;
+//! the recommendationservice fault visibly starts ~50 s before its label), fault-free traffic raises no
 //! latency or error finding, and synthetic injections (a new edge, a 401 burst, a fan-out spike,
 //! an enumeration) on top of the fault-free traffic are all flagged while the same traffic without
 //! them raises none. Prints the tables.
@@ -102,14 +104,11 @@ fn injected_faults_are_flagged_and_fault_free_minutes_are_quiet() {
                 .collect();
             pre_injection_findings += perf
                 .iter()
-                .filter(|x| x.time_unix_nano + 10_000_000_000 < f.time_unix_nano)
+                .filter(|x| x.time_unix_nano + 90_000_000_000 < f.time_unix_nano)
                 .count();
             let in_time: Vec<&&Finding> = perf
                 .iter()
-                .filter(|x| {
-                    x.time_unix_nano + 10_000_000_000 >= f.time_unix_nano
-                        && x.time_unix_nano <= f.time_unix_nano + 90_000_000_000
-                })
+                .filter(|x| x.time_unix_nano.abs_diff(f.time_unix_nano) <= 90_000_000_000)
                 .collect();
             let target = evalset::pod_service(&f.pod);
             let names_target = in_time.iter().any(|x| x.service == target);
@@ -129,7 +128,7 @@ fn injected_faults_are_flagged_and_fault_free_minutes_are_quiet() {
                 in_time.len(),
                 names_target,
                 perf.iter()
-                    .filter(|x| x.time_unix_nano + 10_000_000_000 < f.time_unix_nano)
+                    .filter(|x| x.time_unix_nano + 90_000_000_000 < f.time_unix_nano)
                     .count()
             ));
         }
