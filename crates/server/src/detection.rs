@@ -589,7 +589,7 @@ fn store_findings(deps: &WorkerDeps, tenant: &TenantId, findings: &[Finding], po
     }
 }
 
-/// For tests and tools: a worker's state by tenant is not exposed; this counts tenants.
+/// The saved behavioural state files (`<tenant>.state` -> size in bytes), for tests and tools.
 pub fn state_files(data_dir: &Path) -> HashMap<String, u64> {
     std::fs::read_dir(state_dir(data_dir))
         .map(|r| {
