@@ -341,7 +341,7 @@ pub fn cmdline(s: &str) -> String {
     while let Some(c) = it.next() {
         if c == '$'
             && let Some(&n) = it.peek()
-            && (matches!(n, '!' | '?' | '-' | '#' | '$' | '@' | '*') || n.is_ascii_digit())
+            && (matches!(n, '!' | '?' | '-' | '#' | '$' | '@' | '*' | '_') || n.is_ascii_digit())
         {
             it.next();
             continue;
