@@ -65,11 +65,17 @@ impl Inputs {
         if !self.decoded.iter().any(|d| d == s) {
             self.decoded.push(s.to_owned());
         }
-        // SQL and JavaScript read `/*...*/` as whitespace: `UNION/**/SELECT`, `DROP/*x*/TABLE`.
-        if s.contains("/*") && self.decoded.len() < MAX_INPUTS {
-            let stripped = strip_block_comments(s);
-            if stripped != s && !self.decoded.contains(&stripped) {
-                self.decoded.push(stripped);
+        // SQL and JavaScript read `/*...*/` as whitespace (`UNION/**/SELECT`); MySQL also joins
+        // what a comment splits (`DR/**/OP`).
+        if s.contains("/*") {
+            for joiner in [" ", ""] {
+                let stripped = strip_block_comments(s, joiner);
+                if stripped != s
+                    && self.decoded.len() < MAX_INPUTS
+                    && !self.decoded.contains(&stripped)
+                {
+                    self.decoded.push(stripped);
+                }
             }
         }
     }
@@ -171,19 +177,19 @@ fn fold_char(c: char) -> char {
         0xff01..=0xff5e => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
         0x2215 => '/',
         0x2216 => '\\',
-        0x2018 | 0x2019 | 0x201a | 0x201b | 0x02bc | 0x2032 => '\'',
+        0x2018 | 0x2019 | 0x201a | 0x201b | 0x02bc | 0x2032 | 0x00b4 => '\'',
         0x201c | 0x201d | 0x201e | 0x2033 => '"',
         _ => c,
     }
 }
 
-/// `/*...*/` replaced by a space (an unclosed one runs to the end).
-fn strip_block_comments(s: &str) -> String {
+/// `/*...*/` replaced by `joiner` (an unclosed one runs to the end).
+fn strip_block_comments(s: &str, joiner: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("/*") {
         out.push_str(&rest[..i]);
-        out.push(' ');
+        out.push_str(joiner);
         match rest[i + 2..].find("*/") {
             Some(j) => rest = &rest[i + 2 + j + 2..],
             None => {
@@ -257,6 +263,10 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
         out.push_raw(p);
         if p != "/" {
             out.push_decoded(decode(p, false));
+            // Some servers and frameworks read `+` in a path as a space too.
+            if p.contains('+') {
+                out.push_decoded(decode(p, true));
+            }
         }
     }
     // Body.
@@ -415,7 +425,11 @@ mod tests {
         assert_eq!(decode("%uff0e%uff0e%u2215x", false), "../x");
         assert_eq!(decode("..%e0%80%afx", false), "../x");
         assert_eq!(decode("1%E2%80%99 OR %E2%80%991", false), "1' OR '1");
-        assert_eq!(strip_block_comments("DROP/*x*/TABLE/*y"), "DROP TABLE ");
+        assert_eq!(
+            strip_block_comments("DROP/*x*/TABLE/*y", " "),
+            "DROP TABLE "
+        );
+        assert_eq!(strip_block_comments("DR/**/OP", ""), "DROP");
     }
 
     #[test]
