@@ -72,4 +72,4 @@ fn signature_quality_on_the_development_sets() {
 
 /// Categories still below the 85% recall, with the recall measured when the floor was
 /// set (lowering one needs a reason in the commit message).
-const SHORTFALL_FLOORS: &[(&str, &str, f64)] = &[("crs", "sqli", 66.0), ("patt", "ldapi", 51.0)];
+const SHORTFALL_FLOORS: &[(&str, &str, f64)] = &[("crs", "sqli", 73.5), ("patt", "ldapi", 51.0)];
