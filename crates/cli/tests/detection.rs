@@ -29,19 +29,7 @@ fn span(tid: [u8; 16], name: &str, attrs: Vec<KeyValue>) -> Span {
 }
 
 fn batch(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", sv(service))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    tv_detect::evalset::request(service, spans)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,17 +757,7 @@ async fn nezha_faults_and_injections_through_the_real_ingest_path() {
         attributes: attrs,
         ..Default::default()
     };
-    let rs = |service: &str, spans: Vec<Span>| ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![kv("service.name", sv(service))],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let rs = tv_detect::evalset::resource_spans;
     let mut extra = Vec::new();
     // A new edge: adservice calls cartservice.
     let (t1, caller) = (random_id::<16>(), random_id::<8>());

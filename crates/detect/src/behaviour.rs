@@ -596,43 +596,46 @@ impl TenantState {
                 self.touch(cfg, &mut out, u, r, s, learning);
             }
         }
-        if future > 0 {
-            let (t, sp, svc) = future_example.expect("set with the count");
-            out.push(
+        let clock = [
+            (
+                future,
+                future_example,
                 "tv-integrity-future",
                 "Spans timestamped ahead of the server clock",
                 Severity::Medium,
-                "integrity",
-                info.received_unix_nano,
-                Some((t, sp)),
-                svc,
-                "",
-                info.principal,
-                vec![("spans", future.to_string())],
                 format!(
-                    "{future} span(s) of this batch start more than {} s after the server's clock",
+                    "start more than {} s after the server's clock",
                     cfg.future_skew_secs
                 ),
-            );
-        }
-        if past > 0 {
-            let (t, sp, svc) = past_example.expect("set with the count");
-            out.push(
+            ),
+            (
+                past,
+                past_example,
                 "tv-integrity-past",
                 "Spans timestamped far behind the server clock",
                 Severity::Low,
-                "integrity",
-                info.received_unix_nano,
-                Some((t, sp)),
-                svc,
-                "",
-                info.principal,
-                vec![("spans", past.to_string())],
                 format!(
-                    "{past} span(s) of this batch start more than {} s before the server's clock (a replay or a stuck exporter)",
+                    "start more than {} s before the server's clock (a replay or a stuck exporter)",
                     cfg.past_skew_secs
                 ),
-            );
+            ),
+        ];
+        for (n, example, id, title, severity, what) in clock {
+            if let Some((t, sp, svc)) = example.filter(|_| n > 0) {
+                out.push(
+                    id,
+                    title,
+                    severity,
+                    "integrity",
+                    info.received_unix_nano,
+                    Some((t, sp)),
+                    svc,
+                    "",
+                    info.principal,
+                    vec![("spans", n.to_string())],
+                    format!("{n} span(s) of this batch {what}"),
+                );
+            }
         }
         self.close_windows(cfg, &mut out);
         if self.learned.max_event >= self.evicted_at + cfg.window_secs.max(1) * NS {

@@ -136,19 +136,24 @@ pub fn db_span(n: u64, statement: &str) -> Span {
     }
 }
 
-pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv_str("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+/// The spans of one service, as a resource.
+pub fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv_str("service.name", service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans(service, spans)],
     }
 }
 
@@ -846,17 +851,7 @@ pub fn nezha_request(spans: &[NezhaSpan], shift_ns: i64) -> ExportTraceServiceRe
     ExportTraceServiceRequest {
         resource_spans: by_service
             .into_iter()
-            .map(|(svc, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv_str("service.name", svc)],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
+            .map(|(svc, spans)| resource_spans(svc, spans))
             .collect(),
     }
 }
