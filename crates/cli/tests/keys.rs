@@ -227,3 +227,56 @@ async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
     assert_eq!(acme["versions"].as_array().unwrap().len(), 1, "{acme}");
     assert_eq!(acme["current"], 2);
 }
+
+/// The same, in the other order: the last block under v1 expires *before* v1 is superseded.
+/// The rotation alone must then be enough for the next retention pass to destroy v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_superseded_after_its_last_block_expired_is_destroyed_too() {
+    let (srv, _) = start_with_config(
+        tempfile::tempdir().unwrap(),
+        "[storage]\nunused_key_grace_secs = 0\nretention_interval_secs = 0.2\n[storage.tenant_retention_secs]\nacme = 1800\n",
+        &[],
+    );
+    let c = srv.http_client();
+    let (mut req, _) = request("checkout", 3);
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            for sp in &mut ss.spans {
+                sp.start_time_unix_nano -= 3_600_000_000_000;
+                sp.end_time_unix_nano -= 3_600_000_000_000;
+            }
+        }
+    }
+    let r = c
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", "acme")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    srv.flush().await;
+    // Wait until retention has deleted acme's only block (v1 is still current then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !srv
+        .log_text()
+        .contains("deleted a block past its retention period")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", srv.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (ok, text) = srv.cli(&["keys", "rotate", "--tenant", "acme"]);
+    assert!(ok, "{text}");
+    let v1 = srv.dir.join("keys/tenants/acme/kek-v1.json");
+    while v1.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v1 survived: {:?}",
+            cli_lines(&["keys", "usage"], &srv.dir)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(srv.dir.join("keys/tenants/acme/kek-v2.json").exists());
+}

@@ -1045,6 +1045,23 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
         // may still wrap a WAL segment waiting for deletion, or be within its grace period).
         let mut gc = inner.key_gc.lock().expect("key gc lock poisoned");
         gc.extend(tenants);
+        // A tenant whose last block under an old version expired before the version was
+        // superseded (a rotation after the deletion) is picked up here: every tenant with more
+        // than one live version is a candidate.
+        if let Ok(all) = inner.keyring.tenants() {
+            for t in all {
+                if !gc.contains(&t)
+                    && !inner.keyring.is_erased(&t)
+                    && inner
+                        .keyring
+                        .versions(&t)
+                        .map(|v| v.len() > 1)
+                        .unwrap_or(false)
+                {
+                    gc.insert(t);
+                }
+            }
+        }
         if !gc.is_empty() {
             let uses = crate::keyuse::key_use(&inner.cfg.data_dir)?;
             gc.retain(|t| {
