@@ -291,8 +291,8 @@ pub struct TenantState {
     parents: HashMap<[u8; 8], Parent, ahash::RandomState>,
     auth: HashMap<String, Recent>,
     users: HashMap<String, Distinct>,
-    /// Anomalous windows in a row per (detector, service|operation).
-    streak: HashMap<String, u32>,
+    /// Anomalous windows in a row per service|operation: [latency, errors].
+    streak: HashMap<String, [u32; 2]>,
     /// Findings already raised for a (detector, key): no repeats.
     raised: HashSet<String>,
     pub duplicates: u64,
@@ -923,108 +923,83 @@ impl TenantState {
             let (ws, op) = key;
             let learning = self.learning(cfg, ws);
             let (svc, name) = split_key(&op);
+            let streaks = self.streak.entry(op.clone()).or_default();
             // Latency (log scale of the window median).
             if !w.durations_ms.is_empty() {
                 w.durations_ms.sort_by(|a, b| a.total_cmp(b));
                 let median = w.durations_ms[w.durations_ms.len() / 2];
-                let x = (median.max(0.001)).ln();
-                let ops = self.learned.latency.len();
-                let base = self.learned.latency.get(&op).cloned().unwrap_or_default();
-                let mut anomalous = false;
-                if !learning && base.n >= cfg.min_baseline_windows && w.count >= cfg.min_volume {
-                    let limit = (cfg.k * base.spread()).max(cfg.latency_min_ratio.ln());
-                    if x - base.mean > limit {
-                        anomalous = true;
-                    }
-                }
-                let streak = self.streak.entry(format!("lat\u{1f}{op}")).or_default();
-                *streak = if anomalous { *streak + 1 } else { 0 };
-                if anomalous && *streak == cfg.consecutive_windows.max(1) {
-                    {
-                        out.push(
-                            "tv-behaviour-latency",
-                            "Latency anomaly",
-                            Severity::Medium,
-                            "latency",
-                            ws,
-                            w.slowest.map(|(t, s, _)| (t, s)),
-                            svc,
-                            name,
-                            None,
-                            vec![
-                                ("window_median_ms", format!("{median:.1}")),
-                                ("baseline_median_ms", format!("{:.1}", base.mean.exp())),
-                                ("spans", w.count.to_string()),
-                            ],
-                            format!(
-                                "'{name}' of '{svc}': median {median:.1} ms in a {} s window, baseline {:.1} ms",
-                                cfg.window_secs,
-                                base.mean.exp()
-                            ),
-                        );
-                    }
-                }
-                // Anomalous windows do not teach the baseline (a long incident must not become
-                // normal within minutes), nor do thin ones (a partial first window, a trickle).
-                if !anomalous
-                    && w.count >= cfg.min_volume
-                    && (self.learned.latency.contains_key(&op) || ops < cfg.max_operations)
-                {
-                    self.learned
-                        .latency
-                        .entry(op.clone())
-                        .or_default()
-                        .update(x, cfg.alpha);
-                }
-            }
-            // Errors.
-            let rate = w.errors as f64 / w.count.max(1) as f64;
-            let ops = self.learned.errors.len();
-            let base = self.learned.errors.get(&op).cloned().unwrap_or_default();
-            let mut anomalous = false;
-            if !learning && base.n >= cfg.min_baseline_windows && w.count >= cfg.min_volume {
-                let limit = (cfg.k * base.spread()).max(cfg.error_min_increase);
-                if rate - base.mean > limit {
-                    anomalous = true;
-                }
-            }
-            let streak = self.streak.entry(format!("err\u{1f}{op}")).or_default();
-            *streak = if anomalous { *streak + 1 } else { 0 };
-            if anomalous && *streak == cfg.consecutive_windows.max(1) {
-                {
+                let x = median.max(0.001).ln();
+                let floor = cfg.latency_min_ratio.ln();
+                let latency = &mut self.learned.latency;
+                if let Some(base) = judge(
+                    cfg,
+                    latency,
+                    &mut streaks[0],
+                    &op,
+                    x,
+                    floor,
+                    learning,
+                    w.count,
+                ) {
                     out.push(
-                        "tv-behaviour-errors",
-                        "Error-rate anomaly",
+                        "tv-behaviour-latency",
+                        "Latency anomaly",
                         Severity::Medium,
-                        "errors",
+                        "latency",
                         ws,
-                        w.error_example,
+                        w.slowest.map(|(t, s, _)| (t, s)),
                         svc,
                         name,
                         None,
                         vec![
-                            ("window_error_share", format!("{rate:.3}")),
-                            ("baseline_error_share", format!("{:.3}", base.mean)),
+                            ("window_median_ms", format!("{median:.1}")),
+                            ("baseline_median_ms", format!("{:.1}", base.mean.exp())),
                             ("spans", w.count.to_string()),
                         ],
                         format!(
-                            "'{name}' of '{svc}': {:.1}% errors in a {} s window, baseline {:.1}%",
-                            100.0 * rate,
+                            "'{name}' of '{svc}': median {median:.1} ms in a {} s window, baseline {:.1} ms",
                             cfg.window_secs,
-                            100.0 * base.mean
+                            base.mean.exp()
                         ),
                     );
                 }
             }
-            if !anomalous
-                && w.count >= cfg.min_volume
-                && (self.learned.errors.contains_key(&op) || ops < cfg.max_operations)
-            {
-                self.learned
-                    .errors
-                    .entry(op)
-                    .or_default()
-                    .update(rate, cfg.alpha);
+            // Errors.
+            let rate = w.errors as f64 / w.count.max(1) as f64;
+            let floor = cfg.error_min_increase;
+            let errors = &mut self.learned.errors;
+            if let Some(base) = judge(
+                cfg,
+                errors,
+                &mut streaks[1],
+                &op,
+                rate,
+                floor,
+                learning,
+                w.count,
+            ) {
+                out.push(
+                    "tv-behaviour-errors",
+                    "Error-rate anomaly",
+                    Severity::Medium,
+                    "errors",
+                    ws,
+                    w.error_example,
+                    svc,
+                    name,
+                    None,
+                    vec![
+                        ("window_error_share", format!("{rate:.3}")),
+                        ("baseline_error_share", format!("{:.3}", base.mean)),
+                        ("spans", w.count.to_string()),
+                    ],
+                    format!(
+                        "'{name}' of '{svc}': {:.1}% errors in a {} s window, baseline {:.1}%",
+                        100.0 * rate,
+                        cfg.window_secs,
+                        100.0 * base.mean
+                    ),
+                );
             }
         }
     }
@@ -1073,6 +1048,40 @@ impl TenantState {
             self.raised.clear();
         }
     }
+}
+
+/// Judges one window's value `x` against the operation's baseline. Anomalous: at least
+/// `min_baseline_windows` learned, `min_volume` spans, and above the mean by `k` robust deviations
+/// and by `floor`. Returns the baseline when the window completes a run of `consecutive_windows`
+/// anomalous ones (a finding); the baseline learns the value unless it was anomalous (a long
+/// incident must not become normal within minutes) or thin (a partial first window, a trickle).
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    cfg: &BehaviourConfig,
+    baselines: &mut HashMap<String, Ewma>,
+    streak: &mut u32,
+    op: &str,
+    x: f64,
+    floor: f64,
+    learning: bool,
+    count: u64,
+) -> Option<Ewma> {
+    let base = baselines.get(op).cloned().unwrap_or_default();
+    let anomalous = !learning
+        && base.n >= cfg.min_baseline_windows
+        && count >= cfg.min_volume
+        && x - base.mean > (cfg.k * base.spread()).max(floor);
+    *streak = if anomalous { *streak + 1 } else { 0 };
+    if !anomalous
+        && count >= cfg.min_volume
+        && (baselines.contains_key(op) || baselines.len() < cfg.max_operations)
+    {
+        baselines
+            .entry(op.to_owned())
+            .or_default()
+            .update(x, cfg.alpha);
+    }
+    (anomalous && *streak == cfg.consecutive_windows.max(1)).then_some(base)
 }
 
 /// Per-tenant states.
