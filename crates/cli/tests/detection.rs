@@ -687,21 +687,10 @@ async fn nezha_faults_and_injections_through_the_real_ingest_path() {
             if !(f.kind == "network_delay" || f.kind.starts_with("cpu")) {
                 continue;
             }
-            let mut spans: Vec<_> = traces
-                .iter()
-                .filter_map(|p| tv_detect::evalset::nezha_csv(p).ok())
-                .filter(|s| {
-                    s.first()
-                        .is_some_and(|x| x.start < f.time_unix_nano + 120_000_000_000)
-                        && s.last()
-                            .is_some_and(|x| x.start + 120_000_000_000 > f.time_unix_nano)
-                })
-                .flatten()
-                .collect();
+            let spans = tv_detect::evalset::nezha_around(&traces, f.time_unix_nano);
             if spans.is_empty() {
                 continue;
             }
-            spans.sort_by_key(|s| s.start);
             let shift = shift_to_now(now, &spans);
             n += 1;
             let tenant = format!("nezha{n}");

@@ -174,17 +174,10 @@ fn block_digests(dir: &std::path::Path) -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
-    // acme keeps 30 minutes; retention checks often, and a superseded version may go at once.
-    let (srv, _) = start_with_config(
-        tempfile::tempdir().unwrap(),
-        "[storage]\nunused_key_grace_secs = 0\nretention_interval_secs = 0.2\n[storage.tenant_retention_secs]\nacme = 1800\n",
-        &[],
-    );
-    let c = srv.http_client();
-    // Under v1: spans that ended an hour ago, past retention as soon as they are sealed.
-    let (mut req, old) = request("checkout", 3);
+/// Spans of acme that ended an hour ago (past acme's 30-minute retention once sealed), flushed
+/// into a block; the trace id.
+async fn send_hour_old(srv: &Server) -> [u8; 16] {
+    let (mut req, tid) = request("checkout", 3);
     for rs in &mut req.resource_spans {
         for ss in &mut rs.scope_spans {
             for sp in &mut ss.spans {
@@ -193,7 +186,8 @@ async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
             }
         }
     }
-    let r = c
+    let r = srv
+        .http_client()
         .post(format!("{}/v1/traces", srv.http))
         .bearer_auth(srv.token())
         .header("x-scope-orgid", "acme")
@@ -204,6 +198,19 @@ async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
         .unwrap();
     assert_eq!(r.status(), 200);
     srv.flush().await;
+    tid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_destroys_a_key_version_that_no_longer_wraps_anything() {
+    // acme keeps 30 minutes; retention checks often, and a superseded version may go at once.
+    let (srv, _) = start_with_config(
+        tempfile::tempdir().unwrap(),
+        "[storage]\nunused_key_grace_secs = 0\nretention_interval_secs = 0.2\n[storage.tenant_retention_secs]\nacme = 1800\n",
+        &[],
+    );
+    // Under v1: spans that ended an hour ago, past retention as soon as they are sealed.
+    let old = send_hour_old(&srv).await;
     let (ok, text) = srv.cli(&["keys", "rotate", "--tenant", "acme"]);
     assert!(ok, "{text}");
     // Under v2: fresh spans, kept.
@@ -237,27 +244,7 @@ async fn a_version_superseded_after_its_last_block_expired_is_destroyed_too() {
         "[storage]\nunused_key_grace_secs = 0\nretention_interval_secs = 0.2\n[storage.tenant_retention_secs]\nacme = 1800\n",
         &[],
     );
-    let c = srv.http_client();
-    let (mut req, _) = request("checkout", 3);
-    for rs in &mut req.resource_spans {
-        for ss in &mut rs.scope_spans {
-            for sp in &mut ss.spans {
-                sp.start_time_unix_nano -= 3_600_000_000_000;
-                sp.end_time_unix_nano -= 3_600_000_000_000;
-            }
-        }
-    }
-    let r = c
-        .post(format!("{}/v1/traces", srv.http))
-        .bearer_auth(srv.token())
-        .header("x-scope-orgid", "acme")
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&req).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    srv.flush().await;
+    send_hour_old(&srv).await;
     // Wait until retention has deleted acme's only block (v1 is still current then).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !srv

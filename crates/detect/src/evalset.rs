@@ -205,10 +205,7 @@ pub fn patt(root: &Path) -> std::io::Result<(Vec<Case>, Vec<String>)> {
     for d in dirs {
         let category = d.file_name().to_string_lossy().into_owned();
         let class = patt_class(&category).to_owned();
-        let mut files = Vec::new();
-        walk(&d.path(), &mut files)?;
-        files.sort();
-        for f in files {
+        for f in crate::files_under(&d.path())? {
             let name = f
                 .file_name()
                 .unwrap_or_default()
@@ -251,18 +248,6 @@ fn patt_class(category: &str) -> &'static str {
         "XXE Injection" => "xxe",
         _ => "other",
     }
-}
-
-fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// CRS class of a rule file (`942100.yaml` -> `sqli`).
@@ -372,10 +357,8 @@ fn parse_raw_request(raw: &[u8]) -> Option<HttpRequest> {
 /// The positive (`expect_ids`) stages of the CRS regression tests of the given categories
 /// (rule-id prefixes such as `942`); the group is the test file (`942100.yaml`).
 pub fn crs(root: &Path, prefixes: &[&str]) -> std::io::Result<Vec<Case>> {
-    let mut files = Vec::new();
-    walk(root, &mut files)?;
+    let mut files = crate::files_under(root)?;
     files.retain(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"));
-    files.sort();
     let mut cases = Vec::new();
     let mut n = 1_000_000u64;
     for f in files {
@@ -768,6 +751,24 @@ pub fn nezha_csv(path: &Path) -> std::io::Result<Vec<NezhaSpan>> {
     }
     out.sort_by_key(|s| s.start);
     Ok(out)
+}
+
+/// The spans of the trace files within two minutes of `at` (a file `HH_MM` holds the minute
+/// ending at HH:MM:10, so an injection gets the minute before and the minute after), sorted by
+/// start; unreadable files are skipped.
+pub fn nezha_around(traces: &[std::path::PathBuf], at: u64) -> Vec<NezhaSpan> {
+    const TWO_MIN: u64 = 120_000_000_000;
+    let mut spans: Vec<NezhaSpan> = traces
+        .iter()
+        .filter_map(|p| nezha_csv(p).ok())
+        .filter(|s| {
+            s.first().is_some_and(|x| x.start < at + TWO_MIN)
+                && s.last().is_some_and(|x| x.start + TWO_MIN > at)
+        })
+        .flatten()
+        .collect();
+    spans.sort_by_key(|s| s.start);
+    spans
 }
 
 /// An injected fault of a Nezha fault list.

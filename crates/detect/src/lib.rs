@@ -136,6 +136,33 @@ pub fn group_key(tenant: &str, analytic: &str, service: &str, op: &str, principa
     ])
 }
 
+/// Every file under `dir` (recursively, at most 8 levels, symlinked directories not followed),
+/// sorted.
+pub(crate) fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    fn walk(
+        d: &std::path::Path,
+        out: &mut Vec<std::path::PathBuf>,
+        depth: usize,
+    ) -> std::io::Result<()> {
+        if depth > 8 {
+            return Ok(());
+        }
+        for e in std::fs::read_dir(d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                walk(&e.path(), out, depth + 1)?;
+            } else {
+                out.push(e.path());
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out, 0)?;
+    out.sort();
+    Ok(out)
+}
+
 /// SHA-256 over length-prefixed parts, first 16 bytes in hex.
 pub(crate) fn digest_hex(parts: &[&[u8]]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);

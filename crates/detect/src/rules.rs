@@ -115,9 +115,8 @@ impl RuleSet {
 
     /// Every `*.yml` / `*.yaml` file under `dir` (recursively, sorted), added to this set.
     pub fn add_dir(&mut self, dir: &Path) -> std::io::Result<usize> {
-        let mut files = Vec::new();
-        collect_yaml(dir, &mut files, 0)?;
-        files.sort();
+        let mut files = crate::files_under(dir)?;
+        files.retain(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yml" | "yaml")));
         let before = self.rules.len();
         for f in files {
             let text = std::fs::read_to_string(&f)?;
@@ -276,26 +275,6 @@ fn evidence_of(field: &str, m: &rsigma_eval::result::FieldMatch) -> Evidence {
         value,
         value_len,
     }
-}
-
-fn collect_yaml(
-    dir: &Path,
-    out: &mut Vec<std::path::PathBuf>,
-    depth: usize,
-) -> std::io::Result<()> {
-    if depth > 8 {
-        return Ok(());
-    }
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let p = e.path();
-        if e.file_type()?.is_dir() {
-            collect_yaml(&p, out, depth + 1)?;
-        } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yml" | "yaml")) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// Log sources that are trace data (or web request logs whose fields map onto spans).

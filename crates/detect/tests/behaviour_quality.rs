@@ -73,23 +73,10 @@ fn injected_faults_are_flagged_and_fault_free_minutes_are_quiet() {
         let faults = evalset::nezha_faults(&list).unwrap();
         let traces = files(&day.join("trace"));
         for f in &faults {
-            // The file of the minute before and after the injection (HH_MM ends at HH:MM:10).
-            let spans: Vec<NezhaSpan> = traces
-                .iter()
-                .filter_map(|p| evalset::nezha_csv(p).ok())
-                .filter(|s| {
-                    s.first()
-                        .is_some_and(|x| x.start < f.time_unix_nano + 120_000_000_000)
-                        && s.last()
-                            .is_some_and(|x| x.start + 120_000_000_000 > f.time_unix_nano)
-                })
-                .flatten()
-                .collect();
+            let spans = evalset::nezha_around(&traces, f.time_unix_nano);
             if spans.is_empty() {
                 continue;
             }
-            let mut spans = spans;
-            spans.sort_by_key(|s| s.start);
             let first = spans[0].start;
             let mut b = Behaviour::new(config(30));
             let found = stream(&mut b, &spans, &[]);

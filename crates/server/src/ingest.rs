@@ -116,10 +116,8 @@ async fn ingest_checked(
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     // Automated responses against this credential (quarantine, throttle) come first.
-    match state
-        .detection
-        .check_ingest(&caller.principal.id(), span_count)
-    {
+    let principal = caller.principal.id();
+    match state.detection.check_ingest(&principal, span_count) {
         crate::responses::Verdict::Allow => {}
         crate::responses::Verdict::Quarantined(m) => return Err(ApiError::Forbidden(m)),
         crate::responses::Verdict::Throttled(m) => return Err(ApiError::RateLimited(m, 1)),
@@ -210,7 +208,7 @@ async fn ingest_checked(
         // longer show an injection); only findings with redacted evidence leave this step.
         let findings = state.detection.scan(
             caller.tenant.as_str(),
-            &caller.principal.id(),
+            &principal,
             validated.request(),
             now_unix_nanos(),
         );
@@ -253,7 +251,7 @@ async fn ingest_checked(
             state.detection.submit(
                 crate::detection::Job {
                     tenant: caller.tenant.clone(),
-                    principal: caller.principal.id(),
+                    principal,
                     received_unix_nano: received,
                     request,
                 },
