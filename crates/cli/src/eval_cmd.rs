@@ -93,6 +93,10 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         "sqlglot-benign-sql",
         evalset::sqlglot_benign(&d.join("sqlglot-benign-sql")),
     );
+    note(
+        "presidio-research",
+        evalset::presidio_benign(&d.join("presidio-research")),
+    );
     if cases.is_empty() {
         bail!("no labeled cases found under {}", d.display());
     }

@@ -17,6 +17,7 @@ fn main() {
         "crs" => evalset::crs(&root.join("crs-regression/tests"), &["93", "94"]).unwrap(),
         "patt" => evalset::patt(&root.join("payloadsallthethings")).unwrap().0,
         "libinjection" => evalset::libinjection_benign(&root.join("libinjection")).unwrap(),
+        "presidio" => evalset::presidio_benign(&root.join("presidio-research")).unwrap(),
         _ => evalset::sqlglot_benign(&root.join("sqlglot-benign-sql")).unwrap(),
     };
     let sig = Signatures::new(RuleSet::builtin());
@@ -62,5 +63,10 @@ fn main() {
             .collect();
         let rules: Vec<&str> = f.iter().map(|f| f.analytic_uid.as_str()).collect();
         println!("{} | {} | {:?}", c.group, attrs.join(" "), rules);
+        if std::env::var_os("MISSES_PATTERNS").is_some() {
+            for e in f.iter().flat_map(|f| &f.evidence) {
+                println!("    {} {:?}", e.field, e.pattern);
+            }
+        }
     }
 }

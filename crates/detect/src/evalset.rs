@@ -491,6 +491,26 @@ pub fn sqlglot_benign(root: &Path) -> std::io::Result<Vec<Case>> {
         .collect())
 }
 
+/// presidio-research's synthetic sentences (names, addresses, questions, punctuation): free
+/// text typed into a search form, `q=<sentence>` percent-encoded in `url.query`. Not a set the
+/// issue names; it keeps the SQL-fragment rules honest on ordinary prose.
+pub fn presidio_benign(root: &Path) -> std::io::Result<Vec<Case>> {
+    let text = std::fs::read_to_string(root.join("data/synth_dataset_v2.json"))?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get("full_text")?.as_str())
+        .enumerate()
+        .map(|(i, s)| Case {
+            set: "presidio",
+            group: "synth_dataset_v2.json sentences (url.query)".into(),
+            class: BENIGN.into(),
+            req: request("web", vec![query_span(4_000_000 + i as u64, s, false)]),
+        })
+        .collect())
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Counts {
     pub total: usize,

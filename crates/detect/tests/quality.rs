@@ -1,6 +1,8 @@
 //! Detection quality on the development sets in ../shared/evaldata (issue 7): per-category recall
 //! on CRS regression positives and PayloadsAllTheThings, false-positive rate on benign SQL and
-//! libinjection's known false positives. Prints the tables; asserts the issue's thresholds.
+//! libinjection's known false positives, plus ordinary prose (presidio's sentences, addresses
+//! and questions typed into a search box) so that no rule lives off the shape of attack lists
+//! alone. Prints the tables; asserts the issue's thresholds.
 use std::path::PathBuf;
 
 use tv_detect::Signatures;
@@ -29,6 +31,7 @@ fn signature_quality_on_the_development_sets() {
     cases.extend(patt);
     cases.extend(evalset::libinjection_benign(&root.join("libinjection")).unwrap());
     cases.extend(evalset::sqlglot_benign(&root.join("sqlglot-benign-sql")).unwrap());
+    cases.extend(evalset::presidio_benign(&root.join("presidio-research")).unwrap());
     let report = evalset::run(&sig, &cases);
     println!("{}", report.render(true));
     for s in &skipped {
