@@ -436,6 +436,17 @@ async fn quarantine_follows_the_senders_behaviour_and_is_released_by_an_admin() 
     .unwrap();
     let err = serve_refused(&bad, &refused_dir.path().join("data"));
     assert!(err.contains("switch off a victim's telemetry"), "{err}");
+    // A typo in detection.disabled_rules is refused, naming the id.
+    std::fs::write(
+        &bad,
+        "version = 1\n[detection]\ndisabled_rules = [\"tv-sqli-probes\"]\n",
+    )
+    .unwrap();
+    let err = serve_refused(&bad, &refused_dir.path().join("data2"));
+    assert!(
+        err.contains("disabled_rules names tv-sqli-probes, which no loaded rule has"),
+        "{err}"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let config = r#"version = 1

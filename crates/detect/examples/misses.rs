@@ -17,6 +17,7 @@ fn main() {
         "crs" => evalset::crs(&root.join("crs-regression/tests"), &["93", "94"]).unwrap(),
         "patt" => evalset::patt(&root.join("payloadsallthethings")).unwrap().0,
         "libinjection" => evalset::libinjection_benign(&root.join("libinjection")).unwrap(),
+        "params" => evalset::common_params_benign(),
         "presidio" => evalset::presidio_benign(&root.join("presidio-research")).unwrap(),
         _ => evalset::sqlglot_benign(&root.join("sqlglot-benign-sql")).unwrap(),
     };

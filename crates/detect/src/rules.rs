@@ -67,6 +67,8 @@ pub struct RuleSet {
     rules: Vec<RuleInfo>,
     by_id: HashMap<String, usize>,
     pub unsupported: Vec<Unsupported>,
+    /// Rule ids the operator switched off, and whether a loaded file had each.
+    disabled: HashMap<String, bool>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -101,16 +103,39 @@ impl RuleSet {
             rules: Vec::new(),
             by_id: HashMap::new(),
             unsupported: Vec::new(),
+            disabled: HashMap::new(),
         }
     }
 
     /// The built-in pack. A built-in rule that does not load is a bug, caught by tests.
     pub fn builtin() -> RuleSet {
         let mut set = RuleSet::empty();
-        for (name, text) in BUILTIN {
-            set.add_yaml(name, text);
-        }
+        set.add_builtin();
         set
+    }
+
+    pub fn add_builtin(&mut self) {
+        for (name, text) in BUILTIN {
+            self.add_yaml(name, text);
+        }
+    }
+
+    /// Rules with these ids are skipped by every later `add_*` (an operator's
+    /// `detection.disabled_rules`).
+    pub fn disable<I: IntoIterator<Item = String>>(&mut self, ids: I) {
+        self.disabled.extend(ids.into_iter().map(|id| (id, false)));
+    }
+
+    /// Disabled ids that no loaded file had (typos, rules renamed in a new release).
+    pub fn disabled_unknown(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .disabled
+            .iter()
+            .filter(|(_, seen)| !**seen)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Every `*.yml` / `*.yaml` file under `dir` (recursively, sorted), added to this set.
@@ -180,6 +205,10 @@ impl RuleSet {
                     rule.title.to_ascii_lowercase().replace(' ', "-")
                 )
             });
+            if let Some(seen) = self.disabled.get_mut(&id) {
+                *seen = true;
+                continue;
+            }
             if self.by_id.contains_key(&id) {
                 self.unsupported.push(Unsupported {
                     source: source.to_owned(),

@@ -121,3 +121,31 @@ fn unknown_fields_and_bad_documents_are_reported_not_fatal() {
             .any(|r| r.starts_with("regex.yml") && r.contains("compile"))
     );
 }
+
+/// `detection.disabled_rules`: a switched-off rule no longer fires, the others still do, and an
+/// id that no loaded file has is reported (the server refuses to start on it).
+#[test]
+fn disabled_rules_are_not_loaded_and_unknown_ids_are_reported() {
+    let probe = || {
+        vec![
+            kv_str("url.path", "/login"),
+            kv_str("url.query", "user=admin*&next=%2F"),
+        ]
+    };
+    let all = Signatures::new(RuleSet::builtin());
+    assert_eq!(fired(&all, probe()), ["tv-ldapi-probe"]);
+
+    let mut rules = RuleSet::empty();
+    rules.disable(["tv-ldapi-probe".to_owned(), "tv-no-such-rule".to_owned()]);
+    rules.add_builtin();
+    assert_eq!(rules.disabled_unknown(), ["tv-no-such-rule"]);
+    assert!(rules.rules().iter().all(|r| r.id != "tv-ldapi-probe"));
+    assert_eq!(rules.rules().len() + 1, all.rules.rules().len());
+    let sig = Signatures::new(rules);
+    assert!(fired(&sig, probe()).is_empty());
+    let sqli = vec![kv_str(
+        "url.query",
+        "id=1%27%20UNION%20SELECT%20pass%20FROM%20users--",
+    )];
+    assert!(fired(&sig, sqli).iter().any(|r| r.starts_with("tv-sqli")));
+}

@@ -180,6 +180,8 @@ pub struct RawDetection {
     pub builtin_rules: Option<bool>,
     /// A directory of Sigma rules (`*.yml`, `*.yaml`, recursively) loaded after the built-in pack.
     pub rules_dir: Option<PathBuf>,
+    /// Rule ids not to load (built-in or from `rules_dir`); an id no rule has is refused.
+    pub disabled_rules: Option<Vec<String>>,
     /// Findings also appended as OCSF JSON lines to this file.
     pub jsonl_file: Option<PathBuf>,
     /// Lowest severity written to `jsonl_file` (default `low`).
@@ -203,6 +205,7 @@ pub struct DetectionSettings {
     pub enabled: bool,
     pub builtin_rules: bool,
     pub rules_dir: Option<PathBuf>,
+    pub disabled_rules: Vec<String>,
     /// Finding sinks (`jsonl_file` included as a jsonl sink).
     pub sinks: Vec<crate::sinks::SinkConfig>,
     /// Automated response rules.
@@ -438,6 +441,7 @@ impl RawConfig {
                 enabled: d.enabled.unwrap_or(true),
                 builtin_rules: d.builtin_rules.unwrap_or(true),
                 rules_dir: d.rules_dir,
+                disabled_rules: d.disabled_rules.unwrap_or_default(),
                 sinks,
                 responses,
                 behaviour: (d.enabled.unwrap_or(true) && d.behavioural.unwrap_or(true))

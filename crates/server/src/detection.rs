@@ -108,16 +108,26 @@ impl Detection {
                 responses,
             });
         }
-        let mut rules = if s.builtin_rules {
-            RuleSet::builtin()
-        } else {
-            RuleSet::empty()
-        };
+        let mut rules = RuleSet::empty();
+        rules.disable(s.disabled_rules.iter().cloned());
+        if s.builtin_rules {
+            rules.add_builtin();
+        }
         if let Some(dir) = &s.rules_dir {
             let n = rules.add_dir(dir).map_err(|e| {
                 anyhow::anyhow!("reading detection.rules_dir {}: {e}", dir.display())
             })?;
             tracing::info!(dir = %dir.display(), loaded = n, "operator detection rules loaded");
+        }
+        let unknown = rules.disabled_unknown();
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "detection.disabled_rules names {}, which no loaded rule has (built-in ids start with tv-; see `tracevault eval detect --per-group` or crates/detect/rules/)",
+                unknown.join(", ")
+            );
+        }
+        if !s.disabled_rules.is_empty() {
+            tracing::warn!(rules = ?s.disabled_rules, "detection rules switched off by detection.disabled_rules");
         }
         for u in &rules.unsupported {
             tracing::warn!(
