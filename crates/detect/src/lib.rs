@@ -138,7 +138,7 @@ pub fn group_key(tenant: &str, analytic: &str, service: &str, op: &str, principa
 
 /// Every file under `dir` (recursively, at most 8 levels, symlinked directories not followed),
 /// sorted.
-pub(crate) fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     fn walk(
         d: &std::path::Path,
         out: &mut Vec<std::path::PathBuf>,

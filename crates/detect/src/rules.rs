@@ -8,7 +8,9 @@ use std::path::Path;
 
 use rsigma_eval::Engine;
 use rsigma_eval::result::MatchDetailLevel;
-use rsigma_parser::{Detection, Level, SigmaRule, parse_sigma_yaml};
+use rsigma_parser::{
+    Detection, DetectionItem, Level, Modifier, SigmaRule, SigmaValue, parse_sigma_yaml,
+};
 
 use crate::finding::{Evidence, Severity};
 use crate::view::{SpanView, known_field};
@@ -343,8 +345,18 @@ fn check(rule: &SigmaRule) -> Result<(), String> {
         return Err("rsigma.include_event would put the raw span into the finding; findings carry redacted evidence only".into());
     }
     let mut unknown = Vec::new();
+    let mut costly = Vec::new();
     for d in rule.detection.named.values() {
-        fields(d, &mut unknown);
+        items(d, &mut |field, item| {
+            if let Some(name) = field
+                && !known_field(name)
+            {
+                unknown.push(name.to_owned());
+            }
+            if let Some(item) = item {
+                costly.extend(oversized_regexes(item));
+            }
+        });
     }
     unknown.sort();
     unknown.dedup();
@@ -354,28 +366,72 @@ fn check(rule: &SigmaRule) -> Result<(), String> {
             unknown.join(", ")
         ));
     }
+    if let Some(p) = costly.first() {
+        return Err(format!(
+            "regular expression {p:?} compiles to more than {} KiB and would slow every span down: Unicode classes (\\w, \\d, \\s, [^...]) under a counted repetition such as {{1,80}} are copied once per repetition; use ASCII classes ([a-z0-9_]) or (?-u:\\w)",
+            REGEX_SIZE_LIMIT / 1024
+        ));
+    }
     Ok(())
 }
 
-fn fields(d: &Detection, unknown: &mut Vec<String>) {
+/// Compiled size above which a rule's regular expression is refused. The built-in pack's largest
+/// is about 350 KiB; `\w{1,80}` is 4 MiB and made the signature stage 30 times slower.
+pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// The `|re` values of one detection item that do not compile within [`REGEX_SIZE_LIMIT`], with
+/// the flags their modifiers add.
+fn oversized_regexes(item: &DetectionItem) -> Vec<String> {
+    let m = &item.field.modifiers;
+    if !m.contains(&Modifier::Re) {
+        return Vec::new();
+    }
+    let flags: String = [
+        (Modifier::IgnoreCase, 'i'),
+        (Modifier::Multiline, 'm'),
+        (Modifier::DotAll, 's'),
+    ]
+    .iter()
+    .filter(|(f, _)| m.contains(f))
+    .map(|(_, c)| *c)
+    .collect();
+    item.values
+        .iter()
+        .filter_map(|v| match v {
+            SigmaValue::String(s) => Some(s.original.as_str()),
+            _ => None,
+        })
+        .filter(|p| {
+            let full = if flags.is_empty() {
+                (*p).to_owned()
+            } else {
+                format!("(?{flags}){p}")
+            };
+            matches!(
+                regex::RegexBuilder::new(&full)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build(),
+                Err(regex::Error::CompiledTooBig(_))
+            )
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Calls `f` with every field name in a detection (and the item it belongs to, when there is one).
+fn items(d: &Detection, f: &mut dyn FnMut(Option<&str>, Option<&DetectionItem>)) {
     match d {
-        Detection::AllOf(items) => {
-            for i in items {
-                if let Some(name) = &i.field.name
-                    && !known_field(name)
-                {
-                    unknown.push(name.clone());
-                }
+        Detection::AllOf(list) => {
+            for i in list {
+                f(i.field.name.as_deref(), Some(i));
             }
         }
-        Detection::AnyOf(ds) | Detection::And(ds) => ds.iter().for_each(|d| fields(d, unknown)),
+        Detection::AnyOf(ds) | Detection::And(ds) => ds.iter().for_each(|d| items(d, f)),
         Detection::Keywords(_) => {}
         Detection::ArrayMatch { field, body, .. } => {
-            if !known_field(field) {
-                unknown.push(field.clone());
-            }
-            fields(body, unknown)
+            f(Some(field), None);
+            items(body, f)
         }
-        Detection::Conditional { named, .. } => named.values().for_each(|d| fields(d, unknown)),
+        Detection::Conditional { named, .. } => named.values().for_each(|d| items(d, f)),
     }
 }

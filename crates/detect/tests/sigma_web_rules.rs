@@ -149,3 +149,31 @@ fn disabled_rules_are_not_loaded_and_unknown_ids_are_reported() {
     )];
     assert!(fired(&sig, sqli).iter().any(|r| r.starts_with("tv-sqli")));
 }
+
+/// An operator rule whose regular expression would compile to megabytes (a Unicode class under a
+/// counted repetition) is refused with the reason; the same rule with an ASCII class loads.
+#[test]
+fn regexes_that_would_slow_every_span_are_refused() {
+    let rule = |class: &str| {
+        format!(
+            "title: Long token\nid: op-long-token\nlogsource:\n  product: opentelemetry\n  category: span\ndetection:\n  selection:\n    url.query|re: 'token={class}{{1,80}}'\n  condition: selection\nlevel: low\n"
+        )
+    };
+    let mut rules = RuleSet::empty();
+    rules.add_yaml("op.yml", &rule("\\w"));
+    assert!(rules.rules().is_empty());
+    assert_eq!(rules.unsupported.len(), 1);
+    let reason = &rules.unsupported[0].reason;
+    assert!(
+        reason.contains("compiles to more than 1024 KiB") && reason.contains("[a-z0-9_]"),
+        "{reason}"
+    );
+    let mut rules = RuleSet::empty();
+    rules.add_yaml("op.yml", &rule("[a-z0-9_]"));
+    assert!(rules.unsupported.is_empty(), "{:?}", rules.unsupported);
+    let sig = Signatures::new(rules);
+    assert_eq!(
+        fired(&sig, vec![kv_str("url.query", "token=abc123")]),
+        ["op-long-token"]
+    );
+}
