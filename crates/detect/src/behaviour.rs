@@ -147,7 +147,6 @@ fn int_attr(attrs: &[tv_model::otlp::KeyValue], keys: &[&str]) -> Option<i64> {
 
 /// The facts of every span of a batch (spans without valid ids are skipped).
 pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts<'_>> {
-    use prost::Message;
     let mut out = Vec::new();
     for rs in &req.resource_spans {
         let service = tv_model::service_name(rs.resource.as_ref()).unwrap_or("");
@@ -167,9 +166,6 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts<'_>> {
                     &["http.response.status_code", "http.status_code"],
                 );
                 let status_error = s.status.as_ref().is_some_and(|st| st.code == 2);
-                let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-                h.update(&s.encode_to_vec());
-                let d = h.finish();
                 out.push(SpanFacts {
                     trace_id,
                     span_id,
@@ -187,12 +183,78 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts<'_>> {
                     ),
                     user: str_attr(&s.attributes, &["enduser.id", "user.id"]),
                     resource: str_attr(&s.attributes, &["url.path", "http.target"]),
-                    content: u64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes")),
+                    content: content_hash(s),
                 });
             }
         }
     }
     out
+}
+
+/// A keyed 64-bit hash of everything a span says (ids, name, times, status, attributes, events,
+/// links): equal for an identical re-send, different when a reused span id carries other
+/// content. The key is random per process (the digests are never stored), so a sender cannot
+/// craft a different span with the same hash.
+fn content_hash(s: &tv_model::otlp::Span) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    use tv_model::otlp::{AnyValue, KeyValue};
+    static KEY: std::sync::LazyLock<ahash::RandomState> =
+        std::sync::LazyLock::new(ahash::RandomState::new);
+    fn value(h: &mut impl Hasher, v: Option<&AnyValue>) {
+        match v.and_then(|v| v.value.as_ref()) {
+            None => h.write_u8(0),
+            Some(any_value::Value::StringValue(x)) => (1u8, x).hash(h),
+            Some(any_value::Value::BoolValue(x)) => (2u8, x).hash(h),
+            Some(any_value::Value::IntValue(x)) => (3u8, x).hash(h),
+            Some(any_value::Value::DoubleValue(x)) => (4u8, x.to_bits()).hash(h),
+            Some(any_value::Value::BytesValue(x)) => (5u8, x).hash(h),
+            Some(any_value::Value::ArrayValue(a)) => {
+                (6u8, a.values.len()).hash(h);
+                a.values.iter().for_each(|v| value(h, Some(v)));
+            }
+            Some(any_value::Value::KvlistValue(kv)) => {
+                h.write_u8(7);
+                attrs(h, &kv.values);
+            }
+            Some(any_value::Value::StringValueStrindex(i)) => (8u8, i).hash(h),
+        }
+    }
+    fn attrs(h: &mut impl Hasher, kvs: &[KeyValue]) {
+        kvs.len().hash(h);
+        for kv in kvs {
+            kv.key.hash(h);
+            value(h, kv.value.as_ref());
+        }
+    }
+    let mut h = KEY.build_hasher();
+    (&s.trace_id, &s.span_id, &s.parent_span_id, &s.trace_state).hash(&mut h);
+    (
+        &s.name,
+        s.kind,
+        s.flags,
+        s.start_time_unix_nano,
+        s.end_time_unix_nano,
+    )
+        .hash(&mut h);
+    attrs(&mut h, &s.attributes);
+    s.dropped_attributes_count.hash(&mut h);
+    s.events.len().hash(&mut h);
+    for e in &s.events {
+        (&e.name, e.time_unix_nano, e.dropped_attributes_count).hash(&mut h);
+        attrs(&mut h, &e.attributes);
+    }
+    (s.dropped_events_count, s.links.len()).hash(&mut h);
+    for l in &s.links {
+        (&l.trace_id, &l.span_id, &l.trace_state, l.flags).hash(&mut h);
+        l.dropped_attributes_count.hash(&mut h);
+        attrs(&mut h, &l.attributes);
+    }
+    s.dropped_links_count.hash(&mut h);
+    s.status
+        .as_ref()
+        .map(|st| (st.code, &st.message))
+        .hash(&mut h);
+    h.finish()
 }
 
 /// A robust streaming baseline: EWMA of a value and of its absolute deviation.

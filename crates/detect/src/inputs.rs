@@ -339,6 +339,19 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
 /// command: quotes, backslashes and carets removed (`c'a't`, `c\at`, `w^h^o^a^m^i`), `${IFS}`,
 /// `$IFS$9`, commas and tabs as spaces, whitespace collapsed, lower case.
 pub fn cmdline(s: &str) -> String {
+    // Most inputs (paths, ids, user agents) have nothing a shell would drop or fold.
+    if !s.contains("  ")
+        && s.bytes().all(|b| {
+            b.is_ascii()
+                && !b.is_ascii_uppercase()
+                && !matches!(
+                    b,
+                    b'\'' | b'"' | b'\\' | b'^' | b'$' | b'[' | b',' | b'\t' | 0x0b | 0x0c
+                )
+        })
+    {
+        return s.to_owned();
+    }
     let lower = s.to_lowercase();
     let lower = lower
         .replace("${ifs}", " ")
@@ -440,6 +453,21 @@ mod tests {
         assert_eq!(cmdline("C\\AT\t\t/x"), "cat /x");
         assert_eq!(cmdline("c$!at /et$?c/pas$-swd"), "cat /etc/passwd");
         assert_eq!(cmdline("adduse[r] x"), "adduser x");
+        // The shortcut for inputs with nothing to fold gives what the long way would.
+        for plain in [
+            "/api/orders/1042",
+            "cat /etc/passwd",
+            "a b",
+            "x;id",
+            "ls -la",
+        ] {
+            assert_eq!(cmdline(plain), plain);
+        }
+        assert_eq!(cmdline("a  b"), "a b");
+        assert_eq!(
+            cmdline("Chrome/118 (KHTML, like Gecko)"),
+            "chrome/118 (khtml like gecko)"
+        );
     }
 
     #[test]

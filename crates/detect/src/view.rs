@@ -301,6 +301,18 @@ const SQL_WORDS: &[&[u8]] = &[
     b"xor",
 ];
 
+/// For each length, a bit per first letter of the [`SQL_WORDS`] of that length.
+const SQL_WORD_STARTS: [u32; 17] = {
+    let mut t = [0u32; 17];
+    let mut i = 0;
+    while i < SQL_WORDS.len() {
+        let w = SQL_WORDS[i];
+        t[w.len()] |= 1 << (w[0] - b'a');
+        i += 1;
+    }
+    t
+};
+
 /// Could libinjection's SQLi tokenizer flag this input? Its fingerprints need a quote, an
 /// operator, a comment, a parenthesis or a SQL word; ordinary paths, ids and user agents without
 /// those are skipped (the tokenizer is the stage's largest cost).
@@ -333,6 +345,12 @@ pub fn sql_candidate(s: &str) -> bool {
     s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
         .any(|w| {
             if !(2..=16).contains(&w.len()) {
+                return false;
+            }
+            // Most words of ordinary inputs fail the (length, first letter) table.
+            let first = w.as_bytes()[0].to_ascii_lowercase();
+            if !first.is_ascii_lowercase() || SQL_WORD_STARTS[w.len()] & (1 << (first - b'a')) == 0
+            {
                 return false;
             }
             let mut buf = [0u8; 16];

@@ -368,6 +368,21 @@ fn identical_resends_are_duplicates_and_changed_resends_are_flagged() {
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].analytic_uid, "tv-integrity-span-reuse");
     assert_eq!(f[0].principal.as_deref(), Some("token:x"));
+    // Only an attribute differs: still different content.
+    let other = NezhaSpan {
+        start: 1_700_000_000_000_000_000,
+        end: 1_700_000_000_100_000_000,
+        ..base_like()
+    };
+    let ro = evalset::nezha_request(&[other], 0);
+    assert!(b.observe(info, &facts(&ro)).is_empty());
+    let mut ro2 = ro.clone();
+    ro2.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(evalset::kv_str("app.note", "changed"));
+    let f = b.observe(info, &facts(&ro2));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].analytic_uid, "tv-integrity-span-reuse");
     // Clock checks: ahead of the server, and far behind it.
     let future = NezhaSpan {
         span_id: [3; 8],
