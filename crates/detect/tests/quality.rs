@@ -47,24 +47,18 @@ fn signature_quality_on_the_development_sets() {
             }
             continue;
         }
-        // The issue's threshold is 85% per category. Where the rule pack does not reach it yet,
-        // the floor below is the measured recall (a regression guard), and the shortfall is
-        // printed so it is never mistaken for a pass; issue 7 stays open until these are gone.
-        let floor = SHORTFALL_FLOORS
-            .iter()
-            .find(|(s, k, _)| *s == set && *k == class)
-            .map(|(_, _, f)| *f);
-        match floor {
-            Some(f) => {
-                println!(
-                    "SHORTFALL: {set} {class} recall {rate:.1}% is below the issue's 85% (floor {f}%)"
-                );
-                if rate < f {
-                    failures.push(format!("{set} {class} recall {rate:.1}% < floor {f}%"));
-                }
-            }
-            None if rate < 85.0 => failures.push(format!("{set} {class} recall {rate:.1}% < 85%")),
-            None => {}
+        if rate < 85.0 {
+            failures.push(format!("{set} {class} recall {rate:.1}% < 85%"));
+        }
+    }
+    // PayloadsAllTheThings categories are its directories (Directory Traversal and File
+    // Inclusion are both class lfi): each one on its own.
+    for ((set, class, group), c) in &report.rows {
+        if set == "patt" && class != evalset::BENIGN && 100.0 * c.rate() < 85.0 {
+            failures.push(format!(
+                "patt {group} recall {:.1}% < 85%",
+                100.0 * c.rate()
+            ));
         }
     }
     assert!(
@@ -73,7 +67,3 @@ fn signature_quality_on_the_development_sets() {
         failures.join("\n")
     );
 }
-
-/// Categories still below the issue's 85% recall, with the recall measured when the floor was
-/// set (lowering one needs a reason in the commit message).
-const SHORTFALL_FLOORS: &[(&str, &str, f64)] = &[];
