@@ -97,6 +97,7 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         "presidio-research",
         evalset::presidio_benign(&d.join("presidio-research")),
     );
+    cases.extend(evalset::common_params_benign());
     if cases.is_empty() {
         bail!("no labeled cases found under {}", d.display());
     }

@@ -1,4 +1,5 @@
-//! Development aid: libinjection SQLi fingerprints on benign inputs vs attack inputs.
+//! Development aid: libinjection SQLi fingerprints on benign inputs (libinjection's false
+//! positives, ordinary query strings, prose) vs attack inputs.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -23,8 +24,11 @@ fn fps(c: &evalset::Case) -> Vec<String> {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/evaldata");
     let mut table: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for c in evalset::libinjection_benign(&root.join("libinjection")).unwrap() {
-        for f in fps(&c) {
+    let mut benign = evalset::libinjection_benign(&root.join("libinjection")).unwrap();
+    benign.extend(evalset::common_params_benign());
+    benign.extend(evalset::presidio_benign(&root.join("presidio-research")).unwrap());
+    for c in &benign {
+        for f in fps(c) {
             table.entry(f).or_default().0 += 1;
         }
     }

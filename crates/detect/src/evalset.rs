@@ -513,7 +513,7 @@ pub fn presidio_benign(root: &Path) -> std::io::Result<Vec<Case>> {
 
 /// Ordinary multi-parameter query strings: common parameter names (the ones that are also SQL
 /// and shell words included: `id`, `cat`, `order`, `select`, `from`, `time`, `exec`, ...) with
-/// typical values, between other parameters. The whole query is an input too, so `&` and `;`
+/// typical values and the filter expressions of ordinary APIs, between other parameters. The whole query is an input too, so `&` and `;`
 /// between parameters must not read as command separators. Generated, not collected: it guards
 /// a known weak spot, it is no sample of real traffic.
 pub fn common_params_benign() -> Vec<Case> {
@@ -644,6 +644,16 @@ pub fn common_params_benign() -> Vec<Case> {
         "v1.2.3",
         "user@example.com",
         "+1 555 0100",
+        // Filter languages of ordinary APIs (OData, Lucene, JSON:API, RQL).
+        "Id in (1,2,3)",
+        "Name in ('Milk','Cheese')",
+        "Price gt 5 and Price lt 10",
+        "contains(Name,'red')",
+        "startswith(CompanyName,'Alfr')",
+        "status:open AND priority:high",
+        "created_at:[2024-01-01 TO 2024-02-01]",
+        "eq(status,active)",
+        "-created_at,name",
     ];
     let mut cases = Vec::new();
     for (i, n) in NAMES.iter().enumerate() {
