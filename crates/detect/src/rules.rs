@@ -192,14 +192,6 @@ impl RuleSet {
             });
         }
         for mut rule in collection.rules {
-            if let Err(reason) = check(&rule) {
-                self.unsupported.push(Unsupported {
-                    source: source.to_owned(),
-                    title: Some(rule.title.clone()),
-                    reason,
-                });
-                continue;
-            }
             let id = rule.id.clone().unwrap_or_else(|| {
                 format!(
                     "{}#{}",
@@ -207,8 +199,17 @@ impl RuleSet {
                     rule.title.to_ascii_lowercase().replace(' ', "-")
                 )
             });
+            // Switched off: neither loaded nor reported (even when it could not have loaded).
             if let Some(seen) = self.disabled.get_mut(&id) {
                 *seen = true;
+                continue;
+            }
+            if let Err(reason) = check(&rule) {
+                self.unsupported.push(Unsupported {
+                    source: source.to_owned(),
+                    title: Some(rule.title.clone()),
+                    reason,
+                });
                 continue;
             }
             if self.by_id.contains_key(&id) {

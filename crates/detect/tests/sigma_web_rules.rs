@@ -148,6 +148,16 @@ fn disabled_rules_are_not_loaded_and_unknown_ids_are_reported() {
         "id=1%27%20UNION%20SELECT%20pass%20FROM%20users--",
     )];
     assert!(fired(&sig, sqli).iter().any(|r| r.starts_with("tv-sqli")));
+
+    // Switching off a rule that could not load anyway silences its report.
+    let apache = "title: Segfault\nid: op-segfault\nlogsource:\n  service: apache\ndetection:\n  keywords:\n    - 'segfault'\n  condition: keywords\n";
+    let mut rules = RuleSet::empty();
+    rules.add_yaml("op.yml", apache);
+    assert_eq!(rules.unsupported.len(), 1);
+    let mut rules = RuleSet::empty();
+    rules.disable(["op-segfault".to_owned()]);
+    rules.add_yaml("op.yml", apache);
+    assert!(rules.unsupported.is_empty() && rules.disabled_unknown().is_empty());
 }
 
 /// An operator rule whose regular expression would compile to megabytes (a Unicode class under a
