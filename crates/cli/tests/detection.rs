@@ -444,7 +444,7 @@ async fn quarantine_follows_the_senders_behaviour_and_is_released_by_an_admin() 
     .unwrap();
     let err = serve_refused(&bad, &refused_dir.path().join("data2"));
     assert!(
-        err.contains("disabled_rules names tv-sqli-probes, which no loaded rule has"),
+        err.contains("disabled_rules names tv-sqli-probes, which no Sigma rule file has"),
         "{err}"
     );
 

@@ -193,7 +193,7 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts<'_>> {
 
 /// A keyed 64-bit hash of everything a span says (ids, name, times, status, attributes, events,
 /// links): equal for an identical re-send, different when a reused span id carries other
-/// content. The key is random per process (the digests are never stored), so a sender cannot
+/// content (the sending service is compared beside it). The key is random per process (the digests are never stored), so a sender cannot
 /// craft a different span with the same hash.
 fn content_hash(s: &tv_model::otlp::Span) -> u64 {
     use std::hash::{BuildHasher, Hash, Hasher};
@@ -222,7 +222,7 @@ fn content_hash(s: &tv_model::otlp::Span) -> u64 {
     fn attrs(h: &mut impl Hasher, kvs: &[KeyValue]) {
         kvs.len().hash(h);
         for kv in kvs {
-            kv.key.hash(h);
+            (&kv.key, kv.key_strindex).hash(h);
             value(h, kv.value.as_ref());
         }
     }
@@ -531,7 +531,7 @@ impl TenantState {
             // Integrity: span id reuse.
             let key = (s.trace_id, s.span_id);
             match self.recent.get(&key) {
-                Some((c, _, _)) if *c == s.content => {
+                Some((c, svc, _)) if *c == s.content && **svc == *s.service => {
                     self.duplicates += 1;
                     continue;
                 }

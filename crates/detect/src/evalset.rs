@@ -511,11 +511,13 @@ pub fn presidio_benign(root: &Path) -> std::io::Result<Vec<Case>> {
         .collect())
 }
 
-/// Ordinary multi-parameter query strings: common parameter names (the ones that are also SQL
-/// and shell words included: `id`, `cat`, `order`, `select`, `from`, `time`, `exec`, ...) with
-/// typical values and the filter expressions of ordinary APIs, between other parameters. The whole query is an input too, so `&` and `;`
-/// between parameters must not read as command separators. Generated, not collected: it guards
-/// a known weak spot, it is no sample of real traffic.
+/// Ordinary query strings, as a browser form or an API client sends them: common parameter
+/// names (the ones that are also SQL and shell words included: `id`, `cat`, `order`, `select`,
+/// `time`, `exec`, hyphenated `cat-id`) with typed values (prose, emoticons, quoted phrases,
+/// pagination labels, template and filter expressions of ordinary APIs) form-encoded, between
+/// other parameters; plus whole query strings with valueless flags and arrays. The whole query
+/// is an input too, so `&` and `;` between parameters must not read as command separators.
+/// Generated, not collected: it guards known weak spots, it is no sample of real traffic.
 pub fn common_params_benign() -> Vec<Case> {
     const NAMES: &[&str] = &[
         "id",
@@ -603,6 +605,13 @@ pub fn common_params_benign() -> Vec<Case> {
         "color",
         "per_page",
         "include",
+        "cat-id",
+        "node-id",
+        "head-count",
+        "net-amount",
+        "table_name",
+        "column_name",
+        "schema_name",
     ];
     const VALUES: &[&str] = &[
         "1",
@@ -613,10 +622,9 @@ pub fn common_params_benign() -> Vec<Case> {
         "2024-01-31",
         "2024-01-31T10:00:00Z",
         "red shoes",
-        "red+shoes",
-        "a%2Cb%2Cc",
+        "a,b,c",
         "1,2,3",
-        "%2Fhome",
+        "/home",
         "/account/settings",
         "https://example.com/a?b=c",
         "true",
@@ -634,9 +642,9 @@ pub fn common_params_benign() -> Vec<Case> {
         "newsletter",
         "cpc",
         "shoes & socks",
-        "rock%20%26%20roll",
-        "50%25",
-        "O%27Brien",
+        "rock & roll",
+        "50%",
+        "O'Brien",
         "it's",
         "c++",
         "C#",
@@ -644,7 +652,30 @@ pub fn common_params_benign() -> Vec<Case> {
         "v1.2.3",
         "user@example.com",
         "+1 555 0100",
-        // Filter languages of ordinary APIs (OData, Lucene, JSON:API, RQL).
+        ">>",
+        "<<",
+        "<",
+        ">",
+        "Next >",
+        "< Prev",
+        "bad day :(",
+        "no time :(",
+        "thanks to this user (@alice)",
+        "\"Union Square\" hotels",
+        "\"Drop It Like It's Hot\"",
+        "\"Alter Bridge\" tour",
+        "exec assistant",
+        "execute query",
+        "Payment failed; update card details",
+        "please set @alice as reviewer",
+        "is it \"gluten free\"? 2024",
+        "123 Main St\nApt 4B",
+        "(cat food)",
+        "zip:94107",
+        "file:report.pdf",
+        "ftp:anonymous",
+        "Northwind",
+        // Filter, query and template languages of ordinary APIs and dashboards.
         "Id in (1,2,3)",
         "Name in ('Milk','Cheese')",
         "Price gt 5 and Price lt 10",
@@ -653,33 +684,53 @@ pub fn common_params_benign() -> Vec<Case> {
         "status:open AND priority:high",
         "created_at:[2024-01-01 TO 2024-02-01]",
         "eq(status,active)",
-        "-created_at,name",
+        "time() - process_start_time_seconds",
+        "sum(rate(http_requests_total[5m]))",
+        "hour() > 8",
+        "status == 'open' ? 'Open' : 'Closed'",
+        "nlohmann::json",
     ];
-    let mut cases = Vec::new();
-    for (i, n) in NAMES.iter().enumerate() {
-        for (j, v) in VALUES.iter().enumerate() {
-            let query = format!("page=2&{n}={v}&sort=asc");
-            let k = (i * VALUES.len() + j) as u64;
-            cases.push(Case {
-                set: "params",
-                group: "common parameters (url.query)".into(),
-                class: BENIGN.into(),
-                req: request(
-                    "web",
-                    vec![server_span(
-                        5_000_000 + k,
-                        vec![
-                            kv_str("http.request.method", "GET"),
-                            kv_str("url.path", "/products"),
-                            kv_str("url.query", &query),
-                        ],
-                        "GET /products",
-                    )],
-                ),
-            });
+    const QUERIES: &[&str] = &[
+        "page=2&debug&id&x=1",
+        "ids[]=1&ids[]=2&ids[]=3",
+        "filter[status]=open&filter[cat-id]=5",
+        "a=1;b=2;cat=3",
+        "utm_source=news&utm_medium=email&utm_campaign=spring-sale",
+        "q=&page=1&sort=-date",
+    ];
+    const FORM: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'*')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
+    let mut queries: Vec<String> = QUERIES.iter().map(|q| (*q).to_owned()).collect();
+    for n in NAMES {
+        for v in VALUES {
+            let v = utf8_percent_encode(v, FORM).to_string().replace("%20", "+");
+            queries.push(format!("page=2&{n}={v}&sort=asc"));
         }
     }
-    cases
+    queries
+        .iter()
+        .enumerate()
+        .map(|(k, query)| Case {
+            set: "params",
+            group: "common parameters (url.query)".into(),
+            class: BENIGN.into(),
+            req: request(
+                "web",
+                vec![server_span(
+                    5_000_000 + k as u64,
+                    vec![
+                        kv_str("http.request.method", "GET"),
+                        kv_str("url.path", "/products"),
+                        kv_str("url.query", query),
+                    ],
+                    "GET /products",
+                )],
+            ),
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Clone)]

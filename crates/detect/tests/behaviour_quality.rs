@@ -383,6 +383,28 @@ fn identical_resends_are_duplicates_and_changed_resends_are_flagged() {
     let f = b.observe(info, &facts(&ro2));
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].analytic_uid, "tv-integrity-span-reuse");
+    // The same span body from another service is not a retry either.
+    let mine = NezhaSpan {
+        span_id: [10; 8],
+        start: 1_700_000_000_000_000_000,
+        end: 1_700_000_000_100_000_000,
+        ..base_like()
+    };
+    let theirs = NezhaSpan {
+        service: "impostor".into(),
+        pod: "impostor-a-b".into(),
+        ..mine.clone()
+    };
+    assert!(
+        b.observe(info, &facts(&evalset::nezha_request(&[mine], 0)))
+            .is_empty()
+    );
+    let f = b.observe(info, &facts(&evalset::nezha_request(&[theirs], 0)));
+    assert!(
+        f.iter()
+            .any(|f| f.analytic_uid == "tv-integrity-span-reuse"),
+        "{f:?}"
+    );
     // Clock checks: ahead of the server, and far behind it.
     let future = NezhaSpan {
         span_id: [3; 8],

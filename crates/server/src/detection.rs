@@ -119,16 +119,6 @@ impl Detection {
             })?;
             tracing::info!(dir = %dir.display(), loaded = n, "operator detection rules loaded");
         }
-        let unknown = rules.disabled_unknown();
-        if !unknown.is_empty() {
-            anyhow::bail!(
-                "detection.disabled_rules names {}, which no loaded rule has (built-in ids start with tv-; see `tracevault eval detect --per-group` or crates/detect/rules/)",
-                unknown.join(", ")
-            );
-        }
-        if !s.disabled_rules.is_empty() {
-            tracing::warn!(rules = ?s.disabled_rules, "detection rules switched off by detection.disabled_rules");
-        }
         for u in &rules.unsupported {
             tracing::warn!(
                 file = %u.source,
@@ -136,6 +126,16 @@ impl Detection {
                 reason = %u.reason,
                 "detection rule not loaded"
             );
+        }
+        let unknown = rules.disabled_unknown();
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "detection.disabled_rules names {}, which no Sigma rule file has (the built-in ids are those of crates/detect/rules/ and of findings' finding_info.analytic.uid; a rules_dir file that did not parse is logged above; behavioural detectors are tuned in [detection.behaviour], not listed here)",
+                unknown.join(", ")
+            );
+        }
+        if !s.disabled_rules.is_empty() {
+            tracing::warn!(rules = ?s.disabled_rules, "detection rules switched off by detection.disabled_rules");
         }
         tracing::info!(
             rules = rules.rules().len(),
