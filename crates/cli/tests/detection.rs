@@ -193,9 +193,10 @@ fn evaldata() -> Option<PathBuf> {
     tv_detect::evalset::dev_data(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The CRS positives of the four required categories and the benign URL set, sent as OTLP
-/// through the server: every case's trace is then read back, and a case counts as flagged when
-/// its trace holds a finding. The per-class counts must equal the library evaluation's.
+/// The CRS positives of the four required categories and the benign sets (libinjection URLs,
+/// prose, ordinary query strings), sent as OTLP through the server: every case's trace is then
+/// read back, and a case counts as flagged when its trace holds a finding. The per-class counts
+/// must equal the library evaluation's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evaluation_sets_through_the_real_ingest_path() {
     let Some(root) = evaldata() else { return };
@@ -205,6 +206,8 @@ async fn evaluation_sets_through_the_real_ingest_path() {
     )
     .unwrap();
     cases.extend(tv_detect::evalset::libinjection_benign(&root.join("libinjection")).unwrap());
+    cases.extend(tv_detect::evalset::presidio_benign(&root.join("presidio-research")).unwrap());
+    cases.extend(tv_detect::evalset::common_params_benign());
     let expected = tv_detect::evalset::run(
         &tv_detect::Signatures::new(tv_detect::rules::RuleSet::builtin()),
         &cases,
