@@ -98,6 +98,7 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         evalset::presidio_benign(&d.join("presidio-research")),
     );
     cases.extend(evalset::common_params_benign());
+    cases.extend(evalset::ordinary_requests_benign());
     if cases.is_empty() {
         bail!("no labeled cases found under {}", d.display());
     }

@@ -208,6 +208,7 @@ async fn evaluation_sets_through_the_real_ingest_path() {
     cases.extend(tv_detect::evalset::libinjection_benign(&root.join("libinjection")).unwrap());
     cases.extend(tv_detect::evalset::presidio_benign(&root.join("presidio-research")).unwrap());
     cases.extend(tv_detect::evalset::common_params_benign());
+    cases.extend(tv_detect::evalset::ordinary_requests_benign());
     let expected = tv_detect::evalset::run(
         &tv_detect::Signatures::new(tv_detect::rules::RuleSet::builtin()),
         &cases,

@@ -18,6 +18,7 @@ fn main() {
         "patt" => evalset::patt(&root.join("payloadsallthethings")).unwrap().0,
         "libinjection" => evalset::libinjection_benign(&root.join("libinjection")).unwrap(),
         "params" => evalset::common_params_benign(),
+        "ordinary" => evalset::ordinary_requests_benign(),
         "presidio" => evalset::presidio_benign(&root.join("presidio-research")).unwrap(),
         _ => evalset::sqlglot_benign(&root.join("sqlglot-benign-sql")).unwrap(),
     };

@@ -768,6 +768,146 @@ pub fn common_params_benign() -> Vec<Case> {
         .collect()
 }
 
+/// Ordinary requests beyond query strings: headers browsers, SDKs and bots send, JSON bodies of
+/// ordinary APIs (templates, Markdown, data URLs, GraphQL), platform paths, and the SQL that ORMs
+/// and migrations put into `db.statement` (sqlcommenter comments, Rails' empty IN, UUID
+/// idioms). Generated, not collected, like [`common_params_benign`].
+pub fn ordinary_requests_benign() -> Vec<Case> {
+    const HEADERS: &[(&str, &str)] = &[
+        ("x-requested-with", "XMLHttpRequest"),
+        (
+            "referer",
+            "https://www.google.com/search?q=red+shoes&oq=red+shoes&sourceid=chrome",
+        ),
+        (
+            "referer",
+            "https://shop.example/index.php?route=product/category&path=20_27",
+        ),
+        (
+            "cookie",
+            "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; __cf_bm=abc.def-1700000000-0-AbCdEf==",
+        ),
+        (
+            "cookie",
+            "session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl; csrftoken=Zx9y8W7v6U5t4S3r",
+        ),
+        ("x-forwarded-for", "203.0.113.7, 10.0.0.2"),
+        ("content-type", "application/json; charset=utf-8"),
+        (
+            "sec-ch-ua",
+            "\"Chromium\";v=\"124\", \"Google Chrome\";v=\"124\", \"Not-A.Brand\";v=\"99\"",
+        ),
+    ];
+    const AGENTS: &[&str] = &[
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Windows; U; Windows NT 5.1; nl; rv:1.9.2.13) Gecko/20101203 Firefox/3.6.13",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "curl/8.5.0",
+        "python-requests/2.31.0",
+        "Go-http-client/2.0",
+        "okhttp/4.12.0",
+        "PostmanRuntime/7.36.0",
+        "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8 Build/UD1A.230803.041)",
+    ];
+    const BODIES: &[&str] = &[
+        r#"{"subject":"Your order {{ order.id }} shipped","body":"You have {{count}} messages"}"#,
+        r#"{"greeting":"Hello ${user.firstName}","ruby":"Hello #{name}"}"#,
+        r#"{"avatar":"data:image/jpeg;base64,/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgH"}"#,
+        r#"{"comment":"bug where `user.name` was `null`, see ```js\nfunction hello() {\n}\n```"}"#,
+        r#"{"query":"query Get($id: ID!) { user(id: $id) { name friends(first: 10) { edges { node { name } } } } }","variables":{"id":"42"}}"#,
+        r#"{"html":"<!DOCTYPE html><html><body><p>Hi</p></body></html>"}"#,
+        r#"{"html":"<html><body><p>Hi</p></body></html>"}"#,
+        r#"{"content":"<!-- wp:paragraph -->\n<p>See <a href=\"/onboarding-guide\">the guide</a> <img alt=\"Onion rings\" src=\"/r.png\"></p>\n<!-- /wp:paragraph -->"}"#,
+        r#"{"css":"html { scroll-behavior: smooth; }","price":"$9.99","file":"report (1).pdf"}"#,
+        r#"{"skills":"Java;Python;SQL","stack":"HTML|CSS|PHP|MySQL","langs":"Go | Rust | Python","pair":"Ruby & Perl"}"#,
+        r#"{"title":"Patch cable | Cat 6","terms":"Invoice | Net 30","confirm":"confirm (yes/no)"}"#,
+        r#"{"tags":"cs.{a,b}","include":"**/*.{js,ts}","pattern":"[a-z]{2,}"}"#,
+        "title=Hello+world&body=Line+one%0D%0ALine+two&tags=a%2Cb",
+    ];
+    const QUERIES: &[&str] = &[
+        "filters[title][$eq]=x&filters[id][$in][0]=3&populate=*",
+        "select=id,name&tags=cs.{a,b}&order=created_at.desc",
+    ];
+    const PATHS: &[&str] = &[
+        "/.auth/me",
+        "/.auth/login/aad/callback",
+        "/.netlify/functions/checkout",
+        "/.within.website/x/cmd/anubis/api/pass-challenge",
+        "/stores/cvs/coupons",
+        "/.well-known/openid-configuration",
+    ];
+    const STATEMENTS: &[&str] = &[
+        "SELECT \"users\".* FROM \"users\" WHERE \"users\".\"email\" = 'a@b.com' LIMIT 1",
+        "SELECT id FROM items WHERE kind IN ('a','b') LIMIT 50",
+        "SELECT channel, count(*) FROM visits WHERE source = 'web' GROUP BY 1",
+        "SELECT * FROM orders WHERE status = 'X' /*action='show',controller='orders',traceparent='00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01'*/",
+        "ALTER TABLE users ADD COLUMN role text DEFAULT 'member'; CREATE INDEX idx_users_role ON users (role)",
+        "SELECT \"posts\".* FROM \"posts\" WHERE \"posts\".\"author_id\" = $1 AND 1=0",
+        "INSERT INTO sessions (id, user_id) VALUES (lower(hex(randomblob(16))), 7)",
+        "SELECT * FROM events WHERE payload->>'type' = 'click' AND name ILIKE '%shoe%'",
+        "WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '1 day') SELECT count(*) FROM recent",
+    ];
+    let mut reqs: Vec<(&'static str, Vec<Span>)> = Vec::new();
+    let http = |n: u64, extra: Vec<KeyValue>| {
+        let mut attrs = vec![
+            kv_str("http.request.method", "POST"),
+            kv_str("url.path", "/api/items"),
+        ];
+        attrs.extend(extra);
+        server_span(n, attrs, "POST /api/items")
+    };
+    let mut n = 6_000_000u64;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    for (h, v) in HEADERS {
+        reqs.push((
+            "headers",
+            vec![http(
+                next(),
+                vec![kv_str(&format!("http.request.header.{h}"), v)],
+            )],
+        ));
+    }
+    for ua in AGENTS {
+        reqs.push((
+            "user agents",
+            vec![http(next(), vec![kv_str("user_agent.original", ua)])],
+        ));
+    }
+    for b in BODIES {
+        reqs.push((
+            "bodies",
+            vec![http(next(), vec![kv_str(crate::inputs::BODY_ATTRIBUTE, b)])],
+        ));
+    }
+    for q in QUERIES {
+        reqs.push(("queries", vec![http(next(), vec![kv_str("url.query", q)])]));
+    }
+    for p in PATHS {
+        let span = server_span(
+            next(),
+            vec![kv_str("http.request.method", "GET"), kv_str("url.path", p)],
+            "GET",
+        );
+        reqs.push(("paths", vec![span]));
+    }
+    for st in STATEMENTS {
+        reqs.push(("db.statement", vec![db_span(next(), st)]));
+    }
+    reqs.into_iter()
+        .map(|(group, spans)| Case {
+            set: "ordinary",
+            group: format!("{group} (generated)"),
+            class: BENIGN.into(),
+            req: request("web", spans),
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Counts {
     pub total: usize,

@@ -205,7 +205,9 @@ impl<'a> SpanView<'a> {
                 .decoded
                 .iter()
                 .filter(|s| html_candidate(s))
-                .any(|s| libinjectionrs::detect_xss(s.as_bytes()).is_injection())
+                .any(|s| {
+                    libinjectionrs::detect_xss(without_html5_doctype(s).as_bytes()).is_injection()
+                })
         })
     }
 
@@ -370,6 +372,32 @@ pub fn html_candidate(s: &str) -> bool {
             let l = s.to_ascii_lowercase();
             l.contains("script") || l.contains("data:")
         }
+}
+
+/// The input without HTML5 document type declarations (`<!DOCTYPE html>`), which libinjection
+/// reports as XSS although they carry nothing a browser runs; HTML documents posted to a CMS or
+/// a mailer start with one. A DOCTYPE with an identifier or an internal subset stays (XXE).
+fn without_html5_doctype(s: &str) -> Cow<'_, str> {
+    const DOCTYPE: &[u8] = b"<!doctype html>";
+    let b = s.as_bytes();
+    if !b
+        .windows(DOCTYPE.len())
+        .any(|w| w.eq_ignore_ascii_case(DOCTYPE))
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if b.len() - i >= DOCTYPE.len() && b[i..i + DOCTYPE.len()].eq_ignore_ascii_case(DOCTYPE) {
+            i += DOCTYPE.len();
+        } else {
+            let c = s[i..].chars().next().expect("char boundary");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn str_borrowed(s: &str) -> EventValue<'_> {

@@ -33,6 +33,7 @@ fn signature_quality_on_the_development_sets() {
     cases.extend(evalset::sqlglot_benign(&root.join("sqlglot-benign-sql")).unwrap());
     cases.extend(evalset::presidio_benign(&root.join("presidio-research")).unwrap());
     cases.extend(evalset::common_params_benign());
+    cases.extend(evalset::ordinary_requests_benign());
     let report = evalset::run(&sig, &cases);
     println!("{}", report.render(true));
     for s in &skipped {
