@@ -317,12 +317,7 @@ async fn behavioural_findings_after_commit_and_learned_state_survives_restart() 
         random_id::<8>(),
         "GET /",
         now - 5_000_000_000,
-        vec![kv(
-            "http.response.status_code",
-            Some(AnyValue {
-                value: Some(any_value::Value::IntValue(200)),
-            }),
-        )],
+        vec![kv("http.response.status_code", iv(200))],
     );
     let reused = first.clone();
     let r = srv
@@ -353,12 +348,7 @@ async fn behavioural_findings_after_commit_and_learned_state_survives_restart() 
                 "POST /login",
                 now + i * 1_000_000,
                 vec![
-                    kv(
-                        "http.response.status_code",
-                        Some(AnyValue {
-                            value: Some(any_value::Value::IntValue(401)),
-                        }),
-                    ),
+                    kv("http.response.status_code", iv(401)),
                     kv("client.address", sv("203.0.113.9")),
                 ],
             )
@@ -799,12 +789,7 @@ async fn nezha_faults_and_injections_through_the_real_ingest_path() {
                     "POST /login",
                     mid + i * 10_000_000,
                     vec![
-                        kv(
-                            "http.response.status_code",
-                            Some(AnyValue {
-                                value: Some(any_value::Value::IntValue(401)),
-                            }),
-                        ),
+                        kv("http.response.status_code", iv(401)),
                         kv("client.address", sv("198.51.100.23")),
                     ],
                 )

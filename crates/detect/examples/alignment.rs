@@ -26,24 +26,17 @@ fn run(spans: &[NezhaSpan], shift: i64) -> Vec<(u64, String, String)> {
         ..d
     });
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < all.len() {
-        let sec = all[i].end / 1_000_000_000;
-        let j = all[i..]
-            .iter()
-            .position(|s| s.end / 1_000_000_000 != sec)
-            .map_or(all.len(), |p| i + p);
+    for (sec, batch) in evalset::second_batches(&all) {
         for f in b.observe(
             BatchInfo {
                 tenant: "n",
                 principal: None,
                 received_unix_nano: (sec + 1) * 1_000_000_000,
             },
-            &all[i..j],
+            batch,
         ) {
             out.push((f.time_unix_nano, f.analytic_uid, f.message));
         }
-        i = j;
     }
     out
 }

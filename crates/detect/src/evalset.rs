@@ -1110,6 +1110,24 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
+/// Spans (sorted by end time) cut into one-second event-time batches, as a live exporter would
+/// send them: (the second, its spans).
+pub fn second_batches<'s, 'a>(
+    spans: &'s [crate::behaviour::SpanFacts<'a>],
+) -> impl Iterator<Item = (u64, &'s [crate::behaviour::SpanFacts<'a>])> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let sec = spans.get(i)?.end / 1_000_000_000;
+        let j = spans[i..]
+            .iter()
+            .position(|s| s.end / 1_000_000_000 != sec)
+            .map_or(spans.len(), |p| i + p);
+        let batch = &spans[i..j];
+        i = j;
+        Some((sec, batch))
+    })
+}
+
 /// One span row of a Nezha trace CSV.
 #[derive(Clone, Debug)]
 pub struct NezhaSpan {

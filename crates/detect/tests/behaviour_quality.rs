@@ -29,22 +29,15 @@ fn stream(b: &mut Behaviour, spans: &[NezhaSpan], extra: &[SpanFacts<'_>]) -> Ve
     all.extend_from_slice(extra);
     all.sort_by_key(|s| s.end);
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < all.len() {
-        let second = all[i].end / 1_000_000_000;
-        let j = all[i..]
-            .iter()
-            .position(|s| s.end / 1_000_000_000 != second)
-            .map_or(all.len(), |p| i + p);
+    for (second, batch) in evalset::second_batches(&all) {
         out.extend(b.observe(
             BatchInfo {
                 tenant: "nezha",
                 principal: Some("token:test"),
                 received_unix_nano: (second + 1) * 1_000_000_000,
             },
-            &all[i..j],
+            batch,
         ));
-        i = j;
     }
     out
 }

@@ -316,6 +316,12 @@ pub fn sv(v: &str) -> Option<AnyValue> {
     })
 }
 
+pub fn iv(v: i64) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::IntValue(v)),
+    })
+}
+
 pub fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
     KeyValue {
         key: k.into(),
