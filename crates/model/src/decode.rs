@@ -3,6 +3,7 @@
 //! Decompression stops as soon as the output would pass the limit, so a gzip bomb is cut off while
 //! inflating and never fully inflated (OTLP 1.x, "OTLP/HTTP Request": gzip content encoding).
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use prost::Message;
@@ -28,10 +29,36 @@ pub enum DecodeError {
         encoding: &'static str,
         reason: String,
     },
+    #[error("request carries more than the limit of {limit} spans per request")]
+    TooManySpans { limit: usize },
+    #[error(
+        "request would take more than the limit of {limit} bytes of memory decoded ({spans} spans and {attributes} attributes counted before the limit was reached)"
+    )]
+    DecodedTooLarge {
+        limit: usize,
+        spans: usize,
+        attributes: usize,
+    },
+    #[error("attribute values are nested more than {limit} levels deep")]
+    TooDeep { limit: usize },
     #[error("invalid OTLP protobuf: {0}")]
     Protobuf(String),
     #[error("invalid OTLP JSON: {0}")]
     Json(String),
+}
+
+impl DecodeError {
+    /// Whether the request broke a limit (413 / INVALID_ARGUMENT) rather than being malformed
+    /// (400 / INVALID_ARGUMENT).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::TooManySpans { .. }
+                | Self::DecodedTooLarge { .. }
+                | Self::TooDeep { .. }
+        )
+    }
 }
 
 impl Encoding {
@@ -47,27 +74,30 @@ impl Encoding {
     }
 }
 
-/// Decompresses `body` with `encoding`, refusing to produce more than `limit` bytes.
+/// Decompresses `body` with `encoding`, refusing to produce more than `limit` bytes. An
+/// uncompressed body is returned as it is, not copied.
 pub fn decompress_limited(
     encoding: Encoding,
     body: &[u8],
     limit: usize,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Cow<'_, [u8]>, DecodeError> {
     match encoding {
         Encoding::Identity => {
             if body.len() > limit {
                 return Err(DecodeError::TooLarge { limit });
             }
-            Ok(body.to_vec())
+            Ok(Cow::Borrowed(body))
         }
-        Encoding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(body), limit, "gzip"),
+        Encoding::Gzip => {
+            read_limited(flate2::read::MultiGzDecoder::new(body), limit, "gzip").map(Cow::Owned)
+        }
         Encoding::Zstd => {
             let dec =
                 zstd::stream::read::Decoder::new(body).map_err(|e| DecodeError::Compression {
                     encoding: "zstd",
                     reason: e.to_string(),
                 })?;
-            read_limited(dec, limit, "zstd")
+            read_limited(dec, limit, "zstd").map(Cow::Owned)
         }
     }
 }
@@ -116,7 +146,8 @@ mod tests {
     #[test]
     fn gzip_within_limit_roundtrips() {
         let data = b"hello otlp".repeat(100);
-        let out = decompress_limited(Encoding::Gzip, &gzip(&data), data.len()).unwrap();
+        let z = gzip(&data);
+        let out = decompress_limited(Encoding::Gzip, &z, data.len()).unwrap();
         assert_eq!(out, data);
     }
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod footprint;
 pub mod ids;
 pub mod limits;
 pub mod tenant;

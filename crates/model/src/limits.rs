@@ -5,6 +5,9 @@
 pub struct Limits {
     /// Maximum request body size after decompression, in bytes.
     pub max_request_bytes: usize,
+    /// Upper bound of the memory one request may take once decoded (counted before decoding,
+    /// see [`crate::footprint`]); the whole request is refused above it.
+    pub max_decoded_bytes: usize,
     /// Maximum number of spans in one request (whole request refused above it).
     pub max_spans_per_request: usize,
     /// Maximum attributes on one span, event or link (span refused above it).
@@ -23,6 +26,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_request_bytes: 16 * 1024 * 1024,
+            max_decoded_bytes: 256 * 1024 * 1024,
             max_spans_per_request: 50_000,
             max_attributes_per_span: 256,
             max_attribute_value_bytes: 64 * 1024,

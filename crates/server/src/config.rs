@@ -45,6 +45,12 @@ pub struct RawLimits {
     pub max_span_age_secs: Option<u64>,
     pub max_span_future_secs: Option<u64>,
     pub max_connections: Option<usize>,
+    /// Upper bound of one request's decoded memory (default 256 MiB).
+    pub max_decoded_bytes: Option<usize>,
+    /// Memory of all ingest requests being read and decoded together (default 512 MiB).
+    pub decode_budget_bytes: Option<usize>,
+    /// Longest a request waits for room in a memory budget before 503 (default 5 s).
+    pub budget_wait_secs: Option<f64>,
 }
 
 /// The `[storage]` section.
@@ -273,7 +279,10 @@ impl RawConfig {
             max_value_depth,
             max_span_age_secs,
             max_span_future_secs,
-            max_connections
+            max_connections,
+            max_decoded_bytes,
+            decode_budget_bytes,
+            budget_wait_secs
         );
         overlay!(
             self.storage,
@@ -347,7 +356,20 @@ impl RawConfig {
             max_value_depth: l.max_value_depth.unwrap_or(d.max_value_depth),
             max_span_age_secs: l.max_span_age_secs.unwrap_or(d.max_span_age_secs),
             max_span_future_secs: l.max_span_future_secs.unwrap_or(d.max_span_future_secs),
+            max_decoded_bytes: l.max_decoded_bytes.unwrap_or(d.max_decoded_bytes),
         };
+        let decode_budget_bytes = l.decode_budget_bytes.unwrap_or(512 * 1024 * 1024);
+        if limits.max_decoded_bytes < 1024 * 1024 || limits.max_decoded_bytes > decode_budget_bytes
+        {
+            bail!(
+                "limits.max_decoded_bytes is {}: it must be at least 1 MiB and at most limits.decode_budget_bytes ({decode_budget_bytes})",
+                limits.max_decoded_bytes
+            );
+        }
+        let budget_wait = l.budget_wait_secs.unwrap_or(5.0);
+        if !(0.0..=60.0).contains(&budget_wait) {
+            bail!("limits.budget_wait_secs is {budget_wait}: it must be 0 to 60");
+        }
         if limits.max_request_bytes == 0 || limits.max_request_bytes > 1024 * 1024 * 1024 {
             bail!("limits.max_request_bytes must be between 1 and 1073741824");
         }
@@ -550,6 +572,8 @@ impl RawConfig {
             client_ca: self.tls.client_ca.clone(),
             insecure_plaintext: self.tls.insecure_plaintext.unwrap_or(false),
             limits,
+            decode_budget_bytes,
+            budget_wait: Duration::from_secs_f64(budget_wait),
             max_connections: self.limits.max_connections.unwrap_or(4096),
             segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(8 * 1024 * 1024),
             seal_interval: Duration::from_secs_f64(seal),
@@ -603,6 +627,10 @@ pub struct ServeConfig {
     pub client_ca: Option<PathBuf>,
     pub insecure_plaintext: bool,
     pub limits: Limits,
+    /// Memory of all ingest requests being read and decoded together.
+    pub decode_budget_bytes: usize,
+    /// Longest a request waits for room in a memory budget.
+    pub budget_wait: Duration,
     pub max_connections: usize,
     pub segment_max_bytes: u64,
     pub seal_interval: Duration,

@@ -12,9 +12,6 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tv_model::decode::{self, DecodeError, Encoding};
@@ -285,14 +282,15 @@ fn record(state: &AppState, transport: &'static str, started: Instant, outcome: 
 }
 
 fn decode_error(e: DecodeError) -> ApiError {
-    match e {
-        DecodeError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-        _ => ApiError::BadRequest(e.to_string()),
+    if e.is_limit() {
+        ApiError::TooLarge(e.to_string())
+    } else {
+        ApiError::BadRequest(e.to_string())
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Format {
+pub(crate) enum Format {
     Protobuf,
     Json,
 }
@@ -405,70 +403,177 @@ async fn http_export_inner(
         ))
     })?;
     let limit = state.limits.max_request_bytes;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::TooLarge(format!("request body exceeds the limit of {limit} bytes"))
-    })?;
-    let req = {
-        let plain = decode::decompress_limited(encoding, &raw, limit).map_err(decode_error)?;
-        match format {
-            Format::Protobuf => decode::decode_protobuf(&plain),
-            Format::Json => decode::decode_json(&plain),
-        }
-        .map_err(decode_error)?
-    };
-    ingest(state, &caller, peer, req, "http").await
-}
-
-/// The gRPC `TraceService`.
-pub struct GrpcIngest {
-    pub state: Arc<AppState>,
-}
-
-#[tonic::async_trait]
-impl TraceService for GrpcIngest {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let started = Instant::now();
-        // The auth layer put the caller here before tonic decoded the body.
-        let Some(caller) = request.extensions().get::<Caller>().cloned() else {
-            return Err(tonic::Status::unauthenticated("missing credentials"));
-        };
-        let peer = request.extensions().get::<PeerInfo>().cloned();
-        match ingest(
-            &self.state,
-            &caller,
-            peer.as_ref(),
-            request.into_inner(),
-            "grpc",
-        )
+    // The body is counted into the decode budget frame by frame as it arrives.
+    let ticket = state.decode_budget.ticket();
+    let body = Body::new(crate::budget::Metered::new(body, ticket.clone()));
+    let raw = axum::body::to_bytes(body, limit)
         .await
-        {
-            Ok(r) => {
-                record(&self.state, "grpc", started, "ok");
-                Ok(tonic::Response::new(r))
-            }
-            Err(e) => {
-                record(&self.state, "grpc", started, e.outcome());
-                Err(e.to_status())
-            }
-        }
+        .map_err(|_| match ticket.refused() {
+            Some(r) => ApiError::from(r),
+            None => ApiError::TooLarge(format!("request body exceeds the limit of {limit} bytes")),
+        })?;
+    let req = decode_body(state, &ticket, format, encoding, &raw).await?;
+    drop(raw);
+    // The ticket (now the decoded request's footprint) is held until the batch is committed.
+    let res = ingest(state, &caller, peer, req, "http").await;
+    drop(ticket);
+    res
+}
+
+/// Decompresses, counts and decodes a request body within the limits, growing `ticket` by what
+/// each step is about to hold (waiting for room in the decode budget). Afterwards the ticket
+/// holds the decoded request's footprint only.
+pub(crate) async fn decode_body(
+    state: &AppState,
+    ticket: &crate::budget::Ticket,
+    format: Format,
+    encoding: Encoding,
+    raw: &[u8],
+) -> Result<ExportTraceServiceRequest, ApiError> {
+    let limit = state.limits.max_request_bytes;
+    if encoding != Encoding::Identity {
+        // Room for the largest output first; what it did not use goes back at once.
+        ticket.grow(limit).await?;
+    }
+    let plain = decode::decompress_limited(encoding, raw, limit).map_err(decode_error)?;
+    if encoding != Encoding::Identity {
+        ticket.release(limit - plain.len());
+    }
+    let footprint = match format {
+        Format::Protobuf => tv_model::footprint::scan_protobuf(&plain, &state.limits),
+        Format::Json => tv_model::footprint::scan_json(&plain, &state.limits),
+    }
+    .map_err(decode_error)?;
+    ticket.grow(footprint.memory).await?;
+    let req = match format {
+        Format::Protobuf => decode::decode_protobuf(&plain),
+        Format::Json => decode::decode_json(&plain),
+    }
+    .map_err(decode_error)?;
+    ticket.release(ticket.bytes().saturating_sub(footprint.memory));
+    Ok(req)
+}
+
+/// The gRPC method OTLP exporters call (OTLP 1.x, `TraceService/Export`).
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A gRPC codec that hands the handler the message's bytes undecoded (tonic still does the
+/// framing, decompression and size limit), so the request is counted against the limits and the
+/// decode budget before any of it is decoded.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = bytes::Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
     }
 }
 
-/// The gRPC router: tonic's service with gzip and zstd, behind authentication and the size-error
-/// mapping.
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The gRPC `TraceService/Export` handler.
+#[derive(Clone)]
+struct GrpcExport {
+    state: Arc<AppState>,
+}
+
+impl tonic::server::UnaryService<bytes::Bytes> for GrpcExport {
+    type Response = ExportTraceServiceResponse;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status>,
+                > + Send,
+        >,
+    >;
+
+    fn call(&mut self, request: tonic::Request<bytes::Bytes>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            // The guard put the caller and its decode ticket here before tonic read the body.
+            let ext = request.extensions();
+            let (Some(caller), Some(ticket)) = (
+                ext.get::<Caller>().cloned(),
+                ext.get::<crate::budget::Ticket>().cloned(),
+            ) else {
+                return Err(tonic::Status::unauthenticated("missing credentials"));
+            };
+            let peer = ext.get::<PeerInfo>().cloned();
+            let body = request.into_inner();
+            let res = async {
+                // tonic inflated the message; its compressed size is what the ticket counted.
+                ticket.grow(body.len()).await?;
+                let req = decode_body(&state, &ticket, Format::Protobuf, Encoding::Identity, &body)
+                    .await?;
+                drop(body);
+                ingest(&state, &caller, peer.as_ref(), req, "grpc").await
+            }
+            .await;
+            drop(ticket);
+            match res {
+                Ok(r) => {
+                    record(&state, "grpc", started, "ok");
+                    Ok(tonic::Response::new(r))
+                }
+                Err(e) => {
+                    record(&state, "grpc", started, e.outcome());
+                    Err(e.to_status())
+                }
+            }
+        })
+    }
+}
+
+/// The gRPC router: `TraceService/Export` (gzip and zstd accepted) behind authentication, the
+/// decode budget and the error mapping.
 pub fn grpc_router(state: Arc<AppState>) -> axum::Router {
-    let limit = state.limits.max_request_bytes;
-    let svc = TraceServiceServer::new(GrpcIngest {
-        state: state.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(limit);
-    tonic::service::Routes::new(svc)
-        .into_axum_router()
+    let svc_state = state.clone();
+    let export = tower::service_fn(move |req: Request| {
+        let export = GrpcExport {
+            state: svc_state.clone(),
+        };
+        async move {
+            let limit = export.state.limits.max_request_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(limit);
+            Ok::<_, std::convert::Infallible>(grpc.unary(export, req).await)
+        }
+    });
+    axum::Router::new()
+        .route_service(EXPORT_PATH, export)
+        .fallback(|req: Request| async move {
+            grpc_error(
+                tonic::Code::Unimplemented,
+                &format!(
+                    "this listener serves OTLP gRPC ({EXPORT_PATH}) only, not {}",
+                    req.uri().path().chars().take(128).collect::<String>()
+                ),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(state, grpc_guard))
 }
 
@@ -533,10 +638,8 @@ async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: 
                 .inspect_err(|e| audit_early(&state, peer, "grpc", e, Some(&c)))
                 .map(|()| c)
         });
-    match authed {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-        }
+    let caller = match authed {
+        Ok(caller) => caller,
         Err(e) => {
             record(&state, "grpc", started, e.outcome());
             if e.retry_after().is_some() {
@@ -545,8 +648,48 @@ async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: 
             }
             return grpc_error(e.grpc_code(), &e.to_string());
         }
+    };
+    // gRPC over HTTP/2, "Requests": a content type that is not application/grpc is answered
+    // 415; OTLP/JSON belongs on the HTTP listener.
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/grpc" && mime != "application/grpc+proto" {
+        record(&state, "grpc", started, "unsupported_media_type");
+        let mut r = grpc_error(
+            tonic::Code::InvalidArgument,
+            &format!(
+                "content type {:?} is not gRPC: this listener takes application/grpc (OTLP/HTTP goes to the HTTP listener)",
+                ct.chars().take(64).collect::<String>()
+            ),
+        );
+        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return r;
     }
+    req.extensions_mut().insert(caller);
+    // The body is counted into the decode budget as it arrives (see budget.rs).
+    let ticket = state.decode_budget.ticket();
+    req.extensions_mut().insert(ticket.clone());
+    let req = req.map(|b| Body::new(crate::budget::Metered::new(b, ticket.clone())));
     let resp = next.run(req).await;
+    if let Some(r) = ticket.refused()
+        && resp.headers().get("grpc-status").is_some_and(|s| {
+            s != "0" && *s != (ApiError::from(r.clone()).grpc_code() as i32).to_string()
+        })
+    {
+        // The budget refused the body while tonic read it: say why, with the right code.
+        let e = ApiError::from(r);
+        record(&state, "grpc", started, e.outcome());
+        return e.to_status().into_http::<Body>();
+    }
     let status = resp
         .headers()
         .get("grpc-status")

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod budget;
 pub mod certs_api;
 pub mod config;
 pub mod detection;
@@ -88,6 +89,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// Signature rules and finding sinks.
     pub detection: Arc<detection::Detection>,
+    /// Memory of all ingest requests being read and decoded together.
+    pub decode_budget: Arc<budget::Budget>,
 }
 
 impl AppState {
@@ -372,6 +375,11 @@ impl Server {
             kms: kms_health.as_ref().map(|(h, _)| h.clone()),
             keyring: keyring.clone(),
             data_dir: data_dir.clone(),
+            decode_budget: budget::Budget::new(
+                "request decoding",
+                cfg.decode_budget_bytes,
+                cfg.budget_wait,
+            ),
         });
         keys_api::audit_restore(&state);
         if let Some(max_age) = cfg.rotate_after {

@@ -610,3 +610,87 @@ pub fn tv(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
     )
 }
+
+/// A TLS connection to `addr` (`https://host:port` or `host:port`) trusting the server's CA,
+/// offering `alpn` (e.g. `b"http/1.1"` or `b"h2"`).
+pub async fn tls_connect(
+    srv: &Server,
+    addr: &str,
+    alpn: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut cfg = rustls_client(&srv.ca());
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr.trim_start_matches("https://")).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+/// `n` empty spans (2 bytes each on the wire) in one OTLP protobuf request, encoded the way an
+/// attacker would: no ids, no names, nothing but the span's field tag and a zero length.
+pub fn empty_spans_protobuf(n: usize) -> Vec<u8> {
+    let mut scope = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        scope.extend_from_slice(&[0x12, 0x00]);
+    }
+    let mut rs = vec![0x12];
+    prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+    rs.extend_from_slice(&scope);
+    let mut out = vec![0x0a];
+    prost::encoding::encode_varint(rs.len() as u64, &mut out);
+    out.extend_from_slice(&rs);
+    out
+}
+
+/// A gRPC message frame (uncompressed) around `msg`.
+pub fn grpc_frame(msg: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(msg);
+    frame
+}
+
+/// Posts a raw gRPC `Export` frame over HTTP/2 with the admin token; returns the grpc-status
+/// and grpc-message (trailers-only answers carry them in the headers).
+pub async fn grpc_export_raw(srv: &Server, frame: Vec<u8>) -> (Option<String>, String) {
+    let r = srv
+        .http_client()
+        .post(format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            srv.grpc
+        ))
+        .bearer_auth(srv.token())
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .version(http::Version::HTTP_2)
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    let h = r.headers();
+    let code = h.get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+    // grpc-message is percent-encoded (gRPC over HTTP/2, "Responses").
+    let raw = h
+        .get("grpc-message")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let mut msg = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|x| std::str::from_utf8(x).ok());
+        match hex.and_then(|x| u8::from_str_radix(x, 16).ok()) {
+            Some(b) if raw[i] == b'%' => {
+                msg.push(b);
+                i += 3;
+            }
+            _ => {
+                msg.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    (code, String::from_utf8_lossy(&msg).into_owned())
+}
