@@ -195,3 +195,141 @@ async fn decoding_before_limits_global_budget_is_flow_control() {
     assert_eq!(r.status(), 413);
     assert_eq!(srv.ready_status().await, 200);
 }
+
+/// Reads from `s` until the server closes the connection (EOF or reset), collecting what came.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server did not close the connection within {within:?}"
+    );
+    got
+}
+
+/// An HTTP/2 frame (RFC 9113, section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The frame types in a stream of HTTP/2 frames.
+fn h2_frame_types(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while b.len() >= 9 {
+        let len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
+        out.push(b[3]);
+        b = &b[(9 + len).min(b.len())..];
+    }
+    out
+}
+
+/// High 2: TLS connections that never sent a request byte, and HTTP/2 connections that only
+/// answered PINGs, were never closed; ~4,200 of them refused every new connection.
+#[tokio::test]
+async fn idle_tls_connections_are_closed_and_pings_are_not_activity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (srv, _) = start_with_config(
+        tmp,
+        "[connections]\nhandshake_timeout_secs = 1\nfirst_request_timeout_secs = 1\nidle_timeout_secs = 2\n",
+        &[],
+    );
+    let limit = Duration::from_secs(10);
+    // A TCP connection that never starts TLS.
+    let mut tcp = tokio::net::TcpStream::connect(srv.api.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    read_until_closed(&mut tcp, limit).await;
+    // TLS, then silence (HTTP/1.1 never sends a first request byte).
+    let mut s = tls_connect(&srv, &srv.api, b"http/1.1").await.unwrap();
+    read_until_closed(&mut s, limit).await;
+    // HTTP/2: one request, then nothing but PINGs every 200 ms.
+    let mut s = tls_connect(&srv, &srv.api, b"h2").await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+    // HEADERS, END_STREAM | END_HEADERS: GET https://localhost/ready (HPACK, RFC 7541:
+    // indexed :method GET, :scheme https; literal :path and :authority).
+    let mut hdr = vec![0x82, 0x87, 0x04, 6];
+    hdr.extend_from_slice(b"/ready");
+    hdr.extend_from_slice(&[0x01, 9]);
+    hdr.extend_from_slice(b"localhost");
+    s.write_all(&h2_frame(0x1, 0x5, 1, &hdr)).await.unwrap();
+    s.flush().await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let pinger = tokio::spawn(async move {
+        for i in 0u64..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr
+                .write_all(&h2_frame(0x6, 0, 0, &i.to_be_bytes()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let got = read_until_closed(&mut rd, limit).await;
+    pinger.abort();
+    let types = h2_frame_types(&got);
+    assert!(types.contains(&0x1), "the request was answered: {types:?}");
+    assert!(types.contains(&0x6), "PINGs were answered: {types:?}");
+    assert!(types.contains(&0x7), "closed with a GOAWAY: {types:?}");
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    for reason in ["handshake_timeout", "first_request_timeout", "idle"] {
+        assert!(
+            m.contains(&format!(
+                "tracevault_connections_closed_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted: {m}"
+        );
+    }
+}
+
+/// High 2, the lockout: with every slot held by connections that never authenticated, a
+/// client with a valid credential still gets through (the oldest unauthenticated connection
+/// is shed), all from one address.
+#[tokio::test]
+async fn idle_tls_connections_cannot_lock_out_a_client_with_a_credential() {
+    let srv = Server::start(&["--max-connections", "40"]);
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        flood.push(tls_connect(&srv, &srv.api, b"http/1.1").await.unwrap());
+    }
+    for _ in 0..5 {
+        // A new connection each time (a new client), with the admin token.
+        assert_eq!(srv.get("/api/echo").await.status(), 200);
+    }
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    let shed: u64 = m
+        .lines()
+        .find(|l| l.starts_with("tracevault_connections_closed_total{reason=\"shed\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(shed >= 20, "{m}");
+    // Logged, but not once per connection.
+    let log = srv.log_text();
+    let lines = log
+        .matches("oldest connection without an authenticated request shed")
+        .count();
+    assert!((1..=3).contains(&lines), "{lines} log lines: {log}");
+    drop(flood);
+}

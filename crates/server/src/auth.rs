@@ -26,6 +26,19 @@ pub fn authenticate(
     headers: &HeaderMap,
     peer: Option<&PeerInfo>,
 ) -> Result<Caller, ApiError> {
+    let caller = authenticate_request(state, headers, peer)?;
+    // A connection that made an authenticated request is never shed for a flood of others.
+    if let Some(c) = peer.and_then(|p| p.conn.as_ref()) {
+        c.mark_authenticated();
+    }
+    Ok(caller)
+}
+
+fn authenticate_request(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    peer: Option<&PeerInfo>,
+) -> Result<Caller, ApiError> {
     let cert = peer.and_then(|p| p.cert.as_deref());
     match cert {
         Some(c) if !headers.contains_key(http::header::AUTHORIZATION) => {

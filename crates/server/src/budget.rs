@@ -102,6 +102,27 @@ impl Budget {
         (self.units - self.sem.available_permits()) * UNIT
     }
 
+    /// A ticket holding `bytes` now, or `None` when the budget has no room for them (no wait).
+    /// More than the whole budget is counted as the whole budget.
+    pub fn try_take(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
+        let units = bytes.div_ceil(UNIT).min(self.units);
+        let permit = if units == 0 {
+            None
+        } else {
+            let n = u32::try_from(units).expect("units <= MAX_PERMITS < u32::MAX");
+            Some(self.sem.clone().try_acquire_many_owned(n).ok()?)
+        };
+        Some(Ticket(Arc::new(TicketInner {
+            budget: self.clone(),
+            deadline: Instant::now(),
+            state: Mutex::new(Held {
+                permit,
+                bytes,
+                refused: None,
+            }),
+        })))
+    }
+
     /// A ticket holding nothing yet; its bounded wait starts now.
     pub fn ticket(self: &Arc<Self>) -> Ticket {
         Ticket(Arc::new(TicketInner {

@@ -53,6 +53,26 @@ pub struct RawLimits {
     pub budget_wait_secs: Option<f64>,
 }
 
+/// The `[connections]` section (see [`crate::conns`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnections {
+    /// Seconds a TLS handshake may take (default 10).
+    pub handshake_timeout_secs: Option<f64>,
+    /// Seconds after the handshake within which the first request must arrive (default 10).
+    pub first_request_timeout_secs: Option<f64>,
+    /// Seconds a connection may stay without a request in flight (default 20; HTTP/2 PINGs
+    /// are not requests).
+    pub idle_timeout_secs: Option<f64>,
+    /// Seconds a request may wait on its client: a body that stops arriving, a response that
+    /// is not read (default 30).
+    pub stall_timeout_secs: Option<f64>,
+    /// Bytes of responses one connection may hold unread (default 32 MiB).
+    pub response_bytes_per_connection: Option<usize>,
+    /// Bytes of responses all connections together may hold unread (default 256 MiB).
+    pub response_budget_bytes: Option<usize>,
+}
+
 /// The `[storage]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +175,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub connections: RawConnections,
     #[serde(default)]
     pub storage: RawStorage,
     #[serde(default)]
@@ -285,6 +307,16 @@ impl RawConfig {
             budget_wait_secs
         );
         overlay!(
+            self.connections,
+            other.connections,
+            handshake_timeout_secs,
+            first_request_timeout_secs,
+            idle_timeout_secs,
+            stall_timeout_secs,
+            response_bytes_per_connection,
+            response_budget_bytes
+        );
+        overlay!(
             self.storage,
             other.storage,
             segment_max_bytes,
@@ -378,6 +410,50 @@ impl RawConfig {
         }
         if limits.max_value_depth == 0 || limits.max_value_depth > 64 {
             bail!("limits.max_value_depth must be between 1 and 64");
+        }
+        let connections = {
+            let c = &self.connections;
+            let d = crate::conns::ConnSettings::default();
+            let secs =
+                |name: &str, v: Option<f64>, default: Duration| -> anyhow::Result<Duration> {
+                    match v {
+                        None => Ok(default),
+                        Some(s) if (0.1..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+                        Some(s) => bail!("connections.{name} is {s}: it must be 0.1 to 3600"),
+                    }
+                };
+            let max = self.limits.max_connections.unwrap_or(d.max);
+            if max == 0 {
+                bail!("limits.max_connections must be at least 1");
+            }
+            crate::conns::ConnSettings {
+                max,
+                handshake: secs(
+                    "handshake_timeout_secs",
+                    c.handshake_timeout_secs,
+                    d.handshake,
+                )?,
+                first_request: secs(
+                    "first_request_timeout_secs",
+                    c.first_request_timeout_secs,
+                    d.first_request,
+                )?,
+                idle: secs("idle_timeout_secs", c.idle_timeout_secs, d.idle)?,
+                stall: secs("stall_timeout_secs", c.stall_timeout_secs, d.stall)?,
+                response_bytes_per_connection: c
+                    .response_bytes_per_connection
+                    .unwrap_or(d.response_bytes_per_connection),
+            }
+        };
+        let response_budget_bytes = self
+            .connections
+            .response_budget_bytes
+            .unwrap_or(256 * 1024 * 1024);
+        if response_budget_bytes < connections.response_bytes_per_connection {
+            bail!(
+                "connections.response_budget_bytes ({response_budget_bytes}) must be at least connections.response_bytes_per_connection ({})",
+                connections.response_bytes_per_connection
+            );
         }
         let seal = self.storage.seal_interval_secs.unwrap_or(60.0);
         if !(0.05..=86400.0).contains(&seal) {
@@ -574,7 +650,8 @@ impl RawConfig {
             limits,
             decode_budget_bytes,
             budget_wait: Duration::from_secs_f64(budget_wait),
-            max_connections: self.limits.max_connections.unwrap_or(4096),
+            connections,
+            response_budget_bytes,
             segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(8 * 1024 * 1024),
             seal_interval: Duration::from_secs_f64(seal),
             block_zstd_level: level,
@@ -631,7 +708,10 @@ pub struct ServeConfig {
     pub decode_budget_bytes: usize,
     /// Longest a request waits for room in a memory budget.
     pub budget_wait: Duration,
-    pub max_connections: usize,
+    /// Connection slots and timeouts.
+    pub connections: crate::conns::ConnSettings,
+    /// Bytes of responses all connections together may hold unread.
+    pub response_budget_bytes: usize,
     pub segment_max_bytes: u64,
     pub seal_interval: Duration,
     pub block_zstd_level: i32,

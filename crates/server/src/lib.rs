@@ -13,6 +13,7 @@ pub mod auth;
 pub mod budget;
 pub mod certs_api;
 pub mod config;
+pub mod conns;
 pub mod detection;
 pub mod error;
 pub mod ingest;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tv_access::{Role, TokenStore};
 use tv_crypto::{FileRootKey, Keyring, RootKeySource, fsio};
 use tv_model::Limits;
@@ -457,7 +458,11 @@ impl Server {
     /// Serves until `shutdown` resolves; then drains, seals the WAL and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
-        let conns = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let shared = net::Shared::new(
+            self.cfg.connections.clone(),
+            self.cfg.response_budget_bytes,
+            self.state.metrics.clone(),
+        );
         let tls = self.state.tls.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         if tls.is_none() {
@@ -501,8 +506,7 @@ impl Server {
                 tls.clone().map(net::Tls::Reloading),
                 app,
                 rx.clone(),
-                conns.clone(),
-                self.state.metrics.clone(),
+                shared.clone(),
             )));
         }
         shutdown.await;

@@ -92,6 +92,10 @@ pub struct Metrics {
     pub detection_dropped_spans: Counter,
     pub sink_deliveries: Family<SinkLabels, Counter>,
     pub detection_baseline_bytes: Gauge,
+    pub connections_open: Gauge,
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    pub connections_refused: Counter,
+    pub responses_refused: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,6 +174,10 @@ impl Metrics {
             detection_dropped_spans: Counter::default(),
             sink_deliveries: Family::default(),
             detection_baseline_bytes: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_closed: Family::default(),
+            connections_refused: Counter::default(),
+            responses_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -186,6 +194,26 @@ impl Metrics {
             "detection_baseline_bytes",
             "Approximate memory of the behavioural detectors' per-tenant state",
             m.detection_baseline_bytes.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections holding a slot, over every listener",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed, by reason (handshake_timeout, first_request_timeout, idle, stalled, shed: the oldest unauthenticated connection when every slot was taken)",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused because every slot was held by an authenticated client",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "responses_refused",
+            "Responses replaced by 503 because their connection or the server held too many unread response bytes",
+            m.responses_refused.clone(),
         );
         registry.register(
             "findings",

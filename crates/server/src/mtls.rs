@@ -44,6 +44,8 @@ pub const MAX_DAYS: u32 = 397;
 pub struct PeerInfo {
     pub addr: SocketAddr,
     pub cert: Option<Arc<PeerCert>>,
+    /// The connection the request came on (its slot, timeouts and response budget).
+    pub conn: Option<Arc<crate::conns::Conn>>,
 }
 
 /// What the server keeps of a verified client certificate.

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tv_crypto::{fsio, random_bytes};
 use tv_tlog::Hash;
 use tv_tlog::cosig::Ed25519CosigSigner;
@@ -159,8 +159,14 @@ impl Witness {
             self.tls.map(crate::net::Tls::Fixed),
             app,
             rx,
-            Arc::new(Semaphore::new(1024)),
-            Arc::new(crate::metrics::Metrics::new()),
+            crate::net::Shared::new(
+                crate::conns::ConnSettings {
+                    max: 1024,
+                    ..Default::default()
+                },
+                64 * 1024 * 1024,
+                Arc::new(crate::metrics::Metrics::new()),
+            ),
         ));
         shutdown.await;
         let _ = tx.send(true);
