@@ -333,3 +333,78 @@ async fn idle_tls_connections_cannot_lock_out_a_client_with_a_credential() {
     assert!((1..=3).contains(&lines), "{lines} log lines: {log}");
     drop(flood);
 }
+
+/// HPACK (RFC 7541) for a GET with a bearer token: indexed :method GET and :scheme https,
+/// literal :path, :authority and authorization (lengths under 127).
+fn h2_get(path: &str, token: &str) -> Vec<u8> {
+    let mut h = vec![0x82, 0x87, 0x04, path.len() as u8];
+    h.extend_from_slice(path.as_bytes());
+    h.extend_from_slice(&[0x01, 9]);
+    h.extend_from_slice(b"localhost");
+    let auth = format!("Bearer {token}");
+    h.extend_from_slice(&[0x00, 13]);
+    h.extend_from_slice(b"authorization");
+    h.push(auth.len() as u8);
+    h.extend_from_slice(auth.as_bytes());
+    h
+}
+
+/// Medium 7: readers with an HTTP/2 window of 0 asking for an 8 MB trace over 200 streams
+/// grew the server from 256 MB to 3 GB. Response bytes are now bounded per connection and in
+/// total, and a reader that stops reading is cut off after the stall timeout.
+#[tokio::test]
+async fn memory_held_for_clients_that_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (srv, _) = start_with_config(tmp, "[connections]\nstall_timeout_secs = 2\n", &[]);
+    let (mut req, tid) = request("big-trace", 2000);
+    let filler = "lorem ipsum dolor sit amet ".repeat(150);
+    for s in &mut req.resource_spans[0].scope_spans[0].spans {
+        s.attributes.push(kv("note.long", sv(&filler)));
+    }
+    let r = srv
+        .post_otlp("application/x-protobuf", req.encode_to_vec())
+        .await;
+    assert_eq!(r.status(), 200);
+    let path = format!("/api/traces/{}", hex::encode(tid));
+    let size = srv.get(&path).await.bytes().await.unwrap().len();
+    assert!(size > 8_000_000, "trace is {size} bytes");
+    let before = srv.peak_rss_kib();
+    let token = srv.token();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tls_connect(&srv, &srv.api, b"h2").await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        // SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may send no response bytes at all.
+        s.write_all(&h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]))
+            .await
+            .unwrap();
+        for i in 0..100u32 {
+            s.write_all(&h2_frame(0x1, 0x5, 2 * i + 1, &h2_get(&path, &token)))
+                .await
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        stalled.push(s);
+    }
+    // The server cuts both off once their responses stall.
+    for mut s in stalled {
+        read_until_closed(&mut s, Duration::from_secs(60)).await;
+    }
+    let after = srv.peak_rss_kib();
+    eprintln!("peak RSS before the stalled readers {before} KiB, after {after} KiB");
+    assert!(
+        after.saturating_sub(before) < 512 * 1024,
+        "peak RSS went from {before} KiB to {after} KiB"
+    );
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    assert!(
+        m.contains("tracevault_connections_closed_total{reason=\"stalled\"}"),
+        "{m}"
+    );
+    // A reader that reads still gets the whole trace.
+    let r = srv.get(&path).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), size);
+}

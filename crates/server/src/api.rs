@@ -148,7 +148,23 @@ async fn require_auth(
         return e.into_response();
     }
     req.extensions_mut().insert(caller.clone());
+    // A bounded number of answers are built at once: each may decrypt a large trace and hold
+    // it (and its JSON) until the response budget takes it.
+    let slot =
+        match tokio::time::timeout(state.budget_wait, state.query_slots.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return ApiError::Unavailable(format!(
+                "every query slot ([limits] query_concurrency) stayed busy for {} s; retry later",
+                state.budget_wait.as_secs()
+            ))
+            .into_response();
+            }
+        };
     let resp = next.run(req).await;
+    drop(slot);
     let status = resp.status().as_u16();
     let denied = matches!(status, 401 | 403 | 429);
     if audit_allowed || denied {
@@ -337,12 +353,31 @@ async fn trace_response(
     if wants_protobuf(headers) {
         return Ok(noted(protobuf(&data), spans, None));
     }
-    let body = if v2 {
-        json!({ "trace": { "resourceSpans": data.resource_spans } })
+    // Serialized straight from the spans (no intermediate JSON tree: a large trace would
+    // take several times its size in memory).
+    #[derive(serde::Serialize)]
+    struct V1<'a> {
+        batches: &'a [tv_model::otlp::ResourceSpans],
+    }
+    #[derive(serde::Serialize)]
+    struct V2<'a> {
+        trace: V2Trace<'a>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct V2Trace<'a> {
+        resource_spans: &'a [tv_model::otlp::ResourceSpans],
+    }
+    let rs = &data.resource_spans;
+    let resp = if v2 {
+        Json(V2 {
+            trace: V2Trace { resource_spans: rs },
+        })
+        .into_response()
     } else {
-        json!({ "batches": data.resource_spans })
+        Json(V1 { batches: rs }).into_response()
     };
-    Ok(noted(Json(body).into_response(), spans, None))
+    Ok(noted(resp, spans, None))
 }
 
 const MAX_LIMIT: usize = 10_000;

@@ -51,6 +51,8 @@ pub struct RawLimits {
     pub decode_budget_bytes: Option<usize>,
     /// Longest a request waits for room in a memory budget before 503 (default 5 s).
     pub budget_wait_secs: Option<f64>,
+    /// Query API requests answered at once (default: twice the CPU count, at least 4).
+    pub query_concurrency: Option<usize>,
 }
 
 /// The `[connections]` section (see [`crate::conns`]).
@@ -304,7 +306,8 @@ impl RawConfig {
             max_connections,
             max_decoded_bytes,
             decode_budget_bytes,
-            budget_wait_secs
+            budget_wait_secs,
+            query_concurrency
         );
         overlay!(
             self.connections,
@@ -652,6 +655,14 @@ impl RawConfig {
             budget_wait: Duration::from_secs_f64(budget_wait),
             connections,
             response_budget_bytes,
+            query_concurrency: match self.limits.query_concurrency {
+                Some(n) if (1..=4096).contains(&n) => n,
+                Some(n) => bail!("limits.query_concurrency is {n}: it must be 1 to 4096"),
+                None => std::thread::available_parallelism()
+                    .map(|n| n.get() * 2)
+                    .unwrap_or(4)
+                    .max(4),
+            },
             segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(8 * 1024 * 1024),
             seal_interval: Duration::from_secs_f64(seal),
             block_zstd_level: level,
@@ -712,6 +723,8 @@ pub struct ServeConfig {
     pub connections: crate::conns::ConnSettings,
     /// Bytes of responses all connections together may hold unread.
     pub response_budget_bytes: usize,
+    /// Query API requests answered at once.
+    pub query_concurrency: usize,
     pub segment_max_bytes: u64,
     pub seal_interval: Duration,
     pub block_zstd_level: i32,

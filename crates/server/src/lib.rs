@@ -92,6 +92,10 @@ pub struct AppState {
     pub detection: Arc<detection::Detection>,
     /// Memory of all ingest requests being read and decoded together.
     pub decode_budget: Arc<budget::Budget>,
+    /// Query API requests answered at once (each may decrypt and build a large trace).
+    pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Longest a request waits for a budget or a query slot before 503.
+    pub budget_wait: std::time::Duration,
 }
 
 impl AppState {
@@ -381,6 +385,8 @@ impl Server {
                 cfg.decode_budget_bytes,
                 cfg.budget_wait,
             ),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(cfg.query_concurrency)),
+            budget_wait: cfg.budget_wait,
         });
         keys_api::audit_restore(&state);
         if let Some(max_age) = cfg.rotate_after {

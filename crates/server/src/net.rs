@@ -276,6 +276,19 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Tracked {
         req.extensions_mut().insert(self.info.clone());
         let app = self.app.clone();
         let shared = self.shared.clone();
+        let per_conn = shared.conns.settings.response_bytes_per_connection;
+        let unread = conn
+            .response_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unread >= per_conn {
+            // Its client is not reading what it has: no new work for it.
+            shared.metrics.responses_refused.inc();
+            let resp = axum::response::IntoResponse::into_response(ApiError::Unavailable(
+                unread_message(unread, per_conn),
+            ));
+            let resp = resp.map(|b| axum::body::Body::new(ResponseBody::new(b, guard, 0, None)));
+            return Box::pin(async move { Ok(resp) });
+        }
         Box::pin(async move {
             let resp = match tower::ServiceExt::oneshot(app, req).await {
                 Ok(r) => r,
@@ -322,12 +335,16 @@ fn hold(
                     shared.responses.limit() / (1024 * 1024)
                 )
             } else {
-                format!(
-                    "this connection has {before} bytes of responses its client has not read (the limit is {per_conn}); read them first or retry later"
-                )
+                unread_message(before, per_conn)
             };
             let resp = axum::response::IntoResponse::into_response(ApiError::Unavailable(msg));
             resp.map(|b| axum::body::Body::new(ResponseBody::new(b, guard, 0, None)))
         }
     }
+}
+
+fn unread_message(unread: usize, per_conn: usize) -> String {
+    format!(
+        "this connection has {unread} bytes of responses its client has not read (the limit is {per_conn}); read them first or retry later"
+    )
 }
