@@ -408,3 +408,344 @@ async fn memory_held_for_clients_that_never_read() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), size);
 }
+
+/// `METHOD path` on the query API with `token`, optionally naming a tenant; (status, JSON).
+async fn api(
+    srv: &Server,
+    method: &str,
+    token: &str,
+    tenant: Option<&str>,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let c = srv.http_client();
+    let url = format!("{}{path}", srv.api);
+    let mut rb = match method {
+        "POST" => c.post(url),
+        "DELETE" => c.delete(url),
+        _ => c.get(url),
+    }
+    .bearer_auth(token);
+    if let Some(t) = tenant {
+        rb = rb.header("x-scope-orgid", t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Audit records as `token` sees them (`all_tenants` for a credential of every tenant).
+async fn audit_records(srv: &Server, token: &str, query: &str) -> Vec<serde_json::Value> {
+    let (status, v) = api(
+        srv,
+        "GET",
+        token,
+        None,
+        &format!("/api/audit?limit=1000&{query}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["records"].as_array().cloned().unwrap_or_default()
+}
+
+/// High 3: an admin of [acme, legal], under a policy forbidding admin actions on legal, erased
+/// legal, rotated its keys, created admin tokens and registered certificates for it by sending
+/// `X-Scope-OrgID: acme` with `"tenant": "legal"` in the body; the audit filed it under acme.
+#[tokio::test]
+async fn cedar_forbid_bypassed_through_the_body_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("protect-legal.cedar");
+    std::fs::write(
+        &policy,
+        r#"@id("protect-legal")
+forbid (
+  principal,
+  action in [Tracevault::Action::"admin_keys", Tracevault::Action::"admin_tokens", Tracevault::Action::"admin_certs"],
+  resource == Tracevault::Tenant::"legal"
+) unless { principal.all_tenants };
+"#,
+    )
+    .unwrap();
+    let cfg = format!(
+        "[access]\npolicy_files = [{:?}]\n",
+        policy.to_str().unwrap()
+    );
+    let (srv, _) = start_with_config(tmp, &cfg, &[]);
+    let root = srv.token();
+    // legal has keys and data.
+    let (req, _) = request("legal-svc", 2);
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(&root)
+        .header("x-scope-orgid", "legal")
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let both = create_token(
+        &srv,
+        &["--role", "admin", "--tenant", "acme", "--tenant", "legal"],
+    );
+    let attempts: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "/api/admin/tenants/erase",
+            serde_json::json!({"tenant": "legal", "confirm": true}),
+        ),
+        (
+            "/api/admin/keys/rotate",
+            serde_json::json!({"tenant": "legal"}),
+        ),
+        (
+            "/api/admin/keys/rewrap",
+            serde_json::json!({"tenant": "legal"}),
+        ),
+        (
+            "/api/admin/tokens",
+            serde_json::json!({"role": "admin", "tenants": ["legal"]}),
+        ),
+        (
+            "/api/admin/tokens",
+            serde_json::json!({"role": "reader", "tenants": ["acme", "legal"]}),
+        ),
+        (
+            "/api/admin/certs",
+            serde_json::json!({"identity": "spiffe://t.test/legal/x", "tenant": "legal"}),
+        ),
+    ];
+    for (path, body) in &attempts {
+        for header in [Some("acme"), Some("legal")] {
+            let (status, v) = api(&srv, "POST", &both, header, path, Some(body.clone())).await;
+            assert_eq!(
+                status, 403,
+                "{path} {body} with X-Scope-OrgID {header:?}: {v}"
+            );
+            let msg = v["message"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains("tenant legal") && msg.contains("protect-legal"),
+                "{path}: {msg}"
+            );
+        }
+    }
+    // Nothing happened to legal: its data, its one key version.
+    let (status, keys) = api(&srv, "GET", &root, None, "/api/admin/keys", None).await;
+    assert_eq!(status, 200);
+    let legal = keys["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "legal")
+        .unwrap()
+        .clone();
+    assert_eq!(legal["current"], 1, "{keys}");
+    // The same credential still administers acme, whatever the header says.
+    let (status, v) = api(
+        &srv,
+        "POST",
+        &both,
+        Some("legal"),
+        "/api/admin/keys/rotate",
+        Some(serde_json::json!({"tenant": "acme"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    // The tenant-bound admin does not see legal's keys or where the root key is.
+    let (status, v) = api(&srv, "GET", &both, Some("acme"), "/api/admin/keys", None).await;
+    assert_eq!(status, 200);
+    assert!(v["root"].is_null(), "{v}");
+    assert!(!v.to_string().contains("\"legal\""), "{v}");
+    // Every refusal is filed under legal, the tenant acted on; the rotation under acme.
+    let recs = audit_records(&srv, &root, "all_tenants=true").await;
+    let denied: Vec<_> = recs
+        .iter()
+        .filter(|r| r["decision"] == "deny" && r["name"] != "")
+        .collect();
+    assert!(!denied.is_empty());
+    assert!(denied.iter().all(|r| r["tenant"] == "legal"), "{denied:?}");
+    assert!(recs.iter().any(|r| r["action"] == "admin_keys"
+        && r["decision"] == "allow"
+        && r["tenant"] == "acme"
+        && r["resource"].as_str().unwrap().contains("rotated")));
+    // A tenant-bound admin's flush would seal every tenant: refused.
+    let (status, _) = api(&srv, "POST", &both, Some("acme"), "/api/admin/flush", None).await;
+    assert_eq!(status, 403);
+}
+
+/// Medium 8: 50 reads of another tenant's trace produced 10 audit records as `anonymous` with
+/// no tenant, visible to neither tenant's auditor.
+#[tokio::test]
+async fn cross_tenant_attempts_are_audited_for_both_tenants() {
+    let srv = Server::start(&[]);
+    let root = srv.token();
+    let reader = create_token(
+        &srv,
+        &[
+            "--role",
+            "reader",
+            "--tenant",
+            "acme",
+            "--name",
+            "acme-reader",
+        ],
+    );
+    let acme_auditor = create_token(&srv, &["--role", "auditor", "--tenant", "acme"]);
+    let legal_auditor = create_token(&srv, &["--role", "auditor", "--tenant", "legal"]);
+    let path = format!("/api/traces/{}", hex::encode(random_id::<16>()));
+    for _ in 0..50 {
+        let (status, _) = api(&srv, "GET", &reader, Some("legal"), &path, None).await;
+        assert_eq!(status, 403);
+    }
+    let total = |recs: &[serde_json::Value]| -> u64 {
+        recs.iter()
+            .map(|r| 1 + r["unsampled_before"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // acme's auditor: its principal, by name, and where it tried; counted, not flooded.
+    let recs: Vec<_> = audit_records(&srv, &acme_auditor, "decision=deny")
+        .await
+        .into_iter()
+        .filter(|r| r["name"] == "acme-reader")
+        .collect();
+    assert!(!recs.is_empty() && recs.len() <= 5, "{recs:?}");
+    assert_eq!(total(&recs), 50, "{recs:?}");
+    assert!(recs.iter().all(|r| r["tenant"] == "acme"
+        && r["resource"].as_str().unwrap().contains("tenant:legal")
+        && r["action"] == "read_trace"));
+    // legal's auditor: a principal of acme tried, under an opaque id, without its name.
+    let recs = audit_records(&srv, &legal_auditor, "decision=deny").await;
+    assert!(!recs.is_empty() && recs.len() <= 5, "{recs:?}");
+    assert_eq!(total(&recs), 50, "{recs:?}");
+    for r in &recs {
+        assert_eq!(r["tenant"], "legal");
+        assert!(
+            r["principal"].as_str().unwrap().starts_with("foreign:"),
+            "{r}"
+        );
+        assert_eq!(r["principal_tenants"], serde_json::json!(["acme"]));
+        assert!(!r.to_string().contains("acme-reader"), "{r}");
+        assert!(!r.to_string().contains("token:"), "{r}");
+    }
+    // Unauthenticated noise stays sampled, with its count.
+    for _ in 0..40 {
+        let (status, _) = api(&srv, "GET", "tvk_not_a_token", Some("legal"), &path, None).await;
+        assert_eq!(status, 401);
+    }
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    assert!(
+        m.contains("tracevault_audit_unauthenticated_total 40"),
+        "{m}"
+    );
+    let anon: Vec<_> = audit_records(&srv, &root, "all_tenants=true&principal=anonymous").await;
+    assert!(anon.len() < 40, "{}", anon.len());
+}
+
+/// Low 11: registering another tenant's certificate identity answered 403 "bound to a tenant
+/// ..." while revoking it answered 404: an oracle for which identities other tenants hold.
+#[tokio::test]
+async fn identity_existence_oracle() {
+    let srv = Server::start(&[]);
+    let globex_id = "spiffe://t.test/globex/billing";
+    let (ok, text) = srv.cli(&[
+        "cert",
+        "register",
+        "--identity",
+        globex_id,
+        "--tenant",
+        "globex",
+    ]);
+    assert!(ok, "{text}");
+    let acme = create_token(&srv, &["--role", "admin", "--tenant", "acme"]);
+    let register =
+        |id: &str| serde_json::json!({"identity": id, "tenant": "acme", "role": "ingest"});
+    // Taken elsewhere or free: the same answer (identities are registered per tenant).
+    let (s1, v1) = api(
+        &srv,
+        "POST",
+        &acme,
+        None,
+        "/api/admin/certs",
+        Some(register(globex_id)),
+    )
+    .await;
+    let (s2, v2) = api(
+        &srv,
+        "POST",
+        &acme,
+        None,
+        "/api/admin/certs",
+        Some(register("spiffe://t.test/free/one")),
+    )
+    .await;
+    assert_eq!((s1, s2), (201, 201), "{v1} {v2}");
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v["workload"].as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v1), keys(&v2));
+    // Revoking: an identity only another tenant holds answers like one nobody holds.
+    let other = "spiffe://t.test/globex/ledger";
+    let (ok, _) = srv.cli(&[
+        "cert",
+        "register",
+        "--identity",
+        other,
+        "--tenant",
+        "globex",
+    ]);
+    assert!(ok);
+    let revoke = |id: &str| serde_json::json!({"identity": id});
+    let (s1, v1) = api(
+        &srv,
+        "POST",
+        &acme,
+        None,
+        "/api/admin/certs/revoke",
+        Some(revoke(other)),
+    )
+    .await;
+    let (s2, v2) = api(
+        &srv,
+        "POST",
+        &acme,
+        None,
+        "/api/admin/certs/revoke",
+        Some(revoke("spiffe://t.test/nobody/x")),
+    )
+    .await;
+    assert_eq!((s1, s2), (404, 404));
+    let shape = |v: &serde_json::Value, id: &str| v["message"].as_str().unwrap().replace(id, "ID");
+    assert_eq!(shape(&v1, other), shape(&v2, "spiffe://t.test/nobody/x"));
+    // Serials: another tenant's and one never issued answer alike.
+    let (s1, v1) = api(
+        &srv,
+        "POST",
+        &acme,
+        None,
+        "/api/admin/certs/revoke",
+        Some(serde_json::json!({"serial": "0123456789abcdef"})),
+    )
+    .await;
+    assert_eq!(s1, 404, "{v1}");
+    // globex's registrations are untouched, and acme's registration of the same name is acme's.
+    let (_, list) = api(&srv, "GET", &srv.token(), None, "/api/admin/certs", None).await;
+    let regs: Vec<_> = list["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["identity"] == globex_id)
+        .map(|w| w["tenant"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(regs.len(), 2, "{list}");
+    assert!(regs.contains(&"globex".to_string()) && regs.contains(&"acme".to_string()));
+}

@@ -122,28 +122,21 @@ async fn require_auth(
     let path = req.uri().path().chars().take(512).collect::<String>();
     let caller = match authenticate(&state, req.headers(), peer.as_ref()) {
         Ok(c) => c,
-        Err(e) => {
-            state.audit.unauthenticated(
-                peer.as_ref(),
-                "api",
-                action,
-                path,
-                e.status().as_u16(),
-                e.to_string(),
-            );
-            return e.into_response();
+        Err(r) => {
+            r.audit(&state.audit, peer.as_ref(), "api", action, path);
+            return r.error.into_response();
         }
     };
     if let Err(e) = state.admit(&caller) {
-        state.audit.request(
-            &caller,
+        state.audit.denied(
+            &caller.principal,
+            caller.requested_tenant(),
             peer.as_ref(),
             "api",
             action,
             path,
             e.status().as_u16(),
-            None,
-            Some(e.to_string()),
+            e.to_string(),
         );
         return e.into_response();
     }
@@ -177,27 +170,56 @@ async fn require_auth(
             .extensions()
             .get::<crate::error::Refusal>()
             .map(|r| r.0.clone());
-        state.audit.request(
-            &caller,
-            peer.as_ref(),
-            "api",
-            action,
-            note.resource.unwrap_or(path),
-            status,
-            note.results,
-            reason,
-        );
+        // Filed under the tenant the request acted on (or was refused for), which may be one
+        // its body named rather than X-Scope-OrgID.
+        let tenant = resp
+            .extensions()
+            .get::<crate::error::ActedOn>()
+            .map(|t| t.0.clone())
+            .unwrap_or_else(|| caller.requested_tenant().clone());
+        let resource = note.resource.unwrap_or(path);
+        if denied {
+            state.audit.denied(
+                &caller.principal,
+                &tenant,
+                peer.as_ref(),
+                "api",
+                action,
+                resource,
+                status,
+                reason.unwrap_or_default(),
+            );
+        } else {
+            state.audit.request(
+                &caller.principal,
+                &tenant,
+                peer.as_ref(),
+                "api",
+                action,
+                resource,
+                status,
+                note.results,
+                reason,
+            );
+        }
     }
     resp
 }
 
 /// Attaches what the audit record says about a response: its result count and, when the path
 /// alone does not say it, the resource.
-pub fn noted(mut resp: Response, results: usize, resource: Option<String>) -> Response {
+pub fn noted(
+    mut resp: Response,
+    auth: &crate::auth::Authorized,
+    results: usize,
+    resource: Option<String>,
+) -> Response {
     resp.extensions_mut().insert(AuditNote {
         resource,
         results: Some(results as u64),
     });
+    resp.extensions_mut()
+        .insert(crate::error::ActedOn(auth.tenant().clone()));
     resp
 }
 
@@ -253,10 +275,20 @@ async fn flush(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::Flush)?;
+    // Sealing is server-wide: every tenant's head goes into blocks.
+    let auth = state.authorize_every(
+        &caller,
+        Action::Flush,
+        "a flush (it seals every tenant's spans)",
+    )?;
     state.store.flush().await.map_err(ApiError::from_store)?;
     let s = state.store.stats();
-    Ok(Json(json!({"blocks": s.blocks, "headSpans": s.head_spans})).into_response())
+    Ok(noted(
+        Json(json!({"blocks": s.blocks, "headSpans": s.head_spans})).into_response(),
+        &auth,
+        s.blocks,
+        Some("flush".into()),
+    ))
 }
 
 /// Runs a blocking store read off the async workers and records its latency.
@@ -287,12 +319,11 @@ fn wants_protobuf(h: &HeaderMap) -> bool {
 
 async fn load_trace(
     state: &Arc<AppState>,
-    caller: &Caller,
+    auth: &crate::auth::Authorized,
     id: &str,
 ) -> Result<TracesData, ApiError> {
-    state.authorize(caller, Action::ReadTrace)?;
     let tid = TraceId::from_hex(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let tenant = caller.tenant.clone();
+    let tenant = auth.tenant().clone();
     let found = timed(state, "trace_by_id", move |s| {
         s.store.find_trace(&tenant, tid)
     })
@@ -342,8 +373,9 @@ async fn trace_response(
     headers: &HeaderMap,
     v2: bool,
 ) -> Result<Response, ApiError> {
-    let mut data = load_trace(state, caller, id).await?;
-    crate::mask::Masker::new(state, caller).traces(&mut data.resource_spans);
+    let auth = state.authorize(caller, Action::ReadTrace)?;
+    let mut data = load_trace(state, &auth, id).await?;
+    crate::mask::Masker::new(state, &auth).traces(&mut data.resource_spans);
     let spans: usize = data
         .resource_spans
         .iter()
@@ -351,7 +383,7 @@ async fn trace_response(
         .map(|s| s.spans.len())
         .sum();
     if wants_protobuf(headers) {
-        return Ok(noted(protobuf(&data), spans, None));
+        return Ok(noted(protobuf(&data), &auth, spans, None));
     }
     // Serialized straight from the spans (no intermediate JSON tree: a large trace would
     // take several times its size in memory).
@@ -377,7 +409,7 @@ async fn trace_response(
     } else {
         Json(V1 { batches: rs }).into_response()
     };
-    Ok(noted(resp, spans, None))
+    Ok(noted(resp, &auth, spans, None))
 }
 
 const MAX_LIMIT: usize = 10_000;
@@ -387,7 +419,7 @@ async fn search(
     Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::Search)?;
+    let auth = state.authorize(&caller, Action::Search)?;
     let bad = ApiError::BadRequest;
     let mut q = SearchQuery {
         limit: 20,
@@ -432,15 +464,16 @@ async fn search(
             .collect(),
     );
     // Searching by an attribute the caller may not see finds nothing: hit counts would tell.
-    let mut masker = crate::mask::Masker::new(&state, &caller);
+    let mut masker = crate::mask::Masker::new(&state, &auth);
     if q.tags.iter().any(|(k, v)| masker.hides_search(k, v)) {
         return Ok(noted(
             Json(json!({ "traces": [] })).into_response(),
+            &auth,
             0,
             resource,
         ));
     }
-    let tenant = caller.tenant.clone();
+    let tenant = auth.tenant().clone();
     let hits = timed(&state, "search", move |s| s.store.search(&tenant, &q)).await?;
     let traces: Vec<_> = hits
         .into_iter()
@@ -460,6 +493,7 @@ async fn search(
     let n = traces.len();
     Ok(noted(
         Json(json!({ "traces": traces })).into_response(),
+        &auth,
         n,
         resource,
     ))
@@ -489,7 +523,7 @@ async fn findings(
     Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::ReadFindings)?;
+    let auth = state.authorize(&caller, Action::ReadFindings)?;
     let secs = |name: &str| unix_secs(&params, name);
     let limit = match params.get("limit") {
         None => 100,
@@ -522,7 +556,7 @@ async fn findings(
         limit,
         ..Default::default()
     };
-    let tenant = caller.tenant.clone();
+    let tenant = auth.tenant().clone();
     let mut found = timed(&state, "findings", move |s| {
         let mut out = Vec::new();
         for hit in s.store.search(&tenant, &q)? {
@@ -533,7 +567,7 @@ async fn findings(
         Ok(out)
     })
     .await?;
-    let mut masker = crate::mask::Masker::new(&state, &caller);
+    let mut masker = crate::mask::Masker::new(&state, &auth);
     found.retain(|f| {
         f.severity >= min_severity
             && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
@@ -580,6 +614,7 @@ async fn findings(
     let ocsf: Vec<_> = found.iter().map(|f| f.to_ocsf()).collect();
     Ok(noted(
         Json(json!({ "findings": ocsf, "groups": groups })).into_response(),
+        &auth,
         n,
         Some("findings".into()),
     ))
@@ -591,8 +626,8 @@ async fn responses_list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::AdminTokens)?;
-    let all = matches!(caller.principal.tenants, tv_access::TenantScope::All);
+    let auth = state.authorize(&caller, Action::AdminTokens)?;
+    // Every tenant's that the caller may administer.
     let list: Vec<_> = state
         .detection
         .responses
@@ -600,11 +635,12 @@ async fn responses_list(
         .map(|r| r.list())
         .unwrap_or_default()
         .into_iter()
-        .filter(|r| all || r.tenant == caller.tenant.as_str())
+        .filter(|r| state.may(&caller, Action::AdminTokens, &r.tenant))
         .collect();
     let n = list.len();
     Ok(noted(
         Json(json!({ "responses": list })).into_response(),
+        &auth,
         n,
         Some("responses".into()),
     ))
@@ -622,7 +658,6 @@ async fn responses_release(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::AdminTokens)?;
     let b: ReleaseBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body must be {{\"id\": \"...\"}}: {e}")))?;
     let Some(r) = state.detection.responses.as_ref() else {
@@ -630,22 +665,30 @@ async fn responses_release(
             "no automated responses on this server".into(),
         ));
     };
-    let all = matches!(caller.principal.tenants, tv_access::TenantScope::All);
-    let known = r
-        .list()
-        .into_iter()
-        .any(|x| x.id == b.id && (all || x.tenant == caller.tenant.as_str()));
-    if !known {
-        return Err(ApiError::NotFound(format!(
+    // Authorized on the tenant the response belongs to; one the caller may not administer
+    // answers as if it did not exist.
+    let missing = || {
+        ApiError::NotFound(format!(
             "no active response {} for this tenant (see GET /api/admin/responses)",
             b.id.chars().take(32).collect::<String>()
-        )));
+        ))
+    };
+    let owner = r
+        .list()
+        .into_iter()
+        .find(|x| x.id == b.id)
+        .ok_or_else(missing)?;
+    let owner = tv_model::TenantId::parse(&owner.tenant).map_err(|_| missing())?;
+    if !state.may(&caller, Action::AdminTokens, owner.as_str()) {
+        return Err(missing());
     }
+    let auth = state.authorize_on(&caller, Action::AdminTokens, owner)?;
     let released = r
         .release(&b.id, &caller.principal.id())
         .ok_or_else(|| ApiError::NotFound(format!("response {} is already released", b.id)))?;
     Ok(noted(
         Json(json!({ "released": released })).into_response(),
+        &auth,
         1,
         Some(format!("response:{}", released.id)),
     ))
@@ -655,12 +698,13 @@ async fn tags(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::Search)?;
-    let tenant = caller.tenant.clone();
+    let auth = state.authorize(&caller, Action::Search)?;
+    let tenant = auth.tenant().clone();
     let names = timed(&state, "tags", move |s| s.store.tag_names(&tenant)).await?;
     let n = names.len();
     Ok(noted(
         Json(json!({ "tagNames": names })).into_response(),
+        &auth,
         n,
         None,
     ))
@@ -671,20 +715,20 @@ async fn tag_values(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::Search)?;
+    let auth = state.authorize(&caller, Action::Search)?;
     if name.is_empty() || name.len() > 256 {
         return Err(ApiError::BadRequest(
             "tag name must be 1 to 256 bytes".into(),
         ));
     }
-    let tenant = caller.tenant.clone();
+    let tenant = auth.tenant().clone();
     let key = name.clone();
     let values = timed(&state, "tag_values", move |s| {
         s.store.tag_values(&tenant, &name)
     })
     .await?;
     // Restricted values read as their marker, once each.
-    let mut masker = crate::mask::Masker::new(&state, &caller);
+    let mut masker = crate::mask::Masker::new(&state, &auth);
     let mut shown: Vec<String> = Vec::with_capacity(values.len());
     for v in values {
         let v = masker.marker(&key, Some(&v)).unwrap_or(v);
@@ -695,6 +739,7 @@ async fn tag_values(
     let n = shown.len();
     Ok(noted(
         Json(json!({ "tagValues": shown })).into_response(),
+        &auth,
         n,
         None,
     ))
@@ -711,7 +756,7 @@ async fn audit_query(
     Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, Action::ReadAudit)?;
+    let auth = state.authorize(&caller, Action::ReadAudit)?;
     let known = [
         "principal",
         "action",
@@ -730,11 +775,11 @@ async fn audit_query(
         )));
     }
     let all = params.get("all_tenants").is_some_and(|v| v == "true");
-    if all && caller.principal.tenants != tv_access::TenantScope::All {
-        return Err(ApiError::Forbidden(
-            "all_tenants=true needs a credential of every tenant".into(),
-        ));
-    }
+    let auth = if all {
+        state.authorize_every(&caller, Action::ReadAudit, "all_tenants=true")?
+    } else {
+        auth
+    };
     let index = |name: &str| -> Result<Option<u64>, ApiError> {
         params
             .get(name)
@@ -768,7 +813,7 @@ async fn audit_query(
         },
     };
     let filter = crate::audit::Filter {
-        tenant: (!all).then(|| caller.tenant.to_string()),
+        tenant: (!all).then(|| auth.tenant().to_string()),
         principal: params.get("principal").cloned(),
         action: params.get("action").cloned(),
         decision: params.get("decision").cloned(),
@@ -793,6 +838,7 @@ async fn audit_query(
     Ok(noted(
         Json(json!({ "records": out, "logSize": size, "origin": state.audit.origin() }))
             .into_response(),
+        &auth,
         n,
         None,
     ))

@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use tv_crypto::{DataKey, RootKeySource, SecretKey, fsio};
 use tv_store::txlog::{LogConfig, TxLog};
 
-use crate::auth::Caller;
 use crate::mtls::PeerInfo;
 
 const KEY_MAGIC: &[u8; 5] = b"TVAK\x01";
@@ -79,6 +78,10 @@ pub struct AuditRecord {
     /// For sampled refusals: how many like it went unrecorded since the last sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsampled_before: Option<u64>,
+    /// For a refusal filed under a tenant the principal is not bound to: the tenants the
+    /// principal belongs to (its id is then opaque and its name withheld).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principal_tenants: Vec<String>,
 }
 
 /// What a handler tells the audit layer about its response (a response extension).
@@ -122,6 +125,20 @@ struct Sampler {
     skipped: u64,
 }
 
+/// Refusals of one authenticated principal for one tenant and action: the first of each
+/// window is recorded at once, the rest counted and recorded as one (the last of them, with
+/// `unsampled_before`) when the next window opens or the log is read.
+struct Denials {
+    started: std::time::Instant,
+    suppressed: u64,
+    last: Option<AuditRecord>,
+}
+
+/// How long one principal's refusals of one kind are counted before the next is recorded.
+pub const DENIAL_WINDOW: Duration = Duration::from_secs(10);
+/// Principals whose refusals are being counted at once; past it, the oldest are written out.
+const MAX_DENIAL_KEYS: usize = 4096;
+
 /// The audit log of a running server.
 pub struct Audit {
     log: Arc<TxLog>,
@@ -134,6 +151,7 @@ pub struct Audit {
     /// Key entries read back, by index.
     keys: Mutex<HashMap<u64, Arc<DataKey>>>,
     sampler: Mutex<Sampler>,
+    denials: Mutex<HashMap<(String, String, String, bool), Denials>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -304,6 +322,7 @@ impl Audit {
                 last: std::time::Instant::now(),
                 skipped: 0,
             }),
+            denials: Mutex::new(HashMap::new()),
             stop,
             thread: Mutex::new(Some(thread)),
             metrics,
@@ -379,7 +398,8 @@ impl Audit {
     #[allow(clippy::too_many_arguments)]
     pub fn request(
         &self,
-        caller: &Caller,
+        principal: &tv_access::Principal,
+        tenant: &tv_model::TenantId,
         peer: Option<&PeerInfo>,
         listener: &str,
         action: &str,
@@ -397,10 +417,10 @@ impl Audit {
         let rec = AuditRecord {
             time: rfc3339(ms),
             time_unix_ms: ms,
-            principal: caller.principal.id(),
-            name: caller.principal.name.clone(),
-            role: caller.principal.role.name().to_string(),
-            tenant: caller.tenant.to_string(),
+            principal: principal.id(),
+            name: principal.name.clone(),
+            role: principal.role.name().to_string(),
+            tenant: tenant.to_string(),
             from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
             listener: listener.to_string(),
             action: action.to_string(),
@@ -410,11 +430,145 @@ impl Audit {
             results,
             reason: reason.map(|r| r.chars().take(512).collect()),
             unsampled_before: None,
+            principal_tenants: Vec::new(),
         };
-        if decision == "throttled" {
-            self.sampled(rec);
-        } else {
+        if decision == "allow" {
             self.append(rec);
+        } else {
+            self.counted(rec, false);
+        }
+    }
+
+    /// A request of an authenticated principal refused for `tenant` (403, 429, or a tenant
+    /// outside its credential). Filed under that tenant; when the principal is not bound to
+    /// it, also under each of the principal's own tenants (with everything), while the target
+    /// tenant's record names the principal's tenants and an opaque id only. One principal's
+    /// refusals are counted per window, not recorded one by one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn denied(
+        &self,
+        principal: &tv_access::Principal,
+        tenant: &tv_model::TenantId,
+        peer: Option<&PeerInfo>,
+        listener: &str,
+        action: &str,
+        resource: String,
+        status: u16,
+        reason: String,
+    ) {
+        let ms = now_ms();
+        let decision = if status == 429 { "throttled" } else { "deny" };
+        let rec = AuditRecord {
+            time: rfc3339(ms),
+            time_unix_ms: ms,
+            principal: principal.id(),
+            name: principal.name.clone(),
+            role: principal.role.name().to_string(),
+            tenant: tenant.to_string(),
+            from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
+            listener: listener.to_string(),
+            action: action.to_string(),
+            resource,
+            decision: decision.to_string(),
+            status,
+            results: None,
+            reason: Some(reason.chars().take(512).collect()),
+            unsampled_before: None,
+            principal_tenants: Vec::new(),
+        };
+        let tv_access::TenantScope::Only(own) = &principal.tenants else {
+            // A credential of every tenant is bound to this one too.
+            return self.counted(rec, false);
+        };
+        if own.contains(tenant) {
+            return self.counted(rec, false);
+        }
+        // Another tenant's principal: its own tenants see who it was and where it tried...
+        for home in own.iter().take(4) {
+            let mut r = rec.clone();
+            r.tenant = home.to_string();
+            r.resource = format!("tenant:{tenant} {}", r.resource)
+                .chars()
+                .take(512)
+                .collect();
+            self.counted(r, false);
+        }
+        // ...the target tenant sees that a principal of another tenant tried, not who.
+        let mut r = rec;
+        r.principal = format!(
+            "foreign:{}",
+            &hex::encode(sha256(
+                format!("tracevault/v1/foreign|{}", r.principal).as_bytes()
+            ))[..16]
+        );
+        r.name = String::new();
+        r.from = String::new();
+        r.principal_tenants = own.iter().map(|t| t.to_string()).collect();
+        self.counted(r, true);
+    }
+
+    /// Appends the first refusal of a window and counts the rest (see [`Denials`]).
+    fn counted(&self, rec: AuditRecord, foreign: bool) {
+        let key = (
+            rec.principal.clone(),
+            rec.tenant.clone(),
+            format!("{}|{}", rec.action, rec.decision),
+            foreign,
+        );
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        {
+            let mut d = self.denials.lock().expect("denials lock");
+            if d.len() >= MAX_DENIAL_KEYS && !d.contains_key(&key) {
+                // Write out every finished window to make room.
+                d.retain(|_, v| {
+                    if now.duration_since(v.started) < DENIAL_WINDOW {
+                        return true;
+                    }
+                    out.extend(v.flush());
+                    false
+                });
+            }
+            match d.get_mut(&key) {
+                Some(v) if now.duration_since(v.started) < DENIAL_WINDOW => {
+                    v.suppressed += 1;
+                    v.last = Some(rec);
+                    self.metrics.audit_unsampled.inc();
+                }
+                Some(v) => {
+                    out.extend(v.flush());
+                    v.started = now;
+                    out.push(rec);
+                }
+                None => {
+                    d.insert(
+                        key,
+                        Denials {
+                            started: now,
+                            suppressed: 0,
+                            last: None,
+                        },
+                    );
+                    out.push(rec);
+                }
+            }
+        }
+        for r in out {
+            self.append(r);
+        }
+    }
+
+    /// Writes out the counted refusals (before the log is read, and at shutdown).
+    fn flush_denials(&self) {
+        let out: Vec<AuditRecord> = {
+            let mut d = self.denials.lock().expect("denials lock");
+            let out = d.values_mut().filter_map(Denials::flush).collect();
+            let now = std::time::Instant::now();
+            d.retain(|_, v| now.duration_since(v.started) < DENIAL_WINDOW);
+            out
+        };
+        for r in out {
+            self.append(r);
         }
     }
 
@@ -437,6 +591,7 @@ impl Audit {
             results: None,
             reason: None,
             unsampled_before: None,
+            principal_tenants: Vec::new(),
         });
     }
 
@@ -469,6 +624,7 @@ impl Audit {
             results: None,
             reason: Some(reason.chars().take(512).collect()),
             unsampled_before: None,
+            principal_tenants: Vec::new(),
         });
     }
 
@@ -520,6 +676,7 @@ impl Audit {
     /// Records matching `f`, newest first, at most `limit`; also the log's size. Writes what is
     /// queued first, so a request's own record is readable by the next request.
     pub fn read(&self, f: &Filter, limit: usize) -> Result<(Vec<(u64, AuditRecord)>, u64), String> {
+        self.flush_denials();
         self.log.flush().map_err(|e| e.to_string())?;
         let size = self.log.durable_size();
         let mut out = Vec::new();
@@ -559,6 +716,7 @@ impl Audit {
 
     /// Stops the flushing thread after a last flush and checkpoint.
     pub fn shutdown(&self) {
+        self.flush_denials();
         {
             let (lock, cv) = &*self.stop;
             *lock.lock().expect("audit stop lock") = true;
@@ -567,5 +725,17 @@ impl Audit {
         if let Some(t) = self.thread.lock().expect("audit thread lock").take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Denials {
+    /// The last counted refusal, carrying how many others it stands for.
+    fn flush(&mut self) -> Option<AuditRecord> {
+        let mut r = self.last.take()?;
+        let n = std::mem::take(&mut self.suppressed);
+        if n > 1 {
+            r.unsampled_before = Some(n - 1);
+        }
+        Some(r)
     }
 }

@@ -58,11 +58,21 @@ pub struct Revoke {
 const MAX_SERVICES: usize = 64;
 const DEFAULT_DAYS: u32 = 90;
 
-fn covers(scope: &TenantScope, tenant: &str) -> bool {
-    match scope {
-        TenantScope::All => true,
-        TenantScope::Only(mine) => mine.iter().any(|m| m.as_str() == tenant),
+/// Identities of an outside client CA name the same workload in every tenant: only a
+/// credential of every tenant binds or removes them (a tenant admin's answer then never depends
+/// on what other tenants registered).
+fn outside_ca_needs_every_tenant(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    if outside_ca(state) && caller.principal.tenants != TenantScope::All {
+        return Err(ApiError::Forbidden(
+            "the server trusts an outside client CA ([tls] client_ca): its identities are bound and removed by an admin of every tenant".into(),
+        ));
     }
+    Ok(())
+}
+
+/// Whether client certificates come from an outside CA (`[tls] client_ca`).
+fn outside_ca(state: &AppState) -> bool {
+    state.tls.is_some() && state.client_ca.is_none()
 }
 
 fn check_identity(id: &str) -> Result<(), ApiError> {
@@ -83,23 +93,13 @@ pub async fn register(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Register>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminCerts)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("certificate request: {e}")))?;
-    check_identity(&req.identity)?;
+    // The tenant the identity is bound to is what is acted on: authorized first.
     let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !covers(&caller.principal.tenants, tenant.as_str()) {
-        return Err(ApiError::Forbidden(
-            "an identity may only be bound to a tenant the calling credential may act for".into(),
-        ));
-    }
-    // Re-binding an identity another tenant holds would take it over.
-    if let Some(w) = state.workloads.workload(&req.identity)
-        && !covers(&caller.principal.tenants, &w.tenant)
-    {
-        return Err(ApiError::Forbidden(
-            "this identity is bound to a tenant the calling credential may not act for".into(),
-        ));
-    }
+    let auth = state.authorize_on(&caller, tv_access::Action::AdminCerts, tenant)?;
+    let tenant = auth.tenant().clone();
+    outside_ca_needs_every_tenant(&state, &caller)?;
+    check_identity(&req.identity)?;
     let role = match &req.role {
         None => Role::Ingest,
         Some(r) => Role::parse(r).ok_or_else(|| {
@@ -160,9 +160,11 @@ pub async fn register(
         services: req.services.clone(),
         registered_unix: now_unix(),
     };
+    // Registrations of the built-in CA's identities are per tenant (a certificate acts for the
+    // tenant it was issued for); an outside CA's identity has one registration.
     state
         .workloads
-        .register(workload.clone())
+        .register(workload.clone(), outside_ca(&state))
         .map_err(|e| ApiError::Internal(format!("storing the registration: {e:#}")))?;
     let mut out = json!({ "workload": workload });
     if let Some((pem, serial, not_after)) = issued {
@@ -202,6 +204,7 @@ pub async fn register(
     );
     Ok(crate::api::noted(
         (StatusCode::CREATED, Json(out)).into_response(),
+        &auth,
         1,
         Some(resource),
     ))
@@ -211,23 +214,17 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminCerts)?;
-    let scope = &caller.principal.tenants;
+    let auth = state.authorize(&caller, tv_access::Action::AdminCerts)?;
+    let mine = |t: &str| state.may(&caller, tv_access::Action::AdminCerts, t);
     let (workloads, certs, revoked) = state.workloads.list();
-    let workloads: Vec<_> = workloads
-        .into_iter()
-        .filter(|w| covers(scope, &w.tenant))
-        .collect();
-    let certs: Vec<_> = certs
-        .into_iter()
-        .filter(|c| covers(scope, &c.tenant))
-        .collect();
+    let workloads: Vec<_> = workloads.into_iter().filter(|w| mine(&w.tenant)).collect();
+    let certs: Vec<_> = certs.into_iter().filter(|c| mine(&c.tenant)).collect();
     // Serials of outside certificates name no tenant: every-tenant admins only.
     let revoked: Vec<_> = revoked
         .into_iter()
         .filter(|(s, _)| match state.workloads.certificate(s) {
-            Some(c) => covers(scope, &c.tenant),
-            None => *scope == TenantScope::All,
+            Some(c) => mine(&c.tenant),
+            None => caller.principal.tenants == TenantScope::All,
         })
         .map(|(serial, at)| json!({"serial": serial, "revoked_unix": at}))
         .collect();
@@ -239,6 +236,7 @@ pub async fn list(
             "revoked": revoked,
         }))
         .into_response(),
+        &auth,
         n,
         None,
     ))
@@ -249,9 +247,7 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Revoke>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminCerts)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("revocation: {e}")))?;
-    let scope = caller.principal.tenants.clone();
     match (req.serial, req.identity) {
         (Some(serial), None) => {
             let serial = serial.trim().trim_start_matches("0x").to_ascii_lowercase();
@@ -264,20 +260,26 @@ pub async fn revoke(
                     "serial must be 1 to 40 hex digits (as `cert list` shows it)".into(),
                 ));
             }
-            match state.workloads.certificate(&serial) {
-                Some(c) if !covers(&scope, &c.tenant) => {
+            // The tenant the certificate was issued for is what is acted on. A serial of
+            // another tenant, and one this server never issued, answer alike for a tenant
+            // admin; only an admin of every tenant revokes outside serials.
+            let auth = match state.workloads.certificate(&serial) {
+                Some(c) if state.may(&caller, tv_access::Action::AdminCerts, &c.tenant) => {
+                    let t = TenantId::parse(&c.tenant)
+                        .map_err(|e| ApiError::Internal(format!("stored tenant: {e}")))?;
+                    state.authorize_on(&caller, tv_access::Action::AdminCerts, t)?
+                }
+                None if caller.principal.tenants == TenantScope::All => state.authorize_every(
+                    &caller,
+                    tv_access::Action::AdminCerts,
+                    "revoking a serial this server did not issue",
+                )?,
+                _ => {
                     return Err(ApiError::NotFound(format!(
-                        "no certificate with serial {serial}"
+                        "no certificate with serial {serial} issued for a tenant this credential administers"
                     )));
                 }
-                None if scope != TenantScope::All => {
-                    return Err(ApiError::Forbidden(
-                        "only an admin of every tenant may revoke a serial this server did not issue"
-                            .into(),
-                    ));
-                }
-                _ => {}
-            }
+            };
             let fresh = state
                 .workloads
                 .revoke_serial(&serial)
@@ -286,28 +288,54 @@ pub async fn revoke(
             let resource = Some(format!("serial:{serial}"));
             Ok(crate::api::noted(
                 Json(json!({"revoked": [serial], "already_revoked": !fresh})).into_response(),
+                &auth,
                 1,
                 resource,
             ))
         }
         (None, Some(identity)) => {
-            match state.workloads.workload(&identity) {
-                Some(w) if covers(&scope, &w.tenant) => {}
-                _ => {
+            outside_ca_needs_every_tenant(&state, &caller)?;
+            // Only registrations in tenants this credential administers exist for it.
+            let mut held: Vec<_> = state
+                .workloads
+                .registrations(&identity)
+                .into_iter()
+                .filter(|w| state.may(&caller, tv_access::Action::AdminCerts, &w.tenant))
+                .collect();
+            let w = match held.len() {
+                0 => {
                     return Err(ApiError::NotFound(format!(
-                        "no registered identity {identity:?}"
+                        "no registered identity {:?} in a tenant this credential administers",
+                        identity.chars().take(256).collect::<String>()
                     )));
                 }
-            }
+                1 => held.remove(0),
+                _ => {
+                    // Several of the caller's own tenants: the one X-Scope-OrgID names.
+                    let t = caller.requested_tenant().as_str();
+                    let i = held.iter().position(|w| w.tenant == t).ok_or_else(|| {
+                        let names: Vec<&str> = held.iter().map(|w| w.tenant.as_str()).collect();
+                        ApiError::BadRequest(format!(
+                            "identity is registered in tenants [{}]: name one with X-Scope-OrgID (--tenant)",
+                            names.join(", ")
+                        ))
+                    })?;
+                    held.remove(i)
+                }
+            };
+            let t = TenantId::parse(&w.tenant)
+                .map_err(|e| ApiError::Internal(format!("stored tenant: {e}")))?;
+            let auth = state.authorize_on(&caller, tv_access::Action::AdminCerts, t)?;
             let serials = state
                 .workloads
-                .revoke_identity(&identity)
+                .revoke_identity(auth.tenant().as_str(), &identity)
                 .map_err(|e| ApiError::Internal(format!("storing the revocation: {e:#}")))?
                 .unwrap_or_default();
-            tracing::info!(identity = %identity, certificates = serials.len(), by = %caller.principal.name, "workload identity removed");
+            tracing::info!(identity = %identity, tenant = %auth.tenant(), certificates = serials.len(), by = %caller.principal.name, "workload identity removed");
             let (n, resource) = (serials.len(), Some(format!("identity:{identity}")));
             Ok(crate::api::noted(
                 Json(json!({"revoked": serials, "unregistered": identity})).into_response(),
+                &auth,
                 n,
                 resource,
             ))

@@ -15,6 +15,9 @@ pub enum ApiError {
     Unauthenticated(AuthError),
     #[error("{0}")]
     Forbidden(String),
+    /// Refused by the policies for this tenant (the audit record is filed under it).
+    #[error("{1}")]
+    ForbiddenOn(tv_model::TenantId, String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -36,7 +39,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ForbiddenOn(..) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -50,7 +53,7 @@ impl ApiError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            Self::Forbidden(_) => tonic::Code::PermissionDenied,
+            Self::Forbidden(_) | Self::ForbiddenOn(..) => tonic::Code::PermissionDenied,
             Self::BadRequest(_) | Self::TooLarge(_) | Self::UnsupportedMediaType(_) => {
                 tonic::Code::InvalidArgument
             }
@@ -65,7 +68,7 @@ impl ApiError {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "unauthenticated",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::ForbiddenOn(..) => "forbidden",
             Self::BadRequest(_) => "bad_request",
             Self::TooLarge(_) => "too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -182,14 +185,26 @@ pub struct ProtoDuration {
 #[derive(Debug, Clone)]
 pub struct Refusal(pub String);
 
+/// The tenant a request acted on or was refused for, when it is not the one it requested (a
+/// response extension for the audit record).
+#[derive(Debug, Clone)]
+pub struct ActedOn(pub tv_model::TenantId);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let refusal = matches!(
             self,
-            Self::Unauthenticated(_) | Self::Forbidden(_) | Self::RateLimited(..)
+            Self::Unauthenticated(_)
+                | Self::Forbidden(_)
+                | Self::ForbiddenOn(..)
+                | Self::RateLimited(..)
         )
         .then(|| Refusal(self.to_string()));
+        let acted_on = match &self {
+            Self::ForbiddenOn(t, _) => Some(ActedOn(t.clone())),
+            _ => None,
+        };
         let body = serde_json::json!({
             "code": self.grpc_code() as i32,
             "message": self.to_string(),
@@ -207,6 +222,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(r) = refusal {
             resp.extensions_mut().insert(r);
+        }
+        if let Some(t) = acted_on {
+            resp.extensions_mut().insert(t);
         }
         resp
     }

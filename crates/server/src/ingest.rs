@@ -50,17 +50,20 @@ pub async fn ingest(
         .sum();
     let res = ingest_checked(state, caller, req, spans, transport).await;
     if let Err(e) = &res
-        && matches!(e, ApiError::Forbidden(_) | ApiError::RateLimited(..))
+        && matches!(
+            e,
+            ApiError::Forbidden(_) | ApiError::ForbiddenOn(..) | ApiError::RateLimited(..)
+        )
     {
-        state.audit.request(
-            caller,
+        state.audit.denied(
+            &caller.principal,
+            caller.requested_tenant(),
             peer,
             listener(transport),
             "ingest",
             format!("spans:{spans}"),
             e.status().as_u16(),
-            None,
-            Some(e.to_string()),
+            e.to_string(),
         );
     }
     res
@@ -74,35 +77,37 @@ fn listener(transport: &str) -> &'static str {
     }
 }
 
-/// Audits a refusal made before the ingest pipeline: unauthenticated (sampled), or the
-/// caller's request rate (sampled).
-fn audit_early(
+/// Authenticates an ingest request and counts it against the caller's request rate, auditing
+/// a refusal (unauthenticated ones sampled, an authenticated principal's counted).
+fn admit(
     state: &AppState,
+    headers: &HeaderMap,
     peer: Option<&PeerInfo>,
     transport: &str,
-    e: &ApiError,
-    caller: Option<&Caller>,
-) {
-    match caller {
-        None => state.audit.unauthenticated(
+) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, headers, peer).map_err(|r| {
+        r.audit(
+            &state.audit,
+            peer,
+            listener(transport),
+            "ingest",
+            String::new(),
+        );
+        r.error
+    })?;
+    state.admit(&caller).inspect_err(|e| {
+        state.audit.denied(
+            &caller.principal,
+            caller.requested_tenant(),
             peer,
             listener(transport),
             "ingest",
             String::new(),
             e.status().as_u16(),
             e.to_string(),
-        ),
-        Some(c) => state.audit.request(
-            c,
-            peer,
-            listener(transport),
-            "ingest",
-            String::new(),
-            e.status().as_u16(),
-            None,
-            Some(e.to_string()),
-        ),
-    }
+        )
+    })?;
+    Ok(caller)
 }
 
 async fn ingest_checked(
@@ -128,45 +133,16 @@ async fn ingest_checked(
         .collect();
     services.sort_unstable();
     services.dedup();
-    let verdict = state.policy().authorize(
-        &caller.principal,
-        tv_access::Action::Ingest,
-        &caller.tenant,
-        &services,
-    );
-    if !verdict.allowed {
-        if verdict
-            .reasons
-            .iter()
-            .any(|r| r == "built-in:owned-services")
-        {
-            state
-                .metrics
-                .spans_rejected
-                .get_or_create(&ReasonLabels {
-                    reason: "service_not_owned",
-                })
-                .inc_by(span_count as u64);
-            // The message names the credential's services, not what the batch claimed.
-            return Err(ApiError::Forbidden(format!(
-                "credential may write spans only for services [{}]; the batch has a resource of another service or without service.name (rejected whole)",
-                caller.principal.services.join(", "),
-            )));
-        }
-        return Err(ApiError::Forbidden(crate::auth::refusal(
-            caller,
-            tv_access::Action::Ingest,
-            &verdict.reasons,
-        )));
-    }
+    let auth = match crate::auth::authorize_ingest(&state.policy(), caller, &services) {
+        Ok(a) => a,
+        Err(verdict) => return Err(ingest_refusal(state, caller, &verdict, span_count)),
+    };
+    let tenant = auth.tenant();
     // An erased tenant holds no data and takes none.
-    state
-        .store
-        .accepts(&caller.tenant)
-        .map_err(ApiError::from_store)?;
+    state.store.accepts(tenant).map_err(ApiError::from_store)?;
     // Per-tenant throughput, before any work is spent on the batch.
     let rates = state.limiter.rates();
-    let tenant_key = caller.tenant.to_string();
+    let tenant_key = tenant.to_string();
     if rates.spans_per_sec > 0.0 {
         state.charge(
             crate::ratelimit::Kind::Spans,
@@ -204,7 +180,7 @@ async fn ingest_checked(
         // Signature rules see the decoded batch before redaction (a scrubbed query string can no
         // longer show an injection); only findings with redacted evidence leave this step.
         let findings = state.detection.scan(
-            caller.tenant.as_str(),
+            tenant.as_str(),
             &principal,
             validated.request(),
             now_unix_nanos(),
@@ -213,7 +189,7 @@ async fn ingest_checked(
         // the redacted batch, and the log records the digest of the rules that ran.
         let (validated, policy) = state
             .redaction
-            .apply(&caller.tenant, validated, &state.metrics)
+            .apply(tenant, validated, &state.metrics)
             .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
         // Findings are committed with the batch they are about (see detection.rs), named by
         // the redacted span names.
@@ -226,13 +202,8 @@ async fn ingest_checked(
                 req
             }),
         };
-        let batch = EncodedBatch::encode(
-            caller.tenant.clone(),
-            &validated,
-            state.wal_zstd_level,
-            policy,
-        )
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let batch = EncodedBatch::encode(tenant.clone(), &validated, state.wal_zstd_level, policy)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         // The decoded batch is not needed while waiting for the fsync, unless the behavioural
         // stage takes it after commit.
         let for_behaviour = state
@@ -247,7 +218,7 @@ async fn ingest_checked(
         if let Some(request) = for_behaviour {
             state.detection.submit(
                 crate::detection::Job {
-                    tenant: caller.tenant.clone(),
+                    tenant: tenant.clone(),
                     principal,
                     received_unix_nano: received,
                     request,
@@ -266,6 +237,39 @@ async fn ingest_checked(
         }
     }
     Ok(ExportTraceServiceResponse { partial_success })
+}
+
+/// The refusal of a batch the policies did not allow.
+fn ingest_refusal(
+    state: &AppState,
+    caller: &Caller,
+    verdict: &tv_access::Verdict,
+    span_count: usize,
+) -> ApiError {
+    if verdict
+        .reasons
+        .iter()
+        .any(|r| r == "built-in:owned-services")
+    {
+        state
+            .metrics
+            .spans_rejected
+            .get_or_create(&ReasonLabels {
+                reason: "service_not_owned",
+            })
+            .inc_by(span_count as u64);
+        // The message names the credential's services, not what the batch claimed.
+        return ApiError::Forbidden(format!(
+            "credential may write spans only for services [{}]; the batch has a resource of another service or without service.name (rejected whole)",
+            caller.principal.services.join(", "),
+        ));
+    }
+    ApiError::Forbidden(crate::auth::refusal(
+        &caller.principal,
+        caller.requested_tenant(),
+        tv_access::Action::Ingest,
+        &verdict.reasons,
+    ))
 }
 
 fn record(state: &AppState, transport: &'static str, started: Instant, outcome: &'static str) {
@@ -383,11 +387,7 @@ async fn http_export_inner(
     format: Result<Format, ApiError>,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     // Who is asking, before anything else is said about the request or its body is read.
-    let caller = authenticate(state, headers, peer)
-        .inspect_err(|e| audit_early(state, peer, "http", e, None))?;
-    state
-        .admit(&caller)
-        .inspect_err(|e| audit_early(state, peer, "http", e, Some(&caller)))?;
+    let caller = admit(state, headers, peer, "http")?;
     let format = format?;
     let enc_header = headers
         .get(header::CONTENT_ENCODING)
@@ -630,14 +630,7 @@ fn percent_decode(s: &str) -> String {
 async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let peer = req.extensions().get::<PeerInfo>();
-    let authed = authenticate(&state, req.headers(), peer)
-        .inspect_err(|e| audit_early(&state, peer, "grpc", e, None))
-        .and_then(|c| {
-            state
-                .admit(&c)
-                .inspect_err(|e| audit_early(&state, peer, "grpc", e, Some(&c)))
-                .map(|()| c)
-        });
+    let authed = admit(&state, req.headers(), peer, "grpc");
     let caller = match authed {
         Ok(caller) => caller,
         Err(e) => {

@@ -38,18 +38,31 @@ fn key_error(e: tv_crypto::CryptoError) -> ApiError {
     }
 }
 
+/// Authorizes `admin_keys` on the tenant a request body names: the tenant acted on is the one
+/// authorized, whatever `X-Scope-OrgID` says.
+fn authorize_body_tenant(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+) -> Result<crate::auth::Authorized, ApiError> {
+    let tenant = TenantId::parse(tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state.authorize_on(caller, tv_access::Action::AdminKeys, tenant)
+}
+
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminKeys)?;
-    let kr = state.keyring.clone();
-    let scope = caller.principal.tenants.clone();
+    let auth = state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    let st = state.clone();
+    let c = caller.clone();
     let tenants =
         tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, ApiError> {
+            let kr = &st.keyring;
             let mut out = Vec::new();
+            // Only the tenants whose keys the policies let this caller administer.
             for t in kr.tenants().map_err(key_error)? {
-                if !scope.allows(&t) {
+                if !st.may(&c, tv_access::Action::AdminKeys, t.as_str()) {
                     continue;
                 }
                 let versions = kr.versions(&t).map_err(key_error)?;
@@ -68,9 +81,12 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let n = tenants.len();
+    // Where the root key lives (a file path, a KMS key) is the operator's, not a tenant's.
+    let root =
+        (caller.principal.tenants == TenantScope::All).then(|| state.keyring.root().describe());
     Ok(crate::api::noted(
-        Json(json!({ "tenants": tenants, "root": state.keyring.root().describe() }))
-            .into_response(),
+        Json(json!({ "tenants": tenants, "root": root })).into_response(),
+        &auth,
         n,
         None,
     ))
@@ -81,14 +97,9 @@ pub async fn rotate(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminKeys)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rotation: {e}")))?;
-    let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !caller.principal.tenants.allows(&tenant) {
-        return Err(ApiError::Forbidden(
-            "keys may only be rotated for tenants the calling credential may act for".into(),
-        ));
-    }
+    let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
+    let tenant = auth.tenant().clone();
     let kr = state.keyring.clone();
     let t = tenant.clone();
     let version = tokio::task::spawn_blocking(move || kr.rotate(&t))
@@ -98,6 +109,7 @@ pub async fn rotate(
     tracing::info!(tenant = %tenant, version, by = %caller.principal.name, "tenant key rotated");
     Ok(crate::api::noted(
         Json(json!({ "tenant": tenant.as_str(), "version": version })).into_response(),
+        &auth,
         1,
         Some(format!("tenant-key:{tenant} rotated to v{version}")),
     ))
@@ -111,14 +123,9 @@ pub async fn rewrap(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminKeys)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rewrap: {e}")))?;
-    let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !caller.principal.tenants.allows(&tenant) {
-        return Err(ApiError::Forbidden(
-            "keys may only be re-wrapped for tenants the calling credential may act for".into(),
-        ));
-    }
+    let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
+    let tenant = auth.tenant().clone();
     let st = state.clone();
     let t = tenant.clone();
     let started = std::time::Instant::now();
@@ -146,6 +153,7 @@ pub async fn rewrap(
             "millis": ms,
         }))
         .into_response(),
+        &auth,
         done,
         Some(format!(
             "tenant-key:{tenant} rewrapped {done} data keys to v{version}"
@@ -160,13 +168,11 @@ pub async fn rewrap_root(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminKeys)?;
-    if caller.principal.tenants != TenantScope::All {
-        return Err(ApiError::Forbidden(
-            "re-wrapping under the root touches every tenant: it needs a credential of every tenant"
-                .into(),
-        ));
-    }
+    let auth = state.authorize_every(
+        &caller,
+        tv_access::Action::AdminKeys,
+        "re-wrapping under the root",
+    )?;
     let (kr, audit) = (state.keyring.clone(), state.audit.clone());
     let started = std::time::Instant::now();
     let (n, system) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -193,6 +199,7 @@ pub async fn rewrap_root(
             "root": state.keyring.root().describe(),
         }))
         .into_response(),
+        &auth,
         n,
         Some(format!(
             "root: rewrapped {n} tenant keys and {system} system secrets"
@@ -288,14 +295,9 @@ pub async fn erase(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Erase>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminKeys)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("erase: {e}")))?;
-    let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if !caller.principal.tenants.allows(&tenant) {
-        return Err(ApiError::Forbidden(
-            "a tenant may only be erased with a credential that may act for it".into(),
-        ));
-    }
+    let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
+    let tenant = auth.tenant().clone();
     // Finished erasures are refused; one a failure interrupted (the KMS not answering, say) is
     // finished by running the command again.
     if tv_store::erase::is_erased(&state.data_dir, &tenant).map_err(ApiError::from_store)? {
@@ -312,6 +314,7 @@ pub async fn erase(
                 .map_err(key_error)?;
         return Ok(crate::api::noted(
             Json(preview).into_response(),
+            &auth,
             0,
             Some(format!("tenant:{tenant} erase previewed")),
         ));
@@ -333,6 +336,7 @@ pub async fn erase(
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
     Ok(crate::api::noted(
         Json(erase_done(&tenant, state.keyring.root().as_ref(), &rec, ms)).into_response(),
+        &auth,
         rec.blocks as usize,
         Some(erase_resource(&tenant, &rec)),
     ))
@@ -354,12 +358,11 @@ pub async fn backup(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Backup>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::AdminKeys)?;
-    if caller.principal.tenants != TenantScope::All {
-        return Err(ApiError::Forbidden(
-            "a key backup holds every tenant's keys: it needs a credential of every tenant".into(),
-        ));
-    }
+    let auth = state.authorize_every(
+        &caller,
+        tv_access::Action::AdminKeys,
+        "a key backup (it holds every tenant's keys)",
+    )?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("backup: {e}")))?;
     let kr = state.keyring.clone();
     let (sealed, files, tenants) = tokio::task::spawn_blocking(move || {
@@ -384,6 +387,7 @@ pub async fn backup(
             "root": state.keyring.root().describe(),
         }))
         .into_response(),
+        &auth,
         files,
         Some(format!(
             "keys: backup of {files} files ({} tenants) encrypted to a recipient",

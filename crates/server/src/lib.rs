@@ -146,8 +146,41 @@ impl AppState {
         &self,
         caller: &auth::Caller,
         action: tv_access::Action,
-    ) -> Result<(), error::ApiError> {
+    ) -> Result<auth::Authorized, error::ApiError> {
         auth::authorize(&self.policy(), caller, action)
+    }
+
+    /// Asks the policies in force whether `caller` may do `action` on `tenant` (a tenant the
+    /// request names other than by `X-Scope-OrgID`: in its body or a stored object's owner).
+    pub fn authorize_on(
+        &self,
+        caller: &auth::Caller,
+        action: tv_access::Action,
+        tenant: tv_model::TenantId,
+    ) -> Result<auth::Authorized, error::ApiError> {
+        auth::authorize_on(&self.policy(), &caller.principal, action, tenant)
+    }
+
+    /// Whether `caller` may do `action` on `tenant`, without a refusal (for filtering lists).
+    pub fn may(&self, caller: &auth::Caller, action: tv_access::Action, tenant: &str) -> bool {
+        tv_model::TenantId::parse(tenant).is_ok_and(|t| {
+            self.policy()
+                .authorize(&caller.principal, action, &t, &[])
+                .allowed
+        })
+    }
+
+    /// Asks the policies in force whether `caller` may do `action` on every tenant the server
+    /// holds (keys, data or the default tenant); `what` names the action in a refusal.
+    pub fn authorize_every(
+        &self,
+        caller: &auth::Caller,
+        action: tv_access::Action,
+        what: &str,
+    ) -> Result<auth::Authorized, error::ApiError> {
+        let mut known = self.keyring.tenants().unwrap_or_default();
+        known.push(tv_model::TenantId::default_tenant());
+        auth::authorize_every(&self.policy(), caller, action, &known, what)
     }
 }
 

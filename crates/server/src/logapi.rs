@@ -76,29 +76,33 @@ pub async fn tiles(
 ) -> Result<Response, ApiError> {
     if !state.log_public {
         let resource = format!("/log/{}", path.chars().take(256).collect::<String>());
-        let caller = authenticate(&state, &headers, peer.as_deref()).inspect_err(|e| {
-            state.audit.unauthenticated(
+        let caller = authenticate(&state, &headers, peer.as_deref()).map_err(|r| {
+            r.audit(
+                &state.audit,
                 peer.as_deref(),
                 "api",
                 "read_log",
                 resource.clone(),
-                e.status().as_u16(),
-                e.to_string(),
-            )
+            );
+            r.error
         })?;
         state
             .admit(&caller)
-            .and_then(|()| state.authorize(&caller, tv_access::Action::ReadLog))
+            .and_then(|()| {
+                state
+                    .authorize(&caller, tv_access::Action::ReadLog)
+                    .map(drop)
+            })
             .inspect_err(|e| {
-                state.audit.request(
-                    &caller,
+                state.audit.denied(
+                    &caller.principal,
+                    caller.requested_tenant(),
                     peer.as_deref(),
                     "api",
                     "read_log",
                     resource.clone(),
                     e.status().as_u16(),
-                    None,
-                    Some(e.to_string()),
+                    e.to_string(),
                 )
             })?;
     }
@@ -240,10 +244,10 @@ pub async fn receipts(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::ReadReceipt)?;
+    let auth = state.authorize(&caller, tv_access::Action::ReadReceipt)?;
     let tid = TraceId::from_hex(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Fields of classes this caller may not read are withheld, as in every other response.
-    let classes = crate::mask::Masker::new(&state, &caller).withholding();
+    let classes = crate::mask::Masker::new(&state, &auth).withholding();
     let mut withhold: Vec<String> = Vec::new();
     if let Some(w) = params.get("withhold") {
         withhold.extend(w.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
@@ -254,7 +258,7 @@ pub async fn receipts(
                 .into(),
         ));
     }
-    let tenant = caller.tenant.clone();
+    let tenant = auth.tenant().clone();
     let st = state.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<Vec<Receipt>, ApiError> {
         let w = withhold;
@@ -308,6 +312,7 @@ pub async fn receipts(
     let n = out.len();
     Ok(crate::api::noted(
         (StatusCode::OK, Json(json!({ "receipts": out }))).into_response(),
+        &auth,
         n,
         None,
     ))

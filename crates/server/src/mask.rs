@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use tv_model::otlp::{AnyValue, KeyValue, ResourceSpans, any_value::Value};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::Authorized;
 
 /// The class every redaction pseudonym belongs to.
 pub const PSEUDONYM: &str = "pseudonym";
@@ -61,16 +61,16 @@ impl FieldClasses {
 /// One caller's view: which classes it may read (asked once per class per request).
 pub struct Masker<'a> {
     state: &'a AppState,
-    caller: &'a Caller,
+    auth: &'a Authorized,
     classes: std::sync::Arc<FieldClasses>,
     allowed: HashMap<String, bool>,
 }
 
 impl<'a> Masker<'a> {
-    pub fn new(state: &'a AppState, caller: &'a Caller) -> Self {
+    pub fn new(state: &'a AppState, auth: &'a Authorized) -> Self {
         Masker {
             state,
-            caller,
+            auth,
             classes: state.field_classes(),
             allowed: HashMap::new(),
         }
@@ -84,7 +84,7 @@ impl<'a> Masker<'a> {
         let a =
             self.state
                 .policy()
-                .may_read_class(&self.caller.principal, &self.caller.tenant, class);
+                .may_read_class(self.auth.principal(), self.auth.tenant(), class);
         self.allowed.insert(class.to_string(), a);
         !a
     }
@@ -173,7 +173,7 @@ impl<'a> Masker<'a> {
         let policy = self.state.policy();
         for c in names {
             if self.restricted(&c)
-                || !policy.may_reveal_class(&self.caller.principal, &self.caller.tenant, &c)
+                || !policy.may_reveal_class(self.auth.principal(), self.auth.tenant(), &c)
             {
                 restricted.insert(c);
             }

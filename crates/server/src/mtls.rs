@@ -172,6 +172,10 @@ pub struct Workload {
     pub registered_unix: u64,
 }
 
+fn key(tenant: &str, identity: &str) -> String {
+    format!("{tenant} {identity}")
+}
+
 /// A certificate `cert issue` made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedCert {
@@ -184,9 +188,14 @@ pub struct IssuedCert {
     pub revoked_unix: Option<u64>,
 }
 
+/// `workloads.json` format 2: registrations keyed by tenant and identity (format 1 keyed them by
+/// identity alone; it is read and rewritten as 2).
+const FORMAT: u32 = 2;
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Registry {
     format: u32,
+    /// Key: `<tenant> <identity>` (a tenant id has no space).
     workloads: BTreeMap<String, Workload>,
     certificates: BTreeMap<String, IssuedCert>,
     /// Revoked serial numbers (also of certificates an outside CA issued) -> when.
@@ -204,19 +213,27 @@ impl Workloads {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let reg = match std::fs::read(path) {
             Ok(b) => {
-                let r: Registry = serde_json::from_slice(&b)
+                let mut r: Registry = serde_json::from_slice(&b)
                     .with_context(|| format!("parsing {}", path.display()))?;
-                if r.format != 1 {
-                    anyhow::bail!(
-                        "{} has format {}; this build reads format 1",
+                match r.format {
+                    1 => {
+                        r.workloads = r
+                            .workloads
+                            .into_values()
+                            .map(|w| (key(&w.tenant, &w.identity), w))
+                            .collect();
+                        r.format = FORMAT;
+                    }
+                    FORMAT => {}
+                    other => anyhow::bail!(
+                        "{} has format {other}; this build reads formats 1 and {FORMAT}",
                         path.display(),
-                        r.format
-                    );
+                    ),
                 }
                 r
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry {
-                format: 1,
+                format: FORMAT,
                 ..Default::default()
             },
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -236,7 +253,7 @@ impl Workloads {
     fn update<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> anyhow::Result<T> {
         let mut g = self.inner.write().expect("workloads lock");
         let mut next = Registry {
-            format: 1,
+            format: FORMAT,
             workloads: g.workloads.clone(),
             certificates: g.certificates.clone(),
             revoked: g.revoked.clone(),
@@ -247,10 +264,15 @@ impl Workloads {
         Ok(out)
     }
 
-    /// Binds (or re-binds) an identity.
-    pub fn register(&self, w: Workload) -> anyhow::Result<()> {
+    /// Binds (or re-binds) an identity in its tenant. With `exclusive` (identities of an outside
+    /// CA, which name the same workload in every tenant), its registrations in other tenants
+    /// are removed.
+    pub fn register(&self, w: Workload, exclusive: bool) -> anyhow::Result<()> {
         self.update(|r| {
-            r.workloads.insert(w.identity.clone(), w);
+            if exclusive {
+                r.workloads.retain(|_, o| o.identity != w.identity);
+            }
+            r.workloads.insert(key(&w.tenant, &w.identity), w);
         })
     }
 
@@ -271,15 +293,19 @@ impl Workloads {
         })
     }
 
-    /// Removes an identity's registration and revokes every certificate issued to it; returns
-    /// the serials revoked, or None when the identity was not registered.
-    pub fn revoke_identity(&self, identity: &str) -> anyhow::Result<Option<Vec<String>>> {
+    /// Removes an identity's registration in `tenant` and revokes every certificate issued to
+    /// it for that tenant; returns the serials revoked, or None when it was not registered there.
+    pub fn revoke_identity(
+        &self,
+        tenant: &str,
+        identity: &str,
+    ) -> anyhow::Result<Option<Vec<String>>> {
         let now = now_unix();
         self.update(|r| {
-            r.workloads.remove(identity)?;
+            r.workloads.remove(&key(tenant, identity))?;
             let mut serials = Vec::new();
             for c in r.certificates.values_mut() {
-                if c.identity == identity && c.revoked_unix.is_none() {
+                if c.identity == identity && c.tenant == tenant && c.revoked_unix.is_none() {
                     c.revoked_unix = Some(now);
                     serials.push(c.serial.clone());
                 }
@@ -299,13 +325,26 @@ impl Workloads {
             .contains_key(serial)
     }
 
-    pub fn workload(&self, identity: &str) -> Option<Workload> {
+    /// The registration of `identity` in `tenant`.
+    pub fn workload(&self, tenant: &str, identity: &str) -> Option<Workload> {
         self.inner
             .read()
             .expect("workloads lock")
             .workloads
-            .get(identity)
+            .get(&key(tenant, identity))
             .cloned()
+    }
+
+    /// Every tenant's registration of `identity`.
+    pub fn registrations(&self, identity: &str) -> Vec<Workload> {
+        self.inner
+            .read()
+            .expect("workloads lock")
+            .workloads
+            .values()
+            .filter(|w| w.identity == identity)
+            .cloned()
+            .collect()
     }
 
     pub fn certificate(&self, serial: &str) -> Option<IssuedCert> {
@@ -342,12 +381,31 @@ impl Workloads {
                 cert.serial
             )));
         }
-        let w = self.workload(&cert.identity).ok_or_else(|| {
+        let unregistered = || {
             AuthError::Rejected(format!(
                 "workload identity {} is not registered: `tracevault cert issue` or `tracevault cert register` binds it to a tenant and role",
                 cert.identity
             ))
-        })?;
+        };
+        // A certificate this server issued acts for the tenant it was issued for, and only
+        // through that tenant's registration of its identity; an outside CA's identity has one
+        // registration (see `register`).
+        let w = match self.certificate(&cert.serial) {
+            Some(issued) => self
+                .workload(&issued.tenant, &cert.identity)
+                .ok_or_else(unregistered)?,
+            None => {
+                let mut all = self.registrations(&cert.identity);
+                if all.len() > 1 {
+                    return Err(AuthError::Rejected(format!(
+                        "workload identity {} is registered in {} tenants and its certificate was not issued by this server: register it in one tenant",
+                        cert.identity,
+                        all.len()
+                    )));
+                }
+                all.pop().ok_or_else(unregistered)?
+            }
+        };
         let tenant = TenantId::parse(&w.tenant)
             .map_err(|e| AuthError::Rejected(format!("registered tenant: {e}")))?;
         Ok(Principal {
@@ -604,13 +662,16 @@ mod tests {
             not_after: now_unix() as i64 + 3600,
         };
         assert!(w.principal(&cert).is_err(), "unregistered");
-        w.register(Workload {
-            identity: cert.identity.clone(),
-            tenant: "acme".into(),
-            role: Role::Ingest,
-            services: vec!["checkout".into()],
-            registered_unix: 0,
-        })
+        w.register(
+            Workload {
+                identity: cert.identity.clone(),
+                tenant: "acme".into(),
+                role: Role::Ingest,
+                services: vec!["checkout".into()],
+                registered_unix: 0,
+            },
+            true,
+        )
         .unwrap();
         let p = w.principal(&cert).unwrap();
         assert_eq!(p.id(), "mtls:spiffe://t/a");
@@ -625,7 +686,52 @@ mod tests {
         let again = Workloads::open(&path).unwrap();
         assert!(again.is_revoked("0a"));
         assert!(again.principal(&cert).is_err());
-        assert_eq!(again.revoke_identity("spiffe://t/a").unwrap(), Some(vec![]));
-        assert_eq!(again.revoke_identity("spiffe://t/a").unwrap(), None);
+        assert_eq!(
+            again.revoke_identity("acme", "spiffe://t/a").unwrap(),
+            Some(vec![])
+        );
+        assert_eq!(again.revoke_identity("acme", "spiffe://t/a").unwrap(), None);
+    }
+
+    #[test]
+    fn issued_certificates_act_for_the_tenant_they_were_issued_for() {
+        let d = tempfile::tempdir().unwrap();
+        let w = Workloads::open(&d.path().join("workloads.json")).unwrap();
+        let id = "spiffe://t/shared";
+        for (tenant, role) in [("legal", Role::Admin), ("acme", Role::Ingest)] {
+            w.register(
+                Workload {
+                    identity: id.into(),
+                    tenant: tenant.into(),
+                    role,
+                    services: vec![],
+                    registered_unix: 0,
+                },
+                false,
+            )
+            .unwrap();
+        }
+        w.record_issued(IssuedCert {
+            serial: "0b".into(),
+            identity: id.into(),
+            tenant: "acme".into(),
+            issued_unix: 0,
+            not_after: i64::MAX,
+            revoked_unix: None,
+        })
+        .unwrap();
+        let cert = |serial: &str| PeerCert {
+            identity: id.into(),
+            serial: serial.into(),
+            not_after: i64::MAX,
+        };
+        // acme's certificate is acme's ingest identity, never legal's admin one.
+        let p = w.principal(&cert("0b")).unwrap();
+        assert_eq!(p.role, Role::Ingest);
+        assert!(p.tenants.allows(&TenantId::parse("acme").unwrap()));
+        assert!(!p.tenants.allows(&TenantId::parse("legal").unwrap()));
+        // An outside certificate for an identity registered twice is refused, not guessed.
+        let err = w.principal(&cert("0c")).unwrap_err().to_string();
+        assert!(err.contains("registered in 2 tenants"), "{err}");
     }
 }

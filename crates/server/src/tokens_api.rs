@@ -39,37 +39,52 @@ const MAX_SERVICES: usize = 64;
 const MAX_NAME: usize = 128;
 const MAX_LIFETIME_SECS: u64 = 10 * 366 * 24 * 3600;
 
-fn need_admin(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    state.authorize(caller, tv_access::Action::AdminTokens)
+/// Whether the policies let the caller administer tokens of every tenant in `tenants` (an
+/// empty list is a token of every tenant: only a credential of every tenant covers it).
+fn covers(state: &AppState, caller: &Caller, tenants: &[String]) -> bool {
+    if tenants.is_empty() {
+        return caller.principal.tenants == TenantScope::All;
+    }
+    tenants
+        .iter()
+        .all(|t| state.may(caller, tv_access::Action::AdminTokens, t))
 }
 
-/// Whether the caller's tenant scope covers every tenant of `info`.
-fn covers(scope: &TenantScope, tenants: &[String]) -> bool {
-    match scope {
-        TenantScope::All => true,
-        TenantScope::Only(mine) => {
-            !tenants.is_empty()
-                && tenants
-                    .iter()
-                    .all(|t| mine.iter().any(|m| m.as_str() == t.as_str()))
-        }
+/// Authorizes `admin_tokens` on each tenant a token is (or would be) bound to; the first one
+/// names the audit record. A token of every tenant needs the action on every tenant.
+fn authorize_tokens(
+    state: &AppState,
+    caller: &Caller,
+    tenants: &[TenantId],
+) -> Result<crate::auth::Authorized, ApiError> {
+    let Some((first, rest)) = tenants.split_first() else {
+        return state.authorize_every(
+            caller,
+            tv_access::Action::AdminTokens,
+            "a token of every tenant",
+        );
+    };
+    for t in rest {
+        state.authorize_on(caller, tv_access::Action::AdminTokens, t.clone())?;
     }
+    state.authorize_on(caller, tv_access::Action::AdminTokens, first.clone())
 }
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    need_admin(&state, &caller)?;
+    let auth = state.authorize(&caller, tv_access::Action::AdminTokens)?;
     let tokens: Vec<TokenInfo> = state
         .tokens
         .list()
         .into_iter()
-        .filter(|t| covers(&caller.principal.tenants, &t.tenants))
+        .filter(|t| covers(&state, &caller, &t.tenants))
         .collect();
     let n = tokens.len();
     Ok(crate::api::noted(
         Json(json!({ "tokens": tokens })).into_response(),
+        &auth,
         n,
         None,
     ))
@@ -80,8 +95,14 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     body: Result<Json<CreateToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    need_admin(&state, &caller)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("token request: {e}")))?;
+    // The tenants the token is for are what is acted on: authorized before anything else in
+    // the body is looked at.
+    let mut tenants = Vec::new();
+    for t in &req.tenants {
+        tenants.push(TenantId::parse(t).map_err(|e| ApiError::BadRequest(e.to_string()))?);
+    }
+    let auth = authorize_tokens(&state, &caller, &tenants)?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
         ApiError::BadRequest(format!(
@@ -90,19 +111,6 @@ pub async fn create(
             names.join(", ")
         ))
     })?;
-    let mut tenants = Vec::new();
-    for t in &req.tenants {
-        tenants.push(TenantId::parse(t).map_err(|e| ApiError::BadRequest(e.to_string()))?);
-    }
-    let names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
-    if !covers(&caller.principal.tenants, &names) {
-        return Err(ApiError::Forbidden(if names.is_empty() {
-            "only an admin of every tenant may create a token for every tenant; name --tenant"
-                .into()
-        } else {
-            "a token may only be created for tenants the calling credential may act for".into()
-        }));
-    }
     if req.services.len() > MAX_SERVICES {
         return Err(ApiError::BadRequest(format!(
             "{} services: at most {MAX_SERVICES} per token",
@@ -147,6 +155,7 @@ pub async fn create(
             Json(json!({ "token": text.as_str(), "info": info })),
         )
             .into_response(),
+        &auth,
         1,
         Some(format!("token:{} role={}", rec.id, role.name())),
     ))
@@ -157,18 +166,34 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    need_admin(&state, &caller)?;
+    let missing = || ApiError::NotFound(format!("no token with id {:?}", clip(&id)));
     let Some(info) = state.tokens.get(&id) else {
-        return Err(ApiError::NotFound(format!("no token with id {id:?}")));
+        return Err(missing());
     };
-    if !covers(&caller.principal.tenants, &info.tenants) {
+    if !covers(&state, &caller, &info.tenants) {
         // Indistinguishable from a missing token for an admin of other tenants.
-        return Err(ApiError::NotFound(format!("no token with id {id:?}")));
+        return Err(missing());
     }
+    let tenants: Vec<TenantId> = info
+        .tenants
+        .iter()
+        .filter_map(|t| TenantId::parse(t).ok())
+        .collect();
+    let auth = authorize_tokens(&state, &caller, &tenants)?;
     state
         .tokens
         .revoke(&id)
         .map_err(|e| ApiError::Internal(format!("revoking the token: {e}")))?;
     tracing::info!(id = %id, by = %caller.principal.name, "token revoked");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(crate::api::noted(
+        StatusCode::NO_CONTENT.into_response(),
+        &auth,
+        1,
+        Some(format!("token:{id}")),
+    ))
+}
+
+/// A client-supplied id as it may appear in a message: at most 64 characters.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
