@@ -7,6 +7,7 @@ mod cert_cmd;
 mod client;
 mod eval_cmd;
 mod keys_cmd;
+mod logging;
 mod query;
 mod redact_cmd;
 mod response_cmd;
@@ -251,10 +252,11 @@ impl ServeArgs {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACEVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(logging::Stderr { ansi });
     if json {
         b.json().init();
     } else {

@@ -749,3 +749,407 @@ async fn identity_existence_oracle() {
     assert_eq!(regs.len(), 2, "{list}");
     assert!(regs.contains(&"globex".to_string()) && regs.contains(&"acme".to_string()));
 }
+
+/// A batch of one resource (`resource` attributes) with `spans`.
+fn batch_of(
+    resource: Vec<tv_model::otlp::KeyValue>,
+    spans: Vec<tv_model::otlp::Span>,
+) -> tv_model::otlp::ExportTraceServiceRequest {
+    use tv_model::otlp::*;
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn one_span(
+    tid: [u8; 16],
+    name: &str,
+    attrs: Vec<tv_model::otlp::KeyValue>,
+) -> tv_model::otlp::Span {
+    let now = now_nanos();
+    tv_model::otlp::Span {
+        trace_id: tid.to_vec(),
+        span_id: random_id::<8>().to_vec(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: now - 1_000_000,
+        end_time_unix_nano: now,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+/// Posts `req` as OTLP/HTTP protobuf with `token`; (status, body text).
+async fn send(
+    srv: &Server,
+    token: &str,
+    req: &tv_model::otlp::ExportTraceServiceRequest,
+) -> (u16, String) {
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// Medium 4: an ingest token wrote spans of service `tracevault.findings` with a finding
+/// attribute, which `/api/findings` then listed as a critical finding.
+#[tokio::test]
+async fn forged_findings() {
+    let srv = Server::start(&[]);
+    let ingest = create_token(&srv, &["--role", "ingest", "--tenant", "default"]);
+    let forged = serde_json::json!({
+        "uid": "00112233445566778899aabbccddeeff", "group": "g", "stage": "signature",
+        "analytic_uid": "tv-forged", "title": "Forged critical", "severity": "critical",
+        "classes": [], "attacks": [], "tenant": "default", "time_unix_nano": now_nanos(),
+        "detected_unix_nano": now_nanos(), "trace_id": "00112233445566778899aabbccddeeff",
+        "span_id": "0011223344556677", "service": "x", "operation": "y", "principal": null,
+        "evidence": [], "tags": [], "count": 1, "message": "forged"
+    })
+    .to_string();
+    let tid = random_id::<16>();
+    let finding_attrs = || {
+        vec![
+            kv("tracevault.finding", sv(&forged)),
+            kv("tracevault.finding.severity", sv("critical")),
+            kv("tracevault.finding.seal", sv(&"ab".repeat(32))),
+        ]
+    };
+    // The server's namespace is not writable, in any spelling.
+    for service in [
+        "tracevault.findings",
+        "TraceVault.Findings",
+        "tracevault.anything",
+    ] {
+        let req = batch_of(
+            vec![kv("service.name", sv(service))],
+            vec![one_span(tid, "finding: forged", finding_attrs())],
+        );
+        let (status, text) = send(&srv, &ingest, &req).await;
+        assert_eq!(status, 403, "{service}: {text}");
+        assert!(text.contains("reserved for the server"), "{text}");
+    }
+    // Finding attributes on a client's own span are just attributes, never a finding.
+    let req = batch_of(
+        vec![kv("service.name", sv("shop"))],
+        vec![one_span(tid, "GET /", finding_attrs())],
+    );
+    assert_eq!(send(&srv, &ingest, &req).await.0, 200);
+    // A real finding still is one.
+    let req = batch_of(
+        vec![kv("service.name", sv("shop"))],
+        vec![one_span(
+            tid,
+            "GET /search",
+            vec![kv(
+                "url.query",
+                sv("q=1%27%20UNION%20SELECT%20password%20FROM%20users--"),
+            )],
+        )],
+    );
+    assert_eq!(send(&srv, &ingest, &req).await.0, 200);
+    let v = srv.get_json("/api/findings").await;
+    let rules: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["finding_info"]["analytic"]["uid"].as_str().unwrap())
+        .collect();
+    assert!(
+        !rules.is_empty() && rules.iter().all(|r| r.starts_with("tv-sqli")),
+        "{rules:?}"
+    );
+    assert!(!v.to_string().contains("Forged critical"), "{v}");
+    // A finding names its service as stored: the redacted form, never the raw value.
+    let req = batch_of(
+        vec![kv("service.name", sv("shop-jane.marker@example.com"))],
+        vec![one_span(
+            random_id::<16>(),
+            "GET /search",
+            vec![kv(
+                "url.query",
+                sv("q=1%27%20UNION%20SELECT%20password%20FROM%20users--"),
+            )],
+        )],
+    );
+    assert_eq!(send(&srv, &srv.token(), &req).await.0, 200);
+    let v = srv.get_json("/api/findings").await;
+    assert_eq!(v["findings"].as_array().unwrap().len(), 4, "{v}");
+    assert!(!v.to_string().contains("jane.marker@example.com"), "{v}");
+    let values = srv.get_json("/api/search/tag/service.name/values").await;
+    let stored: Vec<&str> = values["tagValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str())
+        .filter(|x| x.starts_with("hmac:"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{values}");
+    assert!(v.to_string().contains(stored[0]), "{v}");
+}
+
+/// Medium 6: a resource naming service.name twice (checkout, then payments), or first as a
+/// non-string, passed a token bound to checkout; a span attribute service.name answered
+/// searches for that service until the data was sealed.
+#[tokio::test]
+async fn duplicate_or_misplaced_service_name() {
+    let srv = Server::start(&[]);
+    let checkout = create_token(
+        &srv,
+        &[
+            "--role",
+            "ingest",
+            "--tenant",
+            "default",
+            "--service",
+            "checkout",
+        ],
+    );
+    let tid = random_id::<16>();
+    let span = || one_span(tid, "GET /cart", vec![kv("note", sv("x"))]);
+    let ambiguous = [
+        vec![
+            kv("service.name", sv("checkout")),
+            kv("service.name", sv("payments")),
+        ],
+        vec![
+            kv("service.name", sv("payments")),
+            kv("service.name", sv("checkout")),
+        ],
+        vec![
+            kv("service.name", iv(7)),
+            kv("service.name", sv("checkout")),
+        ],
+        vec![kv("service.name", iv(7))],
+    ];
+    for res in ambiguous {
+        let (status, text) = send(&srv, &checkout, &batch_of(res.clone(), vec![span()])).await;
+        assert_eq!(status, 400, "{res:?}: {text}");
+        assert!(text.contains("service.name"), "{text}");
+        // The admin token is refused the same: ambiguity is not a permission question.
+        assert_eq!(
+            send(&srv, &srv.token(), &batch_of(res, vec![span()]))
+                .await
+                .0,
+            400
+        );
+    }
+    // Over gRPC too, as INVALID_ARGUMENT.
+    let dup = batch_of(
+        vec![
+            kv("service.name", sv("checkout")),
+            kv("service.name", sv("payments")),
+        ],
+        vec![span()],
+    );
+    let (code, msg) = grpc_export_raw(&srv, grpc_frame(&dup.encode_to_vec())).await;
+    assert_eq!(code.as_deref(), Some("3"), "{msg}");
+    // A span claiming another service than its resource is refused (partial success); the
+    // rest of the batch is kept.
+    let req = batch_of(
+        vec![kv("service.name", sv("checkout"))],
+        vec![
+            one_span(tid, "GET /pay", vec![kv("service.name", sv("payments"))]),
+            one_span(tid, "GET /cart", vec![kv("service.name", sv("checkout"))]),
+        ],
+    );
+    let (status, text) = send(&srv, &checkout, &req).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("\"rejectedSpans\":\"1\"") || text.contains("\"rejectedSpans\":1"),
+        "{text}"
+    );
+    assert!(text.contains("service.name differs"), "{text}");
+    // payments appears nowhere: not in search, not in tag values, before or after sealing.
+    for _ in 0..2 {
+        let hits = srv
+            .get_json("/api/search?tags=service.name%3Dpayments")
+            .await;
+        assert_eq!(hits["traces"], serde_json::json!([]), "{hits}");
+        let values = srv.get_json("/api/search/tag/service.name/values").await;
+        assert!(!values.to_string().contains("payments"), "{values}");
+        let hits = srv
+            .get_json("/api/search?tags=service.name%3Dcheckout")
+            .await;
+        assert_eq!(hits["traces"].as_array().unwrap().len(), 1, "{hits}");
+        srv.flush().await;
+    }
+}
+
+/// Medium 5: masking hid a value only when it started with `hmac:`; a pseudonym inside a
+/// longer value (`mail hmac:1900b0… now`) or in a span name was shown to a reader, in traces
+/// and in tag values.
+#[tokio::test]
+async fn pseudonyms_shown_to_readers() {
+    let srv = Server::start(&[]);
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "default"]);
+    let tid = random_id::<16>();
+    let mut span = one_span(
+        tid,
+        "GET /profile/jane.marker@example.com",
+        vec![
+            kv("note", sv("mail jane.marker@example.com now")),
+            kv(
+                "list",
+                Some(tv_model::otlp::AnyValue {
+                    value: Some(tv_model::otlp::any_value::Value::ArrayValue(
+                        tv_model::otlp::ArrayValue {
+                            values: vec![sv("to jane.marker@example.com").unwrap()],
+                        },
+                    )),
+                }),
+            ),
+        ],
+    );
+    span.events.push(tv_model::otlp::span::Event {
+        time_unix_nano: span.start_time_unix_nano,
+        name: "sent to jane.marker@example.com".into(),
+        ..Default::default()
+    });
+    span.status = Some(tv_model::otlp::Status {
+        message: "no mailbox jane.marker@example.com".into(),
+        code: 2,
+    });
+    let req = batch_of(vec![kv("service.name", sv("mailer"))], vec![span]);
+    assert_eq!(send(&srv, &srv.token(), &req).await.0, 200);
+    let path = format!("/api/traces/{}", hex::encode(tid));
+    // The admin sees the pseudonyms (and never the address).
+    let admin_view = srv.get_json(&path).await.to_string();
+    assert!(admin_view.contains("hmac:"), "{admin_view}");
+    assert!(!admin_view.contains("jane.marker"), "{admin_view}");
+    // The reader sees none of them, wherever they stand, and the text around them.
+    let (status, v) = api(&srv, "GET", &reader, None, &path, None).await;
+    assert_eq!(status, 200);
+    let text = v.to_string();
+    assert!(!text.contains("hmac:"), "{text}");
+    assert!(text.contains("mail [restricted:pseudonym] now"), "{text}");
+    assert!(
+        text.contains("GET /profile/[restricted:pseudonym]"),
+        "{text}"
+    );
+    assert!(text.contains("sent to [restricted:pseudonym]"), "{text}");
+    assert!(text.contains("no mailbox [restricted:pseudonym]"), "{text}");
+    for q in [
+        "/api/search/tag/note/values",
+        "/api/search/tag/list/values",
+        "/api/search?tags=service.name%3Dmailer",
+    ] {
+        let (status, v) = api(&srv, "GET", &reader, None, q, None).await;
+        assert_eq!(status, 200, "{q}");
+        assert!(!v.to_string().contains("hmac:"), "{q}: {v}");
+        assert!(v.to_string().contains("[restricted:pseudonym]"), "{q}: {v}");
+    }
+}
+
+/// Low 9: tracevault's own `tvk_` tokens inside span data were stored verbatim while JWTs, AWS
+/// keys and bearer values in the same span were masked.
+#[tokio::test]
+async fn own_tokens_stored_verbatim() {
+    let srv = Server::start(&[]);
+    let token = create_token(&srv, &["--role", "reader", "--tenant", "default"]);
+    let secret = token.rsplit('_').next().unwrap().to_owned();
+    let tid = random_id::<16>();
+    let mut span = one_span(
+        tid,
+        &format!("retry with {token}"),
+        vec![
+            kv("note", sv(&format!("copied {token} from the wiki"))),
+            kv("app.config.reader_token", sv(&token)),
+            kv("cmd", sv(&format!("curl -H 'x-api: {token}' https://tv"))),
+        ],
+    );
+    span.events.push(tv_model::otlp::span::Event {
+        time_unix_nano: span.start_time_unix_nano,
+        name: "login".into(),
+        attributes: vec![kv("detail", sv(&format!("{token},{token}")))],
+        ..Default::default()
+    });
+    let req = batch_of(vec![kv("service.name", sv("ops"))], vec![span]);
+    assert_eq!(send(&srv, &srv.token(), &req).await.0, 200);
+    let text = srv
+        .get_json(&format!("/api/traces/{}", hex::encode(tid)))
+        .await
+        .to_string();
+    assert!(!text.contains(&secret), "token secret stored: {text}");
+    assert!(text.contains("retry with"), "{text}");
+    srv.flush().await;
+    let (_, hits) = files_containing(&srv.dir, secret.as_bytes());
+    assert!(hits.is_empty(), "token secret on disk: {hits:?}");
+    let m = srv.get("/metrics").await.text().await.unwrap();
+    assert!(m.contains("rule=\"detector:tracevault_token\""), "{m}");
+}
+
+/// Low 10: a newline in a token name forged a line in the server log.
+#[tokio::test]
+async fn log_injection_through_a_token_name() {
+    let srv = Server::start(&[]);
+    let forged = "ops\n2026-12-06T00:00:00.000000Z ERROR tracevault: FORGED audit disabled";
+    // New names with control characters are refused...
+    let (status, v) = api(
+        &srv,
+        "POST",
+        &srv.token(),
+        None,
+        "/api/admin/tokens",
+        Some(serde_json::json!({"role": "admin", "name": forged})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    // ...and one that exists already (a token store from before) still cannot forge a line:
+    // every field is escaped where the log is written.
+    let tokens_file = srv.dir.join("tokens.json");
+    let (status, v) = api(
+        &srv,
+        "POST",
+        &srv.token(),
+        None,
+        "/api/admin/tokens",
+        Some(serde_json::json!({"role": "admin", "name": "ops-placeholder"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let mut store: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokens_file).unwrap()).unwrap();
+    let text = store
+        .to_string()
+        .replace("ops-placeholder", &forged.replace('\n', "\\n"));
+    store = serde_json::from_str(&text).unwrap();
+    std::fs::write(&tokens_file, serde_json::to_vec(&store).unwrap()).unwrap();
+    let mut srv = srv;
+    srv.restart();
+    let (status, v) = api(
+        &srv,
+        "POST",
+        &token,
+        None,
+        "/api/admin/keys/rotate",
+        Some(serde_json::json!({"tenant": "default"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let log = srv.log_text();
+    assert!(log.contains("tenant key rotated"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("FORGED") && !l.contains("tenant key rotated")),
+        "a forged line: {log}"
+    );
+    assert!(log.contains("ops\\n2026-12-06"), "{log}");
+}

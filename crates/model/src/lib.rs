@@ -37,6 +37,49 @@ pub mod otlp {
     };
 }
 
+/// Why a resource has no single service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("resource {resource} carries service.name {count} times: a resource names one service")]
+    Duplicate { resource: usize, count: usize },
+    #[error("resource {resource} has a service.name that is not a string")]
+    NotString { resource: usize },
+}
+
+/// The one service of each resource of a batch (`None`: the resource names none), decided once
+/// from the raw batch. A resource that names its service twice, or not as a string, is
+/// ambiguous: the batch is refused rather than one of the names picked.
+pub fn canonical_services(
+    req: &otlp::ExportTraceServiceRequest,
+) -> Result<Vec<Option<&str>>, ServiceError> {
+    req.resource_spans
+        .iter()
+        .enumerate()
+        .map(|(i, rs)| {
+            let mut named = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .filter(|kv| kv.key == "service.name");
+            let Some(first) = named.next() else {
+                return Ok(None);
+            };
+            let more = named.count();
+            if more > 0 {
+                return Err(ServiceError::Duplicate {
+                    resource: i,
+                    count: more + 1,
+                });
+            }
+            match first.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(otlp::any_value::Value::StringValue(s)) => Ok(Some(s.as_str())),
+                _ => Err(ServiceError::NotString { resource: i }),
+            }
+        })
+        .collect()
+}
+
 /// Returns the `service.name` of a resource, or `None` when it has none or it is not a string.
 pub fn service_name(resource: Option<&otlp::Resource>) -> Option<&str> {
     let resource = resource?;

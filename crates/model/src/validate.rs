@@ -16,16 +16,19 @@ pub enum RejectReason {
     TooDeep,
     TimestampOutOfWindow,
     InvalidTimeRange,
+    /// A span attribute `service.name` naming another service than its resource.
+    ServiceConflict,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         Self::InvalidId,
         Self::TooManyAttributes,
         Self::ValueTooLong,
         Self::TooDeep,
         Self::TimestampOutOfWindow,
         Self::InvalidTimeRange,
+        Self::ServiceConflict,
     ];
 
     pub fn label(self) -> &'static str {
@@ -36,6 +39,7 @@ impl RejectReason {
             Self::TooDeep => "too_deep",
             Self::TimestampOutOfWindow => "timestamp_out_of_window",
             Self::InvalidTimeRange => "invalid_time_range",
+            Self::ServiceConflict => "service_name_conflict",
         }
     }
 }
@@ -135,6 +139,7 @@ pub fn validate(
     };
 
     for rs in req.resource_spans.iter_mut() {
+        let service = crate::service_name(rs.resource.as_ref()).map(str::to_owned);
         let resource_problem = rs.resource.as_ref().and_then(|r| {
             check_attributes(&r.attributes, limits, "resource")
                 .err()
@@ -168,8 +173,8 @@ pub fn validate(
                 ss.spans.clear();
                 continue;
             }
-            ss.spans.retain(
-                |span| match check_span(span, limits, min_start, max_start) {
+            ss.spans.retain(|span| {
+                match check_span(span, service.as_deref(), limits, min_start, max_start) {
                     Ok(()) => {
                         accepted += 1;
                         true
@@ -190,8 +195,8 @@ pub fn validate(
                         );
                         false
                     }
-                },
-            );
+                }
+            });
         }
         rs.scope_spans.retain(|ss| !ss.spans.is_empty());
     }
@@ -218,10 +223,26 @@ pub fn validate(
 
 fn check_span(
     span: &crate::otlp::Span,
+    service: Option<&str>,
     limits: &Limits,
     min_start: u64,
     max_start: u64,
 ) -> Result<(), Rejection> {
+    // A span belongs to its resource's service; one claiming another is refused, not indexed
+    // under either.
+    for kv in span.attributes.iter().filter(|kv| kv.key == "service.name") {
+        let same = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => Some(s.as_str()) == service,
+            _ => false,
+        };
+        if !same {
+            return Err(Rejection {
+                reason: RejectReason::ServiceConflict,
+                detail: "span attribute service.name differs from its resource's service.name"
+                    .to_owned(),
+            });
+        }
+    }
     let id_err = |e: crate::ids::IdError| Rejection {
         reason: RejectReason::InvalidId,
         detail: e.to_string(),

@@ -23,6 +23,8 @@ pub enum Kind {
     AuthHeader,
     /// The password (or token) in a URL: userinfo or a secret-named query parameter.
     UrlCredential,
+    /// tracevault's own API token (`tvk_<16 hex>_<64 hex>`).
+    TracevaultToken,
     AwsAccessKeyId,
     AwsSecretKey,
     GcpApiKey,
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Jwt => "jwt",
             Kind::AuthHeader => "auth_header",
             Kind::UrlCredential => "url_credential",
+            Kind::TracevaultToken => "tracevault_token",
             Kind::AwsAccessKeyId => "aws_access_key_id",
             Kind::AwsSecretKey => "aws_secret_key",
             Kind::GcpApiKey => "gcp_api_key",
@@ -84,7 +87,7 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Email,
         Kind::CreditCard,
         Kind::Iban,
@@ -94,6 +97,7 @@ impl Kind {
         Kind::Jwt,
         Kind::AuthHeader,
         Kind::UrlCredential,
+        Kind::TracevaultToken,
         Kind::AwsAccessKeyId,
         Kind::AwsSecretKey,
         Kind::GcpApiKey,

@@ -33,6 +33,8 @@ struct Patterns {
 
 /// Token formats by kind: `(kind, pattern)`. Patterns must not contain capture groups.
 const TOKENS: &[(Kind, &str)] = &[
+    // Our own credential first (tv-access `TokenSecret`).
+    (Kind::TracevaultToken, r"\btvk_[0-9a-f]{16}_[0-9a-f]{64}\b"),
     (
         Kind::AwsAccessKeyId,
         r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}\b",
@@ -613,6 +615,10 @@ mod tests {
     fn prefixed_tokens_are_found_by_kind() {
         // Shapes from the vendors' documentation (not real credentials).
         let cases = [
+            (
+                "tvk_0123456789abcdef_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                Kind::TracevaultToken,
+            ),
             ("AKIAIOSFODNN7EXAMPLE", Kind::AwsAccessKeyId),
             ("AIzaSyA-1234567890abcdefghijklmnopqrstu", Kind::GcpApiKey),
             (

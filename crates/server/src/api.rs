@@ -481,10 +481,11 @@ async fn search(
             let service = masker
                 .marker("service.name", Some(&h.root_service_name))
                 .unwrap_or(h.root_service_name);
+            let name = masker.text(&h.root_trace_name).unwrap_or(h.root_trace_name);
             json!({
                 "traceID": h.trace_id.to_hex(),
                 "rootServiceName": service,
-                "rootTraceName": h.root_trace_name,
+                "rootTraceName": name,
                 "startTimeUnixNano": h.start_unix_nanos.to_string(),
                 "durationMs": h.duration_ms,
             })
@@ -561,7 +562,12 @@ async fn findings(
         let mut out = Vec::new();
         for hit in s.store.search(&tenant, &q)? {
             if let Some(rs) = s.store.find_trace(&tenant, hit.trace_id)? {
-                out.extend(crate::detection::from_spans(&rs));
+                // Only what the server sealed is a finding (see detection::FindingSeal).
+                out.extend(
+                    s.findings_seal
+                        .open(&tenant, &rs)
+                        .map_err(|e| tv_store::StoreError::Decode(format!("finding seal: {e}")))?,
+                );
             }
         }
         Ok(out)
@@ -573,6 +579,15 @@ async fn findings(
             && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
             && !masker.hides_search("service.name", &f.service)
     });
+    // Names and messages carry the redacted forms; pseudonyms in them are marked for callers
+    // who may not read them, as in traces.
+    for f in &mut found {
+        for s in [&mut f.service, &mut f.operation, &mut f.message] {
+            if let Some(m) = masker.text(s) {
+                *s = m;
+            }
+        }
+    }
     found.sort_by(|a, b| {
         b.time_unix_nano
             .cmp(&a.time_unix_nano)

@@ -138,6 +138,11 @@ impl Conn {
         self.authenticated.load(Ordering::Relaxed)
     }
 
+    /// Requests in flight on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// A request reached the service; the guard ends it when its response is written or
     /// dropped.
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {

@@ -40,6 +40,109 @@ use crate::sinks::Sinks;
 pub use tv_detect::FINDINGS_SERVICE;
 /// The attribute holding a finding's JSON.
 pub const FINDING_ATTRIBUTE: &str = "tracevault.finding";
+/// The attribute holding a finding span's seal (see [`FindingSeal`]).
+pub const SEAL_ATTRIBUTE: &str = "tracevault.finding.seal";
+
+/// Findings are recognized by how they were stored, not by a name a client could also write:
+/// the server seals each finding span with HMAC-SHA256 under a key of the tenant that only it
+/// holds (derived from the tenant's pseudonym secret, so it is destroyed with the tenant), and
+/// `/api/findings` lists only spans whose seal verifies.
+pub struct FindingSeal {
+    keyring: Arc<Keyring>,
+    keys: Mutex<HashMap<TenantId, Arc<aws_lc_rs::hmac::Key>>>,
+}
+
+impl FindingSeal {
+    pub fn new(keyring: Arc<Keyring>) -> Self {
+        FindingSeal {
+            keyring,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, tenant: &TenantId) -> anyhow::Result<Arc<aws_lc_rs::hmac::Key>> {
+        use aws_lc_rs::hmac;
+        if let Some(k) = self.keys.lock().expect("seal keys lock").get(tenant) {
+            return Ok(k.clone());
+        }
+        let secret = self.keyring.pseudonym_secret(tenant)?;
+        let base = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
+        let derived = hmac::sign(&base, b"tracevault/v1/finding-seal");
+        let key = Arc::new(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()));
+        self.keys
+            .lock()
+            .expect("seal keys lock")
+            .insert(tenant.clone(), key.clone());
+        Ok(key)
+    }
+
+    /// Drops the tenant's cached key (its keys were destroyed).
+    pub fn forget(&self, tenant: &TenantId) {
+        self.keys.lock().expect("seal keys lock").remove(tenant);
+    }
+
+    fn tag(key: &aws_lc_rs::hmac::Key, trace_id: &[u8], span_id: &[u8], json: &str) -> String {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(key);
+        for part in [trace_id, span_id, json.as_bytes()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        hex::encode(ctx.sign().as_ref())
+    }
+
+    /// The findings as sealed spans of [`FINDINGS_SERVICE`] (see [`as_spans_at`]).
+    pub fn seal(
+        &self,
+        tenant: &TenantId,
+        findings: &[Finding],
+        at: Option<u64>,
+    ) -> anyhow::Result<Option<ResourceSpans>> {
+        if findings.is_empty() {
+            return Ok(None);
+        }
+        let key = self.key(tenant)?;
+        Ok(as_spans_at(findings, at, &|t, s, j| {
+            Self::tag(&key, t, s, j)
+        }))
+    }
+
+    /// The findings among these spans whose seal verifies for `tenant`; anything else, whatever
+    /// its service and attributes, is not a finding.
+    pub fn open(&self, tenant: &TenantId, rs: &[ResourceSpans]) -> anyhow::Result<Vec<Finding>> {
+        let key = self.key(tenant)?;
+        let mut out = Vec::new();
+        for r in rs {
+            if tv_model::service_name(r.resource.as_ref()) != Some(FINDINGS_SERVICE) {
+                continue;
+            }
+            for s in r.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let attr = |name: &str| {
+                    s.attributes
+                        .iter()
+                        .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            any_value::Value::StringValue(v) if kv.key == name => Some(v.as_str()),
+                            _ => None,
+                        })
+                };
+                let (Some(json), Some(seal)) = (attr(FINDING_ATTRIBUTE), attr(SEAL_ATTRIBUTE))
+                else {
+                    continue;
+                };
+                let want = Self::tag(&key, &s.trace_id, &s.span_id, json);
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                    want.as_bytes(),
+                    seal.as_bytes(),
+                )) {
+                    continue;
+                }
+                if let Ok(f) = serde_json::from_str::<Finding>(json) {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
 
 pub struct Detection {
     signatures: Option<Signatures>,
@@ -71,6 +174,7 @@ pub struct WorkerDeps {
     pub data_dir: PathBuf,
     pub runtime: tokio::runtime::Handle,
     pub audit: Option<Arc<crate::audit::Audit>>,
+    pub seal: Arc<FindingSeal>,
 }
 
 impl std::fmt::Debug for Detection {
@@ -264,9 +368,9 @@ fn kv_str(key: &str, v: String) -> KeyValue {
     }
 }
 
-/// Findings carry the span's name as their operation; span names may hold personal data that the
-/// tenant's redaction rules rewrite, so after redaction the findings take the redacted name (and
-/// their message and group key follow).
+/// Findings carry the span's name as their operation and its resource's service; both may hold
+/// personal data that the tenant's redaction rules rewrite, so after redaction the findings take
+/// the redacted forms (and their message and group key follow).
 pub fn with_redacted_names(
     mut findings: Vec<Finding>,
     redacted: &ExportTraceServiceRequest,
@@ -274,19 +378,32 @@ pub fn with_redacted_names(
     if findings.is_empty() {
         return findings;
     }
-    let mut names: std::collections::HashMap<String, &str> = Default::default();
+    // Each span's redacted name and its resource's redacted service.
+    let mut names: std::collections::HashMap<String, (&str, &str)> = Default::default();
     for rs in &redacted.resource_spans {
+        let service = tv_model::service_name(rs.resource.as_ref()).unwrap_or("");
         for ss in &rs.scope_spans {
             for sp in &ss.spans {
-                names.insert(hex::encode(&sp.span_id), sp.name.as_str());
+                names.insert(hex::encode(&sp.span_id), (sp.name.as_str(), service));
             }
         }
     }
     for f in &mut findings {
-        let name = names.get(&f.span_id).copied().unwrap_or("");
-        if name != f.operation {
-            f.message = f.message.replace(&f.operation, name);
+        let (name, service) = names.get(&f.span_id).copied().unwrap_or(("", ""));
+        if name != f.operation || service != f.service {
+            // The message names them as `service '..' operation '..'` (tv-detect).
+            f.message = f
+                .message
+                .replace(
+                    &format!("operation '{}'", f.operation),
+                    &format!("operation '{name}'"),
+                )
+                .replace(
+                    &format!("service '{}'", f.service),
+                    &format!("service '{service}'"),
+                );
             f.operation = name.to_owned();
+            f.service = service.to_owned();
             f.group = tv_detect::group_key(
                 &f.tenant,
                 &f.analytic_uid,
@@ -299,13 +416,13 @@ pub fn with_redacted_names(
     findings
 }
 
-/// The findings as spans of [`FINDINGS_SERVICE`], one per finding, in the finding's trace, timed
-/// at the event they are about (or at `at`, for findings committed later than their event).
-pub fn as_spans(findings: &[Finding]) -> Option<ResourceSpans> {
-    as_spans_at(findings, None)
-}
+/// Seals one finding span: (trace id, span id, finding JSON) -> seal.
+type SealFn<'a> = dyn Fn(&[u8], &[u8], &str) -> String + 'a;
 
-pub fn as_spans_at(findings: &[Finding], at: Option<u64>) -> Option<ResourceSpans> {
+/// The findings as spans of [`FINDINGS_SERVICE`], one per finding, in the finding's trace, timed
+/// at the event they are about (or at `at`, for findings committed later than their event), each
+/// with `seal(trace id, span id, JSON)` in [`SEAL_ATTRIBUTE`].
+fn as_spans_at(findings: &[Finding], at: Option<u64>, seal: &SealFn) -> Option<ResourceSpans> {
     if findings.is_empty() {
         return None;
     }
@@ -326,6 +443,7 @@ pub fn as_spans_at(findings: &[Finding], at: Option<u64>) -> Option<ResourceSpan
                 span_id[7] = 1;
             }
             let json = serde_json::to_string(f).ok()?;
+            let sealed = seal(&trace_id, &span_id, &json);
             Some(Span {
                 trace_id,
                 span_id,
@@ -339,6 +457,7 @@ pub fn as_spans_at(findings: &[Finding], at: Option<u64>) -> Option<ResourceSpan
                         kv_str("tracevault.finding.rule", f.analytic_uid.clone()),
                         kv_str("tracevault.finding.severity", f.severity.name().to_owned()),
                         kv_str(FINDING_ATTRIBUTE, json),
+                        kv_str(SEAL_ATTRIBUTE, sealed),
                     ];
                     for t in &f.tags {
                         a.push(kv_str("tracevault.tag", t.clone()));
@@ -360,30 +479,6 @@ pub fn as_spans_at(findings: &[Finding], at: Option<u64>) -> Option<ResourceSpan
         }],
         ..Default::default()
     })
-}
-
-/// The findings stored in these spans (ignores every other span).
-pub fn from_spans(rs: &[ResourceSpans]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for r in rs {
-        if tv_model::service_name(r.resource.as_ref()) != Some(FINDINGS_SERVICE) {
-            continue;
-        }
-        for ss in &r.scope_spans {
-            for s in &ss.spans {
-                for kv in &s.attributes {
-                    if kv.key == FINDING_ATTRIBUTE
-                        && let Some(any_value::Value::StringValue(j)) =
-                            kv.value.as_ref().and_then(|v| v.value.as_ref())
-                        && let Ok(f) = serde_json::from_str::<Finding>(j)
-                    {
-                        out.push(f);
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The policy digest recorded for batches of findings the server makes itself (no redaction
@@ -578,8 +673,13 @@ fn store_findings(deps: &WorkerDeps, tenant: &TenantId, findings: &[Finding], po
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let Some(rs) = as_spans_at(findings, Some(now)) else {
-        return;
+    let rs = match deps.seal.seal(tenant, findings, Some(now)) {
+        Ok(Some(rs)) => rs,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(tenant = %tenant, error = %format!("{e:#}"), "sealing behavioural findings failed");
+            return;
+        }
     };
     let req = ExportTraceServiceRequest {
         resource_spans: vec![rs],

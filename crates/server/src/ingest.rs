@@ -124,13 +124,21 @@ async fn ingest_checked(
         crate::responses::Verdict::Quarantined(m) => return Err(ApiError::Forbidden(m)),
         crate::responses::Verdict::Throttled(m) => return Err(ApiError::RateLimited(m, 1)),
     }
+    // One service per resource, decided here from the raw batch: a resource naming two (or
+    // not as a string) is ambiguous and refused; the server's own namespace is not for clients.
+    let mut services: Vec<&str> = tv_model::canonical_services(&req)
+        .map_err(|e| ApiError::BadRequest(format!("{e} (the batch is refused whole)")))?
+        .into_iter()
+        .map(|s| s.unwrap_or(""))
+        .collect();
+    if let Some(s) = services.iter().find(|s| is_reserved_service(s)) {
+        return Err(ApiError::Forbidden(format!(
+            "service.name {:?} is reserved for the server's own records (names starting with {RESERVED_SERVICE_PREFIX:?}); the batch is refused whole",
+            s.chars().take(64).collect::<String>()
+        )));
+    }
     // One decision for the batch: the tenant, and every service it carries (a credential bound
     // to services writes only those; one spoofed resource refuses the whole batch).
-    let mut services: Vec<&str> = req
-        .resource_spans
-        .iter()
-        .map(|rs| tv_model::service_name(rs.resource.as_ref()).unwrap_or(""))
-        .collect();
     services.sort_unstable();
     services.dedup();
     let auth = match crate::auth::authorize_ingest(&state.policy(), caller, &services) {
@@ -195,7 +203,11 @@ async fn ingest_checked(
         // the redacted span names.
         let mut findings = crate::detection::with_redacted_names(findings, validated.request());
         state.detection.respond(&mut findings);
-        let validated = match crate::detection::as_spans(&findings) {
+        let sealed = state
+            .findings_seal
+            .seal(tenant, &findings, None)
+            .map_err(|e| ApiError::Internal(format!("sealing findings: {e}")))?;
+        let validated = match sealed {
             None => validated,
             Some(rs) => validated.redact_with(|mut req| {
                 req.resource_spans.push(rs);
@@ -237,6 +249,14 @@ async fn ingest_checked(
         }
     }
     Ok(ExportTraceServiceResponse { partial_success })
+}
+
+/// Service names clients may not write: the server's own records (findings) live there.
+pub const RESERVED_SERVICE_PREFIX: &str = "tracevault.";
+
+fn is_reserved_service(s: &str) -> bool {
+    s.get(..RESERVED_SERVICE_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_SERVICE_PREFIX))
 }
 
 /// The refusal of a batch the policies did not allow.

@@ -332,6 +332,7 @@ pub async fn erase(
             other => ApiError::from_store(other),
         })?;
     state.redaction.forget(&tenant);
+    state.findings_seal.forget(&tenant);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
     Ok(crate::api::noted(

@@ -92,6 +92,8 @@ pub struct AppState {
     pub detection: Arc<detection::Detection>,
     /// Memory of all ingest requests being read and decoded together.
     pub decode_budget: Arc<budget::Budget>,
+    /// Seals the findings the server stores and recognizes them on reading.
+    pub findings_seal: Arc<detection::FindingSeal>,
     /// Query API requests answered at once (each may decrypt and build a large trace).
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Longest a request waits for a budget or a query slot before 503.
@@ -377,6 +379,7 @@ impl Server {
         scfg.lock = Some(lock);
         let store =
             Arc::new(open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?);
+        let findings_seal = Arc::new(detection::FindingSeal::new(keyring.clone()));
         let detection = Arc::new(detection::Detection::start(
             &cfg.detection,
             Some(detection::WorkerDeps {
@@ -387,6 +390,7 @@ impl Server {
                 data_dir: cfg.data_dir.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 audit: Some(audit.clone()),
+                seal: findings_seal.clone(),
             }),
         )?);
         let state = Arc::new(AppState {
@@ -418,6 +422,7 @@ impl Server {
                 cfg.decode_budget_bytes,
                 cfg.budget_wait,
             ),
+            findings_seal,
             query_slots: Arc::new(tokio::sync::Semaphore::new(cfg.query_concurrency)),
             budget_wait: cfg.budget_wait,
         });

@@ -1,8 +1,10 @@
 //! Field-level access: attributes carry a sensitivity class (by key glob from `[access]
-//! field_classes`, and `pseudonym` for every `hmac:` value redaction wrote). A caller the policies
-//! do not let read a class sees `[restricted:<class>]` instead, the same way in trace, search and
-//! tag-value responses; a search that names a restricted attribute finds nothing (hit counts would
-//! leak what it hides); receipts withhold such fields.
+//! field_classes`), and every pseudonym redaction wrote (`hmac:<hex>`, wherever it stands: a
+//! whole value, inside a longer one, in a span or event name, a status message, a scope) is of
+//! class `pseudonym`. A caller the policies do not let read a class sees `[restricted:<class>]`
+//! instead (for a pseudonym, in its place within the text), the same way in trace, search,
+//! tag-value and findings responses; a search that names a restricted attribute finds nothing (hit
+//! counts would leak what it hides); receipts withhold such fields.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -48,14 +50,56 @@ impl FieldClasses {
         Ok(FieldClasses { rules })
     }
 
-    /// The class of an attribute: its key's, else `pseudonym` for a pseudonym value.
+    /// The class of an attribute: its key's, else `pseudonym` for a value holding a pseudonym.
     pub fn class_of(&self, key: &str, value: Option<&str>) -> Option<&str> {
+        self.key_class(key)
+            .or_else(|| value.filter(|v| has_pseudonym(v)).map(|_| PSEUDONYM))
+    }
+
+    /// The class an attribute key's glob gives it.
+    fn key_class(&self, key: &str) -> Option<&str> {
         self.rules
             .iter()
             .find(|(_, g)| tv_redact::policy::glob_match(g, key))
             .map(|(c, _)| c.as_str())
-            .or_else(|| value.filter(|v| v.starts_with("hmac:")).map(|_| PSEUDONYM))
     }
+}
+
+/// Fewest hex digits of a pseudonym (`hash_bits` is at least 64).
+const PSEUDONYM_MIN_HEX: usize = 16;
+
+/// The byte ranges of the pseudonyms in `s`: `hmac:` and a run of at least 16 lowercase hex
+/// digits, the form redaction writes.
+fn pseudonyms(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    s.match_indices("hmac:").filter_map(|(i, _)| {
+        let start = i + 5;
+        let hex = s.as_bytes()[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            .count();
+        (hex >= PSEUDONYM_MIN_HEX).then_some((i, start + hex))
+    })
+}
+
+/// Whether `s` holds a pseudonym anywhere.
+pub fn has_pseudonym(s: &str) -> bool {
+    pseudonyms(s).next().is_some()
+}
+
+/// `s` with every pseudonym replaced by the restricted marker (None: it holds none).
+pub fn mask_pseudonyms(s: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (a, b) in pseudonyms(s) {
+        out.push_str(&s[last..a]);
+        out.push_str("[restricted:pseudonym]");
+        last = b;
+    }
+    if last == 0 {
+        return None;
+    }
+    out.push_str(&s[last..]);
+    Some(out)
 }
 
 /// One caller's view: which classes it may read (asked once per class per request).
@@ -89,31 +133,61 @@ impl<'a> Masker<'a> {
         !a
     }
 
-    /// The marker for `key = value` when its class is restricted for this caller.
+    /// What this caller sees of `key = value` when something in it is restricted: the class
+    /// marker for a restricted key class, else the value with its pseudonyms marked.
     pub fn marker(&mut self, key: &str, value: Option<&str>) -> Option<String> {
         let classes = self.classes.clone();
-        let class = classes.class_of(key, value)?;
-        self.restricted(class)
-            .then(|| format!("[restricted:{class}]"))
+        if let Some(class) = classes.key_class(key) {
+            return self
+                .restricted(class)
+                .then(|| format!("[restricted:{class}]"));
+        }
+        self.text(value?)
     }
 
-    /// Masks every attribute of `data` (resource, scope, span, event, link; nested values).
+    /// `s` (a name, a message) with its pseudonyms marked, when this caller may not read them.
+    pub fn text(&mut self, s: &str) -> Option<String> {
+        if !has_pseudonym(s) || !self.restricted(PSEUDONYM) {
+            return None;
+        }
+        mask_pseudonyms(s)
+    }
+
+    fn text_in_place(&mut self, s: &mut String) {
+        if let Some(m) = self.text(s) {
+            *s = m;
+        }
+    }
+
+    /// Masks every attribute of `data` (resource, scope, span, event, link; nested values) and
+    /// the pseudonyms in every name and message.
     pub fn traces(&mut self, data: &mut [ResourceSpans]) {
         for rs in data {
             if let Some(r) = rs.resource.as_mut() {
                 self.attrs(&mut r.attributes);
             }
+            self.text_in_place(&mut rs.schema_url);
             for ss in &mut rs.scope_spans {
                 if let Some(s) = ss.scope.as_mut() {
                     self.attrs(&mut s.attributes);
+                    self.text_in_place(&mut s.name);
+                    self.text_in_place(&mut s.version);
                 }
+                self.text_in_place(&mut ss.schema_url);
                 for sp in &mut ss.spans {
                     self.attrs(&mut sp.attributes);
+                    self.text_in_place(&mut sp.name);
+                    self.text_in_place(&mut sp.trace_state);
+                    if let Some(st) = sp.status.as_mut() {
+                        self.text_in_place(&mut st.message);
+                    }
                     for e in &mut sp.events {
                         self.attrs(&mut e.attributes);
+                        self.text_in_place(&mut e.name);
                     }
                     for l in &mut sp.links {
                         self.attrs(&mut l.attributes);
+                        self.text_in_place(&mut l.trace_state);
                     }
                 }
             }
@@ -206,13 +280,34 @@ impl Withholding {
         {
             return true;
         }
-        self.restricted.contains(PSEUDONYM) && encoded.windows(5).any(|w| w == b"hmac:")
+        self.restricted.contains(PSEUDONYM)
+            && std::str::from_utf8(encoded).map_or_else(
+                // Not text: any `hmac:` counts.
+                |_| encoded.windows(5).any(|w| w == b"hmac:"),
+                has_pseudonym,
+            )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pseudonyms_are_marked_wherever_they_stand() {
+        let p = "hmac:1900b0aa112233445566778899aabbcc";
+        assert_eq!(
+            mask_pseudonyms(&format!("mail {p} now, cc {p}")).unwrap(),
+            "mail [restricted:pseudonym] now, cc [restricted:pseudonym]"
+        );
+        assert_eq!(mask_pseudonyms(p).unwrap(), "[restricted:pseudonym]");
+        assert_eq!(mask_pseudonyms("GET /users/hmac:short"), None);
+        assert_eq!(mask_pseudonyms("no pseudonym here"), None);
+        assert_eq!(
+            mask_pseudonyms(&format!("ü{p}ü")).unwrap(),
+            "ü[restricted:pseudonym]ü"
+        );
+    }
 
     #[test]
     fn classes_come_from_key_globs_then_pseudonym_values() {
@@ -224,7 +319,15 @@ mod tests {
         let c = FieldClasses::new(&cfg).unwrap();
         assert_eq!(c.class_of("user.email", Some("x")), Some("pii"));
         assert_eq!(c.class_of("client.address", None), Some("pii"));
-        assert_eq!(c.class_of("note", Some("hmac:0011")), Some(PSEUDONYM));
+        assert_eq!(
+            c.class_of("note", Some("hmac:00112233445566778899aabbccddeeff")),
+            Some(PSEUDONYM)
+        );
+        assert_eq!(
+            c.class_of("note", Some("mail hmac:1900b0aa11223344556677 now")),
+            Some(PSEUDONYM)
+        );
+        assert_eq!(c.class_of("note", Some("see hmac: rfc 2104")), None);
         assert_eq!(c.class_of("note", Some("plain")), None);
         let mut bad = BTreeMap::new();
         bad.insert("pseudonym".to_string(), vec!["x".to_string()]);

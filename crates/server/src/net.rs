@@ -22,8 +22,9 @@ use crate::metrics::{GroupLabels, Metrics};
 use crate::mtls::{PeerCert, PeerInfo};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle connection told to close (GOAWAY) may take to finish.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection with nothing in flight, told to close (GOAWAY), may take to finish
+/// (an HTTP/2 client acknowledges with a PING; one that does not is cut off).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a listener's TLS settings come from.
 #[derive(Clone)]
@@ -227,7 +228,9 @@ async fn drive<F>(
             _ = conn.shed() => return,
             _ = shutdown.wait_for(|s| *s), if closing.is_none() => {
                 served.as_mut().graceful_shutdown();
-                closing = Some(Instant::now() + DRAIN_TIMEOUT);
+                // In-flight requests may finish; an idle connection has nothing to finish.
+                let grace = if conn.in_flight() > 0 { DRAIN_TIMEOUT } else { CLOSE_GRACE };
+                closing = Some(Instant::now() + grace);
             }
             why = conn.expired(&conns.settings, handshaken), if closing.is_none() => {
                 conns.closed(name, why);

@@ -122,6 +122,11 @@ pub async fn create(
             "service names must be 1 to 256 bytes".into(),
         ));
     }
+    if req.name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "token name holds control characters (a newline, say): use printable text".into(),
+        ));
+    }
     if req.name.len() > MAX_NAME {
         return Err(ApiError::BadRequest(format!(
             "token name is {} bytes: at most {MAX_NAME}",

@@ -143,6 +143,8 @@ fn span_matches(span: &Span, resource: &ResourceSpans, tags: &[(String, String)]
     tags.iter().all(|(k, v)| match k.as_str() {
         "name" => &span.name == v,
         "status.code" => status_label(span) == v,
+        // A span's service is its resource's, whatever attributes the span carries.
+        "service.name" => tv_model::service_name(resource.resource.as_ref()) == Some(v.as_str()),
         _ => {
             let in_span = span
                 .attributes
