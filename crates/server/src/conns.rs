@@ -308,7 +308,8 @@ impl Conns {
         self.warn(listener, what, why.label());
     }
 
-    fn warn(&self, listener: &'static str, what: &'static str, reason: &'static str) {
+    /// A warning about connections, at most one line every 10 s (with the count since).
+    pub fn warn(&self, listener: &'static str, what: &'static str, reason: &'static str) {
         let mut l = self.log.lock().expect("log limiter");
         let now = Instant::now();
         if l.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {

@@ -89,7 +89,14 @@ pub async fn serve(
         let (tcp, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(listener = name, error = %e, "accept failed");
+                // A flood can make every accept fail (no file descriptors left): warn at a
+                // bounded rate, not once per attempt.
+                tracing::debug!(listener = name, error = %e, "accept failed");
+                shared.conns.warn(
+                    name,
+                    "accept failed (out of file descriptors or memory?); retrying",
+                    "accept_failed",
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
