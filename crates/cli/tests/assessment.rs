@@ -1153,3 +1153,40 @@ async fn log_injection_through_a_token_name() {
     );
     assert!(log.contains("ops\\n2026-12-06"), "{log}");
 }
+
+/// High 1, the same class on the query API: admin endpoints read JSON bodies with no limit
+/// before the handler ran, so any token could make the server buffer gigabytes.
+#[tokio::test]
+async fn decoding_before_limits_admin_bodies() {
+    let srv = Server::start(&[]);
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "default"]);
+    let big = format!(
+        r#"{{"tenant": "default", "pad": "{}"}}"#,
+        "x".repeat(64 << 20)
+    );
+    let before = srv.peak_rss_kib();
+    for path in [
+        "/api/admin/keys/rotate",
+        "/api/admin/tokens",
+        "/api/admin/responses/release",
+    ] {
+        let r = srv
+            .http_client()
+            .post(format!("{}{path}", srv.api))
+            .bearer_auth(&reader)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await;
+        // Refused with 413 (or cut off while still sending): never buffered whole.
+        if let Ok(r) = r {
+            assert_eq!(r.status(), 413, "{path}");
+        }
+    }
+    let after = srv.peak_rss_kib();
+    assert!(
+        after.saturating_sub(before) < 48 * 1024,
+        "peak RSS went from {before} KiB to {after} KiB"
+    );
+    assert_eq!(srv.ready_status().await, 200);
+}

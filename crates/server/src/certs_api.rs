@@ -93,7 +93,7 @@ pub async fn register(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Register>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("certificate request: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("certificate request", e))?;
     // The tenant the identity is bound to is what is acted on: authorized first.
     let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let auth = state.authorize_on(&caller, tv_access::Action::AdminCerts, tenant)?;
@@ -247,7 +247,7 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Revoke>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("revocation: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("revocation", e))?;
     match (req.serial, req.identity) {
         (Some(serial), None) => {
             let serial = serial.trim().trim_start_matches("0x").to_ascii_lowercase();

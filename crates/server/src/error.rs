@@ -6,6 +6,10 @@ use http::{HeaderValue, StatusCode};
 use prost::Message;
 use tv_access::AuthError;
 
+/// Largest request body the query and admin API reads (its bodies are small JSON documents;
+/// OTLP listeners have their own limits).
+pub const API_BODY_LIMIT: usize = 1024 * 1024;
+
 /// Seconds a client should wait before retrying a transient refusal.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
@@ -113,6 +117,17 @@ impl ApiError {
             );
         }
         tonic::Status::new(self.grpc_code(), self.to_string())
+    }
+
+    /// A JSON request body that did not parse: 413 over the API's body limit, else 400.
+    pub fn json_body(what: &str, e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge(format!(
+                "{what}: the body is over the limit of {API_BODY_LIMIT} bytes"
+            ))
+        } else {
+            Self::BadRequest(format!("{what}: {e}"))
+        }
     }
 
     /// Maps a storage error to a response. Details (paths, offsets) go to the server log only.

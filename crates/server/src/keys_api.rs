@@ -97,7 +97,7 @@ pub async fn rotate(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rotation: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("rotation", e))?;
     let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
     let tenant = auth.tenant().clone();
     let kr = state.keyring.clone();
@@ -123,7 +123,7 @@ pub async fn rewrap(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("rewrap: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("rewrap", e))?;
     let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
     let tenant = auth.tenant().clone();
     let st = state.clone();
@@ -295,7 +295,7 @@ pub async fn erase(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Erase>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("erase: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("erase", e))?;
     let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
     let tenant = auth.tenant().clone();
     // Finished erasures are refused; one a failure interrupted (the KMS not answering, say) is
@@ -364,7 +364,7 @@ pub async fn backup(
         tv_access::Action::AdminKeys,
         "a key backup (it holds every tenant's keys)",
     )?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("backup: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("backup", e))?;
     let kr = state.keyring.clone();
     let (sealed, files, tenants) = tokio::task::spawn_blocking(move || {
         let archive = tv_crypto::backup::collect(kr.keys_dir(), kr.root().describe())?;

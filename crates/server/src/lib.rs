@@ -541,8 +541,14 @@ impl Server {
                     .with_state(self.state.clone()),
                 _ => api::router(self.state.clone()),
             };
-            // Body limits are enforced by the handlers with the configured limit.
-            let app = app.layer(axum::extract::DefaultBodyLimit::disable());
+            // OTLP handlers enforce the configured request limit themselves (counting into the
+            // decode budget); the API's bodies are small JSON documents, read only up to a
+            // limit, whatever the caller is allowed to do.
+            let app = if name == "api" {
+                app.layer(axum::extract::DefaultBodyLimit::max(error::API_BODY_LIMIT))
+            } else {
+                app.layer(axum::extract::DefaultBodyLimit::disable())
+            };
             tracing::info!(listener = name, addr = %listener.local_addr()?, scheme, "listening");
             tasks.push(tokio::spawn(net::serve(
                 name,

@@ -95,7 +95,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     body: Result<Json<CreateToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("token request: {e}")))?;
+    let Json(req) = body.map_err(|e| ApiError::json_body("token request", e))?;
     // The tenants the token is for are what is acted on: authorized before anything else in
     // the body is looked at.
     let mut tenants = Vec::new();
