@@ -8,8 +8,9 @@
 //! nesting and an upper bound of the decoded memory; it stops at the first limit crossed, so an
 //! abusive request is refused after reading at most its own bytes.
 //!
-//! The bound is deliberately pessimistic: every repeated element counts twice its struct size
-//! (a vector grown by doubling holds at most that), every non-empty string or byte field its
+//! The bound is deliberately pessimistic: every repeated element counts three times its struct
+//! size (a vector grown by doubling has at most twice its length in capacity, and while it moves
+//! to a larger allocation the old one is still held), every non-empty string or byte field its
 //! length plus an allocation's overhead, every occurrence of a field even when protobuf would
 //! merge or replace it. Unknown fields cost nothing (the decoder skips them).
 
@@ -26,6 +27,10 @@ use crate::otlp;
 /// [`Limits::max_value_depth`] (8) are refused per span; past this depth the request is refused
 /// whole, before the decoder's own recursion limit is reached.
 pub const MAX_DECODE_DEPTH: usize = 32;
+
+/// What one element of a repeated field may cost, in multiples of its size: capacity up to
+/// twice the length, plus the old allocation while the vector grows.
+const REPEATED: usize = 3;
 
 /// Allocator overhead assumed for each heap allocation (string, bytes).
 const ALLOC_OVERHEAD: usize = 16;
@@ -219,7 +224,7 @@ impl Counter<'_> {
             _ => {}
         }
         if repeated {
-            self.memory(2 * kind.size())?;
+            self.memory(REPEATED * kind.size())?;
         }
         Ok(())
     }
@@ -227,7 +232,7 @@ impl Counter<'_> {
     fn bytes(&mut self, len: usize, repeated: bool) -> Result<(), DecodeError> {
         let mut cost = if len > 0 { len + ALLOC_OVERHEAD } else { 0 };
         if repeated {
-            cost += 2 * size_of::<String>();
+            cost += REPEATED * size_of::<String>();
         }
         self.memory(cost)
     }
