@@ -789,7 +789,8 @@ fn one_span(
     }
 }
 
-/// Posts `req` as OTLP/HTTP protobuf with `token`; (status, body text).
+/// Posts `req` as OTLP/JSON with `token` (the partial-success answer is readable JSON);
+/// (status, body text).
 async fn send(
     srv: &Server,
     token: &str,

@@ -341,6 +341,27 @@ mod json {
 
     use super::{Counter, DecodeError, Field, Kind};
 
+    /// Visitor methods that accept a scalar or `null` and count nothing.
+    macro_rules! ignore_scalars {
+        () => {
+            fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+                Ok(())
+            }
+        };
+    }
+
     pub(super) struct Walk<'a, 'b, 'c> {
         pub kind: Kind,
         pub depth: usize,
@@ -367,21 +388,7 @@ mod json {
             write!(f, "an OTLP/JSON object")
         }
         // `null` and scalars where a message is expected are the decoder's to judge.
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
+        ignore_scalars!();
         fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
             Ok(())
         }
@@ -551,21 +558,8 @@ mod json {
                 .bytes(s.len(), self.repeated)
                 .map_err(|e| stop(self.exceeded, e))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
+        // A number or `null` where a string is expected is the decoder's to judge.
+        ignore_scalars!();
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             // A repeated string field.
             while let Some(n) = seq.next_element::<Len>()? {

@@ -394,7 +394,46 @@ impl Audit {
         self.log.push(entry)
     }
 
-    /// A request of an authenticated caller.
+    /// A record of `principal`'s request for `tenant`, as the audit log keeps it.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        principal: &tv_access::Principal,
+        tenant: &tv_model::TenantId,
+        peer: Option<&PeerInfo>,
+        listener: &str,
+        action: &str,
+        resource: String,
+        status: u16,
+        results: Option<u64>,
+        reason: Option<String>,
+    ) -> AuditRecord {
+        let ms = now_ms();
+        AuditRecord {
+            time: rfc3339(ms),
+            time_unix_ms: ms,
+            principal: principal.id(),
+            name: principal.name.clone(),
+            role: principal.role.name().to_string(),
+            tenant: tenant.to_string(),
+            from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
+            listener: listener.to_string(),
+            action: action.to_string(),
+            resource,
+            decision: match status {
+                401 | 403 => "deny",
+                429 => "throttled",
+                _ => "allow",
+            }
+            .to_string(),
+            status,
+            results,
+            reason: reason.map(|r| r.chars().take(512).collect()),
+            unsampled_before: None,
+            principal_tenants: Vec::new(),
+        }
+    }
+
+    /// A request of an authenticated caller that was answered (refusals go to [`Self::denied`]).
     #[allow(clippy::too_many_arguments)]
     pub fn request(
         &self,
@@ -408,31 +447,10 @@ impl Audit {
         results: Option<u64>,
         reason: Option<String>,
     ) {
-        let decision = match status {
-            401 | 403 => "deny",
-            429 => "throttled",
-            _ => "allow",
-        };
-        let ms = now_ms();
-        let rec = AuditRecord {
-            time: rfc3339(ms),
-            time_unix_ms: ms,
-            principal: principal.id(),
-            name: principal.name.clone(),
-            role: principal.role.name().to_string(),
-            tenant: tenant.to_string(),
-            from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
-            listener: listener.to_string(),
-            action: action.to_string(),
-            resource,
-            decision: decision.to_string(),
-            status,
-            results,
-            reason: reason.map(|r| r.chars().take(512).collect()),
-            unsampled_before: None,
-            principal_tenants: Vec::new(),
-        };
-        if decision == "allow" {
+        let rec = Self::record(
+            principal, tenant, peer, listener, action, resource, status, results, reason,
+        );
+        if rec.decision == "allow" {
             self.append(rec);
         } else {
             self.counted(rec, false);
@@ -456,26 +474,21 @@ impl Audit {
         status: u16,
         reason: String,
     ) {
-        let ms = now_ms();
-        let decision = if status == 429 { "throttled" } else { "deny" };
-        let rec = AuditRecord {
-            time: rfc3339(ms),
-            time_unix_ms: ms,
-            principal: principal.id(),
-            name: principal.name.clone(),
-            role: principal.role.name().to_string(),
-            tenant: tenant.to_string(),
-            from: peer.map(|p| p.addr.to_string()).unwrap_or_default(),
-            listener: listener.to_string(),
-            action: action.to_string(),
+        let mut rec = Self::record(
+            principal,
+            tenant,
+            peer,
+            listener,
+            action,
             resource,
-            decision: decision.to_string(),
             status,
-            results: None,
-            reason: Some(reason.chars().take(512).collect()),
-            unsampled_before: None,
-            principal_tenants: Vec::new(),
-        };
+            None,
+            Some(reason),
+        );
+        if rec.decision == "allow" {
+            // Not a refusal status: still the principal's, counted like one.
+            rec.decision = "deny".into();
+        }
         let tv_access::TenantScope::Only(own) = &principal.tenants else {
             // A credential of every tenant is bound to this one too.
             return self.counted(rec, false);

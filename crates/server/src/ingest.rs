@@ -314,7 +314,7 @@ fn decode_error(e: DecodeError) -> ApiError {
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-pub(crate) enum Format {
+enum Format {
     Protobuf,
     Json,
 }
@@ -443,7 +443,7 @@ async fn http_export_inner(
 /// Decompresses, counts and decodes a request body within the limits, growing `ticket` by what
 /// each step is about to hold (waiting for room in the decode budget). Afterwards the ticket
 /// holds the decoded request's footprint only.
-pub(crate) async fn decode_body(
+async fn decode_body(
     state: &AppState,
     ticket: &crate::budget::Ticket,
     format: Format,
