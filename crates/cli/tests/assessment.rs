@@ -1191,3 +1191,33 @@ async fn decoding_before_limits_admin_bodies() {
     );
     assert_eq!(srv.ready_status().await, 200);
 }
+
+/// Also seen: the gRPC listener accepted `content-type: application/json`.
+#[tokio::test]
+async fn grpc_listener_takes_only_grpc() {
+    let srv = Server::start(&[]);
+    let (req, _) = request("json-on-grpc", 1);
+    let r = srv
+        .http_client()
+        .post(format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            srv.grpc
+        ))
+        .bearer_auth(srv.token())
+        .header("content-type", "application/json")
+        .version(http::Version::HTTP_2)
+        .body(serde_json::to_vec(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let msg = r.headers()["grpc-message"].to_str().unwrap().to_owned();
+    assert!(msg.contains("application/grpc"), "{msg}");
+    // The real thing still works.
+    let mut g = tonic::Request::new(req);
+    g.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", srv.token()).parse().unwrap(),
+    );
+    srv.grpc_client().await.export(g).await.unwrap();
+}

@@ -87,17 +87,25 @@ impl Refused {
     ) {
         let status = self.error.status().as_u16();
         match (&self.principal, &self.tenant) {
-            (Some(p), Some(t)) => audit.denied(
-                p,
-                t,
-                peer,
-                listener,
-                action,
-                resource,
-                status,
-                self.error.to_string(),
-            ),
-            _ => audit.unauthenticated(
+            (Some(p), tenant) => {
+                // A tenant id that did not parse is filed under the principal's own tenant.
+                let home = || match &p.tenants {
+                    tv_access::TenantScope::Only(list) if !list.is_empty() => list[0].clone(),
+                    _ => TenantId::default_tenant(),
+                };
+                let tenant = tenant.clone().unwrap_or_else(home);
+                audit.denied(
+                    p,
+                    &tenant,
+                    peer,
+                    listener,
+                    action,
+                    resource,
+                    status,
+                    self.error.to_string(),
+                )
+            }
+            (None, _) => audit.unauthenticated(
                 peer,
                 listener,
                 action,
