@@ -1,7 +1,10 @@
-//! OTLP request bodies as they arrive: encoding flag, bounded inflate, protobuf or JSON, validate.
+//! OTLP request bodies as they arrive: encoding flag, bounded inflate, the footprint count
+//! before decoding, protobuf or JSON, validate. The count never panics, and a protobuf body it
+//! admits decodes to as many spans as it counted.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tv_model::decode::{Encoding, decode_json, decode_protobuf, decompress_limited};
+use tv_model::footprint::{scan_json, scan_protobuf};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, body)) = data.split_first() else { return };
@@ -11,8 +14,21 @@ fuzz_target!(|data: &[u8]| {
         _ => Encoding::Zstd,
     };
     let Ok(plain) = decompress_limited(enc, body, 1 << 20) else { return };
-    let decoded = if sel & 0x80 == 0 { decode_protobuf(&plain) } else { decode_json(&plain) };
+    let limits = tv_model::Limits::default();
+    let json = sel & 0x80 != 0;
+    let counted = if json { scan_json(&plain, &limits) } else { scan_protobuf(&plain, &limits) };
+    let Ok(footprint) = counted else { return };
+    let decoded = if json { decode_json(&plain) } else { decode_protobuf(&plain) };
     if let Ok(req) = decoded {
-        let _ = tv_model::validate::validate(req, &tv_model::Limits::default(), 1_750_000_000_000_000_000);
+        if !json {
+            let spans: usize = req
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            assert_eq!(spans, footprint.spans);
+        }
+        let _ = tv_model::validate::validate(req, &limits, 1_750_000_000_000_000_000);
     }
 });
