@@ -393,8 +393,8 @@ mod json {
             Ok(())
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<Key>()? {
-                match self.kind.json_field(&key.0) {
+            while let Some(field) = map.next_key_seed(FieldOf(self.kind))? {
+                match field {
                     None => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -420,23 +420,23 @@ mod json {
         }
     }
 
-    /// An object key, borrowed when the input allows.
-    struct Key(String);
+    /// An object key, looked up as a field of `Kind` without being copied.
+    struct FieldOf(Kind);
 
-    impl<'de> de::Deserialize<'de> for Key {
-        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Key;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    write!(f, "a field name")
-                }
-                fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
-                    // Field names are short; a long key is an unknown field and costs nothing.
-                    Ok(Key(s.chars().take(32).collect()))
-                }
-            }
-            d.deserialize_str(V)
+    impl<'de> DeserializeSeed<'de> for FieldOf {
+        type Value = Option<Field>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Field>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for FieldOf {
+        type Value = Option<Field>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a field name")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Option<Field>, E> {
+            Ok(self.0.json_field(s))
         }
     }
 
