@@ -37,8 +37,6 @@ impl Caller {
 pub struct Authorized {
     principal: Principal,
     tenant: TenantId,
-    action: Action,
-    every: bool,
 }
 
 impl Authorized {
@@ -49,13 +47,6 @@ impl Authorized {
     }
     pub fn principal(&self) -> &Principal {
         &self.principal
-    }
-    pub fn action(&self) -> Action {
-        self.action
-    }
-    /// Whether it was authorized on every tenant the server holds.
-    pub fn every_tenant(&self) -> bool {
-        self.every
     }
 }
 
@@ -257,8 +248,6 @@ pub fn authorize_on(
         return Ok(Authorized {
             principal: principal.clone(),
             tenant,
-            action,
-            every: false,
         });
     }
     let msg = refusal(principal, &tenant, action, &v.reasons);
@@ -287,8 +276,6 @@ pub fn authorize_every(
     Ok(Authorized {
         principal: caller.principal.clone(),
         tenant: caller.tenant.clone(),
-        action,
-        every: true,
     })
 }
 
@@ -305,8 +292,6 @@ pub fn authorize_ingest(
     Ok(Authorized {
         principal: caller.principal.clone(),
         tenant: caller.tenant.clone(),
-        action: Action::Ingest,
-        every: false,
     })
 }
 
