@@ -1,9 +1,14 @@
 //! The engine: applies a tenant's [`Rules`] to an OTLP batch. Pure: the batch and the tenant's
 //! pseudonym key in, the [`Redacted`] batch and a [`Report`] out.
 //!
-//! Covered: resource attributes, scope attributes, span attributes, span names, status messages,
-//! event names and attributes, link attributes, and nested values (arrays, kvlists) to any depth
-//! validation allowed. Span and trace ids, timestamps and kinds are structure, not content.
+//! Covered: resource attributes, scope attributes and scope name and version, schema URLs, span
+//! attributes, span names, trace state, status messages, event names and attributes, link
+//! attributes and trace state, and nested values (arrays, kvlists) to any depth validation
+//! allowed. Attribute *keys* are scanned too: a key holding something a detector finds (a card
+//! number, an email) keeps its shape with that part replaced by a pseudonym, so it stays one
+//! stable, usable key. Integers and doubles are judged by their decimal text. Header-like keys are
+//! matched case-insensitively, with gRPC metadata as headers (see [`canonical_key`]). Span and
+//! trace ids, timestamps and kinds are structure, not content.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -117,13 +122,18 @@ pub fn redact(
         if let Some(r) = rs.resource.as_mut() {
             cx.attrs(&mut r.attributes, "resource.attributes");
         }
+        cx.text_field(&mut rs.schema_url, "resource.schema_url");
         for ss in &mut rs.scope_spans {
             if let Some(sc) = ss.scope.as_mut() {
                 cx.attrs(&mut sc.attributes, "scope.attributes");
+                cx.text_field(&mut sc.name, "scope.name");
+                cx.text_field(&mut sc.version, "scope.version");
             }
+            cx.text_field(&mut ss.schema_url, "scope.schema_url");
             for span in &mut ss.spans {
                 cx.report.spans += 1;
                 cx.text_field(&mut span.name, "span.name");
+                cx.text_field(&mut span.trace_state, "span.trace_state");
                 cx.attrs(&mut span.attributes, "span.attributes");
                 if let Some(st) = span.status.as_mut() {
                     cx.text_field(&mut st.message, "span.status.message");
@@ -134,6 +144,7 @@ pub fn redact(
                 }
                 for l in &mut span.links {
                     cx.attrs(&mut l.attributes, "link.attributes");
+                    cx.text_field(&mut l.trace_state, "link.trace_state");
                 }
             }
         }
@@ -173,7 +184,13 @@ enum RuleRef {
 
 /// The policy's view of one attribute key.
 struct KeyInfo {
+    /// The key as stored and reported: the key itself, or with what a detector found in it
+    /// replaced by pseudonyms.
     name: String,
+    /// Set when `name` differs from the key as sent.
+    renamed: bool,
+    /// What a number (or a number-shaped string) under this key is, by the key's words.
+    numeric: Option<Kind>,
     rule: Option<u32>,
     secret_name: bool,
     always_secret: bool,
@@ -183,6 +200,61 @@ struct KeyInfo {
 }
 
 const NO_KEY: u32 = u32::MAX;
+
+/// The form of a key that rules and name checks see: header names are case-insensitive and
+/// instrumentations write them with `-` or `_`, so `http.request.header.X_Api_Key` is
+/// `http.request.header.x-api-key`; gRPC metadata is request/response headers
+/// (`rpc.grpc.request.metadata.<key>`, and the newer `rpc.request.metadata.<key>`).
+pub fn canonical_key(key: &str) -> std::borrow::Cow<'_, str> {
+    const HEADERS: [(&str, &str); 6] = [
+        ("http.request.header.", "http.request.header."),
+        ("http.response.header.", "http.response.header."),
+        ("rpc.grpc.request.metadata.", "http.request.header."),
+        ("rpc.grpc.response.metadata.", "http.response.header."),
+        ("rpc.request.metadata.", "http.request.header."),
+        ("rpc.response.metadata.", "http.response.header."),
+    ];
+    for (from, to) in HEADERS {
+        if key.len() > from.len() && key[..from.len()].eq_ignore_ascii_case(from) {
+            let name: String = key[from.len()..]
+                .chars()
+                .map(|c| match c {
+                    '_' => '-',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect();
+            return std::borrow::Cow::Owned(format!("{to}{name}"));
+        }
+    }
+    std::borrow::Cow::Borrowed(key)
+}
+
+/// What a number under `key` is, when the key's last word says so (`user.phone`,
+/// `customer.mobile_number`, `applicant.ssn`).
+fn numeric_context(key: &str) -> Option<Kind> {
+    let k = key.to_ascii_lowercase();
+    let words: Vec<&str> = k
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |ws: &[&str]| words.iter().any(|w| ws.contains(w));
+    if has(&[
+        "phone",
+        "telephone",
+        "tel",
+        "mobile",
+        "msisdn",
+        "fax",
+        "cellphone",
+        "phonenumber",
+    ]) {
+        return Some(Kind::Phone);
+    }
+    if has(&["ssn", "socialsecuritynumber"]) || k.contains("social_security") {
+        return Some(Kind::UsSsn);
+    }
+    None
+}
 
 /// Keys whose value is a secret whatever it looks like.
 fn secret_key_name() -> &'static Regex {
@@ -347,25 +419,74 @@ impl Cx<'_> {
         if let Some(&i) = self.keys.get(key) {
             return i;
         }
-        let rule = self.policy.key_rule_index(key).map(|i| i as u32);
+        let canon = canonical_key(key);
+        // The rule of the key as sent or of its canonical header form, the stronger one.
+        let rule = [
+            self.policy.key_rule_index(key),
+            self.policy.key_rule_index(&canon),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|i| self.policy.key_rules[*i].action.kind)
+        .map(|i| i as u32);
+        let (name, renamed) = match self.redact_key(key) {
+            Some(n) => (n, true),
+            None => (key.to_string(), false),
+        };
         let info = KeyInfo {
-            name: key.to_string(),
+            name,
+            renamed,
+            numeric: numeric_context(&canon),
             rule,
-            secret_name: secret_key_name().is_match(key) && !not_secret_key(key),
-            always_secret: always_secret(key),
+            secret_name: secret_key_name().is_match(&canon) && !not_secret_key(&canon),
+            always_secret: always_secret(&canon),
             allowed: self.policy.allowed(key),
             url: UrlField::of_key(key),
             sql: matches!(key, "db.statement" | "db.query.text"),
         };
+        let i = self.key_info.len() as u32;
+        if info.renamed {
+            // What fired in the key is reported under its new name.
+            for f in scan(key) {
+                let field = Field {
+                    prefix: self.prefix("attribute keys"),
+                    key: i,
+                };
+                self.hit(RuleRef::Detector(f.kind), ActionKind::Hash, field);
+            }
+        }
         self.key_info.push(info);
-        let i = (self.key_info.len() - 1) as u32;
         self.keys.insert(key.to_string(), i);
         i
     }
 
-    fn pseudonym(&self, v: &str) -> String {
+    /// `key` with what the detectors find in it replaced by pseudonyms (whatever the detector's
+    /// action for values: a key must stay one distinct, stable key), or `None`.
+    fn redact_key(&self, key: &str) -> Option<String> {
+        if key.len() < 3 {
+            return None;
+        }
+        let findings = scan(key);
+        if findings.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(key.len() + 40);
+        let mut at = 0;
+        for f in findings {
+            out.push_str(&key[at..f.start]);
+            out.push_str(&self.pseudonym(Some(f.kind), &key[f.start..f.end]));
+            at = f.end;
+        }
+        out.push_str(&key[at..]);
+        Some(out)
+    }
+
+    /// The pseudonym of `v` (of kind `kind`, when a detector found it), keyed from its one
+    /// normalization ([`crate::normalize::pseudonym_input`]).
+    fn pseudonym(&self, kind: Option<Kind>, v: &str) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let tag = hmac::sign(&self.key.0, v.as_bytes());
+        let input = crate::normalize::pseudonym_input(kind, v);
+        let tag = hmac::sign(&self.key.0, input.as_bytes());
         let mut s = String::with_capacity(5 + 64);
         s.push_str("hmac:");
         for b in tag.as_ref() {
@@ -377,11 +498,12 @@ impl Cx<'_> {
     }
 
     /// The replacement for a whole value or a finding.
-    fn apply(&self, action: Action, label: &str, v: &str) -> String {
+    fn apply(&self, action: Action, kind: Option<Kind>, v: &str) -> String {
+        let label = kind.map_or("value", Kind::name);
         match action.kind {
             ActionKind::Keep => v.to_string(),
             ActionKind::Truncate => v.chars().take(action.length).collect(),
-            ActionKind::Hash => self.pseudonym(v),
+            ActionKind::Hash => self.pseudonym(kind, v),
             ActionKind::Mask | ActionKind::Drop => {
                 if action.keep_last > 0 {
                     let tail: String = {
@@ -416,7 +538,7 @@ impl Cx<'_> {
             }
             let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
             o.push_str(&s[at..f.start]);
-            o.push_str(&self.apply(action, f.kind.name(), &s[f.start..f.end]));
+            o.push_str(&self.apply(action, Some(f.kind), &s[f.start..f.end]));
             at = f.end;
             if action.kind == ActionKind::Drop {
                 *dropped = true;
@@ -453,6 +575,10 @@ impl Cx<'_> {
         let ki = self.key_info(&kv.key);
         let field = Field { prefix, key: ki };
         let info = &self.key_info[ki as usize];
+        if info.renamed {
+            kv.key = info.name.clone();
+        }
+        let numeric = info.numeric;
         let (rule_i, secret_name, always, allowed, url, sql) = (
             info.rule,
             info.secret_name,
@@ -478,7 +604,13 @@ impl Cx<'_> {
                     if s.is_empty() || already_redacted(&s) {
                         return Outcome::Keep;
                     }
-                    let rep = self.apply(action, "value", &s);
+                    // A whole value a detector recognizes (an email under `user.email`) is
+                    // normalized as that kind before it is keyed.
+                    let kind = match scan(&s).as_slice() {
+                        [f] if f.start == 0 && f.end == s.len() => Some(f.kind),
+                        _ => None,
+                    };
+                    let rep = self.apply(action, kind, &s);
                     if rep != s {
                         self.hit(RuleRef::KeyRule(ri), action.kind, field);
                         v.value = Some(Value::StringValue(rep));
@@ -500,13 +632,32 @@ impl Cx<'_> {
         };
         // 3. secret-named keys
         if secret_name {
-            let hidden = match v.value.as_ref() {
-                Some(Value::StringValue(s)) => {
-                    let rest = residual(s);
-                    let rest = rest.trim();
-                    !rest.is_empty() && !already_redacted(s) && (always || high_entropy(rest))
-                }
+            let hides = |s: &str| {
+                let rest = residual(s);
+                let rest = rest.trim();
+                !rest.is_empty() && !already_redacted(s) && (always || high_entropy(rest))
+            };
+            let hidden = match v.value.as_mut() {
+                Some(Value::StringValue(s)) => hides(s),
                 Some(Value::BytesValue(b)) => !b.is_empty(),
+                // Header values are string arrays in the semantic conventions: each element is
+                // judged like a string.
+                Some(Value::ArrayValue(a)) => {
+                    let mut any = false;
+                    for e in &mut a.values {
+                        if let Some(Value::StringValue(s)) = e.value.as_ref()
+                            && hides(s)
+                        {
+                            e.value = Some(Value::StringValue("[REDACTED:secret]".into()));
+                            any = true;
+                        }
+                    }
+                    if any {
+                        self.hit(RuleRef::SecretKey, ActionKind::Mask, field);
+                        return Outcome::Keep;
+                    }
+                    false
+                }
                 _ => false,
             };
             if hidden {
@@ -514,6 +665,13 @@ impl Cx<'_> {
                 v.value = Some(Value::StringValue("[REDACTED:secret]".into()));
                 return Outcome::Keep;
             }
+        }
+        // 3b. numbers (and number-shaped strings) whose key says what they are
+        if let Some(kind) = numeric
+            && let Some(rep) = self.by_context(v, kind, field)
+        {
+            v.value = Some(Value::StringValue(rep));
+            return Outcome::Keep;
         }
         // 4. SQL and URL scrubbers
         if let Some(Value::StringValue(s)) = v.value.as_mut() {
@@ -571,9 +729,66 @@ impl Cx<'_> {
                     *b = rep.into_bytes();
                 }
             }
+            // A card number sent as an integer is still one: numbers are judged by their
+            // decimal text (card numbers only: a bare number is an id or a count far more
+            // often than a phone or an SSN; those need their key, see `by_context`).
+            Some(Value::IntValue(i)) => {
+                if let Some(rep) = self.number(&i.to_string(), field, &mut dropped) {
+                    v.value = Some(Value::StringValue(rep));
+                }
+            }
+            Some(Value::DoubleValue(d)) if d.is_finite() && d.fract() == 0.0 && d.abs() >= 1e11 => {
+                if let Some(rep) = self.number(&format!("{d}"), field, &mut dropped) {
+                    v.value = Some(Value::StringValue(rep));
+                }
+            }
             _ => {}
         }
         dropped
+    }
+
+    /// The detectors that apply to a bare number (cards) over its decimal text.
+    fn number(&mut self, digits: &str, field: Field, dropped: &mut bool) -> Option<String> {
+        if digits.len() < 12 {
+            return None;
+        }
+        let cards: Vec<_> = scan(digits)
+            .into_iter()
+            .filter(|f| f.kind == Kind::CreditCard)
+            .collect();
+        if cards.is_empty() {
+            return None;
+        }
+        self.detect(digits, field, dropped)
+    }
+
+    /// A number, or a string that is only a number in its usual notation, under a key that says
+    /// it is a phone number or an SSN: redacted as that kind whatever the shape detectors say.
+    fn by_context(&mut self, v: &AnyValue, kind: Kind, field: Field) -> Option<String> {
+        let text = match v.value.as_ref()? {
+            Value::IntValue(i) => i.to_string(),
+            Value::DoubleValue(d) if d.is_finite() && d.fract() == 0.0 => format!("{d}"),
+            Value::StringValue(s) => s.clone(),
+            _ => return None,
+        };
+        let digits = text.bytes().filter(u8::is_ascii_digit).count();
+        let shaped = text.bytes().all(|b| {
+            b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'.' | b'(' | b')' | b'/')
+        }) || text.to_ascii_lowercase().starts_with("tel:");
+        let fits = match kind {
+            Kind::Phone => (7..=15).contains(&digits),
+            Kind::UsSsn => digits == 9,
+            _ => false,
+        };
+        if !shaped || !fits || already_redacted(&text) {
+            return None;
+        }
+        let action = self.policy.detector(kind);
+        if action.kind == ActionKind::Keep {
+            return None;
+        }
+        self.hit(RuleRef::Detector(kind), action.kind, field);
+        Some(self.apply(action, Some(kind), &text))
     }
 }
 
@@ -598,7 +813,7 @@ impl UrlScrubber for UrlCx<'_, '_> {
             self.field,
         );
         match action.kind {
-            ActionKind::Hash => self.cx.pseudonym(s),
+            ActionKind::Hash => self.cx.pseudonym(Some(Kind::UrlCredential), s),
             _ => "REDACTED".into(),
         }
     }

@@ -421,3 +421,201 @@ fn values_that_only_look_redacted_are_still_scanned() {
         assert!(!t.contains("jane.doe@example.com"), "{v}: {t}");
     }
 }
+
+fn i(v: i64) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(Value::IntValue(v)),
+    })
+}
+
+fn strings(vs: &[&str]) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(Value::ArrayValue(ArrayValue {
+            values: vs.iter().map(|v| s(v).unwrap()).collect(),
+        })),
+    })
+}
+
+fn one_span(attributes: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "op".into(),
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn attr<'a>(req: &'a ExportTraceServiceRequest, k: &str) -> Option<&'a AnyValue> {
+    req.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .iter()
+        .find(|a| a.key == k)
+        .and_then(|a| a.value.as_ref())
+}
+
+/// Places that were never scanned: attribute keys, scope name and version, schema URLs, trace
+/// state.
+#[test]
+fn keys_scopes_schema_urls_and_trace_state_are_scanned() {
+    let mut sp = one_span(vec![
+        kv("customer.4879421458563077", s("gold")),
+        kv(
+            "nested",
+            Some(AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![kv("jane.doe@example.com", s("x"))],
+                })),
+            }),
+        ),
+    ]);
+    sp.trace_state = "vendor=jane.doe@example.com".into();
+    sp.links.push(span::Link {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        trace_state: "card=4879421458563077".into(),
+        ..Default::default()
+    });
+    let mut req = batch("svc", sp);
+    req.resource_spans[0].schema_url = "https://schemas.example/jane.doe@example.com".into();
+    let sc = &mut req.resource_spans[0].scope_spans[0];
+    sc.schema_url = "https://schemas.example/4879421458563077".into();
+    let scope = sc.scope.as_mut().unwrap();
+    scope.name = "lib-for-jane.doe@example.com".into();
+    scope.version = "4879421458563077".into();
+    let out = redact(&Rules::builtin(), "acme", &key(1), req.clone());
+    let t = text(&out.request);
+    for raw in ["4879421458563077", "jane.doe@example.com"] {
+        assert!(!t.contains(raw), "{raw} survived: {t}");
+    }
+    // The key keeps its shape and stays one stable key: the same card, the same key.
+    let keys: Vec<&str> = out.request.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    assert!(keys[0].starts_with("customer.hmac:"), "{keys:?}");
+    let again = redact(&Rules::builtin(), "acme", &key(1), req);
+    assert_eq!(
+        again.request.resource_spans[0].scope_spans[0].spans[0].attributes[0].key,
+        keys[0]
+    );
+    // The report names the new key, never the old one.
+    let report = serde_json::to_string(&out.report.to_json()).unwrap();
+    assert!(!report.contains("4879421458563077"), "{report}");
+    assert!(report.contains("attribute keys"), "{report}");
+}
+
+/// Types that were never scanned: a card number as an integer; a phone or an SSN as a number,
+/// or in compact notation, under a key that says what it is.
+#[test]
+fn numbers_are_scanned_as_their_decimal_text() {
+    let sp = one_span(vec![
+        kv("payment.pan", i(4879421458563077)),
+        kv("order.id", i(4879421458563076)),
+        kv("user.phone", i(14155550132)),
+        kv("contact.mobile_number", s("+14155550132")),
+        kv("caller.tel", s("tel:+1-415-555-0132")),
+        kv("applicant.ssn", i(123456789)),
+        kv("order.count", i(123456789)),
+        kv("http.response.status_code", i(200)),
+        kv(
+            "amount",
+            Some(AnyValue {
+                value: Some(Value::DoubleValue(4879421458563077.0)),
+            }),
+        ),
+    ]);
+    let out = redact(&Rules::builtin(), "acme", &key(1), batch("svc", sp));
+    let t = text(&out.request);
+    for raw in ["4879421458563077", "14155550132", "415-555-0132"] {
+        assert!(!t.contains(raw), "{raw} survived: {t}");
+    }
+    let as_text = |k: &str| tv_model::any_value_to_string(attr(&out.request, k).unwrap());
+    assert_eq!(as_text("payment.pan"), "****3077");
+    assert_eq!(as_text("applicant.ssn"), "[REDACTED:us_ssn]");
+    // Ordinary numbers stay numbers.
+    assert!(matches!(
+        attr(&out.request, "order.id").unwrap().value,
+        Some(Value::IntValue(4879421458563076))
+    ));
+    assert!(matches!(
+        attr(&out.request, "order.count").unwrap().value,
+        Some(Value::IntValue(123456789))
+    ));
+    assert!(matches!(
+        attr(&out.request, "http.response.status_code")
+            .unwrap()
+            .value,
+        Some(Value::IntValue(200))
+    ));
+}
+
+/// OpenTelemetry's own shapes: header values are string arrays, header names come in any case
+/// and with `_` for `-`, gRPC metadata is headers.
+#[test]
+fn header_arrays_any_case_and_grpc_metadata_are_headers() {
+    let token = "k9Xv2LmQ7rT4wZ8pN3bH6yD1";
+    let sp = one_span(vec![
+        kv("http.request.header.x-api-key", strings(&[token])),
+        kv(
+            "http.request.header.x_auth_token",
+            strings(&[token, "second"]),
+        ),
+        kv(
+            "http.request.header.x-session-id",
+            strings(&["3f9a7c21d4e84b0f"]),
+        ),
+        kv(
+            "http.request.header.Cookie",
+            strings(&["sid=abc123; theme=dark"]),
+        ),
+        kv(
+            "HTTP.Request.Header.Authorization",
+            strings(&["Basic dXNlcjpwYXNz"]),
+        ),
+        kv(
+            "rpc.grpc.request.metadata.authorization",
+            strings(&[&format!("Bearer {token}")]),
+        ),
+        kv("rpc.request.metadata.x-api-key", s(token)),
+        kv("http.request.header.accept", strings(&["application/json"])),
+    ]);
+    let out = redact(&Rules::builtin(), "acme", &key(1), batch("svc", sp));
+    let t = text(&out.request);
+    for raw in [token, "3f9a7c21d4e84b0f", "sid=abc123", "dXNlcjpwYXNz"] {
+        assert!(!t.contains(raw), "{raw} survived: {t}");
+    }
+    // Cookies and authorization are dropped in every spelling and place.
+    for k in [
+        "http.request.header.Cookie",
+        "HTTP.Request.Header.Authorization",
+        "rpc.grpc.request.metadata.authorization",
+    ] {
+        assert!(attr(&out.request, k).is_none(), "{k} kept: {t}");
+    }
+    assert!(t.contains("application/json"), "{t}");
+}
+
+/// Pseudonyms come from one normalization: one email in two cases, or full-width, is one
+/// pseudonym.
+#[test]
+fn pseudonyms_of_one_value_written_differently_are_one() {
+    let sp = one_span(vec![
+        kv("a", s("contact Jane.Doe@Example.COM today")),
+        kv("b", s("contact jane.doe@example.com today")),
+        kv("user.email", s("JANE.DOE@EXAMPLE.COM")),
+        kv("user.id", s("User-42")),
+        kv("c", s("from 10.0.0.1")),
+        kv("d", s("from ::ffff:10.0.0.1")),
+    ]);
+    let out = redact(&Rules::builtin(), "acme", &key(1), batch("svc", sp));
+    let as_text = |k: &str| tv_model::any_value_to_string(attr(&out.request, k).unwrap());
+    assert_eq!(as_text("a"), as_text("b"));
+    assert_eq!(
+        as_text("user.email"),
+        as_text("b").split(' ').nth(1).unwrap()
+    );
+    assert_eq!(as_text("c"), as_text("d"));
+    assert_ne!(as_text("user.id"), as_text("user.email"));
+}

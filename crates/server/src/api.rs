@@ -716,6 +716,13 @@ async fn tags(
     let auth = state.authorize(&caller, Action::Search)?;
     let tenant = auth.tenant().clone();
     let names = timed(&state, "tags", move |s| s.store.tag_names(&tenant)).await?;
+    // Keys redaction rewrote hold pseudonyms: marked for callers who may not read them.
+    let mut masker = crate::mask::Masker::new(&state, &auth);
+    let mut names: Vec<String> = names
+        .into_iter()
+        .map(|n| masker.text(&n).unwrap_or(n))
+        .collect();
+    names.dedup();
     let n = names.len();
     Ok(noted(
         Json(json!({ "tagNames": names })).into_response(),

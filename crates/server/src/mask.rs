@@ -196,8 +196,11 @@ impl<'a> Masker<'a> {
 
     fn attrs(&mut self, attrs: &mut [KeyValue]) {
         for kv in attrs {
-            let Some(v) = kv.value.as_mut() else { continue };
-            self.value(&kv.key, v);
+            if let Some(v) = kv.value.as_mut() {
+                self.value(&kv.key, v);
+            }
+            // A key redaction rewrote holds a pseudonym too.
+            self.text_in_place(&mut kv.key);
         }
     }
 
@@ -214,6 +217,7 @@ impl<'a> Masker<'a> {
                     if let Some(inner) = kv.value.as_mut() {
                         self.value(&nested, inner);
                     }
+                    self.text_in_place(&mut kv.key);
                 }
             }
             other => {
