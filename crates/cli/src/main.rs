@@ -11,6 +11,7 @@ mod logging;
 mod query;
 mod redact_cmd;
 mod response_cmd;
+mod state_cmd;
 mod tenant_cmd;
 mod token_cmd;
 mod verify;
@@ -68,6 +69,10 @@ enum Cmd {
     Log(LogCmd),
     /// Run a C2SP tlog-witness that cosigns consistent checkpoints of the configured logs.
     Witness(WitnessArgs),
+    /// The trusted state files outside the log (offline, server stopped): reseal after a change
+    /// you made on purpose.
+    #[command(subcommand)]
+    State(state_cmd::StateCmd),
     /// Check a data directory against its transparency log (offline; exit 2 on any problem).
     Verify(verify::VerifyArgs),
     /// Check a span receipt with nothing but the log's verifier keys (exit 0 only if valid).
@@ -367,6 +372,7 @@ fn main() -> ExitCode {
         Cmd::VerifyReceipt(a) => Some(verify::verify_receipt(a)),
         Cmd::Redact(a) => Some(redact_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Eval(a) => Some(eval_cmd::run(a).map(|()| ExitCode::SUCCESS)),
+        Cmd::State(s) => Some(state_cmd::run(s)),
         cmd => {
             return run(cmd);
         }
@@ -431,7 +437,11 @@ fn run(cmd: Cmd) -> ExitCode {
                 }
                 Ok(())
             }
-            Cmd::Verify(_) | Cmd::VerifyReceipt(_) | Cmd::Redact(_) | Cmd::Eval(_) => Ok(()),
+            Cmd::Verify(_)
+            | Cmd::VerifyReceipt(_)
+            | Cmd::Redact(_)
+            | Cmd::Eval(_)
+            | Cmd::State(_) => Ok(()),
         }
     });
     match res {

@@ -53,6 +53,33 @@ fn policy(classical_only: bool) -> Policy {
     }
 }
 
+/// The sealed state files of `data_dir` (see `tv_server::stateseal`): how many are sealed, and
+/// what does not match.
+fn check_sealed_state(
+    data_dir: &std::path::Path,
+    keys_dir: &std::path::Path,
+    root: &dyn tv_crypto::RootKeySource,
+) -> anyhow::Result<(usize, Vec<String>)> {
+    use tv_server::stateseal;
+    if !keys_dir.join(stateseal::KEY_FILE).exists() {
+        // A data directory from before sealing: nothing to check against.
+        return Ok((0, Vec::new()));
+    }
+    let key = stateseal::load_key(keys_dir, root, false)?;
+    let seal = stateseal::StateSeal::with_key(data_dir, key)?;
+    if !seal.existed {
+        anyhow::bail!(
+            "missing: the seal key exists, so the server wrote this list of trusted files, and it is gone"
+        );
+    }
+    let problems = seal
+        .check()
+        .into_iter()
+        .map(|m| format!("{}: {}", m.path, m.what))
+        .collect();
+    Ok((seal.sealed(), problems))
+}
+
 pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let keys_dir = a
         .keys_dir
@@ -224,11 +251,34 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    if report.ok() {
+    // The trusted files the log does not cover, against their seals (needs the root key).
+    let mut state_problems = 0;
+    match &audit_root {
+        None => println!("sealed state: not checked (no root key to open the seal key)"),
+        Some(root) => match check_sealed_state(&a.data_dir, &keys_dir, root.as_ref()) {
+            Ok((n, problems)) => {
+                for p in &problems {
+                    println!("FAIL {p}");
+                }
+                state_problems = problems.len();
+                if state_problems == 0 {
+                    println!("sealed state: {n} trusted files match their seals");
+                }
+            }
+            Err(e) => {
+                println!("FAIL state-seal.json: {e:#}");
+                state_problems = 1;
+            }
+        },
+    }
+    if report.ok() && state_problems == 0 {
         println!("OK: everything stored is in the log and the log verifies");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("FAILED: {} problems", report.problems.len());
+        println!(
+            "FAILED: {} problems",
+            report.problems.len() + state_problems
+        );
         Ok(ExitCode::from(2))
     }
 }

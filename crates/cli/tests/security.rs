@@ -297,3 +297,117 @@ async fn log_keys_prints_both_verifier_keys() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("start the server once"));
 }
+
+/// Runs `serve` on `dir` expecting it to refuse to start; returns its output.
+fn refused_start(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(PORT0)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the server started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue 17: `verify` did not cover the files the server trusts: re-enabling a revoked token by
+/// editing `tokens.json`, or deleting registrations or detector state, went unnoticed. They are
+/// sealed now: the server refuses to start on credentials and registrations changed outside it,
+/// `verify` names every changed or deleted file, and `state reseal` accepts a deliberate change.
+#[tokio::test]
+async fn trusted_files_changed_outside_the_server_are_reported() {
+    let mut srv = Server::start(&[]);
+    let reader = create_token(
+        &srv,
+        &["--role", "reader", "--tenant", "default", "--name", "old"],
+    );
+    let (ok, list) = srv.cli(&["token", "list", "--json"]);
+    assert!(ok, "{list}");
+    let id = reader.split('_').nth(1).unwrap().to_owned();
+    let (ok, out) = srv.cli(&["token", "revoke", &id]);
+    assert!(ok, "{out}");
+    let (ok, out) = srv.cli(&[
+        "cert",
+        "register",
+        "--identity",
+        "spiffe://t.test/a/b",
+        "--tenant",
+        "default",
+    ]);
+    assert!(ok, "{out}");
+    srv.terminate();
+    let dir = srv.dir.clone();
+    let keys = vkeys(&dir);
+    let (code, out) = run_verify(&dir, &keys, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("trusted files match their seals"), "{out}");
+
+    // Re-enable the revoked token by hand.
+    let tokens = dir.join("tokens.json");
+    let original = std::fs::read(&tokens).unwrap();
+    let text = String::from_utf8(original.clone()).unwrap();
+    let edited = text.replacen("\"revoked\": true", "\"revoked\": false", 1);
+    assert_ne!(edited, text, "{text}");
+    std::fs::write(&tokens, edited).unwrap();
+    let (code, out) = run_verify(&dir, &keys, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAIL tokens.json: changed outside the server"),
+        "{out}"
+    );
+    let err = refused_start(&dir);
+    assert!(
+        err.contains("tokens.json: changed outside the server"),
+        "{err}"
+    );
+    std::fs::write(&tokens, &original).unwrap();
+
+    // Delete the registrations, then plant an unsealed responses list.
+    let workloads = dir.join("workloads.json");
+    let saved = std::fs::read(&workloads).unwrap();
+    std::fs::remove_file(&workloads).unwrap();
+    std::fs::write(dir.join("responses.json"), b"[]").unwrap();
+    let (code, out) = run_verify(&dir, &keys, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("FAIL workloads.json: deleted"), "{out}");
+    assert!(
+        out.contains("FAIL responses.json: not written by the server"),
+        "{out}"
+    );
+    let err = refused_start(&dir);
+    assert!(err.contains("workloads.json: deleted"), "{err}");
+    std::fs::write(&workloads, &saved).unwrap();
+    std::fs::remove_file(dir.join("responses.json")).unwrap();
+
+    // The list itself is sealed: editing it is reported too.
+    let manifest = dir.join("state-seal.json");
+    let m = std::fs::read(&manifest).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    v["files"]["tokens.json"] = serde_json::json!("00");
+    std::fs::write(&manifest, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (code, out) = run_verify(&dir, &keys, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("FAIL state-seal.json"), "{out}");
+    std::fs::write(&manifest, &m).unwrap();
+
+    // A deliberate change, accepted offline, starts and is audited.
+    std::fs::write(&tokens, text.replacen("\"old\"", "\"renamed\"", 1)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["state", "reseal", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepting tokens.json"));
+    srv.spawn();
+    let recs = srv
+        .get_json("/api/audit?all_tenants=true&action=state_reseal")
+        .await;
+    assert_eq!(recs["records"].as_array().unwrap().len(), 1, "{recs}");
+}

@@ -175,6 +175,8 @@ pub struct WorkerDeps {
     pub runtime: tokio::runtime::Handle,
     pub audit: Option<Arc<crate::audit::Audit>>,
     pub seal: Arc<FindingSeal>,
+    /// Seals the saved detector state (see `stateseal`).
+    pub state_seal: Arc<crate::stateseal::StateSeal>,
 }
 
 impl std::fmt::Debug for Detection {
@@ -198,6 +200,7 @@ impl Detection {
                 },
                 &d.data_dir,
                 d.audit.clone(),
+                Some(d.state_seal.clone()),
             )?)),
             None => None,
         };
@@ -566,6 +569,8 @@ fn load_states(deps: &WorkerDeps, b: &mut Behaviour) {
         };
         if deps.keyring.is_erased(&tenant) {
             let _ = std::fs::remove_file(&path);
+            deps.state_seal
+                .seal_or_warn(&format!("detect/{name}.state"));
             continue;
         }
         match std::fs::read(&path)
@@ -600,8 +605,10 @@ fn save_states(deps: &WorkerDeps, b: &mut Behaviour) {
             continue;
         };
         let path = dir.join(format!("{t}.state"));
+        let rel = format!("detect/{t}.state");
         if deps.keyring.is_erased(&tenant) {
             let _ = std::fs::remove_file(&path);
+            deps.state_seal.seal_or_warn(&rel);
             gone.push(t.clone());
             continue;
         }
@@ -610,6 +617,7 @@ fn save_states(deps: &WorkerDeps, b: &mut Behaviour) {
                 if let Err(e) = tv_crypto::fsio::atomic_write(&path, &bytes, 0o600) {
                     tracing::error!(tenant = %t, error = %e, "saving behavioural state failed");
                 }
+                deps.state_seal.seal_or_warn(&rel);
             }
             Err(e) => {
                 tracing::error!(tenant = %t, error = %format!("{e:#}"), "sealing behavioural state failed")

@@ -32,6 +32,7 @@ pub mod ratelimit;
 pub mod redaction;
 pub mod responses;
 pub mod sinks;
+pub mod stateseal;
 pub mod tls;
 pub mod tokens_api;
 pub mod witness;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub decode_budget: Arc<budget::Budget>,
     /// Seals the findings the server stores and recognizes them on reading.
     pub findings_seal: Arc<detection::FindingSeal>,
+    /// Seals the trusted files the log does not cover (credentials, registrations, ...).
+    pub state_seal: Arc<stateseal::StateSeal>,
     /// Query API requests answered at once (each may decrypt and build a large trace).
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Longest a request waits for a budget or a query slot before 503.
@@ -235,6 +238,36 @@ pub fn open_root(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn RootKeySource>> {
     })
 }
 
+/// Refuses to start on trusted files changed, deleted or planted outside the server
+/// (credentials, registrations, responses, the client CA); detector state that does not match
+/// is reported, left to be relearned, and sealed as it is now.
+fn check_sealed_state(seal: &stateseal::StateSeal) -> anyhow::Result<()> {
+    let mut refuse = Vec::new();
+    for m in seal.check() {
+        match m.trust {
+            stateseal::Trust::Security => refuse.push(format!("{}: {}", m.path, m.what)),
+            stateseal::Trust::Detector => {
+                tracing::warn!(file = %m.path, problem = m.what, "behavioural detector state does not match its seal; it is relearned");
+                if m.what.starts_with("changed") {
+                    let _ = std::fs::remove_file(seal_path(seal, &m.path));
+                }
+                seal.seal(&m.path)?;
+            }
+        }
+    }
+    if !refuse.is_empty() {
+        anyhow::bail!(
+            "trusted files do not match their seals (DIR/state-seal.json): {}. Restore them from a backup, or, when the change is yours, accept it with `tracevault state reseal` while the server is stopped",
+            refuse.join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn seal_path(seal: &stateseal::StateSeal, rel: &str) -> PathBuf {
+    seal.data_dir().join(rel)
+}
+
 /// Opens the store with its transparency log signed by `log` (recovery runs here).
 pub(crate) async fn open_store(
     mut scfg: StoreConfig,
@@ -297,7 +330,15 @@ impl Server {
             config::RootSource::File => None,
         };
 
+        // The files the server trusts are checked against their seals before any is read.
+        let state_seal = Arc::new(stateseal::StateSeal::open(
+            &data_dir,
+            &cfg.keys_dir,
+            root.as_ref(),
+        )?);
+        check_sealed_state(&state_seal)?;
         let workloads = Arc::new(mtls::Workloads::open(&data_dir.join("workloads.json"))?);
+        workloads.seal_with(state_seal.clone());
         let (tls, client_ca) = if cfg.insecure_plaintext {
             tracing::warn!("{INSECURE_WARNING}");
             (None, None)
@@ -306,6 +347,7 @@ impl Server {
                 Some(p) => (p.clone(), None),
                 None => {
                     let cert = mtls::ensure_client_ca(&data_dir, &cfg.keys_dir)?;
+                    state_seal.seal("tls/client-ca.pem")?;
                     let own = mtls::OwnClientCa {
                         cert: cert.clone(),
                         keys_dir: cfg.keys_dir.clone(),
@@ -352,6 +394,16 @@ impl Server {
                 .with_context(|| format!("writing {}", admin_token_path.display()))?;
             zeroize::Zeroize::zeroize(&mut line);
             tracing::info!(path = %admin_token_path.display(), "created admin API token (the file holds the token; it is not logged)");
+            state_seal.seal("tokens.json")?;
+        }
+        if !state_seal.existed {
+            // A first start, or a data directory from before sealing: what is there now is
+            // what the server vouches for from here on.
+            let n = state_seal.seal_all()?;
+            tracing::info!(
+                files = n,
+                "sealed the trusted state files (credentials, registrations, responses, detector state)"
+            );
         }
 
         let metrics = Arc::new(metrics::Metrics::new());
@@ -391,6 +443,7 @@ impl Server {
                 runtime: tokio::runtime::Handle::current(),
                 audit: Some(audit.clone()),
                 seal: findings_seal.clone(),
+                state_seal: state_seal.clone(),
             }),
         )?);
         let state = Arc::new(AppState {
@@ -423,10 +476,12 @@ impl Server {
                 cfg.budget_wait,
             ),
             findings_seal,
+            state_seal,
             query_slots: Arc::new(tokio::sync::Semaphore::new(cfg.query_concurrency)),
             budget_wait: cfg.budget_wait,
         });
         keys_api::audit_restore(&state);
+        stateseal::audit_reseal(&data_dir, &state.audit);
         if let Some(max_age) = cfg.rotate_after {
             tokio::spawn(keys_api::rotate_by_age(state.clone(), max_age));
         }

@@ -134,7 +134,7 @@ pub fn rewrap_system_secrets(keys_dir: &Path, root: &dyn RootKeySource) -> anyho
     let mut n = 0;
     // (file, [(field, seed kind, or None for the token HMAC key)])
     type Fields = Vec<(&'static str, Option<&'static str>)>;
-    let files: [(&str, Fields); 3] = [
+    let files: [(&str, Fields); 4] = [
         (
             FILE,
             vec![
@@ -150,6 +150,7 @@ pub fn rewrap_system_secrets(keys_dir: &Path, root: &dyn RootKeySource) -> anyho
             ],
         ),
         (tv_access::HMAC_KEY_FILE, vec![("wrapped", None)]),
+        (crate::stateseal::KEY_FILE, vec![("wrapped", None)]),
     ];
     for (name, fields) in files {
         let path = keys_dir.join(name);
@@ -162,6 +163,9 @@ pub fn rewrap_system_secrets(keys_dir: &Path, root: &dyn RootKeySource) -> anyho
         for (field, kind) in fields {
             let context = match kind {
                 Some(k) => ctx(k, &origin),
+                None if name == crate::stateseal::KEY_FILE => {
+                    crate::stateseal::KEY_CONTEXT.to_vec()
+                }
                 None => tv_access::HMAC_KEY_CONTEXT.to_vec(),
             };
             rewrap_field(root, &mut v, field, &context)

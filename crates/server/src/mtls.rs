@@ -207,6 +207,8 @@ struct Registry {
 pub struct Workloads {
     path: PathBuf,
     inner: RwLock<Registry>,
+    /// Sealed after every write (see `stateseal`).
+    seal: std::sync::OnceLock<Arc<crate::stateseal::StateSeal>>,
 }
 
 impl Workloads {
@@ -241,7 +243,13 @@ impl Workloads {
         Ok(Self {
             path: path.to_owned(),
             inner: RwLock::new(reg),
+            seal: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Seals the registry after every write from now on.
+    pub fn seal_with(&self, seal: Arc<crate::stateseal::StateSeal>) {
+        let _ = self.seal.set(seal);
     }
 
     fn save(&self, r: &Registry) -> anyhow::Result<()> {
@@ -261,6 +269,9 @@ impl Workloads {
         let out = f(&mut next);
         self.save(&next)?;
         *g = next;
+        if let Some(s) = self.seal.get() {
+            s.seal("workloads.json")?;
+        }
         Ok(out)
     }
 

@@ -154,6 +154,7 @@ pub struct Responses {
     list: Mutex<Vec<Response>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     audit: Option<Arc<Audit>>,
+    seal: Option<Arc<crate::stateseal::StateSeal>>,
 }
 
 impl std::fmt::Debug for Responses {
@@ -184,6 +185,7 @@ impl Responses {
         rules: Vec<ResponseRule>,
         data_dir: &std::path::Path,
         audit: Option<Arc<Audit>>,
+        seal: Option<Arc<crate::stateseal::StateSeal>>,
     ) -> anyhow::Result<Responses> {
         let path = data_dir.join("responses.json");
         let list = match std::fs::read(&path) {
@@ -198,6 +200,7 @@ impl Responses {
             list: Mutex::new(list),
             buckets: Mutex::new(HashMap::new()),
             audit,
+            seal,
         })
     }
 
@@ -205,6 +208,9 @@ impl Responses {
         let bytes = serde_json::to_vec_pretty(list).unwrap_or_default();
         if let Err(e) = tv_crypto::fsio::atomic_write(&self.path, &bytes, 0o600) {
             tracing::error!(file = %self.path.display(), error = %e, "saving responses failed");
+        }
+        if let Some(s) = &self.seal {
+            s.seal_or_warn("responses.json");
         }
     }
 

@@ -1126,10 +1126,20 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             "erasure record (checked against the log's erase entry above)"
         } else if rel.starts_with("keys") {
             "key material (its integrity shows when decryption works)"
+        } else if matches!(
+            rel.as_str(),
+            "tokens.json"
+                | "workloads.json"
+                | "responses.json"
+                | "state-seal.json"
+                | "tls/client-ca.pem"
+        ) || (rel.starts_with("detect/") && rel.ends_with(".state"))
+        {
+            "sealed state (checked against state-seal.json with the root key)"
         } else if rel.starts_with("tls") {
             "TLS certificate or key"
-        } else if rel == "admin.token" || rel == "tokens.json" {
-            "API credentials"
+        } else if rel == "admin.token" {
+            "the bootstrap admin token (a credential the server does not read back)"
         } else if rel == "log-cosigned.checkpoint" {
             "the latest witness-cosigned checkpoint (keep a copy elsewhere and pass it as --checkpoint)"
         } else {
