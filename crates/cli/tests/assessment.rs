@@ -1132,9 +1132,21 @@ async fn log_injection_through_a_token_name() {
         .to_string()
         .replace("ops-placeholder", &forged.replace('\n', "\\n"));
     store = serde_json::from_str(&text).unwrap();
-    std::fs::write(&tokens_file, serde_json::to_vec(&store).unwrap()).unwrap();
     let mut srv = srv;
-    srv.restart();
+    srv.terminate();
+    std::fs::write(&tokens_file, serde_json::to_vec(&store).unwrap()).unwrap();
+    // The store is sealed: a hand edit is accepted only explicitly, server stopped.
+    let out = std::process::Command::new(BIN)
+        .args(["state", "reseal", "--data-dir"])
+        .arg(&srv.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    srv.spawn();
     let (status, v) = api(
         &srv,
         "POST",

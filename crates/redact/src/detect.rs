@@ -596,7 +596,10 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
     }
     if digits >= 4 && dots >= 3 {
         for m in p.ipv4.find_iter(text) {
-            if m.as_str().parse::<Ipv4Addr>().is_ok() && bounded(text, m.start(), m.end(), b".") {
+            if m.as_str().parse::<Ipv4Addr>().is_ok()
+                && bounded(text, m.start(), m.end(), b".")
+                && !version_context(text, m.start())
+            {
                 out.push(Finding {
                     kind: Kind::IpAddress,
                     start: m.start(),
@@ -685,6 +688,39 @@ fn scan_ibans(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     }
 }
 
+/// Whether the dotted quad at `start` is a version number: right after a product token's `/`
+/// (`Chrome/120.0.0.0`), or after the word `v`, `version`, `ver`, `build` or `release`
+/// (`v1.2.3.4`, `app-v1.2.3.4`, `build: 10.0.19045.1`).
+fn version_context(text: &str, start: usize) -> bool {
+    let b = text.as_bytes();
+    if start >= 2 && b[start - 1] == b'/' && b[start - 2].is_ascii_alphanumeric() {
+        return true;
+    }
+    let mut from = start.saturating_sub(16);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let pre = text[from..start].trim_end_matches([' ', ':', '=']);
+    let word = pre
+        .rsplit(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["v", "version", "ver", "build", "release"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// Whether the 40 characters before `start` name an SSN.
+fn ssn_context(text: &str, start: usize) -> bool {
+    let from = text[..start]
+        .char_indices()
+        .rev()
+        .nth(39)
+        .map_or(0, |(i, _)| i);
+    let t = text[from..start].to_ascii_lowercase();
+    t.contains("ssn") || t.contains("social security") || t.contains("social sec")
+}
+
 fn scan_ssns(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.ssn.find_iter(text) {
         let b = m.as_str().as_bytes();
@@ -708,7 +744,10 @@ fn scan_ssns(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
         let area = d[0] * 100 + d[1] * 10 + d[2];
         let group = d[3] * 10 + d[4];
         let serial = d[5] * 1000 + d[6] * 100 + d[7] * 10 + d[8];
-        if ssn_valid(area, group, serial) && bounded(text, m.start(), m.end(), b"-.") {
+        // Nine bare digits are an order id, an account or a count far more often than an
+        // SSN: without separators, only where the text says it is one.
+        let context = s1.is_some() || ssn_context(text, m.start());
+        if context && ssn_valid(area, group, serial) && bounded(text, m.start(), m.end(), b"-.") {
             out.push(Finding {
                 kind: Kind::UsSsn,
                 start: m.start(),
@@ -757,6 +796,38 @@ mod tests {
             .into_iter()
             .map(|f| (f.kind, &text[f.start..f.end]))
             .collect()
+    }
+    #[test]
+    fn versions_are_not_addresses_and_bare_nine_digits_need_ssn_context() {
+        let ua =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0.0.0 Safari/537.36";
+        assert!(kinds(ua).is_empty(), "{:?}", kinds(ua));
+        for v in [
+            "v1.2.3.4",
+            "app-v10.1.2.3",
+            "build: 10.0.19045.1",
+            "version 4.3.2.1",
+        ] {
+            assert!(kinds(v).is_empty(), "{v}: {:?}", kinds(v));
+        }
+        assert_eq!(
+            kinds("connect to 10.0.0.1 now"),
+            vec![(Kind::IpAddress, "10.0.0.1")]
+        );
+        assert_eq!(
+            kinds("http://10.0.0.1/x"),
+            vec![(Kind::IpAddress, "10.0.0.1")]
+        );
+        assert_eq!(kinds("dev 10.0.0.12"), vec![(Kind::IpAddress, "10.0.0.12")]);
+        assert!(kinds("order 123456789 shipped").is_empty());
+        assert_eq!(
+            kinds("my SSN is 123456789"),
+            vec![(Kind::UsSsn, "123456789")]
+        );
+        assert_eq!(
+            kinds("order 123-45-6789"),
+            vec![(Kind::UsSsn, "123-45-6789")]
+        );
     }
 
     #[test]
