@@ -394,10 +394,38 @@ pub fn scan(text: &str) -> Vec<Finding> {
                 blank[s..e].fill(b' ');
             }
             let blank = String::from_utf8(blank).expect("ASCII spans blanked in UTF-8 text");
-            return scan_text(&blank);
+            return scan_undisguised(&blank);
         }
     }
-    scan_text(text)
+    scan_undisguised(text)
+}
+
+/// What the detectors find in `text` as written, in its plain form (percent escapes and
+/// entities decoded, invisible characters dropped, compatibility forms folded: each finding
+/// mapped back to the original characters), and in its long base64 or hex tokens.
+fn scan_undisguised(text: &str) -> Vec<Finding> {
+    let mut out = scan_text(text);
+    let mut more = false;
+    if crate::disguise::may_be_disguised(text) {
+        let u = crate::disguise::unmask(text);
+        if u.text != text {
+            for f in scan_text(&u.text) {
+                let (start, end) = u.original(f.start, f.end);
+                out.push(Finding {
+                    kind: f.kind,
+                    start,
+                    end,
+                });
+                more = true;
+            }
+        }
+    }
+    if text.len() >= 16 {
+        let encoded = crate::disguise::encoded(text, &scan_text);
+        more |= !encoded.is_empty();
+        out.extend(encoded);
+    }
+    if more { resolve(out) } else { out }
 }
 
 /// Where earlier redaction output sits in `text`: each match of [`redaction_output`] that ends

@@ -506,8 +506,11 @@ impl Cx<'_> {
             ActionKind::Hash => self.pseudonym(kind, v),
             ActionKind::Mask | ActionKind::Drop => {
                 if action.keep_last > 0 {
+                    // A disguised value keeps what its plain form would (the last digits of a
+                    // card written in full-width digits are those digits).
+                    let plain = crate::normalize::plain(v);
                     let tail: String = {
-                        let c: Vec<char> = v.chars().collect();
+                        let c: Vec<char> = plain.chars().collect();
                         c[c.len().saturating_sub(action.keep_last)..]
                             .iter()
                             .collect()

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod detect;
+pub mod disguise;
 pub mod engine;
 pub mod normalize;
 pub mod policy;

@@ -12,12 +12,28 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::detect::Kind;
 
-/// `v` as it is keyed into a pseudonym: Unicode NFKC (full-width and compatibility forms folded)
-/// without invisible characters, trimmed; emails lowercased whole; IP addresses in their
-/// canonical text (an IPv4-mapped IPv6 address as its IPv4 address).
+/// The plain form of a value a detector found: its disguises undone (percent escapes and HTML
+/// entities decoded, invisible characters dropped, compatibility forms folded; a whole base64 or
+/// hex token decoded), so `jane%40example.com` and its base64 are `jane@example.com`.
+pub fn plain(v: &str) -> Cow<'_, str> {
+    let mut s: Cow<'_, str> = if crate::disguise::may_be_disguised(v) {
+        Cow::Owned(crate::disguise::unmask(v).text)
+    } else {
+        Cow::Borrowed(v)
+    };
+    if let Some(d) = crate::disguise::decode_token(&s) {
+        s = Cow::Owned(d);
+    }
+    s
+}
+
+/// `v` as it is keyed into a pseudonym: its [`plain`] form in Unicode NFKC (full-width and
+/// compatibility forms folded) without invisible characters, trimmed; emails lowercased whole;
+/// IP addresses in their canonical text (an IPv4-mapped IPv6 address as its IPv4 address).
 pub fn pseudonym_input(kind: Option<Kind>, v: &str) -> Cow<'_, str> {
+    let v = plain(v);
     let folded: Cow<'_, str> = if v.is_ascii() {
-        Cow::Borrowed(v.trim())
+        Cow::Owned(v.trim().to_owned())
     } else {
         Cow::Owned(
             v.nfkc()

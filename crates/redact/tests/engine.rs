@@ -619,3 +619,42 @@ fn pseudonyms_of_one_value_written_differently_are_one() {
     assert_eq!(as_text("c"), as_text("d"));
     assert_ne!(as_text("user.id"), as_text("user.email"));
 }
+
+/// Disguises (issue 17): percent-encoding, entities, invisible characters, full-width digits,
+/// base64 and hex of a value are undone before the detectors look; the original characters go.
+#[test]
+fn disguised_values_are_redacted_in_place() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode("jane.doe@example.com");
+    let sp = one_span(vec![
+        kv("a", s("mail jane%2Edoe%40example.com now")),
+        kv("b", s("mail jane&#46;doe&#64;example&#46;com now")),
+        kv("c", s("card 4111\u{200B}1111\u{200B}1111\u{200B}1111")),
+        kv("d", s("card ４１１１ １１１１ １１１１ １１１１")),
+        kv("e", s(&format!("blob {b64}"))),
+        kv("f", s(&format!("hex {}", hex_of("4111111111111111")))),
+    ]);
+    let out = redact(&Rules::builtin(), "acme", &key(1), batch("svc", sp));
+    let as_text = |k: &str| tv_model::any_value_to_string(attr(&out.request, k).unwrap());
+    // One pseudonym for the address however it was written.
+    let plain = redact(
+        &Rules::builtin(),
+        "acme",
+        &key(1),
+        batch(
+            "svc",
+            one_span(vec![kv("a", s("mail jane.doe@example.com now"))]),
+        ),
+    );
+    let want = tv_model::any_value_to_string(attr(&plain.request, "a").unwrap());
+    assert_eq!(as_text("a"), want);
+    assert_eq!(as_text("b"), want);
+    assert_eq!(as_text("c"), "card ****1111");
+    assert!(as_text("d").starts_with("card ****"), "{}", as_text("d"));
+    assert!(as_text("e").starts_with("blob hmac:"), "{}", as_text("e"));
+    assert_eq!(as_text("f"), "hex ****1111");
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
