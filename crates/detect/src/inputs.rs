@@ -276,8 +276,12 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
             }
         }
     }
-    // Body.
-    if let Some(b) = v.attr_str(BODY_ATTRIBUTE) {
+    // Body: the request's, or a message's payload (a queue consumer's request).
+    let body = v
+        .attr_str(BODY_ATTRIBUTE)
+        .or_else(|| v.attr_str("http.request.body.content"))
+        .or_else(|| v.attr_str("messaging.message.body"));
+    if let Some(b) = body {
         out.push_raw(b);
         let t = b.trim_start();
         if t.starts_with('{') || t.starts_with('[') {
@@ -298,6 +302,46 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
             }
         }
     }
+    // GraphQL: the string literals of the document are what the client typed; the document
+    // itself is schema and syntax (braces, quotes and `...` are not an injection).
+    if let Some(doc) = v.attr_str("graphql.document") {
+        for lit in graphql_strings(doc) {
+            out.push_raw(lit);
+            out.push_decoded(decode(lit, false));
+        }
+    }
+    // The fragment (read by the browser: where DOM XSS travels).
+    if let Some(f) = v
+        .attr_str("url.fragment")
+        .or_else(|| target.and_then(|t| t.split_once('#')).map(|(_, f)| f))
+    {
+        out.push_raw(f);
+        out.push_decoded(decode(f, false));
+    }
+    // On a server span: its name when it is the raw request line or path the server saw (not
+    // a route template), and an exception's message (an error quoting the input it choked on).
+    // Client and internal spans name queries and calls the service made itself.
+    let server = v.span.kind == 2;
+    let name = v.span.name.as_str();
+    let path_like = name.starts_with('/')
+        || name.split_once(' ').is_some_and(|(m, rest)| {
+            m.bytes().all(|c| c.is_ascii_uppercase()) && rest.starts_with('/')
+        });
+    if server && path_like && name.contains(['?', '%', '\'', '<', '"', ';']) {
+        out.push_raw(name);
+        out.push_decoded(decode(name, false));
+    }
+    for ev in v.span.events.iter().filter(|_| server) {
+        for kv in &ev.attributes {
+            if kv.key == "exception.message"
+                && let Some(any_value::Value::StringValue(m)) =
+                    kv.value.as_ref().and_then(|x| x.value.as_ref())
+            {
+                out.push_raw(m);
+                out.push_decoded(decode(m, false));
+            }
+        }
+    }
     // User agent and captured request headers.
     if let Some(ua) = v
         .attr_str("user_agent.original")
@@ -307,9 +351,17 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
         out.push_decoded(decode(ua, false));
     }
     for kv in &v.span.attributes {
-        let Some(name) = kv.key.strip_prefix("http.request.header.") else {
+        // gRPC metadata is the request's headers.
+        let Some(name) = kv
+            .key
+            .strip_prefix("http.request.header.")
+            .or_else(|| kv.key.strip_prefix("rpc.grpc.request.metadata."))
+            .or_else(|| kv.key.strip_prefix("rpc.request.metadata."))
+        else {
             continue;
         };
+        let lower = name.to_ascii_lowercase().replace('_', "-");
+        let name = lower.as_str();
         if PLUMBING_HEADERS.contains(&name) {
             continue;
         }
@@ -342,6 +394,42 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
         .filter(|c| !c.trim().is_empty())
         .collect();
     out.cmdline.dedup();
+    out
+}
+
+/// The string literals of a GraphQL document (`"..."` and `"""..."""` block strings, escapes
+/// kept as written).
+fn graphql_strings(doc: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let b = doc.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        if doc[i..].starts_with("\"\"\"") {
+            let start = i + 3;
+            match doc[start..].find("\"\"\"") {
+                Some(n) => {
+                    out.push(&doc[start..start + n]);
+                    i = start + n + 3;
+                }
+                None => break,
+            }
+            continue;
+        }
+        let start = i + 1;
+        let mut j = start;
+        while j < b.len() && b[j] != b'"' {
+            if b[j] == b'\\' {
+                j += 1;
+            }
+            j += 1;
+        }
+        out.push(&doc[start..j.min(b.len())]);
+        i = j + 1;
+    }
     out
 }
 
