@@ -191,6 +191,8 @@ struct KeyInfo {
     renamed: bool,
     /// What a number (or a number-shaped string) under this key is, by the key's words.
     numeric: Option<Kind>,
+    /// The key names a version or build (`service.version`): a dotted quad there is a version.
+    versionish: bool,
     rule: Option<u32>,
     secret_name: bool,
     always_secret: bool,
@@ -437,6 +439,12 @@ impl Cx<'_> {
             name,
             renamed,
             numeric: numeric_context(&canon),
+            versionish: {
+                let k = canon.to_ascii_lowercase();
+                ["version", "build", "release", "revision"]
+                    .iter()
+                    .any(|w| k.contains(w))
+            },
             rule,
             secret_name: secret_key_name().is_match(&canon) && !not_secret_key(&canon),
             always_secret: always_secret(&canon),
@@ -531,7 +539,10 @@ impl Cx<'_> {
         if s.len() < 3 {
             return None;
         }
-        let findings = scan(s);
+        let mut findings = scan(s);
+        if field.key != NO_KEY && self.key_info[field.key as usize].versionish {
+            findings.retain(|f| f.kind != Kind::IpAddress || s[f.start..f.end].contains(':'));
+        }
         let mut out: Option<String> = None;
         let mut at = 0;
         for f in findings {

@@ -438,6 +438,16 @@ fn assigned_value(text: &str, at: usize, strong: bool) -> Option<(usize, usize, 
         if text[i..].starts_with("is ") {
             i += 3;
         }
+        // Without `=` or `:`, a lowercase word is prose (`password reset email sent`,
+        // `password changed`), not a password.
+        let word: &[u8] = &b[i..];
+        let n = word
+            .iter()
+            .position(|c| c.is_ascii_whitespace())
+            .unwrap_or(word.len());
+        if n > 0 && word[..n].iter().all(u8::is_ascii_lowercase) {
+            return None;
+        }
     } else if !matches!(op, "=" | ":" | "=>" | ":=" | "==" | "!=" | "===" | "!==") {
         return None;
     }
