@@ -141,7 +141,7 @@ fn patterns() -> &'static Patterns {
             email: re(r"(?i)[a-z0-9!#$%'*+^_`{|}~.-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"),
             // 12 to 19 digits, optionally grouped by single spaces or dashes.
             // Runs of digits grouped by single spaces or dashes; `cards_in_run` finds the cards.
-            card: re(r"\d(?:[ -]?\d){11,}"),
+            card: re(r"\d(?:[ ./-]?\d){11,}"),
             // Country code, check digits, 11 to 30 alphanumerics, optionally grouped by spaces.
             iban: re(r"(?i)[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}"),
             ssn: re(r"\d{3}[- ]?\d{2}[- ]?\d{4}"),
@@ -194,6 +194,8 @@ pub fn card_issuer(digits: &[u8]) -> bool {
         // Mastercard 51-55 and 2221-2720; JCB's 15-digit 2131
         5 if (51..=55).contains(&p2) => n == 16,
         2 if (2221..=2720).contains(&p4) => n == 16,
+        // Mir (2200-2204)
+        2 if (2200..=2204).contains(&p4) => (16..=19).contains(&n),
         2 if p4 == 2131 => n == 15,
         // Amex
         3 if p2 == 34 || p2 == 37 => n == 15,
@@ -596,7 +598,11 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
                 prev_digit = true;
                 continue;
             }
-            b' ' | b'-' if prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+            b' ' | b'-' | b'.' | b'/'
+                if prev_digit && b.get(i + 1).is_some_and(u8::is_ascii_digit) =>
+            {
+                // A dot between digits also counts toward an IPv4 address.
+                dots += usize::from(c == b'.');
                 prev_digit = false;
                 continue;
             }
@@ -642,6 +648,26 @@ fn scan_pii(text: &str, out: &mut Vec<Finding>) {
     if phone_run >= 7 {
         scan_phones(text, p, out);
     }
+    // Compact E.164 (`+14155550132`) and `tel:` URIs, which the grouped pattern does not take.
+    if phone_run >= 8 && (text.contains('+') || text.contains("tel:")) {
+        for m in e164().find_iter(text) {
+            if bounded(text, m.start(), m.end(), b"") {
+                out.push(Finding {
+                    kind: Kind::Phone,
+                    start: m.start(),
+                    end: m.end(),
+                });
+            }
+        }
+    }
+}
+
+fn e164() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| {
+        Regex::new(r"(?i)tel:\+?[0-9][0-9().-]{6,20}[0-9]|\+[1-9][0-9]{7,14}")
+            .expect("phone pattern compiles")
+    })
 }
 
 fn scan_emails(text: &str, p: &Patterns, out: &mut Vec<Finding>) {

@@ -255,6 +255,12 @@ fn numeric_context(key: &str) -> Option<Kind> {
     if has(&["ssn", "socialsecuritynumber"]) || k.contains("social_security") {
         return Some(Kind::UsSsn);
     }
+    // A card's verification code or a PIN: a few digits that are the secret themselves.
+    if has(&[
+        "cvv", "cvc", "cvv2", "cvc2", "csc", "cid", "pin", "pincode", "passcode",
+    ]) {
+        return Some(Kind::SecretAssignment);
+    }
     None
 }
 
@@ -792,6 +798,9 @@ impl Cx<'_> {
         let fits = match kind {
             Kind::Phone => (7..=15).contains(&digits),
             Kind::UsSsn => digits == 9,
+            Kind::SecretAssignment => {
+                (3..=8).contains(&digits) && text.bytes().all(|b| b.is_ascii_digit())
+            }
             _ => false,
         };
         if !shaped || !fits || already_redacted(&text) {

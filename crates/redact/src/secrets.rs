@@ -27,6 +27,7 @@ struct Patterns {
     vault_legacy: Regex,
     basic_cli: Regex,
     cli_password: Regex,
+    xml_element: Regex,
     xml_pair: Regex,
     assign_name: Regex,
 }
@@ -176,7 +177,9 @@ fn patterns() -> &'static Patterns {
             auth: re(
                 r"(?i)\b(?:bearer|basic|token|digest|negotiate|apikey|api-key|ssws)[ \t]+([A-Za-z0-9._~+/=-]{8,})",
             ),
-            url_userinfo: re(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^\s:/?#@\[\]]+):([^\s/?#@\[\]]*)@"),
+            // `redis://:pw@host` (no user) and `postgres://app:p@ss@db` (the password runs to
+            // the last `@` before the path, as URL parsers read it).
+            url_userinfo: re(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://([^\s:/?#@\[\]]*):([^\s/?#\[\]]*)@"),
             url_param: re(
                 r"(?i)[?&;]([a-z0-9_.\[\]-]*(?:passw|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth|signature|\bsig\b|credential|session|\bkey\b|client[_-]?secret|\bcode\b)[a-z0-9_.\[\]-]*)=([^&#\s\x22'<>]+)",
             ),
@@ -192,7 +195,11 @@ fn patterns() -> &'static Patterns {
             // A user and a password on one command line (`psexec -u admin -p x`, `mysql -u root
             // -pX`, `Connect-VIServer -User a -Password b`).
             cli_password: re(
-                r#"(?i)(?:^|\s)(?:-u|--user|-user|-username)\s+\S+\s+(?:-p|--password|-password|-pw)\s+['"]?([^\s'"]+)"#,
+                r#"(?:^|\s)(?:-u|--user|-user|-username)\s*\S+\s+(?:-p\s*|--password[= ]|-password\s+|-pw\s+)['"]?([^\s'"]+)"#,
+            ),
+            // `<password>...</password>`, `<apiKey>...</apiKey>` (XML configuration).
+            xml_element: re(
+                r"<[A-Za-z_:-]*(?i:passw|pwd|secret|token|api[_-]?key|credential)[A-Za-z_:-]*>([^<]{1,256})</",
             ),
             // .NET configuration: <add key="SmtpPassword" value="..."/>
             xml_pair: re(
@@ -256,7 +263,11 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
         for c in p.url_userinfo.captures_iter(text) {
             let (user, pass) = (c.get(1).expect("user"), c.get(2).expect("password"));
             if !pass.as_str().is_empty() && !placeholder(pass.as_str()) {
-                push(Kind::UrlCredential, user.start(), pass.end());
+                push(
+                    Kind::UrlCredential,
+                    user.start().min(pass.start()),
+                    pass.end(),
+                );
             }
         }
     }
@@ -305,6 +316,14 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
         for c in p.cli_password.captures_iter(text) {
             let v = c.get(1).expect("password");
             if plausible_secret(v.as_str(), false, true) {
+                push(Kind::SecretAssignment, v.start(), v.end());
+            }
+        }
+    }
+    if has(b'<') && g & G_ASSIGN != 0 {
+        for c in p.xml_element.captures_iter(text) {
+            let v = c.get(1).expect("value");
+            if plausible_secret(v.as_str().trim(), true, true) {
                 push(Kind::SecretAssignment, v.start(), v.end());
             }
         }

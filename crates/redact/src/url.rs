@@ -90,6 +90,15 @@ fn scrub_full(input: &str, mut u: url::Url, s: &mut dyn UrlScrubber) -> Option<S
             changed = true;
         }
     }
+    // A host that is an address says whose machine it is: the detectors decide, as in text.
+    let host = match u.host() {
+        Some(url::Host::Ipv4(_)) | Some(url::Host::Ipv6(_)) => u
+            .host_str()
+            .map(|h| h.trim_matches(['[', ']']).to_owned())
+            .and_then(|h| s.text(&h)),
+        _ => None,
+    };
+    changed |= host.is_some();
     let path = scrub_path(u.path(), s);
     let query = u.query().and_then(|q| scrub_query(q, s));
     let fragment = u
@@ -100,7 +109,14 @@ fn scrub_full(input: &str, mut u: url::Url, s: &mut dyn UrlScrubber) -> Option<S
         return None;
     }
     let mut out = String::with_capacity(input.len());
-    out.push_str(&u[..url::Position::BeforePath]);
+    match &host {
+        Some(h) => {
+            out.push_str(&u[..url::Position::BeforeHost]);
+            out.push_str(h);
+            out.push_str(&u[url::Position::AfterHost..url::Position::BeforePath]);
+        }
+        None => out.push_str(&u[..url::Position::BeforePath]),
+    }
     out.push_str(path.as_deref().unwrap_or(u.path()));
     if let Some(q) = u.query() {
         out.push('?');
@@ -210,10 +226,12 @@ fn scrub_query(q: &str, s: &mut dyn UrlScrubber) -> Option<String> {
     changed.then(|| parts.join("&"))
 }
 
-/// Numbers of two or more digits, UUIDs, and hex runs of 16+ (with a digit): resource ids.
+/// Numbers of two or more digits, UUIDs, hex runs of 16+ (with a digit), and long random
+/// tokens (reset links, share links): resource ids and credentials, not route words.
 pub fn identifier(seg: &str) -> bool {
     let b = seg.as_bytes();
-    (b.len() >= 2 && b.iter().all(u8::is_ascii_digit))
+    random_token(seg)
+        || (b.len() >= 2 && b.iter().all(u8::is_ascii_digit))
         || (b.len() == 36
             && b.iter().enumerate().all(|(i, c)| {
                 if matches!(i, 8 | 13 | 18 | 23) {
@@ -225,6 +243,32 @@ pub fn identifier(seg: &str) -> bool {
         || (b.len() >= 16
             && b.iter().all(u8::is_ascii_hexdigit)
             && b.iter().any(u8::is_ascii_digit))
+}
+
+/// 20+ letters and digits (and `-`/`_`) that read as random: mixed case with digits, or
+/// lowercase with several digits and high entropy; never a slug of words.
+fn random_token(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    if b.len() < 20
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+    {
+        return false;
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    let upper = b.iter().any(u8::is_ascii_uppercase);
+    let lower = b.iter().any(u8::is_ascii_lowercase);
+    // A slug: words joined by dashes (`my-first-post-2024`).
+    let wordy = seg
+        .split(['-', '_'])
+        .filter(|w| w.len() >= 3 && w.bytes().all(|c| c.is_ascii_lowercase()))
+        .count()
+        >= 2;
+    let e = crate::secrets::entropy(seg);
+    !wordy
+        && digits >= 2
+        && ((upper && lower && e >= 3.5) || (lower && !upper && digits >= 4 && e >= 3.8))
 }
 
 /// The raw value part of `name=value`.
