@@ -247,10 +247,10 @@ async fn transit_root_round_trip_restart_and_one_key_per_tenant() {
         assert!(st == 200 || st == 204, "{body}");
     }
     let (ok, text) = srv.cli(&["keys", "rewrap-root"]);
-    // System secrets: two log seeds, two audit seeds, the token HMAC key, and the audit log's
-    // run keys of the two runs so far.
+    // System secrets: two log seeds, two audit seeds, the token HMAC key, the state-seal key
+    // (tokens, workloads, detector state), and the audit log's run keys of the two runs so far.
     assert!(
-        ok && text.contains("re-wrapped 2 tenant keys and 7 system secrets"),
+        ok && text.contains("re-wrapped 2 tenant keys and 8 system secrets"),
         "{text}"
     );
     let seeds = std::fs::read_to_string(srv.dir.join("keys/log-signing.json")).unwrap();
