@@ -43,6 +43,47 @@ impl DirTiles {
         Ok(self.root.join(resource))
     }
 
+    /// Removes what a flush that crashed before signing left behind: tiles and bundles for more
+    /// leaves than `size` (the last signed checkpoint's) and temporary files never renamed into
+    /// place. Without this, a stale partial tile at a width the next appends step over stays on
+    /// disk holding hashes of entries that were never signed, and `verify` rightly reports it.
+    /// Returns the resource paths removed.
+    pub fn discard_unsigned(&mut self, size: u64) -> std::io::Result<Vec<String>> {
+        let mut files = Vec::new();
+        crate::verify::walk(&self.root.join("tile"), &mut files);
+        let mut removed = Vec::new();
+        for p in files {
+            let Ok(rel) = p.strip_prefix(&self.root) else {
+                continue;
+            };
+            let res = rel.to_string_lossy().into_owned();
+            let stale = if p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".tmp-"))
+            {
+                true
+            } else {
+                match tv_tlog::tiles::parse_path(&res) {
+                    Some(tv_tlog::tiles::TileRef::Hashes { level, n, width }) => {
+                        width > signed_width(level, n, size)
+                    }
+                    Some(tv_tlog::tiles::TileRef::Entries { n, width }) => {
+                        width > signed_width(0, n, size)
+                    }
+                    None => false,
+                }
+            };
+            if stale {
+                std::fs::remove_file(&p)?;
+                self.dirty
+                    .insert(p.parent().expect("under the tile directory").to_owned());
+                removed.push(res);
+            }
+        }
+        self.sync()?;
+        Ok(removed)
+    }
+
     /// Makes every write since the last sync durable (one fsync per touched directory).
     pub fn sync(&mut self) -> std::io::Result<()> {
         for d in std::mem::take(&mut self.dirty) {
@@ -82,6 +123,14 @@ impl TileStore for DirTiles {
         self.dirty.insert(dir);
         Ok(())
     }
+}
+
+/// Width of tile `n` at `level` in a tree of `size` leaves (0 when the tree does not reach it).
+fn signed_width(level: u8, n: u64, size: u64) -> u64 {
+    let count = size >> (8 * level as u32);
+    count
+        .saturating_sub(n * tv_tlog::tiles::TILE_WIDTH)
+        .min(tv_tlog::tiles::TILE_WIDTH)
 }
 
 /// The latest checkpoint and the history of all of them.
@@ -208,6 +257,55 @@ mod tests {
         assert!(raw.write("../escape", b"x").is_err());
         assert!(raw.read("tile/0/../../etc").is_err());
         raw.sync().unwrap();
+    }
+
+    #[test]
+    fn tiles_a_crashed_flush_wrote_beyond_the_signed_size_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("log");
+        let batch = |from: u64, n: u64, tag: &str| -> Vec<Vec<u8>> {
+            (from..from + n)
+                .map(|i| format!("{tag}{i}").into_bytes())
+                .collect()
+        };
+        let mut log = TiledLog::open(DirTiles::open(&root).unwrap(), 0);
+        log.append(&batch(0, 300, "e")).unwrap();
+        // A flush that wrote its tiles and then crashed before its checkpoint was signed, in the
+        // middle of writing one more file.
+        log.append(&batch(300, 20, "lost")).unwrap();
+        std::fs::write(root.join("tile/entries/001.p/64.tmp-0a1b2c"), b"torn").unwrap();
+        assert!(root.join("tile/0/001.p/64").is_file());
+
+        let mut tiles = DirTiles::open(&root).unwrap();
+        let mut removed = tiles.discard_unsigned(300).unwrap();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                "tile/0/001.p/64",
+                "tile/entries/001.p/64",
+                "tile/entries/001.p/64.tmp-0a1b2c"
+            ]
+        );
+        // What the signed size needs stays.
+        for p in [
+            "tile/0/000",
+            "tile/0/001.p/44",
+            "tile/1/000.p/1",
+            "tile/entries/001.p/44",
+        ] {
+            assert!(root.join(p).is_file(), "{p}");
+        }
+        // Different entries at the same indexes, stepping over the old width, hash like a log
+        // that never saw the lost ones.
+        let mut log = TiledLog::open(tiles, 300);
+        let mut mem = MemoryTree::default();
+        for e in batch(0, 300, "e").iter().chain(&batch(300, 40, "new")) {
+            mem.append(e).unwrap();
+        }
+        log.append(&batch(300, 40, "new")).unwrap();
+        assert_eq!(log.root(340).unwrap(), mem.root(340).unwrap());
+        assert!(!root.join("tile/0/001.p/64").exists());
     }
 
     #[test]

@@ -112,7 +112,8 @@ pub fn note_checkpoint(note: &[u8]) -> Result<Checkpoint, String> {
 
 impl TxLog {
     /// Opens the log in `dir`, at the size of the last checkpoint in its history (tiles written
-    /// for a larger size by a flush that crashed before signing are rewritten).
+    /// for a larger size by a flush that crashed before signing are removed, and rewritten by
+    /// the appends that follow).
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Self, StoreError> {
         let io = |e| StoreError::io(dir, e);
         let checkpoints = Checkpoints::open(dir).map_err(io)?;
@@ -145,7 +146,16 @@ impl TxLog {
                 (cp.size, Some(n.clone()), Some(cp.root))
             }
         };
-        let log = TiledLog::open(DirTiles::open(dir).map_err(io)?, size);
+        let mut tiles = DirTiles::open(dir).map_err(io)?;
+        let removed = tiles.discard_unsigned(size).map_err(io)?;
+        if !removed.is_empty() {
+            tracing::warn!(
+                files = removed.len(),
+                size,
+                "removed tiles and bundles a flush wrote but never signed (a crash before signing)"
+            );
+        }
+        let log = TiledLog::open(tiles, size);
         if let Some(root) = root {
             let got = log.root(size).map_err(|e| merr(dir, e))?;
             if got != root {
