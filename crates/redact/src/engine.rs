@@ -11,10 +11,8 @@
 //! trace ids, timestamps and kinds are structure, not content.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
 
 use aws_lc_rs::hmac;
-use regex::Regex;
 use serde::Serialize;
 use tv_model::otlp::{AnyValue, ExportTraceServiceRequest, KeyValue, any_value::Value};
 
@@ -194,8 +192,7 @@ struct KeyInfo {
     /// The key names a version or build (`service.version`): a dotted quad there is a version.
     versionish: bool,
     rule: Option<u32>,
-    secret_name: bool,
-    always_secret: bool,
+    secret: Option<SecretKey>,
     allowed: bool,
     url: Option<UrlField>,
     sql: bool,
@@ -264,43 +261,46 @@ fn numeric_context(key: &str) -> Option<Kind> {
     None
 }
 
-/// Keys whose value is a secret whatever it looks like.
-fn secret_key_name() -> &'static Regex {
-    static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| {
-        Regex::new(
-            r"(?i)(?:passw|pwd|passphrase|secret|token|api[-_.]?key|apikey|authorization|cookie|credential|private[-_.]?key|session[-_.]?id|access[-_.]?key|signature)",
-        )
-        .expect("pattern compiles")
+/// How a key's name says its value is a secret (`names::secret_name`, plus the headers whose
+/// every value is a credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretKey {
+    /// Any non-empty value is a secret (`*password*`, `*credential*`, `authorization`, `cookie`).
+    Always,
+    /// A value random by its shape (`*token*`, `*_api_key`, `*secret*`).
+    Random,
+    /// A random value that is not a structured identifier (`<qualifier>_key`, `key`).
+    RandomUnstructured,
+}
+
+fn secret_key(key: &str) -> Option<SecretKey> {
+    let words = crate::names::words(key);
+    if words
+        .iter()
+        .any(|w| matches!(w.as_str(), "authorization" | "cookie" | "setcookie"))
+    {
+        return Some(SecretKey::Always);
+    }
+    Some(match crate::names::secret_words(&words)? {
+        // A password's or a credential's own words: whatever the value is. A bare `pass` or `pw`
+        // may be a test's result (`check.pass = true`): judged by the value like a token.
+        crate::names::Strength::Password | crate::names::Strength::Token
+            if words.iter().any(|w| {
+                w.contains("passw")
+                    || w.contains("passphrase")
+                    || w.starts_with("credential")
+                    || matches!(w.as_str(), "pwd" | "creds")
+            }) =>
+        {
+            SecretKey::Always
+        }
+        crate::names::Strength::Password
+        | crate::names::Strength::Secret
+        | crate::names::Strength::Token => SecretKey::Random,
+        crate::names::Strength::Key | crate::names::Strength::BareKey => {
+            SecretKey::RandomUnstructured
+        }
     })
-}
-
-/// Keys named like secrets that are not (`gen_ai.usage.input_tokens`, `gen_ai.token.type`).
-fn not_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.ends_with("tokens")
-        || k.contains("token_count")
-        || k.contains("token.type")
-        || k.contains("tokens.")
-        || k.ends_with(".count")
-        || k.ends_with("_count")
-        || k.ends_with(".name")
-        || k.ends_with(".length")
-}
-
-/// Whether the key is always-sensitive (`password`, `authorization`, `cookie`): any value.
-fn always_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "passw",
-        "pwd",
-        "passphrase",
-        "authorization",
-        "cookie",
-        "credential",
-    ]
-    .iter()
-    .any(|w| k.contains(w))
 }
 
 /// A value plausible as a token or key (for `*token*`/`*secret*`/`*key*` names).
@@ -452,8 +452,7 @@ impl Cx<'_> {
                     .any(|w| k.contains(w))
             },
             rule,
-            secret_name: secret_key_name().is_match(&canon) && !not_secret_key(&canon),
-            always_secret: always_secret(&canon),
+            secret: secret_key(&canon),
             allowed: self.policy.allowed(key),
             url: UrlField::of_key(key),
             sql: matches!(key, "db.statement" | "db.query.text"),
@@ -599,14 +598,8 @@ impl Cx<'_> {
             kv.key = info.name.clone();
         }
         let numeric = info.numeric;
-        let (rule_i, secret_name, always, allowed, url, sql) = (
-            info.rule,
-            info.secret_name,
-            info.always_secret,
-            info.allowed,
-            info.url,
-            info.sql,
-        );
+        let (rule_i, secret, allowed, url, sql) =
+            (info.rule, info.secret, info.allowed, info.url, info.sql);
         let value = &mut kv.value;
         // 1. the strongest key rule
         if let Some(ri) = rule_i {
@@ -651,11 +644,19 @@ impl Cx<'_> {
             return Outcome::Keep;
         };
         // 3. secret-named keys
-        if secret_name {
+        if let Some(secret) = secret {
             let hides = |s: &str| {
                 let rest = residual(s);
                 let rest = rest.trim();
-                !rest.is_empty() && !already_redacted(s) && (always || high_entropy(rest))
+                !rest.is_empty()
+                    && !already_redacted(s)
+                    && match secret {
+                        SecretKey::Always => true,
+                        SecretKey::Random => high_entropy(rest),
+                        SecretKey::RandomUnstructured => {
+                            high_entropy(rest) && !crate::secrets::structured(rest)
+                        }
+                    }
             };
             let hidden = match v.value.as_mut() {
                 Some(Value::StringValue(s)) => hides(s),

@@ -30,6 +30,7 @@
 pub mod detect;
 pub mod disguise;
 pub mod engine;
+pub mod names;
 pub mod normalize;
 pub mod policy;
 pub mod secrets;

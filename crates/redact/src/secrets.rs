@@ -13,6 +13,7 @@ use base64::Engine as _;
 use regex::Regex;
 
 use crate::detect::{Finding, Kind};
+use crate::names::{self, Strength};
 
 struct Patterns {
     pem: Regex,
@@ -135,6 +136,15 @@ const KEYWORDS: &[(&str, u32)] = &[
     ("crumb", G_ASSIGN),
     ("key", G_ASSIGN),
     ("pat", G_ASSIGN),
+    ("auth", G_ASSIGN),
+    ("sig", G_ASSIGN),
+    ("sess", G_ASSIGN),
+    ("sid", G_ASSIGN),
+    ("cred", G_ASSIGN),
+    ("pw", G_ASSIGN),
+    ("otp", G_ASSIGN),
+    ("login", G_ASSIGN),
+    ("licen", G_ASSIGN),
     ("-u ", G_USER_FLAG),
     ("--user", G_USER_FLAG),
     ("key=\"", G_XML),
@@ -198,18 +208,16 @@ fn patterns() -> &'static Patterns {
                 r#"(?:^|\s)(?:-u|--user|-user|-username)\s*\S+\s+(?:-p\s*|--password[= ]|-password\s+|-pw\s+)['"]?([^\s'"]+)"#,
             ),
             // `<password>...</password>`, `<apiKey>...</apiKey>` (XML configuration).
-            xml_element: re(
-                r"<[A-Za-z_:-]*(?i:passw|pwd|secret|token|api[_-]?key|credential)[A-Za-z_:-]*>([^<]{1,256})</",
-            ),
+            // `<password>...</password>`, `<vendorApiKey>...</vendorApiKey>`: the tag a secret name.
+            xml_element: re(r"<([A-Za-z_][A-Za-z0-9_.:-]{0,63})>([^<]{1,256})</"),
             // .NET configuration: <add key="SmtpPassword" value="..."/>
             xml_pair: re(
                 r#"(?i)key="[^"]*(?:passw|pwd|secret|token|api[_-]?key|credential)[^"]*"\s+value="([^"]*)""#,
             ),
-            assign_name: re(concat!(
-                r"(?i)[A-Za-z0-9_.-]*(?:passw(?:or)?d|pwd|passphrase|secret|token|credential|crumb|apikey",
-                r"|(?:api|access|private|auth|license|deploy|master|encryption|signing|session|client|app|io|device|preshared|account|service)[_.-]?key",
-                r"|(?:\b|_)pat\b|(?:\b|_)pass\b)[A-Za-z0-9_.-]*",
-            )),
+            // Any identifier holding a secret word; `names::secret_name` decides by its words.
+            assign_name: re(
+                r"(?i)[A-Za-z0-9_.-]*(?:pass|pw|secret|token|key|cred|crumb|auth|sig|sess|sid|pat|otp|jwt|login|licen[cs]e)[A-Za-z0-9_.-]*",
+            ),
         }
     })
 }
@@ -322,8 +330,17 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
     }
     if has(b'<') && g & G_ASSIGN != 0 {
         for c in p.xml_element.captures_iter(text) {
-            let v = c.get(1).expect("value");
-            if plausible_secret(v.as_str().trim(), true, true) {
+            let tag = c.get(1).expect("tag").as_str();
+            let v = c.get(2).expect("value");
+            let ok = match names::secret_name(tag) {
+                None => false,
+                Some(Strength::Password | Strength::Secret) => {
+                    plausible_secret(v.as_str().trim(), true, true)
+                }
+                Some(Strength::Token) => plausible_secret(v.as_str().trim(), true, false),
+                Some(Strength::Key | Strength::BareKey) => random_token(v.as_str().trim()),
+            };
+            if ok {
                 push(Kind::SecretAssignment, v.start(), v.end());
             }
         }
@@ -338,21 +355,118 @@ pub(crate) fn scan_secrets(text: &str, out: &mut Vec<Finding>) {
     }
     if g & G_ASSIGN != 0 {
         for m in p.assign_name.find_iter(text) {
-            let name = m.as_str().to_ascii_lowercase();
-            let strong = name.contains("pass") || name.contains("pwd") || name.ends_with("secret");
-            if let Some((start, end, quoted)) = assigned_value(text, m.end(), strong) {
-                let value = &text[start..end];
+            let Some(strength) = names::secret_name(m.as_str()) else {
+                continue;
+            };
+            let strong = matches!(strength, Strength::Password | Strength::Secret);
+            let Some(a) = assigned_value(text, m.end()) else {
+                continue;
+            };
+            let value = &text[a.start..a.end];
+            let ok = match (strength, a.spaced) {
+                // `password hunter22`, `vendor SECRET x`: a space assigns to a password or a
+                // secret (not a lowercase word: `password reset email sent`).
+                (Strength::Password | Strength::Secret, _) => {
+                    plausible_secret(value, a.quoted, strong)
+                }
+                // `VENDOR TOKEN x`, `--vendor-token x`, `ENV VENDOR_LICENSE_KEY x`: only a value
+                // random by its shape.
+                (Strength::Token | Strength::Key, true) => random_token(value),
+                (Strength::Token, false) => plausible_secret(value, a.quoted, false),
+                (Strength::Key, false) => {
+                    plausible_secret(value, a.quoted, false) && !structured(value)
+                }
+                // `key = ...` alone: a random value; `vendor key x`: the word before qualifies.
+                (Strength::BareKey, false) => random_token(value),
+                (Strength::BareKey, true) => {
+                    key_qualified_before(text, m.start()) && random_token(value)
+                }
+            };
+            if ok {
+                let name = m.as_str().to_ascii_lowercase();
                 let kind = if name.contains("aws") && value.len() == 40 {
                     Kind::AwsSecretKey
                 } else {
                     Kind::SecretAssignment
                 };
-                if plausible_secret(value, quoted, strong) {
-                    push(kind, start, end);
-                }
+                push(kind, a.start, a.end);
             }
         }
     }
+}
+
+/// Whether the word before a bare `key` at `at` qualifies it (`Stripe key ...`, `API KEY ...`),
+/// rather than being absent or naming a data structure (`cache key ...`, `sort key ...`).
+fn key_qualified_before(text: &str, at: usize) -> bool {
+    let before = text[..at].trim_end_matches([' ', '\t']);
+    if before.len() == text[..at].len() {
+        return false;
+    }
+    let word: String = before
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    !word.is_empty()
+        && names::secret_words(&[word.to_lowercase(), "key".to_string()])
+            .is_some_and(|s| s == Strength::Key)
+}
+
+/// A value random by its shape alone (no name vouches for it strongly): 12 or more characters
+/// without spaces, not a URL, path or structured identifier, with letters and digits or both
+/// cases, and enough entropy; UUIDs and long hex count.
+pub(crate) fn random_token(v: &str) -> bool {
+    let v = v.trim_matches(['"', '\'', '`']);
+    if v.len() < 12 || v.len() > 1024 || placeholder(v) {
+        return false;
+    }
+    if v.bytes()
+        .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return false;
+    }
+    let lower = v.to_ascii_lowercase();
+    let base64ish = v.len() >= 20
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        && mixed(v);
+    if lower.contains("://")
+        || (v.starts_with('/') && !base64ish)
+        || v.starts_with('.')
+        || structured(v)
+    {
+        return false;
+    }
+    let digit = v.bytes().any(|c| c.is_ascii_digit());
+    let upper = v.bytes().any(|c| c.is_ascii_uppercase());
+    let lower_c = v.bytes().any(|c| c.is_ascii_lowercase());
+    let e = entropy(v);
+    if v.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-') {
+        return v.len() >= 16 && digit && e >= 2.5;
+    }
+    (e >= 3.0 && ((digit && (upper || lower_c)) || (upper && lower_c && v.len() >= 16)))
+        || (v.len() >= 20 && e >= 3.8)
+}
+
+/// A value made of plain parts: words, numbers and separators (`user:48213:profile:v2`,
+/// `orders.created.v2`, `tenant-42-prod`, `AB-1234-XL`), as keys of data structures are, not
+/// random characters.
+pub(crate) fn structured(v: &str) -> bool {
+    let parts: Vec<&str> = v
+        .split([':', '/', '.', '@', '_', '-', '#', '|', ','])
+        .filter(|p| !p.is_empty())
+        .collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| {
+            let b = p.as_bytes();
+            b.iter().all(u8::is_ascii_digit)
+                || (b.len() <= 12 && b.iter().all(u8::is_ascii_lowercase))
+                || (b.len() <= 4 && b.iter().all(u8::is_ascii_alphanumeric))
+                || (b.len() <= 12 && b.iter().all(u8::is_ascii_uppercase))
+        })
 }
 
 /// Digits, upper and lower case letters all present (random tokens have all three).
@@ -423,21 +537,73 @@ pub(crate) fn placeholder(v: &str) -> bool {
         || lower.starts_with("env")
         || lower.starts_with("process.env")
         || lower.starts_with("os.")
-        || ["xxxx", "****", "redacted", "changeme", "your_", "your-", "example", "dummy"]
-            .iter()
-            .any(|w| lower.contains(w))
-        // Sequences people type when they need a value for the docs.
-        || ["abcdef", "fedcba", "a1b2c3", "c3b2a1", "qwerty"]
-            .iter()
-            .any(|w| lower.contains(w))
+        // Masks.
+        || ["xxxx", "****", "redacted"].iter().any(|w| lower.contains(w))
+        || docs_value(&lower)
         || t.bytes().all(|c| c == t.as_bytes()[0])
 }
 
+/// A value written for the docs: a placeholder word or a sequence people type when they need a
+/// value (`changeme`, `your-api-key`, `example-secret`, `abcdef123456`), with little else. A
+/// random value that happens to contain one (`wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY`, AWS's
+/// documented secret key, is still a key's shape) is not a placeholder.
+fn docs_value(lower: &str) -> bool {
+    const WORDS: [&str; 11] = [
+        "changeme", "your_", "your-", "example", "dummy", "sample", "abcdef", "fedcba", "a1b2c3",
+        "c3b2a1", "qwerty",
+    ];
+    if sequential(lower) {
+        return true;
+    }
+    if !WORDS.iter().any(|w| lower.contains(w)) {
+        return false;
+    }
+    let mut rest = lower.to_string();
+    for w in WORDS {
+        rest = rest.replace(w, "");
+    }
+    let rest: String = rest.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    rest.len() < 16 || entropy(&rest) < 3.5
+}
+
+/// Letters or digits that mostly step through the alphabet (`a1b2c3d4e5f6g7h8`,
+/// `d4c3b2a1-f6e5-h8g7`, `1234567890`): typed for an example. In random text fewer than one
+/// letter pair in ten and one digit pair in five are neighbours.
+fn sequential(lower: &str) -> bool {
+    let steps = |xs: &[u8], wrap: u8| -> (usize, usize) {
+        let pairs = xs.len().saturating_sub(1);
+        let near = xs
+            .windows(2)
+            .filter(|w| {
+                let d = w[0].abs_diff(w[1]);
+                d == 1 || d == wrap - 1
+            })
+            .count();
+        (pairs, near)
+    };
+    let letters: Vec<u8> = lower.bytes().filter(u8::is_ascii_lowercase).collect();
+    let digits: Vec<u8> = lower.bytes().filter(u8::is_ascii_digit).collect();
+    let (lp, ln) = steps(&letters, 26);
+    let (dp, dn) = steps(&digits, 10);
+    // Hex letters (a to f) are neighbours too often by chance to tell.
+    let beyond_hex = letters.iter().any(|&c| c > b'f');
+    (beyond_hex && lp >= 10 && ln * 2 >= lp) || (dp >= 8 && dn * 10 >= dp * 8)
+}
+
+/// A value assigned after a name.
+struct Assigned {
+    start: usize,
+    end: usize,
+    quoted: bool,
+    /// Assigned by a space alone (`password hunter22`, `VENDOR TOKEN x`), no operator.
+    spaced: bool,
+}
+
 /// After a secret-looking name ending at `at`: an assignment (`=`, `:`, `=>`, `:=`, `==`, a
-/// closing quote or bracket before it) followed by a value, quoted or bare. For password names
-/// (`strong`) a space or ` is ` also assigns (`password hunter22`, `the password is 'x'`).
-/// Returns the value's byte range and whether it was quoted.
-fn assigned_value(text: &str, at: usize, strong: bool) -> Option<(usize, usize, bool)> {
+/// closing quote or bracket before it) followed by a value, quoted or bare; or a space and a
+/// value that is not a lowercase word (`password hunter22`, `the password is 'x'`, not
+/// `password reset email sent`). Whether a space may assign is the caller's to judge.
+fn assigned_value(text: &str, at: usize) -> Option<Assigned> {
     let b = text.as_bytes();
     let mut i = at;
     while i < b.len() && matches!(b[i], b'"' | b'\'' | b'`' | b']' | b')' | b'\\') {
@@ -451,8 +617,20 @@ fn assigned_value(text: &str, at: usize, strong: bool) -> Option<(usize, usize, 
     while i < b.len() && matches!(b[i], b'=' | b':' | b'>' | b'!') {
         i += 1;
     }
+    // A quoted name, a comma and a quoted value: arguments (`define('DB_PASSWORD', 'x')`,
+    // `put("apiKey", "x")`, `buildConfigField 'String', 'API_KEY', '"x"'`).
+    if i == op_start && b.get(i) == Some(&b',') && text[at..name_end].contains(['"', '\'']) {
+        let mut j = i + 1;
+        while j < b.len() && b[j] == b' ' {
+            j += 1;
+        }
+        if matches!(b.get(j), Some(b'"' | b'\'')) {
+            i += 1;
+        }
+    }
     let op = &text[op_start..i];
-    if op.is_empty() && strong && i > name_end && i < b.len() {
+    let spaced = op.is_empty();
+    if spaced && i > name_end && i < b.len() {
         // `password hunter22`, `password is 'x'`
         if text[i..].starts_with("is ") {
             i += 3;
@@ -467,7 +645,10 @@ fn assigned_value(text: &str, at: usize, strong: bool) -> Option<(usize, usize, 
         if n > 0 && word[..n].iter().all(u8::is_ascii_lowercase) {
             return None;
         }
-    } else if !matches!(op, "=" | ":" | "=>" | ":=" | "==" | "!=" | "===" | "!==") {
+    } else if !matches!(
+        op,
+        "=" | ":" | "=>" | ":=" | "==" | "!=" | "===" | "!==" | ","
+    ) {
         return None;
     }
     while i < b.len() && matches!(b[i], b' ' | b'\t') {
@@ -511,7 +692,12 @@ fn assigned_value(text: &str, at: usize, strong: bool) -> Option<(usize, usize, 
                     .unwrap_or(rest.len())
         }
     };
-    (end > start).then_some((start, end, quote.is_some()))
+    (end > start).then_some(Assigned {
+        start,
+        end,
+        quoted: quote.is_some(),
+        spaced,
+    })
 }
 
 /// A value that could be a secret rather than a word, a placeholder, a path or code: three
@@ -534,13 +720,21 @@ fn plausible_secret(v: &str, quoted: bool, strong: bool) -> bool {
         return false;
     }
     // The end of one string and the start of the next (`"a" + x + "b"`, `'x'.$y`, `"a",b:"c"`).
-    if v.starts_with([',', ';', ':', '+', '.']) || v.ends_with(['+']) {
+    // (A long base64 value may start with `+` or `/`.)
+    let base64ish = v.len() >= 20
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        && mixed(v);
+    if (v.starts_with([',', ';', ':', '.']) || v.ends_with(['+']))
+        || (v.starts_with('+') && !base64ish)
+    {
         return false;
     }
     let lower = v.to_ascii_lowercase();
-    if ["arn:", "http://", "https://", "file:", "/"]
+    if ["arn:", "http://", "https://", "file:"]
         .iter()
         .any(|p| lower.starts_with(p))
+        || (v.starts_with('/') && !base64ish)
     {
         return false;
     }

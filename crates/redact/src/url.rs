@@ -51,15 +51,43 @@ fn secret_param() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     R.get_or_init(|| {
         Regex::new(
-            r"(?i)(?:passw|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth|signature|credential|session|client[_-]?secret)|^(?:sig|key|code|jwt|pass)$",
+            r"(?i)(?:passw|pwd|secret|api[_-]?key|apikey|access[_-]?key|signature|credential|session|client[_-]?secret)|^(?:sig|key|code|jwt|pass|auth|token)$",
         )
         .expect("pattern compiles")
     })
 }
 
-/// Whether a query parameter name reads as carrying a secret.
+/// Whether a query parameter name reads as carrying a secret: by its words like every other name
+/// (`apiKey`, `x-vendor-token`, not `author` or `tokenizer`), by the stems that are secrets in any
+/// word (`*passw*`, `*secret*`, `*session*`), or as an OAuth-style one-time code (`code`,
+/// `auth_code`, `verificationCode`).
 pub fn secret_param_name(name: &str) -> bool {
-    secret_param().is_match(name)
+    if secret_param().is_match(name) {
+        return true;
+    }
+    let words = crate::names::words(name);
+    crate::names::secret_words(&words).is_some()
+        || match words.as_slice() {
+            [.., q, last] if last == "code" => matches!(
+                q.as_str(),
+                "auth"
+                    | "authorization"
+                    | "oauth"
+                    | "access"
+                    | "verification"
+                    | "verify"
+                    | "reset"
+                    | "confirmation"
+                    | "confirm"
+                    | "login"
+                    | "magic"
+                    | "mfa"
+                    | "otp"
+                    | "sms"
+                    | "device"
+            ),
+            _ => false,
+        }
 }
 
 /// Scrubs `input` as the given field. `None` when nothing changed.
