@@ -764,6 +764,63 @@ fn version_context(text: &str, start: usize) -> bool {
         .any(|w| word.eq_ignore_ascii_case(w))
 }
 
+/// Words that say the digits after them are a product, order or document code, not a phone
+/// number (`SKU 123-456-789`, `PN 7068-212-513`, `order 415 555 0132`).
+pub(crate) const CODE_WORDS: &[&str] = &[
+    "sku",
+    "pn",
+    "part",
+    "item",
+    "model",
+    "serial",
+    "sn",
+    "order",
+    "invoice",
+    "inv",
+    "ref",
+    "reference",
+    "lot",
+    "batch",
+    "ticket",
+    "isbn",
+    "ean",
+    "upc",
+    "gtin",
+    "asin",
+    "case",
+    "tracking",
+    "shipment",
+    "build",
+    "version",
+    "product",
+    "article",
+    "catalog",
+    "id",
+];
+
+/// Whether the word just before `start` (past spaces and `:`, `=`, `#`, `-`, `.`, `No`) names a
+/// code (see [`CODE_WORDS`]).
+fn code_context(text: &str, start: usize) -> bool {
+    let mut from = start.saturating_sub(24);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let mut pre = text[from..start].trim_end_matches([' ', ':', '=', '#', '-', '.']);
+    for no in ["no", "nr", "num"] {
+        if pre.len() > no.len()
+            && pre[pre.len() - no.len()..].eq_ignore_ascii_case(no)
+            && !pre.as_bytes()[pre.len() - no.len() - 1].is_ascii_alphabetic()
+        {
+            pre = pre[..pre.len() - no.len()].trim_end_matches([' ', ':', '=', '#', '-', '.']);
+        }
+    }
+    let word = pre
+        .rsplit(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    CODE_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+}
+
 /// Whether the 40 characters before `start` name an SSN.
 fn ssn_context(text: &str, start: usize) -> bool {
     let from = text[..start]
@@ -831,7 +888,10 @@ fn scan_ipv6(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
 fn scan_phones(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.phone.find_iter(text) {
         let s = m.as_str().trim_end();
-        if phone_valid(s) && bounded(text, m.start(), m.start() + s.len(), b".-") {
+        if phone_valid(s)
+            && bounded(text, m.start(), m.start() + s.len(), b".-")
+            && !code_context(text, m.start())
+        {
             out.push(Finding {
                 kind: Kind::Phone,
                 start: m.start(),
@@ -851,6 +911,24 @@ mod tests {
             .map(|f| (f.kind, &text[f.start..f.end]))
             .collect()
     }
+    #[test]
+    fn digit_groups_after_a_code_word_are_codes_not_phones() {
+        for t in [
+            "PN 7068-212-513",
+            "SKU: 415-555-0132",
+            "order no. 415 555 0132",
+            "ticket #212-555-0199",
+        ] {
+            assert!(kinds(t).is_empty(), "{t}: {:?}", kinds(t));
+        }
+        for (t, phone) in [
+            ("call 415-555-0132 today", "415-555-0132"),
+            ("phone number: (415) 555-0132", "(415) 555-0132"),
+        ] {
+            assert_eq!(kinds(t), vec![(Kind::Phone, phone)], "{t}");
+        }
+    }
+
     #[test]
     fn versions_are_not_addresses_and_bare_nine_digits_need_ssn_context() {
         let ua =

@@ -191,6 +191,9 @@ struct KeyInfo {
     numeric: Option<Kind>,
     /// The key names a version or build (`service.version`): a dotted quad there is a version.
     versionish: bool,
+    /// The key names a product, order or document code (`app.product.sku`, `order.id`) and not a
+    /// phone: digit groups there are the code.
+    codeish: bool,
     rule: Option<u32>,
     secret: Option<SecretKey>,
     allowed: bool,
@@ -451,6 +454,16 @@ impl Cx<'_> {
                     .iter()
                     .any(|w| k.contains(w))
             },
+            codeish: {
+                let words = crate::names::words(&canon);
+                numeric_context(&canon) != Some(Kind::Phone)
+                    && words
+                        .iter()
+                        .any(|w| crate::detect::CODE_WORDS.contains(&w.as_str()))
+                    && !words
+                        .iter()
+                        .any(|w| w == "phone" || w == "tel" || w == "fax")
+            },
             rule,
             secret: secret_key(&canon),
             allowed: self.policy.allowed(key),
@@ -547,6 +560,10 @@ impl Cx<'_> {
         let mut findings = scan(s);
         if field.key != NO_KEY && self.key_info[field.key as usize].versionish {
             findings.retain(|f| f.kind != Kind::IpAddress || s[f.start..f.end].contains(':'));
+        }
+        // Under a key that names a product, order or document code, digit groups are that code.
+        if field.key != NO_KEY && self.key_info[field.key as usize].codeish {
+            findings.retain(|f| f.kind != Kind::Phone);
         }
         let mut out: Option<String> = None;
         let mut at = 0;
