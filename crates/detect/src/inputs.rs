@@ -49,6 +49,9 @@ pub struct Inputs {
     /// Decoded inputs normalised like a shell reads them (see [`cmdline`]), where that changes
     /// them or they hold a shell metacharacter.
     pub cmdline: Vec<String>,
+    /// Decoded inputs that are prose written for people (see [`prose`]): the signature rules read
+    /// them, libinjection's tokenizers (made for parameter values) do not.
+    pub prose: Vec<String>,
 }
 
 impl Inputs {
@@ -61,7 +64,22 @@ impl Inputs {
         if s.trim().is_empty() || self.decoded.len() >= MAX_INPUTS {
             return;
         }
+        // Documentation: the code it quotes is shown, not sent.
+        let s = match without_quoted_code(&s) {
+            Some(d) => Cow::Owned(d),
+            None => s,
+        };
+        let s = match without_jsx_handlers(&s) {
+            Some(d) => Cow::Owned(d),
+            None => s,
+        };
+        if s.trim().is_empty() {
+            return;
+        }
         let s = truncate(&s);
+        if prose(s) && !self.prose.iter().any(|p| p == s) {
+            self.prose.push(s.to_owned());
+        }
         if !self.decoded.iter().any(|d| d == s) {
             self.decoded.push(s.to_owned());
         }
@@ -92,6 +110,130 @@ impl Inputs {
             }
         }
     }
+}
+
+/// Words that carry the grammar of English sentences and that no query language, shell or
+/// template syntax uses as a keyword (`and`, `or`, `from`, `if`, `in` are left out on purpose).
+const FUNCTION_WORDS: &[&str] = &[
+    "the", "a", "an", "to", "of", "for", "with", "is", "are", "was", "were", "be", "you", "your",
+    "we", "our", "this", "that", "it", "its", "on", "use", "run", "then", "see", "how", "which",
+    "will", "can", "after", "before", "has", "have", "please", "thanks", "there", "their", "when",
+    "what", "check", "add", "also", "should", "need", "want", "my", "i",
+];
+
+/// Runs of letters (an apostrophe inside allowed) among the whitespace-separated tokens of `s`,
+/// and how many distinct function words they hold.
+fn words(s: &str) -> (usize, usize, usize) {
+    let mut tokens = 0;
+    let mut words = 0;
+    let mut function: Vec<&str> = Vec::new();
+    for t in s.split_whitespace() {
+        tokens += 1;
+        let w =
+            t.trim_matches(|c: char| matches!(c, '.' | ',' | ':' | ';' | '!' | '?' | '(' | ')'));
+        if !w.is_empty()
+            && w.chars().all(|c| c.is_ascii_alphabetic() || c == '\'')
+            && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        {
+            words += 1;
+            let lower = w.to_ascii_lowercase();
+            if let Some(f) = FUNCTION_WORDS.iter().find(|f| **f == lower)
+                && !function.contains(f)
+            {
+                function.push(f);
+            }
+        }
+    }
+    (tokens, words, function.len())
+}
+
+/// Prose written for people (a documentation page, a comment, a description): five or more
+/// words that make most of its tokens, two of them different function words; or a labelled
+/// quotation (see [`labelled`]). Attack payloads
+/// are syntax with at most a keyword or two between the operators.
+pub fn prose(s: &str) -> bool {
+    let (tokens, words, function) = words(s);
+    (words >= 5 && function >= 2 && words * 2 > tokens) || labelled(s)
+}
+
+/// A value that starts with a label of two to four words and a colon (`Example query: ...`,
+/// `Mongo query: ...`, `SQL tip: ...`): text that introduces what it quotes.
+fn labelled(s: &str) -> bool {
+    let Some((label, rest)) = s.split_once(": ") else {
+        return false;
+    };
+    let n = label.split(' ').count();
+    (2..=4).contains(&n)
+        && !rest.trim().is_empty()
+        && label
+            .split(' ')
+            .all(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic()))
+        && label.starts_with(|c: char| c.is_ascii_uppercase())
+}
+
+/// `s` without the code it quotes, when `s` is documentation: Markdown fenced blocks
+/// (```` ```bash ... ``` ````), and code spans (`` `rm -rf node_modules` ``) with sentence words
+/// around them (two or more words outside the code, a function word among them) or after a
+/// label (`Docker: `, `In PowerShell: `), are replaced by a space. A backquoted command with
+/// nothing around it (`` `id` ``, ``name`whoami` ``) is shell substitution and stays. `None`
+/// when `s` is not such documentation.
+pub fn without_quoted_code(s: &str) -> Option<String> {
+    if !s.contains('`') {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut quoted = false;
+    let mut fenced = false;
+    let label = s.split('`').next().is_some_and(|before| {
+        let t = before.trim_end();
+        t.len() >= 3
+            && t.len() <= 40
+            && t.ends_with(':')
+            && t[..t.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-')
+            && t.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+    });
+    while let Some(i) = rest.find('`') {
+        let fence = rest[i..].starts_with("```");
+        let (open, close) = if fence { (3, "```") } else { (1, "`") };
+        let after = &rest[i + open..];
+        let Some(j) = after.find(close) else {
+            break;
+        };
+        // An inline span stays on one line.
+        if !fence && after[..j].contains('\n') {
+            break;
+        }
+        out.push_str(&rest[..i]);
+        out.push(' ');
+        quoted = true;
+        fenced |= fence;
+        rest = &after[j + close.len()..];
+    }
+    if !quoted {
+        return None;
+    }
+    out.push_str(rest);
+    let (_, words, function) = words(&out);
+    (fenced || label || (words >= 2 && function >= 1)).then_some(out)
+}
+
+/// A JSX event handler that names a function without calling it (`onClick={handleClick}`): in
+/// HTML the same text runs nothing, so it is set aside as `data-jsx=x` before the XSS rules and
+/// libinjection read the input.
+fn without_jsx_handlers(s: &str) -> Option<String> {
+    static R: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    if !s.contains("={") {
+        return None;
+    }
+    let r = R.get_or_init(|| {
+        regex::Regex::new(r"\bon[A-Za-z]{3,40}\s*=\s*\{\s*[A-Za-z_$][\w$.]*\s*\}")
+            .expect("pattern compiles")
+    });
+    r.is_match(s)
+        .then(|| r.replace_all(s, "data-jsx=x").into_owned())
 }
 
 fn truncate(s: &str) -> &str {
@@ -529,6 +671,52 @@ fn json_strings(v: &serde_json::Value, out: &mut Inputs, depth: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documentation_quotes_code_and_substitution_does_not() {
+        for (doc, want) in [
+            (
+                "Clean the cache with `rm -rf node_modules && npm install`.",
+                "Clean the cache with  .",
+            ),
+            ("Docker: `docker run --rm alpine sh -c 'ls'`", "Docker:  "),
+            ("```bash\nkubectl get pods | grep api\n```", " "),
+        ] {
+            assert_eq!(without_quoted_code(doc).as_deref(), Some(want), "{doc}");
+        }
+        for payload in [
+            "`id`",
+            "name`whoami`",
+            "x `cat /etc/passwd` y",
+            "; `uname -a`",
+        ] {
+            assert_eq!(without_quoted_code(payload), None, "{payload}");
+        }
+    }
+
+    #[test]
+    fn prose_is_told_from_payloads() {
+        for p in [
+            "Use document.getElementById('app') to mount the component.",
+            "SQL tip: WHERE name LIKE '%smith%' is slow without a trigram index.",
+            "Example query: SELECT id FROM users WHERE active = 1",
+        ] {
+            assert!(prose(p), "{p}");
+        }
+        for p in [
+            "1' AND 1=1 UNION SELECT username, password FROM users WHERE '1'='1",
+            "<img src=x onerror=alert(document.cookie)>",
+            "order by price",
+            "admin'--",
+        ] {
+            assert!(!prose(p), "{p}");
+        }
+        assert_eq!(
+            without_jsx_handlers(r#"<button onClick={handleClick} className="btn">"#).as_deref(),
+            Some(r#"<button data-jsx=x className="btn">"#)
+        );
+        assert_eq!(without_jsx_handlers("<svg onload={alert(1)}>"), None);
+    }
 
     #[test]
     fn decoding_repeats_until_stable_and_honours_plus() {

@@ -8,7 +8,8 @@
 //!    `error`, `unset`), `service.name`.
 //! 3. Derived fields computed on first use: `tv.input` (every user-controlled input, decoded:
 //!    query parameter names and values, path, request body, user agent, referer, cookies and other
-//!    captured request headers), `tv.input.raw`, `tv.input.cmdline` (inputs normalised the way a
+//!    captured request headers), `tv.input.payload` (those that are not prose written for people:
+//!    a documentation body, a comment), `tv.input.raw`, `tv.input.cmdline` (inputs normalised the way a
 //!    shell reads them), `tv.sqli` (the libinjection fingerprints of inputs that tokenize as SQL injection) and
 //!    `tv.xss` (present when an input parses as XSS), `url.extension`.
 //! 4. Any other name is a span attribute, then a resource attribute.
@@ -96,6 +97,7 @@ pub const SIGMA_FIELDS: &[(&str, &[&str])] = &[
 /// Derived fields this view computes (besides the Sigma aliases).
 pub const DERIVED_FIELDS: &[&str] = &[
     "tv.input",
+    "tv.input.payload",
     "tv.input.raw",
     "tv.input.cmdline",
     "tv.sqli",
@@ -182,7 +184,12 @@ impl<'a> SpanView<'a> {
     pub fn sqli(&self) -> &[String] {
         self.sqli.get_or_init(|| {
             let mut out: Vec<String> = Vec::new();
-            for s in self.inputs().decoded.iter().filter(|s| sql_candidate(s)) {
+            let inputs = self.inputs();
+            for s in inputs
+                .decoded
+                .iter()
+                .filter(|s| sql_candidate(s) && !inputs.prose.contains(s))
+            {
                 let r = libinjectionrs::detect_sqli(s.as_bytes());
                 if r.is_injection() {
                     let f = r
@@ -201,10 +208,11 @@ impl<'a> SpanView<'a> {
     /// Does any input parse as HTML/JavaScript injection (libinjection's XSS detector)?
     pub fn xss(&self) -> bool {
         *self.xss.get_or_init(|| {
-            self.inputs()
+            let inputs = self.inputs();
+            inputs
                 .decoded
                 .iter()
-                .filter(|s| html_candidate(s))
+                .filter(|s| html_candidate(s) && !inputs.prose.contains(s))
                 .any(|s| {
                     libinjectionrs::detect_xss(without_html5_doctype(s).as_bytes()).is_injection()
                 })
@@ -481,6 +489,18 @@ impl Event for SpanView<'_> {
                 return (!i.decoded.is_empty()).then(|| {
                     EventValue::Array(i.decoded.iter().map(|s| str_borrowed(s)).collect())
                 });
+            }
+            // The decoded inputs that are not prose written for people: patterns that ordinary
+            // sentences about SQL, LDAP, MongoDB or the DOM also contain are matched here only.
+            "tv.input.payload" => {
+                let i = self.inputs();
+                let v: Vec<EventValue<'_>> = i
+                    .decoded
+                    .iter()
+                    .filter(|s| !i.prose.contains(s))
+                    .map(|s| str_borrowed(s))
+                    .collect();
+                return (!v.is_empty()).then_some(EventValue::Array(v));
             }
             "tv.input.raw" => {
                 let i = self.inputs();
