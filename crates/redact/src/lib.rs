@@ -43,4 +43,4 @@ pub use policy::{ActionKind, Mode, Rules, RulesConfig, RulesError};
 
 /// Version of the engine's built-in behaviour (detectors and default rules); part of every
 /// policy digest, so a changed engine shows up as a changed policy version in the log.
-pub const ENGINE_VERSION: &str = "tv-redact/2";
+pub const ENGINE_VERSION: &str = "tv-redact/3";
