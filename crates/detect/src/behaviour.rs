@@ -120,6 +120,75 @@ pub struct SpanFacts<'a> {
     pub resource: Option<&'a str>,
     /// Digest of the span's encoding (span-id reuse).
     pub content: u64,
+    /// The database statement a client span ran (`db.statement`, `db.query.text`; redacted
+    /// form, literals scrubbed).
+    pub statement: Option<&'a str>,
+}
+
+/// What a statement's shape holds beyond one plain statement: a `UNION` of selects, or more
+/// than one statement in one call. Literals and comments are set aside first.
+pub const SHAPE_UNION: u8 = 1;
+pub const SHAPE_STACKED: u8 = 2;
+
+/// The shape bits of `stmt` ([`SHAPE_UNION`], [`SHAPE_STACKED`]).
+pub fn statement_shape(stmt: &str) -> u8 {
+    // Code only: string literals, quoted identifiers and comments removed, statements split
+    // on the semicolons left.
+    let b = stmt.as_bytes();
+    let mut code = String::with_capacity(stmt.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+                i += 1;
+                code.push(' ');
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+                code.push(' ');
+            }
+            c => {
+                code.push(c.to_ascii_lowercase() as char);
+                i += 1;
+            }
+        }
+    }
+    let mut shape = 0;
+    let words: Vec<&str> = code
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words
+        .windows(2)
+        .any(|w| w[0] == "union" && w[1] == "select")
+        || words
+            .windows(3)
+            .any(|w| w[0] == "union" && matches!(w[1], "all" | "distinct") && w[2] == "select")
+    {
+        shape |= SHAPE_UNION;
+    }
+    if code
+        .split(';')
+        .filter(|part| part.chars().any(|c| c.is_ascii_alphabetic()))
+        .count()
+        > 1
+    {
+        shape |= SHAPE_STACKED;
+    }
+    shape
 }
 
 fn str_attr<'a>(attrs: &'a [tv_model::otlp::KeyValue], keys: &[&str]) -> Option<&'a str> {
@@ -184,6 +253,7 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFacts<'_>> {
                     user: str_attr(&s.attributes, &["enduser.id", "user.id"]),
                     resource: str_attr(&s.attributes, &["url.path", "http.target"]),
                     content: content_hash(s),
+                    statement: str_attr(&s.attributes, &["db.statement", "db.query.text"]),
                 });
             }
         }
@@ -298,6 +368,10 @@ pub struct Learned {
     pub fanout: HashMap<String, Ewma>,
     /// Highest event time seen.
     pub max_event: u64,
+    /// service -> the statement shapes ([`statement_shape`]) its database calls had while
+    /// learning.
+    #[serde(default)]
+    pub statement_shapes: HashMap<String, u8>,
 }
 
 #[derive(Default)]
@@ -657,6 +731,10 @@ impl TenantState {
             if let (Some(u), Some(r)) = (s.user, s.resource) {
                 self.touch(cfg, &mut out, u, r, s, learning);
             }
+            // Statement shapes the service never issued.
+            if let Some(stmt) = s.statement {
+                self.statement(cfg, &mut out, stmt, s, learning);
+            }
         }
         let clock = [
             (
@@ -705,6 +783,67 @@ impl TenantState {
             self.evicted_at = self.learned.max_event;
         }
         out.findings
+    }
+
+    /// A `UNION` or stacked statements from a service whose database calls had no such shape
+    /// while learning: what an injection that reached the database looks like once literals
+    /// are scrubbed (an application that uses them legitimately taught the baseline so).
+    fn statement(
+        &mut self,
+        cfg: &BehaviourConfig,
+        out: &mut Out<'_>,
+        stmt: &str,
+        s: &SpanFacts<'_>,
+        learning: bool,
+    ) {
+        let shape = statement_shape(stmt);
+        if shape == 0 {
+            return;
+        }
+        let known = self.learned.statement_shapes.get(s.service).copied();
+        if learning {
+            if known.is_some() || self.learned.statement_shapes.len() < cfg.max_keys {
+                *self
+                    .learned
+                    .statement_shapes
+                    .entry(s.service.to_owned())
+                    .or_default() |= shape;
+            }
+            return;
+        }
+        let new = shape & !known.unwrap_or(0);
+        if new == 0 || !self.raised.insert(format!("stmt:{}:{new}", s.service)) {
+            return;
+        }
+        let what = match (new & SHAPE_UNION != 0, new & SHAPE_STACKED != 0) {
+            (true, true) => "a UNION and stacked statements",
+            (true, false) => "a UNION of selects",
+            _ => "stacked statements",
+        };
+        let mut shown = stmt.to_owned();
+        if shown.len() > 512 {
+            let mut cut = 512;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+        }
+        out.push(
+            "tv-db-statement-shape",
+            "Database statement of a shape the service never issued",
+            Severity::High,
+            "sqli",
+            s.start,
+            Some((s.trace_id, s.span_id)),
+            s.service,
+            s.name,
+            out.info.principal,
+            vec![("db.statement", shown)],
+            format!(
+                "service '{}' ran {what} in one database call; its statements had no such shape while the baseline was learned",
+                s.service
+            ),
+        );
     }
 
     fn intern(&mut self, cfg: &BehaviourConfig, name: &str) -> Arc<str> {

@@ -178,6 +178,7 @@ fn synth<'a>(
         user: None,
         resource: None,
         content: span ^ base.start,
+        statement: None,
     }
 }
 
