@@ -194,9 +194,30 @@ fn non_comment_lines(text: &str) -> impl Iterator<Item = &str> {
 /// PayloadsAllTheThings Intruder lists: category = directory. `LDAP_attributes.txt` is skipped
 /// (a list of LDAP attribute names such as `cn`, used to build payloads, not payloads).
 pub fn patt(root: &Path) -> std::io::Result<(Vec<Case>, Vec<String>)> {
+    let (payloads, skipped) = patt_payloads(root)?;
     let mut cases = Vec::new();
+    for (n, (category, class, line)) in payloads.into_iter().enumerate() {
+        let n = n as u64 + 1;
+        let mut spans = vec![query_span(n, &line, false)];
+        if class == "sqli" {
+            spans.push(db_span(n, &sql_of(&line)));
+        }
+        cases.push(Case {
+            set: "patt",
+            group: category,
+            class,
+            req: request("web", spans),
+        });
+    }
+    Ok((cases, skipped))
+}
+
+/// The PayloadsAllTheThings payloads as written: (category, class, payload), and the files
+/// skipped with the reason.
+#[allow(clippy::type_complexity)]
+pub fn patt_payloads(root: &Path) -> std::io::Result<(Vec<(String, String, String)>, Vec<String>)> {
+    let mut out = Vec::new();
     let mut skipped = Vec::new();
-    let mut n = 0u64;
     let mut dirs: Vec<_> = std::fs::read_dir(root)?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
@@ -219,21 +240,11 @@ pub fn patt(root: &Path) -> std::io::Result<(Vec<Case>, Vec<String>)> {
             }
             let text = String::from_utf8_lossy(&std::fs::read(&f)?).into_owned();
             for line in non_comment_lines(&text) {
-                n += 1;
-                let mut spans = vec![query_span(n, line, false)];
-                if class == "sqli" {
-                    spans.push(db_span(n, &sql_of(line)));
-                }
-                cases.push(Case {
-                    set: "patt",
-                    group: category.clone(),
-                    class: class.clone(),
-                    req: request("web", spans),
-                });
+                out.push((category.clone(), class.clone(), line.to_owned()));
             }
         }
     }
-    Ok((cases, skipped))
+    Ok((out, skipped))
 }
 
 fn patt_class(category: &str) -> &'static str {

@@ -436,6 +436,16 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
             joined.push(whole.clone().into_owned());
             out.push_decoded(whole);
             out.push_pairs(b, '&', true);
+            // A browser encodes `%` in a form field as `%25`: the value the application reads
+            // (decoded once) is what the raw-encoding rules must see, as they see a query.
+            if b.contains("%25") {
+                for pair in b.split('&') {
+                    let v = pair.split_once('=').map_or(pair, |(_, v)| v);
+                    if v.contains("%25") {
+                        out.push_raw(&decode_round(&v.replace('+', " ")));
+                    }
+                }
+            }
         } else {
             // A body that is not a form may still be sent percent-encoded (a single value).
             out.push_decoded(Cow::Borrowed(b));
@@ -449,7 +459,15 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
     if let Some(doc) = v.attr_str("graphql.document") {
         for lit in graphql_strings(doc) {
             out.push_raw(lit);
-            out.push_decoded(decode(lit, false));
+            // The value the resolver gets: the literal's escapes (`\"`, `\\`, `\u0027`) undone.
+            let value = if lit.contains('\\') {
+                serde_json::from_str::<String>(&format!("\"{lit}\""))
+                    .map(Cow::Owned)
+                    .unwrap_or(Cow::Borrowed(lit))
+            } else {
+                Cow::Borrowed(lit)
+            };
+            out.push_decoded(decode(&value, false));
         }
     }
     // The fragment (read by the browser: where DOM XSS travels).
@@ -481,6 +499,10 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
             {
                 out.push_raw(m);
                 out.push_decoded(decode(m, false));
+                // What the message quotes after its own words (`invalid item name: <input>`).
+                if let Some((_, quoted)) = m.split_once(": ") {
+                    out.push_decoded(decode(quoted, false));
+                }
             }
         }
     }
@@ -658,7 +680,14 @@ fn json_strings(v: &serde_json::Value, out: &mut Inputs, depth: usize) {
         return;
     }
     match v {
-        serde_json::Value::String(s) => out.push_decoded(Cow::Borrowed(s)),
+        serde_json::Value::String(s) => {
+            out.push_decoded(Cow::Borrowed(s));
+            // A JSON value still percent-encoded is decoded by whatever reads it next (a path,
+            // a URL, a query builder), as a parameter would be.
+            if s.contains('%') {
+                out.push_decoded(decode(s, false));
+            }
+        }
         serde_json::Value::Array(a) => a.iter().for_each(|m| json_strings(m, out, depth + 1)),
         serde_json::Value::Object(o) => o.iter().for_each(|(k, m)| {
             out.push_decoded(Cow::Borrowed(k));
