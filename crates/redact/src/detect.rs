@@ -149,7 +149,7 @@ fn patterns() -> &'static Patterns {
             ipv6: re(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?::|\.)\d{1,3}(?:\.\d{1,3}){0,3})?"),
             // Optional +country code, optional (area) or (0), groups of 2 to 5 digits separated by
             // single spaces, dots or dashes, optional extension; validated by `phone_valid`.
-            phone: re(r"(?i)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"),
+            phone: re(r"(?i)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"),
         }
     })
 }
@@ -808,7 +808,9 @@ fn code_context(text: &str, start: usize) -> bool {
     let mut pre = text[from..start].trim_end_matches([' ', ':', '=', '#', '-', '.']);
     for no in ["no", "nr", "num"] {
         if pre.len() > no.len()
-            && pre[pre.len() - no.len()..].eq_ignore_ascii_case(no)
+            && pre
+                .get(pre.len() - no.len()..)
+                .is_some_and(|t| t.eq_ignore_ascii_case(no))
             && !pre.as_bytes()[pre.len() - no.len() - 1].is_ascii_alphabetic()
         {
             pre = pre[..pre.len() - no.len()].trim_end_matches([' ', ':', '=', '#', '-', '.']);
@@ -819,6 +821,58 @@ fn code_context(text: &str, start: usize) -> bool {
         .next()
         .unwrap_or("");
     CODE_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// Words before a number that say it is a phone number (within 24 characters).
+fn phone_context(text: &str, start: usize) -> bool {
+    let from = text[..start]
+        .char_indices()
+        .rev()
+        .nth(23)
+        .map_or(0, |(i, _)| i);
+    let t = text[from..start].to_ascii_lowercase();
+    [
+        "phone",
+        "mobile",
+        "tel",
+        "cell",
+        "fax",
+        "desk",
+        "call",
+        "contact",
+        "whatsapp",
+        "sms",
+        "dial",
+        "reach",
+        "answering",
+        "registered",
+        "ring",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
+}
+
+/// A date with the hour after it (`2000-04-16 11` of `2000-04-16 11:34:35`).
+fn date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit)
+        && (b"01".contains(&b[5]))
+}
+
+/// A local-looking number (three digits, then four) that is an address's unit and house number:
+/// a capitalised street name follows (`370 3911 Fourth Avenue`, `Suite 541 6343 Skogstien`).
+fn street_number(s: &str, after: &str) -> bool {
+    let groups: Vec<&str> = s.split(' ').filter(|g| !g.is_empty()).collect();
+    groups.len() == 2
+        && groups[0].len() <= 4
+        && groups[1].len() <= 4
+        && after.starts_with(' ')
+        && after[1..].starts_with(|c: char| c.is_uppercase())
 }
 
 /// Whether the 40 characters before `start` name an SSN.
@@ -888,10 +942,34 @@ fn scan_ipv6(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
 fn scan_phones(text: &str, p: &Patterns, out: &mut Vec<Finding>) {
     for m in p.phone.find_iter(text) {
         let s = m.as_str().trim_end();
-        if phone_valid(s)
-            && bounded(text, m.start(), m.start() + s.len(), b".-")
-            && !code_context(text, m.start())
+        let end = m.start() + s.len();
+        // A sentence's full stop or a label after a dash (`555-0132.`, `082 490 1693-Office`)
+        // ends the number; a digit after them continues it (`10.0.0.1`, `2024-11-24`).
+        let b = text.as_bytes();
+        let continues = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+        let joined_after = b.get(end).is_some_and(|&c| {
+            c.is_ascii_alphanumeric()
+                || c == b'_'
+                || (matches!(c, b'.' | b'-') && continues(end + 1))
+        });
+        if joined_after
+            || m.start()
+                .checked_sub(1)
+                .is_some_and(|i| b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'.' | b'-'))
+            || code_context(text, m.start())
+            || date_time(s)
+            || street_number(s, &text[end..])
         {
+            continue;
+        }
+        // A number a label or a verb introduces (`Mobile: 0341 8387176`, `call me on 9472 7916`)
+        // may have any grouping, or none.
+        let valid = phone_valid(s)
+            || (phone_context(text, m.start()) && {
+                let n = s.bytes().filter(u8::is_ascii_digit).count();
+                (7..=15).contains(&n)
+            });
+        if valid {
             out.push(Finding {
                 kind: Kind::Phone,
                 start: m.start(),
@@ -920,6 +998,14 @@ mod tests {
             "ticket #212-555-0199",
         ] {
             assert!(kinds(t).is_empty(), "{t}: {:?}", kinds(t));
+        }
+        // Text before the number in any script (a slice inside a character panicked once).
+        for t in [
+            "Domoszlóno 415-555-0132",
+            "Ünő 415-555-0132",
+            "é415-555-0132",
+        ] {
+            let _ = kinds(t);
         }
         for (t, phone) in [
             ("call 415-555-0132 today", "415-555-0132"),

@@ -101,14 +101,30 @@ fn structured_identifiers_meet_recall_and_precision_on_presidio() {
             recall * 100.0,
             precision * 100.0
         );
-        if *t != "PHONE_NUMBER" && (recall < 0.99 || precision < 0.98) {
+        // Phone numbers have no checksum: a lower bar, asserted all the same.
+        let (min_recall, min_precision) = if *t == "PHONE_NUMBER" {
+            (0.95, 0.97)
+        } else {
+            (0.99, 0.98)
+        };
+        if recall < min_recall || precision < min_precision {
             failed.push(*t);
         }
     }
-    println!("(PHONE_NUMBER is reported, not asserted)");
+    println!("(PHONE_NUMBER asserted at recall 95% / precision 97%, the others at 99% / 98%)");
+    if std::env::var("TV_SHOW_MISSES").is_ok() {
+        let phone = |v: &Vec<String>| -> Vec<String> {
+            v.iter()
+                .filter(|m| m.starts_with("PHONE"))
+                .map(|m| m.chars().take(140).collect())
+                .collect()
+        };
+        println!("phone missed: {:#?}", phone(&misses));
+        println!("phone false: {:#?}", phone(&false_hits));
+    }
     assert!(
         failed.is_empty(),
-        "below recall 99 % / precision 98 %: {failed:?}\nmissed: {:#?}\nfalse: {:#?}",
+        "below their recall / precision bars: {failed:?}\nmissed: {:#?}\nfalse: {:#?}",
         &misses[..misses.len().min(20)],
         &false_hits[..false_hits.len().min(20)]
     );
