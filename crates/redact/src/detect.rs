@@ -1105,4 +1105,33 @@ mod tests {
             assert!(scan(t).is_empty(), "{t}: {:?}", kinds(t));
         }
     }
+
+    proptest::proptest! {
+        /// Every detector takes any text: digits, separators, words that give context, and
+        /// characters of any width next to them (byte offsets must stay on character
+        /// boundaries), and every finding lies inside the text on boundaries.
+        #[test]
+        fn any_text_scans_without_panicking(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[0-9]{1,8}",
+                    "[ .:=#/()+-]{1,2}",
+                    proptest::strategy::Just("Phone: ".to_string()),
+                    proptest::strategy::Just("SKU no. ".to_string()),
+                    proptest::strategy::Just("ssn ".to_string()),
+                    proptest::strategy::Just("password=".to_string()),
+                    proptest::strategy::Just("api key ".to_string()),
+                    "[a-zA-Z]{1,6}",
+                    "[\\u{e9}\\u{151}\\u{4e2d}\\u{1f600}\\u{200b}]{1,3}",
+                ],
+                0..24,
+            )
+        ) {
+            let text: String = parts.concat();
+            for f in scan(&text) {
+                proptest::prop_assert!(f.start <= f.end && f.end <= text.len());
+                proptest::prop_assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
+            }
+        }
+    }
 }
