@@ -411,7 +411,13 @@ fn scan_undisguised(text: &str) -> Vec<Finding> {
     if crate::disguise::may_be_disguised(text) {
         let u = crate::disguise::unmask(text);
         if u.text != text {
-            for f in scan_text(&u.text) {
+            let mut found = scan_text(&u.text);
+            // Layers: a base64 or hex token that was itself percent-encoded or entity-escaped
+            // (`%4E%44%45...` is base64 of a card number).
+            if u.text.len() >= 16 {
+                found.extend(crate::disguise::encoded(&u.text, &scan_text));
+            }
+            for f in found {
                 let (start, end) = u.original(f.start, f.end);
                 out.push(Finding {
                     kind: f.kind,
