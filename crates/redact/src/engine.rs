@@ -272,8 +272,11 @@ enum SecretKey {
     Always,
     /// A value random by its shape (`*token*`, `*_api_key`, `*secret*`).
     Random,
-    /// A random value that is not a structured identifier (`<qualifier>_key`, `key`).
+    /// A random value that is not a structured identifier (`<qualifier>_key`).
     RandomUnstructured,
+    /// A value random by its shape alone (`key`, `login`, `license`: names that hold ordinary
+    /// values as often as secrets, such as `Apache-2.0` or a user name).
+    RandomShape,
 }
 
 fn secret_key(key: &str) -> Option<SecretKey> {
@@ -300,9 +303,8 @@ fn secret_key(key: &str) -> Option<SecretKey> {
         crate::names::Strength::Password
         | crate::names::Strength::Secret
         | crate::names::Strength::Token => SecretKey::Random,
-        crate::names::Strength::Key | crate::names::Strength::BareKey => {
-            SecretKey::RandomUnstructured
-        }
+        crate::names::Strength::Key => SecretKey::RandomUnstructured,
+        crate::names::Strength::BareKey => SecretKey::RandomShape,
     })
 }
 
@@ -673,6 +675,7 @@ impl Cx<'_> {
                         SecretKey::RandomUnstructured => {
                             high_entropy(rest) && !crate::secrets::structured(rest)
                         }
+                        SecretKey::RandomShape => crate::secrets::random_token(rest),
                     }
             };
             let hidden = match v.value.as_mut() {

@@ -452,9 +452,16 @@ pub(crate) fn random_token(v: &str) -> bool {
 }
 
 /// A value made of plain parts: words, numbers and separators (`user:48213:profile:v2`,
-/// `orders.created.v2`, `tenant-42-prod`, `AB-1234-XL`), as keys of data structures are, not
-/// random characters.
+/// `orders.created.v2`, `tenant-42-prod`, `AB-1234-XL`), as keys of data structures are, or a
+/// date and time; not random characters.
 pub(crate) fn structured(v: &str) -> bool {
+    // A date or a time (`2024-03-25T09:40:00Z`, `09:40:00.123`).
+    if v.bytes().filter(u8::is_ascii_digit).count() >= 6
+        && v.bytes()
+            .all(|c| c.is_ascii_digit() || b"-:.TZ+ /".contains(&c))
+    {
+        return true;
+    }
     let parts: Vec<&str> = v
         .split([':', '/', '.', '@', '_', '-', '#', '|', ','])
         .filter(|p| !p.is_empty())

@@ -456,10 +456,28 @@ fn cases(r: &mut Rng) -> Vec<Case> {
                 "http.response.header.cache-control",
                 format!("max-age={}, public", r.n(60, 86400)),
             ),
-            7 => (
-                "graphql.document",
-                "query GetCart($id: ID!) { cart(id: $id) { items { sku qty price } } }".to_string(),
-            ),
+            7 => match r.n(0, 2) {
+                0 => (
+                    "graphql.document",
+                    "query GetCart($id: ID!) { cart(id: $id) { items { sku qty price } } }"
+                        .to_string(),
+                ),
+                1 => (
+                    "app.package.license",
+                    r.pick(&["Apache-2.0", "MIT", "BSD-3-Clause", "MPL-2.0"])
+                        .to_string(),
+                ),
+                _ => (
+                    "user.last_login",
+                    format!(
+                        "2024-{:02}-{:02}T{:02}:{:02}:00Z",
+                        r.n(1, 12),
+                        r.n(1, 28),
+                        r.n(0, 23),
+                        r.n(0, 59)
+                    ),
+                ),
+            },
             8 => (
                 "feature_flag.key",
                 format!(
