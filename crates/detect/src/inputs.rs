@@ -149,8 +149,8 @@ fn words(s: &str) -> (usize, usize, usize) {
 
 /// Prose written for people (a documentation page, a comment, a description): five or more
 /// words that make most of its tokens, two of them different function words; or a labelled
-/// quotation (see [`labelled`]). Attack payloads
-/// are syntax with at most a keyword or two between the operators.
+/// quotation (see [`labelled`]). Attack payloads are syntax with at most a keyword or two
+/// between the operators.
 pub fn prose(s: &str) -> bool {
     let (tokens, words, function) = words(s);
     (words >= 5 && function >= 2 && words * 2 > tokens) || labelled(s)
