@@ -97,6 +97,21 @@ const FORMS: &[(&str, &str)] = &[
         "configured {v} client with apiKey={s} for tenant 42",
     ),
     ("header style", "X-{C}-Token: {s}"),
+    ("powershell env", "$env:{V}_TOKEN = \"{s}\""),
+    ("terraform", "{v}_webhook_secret = \"{s}\""),
+    ("k8s secret", "stringData:\n  {V}_REFRESH_TOKEN: {s}"),
+    ("docker -e", "docker run -e {V}_API_KEY={s} app"),
+    (
+        "curl bearer",
+        "curl --header \"Authorization: Bearer {s}\" https://api.{v}.example",
+    ),
+    ("url query", "GET /v1/events?{v}_access_token={s}&page=2"),
+    ("connection string", "Server=db;User Id={v};Password={s};"),
+    ("ini section", "[{v}]\napi_key = {s}"),
+    ("json private", "{\"{v}PrivateKey\": \"{s}\"}"),
+    ("yaml nested key", "{v}:\n  key: {s}"),
+    ("signing secret", "{V}_SIGNING_SECRET={s}"),
+    ("consumer", "{v}.consumer_secret: {s}"),
 ];
 
 struct Rng(u64);
@@ -240,6 +255,22 @@ const NEAR_MISSES: &[&str] = &[
     "pwd=/home/app/releases/current",
     "credentials=default",
     "x-api-key header missing",
+    "token_endpoint=https://login.example.com/oauth2/token",
+    "secret_ref=vault:kv/data/db",
+    "password_policy=min-length-12",
+    "key_id=kid-2024-05",
+    "auth_method=oidc",
+    "signature_algorithm=RS256",
+    "session_timeout=30m",
+    "api_key_name=ci-deployer",
+    "{\"tokens_used\": 1532}",
+    "license: MIT",
+    "login: jsmith",
+    "last_login: 2024-05-01T10:00:00Z",
+    "public_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+    "SHA256 key fingerprint: 4f:3a:9c:1e:22:7b:aa:10",
+    "secret scanning found 0 results",
+    "the api key was revoked at 10:42",
 ];
 
 #[test]
