@@ -136,8 +136,8 @@ fn words(s: &str) -> (usize, usize, usize) {
             && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         {
             words += 1;
-            let lower = w.to_ascii_lowercase();
-            if let Some(f) = FUNCTION_WORDS.iter().find(|f| **f == lower)
+            if w.len() <= 6
+                && let Some(f) = FUNCTION_WORDS.iter().find(|f| f.eq_ignore_ascii_case(w))
                 && !function.contains(f)
             {
                 function.push(f);
@@ -152,6 +152,10 @@ fn words(s: &str) -> (usize, usize, usize) {
 /// quotation (see [`labelled`]). Attack payloads are syntax with at most a keyword or two
 /// between the operators.
 pub fn prose(s: &str) -> bool {
+    // Five words need four spaces; most inputs (ids, paths, parameters) have fewer.
+    if s.bytes().filter(u8::is_ascii_whitespace).count() < 4 {
+        return labelled(s);
+    }
     let (tokens, words, function) = words(s);
     (words >= 5 && function >= 2 && words * 2 > tokens) || labelled(s)
 }
