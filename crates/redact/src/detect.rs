@@ -149,7 +149,7 @@ fn patterns() -> &'static Patterns {
             ipv6: re(r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:(?::|\.)\d{1,3}(?:\.\d{1,3}){0,3})?"),
             // Optional +country code, optional (area) or (0), groups of 2 to 5 digits separated by
             // single spaces, dots or dashes, optional extension; validated by `phone_valid`.
-            phone: re(r"(?i)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"),
+            phone: re(r"(?i)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]\d{2,8}){0,4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?"),
         }
     })
 }
@@ -376,10 +376,24 @@ fn phone_valid(m: &str) -> bool {
             return false;
         }
     }
+    // A one-digit first group: a country's area code after its prefix (`+33 1 ...`), or the
+    // North American trunk prefix (`1-800-555-0199`).
+    if groups.first().is_some_and(|g| g.len() == 1)
+        && !international
+        && !(groups[0] == "1" && main.contains('-') && groups.len() == 4)
+    {
+        return false;
+    }
     international
         || paren
         || groups.len() >= 3
         || (groups.len() == 2 && groups[0].len() == 3 && groups[1].len() == 4)
+        // A trunk prefix and area code, then the subscriber number (`030 1234567`,
+        // `07700 900123`, `06-12345678`).
+        || (groups.len() == 2
+            && groups[0].starts_with('0')
+            && (2..=5).contains(&groups[0].len())
+            && (9..=12).contains(&digits))
 }
 
 /// Finds every validated identifier and secret in `text`, in order of position; overlapping
@@ -870,12 +884,13 @@ fn date_time(s: &str) -> bool {
         && (b"01".contains(&b[5]))
 }
 
-/// A local-looking number (three digits, then four) that is an address's unit and house number:
-/// a capitalised street name follows (`370 3911 Fourth Avenue`, `Suite 541 6343 Skogstien`).
+/// A local-looking number (up to five digits, then up to four) that is an address's unit or
+/// postal code and house number: a capitalised street name follows (`370 3911 Fourth Avenue`,
+/// `Suite 541 6343 Skogstien`, `03262 2437 Main St`).
 fn street_number(s: &str, after: &str) -> bool {
     let groups: Vec<&str> = s.split(' ').filter(|g| !g.is_empty()).collect();
     groups.len() == 2
-        && groups[0].len() <= 4
+        && groups[0].len() <= 5
         && groups[1].len() <= 4
         && after.starts_with(' ')
         && after[1..].starts_with(|c: char| c.is_uppercase())
@@ -995,6 +1010,35 @@ mod tests {
             .map(|f| (f.kind, &text[f.start..f.end]))
             .collect()
     }
+    #[test]
+    fn national_and_international_phone_formats_are_found() {
+        for p in [
+            "+44 20 7946 0958",
+            "020 7946 0958",
+            "030 1234567",
+            "+33 1 23 45 67 89",
+            "01 23 45 67 89",
+            "+91 98765 43210",
+            "03-1234-5678",
+            "(11) 91234-5678",
+            "0412 345 678",
+            "+86 138 0013 8000",
+            "06-12345678",
+            "1-800-555-0199",
+            "07700 900123",
+            "+61 2 9876 5432",
+            "+353 1 234 5678",
+            "+7 495 123-45-67",
+        ] {
+            let t = format!("call {p} today");
+            assert_eq!(kinds(&t), vec![(Kind::Phone, p)], "{t}");
+        }
+        // Not phones: a date with its hour, an address's postal code and house number.
+        for t in ["When: 2000-04-16 11:34:35", "03262 2437 Main St Suite 442"] {
+            assert!(kinds(t).is_empty(), "{t}: {:?}", kinds(t));
+        }
+    }
+
     #[test]
     fn digit_groups_after_a_code_word_are_codes_not_phones() {
         for t in [
