@@ -466,6 +466,17 @@ pub(crate) fn structured(v: &str) -> bool {
         .split([':', '/', '.', '@', '_', '-', '#', '|', ','])
         .filter(|p| !p.is_empty())
         .collect();
+    // Groups of one length with letters and digits are a key's (`ABCD-1234-EFGH-5678`,
+    // `7XKQ2-9PLMN-...`), not words and numbers.
+    let digits = v.bytes().any(|c| c.is_ascii_digit());
+    let letters = v.bytes().any(|c| c.is_ascii_alphabetic());
+    if parts.len() >= 3
+        && parts[0].len() >= 4
+        && parts.iter().all(|p| p.len() == parts[0].len())
+        && ((digits && letters) || entropy(&parts.concat()) >= 3.5)
+    {
+        return false;
+    }
     parts.len() >= 2
         && parts.iter().all(|p| {
             let b = p.as_bytes();

@@ -161,6 +161,13 @@ fn value(shape: usize, r: &mut Rng) -> (&'static str, String) {
             format!("live_{}_{}", r.pick(LOWER_ALNUM, 6), r.pick(ALNUM, 24)),
         ),
         6 => ("hex 64", r.pick(HEX, 64)),
+        8 => (
+            "grouped key",
+            (0..4)
+                .map(|_| r.pick(b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789", 5))
+                .collect::<Vec<_>>()
+                .join("-"),
+        ),
         _ => (
             "alnum 20 with ~.",
             format!(
@@ -172,7 +179,7 @@ fn value(shape: usize, r: &mut Rng) -> (&'static str, String) {
         ),
     }
 }
-const SHAPES: usize = 8;
+const SHAPES: usize = 9;
 
 fn fill(form: &str, v: &str, s: &str) -> String {
     let mut c = v.chars();
