@@ -770,15 +770,7 @@ fn version_context(text: &str, start: usize) -> bool {
     if start >= 2 && b[start - 1] == b'/' && b[start - 2].is_ascii_alphanumeric() {
         return true;
     }
-    let mut from = start.saturating_sub(16);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    let pre = text[from..start].trim_end_matches([' ', ':', '=']);
-    let word = pre
-        .rsplit(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
+    let word = last_word(preceding(text, start, 16).trim_end_matches([' ', ':', '=']));
     ["v", "version", "ver", "build", "release"]
         .iter()
         .any(|w| word.eq_ignore_ascii_case(w))
@@ -821,11 +813,7 @@ pub(crate) const CODE_WORDS: &[&str] = &[
 /// Whether the word just before `start` (past spaces and `:`, `=`, `#`, `-`, `.`, `No`) names a
 /// code (see [`CODE_WORDS`]).
 fn code_context(text: &str, start: usize) -> bool {
-    let mut from = start.saturating_sub(24);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    let mut pre = text[from..start].trim_end_matches([' ', ':', '=', '#', '-', '.']);
+    let mut pre = preceding(text, start, 24).trim_end_matches([' ', ':', '=', '#', '-', '.']);
     for no in ["no", "nr", "num"] {
         if pre.len() > no.len()
             && pre
@@ -836,21 +824,29 @@ fn code_context(text: &str, start: usize) -> bool {
             pre = pre[..pre.len() - no.len()].trim_end_matches([' ', ':', '=', '#', '-', '.']);
         }
     }
-    let word = pre
-        .rsplit(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
+    let word = last_word(pre);
     CODE_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
 }
 
-/// Words before a number that say it is a phone number (within 24 characters).
+/// Up to `n` bytes of `text` before `start`, cut on a character boundary.
+fn preceding(text: &str, start: usize, n: usize) -> &str {
+    let mut from = start.saturating_sub(n);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    &text[from..start]
+}
+
+/// The run of ASCII letters `s` ends with.
+fn last_word(s: &str) -> &str {
+    s.rsplit(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+}
+
+/// Words before a number that say it is a phone number (within 24 bytes).
 fn phone_context(text: &str, start: usize) -> bool {
-    let from = text[..start]
-        .char_indices()
-        .rev()
-        .nth(23)
-        .map_or(0, |(i, _)| i);
-    let t = text[from..start].to_ascii_lowercase();
+    let t = preceding(text, start, 24).to_ascii_lowercase();
     [
         "phone",
         "mobile",
@@ -896,14 +892,9 @@ fn street_number(s: &str, after: &str) -> bool {
         && after[1..].starts_with(|c: char| c.is_uppercase())
 }
 
-/// Whether the 40 characters before `start` name an SSN.
+/// Whether the 40 bytes before `start` name an SSN.
 fn ssn_context(text: &str, start: usize) -> bool {
-    let from = text[..start]
-        .char_indices()
-        .rev()
-        .nth(39)
-        .map_or(0, |(i, _)| i);
-    let t = text[from..start].to_ascii_lowercase();
+    let t = preceding(text, start, 40).to_ascii_lowercase();
     t.contains("ssn") || t.contains("social security") || t.contains("social sec")
 }
 

@@ -429,10 +429,7 @@ pub(crate) fn random_token(v: &str) -> bool {
         return false;
     }
     let lower = v.to_ascii_lowercase();
-    let base64ish = v.len() >= 20
-        && v.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
-        && mixed(v);
+    let base64ish = base64ish(v);
     if lower.contains("://")
         || (v.starts_with('/') && !base64ish)
         || v.starts_with('.')
@@ -485,6 +482,14 @@ pub(crate) fn structured(v: &str) -> bool {
                 || (b.len() <= 4 && b.iter().all(u8::is_ascii_alphanumeric))
                 || (b.len() <= 12 && b.iter().all(u8::is_ascii_uppercase))
         })
+}
+
+/// A long base64 value (which may start with `+` or `/`, unlike a path or a concatenation).
+fn base64ish(v: &str) -> bool {
+    v.len() >= 20
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        && mixed(v)
 }
 
 /// Digits, upper and lower case letters all present (random tokens have all three).
@@ -739,10 +744,7 @@ fn plausible_secret(v: &str, quoted: bool, strong: bool) -> bool {
     }
     // The end of one string and the start of the next (`"a" + x + "b"`, `'x'.$y`, `"a",b:"c"`).
     // (A long base64 value may start with `+` or `/`.)
-    let base64ish = v.len() >= 20
-        && v.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
-        && mixed(v);
+    let base64ish = base64ish(v);
     if (v.starts_with([',', ';', ':', '.']) || v.ends_with(['+']))
         || (v.starts_with('+') && !base64ish)
     {
