@@ -49,9 +49,10 @@ pub struct Inputs {
     /// Decoded inputs normalised like a shell reads them (see [`cmdline`]), where that changes
     /// them or they hold a shell metacharacter.
     pub cmdline: Vec<String>,
-    /// Decoded inputs that are prose written for people (see [`prose`]): the signature rules read
-    /// them, libinjection's tokenizers (made for parameter values) do not.
-    pub prose: Vec<String>,
+    /// For each decoded input, whether it is prose written for people (see [`prose`]): the
+    /// signature rules read those, libinjection's tokenizers (made for parameter values) and
+    /// the patterns sentences share ([`Inputs::payload`]) do not.
+    pub prose: Vec<bool>,
 }
 
 impl Inputs {
@@ -77,11 +78,9 @@ impl Inputs {
             return;
         }
         let s = truncate(&s);
-        if prose(s) && !self.prose.iter().any(|p| p == s) {
-            self.prose.push(s.to_owned());
-        }
         if !self.decoded.iter().any(|d| d == s) {
             self.decoded.push(s.to_owned());
+            self.prose.push(prose(s));
         }
         // SQL and JavaScript read `/*...*/` as whitespace (`UNION/**/SELECT`); MySQL also joins
         // what a comment splits (`DR/**/OP`).
@@ -92,11 +91,21 @@ impl Inputs {
                     && self.decoded.len() < MAX_INPUTS
                     && !self.decoded.contains(&stripped)
                 {
+                    self.prose.push(prose(&stripped));
                     self.decoded.push(stripped);
                 }
             }
         }
     }
+    /// The decoded inputs that are not prose.
+    pub fn payload(&self) -> impl Iterator<Item = &String> {
+        self.decoded
+            .iter()
+            .zip(&self.prose)
+            .filter(|(_, p)| !**p)
+            .map(|(s, _)| s)
+    }
+
     /// `a=1&b=2` (or `;`-separated cookies): each name and value, decoded.
     fn push_pairs(&mut self, s: &str, sep: char, plus_is_space: bool) {
         for pair in s.split(sep) {

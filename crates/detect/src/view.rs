@@ -184,12 +184,7 @@ impl<'a> SpanView<'a> {
     pub fn sqli(&self) -> &[String] {
         self.sqli.get_or_init(|| {
             let mut out: Vec<String> = Vec::new();
-            let inputs = self.inputs();
-            for s in inputs
-                .decoded
-                .iter()
-                .filter(|s| sql_candidate(s) && !inputs.prose.contains(s))
-            {
+            for s in self.inputs().payload().filter(|s| sql_candidate(s)) {
                 let r = libinjectionrs::detect_sqli(s.as_bytes());
                 if r.is_injection() {
                     let f = r
@@ -208,11 +203,9 @@ impl<'a> SpanView<'a> {
     /// Does any input parse as HTML/JavaScript injection (libinjection's XSS detector)?
     pub fn xss(&self) -> bool {
         *self.xss.get_or_init(|| {
-            let inputs = self.inputs();
-            inputs
-                .decoded
-                .iter()
-                .filter(|s| html_candidate(s) && !inputs.prose.contains(s))
+            self.inputs()
+                .payload()
+                .filter(|s| html_candidate(s))
                 .any(|s| {
                     libinjectionrs::detect_xss(without_html5_doctype(s).as_bytes()).is_injection()
                 })
@@ -493,13 +486,8 @@ impl Event for SpanView<'_> {
             // The decoded inputs that are not prose written for people: patterns that ordinary
             // sentences about SQL, LDAP, MongoDB or the DOM also contain are matched here only.
             "tv.input.payload" => {
-                let i = self.inputs();
-                let v: Vec<EventValue<'_>> = i
-                    .decoded
-                    .iter()
-                    .filter(|s| !i.prose.contains(s))
-                    .map(|s| str_borrowed(s))
-                    .collect();
+                let v: Vec<EventValue<'_>> =
+                    self.inputs().payload().map(|s| str_borrowed(s)).collect();
                 return (!v.is_empty()).then_some(EventValue::Array(v));
             }
             "tv.input.raw" => {
