@@ -7,11 +7,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use tv_model::otlp::{
-    AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span,
-    any_value::Value,
-};
-use tv_redact::{PseudonymKey, Rules, redact};
+
+mod generate;
+use generate::{kv, redact_attributes};
 
 /// (kind, plain value): documentation and test values, none real.
 const VALUES: &[(&str, &str)] = &[
@@ -80,16 +78,6 @@ const DISGUISES: &[Disguise] = &[
     }),
 ];
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn disguised_values_are_redacted() {
     let mut cases = Vec::new();
@@ -98,31 +86,13 @@ fn disguised_values_are_redacted() {
             cases.push((*name, *kind, *plain, f(plain)));
         }
     }
-    let span = Span {
-        trace_id: vec![1; 16],
-        span_id: vec![2; 8],
-        name: "upload".into(),
-        attributes: cases
+    let attrs = redact_attributes(
+        "uploads",
+        cases
             .iter()
             .map(|(_, _, _, d)| kv("app.note", &format!("payload {d} attached")))
             .collect(),
-        ..Default::default()
-    };
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "uploads")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let out = redact(&Rules::builtin(), "acme", &PseudonymKey::new(&[7; 32]), req);
-    let attrs = &out.request.resource_spans[0].scope_spans[0].spans[0].attributes;
+    );
     let mut by_disguise: BTreeMap<&str, [usize; 2]> = BTreeMap::new();
     let mut by_kind: BTreeMap<&str, [usize; 2]> = BTreeMap::new();
     let mut missed = Vec::new();

@@ -11,40 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use tv_model::otlp::{
-    AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span,
-    any_value::Value,
-};
-use tv_redact::{PseudonymKey, Rules, redact};
+use tv_model::otlp::{AnyValue, KeyValue, any_value::Value};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn n(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    fn chars(&mut self, alphabet: &[u8], n: usize) -> String {
-        (0..n)
-            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize] as char)
-            .collect()
-    }
-    fn digits(&mut self, n: usize) -> String {
-        self.chars(b"0123456789", n)
-    }
-    fn hex(&mut self, n: usize) -> String {
-        self.chars(b"0123456789abcdef", n)
-    }
-}
+mod generate;
+use generate::{Rng, kv, redact_attributes};
 
 const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -523,16 +493,6 @@ fn int_cases(r: &mut Rng) -> Vec<(&'static str, i64)> {
     out
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn ordinary_values_survive_redaction() {
     let mut r = Rng(0x6f72_6469_6e61_7279);
@@ -546,28 +506,7 @@ fn ordinary_values_survive_redaction() {
         }),
         ..Default::default()
     }));
-    let span = Span {
-        trace_id: vec![1; 16],
-        span_id: vec![2; 8],
-        name: "checkout".into(),
-        attributes,
-        ..Default::default()
-    };
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "checkout")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let out = redact(&Rules::builtin(), "acme", &PseudonymKey::new(&[7; 32]), req);
-    let attrs = &out.request.resource_spans[0].scope_spans[0].spans[0].attributes;
+    let attrs = redact_attributes("checkout", attributes);
     let mut by_family: BTreeMap<&str, [usize; 2]> = BTreeMap::new();
     let mut changed = Vec::new();
     for (i, (family, key, value)) in cases.iter().enumerate() {

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 use tv_redact::scan;
 
+mod generate;
+use generate::Rng;
+
 /// Service names as people write them in variable names (none has a documented token prefix
 /// the vendor detectors know).
 const SERVICES: &[&str] = &[
@@ -114,24 +117,6 @@ const FORMS: &[(&str, &str)] = &[
     ("consumer", "{v}.consumer_secret: {s}"),
 ];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn pick(&mut self, alphabet: &[u8], n: usize) -> String {
-        (0..n)
-            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize] as char)
-            .collect()
-    }
-}
-
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const HEX: &[u8] = b"0123456789abcdef";
@@ -140,31 +125,31 @@ const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 /// Value shapes secrets come in.
 fn value(shape: usize, r: &mut Rng) -> (&'static str, String) {
     match shape {
-        0 => ("alnum 32", r.pick(ALNUM, 32)),
-        1 => ("hex 40", r.pick(HEX, 40)),
+        0 => ("alnum 32", r.chars(ALNUM, 32)),
+        1 => ("hex 40", r.chars(HEX, 40)),
         2 => (
             "uuid",
             format!(
                 "{}-{}-4{}-{}{}-{}",
-                r.pick(HEX, 8),
-                r.pick(HEX, 4),
-                r.pick(HEX, 3),
-                r.pick(b"89ab", 1),
-                r.pick(HEX, 3),
-                r.pick(HEX, 12)
+                r.chars(HEX, 8),
+                r.chars(HEX, 4),
+                r.chars(HEX, 3),
+                r.chars(b"89ab", 1),
+                r.chars(HEX, 3),
+                r.chars(HEX, 12)
             ),
         ),
-        3 => ("base64 44", format!("{}=", r.pick(B64, 43))),
-        4 => ("lower alnum 24", r.pick(LOWER_ALNUM, 24)),
+        3 => ("base64 44", format!("{}=", r.chars(B64, 43))),
+        4 => ("lower alnum 24", r.chars(LOWER_ALNUM, 24)),
         5 => (
             "prefixed",
-            format!("live_{}_{}", r.pick(LOWER_ALNUM, 6), r.pick(ALNUM, 24)),
+            format!("live_{}_{}", r.chars(LOWER_ALNUM, 6), r.chars(ALNUM, 24)),
         ),
-        6 => ("hex 64", r.pick(HEX, 64)),
+        6 => ("hex 64", r.chars(HEX, 64)),
         8 => (
             "grouped key",
             (0..4)
-                .map(|_| r.pick(b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789", 5))
+                .map(|_| r.chars(b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789", 5))
                 .collect::<Vec<_>>()
                 .join("-"),
         ),
@@ -172,9 +157,9 @@ fn value(shape: usize, r: &mut Rng) -> (&'static str, String) {
             "alnum 20 with ~.",
             format!(
                 "{}~{}.{}",
-                r.pick(ALNUM, 6),
-                r.pick(ALNUM, 8),
-                r.pick(ALNUM, 6)
+                r.chars(ALNUM, 6),
+                r.chars(ALNUM, 8),
+                r.chars(ALNUM, 6)
             ),
         ),
     }
