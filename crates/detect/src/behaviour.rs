@@ -132,6 +132,15 @@ pub const SHAPE_STACKED: u8 = 2;
 
 /// The shape bits of `stmt` ([`SHAPE_UNION`], [`SHAPE_STACKED`]).
 pub fn statement_shape(stmt: &str) -> u8 {
+    // Most statements have neither a semicolon nor the word: nothing to strip or split.
+    if !stmt.contains(';')
+        && !stmt
+            .as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"union"))
+    {
+        return 0;
+    }
     // Code only: string literals, quoted identifiers and comments removed, statements split
     // on the semicolons left.
     let b = stmt.as_bytes();
