@@ -52,8 +52,10 @@ fn main() {
                         | "url.query"
                         | "db.statement"
                         | "http.request.body"
+                        | "http.request.body.content"
                         | "user_agent.original"
                 ) || kv.key.starts_with("http.request.header.cookie")
+                    || kv.key.starts_with("http.request.body")
             })
             .map(|kv| {
                 format!(

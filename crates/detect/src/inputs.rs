@@ -62,6 +62,12 @@ impl Inputs {
         }
     }
     fn push_decoded(&mut self, s: Cow<'_, str>) {
+        self.push_decoded_at(s, 0);
+    }
+
+    /// `depth`: how many decodings of [`unescaped`] made `s` (an HTML-escaped JavaScript escape
+    /// of base64 is three; two is where it stops).
+    fn push_decoded_at(&mut self, s: Cow<'_, str>, depth: u8) {
         if s.trim().is_empty() || self.decoded.len() >= MAX_INPUTS {
             return;
         }
@@ -71,6 +77,10 @@ impl Inputs {
             None => s,
         };
         let s = match without_jsx_handlers(&s) {
+            Some(d) => Cow::Owned(d),
+            None => s,
+        };
+        let s = match without_tag_mentions(&s) {
             Some(d) => Cow::Owned(d),
             None => s,
         };
@@ -94,6 +104,11 @@ impl Inputs {
                     self.prose.push(prose(&stripped));
                     self.decoded.push(stripped);
                 }
+            }
+        }
+        if depth < 2 {
+            for u in unescaped(s) {
+                self.push_decoded_at(Cow::Owned(u), depth + 1);
             }
         }
     }
@@ -158,15 +173,55 @@ fn words(s: &str) -> (usize, usize, usize) {
 
 /// Prose written for people (a documentation page, a comment, a description): five or more
 /// words that make most of its tokens, two of them different function words; or a labelled
-/// quotation (see [`labelled`]). Attack payloads are syntax with at most a keyword or two
-/// between the operators.
+/// quotation (see [`labelled`]); or a sentence (see [`sentence`]). Attack payloads are syntax
+/// with at most a keyword or two between the operators.
 pub fn prose(s: &str) -> bool {
+    let s = one_parameter(s).1;
     // Five words need four spaces; most inputs (ids, paths, parameters) have fewer.
     if s.bytes().filter(u8::is_ascii_whitespace).count() < 4 {
-        return labelled(s);
+        return labelled(s) || sentence(s);
     }
     let (tokens, words, function) = words(s);
-    (words >= 5 && function >= 2 && words * 2 > tokens) || labelled(s)
+    (words >= 5 && function >= 2 && words * 2 > tokens) || labelled(s) || sentence(s)
+}
+
+/// A whole query or form body (`q=how to use <br> tag`): its first parameter's name with the
+/// `=`, and the rest; anything else: nothing, and `s`.
+fn one_parameter(s: &str) -> (&str, &str) {
+    let name_len = s
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'[' | b']'))
+        .count();
+    if (1..=40).contains(&name_len) && s[name_len..].starts_with('=') {
+        s.split_at(name_len + 1)
+    } else {
+        ("", s)
+    }
+}
+
+/// A sentence that names or quotes what it talks about (`LDAP filters look like (&(cn=*)).`,
+/// `Edit /etc/hosts to point dev.local at 127.0.0.1.`): it opens with a capitalised word, ends
+/// with a full stop, a question or an exclamation mark, and either opens with four words or is
+/// mostly words (four or more). An injection has to break out of its context first (`*)`, `'`,
+/// `">`), so it does not open with a word.
+fn sentence(s: &str) -> bool {
+    let t = s.trim();
+    if !t.ends_with(['.', '?', '!'])
+        || !t.starts_with(|c: char| c.is_ascii_uppercase())
+        || t.split_whitespace().next().is_some_and(|w| !is_word(w))
+    {
+        return false;
+    }
+    let tokens = t.split_whitespace().count();
+    let opens = tokens >= 5 && t.split_whitespace().take(4).all(is_word);
+    let words = t.split_whitespace().filter(|w| is_word(w)).count();
+    opens || (words >= 4 && words * 2 > tokens)
+}
+
+/// A word of a sentence: letters (an apostrophe inside), maybe followed by `,` `:` `.` `?` `!`.
+fn is_word(w: &str) -> bool {
+    let w = w.trim_end_matches([',', ':', '.', '?', '!']);
+    w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic() || c == '\'')
 }
 
 /// A value that starts with a label of two to four words and a colon (`Example query: ...`,
@@ -229,7 +284,7 @@ pub fn without_quoted_code(s: &str) -> Option<String> {
         return None;
     }
     out.push_str(rest);
-    let (_, words, function) = words(&out);
+    let (_, words, function) = words(one_parameter(&out).1);
     (fenced || label || (words >= 2 && function >= 1)).then_some(out)
 }
 
@@ -247,6 +302,125 @@ fn without_jsx_handlers(s: &str) -> Option<String> {
     });
     r.is_match(s)
         .then(|| r.replace_all(s, "data-jsx=x").into_owned())
+}
+
+/// A tag named in words (`how to use <br> tag`, `<script> tag defer`): bare tags without
+/// attributes, each set apart by spaces, among words and nothing else. A browser given it runs
+/// nothing, so the tags' brackets are dropped before the XSS rules and libinjection read it.
+/// `<script>` alone, `"><script>`, `<script>alert(1)</script>` are not mentions.
+fn without_tag_mentions(s: &str) -> Option<String> {
+    static TAG: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    if !s.contains('<') || s.len() > 200 {
+        return None;
+    }
+    let tag = TAG.get_or_init(|| {
+        regex::Regex::new(r"(^|\s)<(/?[A-Za-z][A-Za-z0-9]{0,15})>(\s|$)").expect("pattern compiles")
+    });
+    let (name, value) = one_parameter(s);
+    let plain = tag.replace_all(value, "$1$2$3");
+    let words = plain
+        .split_whitespace()
+        .filter(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic()))
+        .count();
+    let mentioned = plain != value
+        && words >= 2
+        && plain.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, ' ' | '/' | '-' | ',' | '.' | '?' | '!')
+        });
+    mentioned.then(|| format!("{name}{plain}"))
+}
+
+/// What `s` says once decoded the ways a browser, a JavaScript engine or an application may
+/// decode it: HTML character references (`alert&#x28;1&#x29`, `&lt;script&gt;`), JavaScript
+/// escapes (`\u003cscript\u003e`, `\x3c`), and base64 (the whole value, or the data of a
+/// `data:` URI) when it decodes to text. Each differs from `s`; most values have none.
+fn unescaped(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.contains('&') {
+        // As in an attribute value: `&not=` in a query string stays text (a browser reads it
+        // so there too); numeric references need no semicolon.
+        let u = htmlize::unescape_in(s, htmlize::Context::Attribute);
+        if u != s {
+            out.push(u.into_owned());
+        }
+    }
+    if s.contains("\\u") || s.contains("\\x") || s.contains("\\U") || s.contains("\\X") {
+        let u = js_unescape(s);
+        if u != s {
+            out.push(u);
+        }
+    }
+    if let Some(t) = base64_text(s) {
+        out.push(t);
+    }
+    out
+}
+
+/// `\uXXXX`, `\u{X...}` and `\xXX` escapes decoded; anything else kept as it is.
+fn js_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (hex, len) = match after.as_bytes().first() {
+            Some(b'u' | b'U') if after[1..].starts_with('{') => match after.find('}') {
+                Some(end) if end > 2 && end <= 8 => (&after[2..end], end + 1),
+                _ => ("", 0),
+            },
+            Some(b'u' | b'U') if after.len() >= 5 => (&after[1..5], 5),
+            Some(b'x' | b'X') if after.len() >= 3 => (&after[1..3], 3),
+            _ => ("", 0),
+        };
+        match u32::from_str_radix(hex, 16).ok().and_then(char::from_u32) {
+            Some(c) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                out.push(c);
+                rest = &after[len..];
+            }
+            _ => {
+                out.push('\\');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The text a base64 value stands for: the whole value (16 characters or more of the standard
+/// or URL-safe alphabet), or the data of a `data:...;base64,` URI, decoded to UTF-8 text with
+/// no control characters but line breaks and tabs. Random tokens and binary data decode to
+/// neither.
+fn base64_text(s: &str) -> Option<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let t = s.trim();
+    let data = match t.find(";base64,") {
+        Some(i) if t[..i].to_ascii_lowercase().contains("data:") => &t[i + 8..],
+        _ => t,
+    };
+    let data = data
+        .split(['"', '\'', ')', '>', ' '])
+        .next()
+        .unwrap_or(data);
+    if data.len() < 16
+        || !data
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='))
+        // Words, hex and numbers are what they look like.
+        || data.bytes().all(|b| b.is_ascii_alphabetic())
+        || data.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    {
+        return None;
+    }
+    let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(data).ok())?;
+    let text = String::from_utf8(bytes).ok()?;
+    let printable = text
+        .chars()
+        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
+    (printable && !text.trim().is_empty()).then_some(text)
 }
 
 fn truncate(s: &str) -> &str {
@@ -444,7 +618,9 @@ pub fn extract(v: &SpanView<'_>) -> Inputs {
                 Ok(j) => json_strings(&j, &mut out, 0),
                 Err(_) => out.push_decoded(Cow::Borrowed(b)),
             }
-        } else if b.contains('=') && !t.starts_with('<') {
+        } else if b.contains('=') && !t.starts_with('<') && !(b.contains(' ') && prose(b)) {
+            // A form body (a browser encodes its spaces); text with spaces that reads as prose
+            // is a message, not parameters.
             let whole = decode(b, true);
             joined.push(whole.clone().into_owned());
             out.push_decoded(whole);
@@ -758,6 +934,72 @@ mod tests {
             Some(r#"<button data-jsx=x className="btn">"#)
         );
         assert_eq!(without_jsx_handlers("<svg onload={alert(1)}>"), None);
+    }
+
+    #[test]
+    fn sentences_and_tag_mentions_are_told_from_payloads() {
+        for p in [
+            "LDAP filters look like (&(objectClass=user)(cn=*)).",
+            "Edit /etc/hosts to point dev.local at 127.0.0.1.",
+            "q=Nginx logs are in /var/log/nginx/access.log on Debian.",
+        ] {
+            assert!(prose(p), "{p}");
+        }
+        for p in [
+            "*)(uid=*))(|(uid=*",
+            "Hello' OR 1=1 --.",
+            "/etc/passwd.",
+            "<script>alert(1)</script>.",
+        ] {
+            assert!(!prose(p), "{p}");
+        }
+        assert_eq!(
+            without_tag_mentions("q=how to use <br> tag").as_deref(),
+            Some("q=how to use br tag")
+        );
+        assert_eq!(
+            without_tag_mentions("The <iframe> element embeds another page.").as_deref(),
+            Some("The iframe element embeds another page.")
+        );
+        for attack in [
+            "<script>",
+            "\"><script>",
+            "<script>alert(1)</script>",
+            "<script> alert(1) </script>",
+            "x <img src=x onerror=alert(1)> y",
+        ] {
+            assert_eq!(without_tag_mentions(attack), None, "{attack}");
+        }
+    }
+
+    #[test]
+    fn escapes_and_base64_are_decoded_into_further_inputs() {
+        assert_eq!(unescaped("alert&#x28;1&#x29"), vec!["alert(1)".to_owned()]);
+        // As a browser reads an attribute: `&not=` in a query string stays as it is.
+        assert!(unescaped("page=2&not=x&sort=asc").is_empty());
+        assert_eq!(
+            unescaped("\\u003cscript\\u003ealert(1)\\x3c/script\\u{3e}"),
+            vec!["<script>alert(1)</script>".to_owned()]
+        );
+        assert_eq!(js_unescape("C:\\users\\x"), "C:\\users\\x");
+        assert_eq!(
+            unescaped("PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="),
+            vec!["<script>alert(1)</script>".to_owned()]
+        );
+        assert_eq!(
+            base64_text("data:text/html;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+").as_deref(),
+            Some("<svg onload=alert(1)>")
+        );
+        // Random tokens, ids, words and short values decode to nothing.
+        for v in [
+            "550e8400-e29b-41d4-a716-446655440000",
+            "internationalization",
+            "Zm9vYmFy",
+            "q8Jd9s0LkP2mZx7RtY4vW1nB",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+        ] {
+            assert_eq!(base64_text(v), None, "{v}");
+        }
     }
 
     #[test]

@@ -55,6 +55,33 @@ const DOCS: &[&str] = &[
     "Template literal: `Hello ${name}!` in JavaScript.",
     "The response is `{\"ok\": true, \"items\": []}`.",
     "Use `wget -qO- https://example.com/health` in the container's health check.",
+    "How do I grep for a string in all files recursively?",
+    "Run `npm run build` then `npm start` to serve the app on port 3000.",
+    "To debug, set `DEBUG=app:* node server.js` and watch the output.",
+    "The query `SELECT count(*) FROM events GROUP BY day` returns one row per day.",
+    "Use `DELETE FROM sessions WHERE expires_at < now()` in a nightly job.",
+    "In React, `dangerouslySetInnerHTML` should be avoided; prefer `{text}`.",
+    "Add `<script src=\"https://cdn.example.com/lib.js\" defer></script>` to the head of your page.",
+    "Vue templates bind with `v-on:click=\"save\"` or the shorthand `@click=\"save\"`.",
+    "Handlebars: {{#each items}}<li>{{this}}</li>{{/each}}",
+    "Jinja loops: {% for item in items %}{{ item.name }}{% endfor %}",
+    "Check permissions with `ls -l /var/www` and fix them with `chown -R www-data /var/www`.",
+    "Nginx logs are in /var/log/nginx/access.log on Debian.",
+    "Edit /etc/hosts to point dev.local at 127.0.0.1.",
+    "The Windows hosts file is at C:\\Windows\\System32\\drivers\\etc\\hosts.",
+    "Use `../` to go up one directory in a relative import.",
+    "An LDAP search filter such as (uid=jdoe) matches one user.",
+    "MongoDB supports operators like $gt, $lt and $in in queries.",
+    "Set `spring.datasource.url=jdbc:mysql://localhost:3306/app` in your properties.",
+    "Curl example: curl -X POST -H 'Content-Type: application/json' -d '{\"a\":1}' https://api.example.com/items",
+    "Use onerror on an img element to show a fallback image.",
+    "The <iframe> element embeds another page.",
+    "Python: subprocess.run(['ls', '-la'], check=True)",
+    "Java: Runtime.getRuntime().exec(cmd) is discouraged; use ProcessBuilder.",
+    "PHP's system() function runs a shell command.",
+    "Escape user input before building SQL strings; use prepared statements instead.",
+    "Template injection happens when {{ }} expressions are evaluated on user input.",
+    "cron: 0 3 * * * /usr/local/bin/backup.sh",
 ];
 
 /// Search terms people type into a shop or documentation search box.
@@ -89,6 +116,26 @@ const SEARCHES: &[&str] = &[
     "null pointer exception java",
     "having clause sql",
     "waitfor delay",
+    "select count from orders",
+    "php tutorial for beginners",
+    "linux cat command",
+    "bash script if else",
+    "powershell get-childitem recursive",
+    "how to exit vim",
+    "sql union vs union all",
+    "javascript alert box",
+    "etc passwd format",
+    "windows system32 folder size",
+    "python eval vs exec",
+    "drop down menu css",
+    "<div> vs <span>",
+    "chmod 777 meaning",
+    "sleep apnea",
+    "union jack flag",
+    "onload vs domcontentloaded",
+    "nginx location regex",
+    "ldap vs active directory",
+    "mongodb $lookup example",
 ];
 
 fn spans() -> Vec<(String, Span)> {
@@ -180,10 +227,13 @@ fn developer_tool_and_search_content_raises_no_findings() {
     println!("by rule: {by_rule:#?}");
     println!("fired: {fired:#?}");
     // The target is 1%; this set is harder than ordinary traffic (every item holds attack
-    // syntax as words or code) and stands at 7.1% (52.9% before prose and quoted code were told
-    // from payloads). The bound catches regressions; the remaining items are listed above.
+    // syntax as words or code). It stood at 52.9% before prose and quoted code were told from
+    // payloads, 7.1% before sentences, tag mentions and paths named in prose were. The second
+    // half of each list was written later as a check: 10 of its 50 items fired at first, and
+    // two of the causes (a path named in a sentence, a Java API named in one) were then fixed,
+    // so it is no longer held out. The bound catches regressions; what still fires is listed.
     assert!(
-        rate <= 0.08,
+        rate <= 0.04,
         "{:.1}% of developer-tool and search content raised findings: {fired:#?}",
         rate * 100.0
     );

@@ -132,3 +132,62 @@ fn ordinary_content_in_those_fields_raises_nothing() {
         assert!(fired.is_empty(), "{name}: {fired:?}");
     }
 }
+
+/// Payloads written so that a rule reading the text as sent does not see them: HTML character
+/// references without semicolons, JavaScript escapes (as a JSON API or a JavaScript sink reads
+/// them), base64 (a whole value, a `data:` URI) and base64 of an escaped payload. Each reaches
+/// the rules decoded, in a JSON body, a message payload and a query parameter.
+#[test]
+fn escaped_and_base64_payloads_are_decoded_before_the_rules() {
+    let sig = Signatures::new(RuleSet::builtin());
+    let xss = "tv-xss-syntax";
+    for (payload, rule) in [
+        (
+            "<img src=x onerror=&#97;&#108;&#101;&#114;&#116;&#40;1&#41;>",
+            xss,
+        ),
+        ("alert&#x28;document.cookie&#x29", xss),
+        (r"\u003cscript\u003ealert(1)\u003c/script\u003e", xss),
+        (r"\x3csvg onload=alert(1)\x3e", xss),
+        ("PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", xss),
+        (
+            "<a href=\"data:text/html;base64,PHN2ZyBvbmxvYWQ9YWxlcnQoMSk+\">x</a>",
+            xss,
+        ),
+        // base64 of `&lt;script&gt;alert(1)&lt;/script&gt;`
+        ("Jmx0O3NjcmlwdCZndDthbGVydCgxKSZsdDsvc2NyaXB0Jmd0Ow==", xss),
+        // base64 of `' UNION SELECT password FROM users--`
+        (
+            "JyBVTklPTiBTRUxFQ1QgcGFzc3dvcmQgRlJPTSB1c2Vycy0t",
+            "tv-sqli-syntax",
+        ),
+        // base64 of `;cat /etc/passwd`
+        ("O2NhdCAvZXRjL3Bhc3N3ZA==", "tv-rce-command"),
+    ] {
+        let json = serde_json::json!({ "comment": payload }).to_string();
+        let query = format!(
+            "q={}",
+            percent_encoding::utf8_percent_encode(payload, percent_encoding::NON_ALPHANUMERIC)
+        );
+        for (field, span) in [
+            (
+                "JSON body",
+                with(vec![
+                    kv_str("http.request.header.content-type", "application/json"),
+                    kv_str("http.request.body.content", &json),
+                ]),
+            ),
+            (
+                "message payload",
+                with(vec![kv_str("messaging.message.body", &json)]),
+            ),
+            ("query", with(vec![kv_str("url.query", &query)])),
+        ] {
+            let fired = classes(&sig, span);
+            assert!(
+                fired.iter().any(|r| r == rule),
+                "{rule} not raised for {payload:?} in the {field}: {fired:?}"
+            );
+        }
+    }
+}
