@@ -11,15 +11,12 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod budget;
-pub mod certs_api;
 pub mod config;
 pub mod conns;
 pub mod detection;
 pub mod error;
 pub mod ingest;
-pub mod keys_api;
 pub mod kms;
-pub mod logapi;
 pub mod logkeys;
 pub mod mask;
 pub mod metrics;
@@ -34,7 +31,6 @@ pub mod responses;
 pub mod sinks;
 pub mod stateseal;
 pub mod tls;
-pub mod tokens_api;
 pub mod witness;
 pub mod witness_client;
 
@@ -480,10 +476,10 @@ impl Server {
             query_slots: Arc::new(tokio::sync::Semaphore::new(cfg.query_concurrency)),
             budget_wait: cfg.budget_wait,
         });
-        keys_api::audit_restore(&state);
+        api::admin::keys::audit_restore(&state);
         stateseal::audit_reseal(&data_dir, &state.audit);
         if let Some(max_age) = cfg.rotate_after {
-            tokio::spawn(keys_api::rotate_by_age(state.clone(), max_age));
+            tokio::spawn(api::admin::keys::rotate_by_age(state.clone(), max_age));
         }
         if let Some((h, refresh)) = kms_health {
             tokio::spawn(kms::watch(

@@ -44,7 +44,7 @@ pub async fn erase_tenant(
     scfg.lock = Some(lock);
     let store = crate::open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?;
     if !confirm {
-        let preview = crate::keys_api::erase_preview(tenant, &keyring, &store);
+        let preview = crate::api::admin::keys::erase_preview(tenant, &keyring, &store);
         store.shutdown();
         return Ok(preview?);
     }
@@ -65,11 +65,16 @@ pub async fn erase_tenant(
                 "admin_keys",
                 format!(
                     "{} (offline, on the stopped server's data directory)",
-                    crate::keys_api::erase_resource(tenant, &rec)
+                    crate::api::admin::keys::erase_resource(tenant, &rec)
                 ),
                 tenant,
             );
-            Ok(crate::keys_api::erase_done(tenant, root.as_ref(), &rec, ms))
+            Ok(crate::api::admin::keys::erase_done(
+                tenant,
+                root.as_ref(),
+                &rec,
+                ms,
+            ))
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("erasing tenant {tenant}"))),
     };

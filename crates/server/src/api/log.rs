@@ -21,8 +21,9 @@ use tv_model::TraceId;
 use tv_tlog::receipt::{self, Receipt, ReceiptField};
 use tv_tlog::tiled::TileStore;
 
+use super::{Permit, RouteAction};
 use crate::AppState;
-use crate::auth::{Caller, authenticate};
+use crate::auth::authenticate;
 use crate::error::ApiError;
 
 fn text(body: Vec<u8>, cache: &'static str) -> Response {
@@ -70,6 +71,7 @@ fn note_body(note: &[u8]) -> &[u8] {
 /// `GET /log/{*path}`: the tlog-tiles resources.
 pub async fn tiles(
     State(state): State<Arc<AppState>>,
+    Extension(RouteAction(action)): Extension<RouteAction>,
     Path(path): Path<String>,
     peer: Option<Extension<crate::mtls::PeerInfo>>,
     headers: HeaderMap,
@@ -81,25 +83,21 @@ pub async fn tiles(
                 &state.audit,
                 peer.as_deref(),
                 "api",
-                "read_log",
+                action.name(),
                 resource.clone(),
             );
             r.error
         })?;
         state
             .admit(&caller)
-            .and_then(|()| {
-                state
-                    .authorize(&caller, tv_access::Action::ReadLog)
-                    .map(drop)
-            })
+            .and_then(|()| state.authorize(&caller, action).map(drop))
             .inspect_err(|e| {
                 state.audit.denied(
                     &caller.principal,
                     caller.requested_tenant(),
                     peer.as_deref(),
                     "api",
-                    "read_log",
+                    action.name(),
                     resource.clone(),
                     e.status().as_u16(),
                     e.to_string(),
@@ -140,9 +138,9 @@ pub async fn tiles(
 
 pub async fn checkpoint(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::ReadLog)?;
+    permit.authorize(&state)?;
     Ok(text(current_checkpoint(&state)?, "no-cache"))
 }
 
@@ -168,10 +166,10 @@ fn signed_size(state: &AppState) -> Result<u64, ApiError> {
 
 pub async fn inclusion(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::ReadLog)?;
+    permit.authorize(&state)?;
     let index =
         num(&params, "index")?.ok_or_else(|| ApiError::BadRequest("index is required".into()))?;
     let signed = signed_size(&state)?;
@@ -212,10 +210,10 @@ pub async fn inclusion(
 
 pub async fn consistency(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, tv_access::Action::ReadLog)?;
+    permit.authorize(&state)?;
     let signed = signed_size(&state)?;
     let old = num(&params, "old")?.ok_or_else(|| ApiError::BadRequest("old is required".into()))?;
     let new = num(&params, "new")?.unwrap_or(signed);
@@ -240,11 +238,11 @@ pub async fn consistency(
 /// can withhold more with `?withhold=` (e.g. to share a receipt without the user id).
 pub async fn receipts(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let auth = state.authorize(&caller, tv_access::Action::ReadReceipt)?;
+    let auth = permit.authorize(&state)?;
     let tid = TraceId::from_hex(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Fields of classes this caller may not read are withheld, as in every other response.
     let classes = crate::mask::Masker::new(&state, &auth).withholding();

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use tv_access::TenantScope;
 use tv_model::TenantId;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::api::Permit;
 use crate::error::ApiError;
 
 /// `POST /api/admin/keys/rotate` body.
@@ -42,27 +42,28 @@ fn key_error(e: tv_crypto::CryptoError) -> ApiError {
 /// authorized, whatever `X-Scope-OrgID` says.
 fn authorize_body_tenant(
     state: &AppState,
-    caller: &Caller,
+    permit: &Permit,
     tenant: &str,
 ) -> Result<crate::auth::Authorized, ApiError> {
     let tenant = TenantId::parse(tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    state.authorize_on(caller, tv_access::Action::AdminKeys, tenant)
+    permit.authorize_on(state, tenant)
 }
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
 ) -> Result<Response, ApiError> {
-    let auth = state.authorize(&caller, tv_access::Action::AdminKeys)?;
+    let caller = &permit.caller;
+    let auth = permit.authorize(&state)?;
     let st = state.clone();
-    let c = caller.clone();
+    let p = permit.clone();
     let tenants =
         tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, ApiError> {
             let kr = &st.keyring;
             let mut out = Vec::new();
             // Only the tenants whose keys the policies let this caller administer.
             for t in kr.tenants().map_err(key_error)? {
-                if !st.may(&c, tv_access::Action::AdminKeys, t.as_str()) {
+                if !p.may(&st, t.as_str()) {
                     continue;
                 }
                 let versions = kr.versions(&t).map_err(key_error)?;
@@ -94,11 +95,12 @@ pub async fn list(
 
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let Json(req) = body.map_err(|e| ApiError::json_body("rotation", e))?;
-    let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
+    let auth = authorize_body_tenant(&state, &permit, &req.tenant)?;
     let tenant = auth.tenant().clone();
     let kr = state.keyring.clone();
     let t = tenant.clone();
@@ -120,11 +122,12 @@ pub async fn rotate(
 /// live beside the tenant's keys). Afterwards older versions wrap nothing still stored.
 pub async fn rewrap(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<Rotate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let Json(req) = body.map_err(|e| ApiError::json_body("rewrap", e))?;
-    let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
+    let auth = authorize_body_tenant(&state, &permit, &req.tenant)?;
     let tenant = auth.tenant().clone();
     let st = state.clone();
     let t = tenant.clone();
@@ -166,13 +169,10 @@ pub async fn rewrap(
 /// Needs `admin_keys` with a credential of every tenant.
 pub async fn rewrap_root(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
 ) -> Result<Response, ApiError> {
-    let auth = state.authorize_every(
-        &caller,
-        tv_access::Action::AdminKeys,
-        "re-wrapping under the root",
-    )?;
+    let caller = &permit.caller;
+    let auth = permit.authorize_every(&state, "re-wrapping under the root")?;
     let (kr, audit) = (state.keyring.clone(), state.audit.clone());
     let started = std::time::Instant::now();
     let (n, system) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -292,11 +292,12 @@ pub fn erase_done(
 /// the tenant. Audited.
 pub async fn erase(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<Erase>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let Json(req) = body.map_err(|e| ApiError::json_body("erase", e))?;
-    let auth = authorize_body_tenant(&state, &caller, &req.tenant)?;
+    let auth = authorize_body_tenant(&state, &permit, &req.tenant)?;
     let tenant = auth.tenant().clone();
     // Finished erasures are refused; one a failure interrupted (the KMS not answering, say) is
     // finished by running the command again.
@@ -356,14 +357,11 @@ pub struct Backup {
 /// server only in that form. Needs `admin_keys` with a credential of every tenant. Audited.
 pub async fn backup(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<Backup>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let auth = state.authorize_every(
-        &caller,
-        tv_access::Action::AdminKeys,
-        "a key backup (it holds every tenant's keys)",
-    )?;
+    let caller = &permit.caller;
+    let auth = permit.authorize_every(&state, "a key backup (it holds every tenant's keys)")?;
     let Json(req) = body.map_err(|e| ApiError::json_body("backup", e))?;
     let kr = state.keyring.clone();
     let (sealed, files, tenants) = tokio::task::spawn_blocking(move || {

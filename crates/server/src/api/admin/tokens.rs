@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,7 +14,7 @@ use tv_access::{Role, TenantScope, TokenInfo, now_unix};
 use tv_model::TenantId;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::api::Permit;
 use crate::error::ApiError;
 
 /// `POST /api/admin/tokens` body.
@@ -41,45 +41,39 @@ const MAX_LIFETIME_SECS: u64 = 10 * 366 * 24 * 3600;
 
 /// Whether the policies let the caller administer tokens of every tenant in `tenants` (an
 /// empty list is a token of every tenant: only a credential of every tenant covers it).
-fn covers(state: &AppState, caller: &Caller, tenants: &[String]) -> bool {
+fn covers(state: &AppState, permit: &Permit, tenants: &[String]) -> bool {
     if tenants.is_empty() {
-        return caller.principal.tenants == TenantScope::All;
+        return permit.caller.principal.tenants == TenantScope::All;
     }
-    tenants
-        .iter()
-        .all(|t| state.may(caller, tv_access::Action::AdminTokens, t))
+    tenants.iter().all(|t| permit.may(state, t))
 }
 
 /// Authorizes `admin_tokens` on each tenant a token is (or would be) bound to; the first one
 /// names the audit record. A token of every tenant needs the action on every tenant.
 fn authorize_tokens(
     state: &AppState,
-    caller: &Caller,
+    permit: &Permit,
     tenants: &[TenantId],
 ) -> Result<crate::auth::Authorized, ApiError> {
     let Some((first, rest)) = tenants.split_first() else {
-        return state.authorize_every(
-            caller,
-            tv_access::Action::AdminTokens,
-            "a token of every tenant",
-        );
+        return permit.authorize_every(state, "a token of every tenant");
     };
     for t in rest {
-        state.authorize_on(caller, tv_access::Action::AdminTokens, t.clone())?;
+        permit.authorize_on(state, t.clone())?;
     }
-    state.authorize_on(caller, tv_access::Action::AdminTokens, first.clone())
+    permit.authorize_on(state, first.clone())
 }
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
 ) -> Result<Response, ApiError> {
-    let auth = state.authorize(&caller, tv_access::Action::AdminTokens)?;
+    let auth = permit.authorize(&state)?;
     let tokens: Vec<TokenInfo> = state
         .tokens
         .list()
         .into_iter()
-        .filter(|t| covers(&state, &caller, &t.tenants))
+        .filter(|t| covers(&state, &permit, &t.tenants))
         .collect();
     let n = tokens.len();
     Ok(crate::api::noted(
@@ -92,9 +86,10 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<CreateToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let Json(req) = body.map_err(|e| ApiError::json_body("token request", e))?;
     // The tenants the token is for are what is acted on: authorized before anything else in
     // the body is looked at.
@@ -102,7 +97,7 @@ pub async fn create(
     for t in &req.tenants {
         tenants.push(TenantId::parse(t).map_err(|e| ApiError::BadRequest(e.to_string()))?);
     }
-    let auth = authorize_tokens(&state, &caller, &tenants)?;
+    let auth = authorize_tokens(&state, &permit, &tenants)?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
         ApiError::BadRequest(format!(
@@ -169,14 +164,15 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let missing = || ApiError::NotFound(format!("no token with id {:?}", clip(&id)));
     let Some(info) = state.tokens.get(&id) else {
         return Err(missing());
     };
-    if !covers(&state, &caller, &info.tenants) {
+    if !covers(&state, &permit, &info.tenants) {
         // Indistinguishable from a missing token for an admin of other tenants.
         return Err(missing());
     }
@@ -185,7 +181,7 @@ pub async fn revoke(
         .iter()
         .filter_map(|t| TenantId::parse(t).ok())
         .collect();
-    let auth = authorize_tokens(&state, &caller, &tenants)?;
+    let auth = authorize_tokens(&state, &permit, &tenants)?;
     state
         .tokens
         .revoke(&id)

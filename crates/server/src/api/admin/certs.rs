@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,6 +22,7 @@ use tv_access::{Role, TenantScope, now_unix};
 use tv_model::TenantId;
 
 use crate::AppState;
+use crate::api::Permit;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::mtls::{self, IssuedCert, Workload};
@@ -90,15 +91,16 @@ fn check_identity(id: &str) -> Result<(), ApiError> {
 
 pub async fn register(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<Register>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let Json(req) = body.map_err(|e| ApiError::json_body("certificate request", e))?;
     // The tenant the identity is bound to is what is acted on: authorized first.
     let tenant = TenantId::parse(&req.tenant).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let auth = state.authorize_on(&caller, tv_access::Action::AdminCerts, tenant)?;
+    let auth = permit.authorize_on(&state, tenant)?;
     let tenant = auth.tenant().clone();
-    outside_ca_needs_every_tenant(&state, &caller)?;
+    outside_ca_needs_every_tenant(&state, caller)?;
     check_identity(&req.identity)?;
     let role = match &req.role {
         None => Role::Ingest,
@@ -212,10 +214,11 @@ pub async fn register(
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
 ) -> Result<Response, ApiError> {
-    let auth = state.authorize(&caller, tv_access::Action::AdminCerts)?;
-    let mine = |t: &str| state.may(&caller, tv_access::Action::AdminCerts, t);
+    let caller = &permit.caller;
+    let auth = permit.authorize(&state)?;
+    let mine = |t: &str| permit.may(&state, t);
     let (workloads, certs, revoked) = state.workloads.list();
     let workloads: Vec<_> = workloads.into_iter().filter(|w| mine(&w.tenant)).collect();
     let certs: Vec<_> = certs.into_iter().filter(|c| mine(&c.tenant)).collect();
@@ -244,9 +247,10 @@ pub async fn list(
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
+    permit: Permit,
     body: Result<Json<Revoke>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = &permit.caller;
     let Json(req) = body.map_err(|e| ApiError::json_body("revocation", e))?;
     match (req.serial, req.identity) {
         (Some(serial), None) => {
@@ -264,16 +268,14 @@ pub async fn revoke(
             // another tenant, and one this server never issued, answer alike for a tenant
             // admin; only an admin of every tenant revokes outside serials.
             let auth = match state.workloads.certificate(&serial) {
-                Some(c) if state.may(&caller, tv_access::Action::AdminCerts, &c.tenant) => {
+                Some(c) if permit.may(&state, &c.tenant) => {
                     let t = TenantId::parse(&c.tenant)
                         .map_err(|e| ApiError::Internal(format!("stored tenant: {e}")))?;
-                    state.authorize_on(&caller, tv_access::Action::AdminCerts, t)?
+                    permit.authorize_on(&state, t)?
                 }
-                None if caller.principal.tenants == TenantScope::All => state.authorize_every(
-                    &caller,
-                    tv_access::Action::AdminCerts,
-                    "revoking a serial this server did not issue",
-                )?,
+                None if caller.principal.tenants == TenantScope::All => {
+                    permit.authorize_every(&state, "revoking a serial this server did not issue")?
+                }
                 _ => {
                     return Err(ApiError::NotFound(format!(
                         "no certificate with serial {serial} issued for a tenant this credential administers"
@@ -294,13 +296,13 @@ pub async fn revoke(
             ))
         }
         (None, Some(identity)) => {
-            outside_ca_needs_every_tenant(&state, &caller)?;
+            outside_ca_needs_every_tenant(&state, caller)?;
             // Only registrations in tenants this credential administers exist for it.
             let mut held: Vec<_> = state
                 .workloads
                 .registrations(&identity)
                 .into_iter()
-                .filter(|w| state.may(&caller, tv_access::Action::AdminCerts, &w.tenant))
+                .filter(|w| permit.may(&state, &w.tenant))
                 .collect();
             let w = match held.len() {
                 0 => {
@@ -325,7 +327,7 @@ pub async fn revoke(
             };
             let t = TenantId::parse(&w.tenant)
                 .map_err(|e| ApiError::Internal(format!("stored tenant: {e}")))?;
-            let auth = state.authorize_on(&caller, tv_access::Action::AdminCerts, t)?;
+            let auth = permit.authorize_on(&state, t)?;
             let serials = state
                 .workloads
                 .revoke_identity(auth.tenant().as_str(), &identity)

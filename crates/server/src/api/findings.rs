@@ -1,0 +1,137 @@
+//! `/api/findings`: the tenant's detection findings (OCSF), grouped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tv_store::SearchQuery;
+
+use super::{Permit, noted, timed, unix_secs};
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Most findings one `GET /api/findings` returns.
+const MAX_FINDINGS: usize = 1_000;
+
+/// `GET /api/findings?start=&end=&limit=&min_severity=&rule=`: the tenant's findings (OCSF
+/// Detection Findings), newest first, deduplicated by finding uid, with their groups (same rule,
+/// service, operation and sender) and counts. Findings about services the caller may not read are
+/// left out.
+pub async fn findings(
+    State(state): State<Arc<AppState>>,
+    permit: Permit,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let auth = permit.authorize(&state)?;
+    let secs = |name: &str| unix_secs(&params, name);
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(l) if (1..=MAX_FINDINGS).contains(&l) => l,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be between 1 and {MAX_FINDINGS}"
+                )));
+            }
+        },
+    };
+    let min_severity = match params.get("min_severity") {
+        None => tv_detect::finding::Severity::Informational,
+        Some(s) => tv_detect::finding::Severity::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "min_severity '{}' is not one of informational, low, medium, high, critical",
+                s.chars().take(32).collect::<String>()
+            ))
+        })?,
+    };
+    let rule = params.get("rule").cloned();
+    let q = SearchQuery {
+        tags: vec![(
+            "service.name".to_owned(),
+            crate::detection::FINDINGS_SERVICE.to_owned(),
+        )],
+        start_ns: secs("start")?,
+        end_ns: secs("end")?.map(|e| e.saturating_add(999_999_999)),
+        limit,
+        ..Default::default()
+    };
+    let tenant = auth.tenant().clone();
+    let mut found = timed(&state, "findings", move |s| {
+        let mut out = Vec::new();
+        for hit in s.store.search(&tenant, &q)? {
+            if let Some(rs) = s.store.find_trace(&tenant, hit.trace_id)? {
+                // Only what the server sealed is a finding (see detection::FindingSeal).
+                out.extend(
+                    s.findings_seal
+                        .open(&tenant, &rs)
+                        .map_err(|e| tv_store::StoreError::Decode(format!("finding seal: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    let mut masker = crate::mask::Masker::new(&state, &auth);
+    found.retain(|f| {
+        f.severity >= min_severity
+            && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
+            && !masker.hides_search("service.name", &f.service)
+    });
+    // Names and messages carry the redacted forms; pseudonyms in them are marked for callers
+    // who may not read them, as in traces.
+    for f in &mut found {
+        for s in [&mut f.service, &mut f.operation, &mut f.message] {
+            if let Some(m) = masker.text(s) {
+                *s = m;
+            }
+        }
+    }
+    found.sort_by(|a, b| {
+        b.time_unix_nano
+            .cmp(&a.time_unix_nano)
+            .then_with(|| a.uid.cmp(&b.uid))
+    });
+    found.dedup_by(|a, b| a.uid == b.uid);
+    found.truncate(limit);
+    // Groups: one line per (rule, service, operation, sender) with its count and time span.
+    let mut groups: std::collections::BTreeMap<
+        &str,
+        (u64, u64, u64, &tv_detect::finding::Finding),
+    > = Default::default();
+    for f in &found {
+        let g = groups
+            .entry(f.group.as_str())
+            .or_insert((0, u64::MAX, 0, f));
+        g.0 += 1;
+        g.1 = g.1.min(f.time_unix_nano);
+        g.2 = g.2.max(f.time_unix_nano);
+    }
+    let groups: Vec<_> = groups
+        .iter()
+        .map(|(k, (n, first, last, f))| {
+            json!({
+                "group": k,
+                "count": n,
+                "first_seen_unix_nano": first.to_string(),
+                "last_seen_unix_nano": last.to_string(),
+                "rule": f.analytic_uid,
+                "title": f.title,
+                "severity": f.severity,
+                "service": f.service,
+                "operation": f.operation,
+                "principal": f.principal,
+            })
+        })
+        .collect();
+    let n = found.len();
+    let ocsf: Vec<_> = found.iter().map(|f| f.to_ocsf()).collect();
+    Ok(noted(
+        Json(json!({ "findings": ocsf, "groups": groups })).into_response(),
+        &auth,
+        n,
+        Some("findings".into()),
+    ))
+}

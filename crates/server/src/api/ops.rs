@@ -1,0 +1,59 @@
+//! Operations: readiness (open) and the Prometheus/OpenMetrics scrape.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
+use super::Permit;
+use crate::AppState;
+use crate::error::ApiError;
+
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.store.is_healthy() {
+        // A KMS outage degrades, it does not stop: cached tenant keys carry ingest and queries.
+        if let Some(secs) = state.kms.as_ref().and_then(|k| k.outage()) {
+            let max = state
+                .kms
+                .as_ref()
+                .map(|k| k.max_stale.as_secs())
+                .unwrap_or(0);
+            return (
+                StatusCode::OK,
+                format!(
+                    "ready (degraded: the KMS has not answered for {secs} s; cached tenant keys serve for up to {max} s after their last confirmation)\n"
+                ),
+            )
+                .into_response();
+        }
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the write-ahead log cannot be written\n",
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    permit: Permit,
+) -> Result<Response, ApiError> {
+    permit.authorize(&state)?;
+    let stats = state.store.stats();
+    state.metrics.stored_blocks.set(stats.blocks as i64);
+    state.metrics.head_spans.set(stats.head_spans as i64);
+    if let Some(log) = state.store.log() {
+        state.metrics.log_size.set(log.durable_size() as i64);
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
+}
