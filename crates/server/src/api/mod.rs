@@ -456,3 +456,26 @@ fn unix_secs(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>
         })
         .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_names_each_path_once_and_every_guarded_route_its_action() {
+        let rs = routes();
+        let mut paths: Vec<&str> = rs.iter().map(|r| r.path).collect();
+        paths.sort_unstable();
+        let n = paths.len();
+        paths.dedup();
+        assert_eq!(n, paths.len(), "a path appears twice in the route table");
+        for r in &rs {
+            match r.guard {
+                Guard::Open => assert!(r.action.is_none() && !r.audited, "{}", r.path),
+                // Only the echo answers any authenticated caller.
+                _ if r.path == "/api/echo" => assert!(r.action.is_none(), "{}", r.path),
+                _ => assert!(r.action.is_some(), "{} has no action", r.path),
+            }
+        }
+    }
+}
