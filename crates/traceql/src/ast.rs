@@ -667,13 +667,24 @@ impl fmt::Display for Field {
 
 impl fmt::Display for Attribute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `parent.` then the scope and its dot, or (unscoped) the name directly; an unscoped
+        // name that would read as a scope (`parent."span.x"`) is quoted.
+        let reads_as_scope = self.parent
+            && self.scope == Scope::None
+            && crate::lexer::SCOPES.iter().any(|s| {
+                self.name
+                    .strip_prefix(s)
+                    .is_some_and(|r| r.starts_with('.'))
+            });
         if self.parent {
-            write!(f, "parent.")?;
-        }
-        if self.scope != Scope::None {
+            write!(f, "parent")?;
+            if self.scope != Scope::None {
+                write!(f, ".{}", self.scope.prefix())?;
+            }
+        } else if self.scope != Scope::None {
             write!(f, "{}", self.scope.prefix())?;
         }
-        if plain_name(&self.name) {
+        if plain_name(&self.name) && !reads_as_scope {
             write!(f, ".{}", self.name)
         } else {
             write!(f, ".{}", quote(&self.name))
