@@ -232,7 +232,9 @@ impl Checker {
                         }
                     }
                     BinOp::Gt | BinOp::Gte | BinOp::Lt | BinOp::Lte => {
-                        if comparable(lt, rt) && lt != Type::Nil && rt != Type::Nil {
+                        // Numbers and strings have an order; statuses, kinds and booleans not.
+                        let ordered = |t: Type| t.is_numeric() || t == Type::String;
+                        if comparable(lt, rt) && ordered(lt) && ordered(rt) {
                             Ok(Type::Bool)
                         } else {
                             Err(mismatch())
