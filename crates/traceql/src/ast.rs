@@ -104,6 +104,8 @@ pub enum Scalar {
     Static(Literal),
     Aggregate(Aggregate, Option<Box<Field>>),
     Binary(BinOp, Box<Scalar>, Box<Scalar>),
+    /// `({ ... } | count())`: an aggregate of a whole pipeline's result.
+    Pipeline(Box<Pipeline>, Aggregate, Option<Box<Field>>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -645,6 +647,8 @@ impl fmt::Display for Scalar {
             Scalar::Aggregate(a, None) => write!(f, "{}()", a.name()),
             Scalar::Aggregate(a, Some(e)) => write!(f, "{}({e})", a.name()),
             Scalar::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),
+            Scalar::Pipeline(p, a, None) => write!(f, "({p} | {}())", a.name()),
+            Scalar::Pipeline(p, a, Some(e)) => write!(f, "({p} | {}({e}))", a.name()),
         }
     }
 }
@@ -659,8 +663,9 @@ impl fmt::Display for Field {
                 write!(f, "{s}:{n}")
             }
             Field::Binary(op, l, r) => write!(f, "({l} {} {r})", op.symbol()),
-            Field::Unary(UnaryOp::Not, e) => write!(f, "!({e})"),
-            Field::Unary(UnaryOp::Neg, e) => write!(f, "-({e})"),
+            // Wrapped whole: a prefix reaches over `*` (`-a * b` is `-(a * b)`).
+            Field::Unary(UnaryOp::Not, e) => write!(f, "(!({e}))"),
+            Field::Unary(UnaryOp::Neg, e) => write!(f, "(-({e}))"),
         }
     }
 }
@@ -701,7 +706,22 @@ impl fmt::Display for Literal {
                 let s = format!("{x:?}");
                 write!(f, "{s}")
             }
-            Literal::Duration(ns) => write!(f, "{ns}ns"),
+            Literal::Duration(ns) => {
+                // The largest unit that holds it exactly.
+                const UNITS: &[(i64, &str)] = &[
+                    (3_600_000_000_000, "h"),
+                    (60_000_000_000, "m"),
+                    (1_000_000_000, "s"),
+                    (1_000_000, "ms"),
+                    (1_000, "us"),
+                ];
+                let (n, u) = UNITS
+                    .iter()
+                    .find(|(d, _)| *ns != 0 && ns % d == 0)
+                    .map(|(d, u)| (ns / d, *u))
+                    .unwrap_or((*ns, "ns"));
+                write!(f, "{n}{u}")
+            }
             Literal::Status(s) => write!(f, "{}", s.name()),
             Literal::Kind(k) => write!(f, "{}", k.name()),
             Literal::Bool(b) => write!(f, "{b}"),

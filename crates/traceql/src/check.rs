@@ -4,6 +4,7 @@
 //! anything); `=~` needs a string pattern; arithmetic needs numbers; an aggregate, `by()` and
 //! the metrics functions need a value that varies per span, not a constant.
 
+use crate::ast::quote;
 use crate::ast::*;
 use crate::error::Error;
 
@@ -15,16 +16,7 @@ pub fn check(q: &Query) -> Result<(), Error> {
     if let Some(m) = &q.metrics {
         c.metrics(m)?;
     }
-    for (k, v) in &q.hints {
-        if !matches!(
-            v,
-            Literal::Bool(_) | Literal::Int(_) | Literal::Float(_) | Literal::Duration(_)
-        ) {
-            return Err(invalid(format!(
-                "hint {k} must be a boolean, a number or a duration, not {v}"
-            )));
-        }
-    }
+    // Hints are advice: an unknown one is ignored, as Tempo does.
     Ok(())
 }
 
@@ -102,6 +94,8 @@ impl Checker {
     fn scalar_filter(&self, f: &ScalarFilter) -> Result<(), Error> {
         let l = self.scalar(&f.lhs)?;
         let r = self.scalar(&f.rhs)?;
+        // What is evaluated: one aggregate compared with one number.
+        let simple = matches!(f.lhs, Scalar::Aggregate(..)) && matches!(f.rhs, Scalar::Static(_));
         if matches!(f.op, BinOp::Re | BinOp::Nre) {
             return Err(invalid(format!(
                 "{} compares strings; aggregates are numbers",
@@ -115,10 +109,12 @@ impl Checker {
                 r.name()
             )));
         }
-        if !has_aggregate(&f.lhs) && !has_aggregate(&f.rhs) {
-            return Err(invalid(format!(
-                "a scalar filter compares an aggregate (count(), avg(...)): {f} has none"
-            )));
+        if !simple {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "a scalar filter other than an aggregate compared with a number ({f})"
+                ),
+            });
         }
         Ok(())
     }
@@ -149,6 +145,10 @@ impl Checker {
                 Ok(if t == Type::Any { Type::Float } else { t })
             }
             Scalar::Aggregate(a, None) => Err(invalid(format!("{}() needs a value", a.name()))),
+            Scalar::Pipeline(p, a, f) => {
+                self.pipeline(p)?;
+                self.scalar(&Scalar::Aggregate(*a, f.clone()))
+            }
             Scalar::Binary(op, l, r) => {
                 let (lt, rt) = (self.scalar(l)?, self.scalar(r)?);
                 if !op.is_arithmetic() {
@@ -171,6 +171,9 @@ impl Checker {
     fn field(&self, f: &Field) -> Result<Type, Error> {
         match f {
             Field::Static(l) => Ok(literal_type(l)),
+            Field::Attribute(a) if a.parent => Err(Error::Unsupported {
+                what: format!("the parent scope ({a})"),
+            }),
             Field::Attribute(_) => Ok(Type::Any),
             Field::Intrinsic(i) => Ok(i.value_type()),
             Field::Unary(UnaryOp::Not, e) => {
@@ -205,54 +208,33 @@ impl Checker {
                         rt.name()
                     ))
                 };
-                match op {
-                    BinOp::And | BinOp::Or => {
-                        if matches!(lt, Type::Bool | Type::Any)
-                            && matches!(rt, Type::Bool | Type::Any)
-                        {
-                            Ok(Type::Bool)
-                        } else {
-                            Err(mismatch())
-                        }
-                    }
-                    BinOp::Re | BinOp::Nre => {
-                        if matches!(lt, Type::String | Type::Any)
-                            && matches!(rt, Type::String | Type::Any)
-                        {
-                            Ok(Type::Bool)
-                        } else {
-                            Err(mismatch())
-                        }
-                    }
-                    BinOp::Eq | BinOp::Neq => {
-                        if comparable(lt, rt) || lt == Type::Nil || rt == Type::Nil {
-                            Ok(Type::Bool)
-                        } else {
-                            Err(mismatch())
-                        }
-                    }
-                    BinOp::Gt | BinOp::Gte | BinOp::Lt | BinOp::Lte => {
-                        // Numbers and strings have an order; statuses, kinds and booleans not.
-                        let ordered = |t: Type| t.is_numeric() || t == Type::String;
-                        if comparable(lt, rt) && ordered(lt) && ordered(rt) {
-                            Ok(Type::Bool)
-                        } else {
-                            Err(mismatch())
-                        }
-                    }
-                    _ => {
-                        if lt.is_numeric() && rt.is_numeric() {
-                            Ok(match (lt, rt) {
-                                (Type::Int, Type::Int) => Type::Int,
-                                (Type::Duration, _) | (_, Type::Duration) => Type::Duration,
-                                (Type::Any, _) | (_, Type::Any) => Type::Any,
-                                _ => Type::Float,
-                            })
-                        } else {
-                            Err(mismatch())
-                        }
-                    }
+                // Operands of one type (numbers and durations mix), an attribute (its type is
+                // known per span) or nil.
+                let matching = lt == rt
+                    || lt == Type::Any
+                    || rt == Type::Any
+                    || lt == Type::Nil
+                    || rt == Type::Nil
+                    || (lt.is_numeric() && rt.is_numeric());
+                if !(matching && allows(lt, *op) && allows(rt, *op)) {
+                    return Err(mismatch());
                 }
+                if matches!(op, BinOp::Re | BinOp::Nre)
+                    && let Field::Static(Literal::String(p)) = r.as_ref()
+                    && let Err(e) = regex::Regex::new(p)
+                {
+                    return Err(invalid(format!(
+                        "{} is not a regular expression: {}",
+                        quote(p),
+                        e.to_string().lines().last().unwrap_or("")
+                    )));
+                }
+                Ok(if op.is_arithmetic() {
+                    // The left operand's type, or the right one's when the left is an attribute.
+                    if lt == Type::Any { rt } else { lt }
+                } else {
+                    Type::Bool
+                })
             }
         }
     }
@@ -292,27 +274,43 @@ impl Checker {
             }
             MetricsFn::Compare(s, args) => {
                 self.spanset(s)?;
-                if args.len() > 3 {
-                    return Err(invalid(
-                        "compare takes a spanset and at most three integers (top N, start, end)"
-                            .into(),
-                    ));
+                if let Some(&n) = args.first()
+                    && n <= 0
+                {
+                    return Err(invalid(format!(
+                        "compare's top N is greater than 0, not {n}"
+                    )));
+                }
+                if let [_, start, end] = args[..]
+                    && !((start == 0 && end == 0) || (start > 0 && end > start))
+                {
+                    return Err(invalid(format!(
+                        "compare's start and end are both 0, or end after start ({start}, {end})"
+                    )));
                 }
             }
         }
         for f in &m.by {
-            self.varying(f, "by()")?;
             self.field(f)?;
         }
+        // One label is the bucket's for quantiles and histograms.
+        let max_by = match m.function {
+            MetricsFn::QuantileOverTime(..) | MetricsFn::HistogramOverTime(_) => 4,
+            _ => 5,
+        };
+        if m.by.len() > max_by {
+            return Err(Error::Unsupported {
+                what: format!("grouping metrics by more than {max_by} values"),
+            });
+        }
+        if let Some((_, k)) = m.second
+            && k <= 0
+        {
+            return Err(invalid(format!(
+                "topk/bottomk take a number of series greater than 0, not {k}"
+            )));
+        }
         Ok(())
-    }
-}
-
-fn has_aggregate(s: &Scalar) -> bool {
-    match s {
-        Scalar::Static(_) => false,
-        Scalar::Aggregate(..) => true,
-        Scalar::Binary(_, l, r) => has_aggregate(l) || has_aggregate(r),
     }
 }
 
@@ -329,8 +327,14 @@ pub fn literal_type(l: &Literal) -> Type {
     }
 }
 
-/// Whether values of these types can be compared: the same type, two numbers (durations
-/// included), or an attribute (its type is known only per span).
-fn comparable(a: Type, b: Type) -> bool {
-    a == b || a == Type::Any || b == Type::Any || (a.is_numeric() && b.is_numeric())
+/// Whether values of type `t` take operator `op` (an attribute takes every operator).
+fn allows(t: Type, op: BinOp) -> bool {
+    use BinOp::*;
+    match t {
+        Type::Any => true,
+        Type::Bool => matches!(op, And | Or | Eq | Neq),
+        Type::Int | Type::Float | Type::Duration => !matches!(op, And | Or | Re | Nre),
+        Type::String => matches!(op, Eq | Neq | Re | Nre | Gt | Gte | Lt | Lte),
+        Type::Nil | Type::Status | Type::Kind => matches!(op, Eq | Neq),
+    }
 }

@@ -12,7 +12,11 @@ pub struct Pos {
 impl Pos {
     /// The position of byte offset `i` of `src`.
     pub fn at(src: &str, i: usize) -> Pos {
-        let before = &src[..i.min(src.len())];
+        let mut i = i.min(src.len());
+        while !src.is_char_boundary(i) {
+            i -= 1;
+        }
+        let before = &src[..i];
         let line = before.matches('\n').count() as u32 + 1;
         let col = before.rsplit('\n').next().unwrap_or("").chars().count() as u32 + 1;
         Pos { line, col }

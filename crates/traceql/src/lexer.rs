@@ -183,7 +183,7 @@ impl<'a> Lexer<'a> {
     pub fn tokens(mut self) -> Result<Vec<(Tok, Pos)>, Error> {
         let mut out = Vec::new();
         loop {
-            self.skip_space();
+            self.skip_space()?;
             let start = self.i;
             let t = self.next_token()?;
             let eof = t == Tok::Eof;
@@ -194,12 +194,27 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn skip_space(&mut self) {
-        while let Some(c) = self.peek() {
-            if c.is_whitespace() {
-                self.bump();
-            } else {
-                break;
+    /// Whitespace (space, tab, line feeds) and comments (`// ...` to the end of the line,
+    /// `/* ... */`), which Tempo's lexer skips too.
+    fn skip_space(&mut self) -> Result<(), Error> {
+        loop {
+            match self.peek() {
+                Some(' ' | '\t' | '\n' | '\r') => {
+                    self.bump();
+                }
+                Some('/') if self.peek2() == Some('/') => {
+                    while self.peek().is_some_and(|c| c != '\n') {
+                        self.bump();
+                    }
+                }
+                Some('/') if self.peek2() == Some('*') => {
+                    let start = self.i;
+                    match self.rest()[2..].find("*/") {
+                        Some(end) => self.i += 2 + end + 2,
+                        None => return Err(self.err(start, "comment not terminated")),
+                    }
+                }
+                _ => return Ok(()),
             }
         }
     }
@@ -302,6 +317,9 @@ impl<'a> Lexer<'a> {
             }
             if INTRINSIC_SCOPES.contains(&word.as_str()) && self.peek() == Some(':') {
                 self.bump();
+                while matches!(self.peek(), Some(' ' | '\t' | '\n' | '\r')) {
+                    self.bump();
+                }
                 let n = self.word();
                 if n.is_empty() {
                     return Err(self.err(
@@ -334,28 +352,53 @@ impl<'a> Lexer<'a> {
         self.src[start..self.i].to_owned()
     }
 
-    /// The name after a scope's dot: quoted, or up to a character that ends an attribute.
+    /// The name after a scope's dot, up to a character that ends an attribute; parts in double
+    /// quotes may hold any character (`\"` and `\\` escaped) and join the plain parts
+    /// (`span.attribute."attr name"` is `attribute.attr name`).
     fn attribute_name(&mut self, start: usize) -> Result<String, Error> {
-        if self.peek() == Some('"') {
-            let Tok::Str(s) = self.string()? else {
-                unreachable!("string() returns strings")
-            };
-            if s.is_empty() {
-                return Err(self.err(start, "an attribute name must not be empty"));
+        let mut name = String::new();
+        let mut quoted = false;
+        loop {
+            match self.peek() {
+                Some('"') => {
+                    let q = self.i;
+                    self.bump();
+                    quoted = true;
+                    loop {
+                        match self.bump() {
+                            None => return Err(self.err(q, "unterminated quoted attribute name")),
+                            Some('"') => break,
+                            Some('\\') => match self.bump() {
+                                Some(c @ ('"' | '\\')) => name.push(c),
+                                _ => {
+                                    return Err(self.err(
+                                        q,
+                                        "only \\\" and \\\\ may be escaped in a quoted attribute name",
+                                    ));
+                                }
+                            },
+                            Some(c) => name.push(c),
+                        }
+                    }
+                }
+                Some(c) if !ends_attribute(c) => {
+                    name.push(c);
+                    self.bump();
+                }
+                _ => break,
             }
-            return Ok(s);
         }
-        let from = self.i;
-        while let Some(c) = self.peek() {
-            if ends_attribute(c) {
-                break;
-            }
-            self.bump();
+        if name.is_empty() {
+            return Err(self.err(
+                start,
+                if quoted {
+                    "an attribute name must not be empty"
+                } else {
+                    "expected an attribute name after '.'"
+                },
+            ));
         }
-        if self.i == from {
-            return Err(self.err(start, "expected an attribute name after '.'"));
-        }
-        Ok(self.src[from..self.i].to_owned())
+        Ok(name)
     }
 
     fn string(&mut self) -> Result<Tok, Error> {
@@ -368,36 +411,71 @@ impl<'a> Lexer<'a> {
                     return Err(self.err(start, "unterminated string"));
                 }
                 Some(c) if c == quote => return Ok(Tok::Str(out)),
-                // A backtick string is raw.
+                // A backtick string is raw; a double-quoted one has Go's escapes and no line
+                // break.
+                Some('\n') if quote == '"' => {
+                    return Err(self.err(
+                        start,
+                        "a line break inside a string (use \\n, or a `raw string`)",
+                    ));
+                }
                 Some('\\') if quote == '"' => {
                     let at = self.i - 1;
-                    match self.bump() {
-                        Some('n') => out.push('\n'),
-                        Some('t') => out.push('\t'),
-                        Some('r') => out.push('\r'),
-                        Some('\\') => out.push('\\'),
-                        Some('"') => out.push('"'),
-                        Some('\'') => out.push('\''),
-                        Some('`') => out.push('`'),
-                        Some('u') => {
-                            let hex: String = self.rest().chars().take(4).collect();
-                            let c = (hex.len() == 4)
-                                .then(|| u32::from_str_radix(&hex, 16).ok())
-                                .flatten()
-                                .and_then(char::from_u32)
-                                .ok_or_else(|| self.err(at, "invalid \\u escape in a string"))?;
-                            self.i += 4;
-                            out.push(c);
-                        }
-                        Some(c) => {
-                            return Err(self.err(at, format!("unknown escape '\\{c}' in a string")));
-                        }
-                        None => return Err(self.err(start, "unterminated string")),
-                    }
+                    let c = self.escape(at)?;
+                    out.push(c);
                 }
                 Some(c) => out.push(c),
             }
         }
+    }
+
+    /// The character of an escape sequence after its backslash: `\a \b \f \n \r \t \v \\ \"`,
+    /// octal `\101`, `\x41`, `\u0041`, `\U00000041`.
+    fn escape(&mut self, at: usize) -> Result<char, Error> {
+        let bad = |l: &Self, what: &str| l.err(at, format!("{what} in a string"));
+        let Some(c) = self.bump() else {
+            return Err(bad(self, "unterminated escape"));
+        };
+        let hex = |l: &mut Self, n: usize| -> Result<char, Error> {
+            let digits: String = l.rest().chars().take(n).collect();
+            if digits.len() != n || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad(l, &format!("\\{c} needs {n} hex digits")));
+            }
+            l.i += n;
+            u32::from_str_radix(&digits, 16)
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or_else(|| bad(l, "an escape that is not a character"))
+        };
+        Ok(match c {
+            'a' => '\u{7}',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
+            '\\' => '\\',
+            '"' => '"',
+            'x' => hex(self, 2)?,
+            'u' => hex(self, 4)?,
+            'U' => hex(self, 8)?,
+            '0'..='7' => {
+                let digits: String = std::iter::once(c)
+                    .chain(self.rest().chars().take(2))
+                    .collect();
+                if digits.len() != 3 || !digits.chars().all(|d| ('0'..='7').contains(&d)) {
+                    return Err(bad(self, "an octal escape needs three digits"));
+                }
+                self.i += 2;
+                let v = u32::from_str_radix(&digits, 8).unwrap_or(0);
+                if v > 255 {
+                    return Err(bad(self, "an octal escape above \\377"));
+                }
+                char::from_u32(v).unwrap_or('\0')
+            }
+            other => return Err(bad(self, &format!("unknown escape '\\{other}'"))),
+        })
     }
 
     /// An integer, a float or a duration (`10`, `1.5`, `.5`, `1e3`, `100ms`, `1h30m`).
@@ -416,6 +494,15 @@ impl<'a> Lexer<'a> {
                 while self.peek().is_some_and(|c| c.is_ascii_digit()) {
                     self.bump();
                 }
+            } else if self.peek() == Some('.')
+                && self.i > from
+                && !self
+                    .peek2()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            {
+                // `1.` is a float.
+                float = true;
+                self.bump();
             }
             if total_ns.is_none()
                 && matches!(self.peek(), Some('e' | 'E'))
@@ -435,7 +522,13 @@ impl<'a> Lexer<'a> {
             let text = &self.src[from..self.i];
             let unit = self.duration_unit();
             match unit {
-                Some(ns) => {
+                Some((u, _)) if float && matches!(u, "d" | "w" | "y") => {
+                    return Err(self.err(
+                        from,
+                        format!("days, weeks and years take whole numbers, not {text}{u}"),
+                    ));
+                }
+                Some((_, ns)) => {
                     let v: f64 = text
                         .parse()
                         .map_err(|_| self.err(from, format!("invalid number '{text}'")))?;
@@ -483,8 +576,11 @@ impl<'a> Lexer<'a> {
     }
 
     /// A duration unit at the cursor (consumed), as nanoseconds; `m` is minutes unless `ms`.
-    fn duration_unit(&mut self) -> Option<f64> {
+    fn duration_unit(&mut self) -> Option<(&'static str, f64)> {
         const UNITS: &[(&str, f64)] = &[
+            ("d", 86_400e9),
+            ("w", 7.0 * 86_400e9),
+            ("y", 365.0 * 86_400e9),
             ("ns", 1.0),
             ("us", 1e3),
             ("µs", 1e3),
@@ -500,7 +596,7 @@ impl<'a> Lexer<'a> {
                     continue;
                 }
                 self.i += u.len();
-                return Some(*ns);
+                return Some((u, *ns));
             }
         }
         None

@@ -127,7 +127,7 @@ impl Parser {
                 metrics = Some(m);
                 break;
             }
-            stages.push(self.stage()?);
+            stages.push(self.stage(stages.is_empty())?);
             if !self.eat(&Tok::Pipe) {
                 break;
             }
@@ -147,44 +147,57 @@ impl Parser {
         })
     }
 
+    /// `with (name = value, ...)`, any number of times.
     fn hints(&mut self) -> R<Vec<(String, Literal)>> {
-        if !self.is_ident("with") {
-            return Ok(Vec::new());
-        }
-        self.bump();
-        self.expect(&Tok::LParen, "'(' after with")?;
         let mut out = Vec::new();
-        loop {
-            let Tok::Ident(k) = self.bump() else {
-                return Err(self.expected("a hint name"));
-            };
-            self.expect(&Tok::Eq, "'=' after a hint name")?;
-            let v = match self.literal()? {
-                Some(l) => l,
-                None => return Err(self.expected("a value for the hint")),
-            };
-            out.push((k, v));
-            if !self.eat(&Tok::Comma) {
-                break;
+        while self.is_ident("with") {
+            self.bump();
+            self.expect(&Tok::LParen, "'(' after with")?;
+            loop {
+                let k = match self.peek() {
+                    Tok::Ident(k) if !is_keyword(k) => k.clone(),
+                    _ => return Err(self.expected("a hint name")),
+                };
+                self.bump();
+                self.expect(&Tok::Eq, "'=' after a hint name")?;
+                let v = match self.literal()? {
+                    Some(Literal::Nil) | None => {
+                        return Err(self.expected("a value for the hint"));
+                    }
+                    Some(l) => l,
+                };
+                out.push((k, v));
+                if !self.eat(&Tok::Comma) {
+                    break;
+                }
             }
+            self.expect(&Tok::RParen, "')' closing the hints")?;
         }
-        self.expect(&Tok::RParen, "')' closing the hints")?;
         Ok(out)
     }
 
-    /// One pipeline stage.
-    fn stage(&mut self) -> R<Stage> {
+    /// One pipeline stage (`first`: the pipeline's first).
+    fn stage(&mut self, first: bool) -> R<Stage> {
         if let Tok::Ident(w) = self.peek().clone()
             && *self.peek_at(1) == Tok::LParen
         {
             match w.as_str() {
                 "by" => {
                     self.bump();
-                    return Ok(Stage::By(self.field_list("by")?));
+                    self.bump();
+                    let e = self.field()?;
+                    self.expect(&Tok::RParen, "')': by() groups by one expression")?;
+                    return Ok(Stage::By(vec![e]));
                 }
                 "select" => {
                     self.bump();
-                    return Ok(Stage::Select(self.field_list("select")?));
+                    return Ok(Stage::Select(self.attribute_list("select")?));
+                }
+                "coalesce" if first => {
+                    return Err(Error::parse(
+                        self.pos(),
+                        "coalesce() merges what a pipeline found: it cannot start one",
+                    ));
                 }
                 "coalesce" => {
                     self.bump();
@@ -204,9 +217,20 @@ impl Parser {
                 let save = (self.i, self.depth);
                 match self.spanset_expr() {
                     Ok(s) => Ok(Stage::Spanset(s)),
-                    Err(first) => {
+                    Err(e) => {
                         (self.i, self.depth) = save;
-                        self.scalar_filter().map(Stage::Scalar).map_err(|_| first)
+                        match self.scalar_filter() {
+                            Ok(f) => Ok(Stage::Scalar(f)),
+                            // A whole query may compare the aggregates of pipelines:
+                            // `({ .a } | count()) > ({ .b } | count())`.
+                            Err(_) if first => {
+                                (self.i, self.depth) = save;
+                                self.pipeline_scalar_filter()
+                                    .map(Stage::Scalar)
+                                    .map_err(|_| e)
+                            }
+                            Err(_) => Err(e),
+                        }
                     }
                 }
             }
@@ -217,14 +241,24 @@ impl Parser {
         }
     }
 
-    fn field_list(&mut self, what: &str) -> R<Vec<Field>> {
+    /// `( attribute, ... )`: attributes and intrinsics, no expressions.
+    fn attribute_list(&mut self, what: &str) -> R<Vec<Field>> {
         self.expect(&Tok::LParen, "'('")?;
-        let mut out = vec![self.field()?];
+        let mut out = vec![self.attribute_field(what)?];
         while self.eat(&Tok::Comma) {
-            out.push(self.field()?);
+            out.push(self.attribute_field(what)?);
         }
         self.expect(&Tok::RParen, &format!("')' closing {what}(...)"))?;
         Ok(out)
+    }
+
+    /// An attribute or an intrinsic (what select(), a metrics function and its by() take).
+    fn attribute_field(&mut self, what: &str) -> R<Field> {
+        match self.peek() {
+            Tok::Attr { .. } | Tok::ScopedIntrinsic(..) => self.field_atom(),
+            Tok::Ident(w) if Intrinsic::unscoped(w).is_some() => self.field_atom(),
+            _ => Err(self.expected(&format!("an attribute or an intrinsic in {what}(...)"))),
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -290,9 +324,9 @@ impl Parser {
                 self.enter()?;
                 self.bump();
                 // A group is a pipeline: `({ a } | count() > 1) && { b }`.
-                let mut stages = vec![self.stage()?];
+                let mut stages = vec![self.stage(true)?];
                 while self.eat(&Tok::Pipe) {
-                    stages.push(self.stage()?);
+                    stages.push(self.stage(false)?);
                 }
                 self.expect(&Tok::RParen, "')' closing the group")?;
                 self.leave();
@@ -315,11 +349,98 @@ impl Parser {
     fn scalar_filter(&mut self) -> R<ScalarFilter> {
         let lhs = self.scalar(0)?;
         let op = match self.comparison_op() {
-            Some(op) => op,
-            None => return Err(self.expected("a comparison operator")),
+            Some(op) if !matches!(op, BinOp::Re | BinOp::Nre) => op,
+            _ => {
+                if self.i > 0 {
+                    self.i -= usize::from(matches!(self.toks[self.i - 1].0, Tok::Re | Tok::Nre));
+                }
+                return Err(self.expected("a comparison operator (= != < <= > >=)"));
+            }
         };
         let rhs = self.scalar(0)?;
         Ok(ScalarFilter { op, lhs, rhs })
+    }
+
+    /// `(pipeline | aggregate)` terms joined by arithmetic, compared with another such
+    /// expression or a number.
+    fn pipeline_scalar_filter(&mut self) -> R<ScalarFilter> {
+        let lhs = self.pipeline_scalar()?;
+        let op = match self.comparison_op() {
+            Some(op) if !matches!(op, BinOp::Re | BinOp::Nre) => op,
+            _ => return Err(self.expected("a comparison operator (= != < <= > >=)")),
+        };
+        let rhs = match self.peek() {
+            Tok::LParen => self.pipeline_scalar()?,
+            _ => self.scalar_atom()?,
+        };
+        if matches!(rhs, Scalar::Aggregate(..)) {
+            return Err(self.expected("a number or a (pipeline | aggregate)"));
+        }
+        Ok(ScalarFilter { op, lhs, rhs })
+    }
+
+    fn pipeline_scalar(&mut self) -> R<Scalar> {
+        self.enter()?;
+        let mut lhs = self.pipeline_scalar_term()?;
+        loop {
+            let op = match self.peek() {
+                Tok::Add => BinOp::Add,
+                Tok::Sub => BinOp::Sub,
+                Tok::Mul => BinOp::Mul,
+                Tok::Div => BinOp::Div,
+                Tok::Mod => BinOp::Mod,
+                Tok::Pow => BinOp::Pow,
+                _ => break,
+            };
+            self.bump();
+            let rhs = self.pipeline_scalar_term()?;
+            lhs = Scalar::Binary(op, Box::new(lhs), Box::new(rhs));
+        }
+        self.leave();
+        Ok(lhs)
+    }
+
+    /// `( pipeline | aggregate )`, or such a term in parentheses.
+    fn pipeline_scalar_term(&mut self) -> R<Scalar> {
+        self.expect(&Tok::LParen, "'('")?;
+        if *self.peek() == Tok::LParen {
+            let s = self.pipeline_scalar()?;
+            self.expect(&Tok::RParen, "')'")?;
+            return Ok(s);
+        }
+        let mut stages = vec![self.stage(true)?];
+        loop {
+            self.expect(&Tok::Pipe, "'|' and an aggregate")?;
+            if let Tok::Ident(w) = self.peek().clone()
+                && *self.peek_at(1) == Tok::LParen
+                && let Some(Scalar::Aggregate(a, f)) = self.aggregate(&w)?
+            {
+                self.expect(&Tok::RParen, "')' closing (pipeline | aggregate)")?;
+                return Ok(Scalar::Pipeline(Box::new(Pipeline(stages)), a, f));
+            }
+            stages.push(self.stage(false)?);
+        }
+    }
+
+    /// The aggregate named `w` at the cursor (consumed), or `None`.
+    fn aggregate(&mut self, w: &str) -> R<Option<Scalar>> {
+        let a = match w {
+            "count" => Aggregate::Count,
+            "avg" => Aggregate::Avg,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "sum" => Aggregate::Sum,
+            _ => return Ok(None),
+        };
+        self.bump();
+        self.bump();
+        if a == Aggregate::Count {
+            self.expect(&Tok::RParen, "')': count() takes no arguments")?;
+            return Ok(Some(Scalar::Aggregate(a, None)));
+        }
+        let e = self.field()?;
+        self.expect(&Tok::RParen, &format!("')' closing {}(...)", a.name()))?;
+        Ok(Some(Scalar::Aggregate(a, Some(Box::new(e)))))
     }
 
     fn comparison_op(&mut self) -> Option<BinOp> {
@@ -368,26 +489,9 @@ impl Parser {
     fn scalar_atom(&mut self) -> R<Scalar> {
         if let Tok::Ident(w) = self.peek().clone()
             && *self.peek_at(1) == Tok::LParen
+            && let Some(a) = self.aggregate(&w)?
         {
-            let agg = match w.as_str() {
-                "count" => Some(Aggregate::Count),
-                "avg" => Some(Aggregate::Avg),
-                "min" => Some(Aggregate::Min),
-                "max" => Some(Aggregate::Max),
-                "sum" => Some(Aggregate::Sum),
-                _ => None,
-            };
-            if let Some(a) = agg {
-                self.bump();
-                self.bump();
-                if a == Aggregate::Count {
-                    self.expect(&Tok::RParen, "')': count() takes no arguments")?;
-                    return Ok(Scalar::Aggregate(a, None));
-                }
-                let e = self.field()?;
-                self.expect(&Tok::RParen, &format!("')' closing {}(...)", a.name()))?;
-                return Ok(Scalar::Aggregate(a, Some(Box::new(e))));
-            }
+            return Ok(a);
         }
         if self.eat(&Tok::LParen) {
             let s = self.scalar(0)?;
@@ -406,11 +510,12 @@ impl Parser {
                 }
             };
         }
-        match self.literal()? {
-            Some(l) => Ok(Scalar::Static(l)),
-            None => {
-                Err(self.expected("an aggregate such as count() or avg(duration), or a number"))
-            }
+        match self.peek() {
+            Tok::Int(_) | Tok::Float(_) | Tok::Duration(_) => match self.literal()? {
+                Some(l) => Ok(Scalar::Static(l)),
+                None => unreachable!("a number is a literal"),
+            },
+            _ => Err(self.expected("an aggregate such as count() or avg(duration), or a number")),
         }
     }
 
@@ -424,7 +529,8 @@ impl Parser {
         r
     }
 
-    /// Levels: 0 `&& ||`, 1 comparisons, 2 `+ -`, 3 `* / %`, 4 `^`.
+    /// Levels: 0 `&& ||`, 1 comparisons, 2 `+ -`, 3 `* / %`, 4 `^` (the prefix `!` and `-`
+    /// sit between 2 and 3).
     fn field_level(&mut self, min_level: u8) -> R<Field> {
         let mut lhs = self.field_unary()?;
         loop {
@@ -460,24 +566,19 @@ impl Parser {
         Ok(lhs)
     }
 
+    /// An operand, maybe behind prefix operators. A prefix applies to what binds tighter than
+    /// `+ -`: `!.a = 2` is `(!.a) = 2`, `-.a * 2` is `-(.a * 2)`, `-.a + 1` is `(-.a) + 1`.
     fn field_unary(&mut self) -> R<Field> {
-        match self.peek() {
-            Tok::Not => {
-                self.bump();
-                self.enter()?;
-                let e = self.field_unary();
-                self.leave();
-                Ok(Field::Unary(UnaryOp::Not, Box::new(e?)))
-            }
-            Tok::Sub => {
-                self.bump();
-                self.enter()?;
-                let e = self.field_unary();
-                self.leave();
-                Ok(Field::Unary(UnaryOp::Neg, Box::new(e?)))
-            }
-            _ => self.field_atom(),
-        }
+        let op = match self.peek() {
+            Tok::Not => UnaryOp::Not,
+            Tok::Sub => UnaryOp::Neg,
+            _ => return self.field_atom(),
+        };
+        self.bump();
+        self.enter()?;
+        let e = self.field_level(3);
+        self.leave();
+        Ok(Field::Unary(op, Box::new(e?)))
     }
 
     fn field_atom(&mut self) -> R<Field> {
@@ -512,6 +613,17 @@ impl Parser {
                 if let Some(i) = Intrinsic::unscoped(&w) {
                     self.bump();
                     return Ok(Field::Intrinsic(i));
+                }
+                if w == "nil" {
+                    let after_eq =
+                        self.i > 0 && matches!(self.toks[self.i - 1].0, Tok::Eq | Tok::Neq);
+                    let before_eq = matches!(self.peek_at(1), Tok::Eq | Tok::Neq);
+                    if !(after_eq || before_eq) {
+                        return Err(Error::parse(
+                            self.pos(),
+                            "nil is only compared with = or != (span.x != nil: the attribute exists)",
+                        ));
+                    }
                 }
                 match self.literal()? {
                     Some(l) => Ok(Field::Static(l)),
@@ -589,7 +701,7 @@ impl Parser {
             | "histogram_over_time" => {
                 self.bump();
                 self.bump();
-                let e = self.field()?;
+                let e = self.attribute_field(&w)?;
                 self.expect(&Tok::RParen, &format!("')' closing {w}(...)"))?;
                 match w.as_str() {
                     "min_over_time" => MetricsFn::MinOverTime(e),
@@ -602,7 +714,7 @@ impl Parser {
             "quantile_over_time" => {
                 self.bump();
                 self.bump();
-                let e = self.field()?;
+                let e = self.attribute_field("quantile_over_time")?;
                 let mut qs = Vec::new();
                 while self.eat(&Tok::Comma) {
                     match self.bump() {
@@ -626,7 +738,10 @@ impl Parser {
             "compare" => {
                 self.bump();
                 self.bump();
-                let s = self.spanset_expr()?;
+                if *self.peek() != Tok::LBrace {
+                    return Err(self.expected("a spanset filter '{' in compare(...)"));
+                }
+                let s = self.spanset_term()?;
                 let mut args = Vec::new();
                 while self.eat(&Tok::Comma) {
                     match self.bump() {
@@ -637,6 +752,12 @@ impl Parser {
                         }
                     }
                 }
+                if args.len() == 2 || args.len() > 3 {
+                    return Err(Error::parse(
+                        name_pos,
+                        "compare takes a filter, a top N, then start and end together: 1, 2 or 4 arguments",
+                    ));
+                }
                 self.expect(&Tok::RParen, "')' closing compare(...)")?;
                 MetricsFn::Compare(Box::new(s), args)
             }
@@ -645,7 +766,7 @@ impl Parser {
         let mut by = Vec::new();
         if self.is_ident("by") {
             self.bump();
-            by = self.field_list("by")?;
+            by = self.attribute_list("by")?;
         }
         let mut second = None;
         if *self.peek() == Tok::Pipe
@@ -656,10 +777,10 @@ impl Parser {
             self.bump();
             self.expect(&Tok::LParen, &format!("'(' after {w}"))?;
             let n = match self.bump() {
-                Tok::Int(n) if n > 0 => n,
+                Tok::Int(n) => n,
                 _ => {
                     self.i -= 1;
-                    return Err(self.expected(&format!("a positive integer in {w}(...)")));
+                    return Err(self.expected(&format!("an integer in {w}(...)")));
                 }
             };
             self.expect(&Tok::RParen, &format!("')' closing {w}(...)"))?;
@@ -678,4 +799,63 @@ impl Parser {
             second,
         }))
     }
+}
+
+/// Words the language reserves (a hint cannot be named by one).
+fn is_keyword(w: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "true",
+        "false",
+        "nil",
+        "ok",
+        "error",
+        "unset",
+        "unspecified",
+        "internal",
+        "server",
+        "client",
+        "producer",
+        "consumer",
+        "duration",
+        "childCount",
+        "name",
+        "status",
+        "statusMessage",
+        "kind",
+        "rootName",
+        "rootServiceName",
+        "rootService",
+        "traceDuration",
+        "nestedSetLeft",
+        "nestedSetRight",
+        "nestedSetParent",
+        "id",
+        "traceID",
+        "spanID",
+        "parentID",
+        "timeSinceStart",
+        "version",
+        "parent",
+        "count",
+        "avg",
+        "max",
+        "min",
+        "sum",
+        "by",
+        "coalesce",
+        "select",
+        "rate",
+        "count_over_time",
+        "min_over_time",
+        "max_over_time",
+        "avg_over_time",
+        "sum_over_time",
+        "quantile_over_time",
+        "histogram_over_time",
+        "compare",
+        "topk",
+        "bottomk",
+        "with",
+    ];
+    KEYWORDS.contains(&w)
 }

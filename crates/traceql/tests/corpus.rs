@@ -43,6 +43,7 @@ fn the_corpus_gets_the_expected_answer() {
                 pos.line >= 1 && e.to_string().contains(fragment)
             }
             ("invalid", Err(e @ Error::Invalid { .. })) => e.to_string().contains(fragment),
+            ("unsupported", Err(e @ Error::Unsupported { .. })) => e.to_string().contains(fragment),
             _ => false,
         };
         let c = counts.entry(group).or_default();

@@ -50,7 +50,6 @@ fn literal() -> impl Strategy<Value = Literal> {
         ]
         .prop_map(Literal::Kind),
         any::<bool>().prop_map(Literal::Bool),
-        Just(Literal::Nil),
     ]
 }
 
@@ -93,8 +92,25 @@ fn field() -> impl Strategy<Value = Field> {
                 Box::new(l),
                 Box::new(r)
             )),
-            (prop_oneof![Just(UnaryOp::Not), Just(UnaryOp::Neg)], inner)
+            (
+                prop_oneof![Just(UnaryOp::Not), Just(UnaryOp::Neg)],
+                inner.clone()
+            )
                 .prop_map(|(op, e)| Field::Unary(op, Box::new(e))),
+            // nil stands only beside = and != (`span.x != nil`).
+            (
+                prop_oneof![Just(BinOp::Eq), Just(BinOp::Neq)],
+                inner,
+                any::<bool>()
+            )
+                .prop_map(|(op, e, left)| {
+                    let nil = Box::new(Field::Static(Literal::Nil));
+                    if left {
+                        Field::Binary(op, nil, Box::new(e))
+                    } else {
+                        Field::Binary(op, Box::new(e), nil)
+                    }
+                }),
         ]
     })
 }
@@ -167,8 +183,15 @@ fn stage() -> impl Strategy<Value = Stage> {
             scalar()
         )
             .prop_map(|(op, lhs, rhs)| Stage::Scalar(ScalarFilter { op, lhs, rhs })),
-        1 => prop::collection::vec(field(), 1..3).prop_map(Stage::By),
-        1 => prop::collection::vec(field(), 1..3).prop_map(Stage::Select),
+        1 => field().prop_map(|f| Stage::By(vec![f])),
+        1 => prop::collection::vec(
+            prop_oneof![
+                attribute().prop_map(Field::Attribute),
+                intrinsic().prop_map(Field::Intrinsic)
+            ],
+            1..3
+        )
+        .prop_map(Stage::Select),
         1 => Just(Stage::Coalesce),
     ]
 }
