@@ -1,6 +1,7 @@
 //! TraceQL, the query language of Grafana Tempo, written from its documentation
 //! (grafana.com/docs/tempo/latest/traceql/): a lexer, a recursive-descent parser, type checks
-//! and a canonical printer. Pure: no I/O, no evaluation (the store evaluates the tree).
+//! and a canonical printer, and evaluation on one trace's spans ([`eval`]). Pure: no I/O (the
+//! store finds the candidate traces and the server decides what a caller may see).
 //!
 //! ```
 //! let q = tv_traceql::parse(r#"{ resource.service.name = "api" && status = error } | count() > 2"#).unwrap();
@@ -16,6 +17,7 @@
 pub mod ast;
 pub mod check;
 pub mod error;
+pub mod eval;
 pub mod lexer;
 pub mod parser;
 
