@@ -210,28 +210,38 @@ impl Store {
     }
 
     /// Traces of `tenant` matching `q`, newest first.
-    pub fn search(
+    /// The traces with a span in `[start, end]` (unix nanoseconds) for which `matches` holds,
+    /// newest first (by their earliest such span), at most `budget` of them; blocks whose
+    /// service index lacks `service` are not opened. The WAL head is read whole; blocks from
+    /// the newest, until the budget is reached.
+    #[allow(clippy::type_complexity)]
+    pub fn candidates(
         &self,
         tenant: &TenantId,
-        q: &SearchQuery,
-    ) -> Result<Vec<TraceSummary>, StoreError> {
+        start_ns: Option<u64>,
+        end_ns: Option<u64>,
+        service: Option<&str>,
+        budget: usize,
+        matches: &mut dyn FnMut(&ResourceSpans, &ScopeSpans, &Span) -> bool,
+    ) -> Result<Vec<(TraceId, u64)>, StoreError> {
         let (blocks, head) = self.snapshot(tenant);
-        let wanted_service = q
-            .tags
-            .iter()
-            .find(|(k, _)| k == "service.name")
-            .map(|(_, v)| v.clone());
-        // Phase 1: traces with a matching span in the window.
-        let mut hits: HashMap<TraceId, u64> = HashMap::new();
-        let consider = |hits: &mut HashMap<TraceId, u64>, req_rs: &ResourceSpans, span: &Span| {
-            if overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
-                && span_matches(span, req_rs, &q.tags)
-                && let Ok(t) = TraceId::from_bytes(&span.trace_id)
-            {
-                let e = hits.entry(t).or_insert(span.start_time_unix_nano);
-                *e = (*e).min(span.start_time_unix_nano);
-            }
+        let window = SearchQuery {
+            start_ns,
+            end_ns,
+            ..Default::default()
         };
+        let q = &window;
+        let mut hits: HashMap<TraceId, u64> = HashMap::new();
+        let mut consider =
+            |hits: &mut HashMap<TraceId, u64>, rs: &ResourceSpans, ss: &ScopeSpans, span: &Span| {
+                if overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
+                    && matches(rs, ss, span)
+                    && let Ok(t) = TraceId::from_bytes(&span.trace_id)
+                {
+                    let e = hits.entry(t).or_insert(span.start_time_unix_nano);
+                    *e = (*e).min(span.start_time_unix_nano);
+                }
+            };
         for r in &head {
             if !overlaps(r.summary.min_start, r.summary.max_end, q) {
                 continue;
@@ -240,14 +250,12 @@ impl Store {
             for rs in &req.resource_spans {
                 for ss in &rs.scope_spans {
                     for span in &ss.spans {
-                        consider(&mut hits, rs, span);
+                        consider(&mut hits, rs, ss, span);
                     }
                 }
             }
         }
         // Newest blocks first; stop once there are enough candidates (the newest matches win).
-        let limit = q.limit.max(1);
-        let budget = (limit * 20).max(1000);
         for b in blocks.iter().rev() {
             if hits.len() >= budget {
                 break;
@@ -255,8 +263,8 @@ impl Store {
             if !overlaps(b.index.min_start, b.index.max_end, q) {
                 continue;
             }
-            if let Some(s) = &wanted_service
-                && !b.index.services.contains(s)
+            if let Some(s) = service
+                && !b.index.services.iter().any(|x| x == s)
             {
                 continue;
             }
@@ -272,18 +280,51 @@ impl Store {
                     .map(|r| ResourceSpans::decode(r.as_slice()))
                     .collect::<Result<_, _>>()
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
+                let scopes: Vec<ScopeSpans> = chunk
+                    .scopes
+                    .iter()
+                    .map(|r| ScopeSpans::decode(r.as_slice()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Decode(e.to_string()))?;
+                let no_scope = ScopeSpans::default();
                 for row in columns::decode(&chunk, |_| true)? {
                     if let Some(rs) = resources.get(row.resource as usize) {
-                        consider(&mut hits, rs, &row.span);
+                        let ss = scopes.get(row.scope as usize).unwrap_or(&no_scope);
+                        consider(&mut hits, rs, ss, &row.span);
                     }
                 }
             }
         }
-        // Phase 2: whole-trace summaries for the newest candidates, then the duration filter.
         let mut cands: Vec<(TraceId, u64)> = hits.into_iter().collect();
         cands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        cands.truncate(budget);
+        Ok(cands)
+    }
+
+    pub fn search(
+        &self,
+        tenant: &TenantId,
+        q: &SearchQuery,
+    ) -> Result<Vec<TraceSummary>, StoreError> {
+        let wanted_service = q
+            .tags
+            .iter()
+            .find(|(k, _)| k == "service.name")
+            .map(|(_, v)| v.clone());
+        // Phase 1: traces with a matching span in the window.
+        let limit = q.limit.max(1);
+        let budget = (limit * 20).max(1000);
+        let cands = self.candidates(
+            tenant,
+            q.start_ns,
+            q.end_ns,
+            wanted_service.as_deref(),
+            budget,
+            &mut |rs, _, span| span_matches(span, rs, &q.tags),
+        )?;
+        // Phase 2: whole-trace summaries for the newest candidates, then the duration filter.
         let mut out = Vec::new();
-        for (tid, _) in cands.into_iter().take(budget) {
+        for (tid, _) in cands {
             let Some(trace) = self.find_trace(tenant, tid)? else {
                 continue;
             };

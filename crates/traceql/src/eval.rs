@@ -190,6 +190,24 @@ impl<'a> Trace<'a> {
         t
     }
 
+    /// One span alone (what a [`prefilter`] reads: it names no trace-level field).
+    pub fn one(resource: &'a ResourceSpans, scope: &'a ScopeSpans, span: &'a Span) -> Trace<'a> {
+        Trace {
+            spans: vec![SpanRef {
+                resource,
+                scope,
+                span,
+                parent: None,
+                children: Vec::new(),
+                left: 1,
+                right: 2,
+            }],
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            root: Some(0),
+        }
+    }
+
     /// Nested-set numbering, iterative (a hostile trace may be one long chain).
     fn number(&mut self) {
         let mut counter = 0i64;
@@ -243,15 +261,51 @@ pub struct Spanset {
     pub selected: Vec<Field>,
 }
 
+/// What the caller may see of the data, asked for every attribute and text the evaluator
+/// reads: a hidden attribute is absent, a text reads as the caller would see it.
+pub trait View {
+    /// Whether attribute `key` is hidden from the caller (it then behaves as absent).
+    fn hides(&self, key: &str) -> bool;
+    /// `s` as the caller sees it (`None`: as stored).
+    fn text(&self, s: &str) -> Option<String>;
+}
+
+/// Everything visible.
+pub struct Everything;
+
+impl View for Everything {
+    fn hides(&self, _: &str) -> bool {
+        false
+    }
+    fn text(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
 /// Evaluates queries on traces; compiled regular expressions are kept between traces.
-#[derive(Default)]
 pub struct Evaluator {
     regexes: HashMap<String, Option<regex::Regex>>,
+    view: Box<dyn View + Send + Sync>,
+}
+
+impl Default for Evaluator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Evaluator {
+    /// An evaluator that sees everything.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_view(Box::new(Everything))
+    }
+
+    /// An evaluator that sees what `view` lets it.
+    pub fn with_view(view: Box<dyn View + Send + Sync>) -> Self {
+        Evaluator {
+            regexes: HashMap::new(),
+            view,
+        }
     }
 
     /// The spansets `q`'s pipeline finds in `t` (empty: the trace does not match).
@@ -443,8 +497,17 @@ impl Evaluator {
     pub fn field<'t>(&mut self, f: &Field, t: &Trace<'t>, i: usize) -> Value<'t> {
         match f {
             Field::Static(l) => literal_value(l),
-            Field::Attribute(a) => attribute(a, t, i),
-            Field::Intrinsic(x) => intrinsic(*x, t, i),
+            Field::Attribute(a) => {
+                if self.view.hides(&a.name) {
+                    return Value::Nil;
+                }
+                let v = attribute(a, t, i);
+                self.seen(v)
+            }
+            Field::Intrinsic(x) => {
+                let v = intrinsic(*x, t, i);
+                self.seen(v)
+            }
             Field::Unary(UnaryOp::Not, e) => match self.field(e, t, i) {
                 Value::Bool(b) => Value::Bool(!b),
                 _ => Value::Bool(false),
@@ -484,6 +547,18 @@ impl Evaluator {
                 }
                 Value::Bool(self.compare(*op, &lv, &rv))
             }
+        }
+    }
+
+    /// A value as the caller sees it (texts with what it may not read masked).
+    fn seen<'t>(&self, v: Value<'t>) -> Value<'t> {
+        match v {
+            Value::Str(s) => match self.view.text(&s) {
+                Some(m) => Value::Str(Cow::Owned(m)),
+                None => Value::Str(s),
+            },
+            Value::List(items) => Value::List(items.into_iter().map(|x| self.seen(x)).collect()),
+            other => other,
         }
     }
 
@@ -877,10 +952,95 @@ fn list<'t>(vals: impl Iterator<Item = Value<'t>>) -> Value<'t> {
 /// query are the traces with a span for which it holds (`None`: any span may do, e.g. `{ }`).
 /// Sound: a trace without such a span cannot match.
 pub fn prefilter(q: &Query) -> Option<Field> {
-    match q.pipeline.0.first()? {
-        Stage::Spanset(e) => required(e),
-        _ => None,
+    let f = match q.pipeline.0.first()? {
+        Stage::Spanset(e) => required(e)?,
+        _ => return None,
+    };
+    // Read on one span at a time: nothing that needs the rest of the trace.
+    (!needs_trace(&f)).then_some(f)
+}
+
+/// Whether `f` reads the trace around a span (its parent, children, root, extent).
+fn needs_trace(f: &Field) -> bool {
+    match f {
+        Field::Static(_) => false,
+        Field::Attribute(a) => a.parent,
+        Field::Intrinsic(i) => matches!(
+            i,
+            Intrinsic::ChildCount
+                | Intrinsic::NestedSetLeft
+                | Intrinsic::NestedSetRight
+                | Intrinsic::NestedSetParent
+                | Intrinsic::TraceDuration
+                | Intrinsic::RootName
+                | Intrinsic::RootService
+        ),
+        Field::Binary(_, l, r) => needs_trace(l) || needs_trace(r),
+        Field::Unary(_, e) => needs_trace(e),
     }
+}
+
+/// Field references a query makes (attributes and intrinsics), for returning their values.
+pub fn referenced(q: &Query) -> Vec<Field> {
+    fn walk(f: &Field, out: &mut Vec<Field>) {
+        match f {
+            Field::Attribute(_) | Field::Intrinsic(_) => {
+                if !out.contains(f) {
+                    out.push(f.clone());
+                }
+            }
+            Field::Binary(_, l, r) => {
+                walk(l, out);
+                walk(r, out);
+            }
+            Field::Unary(_, e) => walk(e, out),
+            Field::Static(_) => {}
+        }
+    }
+    fn spanset(e: &SpansetExpr, out: &mut Vec<Field>) {
+        match e {
+            SpansetExpr::Filter(Some(f)) => walk(f, out),
+            SpansetExpr::Filter(None) => {}
+            SpansetExpr::Op(_, l, r) => {
+                spanset(l, out);
+                spanset(r, out);
+            }
+            SpansetExpr::Group(p) => pipeline(p, out),
+        }
+    }
+    fn pipeline(p: &Pipeline, out: &mut Vec<Field>) {
+        for s in &p.0 {
+            match s {
+                Stage::Spanset(e) => spanset(e, out),
+                Stage::By(fs) | Stage::Select(fs) => fs.iter().for_each(|f| walk(f, out)),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    pipeline(&q.pipeline, &mut out);
+    out
+}
+
+/// The one `resource.service.name = "x"` every match needs, if the query says so (blocks
+/// without that service need not be opened).
+pub fn required_service(q: &Query) -> Option<String> {
+    fn conj(f: &Field) -> Option<String> {
+        match f {
+            Field::Binary(BinOp::Eq, l, r) => match (l.as_ref(), r.as_ref()) {
+                (Field::Attribute(a), Field::Static(Literal::String(v)))
+                | (Field::Static(Literal::String(v)), Field::Attribute(a))
+                    if a.scope == Scope::Resource && a.name == "service.name" && !a.parent =>
+                {
+                    Some(v.clone())
+                }
+                _ => None,
+            },
+            Field::Binary(BinOp::And, l, r) => conj(l).or_else(|| conj(r)),
+            _ => None,
+        }
+    }
+    conj(&prefilter(q)?)
 }
 
 fn required(e: &SpansetExpr) -> Option<Field> {

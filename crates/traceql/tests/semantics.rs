@@ -494,3 +494,49 @@ fn the_prefilter_never_drops_a_trace_the_query_finds() {
         }
     }
 }
+
+/// A field the caller may not read behaves as absent in every way a query can reach it.
+#[test]
+fn a_hidden_field_is_absent_to_every_operator() {
+    struct Hide;
+    impl tv_traceql::eval::View for Hide {
+        fn hides(&self, key: &str) -> bool {
+            key == "http.status_code"
+        }
+        fn text(&self, s: &str) -> Option<String> {
+            s.contains("payment")
+                .then(|| "[restricted:pii]".to_string())
+        }
+    }
+    let data = checkout();
+    let t = Trace::new(&data);
+    for q in [
+        "{ span.http.status_code = 500 }",
+        "{ .http.status_code >= 0 }",
+        "{ span.http.status_code != nil }",
+        "{ span.http.status_code != 1 }",
+        "{ } | by(span.http.status_code)",
+        "{ } | sum(span.http.status_code) > 0",
+        r#"{ statusMessage =~ ".*payment.*" }"#,
+        r#"{ statusMessage = "payment failed" }"#,
+    ] {
+        let query = tv_traceql::parse(q).unwrap();
+        let mut seeing = Evaluator::new();
+        let mut hidden = Evaluator::with_view(Box::new(Hide));
+        assert!(
+            !seeing.spansets(&query, &t).is_empty(),
+            "{q} finds something when visible"
+        );
+        assert!(
+            hidden.spansets(&query, &t).is_empty(),
+            "{q} finds something hidden"
+        );
+    }
+    // Absence is what the caller sees: `= nil` holds for the hidden field.
+    let query = tv_traceql::parse("{ span.http.status_code = nil && status = error }").unwrap();
+    assert!(
+        !Evaluator::with_view(Box::new(Hide))
+            .spansets(&query, &t)
+            .is_empty()
+    );
+}
