@@ -232,6 +232,24 @@ impl<'a> Masker<'a> {
         }
     }
 
+    /// What this caller may see, for evaluating TraceQL (owned: it runs off the async
+    /// workers): attributes of a restricted class, and keys holding a pseudonym it may not
+    /// read, are absent; texts read with their pseudonyms masked, as in trace reads.
+    pub fn match_view(&mut self) -> MatchView {
+        let classes = self.classes.clone();
+        let restricted = classes
+            .rules
+            .iter()
+            .map(|(c, _)| c.clone())
+            .filter(|c| self.restricted(c))
+            .collect();
+        MatchView {
+            classes,
+            restricted,
+            pseudonyms_hidden: self.restricted(PSEUDONYM),
+        }
+    }
+
     /// Whether a search on `key = value` must find nothing for this caller.
     pub fn hides_search(&mut self, key: &str, value: &str) -> bool {
         self.marker(key, Some(value)).is_some()
@@ -339,5 +357,30 @@ mod tests {
         bad.clear();
         bad.insert("PII!".to_string(), vec!["x".to_string()]);
         assert!(FieldClasses::new(&bad).is_err());
+    }
+}
+
+/// One caller's view for query evaluation (see [`Masker::match_view`]).
+#[derive(Clone)]
+pub struct MatchView {
+    classes: std::sync::Arc<FieldClasses>,
+    restricted: std::collections::HashSet<String>,
+    pseudonyms_hidden: bool,
+}
+
+impl tv_traceql::eval::View for MatchView {
+    fn hides(&self, key: &str) -> bool {
+        self.classes
+            .key_class(key)
+            .is_some_and(|c| self.restricted.contains(c))
+            || (self.pseudonyms_hidden && has_pseudonym(key))
+    }
+
+    fn text(&self, s: &str) -> Option<String> {
+        if self.pseudonyms_hidden && has_pseudonym(s) {
+            mask_pseudonyms(s)
+        } else {
+            None
+        }
     }
 }

@@ -44,3 +44,61 @@ pub fn parse_only(src: &str) -> Result<Query, Error> {
     }
     parser::Parser::new(src)?.query()
 }
+
+/// The shape of a query for an audit record: its text with every string, number and duration
+/// replaced by `?` (`{ span.user.email = "a@b.c" }` becomes `{ span.user.email = ? }`); a
+/// query that does not lex is summarized by its length.
+pub fn shape(src: &str) -> String {
+    let Ok(toks) = lexer::Lexer::new(src).tokens() else {
+        return format!("<{} bytes, not TraceQL>", src.len());
+    };
+    let mut out = String::new();
+    for (t, _) in toks {
+        let piece = match t {
+            lexer::Tok::Eof => break,
+            lexer::Tok::Str(_)
+            | lexer::Tok::Int(_)
+            | lexer::Tok::Float(_)
+            | lexer::Tok::Duration(_) => "?".to_string(),
+            lexer::Tok::Ident(w) => w,
+            lexer::Tok::ScopedIntrinsic(s, n) => format!("{s}:{n}"),
+            lexer::Tok::Attr {
+                scope,
+                parent,
+                name,
+            } => Attribute {
+                scope: Scope::from_prefix(&scope).unwrap_or(Scope::None),
+                parent,
+                name,
+            }
+            .to_string(),
+            other => other.symbol().to_string(),
+        };
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&piece);
+        if out.len() > 1024 {
+            out.push_str(" ...");
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shape_of_a_query_keeps_no_literal() {
+        assert_eq!(
+            super::shape(
+                r#"{ span.user.email = "alice@example.com" && duration > 2s } | count() > 3"#
+            ),
+            "{ span.user.email = ? && duration > ? } | count ( ) > ?"
+        );
+        assert_eq!(
+            super::shape(r#"{ .a = "unterminated"#),
+            "<20 bytes, not TraceQL>"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! their request.
 //!
 //! Families: [`tempo`] (Grafana Tempo's HTTP API: trace by id v1/v2, search, tags, tag values,
-//! echo), [`findings`], [`audit`] (the audit log), [`log`] (the transparency log's proofs,
+//! echo), [`traceql`] (search with `q=`), [`findings`], [`audit`] (the audit log), [`log`] (the transparency log's proofs,
 //! receipts and tiles), [`admin`] (tokens, workload certificates, keys, responses, flush) and
 //! [`ops`] (`/ready`, `/metrics`).
 //!
@@ -17,6 +17,7 @@ pub mod findings;
 pub mod log;
 pub mod ops;
 pub mod tempo;
+pub mod traceql;
 
 use std::collections::HashMap;
 use std::sync::Arc;

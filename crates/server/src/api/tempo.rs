@@ -120,7 +120,7 @@ async fn trace_response(
     Ok(noted(resp, &auth, spans, None))
 }
 
-const MAX_LIMIT: usize = 10_000;
+pub const MAX_LIMIT: usize = 10_000;
 
 pub async fn search(
     State(state): State<Arc<AppState>>,
@@ -128,6 +128,9 @@ pub async fn search(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let auth = permit.authorize(&state)?;
+    if let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) {
+        return crate::api::traceql::search(&state, &auth, q, &params).await;
+    }
     let bad = ApiError::BadRequest;
     let mut q = SearchQuery {
         limit: 20,
