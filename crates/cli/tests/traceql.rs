@@ -136,7 +136,6 @@ async fn traceql_search_answers_from_head_blocks_and_after_restart() {
 async fn the_answers(srv: &Server, checkout: &str, home: &str, when: &str) {
     let get = |q: &str| {
         let url = format!("/api/search?q={}", url_escape(q));
-        let srv = srv;
         async move {
             let v = srv.get_json(&url).await;
             trace_ids(&v)
@@ -264,7 +263,7 @@ async fn bad_queries_get_400_with_what_and_where_and_restricted_fields_are_absen
         let (_, v, body) = search(&srv, &investigator, q).await;
         assert_eq!(
             trace_ids(&v),
-            [checkout.clone()],
+            [checkout.as_str()],
             "investigator: {q}: {body}"
         );
     }
@@ -272,7 +271,7 @@ async fn bad_queries_get_400_with_what_and_where_and_restricted_fields_are_absen
     let (_, v, body) = search(&srv, &reader, "{ } | by(span.user.tier)").await;
     assert!(trace_ids(&v).is_empty(), "{body}");
     let (_, v, _) = search(&srv, &reader, "{ span.user.tier = nil && status = error }").await;
-    assert_eq!(trace_ids(&v), [checkout.clone()]);
+    assert_eq!(trace_ids(&v), [checkout.as_str()]);
     // Selected restricted values are not returned to the reader.
     let (_, _, body) = search(&srv, &reader, "{ status = error } | select(span.user.tier)").await;
     assert!(!body.contains("gold"), "{body}");
