@@ -88,6 +88,21 @@ fn data() -> (ExportTraceServiceRequest, String, String) {
     (req, hex::encode(checkout), hex::encode(home))
 }
 
+/// Sends `req` as the admin to tenant `acme`.
+async fn send_acme(srv: &Server, req: &ExportTraceServiceRequest) {
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", "acme")
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 async fn search(srv: &Server, token: &str, q: &str) -> (u16, serde_json::Value, String) {
     let url = format!("/api/search?q={}&limit=20", url_escape(q));
     let (st, body) = call(srv, "GET", &url, token, "acme").await;
@@ -214,17 +229,7 @@ async fn bad_queries_get_400_with_what_and_where_and_restricted_fields_are_absen
     let tmp = tempfile::tempdir().unwrap();
     let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
     let (req, checkout, _home) = data();
-    let r = srv
-        .http_client()
-        .post(format!("{}/v1/traces", srv.http))
-        .bearer_auth(srv.token())
-        .header("x-scope-orgid", "acme")
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    send_acme(&srv, &req).await;
     let admin = srv.token();
     // Never silently unfiltered, never a 5xx.
     for (q, says) in [
@@ -311,4 +316,211 @@ async fn bad_queries_get_400_with_what_and_where_and_restricted_fields_are_absen
         !audit.contains("gold") && !audit.contains("silver"),
         "{audit}"
     );
+}
+
+/// The calls Grafana's Tempo data source makes, in order: echo, scoped tags (v2), tag values
+/// (v2, the tag encoded twice, narrowed by `q`), a TraceQL search, the trace as protobuf.
+#[tokio::test]
+async fn grafana_call_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
+    let (mut req, checkout, _home) = data();
+    // An event and a link attribute, and instrumentation scope attributes.
+    let sp = &mut req.resource_spans[1].scope_spans[0].spans[0];
+    sp.events.push(span::Event {
+        name: "exception".into(),
+        attributes: vec![kv("exception.type", sv("Timeout"))],
+        time_unix_nano: sp.start_time_unix_nano + 1,
+        ..Default::default()
+    });
+    sp.links.push(span::Link {
+        trace_id: random_id::<16>().to_vec(),
+        span_id: random_id::<8>().to_vec(),
+        attributes: vec![kv("link.kind", sv("retry"))],
+        ..Default::default()
+    });
+    req.resource_spans[1].scope_spans[0].scope = Some(InstrumentationScope {
+        name: "pay-lib".into(),
+        attributes: vec![kv("lib.flavor", sv("async"))],
+        ..Default::default()
+    });
+    send_acme(&srv, &req).await;
+    let admin = srv.token();
+    for flushed in [false, true] {
+        if flushed {
+            srv.flush().await;
+        }
+        let (st, body) = call(&srv, "GET", "/api/echo", &admin, "acme").await;
+        assert_eq!((st, body.as_str()), (200, "echo"));
+        // Scoped tags.
+        let (st, body) = call(&srv, "GET", "/api/v2/search/tags", &admin, "acme").await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let scope = |name: &str| -> Vec<String> {
+            v["scopes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .map(|s| {
+                    s["tags"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert!(
+            scope("resource").contains(&"service.name".to_string()),
+            "{body}"
+        );
+        assert!(scope("span").contains(&"db.system".to_string()), "{body}");
+        assert!(
+            !scope("span").contains(&"service.name".to_string()),
+            "{body}"
+        );
+        assert!(
+            scope("event").contains(&"exception.type".to_string()),
+            "{body}"
+        );
+        assert!(scope("link").contains(&"link.kind".to_string()), "{body}");
+        assert!(
+            scope("instrumentation").contains(&"lib.flavor".to_string()),
+            "{body}"
+        );
+        assert!(scope("intrinsic").contains(&"status".to_string()), "{body}");
+        let (_, body) = call(
+            &srv,
+            "GET",
+            "/api/v2/search/tags?scope=resource",
+            &admin,
+            "acme",
+        )
+        .await;
+        let only: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(only["scopes"].as_array().unwrap().len(), 1, "{body}");
+        let (st, body) = call(
+            &srv,
+            "GET",
+            "/api/v2/search/tags?scope=nope",
+            &admin,
+            "acme",
+        )
+        .await;
+        assert_eq!(st, 400, "{body}");
+
+        // Tag values, the tag encoded twice as Grafana sends it.
+        let (st, body) = call(
+            &srv,
+            "GET",
+            "/api/v2/search/tag/resource%252Eservice%252Ename/values",
+            &admin,
+            "acme",
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut vals: Vec<&str> = v["tagValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                assert_eq!(t["type"], "string", "{body}");
+                t["value"].as_str().unwrap()
+            })
+            .collect();
+        vals.sort();
+        assert_eq!(vals, ["checkout", "frontend"], "flushed={flushed}: {body}");
+        // Narrowed by q: the services of spans with an error.
+        let (_, body) = call(
+            &srv,
+            "GET",
+            &format!(
+                "/api/v2/search/tag/resource.service.name/values?q={}",
+                url_escape("{ status = error }")
+            ),
+            &admin,
+            "acme",
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["tagValues"],
+            serde_json::json!([{"type": "string", "value": "checkout"}]),
+            "{body}"
+        );
+        // Typed values and fixed vocabularies.
+        let (_, body) = call(
+            &srv,
+            "GET",
+            "/api/v2/search/tag/span.http.status_code/values",
+            &admin,
+            "acme",
+        )
+        .await;
+        assert!(body.contains(r#"{"type":"int","value":"500"}"#), "{body}");
+        let (_, body) = call(
+            &srv,
+            "GET",
+            "/api/v2/search/tag/status/values",
+            &admin,
+            "acme",
+        )
+        .await;
+        assert!(
+            body.contains(r#"{"type":"keyword","value":"error"}"#),
+            "{body}"
+        );
+        // A reader: the restricted field narrows nothing and shows only its marker.
+        let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
+        let (_, body) = call(
+            &srv,
+            "GET",
+            &format!(
+                "/api/v2/search/tag/resource.service.name/values?q={}",
+                url_escape(r#"{ span.user.tier = "gold" }"#)
+            ),
+            &reader,
+            "acme",
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["tagValues"], serde_json::json!([]), "{body}");
+        let (_, body) = call(
+            &srv,
+            "GET",
+            "/api/v2/search/tag/span.user.tier/values",
+            &reader,
+            "acme",
+        )
+        .await;
+        assert!(
+            !body.contains("gold") && body.contains("[restricted:pii]"),
+            "{body}"
+        );
+
+        // Search, then the trace as Tempo's protobuf.
+        let (_, v, _) = search(&srv, &admin, "{ status = error }").await;
+        assert_eq!(trace_ids(&v), [checkout.as_str()]);
+        let r = srv
+            .http_client()
+            .get(format!("{}/api/v2/traces/{checkout}", srv.api))
+            .bearer_auth(&admin)
+            .header("x-scope-orgid", "acme")
+            .header("accept", "application/protobuf")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let data = TracesData::decode(r.bytes().await.unwrap()).unwrap();
+        let spans: usize = data
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        assert_eq!(spans, 4);
+    }
 }

@@ -199,17 +199,21 @@ pub struct BlockBuilder {
     records: Vec<BlockRecord>,
     services: BTreeSet<String>,
     names: BTreeSet<String>,
-    tags: BTreeMap<String, (BTreeSet<String>, bool)>,
+    /// Values by (scope, key); see [`crate::query::TagScope`].
+    tags: BTreeMap<(u32, String), (BTreeSet<String>, bool)>,
 }
 
-fn add_tag(tags: &mut BTreeMap<String, (BTreeSet<String>, bool)>, key: &str, value: &AnyValue) {
+fn add_tag(
+    tags: &mut BTreeMap<(u32, String), (BTreeSet<String>, bool)>,
+    scope: crate::query::TagScope,
+    key: &str,
+    value: &AnyValue,
+) {
     if key.len() > MAX_TAG_VALUE_LEN {
         return;
     }
-    let e = match tags.get_mut(key) {
-        Some(e) => e,
-        None => tags.entry(key.to_owned()).or_default(),
-    };
+    let k = (scope as u32, key.to_owned());
+    let e = tags.entry(k).or_default();
     // Once a key has its fill of values, skip rendering further ones.
     if e.1 && e.0.len() >= MAX_TAG_VALUES {
         return;
@@ -248,12 +252,24 @@ impl BlockBuilder {
                 }
                 for kv in rs.resource.iter().flat_map(|r| &r.attributes) {
                     if let Some(v) = &kv.value {
-                        add_tag(&mut self.tags, &kv.key, v);
+                        add_tag(&mut self.tags, crate::query::TagScope::Resource, &kv.key, v);
                     }
                 }
             }
             for ss in rs.scope_spans {
-                let (sidx, _) = self.scopes.intern(scope_key(&ss));
+                let (sidx, new) = self.scopes.intern(scope_key(&ss));
+                if new {
+                    for kv in ss.scope.iter().flat_map(|s| &s.attributes) {
+                        if let Some(v) = &kv.value {
+                            add_tag(
+                                &mut self.tags,
+                                crate::query::TagScope::Instrumentation,
+                                &kv.key,
+                                v,
+                            );
+                        }
+                    }
+                }
                 for span in ss.spans {
                     self.add_span(ridx, sidx, record, span);
                 }
@@ -273,9 +289,22 @@ impl BlockBuilder {
         if self.names.len() < 10_000 {
             self.names.insert(span.name.clone());
         }
+        use crate::query::TagScope;
         for kv in &span.attributes {
             if let Some(v) = &kv.value {
-                add_tag(&mut self.tags, &kv.key, v);
+                add_tag(&mut self.tags, TagScope::Span, &kv.key, v);
+            }
+        }
+        for (scope, attrs) in span
+            .events
+            .iter()
+            .map(|e| (TagScope::Event, &e.attributes))
+            .chain(span.links.iter().map(|l| (TagScope::Link, &l.attributes)))
+        {
+            for kv in attrs {
+                if let Some(v) = &kv.value {
+                    add_tag(&mut self.tags, scope, &kv.key, v);
+                }
             }
         }
         self.entries.push(SpanEntry {
@@ -452,10 +481,11 @@ impl BlockBuilder {
             tags: self
                 .tags
                 .into_iter()
-                .map(|(key, (values, truncated))| TagValues {
+                .map(|((scope, key), (values, truncated))| TagValues {
                     key,
                     values: values.into_iter().collect(),
                     truncated,
+                    scope,
                 })
                 .collect(),
             records: std::mem::take(&mut self.records),

@@ -144,6 +144,10 @@ pub struct TagValues {
     /// More distinct values existed than were kept.
     #[prost(bool, tag = "3")]
     pub truncated: bool,
+    /// Where the attribute stands ([`crate::query::TagScope`]); 0 in blocks written before
+    /// scopes were kept (resource or span).
+    #[prost(uint32, tag = "4")]
+    pub scope: u32,
 }
 
 /// The plaintext header of a block (no span data: tenant, id, wrapped data key).

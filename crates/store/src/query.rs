@@ -36,6 +36,39 @@ pub struct TraceSummary {
     pub duration_ms: u64,
 }
 
+/// Where an attribute stands, as TraceQL names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum TagScope {
+    /// Blocks written before scopes were kept: a resource or span attribute.
+    Unknown = 0,
+    Resource = 1,
+    Span = 2,
+    Event = 3,
+    Link = 4,
+    Instrumentation = 5,
+}
+
+impl TagScope {
+    pub fn from_u32(v: u32) -> TagScope {
+        match v {
+            1 => TagScope::Resource,
+            2 => TagScope::Span,
+            3 => TagScope::Event,
+            4 => TagScope::Link,
+            5 => TagScope::Instrumentation,
+            _ => TagScope::Unknown,
+        }
+    }
+
+    /// Whether a tag indexed under `self` may be one of scope `wanted` (an unknown scope may
+    /// be a resource or a span attribute).
+    fn may_be(self, wanted: TagScope) -> bool {
+        self == wanted
+            || (self == TagScope::Unknown && matches!(wanted, TagScope::Resource | TagScope::Span))
+    }
+}
+
 /// Encoded spans by encoded scope.
 type ScopeGroups = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
 
@@ -366,6 +399,96 @@ impl Store {
         Ok(names.into_iter().collect())
     }
 
+    /// Attribute keys by scope, of the blocks and WAL records overlapping `[start, end]`.
+    pub fn scoped_tag_names(
+        &self,
+        tenant: &TenantId,
+        start_ns: Option<u64>,
+        end_ns: Option<u64>,
+    ) -> Result<BTreeMap<TagScope, BTreeSet<String>>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let window = SearchQuery {
+            start_ns,
+            end_ns,
+            ..Default::default()
+        };
+        let mut out: BTreeMap<TagScope, BTreeSet<String>> = BTreeMap::new();
+        for b in &blocks {
+            if !overlaps(b.index.min_start, b.index.max_end, &window) {
+                continue;
+            }
+            for t in &b.index.tags {
+                out.entry(TagScope::from_u32(t.scope))
+                    .or_default()
+                    .insert(t.key.clone());
+            }
+        }
+        for r in head {
+            if !overlaps(r.summary.min_start, r.summary.max_end, &window) {
+                continue;
+            }
+            for_each_scoped_attr(&r.decode()?, |scope, k, _| {
+                out.entry(scope).or_default().insert(k.to_owned());
+            });
+        }
+        Ok(out)
+    }
+
+    /// Values of attribute `key` in `scope` (an unscoped `.key`: resource or span), with the
+    /// type each value had (`string`, `int`, `float`, `bool`), at most `limit` of them.
+    pub fn scoped_tag_values(
+        &self,
+        tenant: &TenantId,
+        scopes: &[TagScope],
+        key: &str,
+        start_ns: Option<u64>,
+        end_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<BTreeSet<(String, &'static str)>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let window = SearchQuery {
+            start_ns,
+            end_ns,
+            ..Default::default()
+        };
+        let mut values: BTreeSet<(String, &'static str)> = BTreeSet::new();
+        for r in head {
+            if values.len() >= limit {
+                break;
+            }
+            if !overlaps(r.summary.min_start, r.summary.max_end, &window) {
+                continue;
+            }
+            for_each_scoped_attr(&r.decode()?, |scope, k, v| {
+                if k == key && scopes.contains(&scope) && values.len() < limit {
+                    values.insert((any_value_to_string(v), value_type(v)));
+                }
+            });
+        }
+        for b in blocks.iter().rev() {
+            if values.len() >= limit {
+                break;
+            }
+            if !overlaps(b.index.min_start, b.index.max_end, &window) {
+                continue;
+            }
+            for t in b.index.tags.iter().filter(|t| {
+                t.key == key
+                    && scopes
+                        .iter()
+                        .any(|s| TagScope::from_u32(t.scope).may_be(*s))
+            }) {
+                for v in &t.values {
+                    if values.len() >= limit {
+                        break;
+                    }
+                    values.insert((v.clone(), guess_type(v)));
+                }
+            }
+        }
+        Ok(values)
+    }
+
     /// Values seen for attribute `name` (bounded per block; see `block::MAX_TAG_VALUES`).
     pub fn tag_values(&self, tenant: &TenantId, name: &str) -> Result<Vec<String>, StoreError> {
         let (blocks, head) = self.snapshot(tenant);
@@ -383,6 +506,39 @@ impl Store {
             });
         }
         Ok(values.into_iter().collect())
+    }
+}
+
+/// Every attribute of a request with where it stands.
+fn for_each_scoped_attr(
+    req: &ExportTraceServiceRequest,
+    mut f: impl FnMut(TagScope, &str, &tv_model::otlp::AnyValue),
+) {
+    for rs in &req.resource_spans {
+        for kv in rs.resource.iter().flat_map(|r| &r.attributes) {
+            if let Some(v) = &kv.value {
+                f(TagScope::Resource, &kv.key, v);
+            }
+        }
+        for ss in &rs.scope_spans {
+            for kv in ss.scope.iter().flat_map(|s| &s.attributes) {
+                if let Some(v) = &kv.value {
+                    f(TagScope::Instrumentation, &kv.key, v);
+                }
+            }
+            for s in &ss.spans {
+                let groups = std::iter::once((TagScope::Span, &s.attributes))
+                    .chain(s.events.iter().map(|e| (TagScope::Event, &e.attributes)))
+                    .chain(s.links.iter().map(|l| (TagScope::Link, &l.attributes)));
+                for (scope, attrs) in groups {
+                    for kv in attrs {
+                        if let Some(v) = &kv.value {
+                            f(scope, &kv.key, v);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -450,4 +606,27 @@ fn collect_from_blocks(
         }
     }
     Ok(())
+}
+
+fn value_type(v: &tv_model::otlp::AnyValue) -> &'static str {
+    use tv_model::otlp::any_value::Value;
+    match v.value {
+        Some(Value::IntValue(_)) => "int",
+        Some(Value::DoubleValue(_)) => "float",
+        Some(Value::BoolValue(_)) => "bool",
+        _ => "string",
+    }
+}
+
+/// The type of a value the block index keeps as text.
+fn guess_type(v: &str) -> &'static str {
+    if v.parse::<i64>().is_ok() {
+        "int"
+    } else if v.parse::<f64>().is_ok_and(f64::is_finite) && v.contains('.') {
+        "float"
+    } else if v == "true" || v == "false" {
+        "bool"
+    } else {
+        "string"
+    }
 }

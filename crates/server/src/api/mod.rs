@@ -100,6 +100,18 @@ pub fn routes() -> Vec<Route> {
             a(Search),
             true,
         ),
+        route(
+            "/api/v2/search/tags",
+            get(traceql::tags_v2),
+            a(Search),
+            true,
+        ),
+        route(
+            "/api/v2/search/tag/{tag}/values",
+            get(traceql::tag_values_v2),
+            a(Search),
+            true,
+        ),
         // Findings and audit
         route(
             "/api/findings",

@@ -307,3 +307,296 @@ fn any_value(v: &Value<'_>) -> Json_ {
         other => json!({"stringValue": other.to_text()}),
     }
 }
+
+/// Tempo's intrinsic tag names, as Grafana lists them under the `intrinsic` scope.
+const INTRINSIC_TAGS: &[&str] = &[
+    "duration",
+    "event:name",
+    "event:timeSinceStart",
+    "instrumentation:name",
+    "instrumentation:version",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "span:duration",
+    "span:kind",
+    "span:name",
+    "span:status",
+    "span:statusMessage",
+    "status",
+    "statusMessage",
+    "trace:duration",
+    "trace:rootName",
+    "trace:rootService",
+    "traceDuration",
+];
+
+fn scope_name(s: tv_store::TagScope) -> &'static str {
+    use tv_store::TagScope::*;
+    match s {
+        Resource => "resource",
+        Span | Unknown => "span",
+        Event => "event",
+        Link => "link",
+        Instrumentation => "instrumentation",
+    }
+}
+
+/// `GET /api/v2/search/tags?scope=&start=&end=&limit=`: attribute names by scope, and the
+/// intrinsics, in Tempo's shape (`scopes[]` of `{name, tags}`). Names that hold a pseudonym
+/// are marked for callers who may not read them. `q` is accepted and not used: the names
+/// are the tenant's in the window.
+pub async fn tags_v2(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    permit: super::Permit,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let auth = permit.authorize(&state)?;
+    const SCOPES: &[&str] = &[
+        "resource",
+        "span",
+        "event",
+        "link",
+        "instrumentation",
+        "intrinsic",
+    ];
+    let wanted = match params.get("scope").map(String::as_str) {
+        None | Some("") | Some("all") => None,
+        Some(s) if SCOPES.contains(&s) => Some(s.to_owned()),
+        Some(s) => {
+            return Err(ApiError::BadRequest(format!(
+                "scope {:?} is not one of {}",
+                s.chars().take(32).collect::<String>(),
+                SCOPES.join(", ")
+            )));
+        }
+    };
+    let limit = number(&params, "limit", 5000, 100_000)?;
+    let start = unix_secs(&params, "start")?;
+    let end = unix_secs(&params, "end")?.map(|e| e.saturating_add(999_999_999));
+    let tenant = auth.tenant().clone();
+    let by_scope = super::timed(&state, "tags_v2", move |s| {
+        s.store.scoped_tag_names(&tenant, start, end)
+    })
+    .await?;
+    let mut masker = crate::mask::Masker::new(&state, &auth);
+    let mut scopes: Vec<(String, Vec<String>)> = Vec::new();
+    for (scope, names) in by_scope {
+        let name = scope_name(scope).to_owned();
+        let mut tags: Vec<String> = names
+            .into_iter()
+            .map(|n| masker.text(&n).unwrap_or(n))
+            .collect();
+        match scopes.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => t.append(&mut tags),
+            None => scopes.push((name, tags)),
+        }
+    }
+    scopes.push((
+        "intrinsic".into(),
+        INTRINSIC_TAGS.iter().map(|s| s.to_string()).collect(),
+    ));
+    let mut n = 0;
+    let out: Vec<Json_> = scopes
+        .into_iter()
+        .filter(|(name, _)| wanted.as_ref().is_none_or(|w| w == name))
+        .map(|(name, mut tags)| {
+            tags.sort();
+            tags.dedup();
+            tags.truncate(limit);
+            n += tags.len();
+            json!({"name": name, "tags": tags})
+        })
+        .collect();
+    Ok(noted(
+        Json(json!({ "scopes": out, "metrics": {} })).into_response(),
+        &auth,
+        n,
+        None,
+    ))
+}
+
+/// `GET /api/v2/search/tag/<TraceQL field>/values?q=&start=&end=&limit=`: the values of a
+/// scoped attribute or intrinsic (`resource.service.name`, `.http.method`, `status`, `name`),
+/// as `{type, value}`. Grafana encodes the field twice; both forms are read. With `q`, only
+/// values of spans the query's filter finds (evaluated as the caller may see the data: a
+/// restricted field narrows nothing and shows nothing); a `q` that does not parse is ignored,
+/// as Tempo does while a query is being typed.
+pub async fn tag_values_v2(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    permit: super::Permit,
+    axum::extract::Path(tag): axum::extract::Path<String>,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let auth = permit.authorize(&state)?;
+    let tag = if tag.contains('%') {
+        percent_encoding::percent_decode_str(&tag)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .unwrap_or(tag)
+    } else {
+        tag
+    };
+    if tag.is_empty() || tag.len() > 256 {
+        return Err(ApiError::BadRequest("tag must be 1 to 256 bytes".into()));
+    }
+    // The tag is a TraceQL field: read it the way a filter names it.
+    let field = match tv_traceql::parse_only(&format!("{{ {tag} }}")) {
+        Ok(q) => match q.pipeline.0.first() {
+            Some(tv_traceql::Stage::Spanset(tv_traceql::SpansetExpr::Filter(Some(f))))
+                if q.pipeline.0.len() == 1
+                    && matches!(f, Field::Attribute(_) | Field::Intrinsic(_)) =>
+            {
+                f.clone()
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "tag {:?} is not an attribute or intrinsic (span.http.method, resource.service.name, .name, status)",
+                    tag.chars().take(64).collect::<String>()
+                )));
+            }
+        },
+        Err(e) => return Err(bad_query(e)),
+    };
+    let limit = number(&params, "limit", 1000, 10_000)?;
+    let start = unix_secs(&params, "start")?;
+    let end = unix_secs(&params, "end")?.map(|e| e.saturating_add(999_999_999));
+    let filter = params
+        .get("q")
+        .and_then(|q| tv_traceql::parse(q).ok())
+        .filter(|q| q.metrics.is_none());
+    let mut masker = crate::mask::Masker::new(&state, &auth);
+    let view = masker.match_view();
+    let tenant = auth.tenant().clone();
+    let f2 = field.clone();
+    let values: Vec<(String, String)> = super::timed(&state, "tag_values_v2", move |s| {
+        values_of(s, &tenant, &f2, filter.as_ref(), view, start, end, limit)
+    })
+    .await?;
+    // Restricted values read as their marker, once.
+    let key = match &field {
+        Field::Attribute(a) => a.name.clone(),
+        _ => String::new(),
+    };
+    let mut shown: Vec<Json_> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (t, v) in values {
+        let v = masker.marker(&key, Some(&v)).unwrap_or(v);
+        if seen.insert(v.clone()) {
+            shown.push(json!({"type": t, "value": v}));
+        }
+    }
+    let n = shown.len();
+    Ok(noted(
+        Json(json!({ "tagValues": shown, "metrics": {} })).into_response(),
+        &auth,
+        n,
+        Some(format!("tag values {}", tv_traceql::shape(&tag))),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn values_of(
+    state: &AppState,
+    tenant: &tv_model::TenantId,
+    field: &Field,
+    filter: Option<&Query>,
+    view: crate::mask::MatchView,
+    start: Option<u64>,
+    end: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(String, String)>, tv_store::StoreError> {
+    use tv_store::TagScope;
+    let keyword = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| ("keyword".to_string(), n.to_string()))
+            .collect()
+    };
+    // Fixed vocabularies need no scan.
+    if filter.is_none() {
+        match field {
+            Field::Intrinsic(Intrinsic::Status) => return Ok(keyword(&["error", "ok", "unset"])),
+            Field::Intrinsic(Intrinsic::Kind) => {
+                return Ok(keyword(&[
+                    "client",
+                    "consumer",
+                    "internal",
+                    "producer",
+                    "server",
+                    "unspecified",
+                ]));
+            }
+            Field::Attribute(a) if !a.parent => {
+                use tv_traceql::Scope;
+                let scopes: &[TagScope] = match a.scope {
+                    Scope::None => &[TagScope::Span, TagScope::Resource],
+                    Scope::Span => &[TagScope::Span],
+                    Scope::Resource => &[TagScope::Resource],
+                    Scope::Event => &[TagScope::Event],
+                    Scope::Link => &[TagScope::Link],
+                    Scope::Instrumentation => &[TagScope::Instrumentation],
+                };
+                // A restricted attribute's values read as one marker (the handler masks them).
+                let vals = state
+                    .store
+                    .scoped_tag_values(tenant, scopes, &a.name, start, end, limit)?;
+                return Ok(vals.into_iter().map(|(v, t)| (t.to_string(), v)).collect());
+            }
+            _ => {}
+        }
+    }
+    // Otherwise: the values on spans the filter finds (every span without a filter).
+    let q = filter
+        .cloned()
+        .unwrap_or_else(|| tv_traceql::parse("{ }").expect("{ } parses"));
+    let pre = prefilter(&q);
+    let mut ev = Evaluator::with_view(Box::new(view));
+    let cands = state.store.candidates(
+        tenant,
+        start,
+        end,
+        required_service(&q).as_deref(),
+        1000,
+        &mut |rs, ss, span| match &pre {
+            None => true,
+            Some(p) => ev.field(p, &Trace::one(rs, ss, span), 0) == Value::Bool(true),
+        },
+    )?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (tid, _) in cands {
+        if out.len() >= limit {
+            break;
+        }
+        let Some(data) = state.store.find_trace(tenant, tid)? else {
+            continue;
+        };
+        let t = Trace::new(&data);
+        for set in ev.spansets(&q, &t) {
+            for i in set.spans {
+                let v = ev.field(field, &t, i);
+                let items = match v {
+                    Value::Nil => continue,
+                    Value::List(items) => items,
+                    other => vec![other],
+                };
+                for v in items {
+                    let ty = match &v {
+                        Value::Int(_) => "int",
+                        Value::Float(_) => "float",
+                        Value::Bool(_) => "bool",
+                        Value::Duration(_) => "duration",
+                        Value::Status(_) | Value::Kind(_) => "keyword",
+                        _ => "string",
+                    };
+                    let entry = (ty.to_string(), v.to_text());
+                    if !out.contains(&entry) && out.len() < limit {
+                        out.push(entry);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
