@@ -524,3 +524,153 @@ async fn grafana_call_sequence() {
         assert_eq!(spans, 4);
     }
 }
+
+/// TraceQL metrics over the same data: counts, rates and quantiles per group, in Tempo's
+/// series shape; restricted fields group as nil for a reader; bad requests get 400.
+#[tokio::test]
+async fn traceql_metrics_count_rate_and_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
+    let (req, _, _) = data();
+    send_acme(&srv, &req).await;
+    let admin = srv.token();
+    let now = now_nanos() / 1_000_000_000;
+    let metrics = |token: String, path: &'static str, q: &'static str| {
+        let srv = &srv;
+        async move {
+            let url = format!(
+                "{path}?q={}&start={}&end={}&step=60s",
+                url_escape(q),
+                now - 3600,
+                now + 60
+            );
+            let (st, body) = call(srv, "GET", &url, &token, "acme").await;
+            (
+                st,
+                serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+                body,
+            )
+        }
+    };
+    // Per series: its labels as "k=v" and the sum of its samples.
+    let totals = |v: &serde_json::Value| -> Vec<(Vec<String>, f64)> {
+        let mut out: Vec<(Vec<String>, f64)> = v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = s["labels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}={}",
+                            l["key"].as_str().unwrap(),
+                            l["value"]["stringValue"].as_str().unwrap()
+                        )
+                    })
+                    .collect();
+                let total = s["samples"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        assert!(p["timestampMs"].as_str().unwrap().parse::<u64>().is_ok());
+                        p["value"].as_f64().unwrap()
+                    })
+                    .sum();
+                (labels, total)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let (st, v, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query_range",
+        "{ } | count_over_time()",
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(totals(&v), [(vec![], 5.0)], "{body}");
+    let (_, v, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query_range",
+        "{ status = error } | count_over_time() by (resource.service.name)",
+    )
+    .await;
+    assert_eq!(
+        totals(&v),
+        [(vec!["resource.service.name=checkout".to_string()], 1.0)],
+        "{body}"
+    );
+    let (_, v, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query_range",
+        "{ } | rate() by (resource.service.name)",
+    )
+    .await;
+    let t = totals(&v);
+    assert_eq!(t.len(), 2, "{body}");
+    assert_eq!(t[0].0, ["resource.service.name=checkout"]);
+    assert!((t[0].1 - 2.0 / 60.0).abs() < 1e-9, "{body}");
+    assert!((t[1].1 - 3.0 / 60.0).abs() < 1e-9, "{body}");
+    let (_, v, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query_range",
+        "{ kind = server } | quantile_over_time(duration, .5, .99)",
+    )
+    .await;
+    let t = totals(&v);
+    assert_eq!(t.len(), 2, "one series per quantile: {body}");
+    assert_eq!(t[0].0, ["p=0.5"], "{body}");
+    // The instant form: one value per series over the whole range.
+    let (st, v, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query",
+        "{ } | count_over_time()",
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(v["series"][0]["value"], 5.0, "{body}");
+    // A reader groups a restricted field as nil.
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
+    let (_, v, body) = metrics(
+        reader,
+        "/api/metrics/query_range",
+        "{ } | count_over_time() by (span.user.tier)",
+    )
+    .await;
+    assert!(!body.contains("gold"), "{body}");
+    assert_eq!(
+        totals(&v),
+        [(vec!["span.user.tier=nil".to_string()], 5.0)],
+        "{body}"
+    );
+    let (_, _, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query_range",
+        "{ } | count_over_time() by (span.user.tier)",
+    )
+    .await;
+    assert!(body.contains("gold"), "{body}");
+    // Bad requests.
+    let (st, _, body) = metrics(
+        admin.clone(),
+        "/api/metrics/query_range",
+        "{ status = error }",
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("metrics function"), "{body}");
+    let url = format!(
+        "/api/metrics/query_range?q={}&start={}&end={}&step=1ms",
+        url_escape("{ } | rate()"),
+        now - 3600,
+        now
+    );
+    let (st, body) = call(&srv, "GET", &url, &admin, "acme").await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("more than 11000"), "{body}");
+}

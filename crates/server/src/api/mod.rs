@@ -4,7 +4,8 @@
 //! their request.
 //!
 //! Families: [`tempo`] (Grafana Tempo's HTTP API: trace by id v1/v2, search, tags, tag values,
-//! echo), [`traceql`] (search with `q=`), [`findings`], [`audit`] (the audit log), [`log`] (the transparency log's proofs,
+//! echo), [`traceql`] (search with `q=`, v2 tags and tag values), [`metrics`] (TraceQL
+//! metrics), [`findings`], [`audit`] (the audit log), [`log`] (the transparency log's proofs,
 //! receipts and tiles), [`admin`] (tokens, workload certificates, keys, responses, flush) and
 //! [`ops`] (`/ready`, `/metrics`).
 //!
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod audit;
 pub mod findings;
 pub mod log;
+pub mod metrics;
 pub mod ops;
 pub mod tempo;
 pub mod traceql;
@@ -109,6 +111,18 @@ pub fn routes() -> Vec<Route> {
         route(
             "/api/v2/search/tag/{tag}/values",
             get(traceql::tag_values_v2),
+            a(Search),
+            true,
+        ),
+        route(
+            "/api/metrics/query_range",
+            get(metrics::query_range),
+            a(Search),
+            true,
+        ),
+        route(
+            "/api/metrics/query",
+            get(metrics::query_instant),
             a(Search),
             true,
         ),
