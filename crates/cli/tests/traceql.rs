@@ -8,115 +8,11 @@ use common::*;
 use prost::Message;
 use tv_model::otlp::*;
 
-/// Two traces across two services:
-/// - "checkout": frontend `GET /checkout` (server) > frontend `call checkout` (client) >
-///   checkout `POST /pay` (server, error, user.tier=gold, http.status_code=500) > checkout
-///   `SELECT` (client, db.system=postgres);
-/// - "home": frontend `GET /home` (server, ok).
-fn data() -> (ExportTraceServiceRequest, String, String) {
-    let now = now_nanos();
-    let checkout = random_id::<16>();
-    let home = random_id::<16>();
-    let ids: Vec<[u8; 8]> = (0..5).map(|_| random_id::<8>()).collect();
-    let span = |tid: &[u8; 16],
-                id: usize,
-                parent: Option<usize>,
-                name: &str,
-                kind: i32,
-                code: i32,
-                attrs: Vec<KeyValue>| Span {
-        trace_id: tid.to_vec(),
-        span_id: ids[id].to_vec(),
-        parent_span_id: parent.map(|p| ids[p].to_vec()).unwrap_or_default(),
-        name: name.into(),
-        kind,
-        start_time_unix_nano: now - 100_000_000 + id as u64 * 1_000_000,
-        end_time_unix_nano: now - 10_000_000 - id as u64 * 1_000_000,
-        attributes: attrs,
-        status: Some(Status {
-            code,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let resource = |service: &str, spans: Vec<Span>| ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![kv("service.name", sv(service))],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![
-            resource(
-                "frontend",
-                vec![
-                    span(&checkout, 0, None, "GET /checkout", 2, 1, vec![]),
-                    span(&checkout, 1, Some(0), "call checkout", 3, 0, vec![]),
-                    span(&home, 4, None, "GET /home", 2, 1, vec![]),
-                ],
-            ),
-            resource(
-                "checkout",
-                vec![
-                    span(
-                        &checkout,
-                        2,
-                        Some(1),
-                        "POST /pay",
-                        2,
-                        2,
-                        vec![kv("user.tier", sv("gold")), kv("http.status_code", iv(500))],
-                    ),
-                    span(
-                        &checkout,
-                        3,
-                        Some(2),
-                        "SELECT",
-                        3,
-                        0,
-                        vec![kv("db.system", sv("postgres"))],
-                    ),
-                ],
-            ),
-        ],
-    };
-    (req, hex::encode(checkout), hex::encode(home))
-}
-
-/// Sends `req` as the admin to tenant `acme`.
-async fn send_acme(srv: &Server, req: &ExportTraceServiceRequest) {
-    let r = srv
-        .http_client()
-        .post(format!("{}/v1/traces", srv.http))
-        .bearer_auth(srv.token())
-        .header("x-scope-orgid", "acme")
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
-
 async fn search(srv: &Server, token: &str, q: &str) -> (u16, serde_json::Value, String) {
     let url = format!("/api/search?q={}&limit=20", url_escape(q));
     let (st, body) = call(srv, "GET", &url, token, "acme").await;
     let v = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     (st, v, body)
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn trace_ids(v: &serde_json::Value) -> Vec<String> {
@@ -134,7 +30,7 @@ fn trace_ids(v: &serde_json::Value) -> Vec<String> {
 async fn traceql_search_answers_from_head_blocks_and_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
-    let (req, checkout, home) = data();
+    let (req, checkout, home) = two_service_traces();
     let r = srv
         .post_otlp("application/x-protobuf", req.encode_to_vec())
         .await;
@@ -228,7 +124,7 @@ async fn the_answers(srv: &Server, checkout: &str, home: &str, when: &str) {
 async fn bad_queries_get_400_with_what_and_where_and_restricted_fields_are_absent() {
     let tmp = tempfile::tempdir().unwrap();
     let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
-    let (req, checkout, _home) = data();
+    let (req, checkout, _home) = two_service_traces();
     send_acme(&srv, &req).await;
     let admin = srv.token();
     // Never silently unfiltered, never a 5xx.
@@ -324,7 +220,7 @@ async fn bad_queries_get_400_with_what_and_where_and_restricted_fields_are_absen
 async fn grafana_call_sequence() {
     let tmp = tempfile::tempdir().unwrap();
     let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
-    let (mut req, checkout, _home) = data();
+    let (mut req, checkout, _home) = two_service_traces();
     // An event and a link attribute, and instrumentation scope attributes.
     let sp = &mut req.resource_spans[1].scope_spans[0].spans[0];
     sp.events.push(span::Event {
@@ -531,7 +427,7 @@ async fn grafana_call_sequence() {
 async fn traceql_metrics_count_rate_and_group() {
     let tmp = tempfile::tempdir().unwrap();
     let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
-    let (req, _, _) = data();
+    let (req, _, _) = two_service_traces();
     send_acme(&srv, &req).await;
     let admin = srv.token();
     let now = now_nanos() / 1_000_000_000;

@@ -190,6 +190,9 @@ impl Interner {
     }
 }
 
+/// Most (service, operation, kind) triples one block index keeps.
+const MAX_OPERATIONS: usize = 10_000;
+
 /// Collects spans of one tenant, interning resources and scopes.
 #[derive(Default)]
 pub struct BlockBuilder {
@@ -199,6 +202,7 @@ pub struct BlockBuilder {
     records: Vec<BlockRecord>,
     services: BTreeSet<String>,
     names: BTreeSet<String>,
+    operations: BTreeSet<(String, String, i32)>,
     /// Values by (scope, key); see [`crate::query::TagScope`].
     tags: BTreeMap<(u32, String), (BTreeSet<String>, bool)>,
 }
@@ -256,7 +260,16 @@ impl BlockBuilder {
                     }
                 }
             }
+            let service = tv_model::service_name(rs.resource.as_ref())
+                .unwrap_or("")
+                .to_owned();
             for ss in rs.scope_spans {
+                if self.operations.len() < MAX_OPERATIONS {
+                    for span in &ss.spans {
+                        self.operations
+                            .insert((service.clone(), span.name.clone(), span.kind));
+                    }
+                }
                 let (sidx, new) = self.scopes.intern(scope_key(&ss));
                 if new {
                     for kv in ss.scope.iter().flat_map(|s| &s.attributes) {
@@ -476,6 +489,15 @@ impl BlockBuilder {
             span_count: count,
             services: self.services.into_iter().collect(),
             span_names: self.names.into_iter().collect(),
+            operations: self
+                .operations
+                .into_iter()
+                .map(|(service, name, kind)| crate::format::Operation {
+                    service,
+                    name,
+                    kind,
+                })
+                .collect(),
             chunks: chunks_meta,
             trace_prefixes: prefixes.iter().flat_map(|p| p.to_be_bytes()).collect(),
             tags: self

@@ -106,6 +106,21 @@ pub struct BlockIndex {
     /// The committed records whose spans the block holds, in the order of the block leaf.
     #[prost(message, repeated, tag = "9")]
     pub records: Vec<BlockRecord>,
+    /// Each (service, span name, span kind) the block holds (bounded; empty in blocks written
+    /// before it was kept).
+    #[prost(message, repeated, tag = "10")]
+    pub operations: Vec<Operation>,
+}
+
+/// A service's operation: a span name with its kind (OTLP `SpanKind` number).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, prost::Message)]
+pub struct Operation {
+    #[prost(string, tag = "1")]
+    pub service: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(int32, tag = "3")]
+    pub kind: i32,
 }
 
 /// A committed record inside a block: its log leaf and the secret its salts derive from.

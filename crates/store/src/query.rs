@@ -489,6 +489,54 @@ impl Store {
         Ok(values)
     }
 
+    /// The services and their operations (span name and kind) in `[start, end]`: for a block
+    /// written before operations were indexed, its span names under each of its services.
+    pub fn operations(
+        &self,
+        tenant: &TenantId,
+        start_ns: Option<u64>,
+        end_ns: Option<u64>,
+    ) -> Result<BTreeSet<(String, String, i32)>, StoreError> {
+        let (blocks, head) = self.snapshot(tenant);
+        let window = SearchQuery {
+            start_ns,
+            end_ns,
+            ..Default::default()
+        };
+        let mut out: BTreeSet<(String, String, i32)> = BTreeSet::new();
+        for b in &blocks {
+            if !overlaps(b.index.min_start, b.index.max_end, &window) {
+                continue;
+            }
+            if b.index.operations.is_empty() {
+                for s in &b.index.services {
+                    for n in &b.index.span_names {
+                        out.insert((s.clone(), n.clone(), 0));
+                    }
+                }
+            }
+            for o in &b.index.operations {
+                out.insert((o.service.clone(), o.name.clone(), o.kind));
+            }
+        }
+        for r in head {
+            if !overlaps(r.summary.min_start, r.summary.max_end, &window) {
+                continue;
+            }
+            for rs in &r.decode()?.resource_spans {
+                let svc = tv_model::service_name(rs.resource.as_ref()).unwrap_or("");
+                for ss in &rs.scope_spans {
+                    for sp in &ss.spans {
+                        if out.len() < 100_000 {
+                            out.insert((svc.to_owned(), sp.name.clone(), sp.kind));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Values seen for attribute `name` (bounded per block; see `block::MAX_TAG_VALUES`).
     pub fn tag_values(&self, tenant: &TenantId, name: &str) -> Result<Vec<String>, StoreError> {
         let (blocks, head) = self.snapshot(tenant);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
 use tv_model::otlp::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tracevault");
@@ -693,4 +694,109 @@ pub async fn grpc_export_raw(srv: &Server, frame: Vec<u8>) -> (Option<String>, S
         }
     }
     (code, String::from_utf8_lossy(&msg).into_owned())
+}
+
+/// Two traces across two services:
+/// - "checkout": frontend `GET /checkout` (server) > frontend `call checkout` (client) >
+///   checkout `POST /pay` (server, error, user.tier=gold, http.status_code=500) > checkout
+///   `SELECT` (client, db.system=postgres);
+/// - "home": frontend `GET /home` (server, ok).
+pub fn two_service_traces() -> (ExportTraceServiceRequest, String, String) {
+    let now = now_nanos();
+    let checkout = random_id::<16>();
+    let home = random_id::<16>();
+    let ids: Vec<[u8; 8]> = (0..5).map(|_| random_id::<8>()).collect();
+    let span = |tid: &[u8; 16],
+                id: usize,
+                parent: Option<usize>,
+                name: &str,
+                kind: i32,
+                code: i32,
+                attrs: Vec<KeyValue>| Span {
+        trace_id: tid.to_vec(),
+        span_id: ids[id].to_vec(),
+        parent_span_id: parent.map(|p| ids[p].to_vec()).unwrap_or_default(),
+        name: name.into(),
+        kind,
+        start_time_unix_nano: now - 100_000_000 + id as u64 * 1_000_000,
+        end_time_unix_nano: now - 10_000_000 - id as u64 * 1_000_000,
+        attributes: attrs,
+        status: Some(Status {
+            code,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resource = |service: &str, spans: Vec<Span>| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", sv(service))],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource(
+                "frontend",
+                vec![
+                    span(&checkout, 0, None, "GET /checkout", 2, 1, vec![]),
+                    span(&checkout, 1, Some(0), "call checkout", 3, 0, vec![]),
+                    span(&home, 4, None, "GET /home", 2, 1, vec![]),
+                ],
+            ),
+            resource(
+                "checkout",
+                vec![
+                    span(
+                        &checkout,
+                        2,
+                        Some(1),
+                        "POST /pay",
+                        2,
+                        2,
+                        vec![kv("user.tier", sv("gold")), kv("http.status_code", iv(500))],
+                    ),
+                    span(
+                        &checkout,
+                        3,
+                        Some(2),
+                        "SELECT",
+                        3,
+                        0,
+                        vec![kv("db.system", sv("postgres"))],
+                    ),
+                ],
+            ),
+        ],
+    };
+    (req, hex::encode(checkout), hex::encode(home))
+}
+
+/// Sends `req` as the admin to tenant `acme`.
+pub async fn send_acme(srv: &Server, req: &ExportTraceServiceRequest) {
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(srv.token())
+        .header("x-scope-orgid", "acme")
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// `s` percent-encoded for a query string.
+pub fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 //!
 //! Families: [`tempo`] (Grafana Tempo's HTTP API: trace by id v1/v2, search, tags, tag values,
 //! echo), [`traceql`] (search with `q=`, v2 tags and tag values), [`metrics`] (TraceQL
-//! metrics), [`findings`], [`audit`] (the audit log), [`log`] (the transparency log's proofs,
+//! metrics), [`jaeger`] (the Jaeger query API under `/jaeger`), [`findings`], [`audit`] (the audit log), [`log`] (the transparency log's proofs,
 //! receipts and tiles), [`admin`] (tokens, workload certificates, keys, responses, flush) and
 //! [`ops`] (`/ready`, `/metrics`).
 //!
@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod audit;
 pub mod findings;
+pub mod jaeger;
 pub mod log;
 pub mod metrics;
 pub mod ops;
@@ -124,6 +125,32 @@ pub fn routes() -> Vec<Route> {
             "/api/metrics/query",
             get(metrics::query_instant),
             a(Search),
+            true,
+        ),
+        // Jaeger (its UI's base path, or Grafana's Jaeger data source URL with the prefix)
+        route(
+            "/jaeger/api/services",
+            get(jaeger::services),
+            a(Search),
+            true,
+        ),
+        route(
+            "/jaeger/api/services/{service}/operations",
+            get(jaeger::service_operations),
+            a(Search),
+            true,
+        ),
+        route(
+            "/jaeger/api/operations",
+            get(jaeger::operations),
+            a(Search),
+            true,
+        ),
+        route("/jaeger/api/traces", get(jaeger::traces), a(Search), true),
+        route(
+            "/jaeger/api/traces/{id}",
+            get(jaeger::trace),
+            a(ReadTrace),
             true,
         ),
         // Findings and audit
