@@ -177,8 +177,69 @@ async fn jaeger_api_serves_the_jaeger_ui() {
         !body.contains("gold") && body.contains("[restricted:pii]"),
         "{body}"
     );
-    // Another tenant sees no services.
-    let other = create_token(&srv, &["--role", "reader", "--tenant", "globex"]);
+    // Dependencies: parent and child in different requests, the child first.
+    let tid = random_id::<16>();
+    let (parent, child) = (random_id::<8>(), random_id::<8>());
+    let now = now_nanos();
+    let one = |service: &str, id: [u8; 8], parent: Option<[u8; 8]>| {
+        tv_model::otlp::ExportTraceServiceRequest {
+            resource_spans: vec![tv_model::otlp::ResourceSpans {
+                resource: Some(tv_model::otlp::Resource {
+                    attributes: vec![kv("service.name", sv(service))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![tv_model::otlp::ScopeSpans {
+                    spans: vec![tv_model::otlp::Span {
+                        trace_id: tid.to_vec(),
+                        span_id: id.to_vec(),
+                        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+                        name: "q".into(),
+                        start_time_unix_nano: now - 2_000_000,
+                        end_time_unix_nano: now - 1_000_000,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    };
+    send_acme(&srv, &one("db", child, Some(parent))).await;
+    send_acme(&srv, &one("checkout", parent, None)).await;
+    let deps_url = format!(
+        "/jaeger/api/dependencies?endTs={}&lookback=3600000",
+        now / 1_000_000 + 60_000
+    );
+    let (st, v, body) = get(&srv, &admin, &deps_url).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        v["data"],
+        json!([
+            {"parent": "checkout", "child": "db", "callCount": 1, "errorCount": 0},
+            {"parent": "frontend", "child": "checkout", "callCount": 1, "errorCount": 1},
+        ]),
+        "{body}"
+    );
+    // An hour earlier: none.
+    let (_, v, _) = get(
+        &srv,
+        &admin,
+        &format!(
+            "/jaeger/api/dependencies?endTs={}&lookback=60000",
+            now / 1_000_000 - 7_200_000
+        ),
+    )
+    .await;
+    assert_eq!(v["data"], json!([]));
+
+    // Another tenant sees no services and no dependencies.
+    let (_, body) = call(&srv, "GET", &deps_url, &other_reader(&srv), "globex").await;
+    assert!(!body.contains("checkout"), "{body}");
+    let other = other_reader(&srv);
     let (_, body) = call(&srv, "GET", "/jaeger/api/services", &other, "globex").await;
     assert!(!body.contains("checkout"), "{body}");
+}
+
+fn other_reader(srv: &Server) -> String {
+    create_token(srv, &["--role", "reader", "--tenant", "globex"])
 }

@@ -216,6 +216,8 @@ async fn ingest_checked(
         };
         let batch = EncodedBatch::encode(tenant.clone(), &validated, state.wal_zstd_level, policy)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // The service graph's facts (ids, services, errors), kept for after the commit.
+        let graph_facts = crate::graph::facts(validated.request());
         // The decoded batch is not needed while waiting for the fsync, unless the behavioural
         // stage takes it after commit.
         let for_behaviour = state
@@ -227,6 +229,7 @@ async fn ingest_checked(
             .append(batch)
             .await
             .map_err(ApiError::from_store)?;
+        state.graph.add(tenant, graph_facts);
         if let Some(request) = for_behaviour {
             state.detection.submit(
                 crate::detection::Job {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conns;
 pub mod detection;
 pub mod error;
+pub mod graph;
 pub mod ingest;
 pub mod kms;
 pub mod logkeys;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// Signature rules and finding sinks.
     pub detection: Arc<detection::Detection>,
+    /// Calls between services, kept as batches are committed.
+    pub graph: Arc<graph::ServiceGraph>,
     /// Memory of all ingest requests being read and decoded together.
     pub decode_budget: Arc<budget::Budget>,
     /// Seals the findings the server stores and recognizes them on reading.
@@ -444,6 +447,7 @@ impl Server {
         )?);
         let state = Arc::new(AppState {
             detection,
+            graph: Arc::new(graph::ServiceGraph::default()),
             store,
             tokens,
             limits: cfg.limits.clone(),

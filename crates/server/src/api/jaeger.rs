@@ -496,3 +496,49 @@ pub fn jaeger_trace(data: &[ResourceSpans]) -> Json_ {
     }
     json!({"traceID": trace_id, "spans": spans, "processes": processes, "warnings": null})
 }
+
+/// `GET /jaeger/api/dependencies?endTs=&lookback=` (milliseconds, as Jaeger's UI sends them):
+/// the calls between services in the window, from the service graph kept at ingest.
+pub async fn dependencies(
+    State(state): State<Arc<AppState>>,
+    permit: Permit,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let auth = permit.authorize(&state)?;
+    let ms = |name: &str, default: u64| -> Result<u64, ApiError> {
+        match params.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("{name} must be milliseconds"))),
+        }
+    };
+    let now_ms = tv_access::now_unix().saturating_mul(1000);
+    let end = ms("endTs", now_ms)?;
+    let lookback = ms("lookback", 3_600_000)?;
+    let deps = state.graph.dependencies(
+        auth.tenant(),
+        end.saturating_sub(lookback).saturating_mul(1_000_000),
+        end.saturating_mul(1_000_000),
+    );
+    let mut masker = crate::mask::Masker::new(&state, &auth);
+    let data: Vec<Json_> = deps
+        .into_iter()
+        .map(|d| {
+            let p = masker
+                .marker("service.name", Some(&d.parent))
+                .unwrap_or(d.parent);
+            let c = masker
+                .marker("service.name", Some(&d.child))
+                .unwrap_or(d.child);
+            json!({"parent": p, "child": c, "callCount": d.calls, "errorCount": d.errors})
+        })
+        .collect();
+    let n = data.len();
+    Ok(noted(
+        Json(envelope(json!(data), n)).into_response(),
+        &auth,
+        n,
+        None,
+    ))
+}

@@ -153,6 +153,12 @@ pub fn routes() -> Vec<Route> {
             a(ReadTrace),
             true,
         ),
+        route(
+            "/jaeger/api/dependencies",
+            get(jaeger::dependencies),
+            a(Search),
+            true,
+        ),
         // Findings and audit
         route(
             "/api/findings",
