@@ -48,20 +48,33 @@ pub async fn findings(
         })?,
     };
     let rule = params.get("rule").cloned();
+    // The page after `cursor` (what the previous page's `next` said): older findings, or at
+    // the same time with a greater uid.
+    let cursor = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
+    let end = secs("end")?.map(|e| e.saturating_add(999_999_999));
+    let end = match (end, &cursor) {
+        (Some(e), Some((t, _))) => Some(e.min(*t)),
+        (None, Some((t, _))) => Some(*t),
+        (e, None) => e,
+    };
     let q = SearchQuery {
         tags: vec![(
             "service.name".to_owned(),
             crate::detection::FINDINGS_SERVICE.to_owned(),
         )],
         start_ns: secs("start")?,
-        end_ns: secs("end")?.map(|e| e.saturating_add(999_999_999)),
-        limit,
+        end_ns: end,
+        // One trace more than a page: whether another page follows.
+        limit: limit + 1,
         ..Default::default()
     };
     let tenant = auth.tenant().clone();
-    let mut found = timed(&state, "findings", move |s| {
+    let (mut found, more) = timed(&state, "findings", move |s| {
         let mut out = Vec::new();
-        for hit in s.store.search(&tenant, &q)? {
+        let hits = s.store.search(&tenant, &q)?;
+        // More traces than a page: others may follow.
+        let more = hits.len() > limit;
+        for hit in hits {
             if let Some(rs) = s.store.find_trace(&tenant, hit.trace_id)? {
                 // Only what the server sealed is a finding (see detection::FindingSeal).
                 out.extend(
@@ -71,9 +84,22 @@ pub async fn findings(
                 );
             }
         }
-        Ok(out)
+        Ok((out, more))
     })
     .await?;
+    // Where the next page starts when filters below leave this one short: after the oldest
+    // finding read.
+    if let Some((t, uid)) = &cursor {
+        found.retain(|f| f.time_unix_nano < *t || (f.time_unix_nano == *t && f.uid > *uid));
+    }
+    let oldest = found
+        .iter()
+        .min_by(|a, b| {
+            a.time_unix_nano
+                .cmp(&b.time_unix_nano)
+                .then_with(|| b.uid.cmp(&a.uid))
+        })
+        .map(|f| format!("{}-{}", f.time_unix_nano, f.uid));
     let mut masker = crate::mask::Masker::new(&state, &auth);
     found.retain(|f| {
         f.severity >= min_severity
@@ -95,6 +121,14 @@ pub async fn findings(
             .then_with(|| a.uid.cmp(&b.uid))
     });
     found.dedup_by(|a, b| a.uid == b.uid);
+    let next = if found.len() > limit {
+        let last = &found[limit - 1];
+        Some(format!("{}-{}", last.time_unix_nano, last.uid))
+    } else if more {
+        oldest
+    } else {
+        None
+    };
     found.truncate(limit);
     // Groups: one line per (rule, service, operation, sender) with its count and time span.
     let mut groups: std::collections::BTreeMap<
@@ -129,9 +163,25 @@ pub async fn findings(
     let n = found.len();
     let ocsf: Vec<_> = found.iter().map(|f| f.to_ocsf()).collect();
     Ok(noted(
-        Json(json!({ "findings": ocsf, "groups": groups })).into_response(),
+        Json(json!({ "findings": ocsf, "groups": groups, "next": next })).into_response(),
         &auth,
         n,
         Some("findings".into()),
     ))
+}
+
+/// A page cursor: `<time_unix_nano>-<uid>` of the last finding of the previous page.
+fn parse_cursor(c: &str) -> Result<(u64, String), ApiError> {
+    let bad = || {
+        ApiError::BadRequest("cursor must be the `next` of a previous /api/findings answer".into())
+    };
+    let (t, uid) = c.split_once('-').ok_or_else(bad)?;
+    let t = t.parse::<u64>().map_err(|_| bad())?;
+    if uid.is_empty()
+        || uid.len() > 128
+        || !uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(bad());
+    }
+    Ok((t, uid.to_owned()))
 }
