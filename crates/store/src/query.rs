@@ -36,6 +36,61 @@ pub struct TraceSummary {
     pub duration_ms: u64,
 }
 
+/// What every span a search wants must have, for skipping blocks whose index says none has
+/// it: a span name, or an attribute with a string value (in one of the scopes).
+#[derive(Debug, Clone, Default)]
+pub struct BlockHints {
+    /// The service every match is in (`resource.service.name`).
+    pub service: Option<String>,
+    pub names: Vec<String>,
+    pub attributes: Vec<(Vec<TagScope>, String, String)>,
+}
+
+impl BlockHints {
+    /// Whether block `b` may hold a wanted span (its index is complete for what it lists).
+    fn admits(&self, b: &crate::format::BlockIndex) -> bool {
+        if let Some(s) = &self.service
+            && !b.services.iter().any(|x| x == s)
+        {
+            return false;
+        }
+        // Span names are kept up to a bound: a full list may be missing some.
+        let names_complete = b.span_names.len() < 10_000;
+        if names_complete
+            && self
+                .names
+                .iter()
+                .any(|n| b.span_names.binary_search(n).is_err())
+        {
+            return false;
+        }
+        for (scopes, key, value) in &self.attributes {
+            let entries: Vec<&crate::format::TagValues> = b
+                .tags
+                .iter()
+                .filter(|t| {
+                    t.key == *key
+                        && scopes
+                            .iter()
+                            .any(|s| TagScope::from_u32(t.scope).may_be(*s))
+                })
+                .collect();
+            // Keys too long for the index are not listed: no conclusion for them.
+            if key.len() > crate::block::MAX_TAG_VALUE_LEN {
+                continue;
+            }
+            if entries.is_empty()
+                || entries
+                    .iter()
+                    .all(|t| !t.truncated && !t.values.iter().any(|v| v == value))
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Where an attribute stands, as TraceQL names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]
@@ -245,7 +300,7 @@ impl Store {
     /// Traces of `tenant` matching `q`, newest first.
     /// The traces with a span in `[start, end]` (unix nanoseconds) for which `matches` holds,
     /// newest first (by their earliest such span), at most `budget` of them; blocks whose
-    /// service index lacks `service` are not opened. The WAL head is read whole; blocks from
+    /// index says they hold no span `hints` wants are not opened. The WAL head is read whole; blocks from
     /// the newest, until the budget is reached.
     #[allow(clippy::type_complexity)]
     pub fn candidates(
@@ -253,7 +308,7 @@ impl Store {
         tenant: &TenantId,
         start_ns: Option<u64>,
         end_ns: Option<u64>,
-        service: Option<&str>,
+        hints: &BlockHints,
         budget: usize,
         matches: &mut dyn FnMut(&ResourceSpans, &ScopeSpans, &Span) -> bool,
     ) -> Result<Vec<(TraceId, u64)>, StoreError> {
@@ -296,9 +351,7 @@ impl Store {
             if !overlaps(b.index.min_start, b.index.max_end, q) {
                 continue;
             }
-            if let Some(s) = service
-                && !b.index.services.iter().any(|x| x == s)
-            {
+            if !hints.admits(&b.index) {
                 continue;
             }
             let file = b.open_file()?;
@@ -351,7 +404,10 @@ impl Store {
             tenant,
             q.start_ns,
             q.end_ns,
-            wanted_service.as_deref(),
+            &BlockHints {
+                service: wanted_service,
+                ..Default::default()
+            },
             budget,
             &mut |rs, _, span| span_matches(span, rs, &q.tags),
         )?;
@@ -676,5 +732,68 @@ fn guess_type(v: &str) -> &'static str {
         "bool"
     } else {
         "string"
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+    use crate::format::{BlockIndex, TagValues};
+
+    #[test]
+    fn block_hints_skip_only_blocks_that_cannot_hold_a_match() {
+        let index = BlockIndex {
+            span_names: vec!["GET /a".into(), "POST /pay".into()],
+            tags: vec![
+                TagValues {
+                    key: "db.system".into(),
+                    values: vec!["postgres".into()],
+                    truncated: false,
+                    scope: TagScope::Span as u32,
+                },
+                TagValues {
+                    key: "http.url".into(),
+                    values: vec!["/x".into()],
+                    truncated: true,
+                    scope: TagScope::Span as u32,
+                },
+                // An older block: no scope kept.
+                TagValues {
+                    key: "service.name".into(),
+                    values: vec!["shop".into()],
+                    truncated: false,
+                    scope: 0,
+                },
+            ],
+            ..Default::default()
+        };
+        let span = || vec![TagScope::Span];
+        let hint = |names: &[&str], attrs: &[(Vec<TagScope>, &str, &str)]| BlockHints {
+            service: None,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            attributes: attrs
+                .iter()
+                .map(|(s, k, v)| (s.clone(), k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert!(hint(&[], &[]).admits(&index));
+        assert!(hint(&["POST /pay"], &[]).admits(&index));
+        assert!(!hint(&["GET /b"], &[]).admits(&index));
+        assert!(hint(&[], &[(span(), "db.system", "postgres")]).admits(&index));
+        assert!(!hint(&[], &[(span(), "db.system", "mysql")]).admits(&index));
+        // Not in the index at all: no span has it.
+        assert!(!hint(&[], &[(span(), "nope", "x")]).admits(&index));
+        // A truncated value list proves nothing.
+        assert!(hint(&[], &[(span(), "http.url", "/y")]).admits(&index));
+        // Wrong scope: the event scope has no db.system.
+        assert!(!hint(&[], &[(vec![TagScope::Event], "db.system", "postgres")]).admits(&index));
+        // An unscoped tag of an older block may be a resource attribute.
+        assert!(hint(&[], &[(vec![TagScope::Resource], "service.name", "shop")]).admits(&index));
+        // A full name list may miss names.
+        let full = BlockIndex {
+            span_names: (0..10_000).map(|i| format!("n{i:05}")).collect(),
+            ..Default::default()
+        };
+        assert!(hint(&["other"], &[]).admits(&full));
     }
 }

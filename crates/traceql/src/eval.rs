@@ -1022,6 +1022,38 @@ pub fn referenced(q: &Query) -> Vec<Field> {
     out
 }
 
+/// What every candidate span must have by the prefilter's conjunction: span names
+/// (`name = "x"`) and attributes with a string value (`span.k = "v"`).
+pub fn required_equalities(q: &Query) -> (Vec<String>, Vec<(Attribute, String)>) {
+    fn walk(f: &Field, names: &mut Vec<String>, attrs: &mut Vec<(Attribute, String)>) {
+        match f {
+            Field::Binary(BinOp::And, l, r) => {
+                walk(l, names, attrs);
+                walk(r, names, attrs);
+            }
+            Field::Binary(BinOp::Eq, l, r) => match (l.as_ref(), r.as_ref()) {
+                (Field::Intrinsic(Intrinsic::Name), Field::Static(Literal::String(v)))
+                | (Field::Static(Literal::String(v)), Field::Intrinsic(Intrinsic::Name)) => {
+                    names.push(v.clone())
+                }
+                (Field::Attribute(a), Field::Static(Literal::String(v)))
+                | (Field::Static(Literal::String(v)), Field::Attribute(a))
+                    if !a.parent =>
+                {
+                    attrs.push((a.clone(), v.clone()))
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    let (mut names, mut attrs) = (Vec::new(), Vec::new());
+    if let Some(p) = prefilter(q) {
+        walk(&p, &mut names, &mut attrs);
+    }
+    (names, attrs)
+}
+
 /// The one `resource.service.name = "x"` every match needs, if the query says so (blocks
 /// without that service need not be opened).
 pub fn required_service(q: &Query) -> Option<String> {

@@ -17,7 +17,7 @@ use http::StatusCode;
 use serde_json::{Value as Json_, json};
 use tv_model::TraceId;
 use tv_model::otlp::{AnyValue, KeyValue, ResourceSpans, any_value};
-use tv_traceql::eval::{Evaluator, Trace, Value, prefilter, required_service};
+use tv_traceql::eval::{Evaluator, Trace, Value, prefilter};
 use tv_traceql::{
     Attribute, BinOp, Field, Intrinsic, Literal, Pipeline, Query, Scope, SpansetExpr, Stage, Status,
 };
@@ -305,12 +305,13 @@ pub async fn traces(
     let tenant = auth.tenant().clone();
     let found: Vec<Vec<ResourceSpans>> = super::timed(&state, "jaeger_traces", move |s| {
         let pre = prefilter(&query);
+        let hints = super::traceql::block_hints(&query, &view);
         let mut ev = Evaluator::with_view(Box::new(view));
         let cands = s.store.candidates(
             &tenant,
             start,
             end,
-            required_service(&query).as_deref(),
+            &hints,
             (limit * 20).max(1000),
             &mut |rs, ss, span| match &pre {
                 None => true,

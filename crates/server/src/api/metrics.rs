@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::{Query as QueryParams, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json_, json};
-use tv_traceql::eval::{Evaluator, Trace, Value, prefilter, required_service};
+use tv_traceql::eval::{Evaluator, Trace, Value, prefilter};
 use tv_traceql::{Field, Metrics, MetricsFn, Query, SecondStage};
 
 use super::traceql::bad_query;
@@ -209,12 +209,13 @@ fn compute(
     r: &Range,
 ) -> Result<(Series, Option<String>), tv_store::StoreError> {
     let pre = prefilter(query);
+    let hints = super::traceql::block_hints(query, &view);
     let mut ev = Evaluator::with_view(Box::new(view));
     let cands = state.store.candidates(
         tenant,
         Some(r.start),
         Some(r.end),
-        required_service(query).as_deref(),
+        &hints,
         MAX_TRACES + 1,
         &mut |rs, ss, span| match &pre {
             None => true,

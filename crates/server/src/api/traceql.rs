@@ -172,15 +172,15 @@ fn run(
     spss: usize,
 ) -> Result<(Vec<Json_>, usize), tv_store::StoreError> {
     let pre = prefilter(query);
-    let service = required_service(query);
     let fields = referenced(query);
     let budget = (limit * 20).max(1000);
+    let hints = block_hints(query, &view);
     let mut ev = Evaluator::with_view(Box::new(view));
     let cands = state.store.candidates(
         tenant,
         start,
         end,
-        service.as_deref(),
+        &hints,
         budget,
         &mut |rs, ss, span| match &pre {
             None => true,
@@ -557,7 +557,10 @@ fn values_of(
         tenant,
         start,
         end,
-        required_service(&q).as_deref(),
+        &tv_store::BlockHints {
+            service: required_service(&q),
+            ..Default::default()
+        },
         1000,
         &mut |rs, ss, span| match &pre {
             None => true,
@@ -599,4 +602,39 @@ fn values_of(
         }
     }
     Ok(out)
+}
+
+/// Blocks a query need not open: those whose index lacks a span name or attribute value every
+/// match must have. Fields the caller may not read give no hint (opening or skipping blocks by
+/// them would tell).
+pub fn block_hints(q: &Query, view: &crate::mask::MatchView) -> tv_store::BlockHints {
+    use tv_store::TagScope;
+    use tv_traceql::Scope;
+    use tv_traceql::eval::View;
+    let (names, attrs) = tv_traceql::eval::required_equalities(q);
+    let attributes = attrs
+        .into_iter()
+        .filter(|(a, _)| !view.hides(&a.name))
+        .map(|(a, v)| {
+            let scopes = match a.scope {
+                Scope::None => vec![TagScope::Span, TagScope::Resource],
+                Scope::Span => vec![TagScope::Span],
+                Scope::Resource => vec![TagScope::Resource],
+                Scope::Event => vec![TagScope::Event],
+                Scope::Link => vec![TagScope::Link],
+                Scope::Instrumentation => vec![TagScope::Instrumentation],
+            };
+            (scopes, a.name, v)
+        })
+        .collect();
+    // A name may hold a pseudonym the caller may not read: no hint then either.
+    let names = names
+        .into_iter()
+        .filter(|n| view.text(n).is_none())
+        .collect();
+    tv_store::BlockHints {
+        service: required_service(q),
+        names,
+        attributes,
+    }
 }
