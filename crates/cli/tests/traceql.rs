@@ -570,3 +570,61 @@ async fn traceql_metrics_count_rate_and_group() {
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("more than 11000"), "{body}");
 }
+
+/// An investigator searches by a known value that redaction stored as a pseudonym; a reader,
+/// who may not read pseudonyms, cannot (it would learn which pseudonym the value has).
+#[tokio::test]
+async fn a_known_value_finds_its_pseudonym_for_callers_who_may_read_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (srv, _) = start_with_config(tmp, "version = 1\n", &[]);
+    let (mut req, checkout, _home) = two_service_traces();
+    req.resource_spans[1].scope_spans[0].spans[0]
+        .attributes
+        .push(kv("customer.email", sv("jane.doe@example.com")));
+    send_acme(&srv, &req).await;
+    let investigator = create_token(&srv, &["--role", "investigator", "--tenant", "acme"]);
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
+    // Stored as a pseudonym, not as sent.
+    let (_, trace) = call(
+        &srv,
+        "GET",
+        &format!("/api/traces/{checkout}"),
+        &investigator,
+        "acme",
+    )
+    .await;
+    assert!(
+        !trace.contains("jane.doe") && trace.contains("hmac:"),
+        "{trace}"
+    );
+    for q in [
+        r#"{ span.customer.email = "jane.doe@example.com" }"#,
+        // The same address in another case: one normalization keys them both.
+        r#"{ .customer.email = "Jane.Doe@Example.COM" && status = error }"#,
+    ] {
+        let (st, v, body) = search(&srv, &investigator, q).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(
+            trace_ids(&v),
+            [checkout.as_str()],
+            "investigator: {q}: {body}"
+        );
+        let (_, v, body) = search(&srv, &reader, q).await;
+        assert!(trace_ids(&v).is_empty(), "reader: {q}: {body}");
+    }
+    // != excludes the value's pseudonyms too.
+    let (_, v, body) = search(
+        &srv,
+        &investigator,
+        r#"{ span.customer.email != "jane.doe@example.com" && span.customer.email != nil }"#,
+    )
+    .await;
+    assert!(trace_ids(&v).is_empty(), "{body}");
+    let (_, v, _) = search(
+        &srv,
+        &investigator,
+        r#"{ span.customer.email != "someone@else.org" }"#,
+    )
+    .await;
+    assert_eq!(trace_ids(&v), [checkout.as_str()]);
+}

@@ -30,6 +30,37 @@ impl PseudonymKey {
     }
 }
 
+/// The pseudonyms redaction writes for `value` as a whole value under `rules` (one per way the
+/// detectors normalize a value before keying it: as found, as an email, as an address, ...),
+/// deduplicated. What a caller allowed to read pseudonyms may search by.
+pub fn pseudonyms_of(rules: &Rules, key: &PseudonymKey, value: &str) -> Vec<String> {
+    let hex_len = rules.hash_bits as usize / 4;
+    let mut inputs: Vec<String> = std::iter::once(None)
+        .chain(crate::detect::Kind::ALL.iter().copied().map(Some))
+        .map(|k| crate::normalize::pseudonym_input(k, value).into_owned())
+        .collect();
+    inputs.sort();
+    inputs.dedup();
+    inputs
+        .iter()
+        .map(|input| keyed(key, hex_len, input))
+        .collect()
+}
+
+/// `hmac:` and the first `hex_len` hex digits of the keyed hash of `input`.
+fn keyed(key: &PseudonymKey, hex_len: usize, input: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let tag = hmac::sign(&key.0, input.as_bytes());
+    let mut s = String::with_capacity(5 + 64);
+    s.push_str("hmac:");
+    for b in tag.as_ref() {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s.truncate(5 + hex_len);
+    s
+}
+
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PseudonymKey(..)")
@@ -512,17 +543,11 @@ impl Cx<'_> {
     /// The pseudonym of `v` (of kind `kind`, when a detector found it), keyed from its one
     /// normalization ([`crate::normalize::pseudonym_input`]).
     fn pseudonym(&self, kind: Option<Kind>, v: &str) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let input = crate::normalize::pseudonym_input(kind, v);
-        let tag = hmac::sign(&self.key.0, input.as_bytes());
-        let mut s = String::with_capacity(5 + 64);
-        s.push_str("hmac:");
-        for b in tag.as_ref() {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
-        }
-        s.truncate(5 + self.hex_len);
-        s
+        keyed(
+            self.key,
+            self.hex_len,
+            &crate::normalize::pseudonym_input(kind, v),
+        )
     }
 
     /// The replacement for a whole value or a finding.

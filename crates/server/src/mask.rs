@@ -368,6 +368,13 @@ pub struct MatchView {
     pseudonyms_hidden: bool,
 }
 
+impl MatchView {
+    /// Whether this caller may read pseudonyms (and so search by the value behind one).
+    pub fn reads_pseudonyms(&self) -> bool {
+        !self.pseudonyms_hidden
+    }
+}
+
 impl tv_traceql::eval::View for MatchView {
     fn hides(&self, key: &str) -> bool {
         self.classes

@@ -81,6 +81,17 @@ impl Redaction {
         Ok(key)
     }
 
+    /// The pseudonyms redaction writes for `value` in `tenant`'s data (none when redaction is
+    /// off): what a search by a known value compares with, for callers who may read them.
+    pub fn pseudonyms_of(&self, tenant: &TenantId, value: &str) -> anyhow::Result<Vec<String>> {
+        let active = self.active();
+        let Some(rules) = active.rules.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let key = self.pseudonym_key(tenant)?;
+        Ok(tv_redact::pseudonyms_of(rules, &key, value))
+    }
+
     /// Drops the tenant's cached pseudonym key (its keys were destroyed).
     pub fn forget(&self, tenant: &TenantId) {
         self.keys.lock().expect("keys lock").remove(tenant);

@@ -78,6 +78,11 @@ pub async fn search(
     }
     let mut masker = crate::mask::Masker::new(state, auth);
     let view = masker.match_view();
+    let query = if view.reads_pseudonyms() {
+        with_pseudonyms(state, auth.tenant(), query)?
+    } else {
+        query
+    };
     let tenant = auth.tenant().clone();
     let st = state.clone();
     let started = std::time::Instant::now();
@@ -637,4 +642,91 @@ pub fn block_hints(q: &Query, view: &crate::mask::MatchView) -> tv_store::BlockH
         names,
         attributes,
     }
+}
+
+/// For a caller who may read pseudonyms: every `field = "value"` (and `!=`) of the query also
+/// matches the pseudonyms redaction wrote for that value, so an investigator can search by a
+/// known value (`{ span.user.email = "alice@example.com" }` finds the stored `hmac:...`).
+/// Never applied for other callers: they would learn which pseudonym a value has.
+pub fn with_pseudonyms(
+    state: &AppState,
+    tenant: &tv_model::TenantId,
+    mut q: Query,
+) -> Result<Query, ApiError> {
+    use tv_traceql::{BinOp, Literal, Pipeline, SpansetExpr, Stage};
+    fn field(
+        f: &mut Field,
+        p: &mut dyn FnMut(&str) -> Result<Vec<String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        match f {
+            Field::Binary(op @ (BinOp::Eq | BinOp::Neq), l, r) => {
+                let (attr, lit) = match (l.as_ref(), r.as_ref()) {
+                    (a @ Field::Attribute(_), Field::Static(Literal::String(v)))
+                    | (Field::Static(Literal::String(v)), a @ Field::Attribute(_)) => {
+                        (a.clone(), v.clone())
+                    }
+                    _ => return Ok(()),
+                };
+                if lit.starts_with("hmac:") {
+                    return Ok(());
+                }
+                let op = *op;
+                // `=`: the value or any of its pseudonyms; `!=`: none of them.
+                let join = if op == BinOp::Eq {
+                    BinOp::Or
+                } else {
+                    BinOp::And
+                };
+                for ps in p(&lit)? {
+                    let alt = Field::Binary(
+                        op,
+                        Box::new(attr.clone()),
+                        Box::new(Field::Static(Literal::String(ps))),
+                    );
+                    let cur = std::mem::replace(f, Field::Static(Literal::Nil));
+                    *f = Field::Binary(join, Box::new(cur), Box::new(alt));
+                }
+                Ok(())
+            }
+            Field::Binary(_, l, r) => {
+                field(l, p)?;
+                field(r, p)
+            }
+            Field::Unary(_, e) => field(e, p),
+            _ => Ok(()),
+        }
+    }
+    fn spanset(
+        e: &mut SpansetExpr,
+        p: &mut dyn FnMut(&str) -> Result<Vec<String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        match e {
+            SpansetExpr::Filter(Some(f)) => field(f, p),
+            SpansetExpr::Filter(None) => Ok(()),
+            SpansetExpr::Op(_, l, r) => {
+                spanset(l, p)?;
+                spanset(r, p)
+            }
+            SpansetExpr::Group(pl) => pipeline(pl, p),
+        }
+    }
+    fn pipeline(
+        pl: &mut Pipeline,
+        p: &mut dyn FnMut(&str) -> Result<Vec<String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        for s in &mut pl.0 {
+            if let Stage::Spanset(e) = s {
+                spanset(e, p)?;
+            }
+        }
+        Ok(())
+    }
+    let mut pseudonyms = |v: &str| {
+        state
+            .redaction
+            .pseudonyms_of(tenant, v)
+            .map_err(|e| ApiError::Internal(format!("pseudonym key: {e}")))
+    };
+    pipeline(&mut q.pipeline, &mut pseudonyms)?;
+    Ok(q)
 }
