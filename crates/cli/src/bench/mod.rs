@@ -27,7 +27,8 @@ use tv_model::otlp::{ExportTraceServiceResponse, TracesData};
 pub enum BenchCmd {
     /// Send generated spans as fast as the server acknowledges them.
     Ingest(IngestArgs),
-    /// Measure trace-by-id latency for trace ids saved by `bench ingest --ids-out`.
+    /// Measure trace-by-id latency for trace ids saved by `bench ingest --ids-out`, or the
+    /// latency of TraceQL searches and metrics queries (`--search`, `--metrics`).
     Query(QueryArgs),
     /// Measure the transparency log in process: commitments, signing, leaves/s, proof sizes.
     Log(log::LogArgs),
@@ -36,8 +37,15 @@ pub enum BenchCmd {
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     /// File of trace ids, one hex id per line
+    #[arg(long, required_unless_present_any = ["search", "metrics"])]
+    pub ids: Option<std::path::PathBuf>,
+    /// A TraceQL search to time (`/api/search?q=`); may be given several times
     #[arg(long)]
-    pub ids: std::path::PathBuf,
+    pub search: Vec<String>,
+    /// A TraceQL metrics query to time over the last hour (`/api/metrics/query_range`); may be
+    /// given several times
+    #[arg(long)]
+    pub metrics: Vec<String>,
     /// Lookups to make
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
@@ -501,15 +509,21 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.ids)
-        .with_context(|| format!("reading {}", args.ids.display()))?;
+    if !args.search.is_empty() || !args.metrics.is_empty() {
+        return queries(args).await;
+    }
+    let Some(ids_file) = args.ids.as_ref() else {
+        bail!("--ids, --search or --metrics is needed");
+    };
+    let text = std::fs::read_to_string(ids_file)
+        .with_context(|| format!("reading {}", ids_file.display()))?;
     let ids: Vec<String> = text
         .lines()
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())
         .collect();
     if ids.is_empty() {
-        bail!("no trace ids in {}", args.ids.display());
+        bail!("no trace ids in {}", ids_file.display());
     }
     let client = args.server.client()?;
     let token = args.server.token()?;
@@ -578,5 +592,104 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         h.max() as f64 / 1000.0,
         spans.load(Ordering::Relaxed) as f64 / h.len().max(1) as f64
     );
+    Ok(())
+}
+
+/// Times each `--search` and `--metrics` query (`--requests` times each, `--concurrency` in
+/// flight) and prints p50/p99 latency and what the last answer held.
+async fn queries(args: QueryArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let token = args.server.token()?;
+    let base = args.server.server.trim_end_matches('/').to_owned();
+    let enc = |q: &str| {
+        q.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let mut jobs: Vec<(String, String)> = Vec::new();
+    for q in &args.search {
+        jobs.push((
+            format!("search  {q}"),
+            format!("{base}/api/search?limit=20&q={}", enc(q)),
+        ));
+    }
+    for q in &args.metrics {
+        jobs.push((
+            format!("metrics {q}"),
+            format!("{base}/api/metrics/query_range?since=1h&q={}", enc(q)),
+        ));
+    }
+    use futures::StreamExt;
+    for (label, url) in jobs {
+        let hist = Arc::new(std::sync::Mutex::new(
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("bounds")?,
+        ));
+        let failed = Arc::new(AtomicU64::new(0));
+        let last = Arc::new(std::sync::Mutex::new(String::new()));
+        futures::stream::iter(0..args.requests.max(1))
+            .for_each_concurrent(args.concurrency.max(1), |_| {
+                let (client, token, url, tenant) = (
+                    client.clone(),
+                    token.clone(),
+                    url.clone(),
+                    args.server.tenant.clone(),
+                );
+                let (hist, failed, last) = (hist.clone(), failed.clone(), last.clone());
+                async move {
+                    let t0 = Instant::now();
+                    let r = client
+                        .get(url)
+                        .bearer_auth(&token)
+                        .header("x-scope-orgid", tenant)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let body = r.text().await.unwrap_or_default();
+                            let _ = hist
+                                .lock()
+                                .expect("lock")
+                                .record(t0.elapsed().as_micros() as u64);
+                            let v: serde_json::Value =
+                                serde_json::from_str(&body).unwrap_or_default();
+                            let held = v["traces"]
+                                .as_array()
+                                .map(|a| format!("{} traces", a.len()))
+                                .or_else(|| {
+                                    v["series"]
+                                        .as_array()
+                                        .map(|a| format!("{} series", a.len()))
+                                })
+                                .unwrap_or_default();
+                            *last.lock().expect("lock") = held;
+                        }
+                        Ok(r) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            *last.lock().expect("lock") = format!("HTTP {}", r.status());
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            *last.lock().expect("lock") = e.to_string();
+                        }
+                    }
+                }
+            })
+            .await;
+        let h = hist.lock().expect("lock");
+        println!(
+            "{label}: {} ok, {} failed; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; last answer: {}",
+            h.len(),
+            failed.load(Ordering::Relaxed),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+            last.lock().expect("lock")
+        );
+    }
     Ok(())
 }
