@@ -576,31 +576,25 @@ impl Evaluator {
             return false;
         }
         // Several values: any of them (none of them for the negations).
-        if let Value::List(items) = l {
-            return match op {
-                BinOp::Neq | BinOp::Nre => {
-                    let pos = if op == BinOp::Neq {
-                        BinOp::Eq
-                    } else {
-                        BinOp::Re
-                    };
-                    !items.iter().any(|v| self.compare(pos, v, r))
-                }
-                _ => items.iter().any(|v| self.compare(op, v, r)),
+        let items = match (l, r) {
+            (Value::List(items), _) => Some((items, true)),
+            (_, Value::List(items)) => Some((items, false)),
+            _ => None,
+        };
+        if let Some((items, left)) = items {
+            let (op, negated) = match op {
+                BinOp::Neq => (BinOp::Eq, true),
+                BinOp::Nre => (BinOp::Re, true),
+                other => (other, false),
             };
-        }
-        if let Value::List(items) = r {
-            return match op {
-                BinOp::Neq | BinOp::Nre => {
-                    let pos = if op == BinOp::Neq {
-                        BinOp::Eq
-                    } else {
-                        BinOp::Re
-                    };
-                    !items.iter().any(|v| self.compare(pos, l, v))
+            let any = items.iter().any(|v| {
+                if left {
+                    self.compare(op, v, r)
+                } else {
+                    self.compare(op, l, v)
                 }
-                _ => items.iter().any(|v| self.compare(op, l, v)),
-            };
+            });
+            return any != negated;
         }
         match (l, r) {
             (Value::Str(a), Value::Str(b)) => match op {

@@ -17,7 +17,6 @@ use http::StatusCode;
 use serde_json::{Value as Json_, json};
 use tv_model::TraceId;
 use tv_model::otlp::{AnyValue, KeyValue, ResourceSpans, any_value};
-use tv_traceql::eval::{Evaluator, Trace, Value, prefilter};
 use tv_traceql::{
     Attribute, BinOp, Field, Intrinsic, Literal, Pipeline, Query, Scope, SpansetExpr, Stage, Status,
 };
@@ -304,32 +303,20 @@ pub async fn traces(
     let view = masker.match_view();
     let tenant = auth.tenant().clone();
     let found: Vec<Vec<ResourceSpans>> = super::timed(&state, "jaeger_traces", move |s| {
-        let pre = prefilter(&query);
-        let hints = super::traceql::block_hints(&query, &view);
-        let mut ev = Evaluator::with_view(Box::new(view));
-        let cands = s.store.candidates(
+        let mut out = Vec::new();
+        super::traceql::each_match(
+            s,
             &tenant,
+            &query,
+            view,
             start,
             end,
-            &hints,
             (limit * 20).max(1000),
-            &mut |rs, ss, span| match &pre {
-                None => true,
-                Some(p) => ev.field(p, &Trace::one(rs, ss, span), 0) == Value::Bool(true),
+            &mut |_, _, data, _, _| {
+                out.push(data.to_vec());
+                out.len() < limit
             },
         )?;
-        let mut out = Vec::new();
-        for (tid, _) in cands {
-            if out.len() >= limit {
-                break;
-            }
-            let Some(data) = s.store.find_trace(&tenant, tid)? else {
-                continue;
-            };
-            if !ev.spansets(&query, &Trace::new(&data)).is_empty() {
-                out.push(data);
-            }
-        }
         Ok(out)
     })
     .await?;

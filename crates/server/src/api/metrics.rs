@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::{Query as QueryParams, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json_, json};
-use tv_traceql::eval::{Evaluator, Trace, Value, prefilter};
+use tv_traceql::eval::Value;
 use tv_traceql::{Field, Metrics, MetricsFn, Query, SecondStage};
 
 use super::traceql::bad_query;
@@ -208,23 +208,6 @@ fn compute(
     view: crate::mask::MatchView,
     r: &Range,
 ) -> Result<(Series, Option<String>), tv_store::StoreError> {
-    let pre = prefilter(query);
-    let hints = super::traceql::block_hints(query, &view);
-    let mut ev = Evaluator::with_view(Box::new(view));
-    let cands = state.store.candidates(
-        tenant,
-        Some(r.start),
-        Some(r.end),
-        &hints,
-        MAX_TRACES + 1,
-        &mut |rs, ss, span| match &pre {
-            None => true,
-            Some(p) => ev.field(p, &Trace::one(rs, ss, span), 0) == Value::Bool(true),
-        },
-    )?;
-    let partial = (cands.len() > MAX_TRACES).then(|| {
-        format!("more than {MAX_TRACES} traces in range: the newest {MAX_TRACES} were read")
-    });
     let value_field: Option<&Field> = match &m.function {
         MetricsFn::MinOverTime(f)
         | MetricsFn::MaxOverTime(f)
@@ -237,72 +220,79 @@ fn compute(
     // (labels, bucket start) -> accumulator
     let mut acc: HashMap<(Vec<(String, String)>, u64), Acc> = HashMap::new();
     let mut too_many = false;
-    for (tid, _) in cands.into_iter().take(MAX_TRACES) {
-        let Some(data) = state.store.find_trace(tenant, tid)? else {
-            continue;
-        };
-        let t = Trace::new(&data);
-        let mut spans: Vec<usize> = ev
-            .spansets(query, &t)
-            .into_iter()
-            .flat_map(|s| s.spans)
-            .collect();
-        spans.sort_unstable();
-        spans.dedup();
-        for i in spans {
-            let start = t.spans[i].span.start_time_unix_nano;
-            if start < r.start || start >= r.end {
-                continue;
-            }
-            let bucket = r.start + (start - r.start) / r.step * r.step;
-            let labels: Vec<(String, String)> =
-                m.by.iter()
-                    .map(|f| (f.to_string(), ev.field(f, &t, i).to_text()))
-                    .collect();
-            let value = match value_field {
-                Some(f) => match ev.field(f, &t, i) {
-                    Value::Duration(d) => Some(d as f64 / 1e9),
-                    Value::Int(v) => Some(v as f64),
-                    Value::Float(v) => Some(v),
-                    _ => None,
-                },
-                None => None,
-            };
-            if value_field.is_some() && value.is_none() {
-                continue;
-            }
-            let mut labels = labels;
-            if let (MetricsFn::HistogramOverTime(_), Some(v)) = (&m.function, value) {
-                let b = if v <= 0.0 {
-                    0.0
-                } else {
-                    2f64.powi(v.log2().ceil() as i32)
+    let mut read = 0;
+    let scanned = super::traceql::each_match(
+        state,
+        tenant,
+        query,
+        view,
+        Some(r.start),
+        Some(r.end),
+        MAX_TRACES + 1,
+        &mut |ev, _, _, t, sets| {
+            read += 1;
+            let mut spans: Vec<usize> = sets.into_iter().flat_map(|s| s.spans).collect();
+            spans.sort_unstable();
+            spans.dedup();
+            for i in spans {
+                let start = t.spans[i].span.start_time_unix_nano;
+                if start < r.start || start >= r.end {
+                    continue;
+                }
+                let bucket = r.start + (start - r.start) / r.step * r.step;
+                let labels: Vec<(String, String)> =
+                    m.by.iter()
+                        .map(|f| (f.to_string(), ev.field(f, t, i).to_text()))
+                        .collect();
+                let value = match value_field {
+                    Some(f) => match ev.field(f, t, i) {
+                        Value::Duration(d) => Some(d as f64 / 1e9),
+                        Value::Int(v) => Some(v as f64),
+                        Value::Float(v) => Some(v),
+                        _ => None,
+                    },
+                    None => None,
                 };
-                labels.push(("__bucket".into(), format!("{b}")));
-            }
-            let key = (labels, bucket);
-            if !acc.contains_key(&key) && acc.len() >= MAX_SERIES * 100 {
-                too_many = true;
-                continue;
-            }
-            let a = acc.entry(key).or_insert_with(|| Acc {
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                ..Default::default()
-            });
-            a.count += 1;
-            if let Some(v) = value {
-                a.sum += v;
-                a.min = a.min.min(v);
-                a.max = a.max.max(v);
-                if matches!(m.function, MetricsFn::QuantileOverTime(..))
-                    && a.values.len() < MAX_QUANTILE_VALUES
-                {
-                    a.values.push(v);
+                if value_field.is_some() && value.is_none() {
+                    continue;
+                }
+                let mut labels = labels;
+                if let (MetricsFn::HistogramOverTime(_), Some(v)) = (&m.function, value) {
+                    let b = if v <= 0.0 {
+                        0.0
+                    } else {
+                        2f64.powi(v.log2().ceil() as i32)
+                    };
+                    labels.push(("__bucket".into(), format!("{b}")));
+                }
+                let key = (labels, bucket);
+                if !acc.contains_key(&key) && acc.len() >= MAX_SERIES * 100 {
+                    too_many = true;
+                    continue;
+                }
+                let a = acc.entry(key).or_insert_with(|| Acc {
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                    ..Default::default()
+                });
+                a.count += 1;
+                if let Some(v) = value {
+                    a.sum += v;
+                    a.min = a.min.min(v);
+                    a.max = a.max.max(v);
+                    if matches!(m.function, MetricsFn::QuantileOverTime(..))
+                        && a.values.len() < MAX_QUANTILE_VALUES
+                    {
+                        a.values.push(v);
+                    }
                 }
             }
-        }
-    }
+            read < MAX_TRACES
+        },
+    )?;
+    let partial = (scanned.candidates > MAX_TRACES).then(|| {
+        format!("more than {MAX_TRACES} traces in range: the newest {MAX_TRACES} were read")
+    });
     let step_secs = r.step as f64 / 1e9;
     let mut series: BTreeMap<Vec<(String, String)>, BTreeMap<u64, f64>> = BTreeMap::new();
     for ((labels, bucket), mut a) in acc {

@@ -165,20 +165,40 @@ fn mask_json(masker: &mut crate::mask::Masker<'_>, t: &mut Json_) {
     }
 }
 
+/// How far a query's evaluation went: the candidate traces its prefilter chose (at most the
+/// budget) and the traces read whole.
+pub struct Scanned {
+    pub candidates: usize,
+    pub inspected: usize,
+}
+
+/// What [`each_match`] calls for a matching trace: the evaluator, the trace id, its data, the
+/// prepared trace and its spansets; it answers whether to go on.
+pub type EachMatch<'a> = dyn FnMut(
+        &mut Evaluator,
+        TraceId,
+        &[tv_model::otlp::ResourceSpans],
+        &Trace<'_>,
+        Vec<tv_traceql::eval::Spanset>,
+    ) -> bool
+    + 'a;
+
+/// Evaluates `query` as the caller may see the data (`view`): candidate traces in
+/// `[start, end]` chosen by the query's prefilter and block hints, newest first, each read whole
+/// and evaluated; `each` gets every trace with spansets (its data, the trace and the spansets)
+/// and says whether to go on. The one way search, tag values, metrics and Jaeger read traces.
 #[allow(clippy::too_many_arguments)]
-fn run(
+pub fn each_match(
     state: &AppState,
     tenant: &tv_model::TenantId,
     query: &Query,
     view: crate::mask::MatchView,
     start: Option<u64>,
     end: Option<u64>,
-    limit: usize,
-    spss: usize,
-) -> Result<(Vec<Json_>, usize), tv_store::StoreError> {
+    budget: usize,
+    each: &mut EachMatch<'_>,
+) -> Result<Scanned, tv_store::StoreError> {
     let pre = prefilter(query);
-    let fields = referenced(query);
-    let budget = (limit * 20).max(1000);
     let hints = block_hints(query, &view);
     let mut ev = Evaluator::with_view(Box::new(view));
     let cands = state.store.candidates(
@@ -192,24 +212,51 @@ fn run(
             Some(p) => ev.field(p, &Trace::one(rs, ss, span), 0) == Value::Bool(true),
         },
     )?;
-    let mut out = Vec::new();
-    let mut inspected = 0;
+    let mut scanned = Scanned {
+        candidates: cands.len(),
+        inspected: 0,
+    };
     for (tid, _) in cands {
-        if out.len() >= limit {
-            break;
-        }
         let Some(data) = state.store.find_trace(tenant, tid)? else {
             continue;
         };
-        inspected += 1;
+        scanned.inspected += 1;
         let t = Trace::new(&data);
         let sets = ev.spansets(query, &t);
-        if sets.is_empty() {
-            continue;
+        if !sets.is_empty() && !each(&mut ev, tid, &data, &t, sets) {
+            break;
         }
-        out.push(trace_json(&mut ev, tid, &t, &sets, &fields, spss));
     }
-    Ok((out, inspected))
+    Ok(scanned)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    state: &AppState,
+    tenant: &tv_model::TenantId,
+    query: &Query,
+    view: crate::mask::MatchView,
+    start: Option<u64>,
+    end: Option<u64>,
+    limit: usize,
+    spss: usize,
+) -> Result<(Vec<Json_>, usize), tv_store::StoreError> {
+    let fields = referenced(query);
+    let mut out = Vec::new();
+    let scanned = each_match(
+        state,
+        tenant,
+        query,
+        view,
+        start,
+        end,
+        (limit * 20).max(1000),
+        &mut |ev, tid, _, t, sets| {
+            out.push(trace_json(ev, tid, t, &sets, &fields, spss));
+            out.len() < limit
+        },
+    )?;
+    Ok((out, scanned.inspected))
 }
 
 fn trace_json(
@@ -556,56 +603,43 @@ fn values_of(
     let q = filter
         .cloned()
         .unwrap_or_else(|| tv_traceql::parse("{ }").expect("{ } parses"));
-    let pre = prefilter(&q);
-    let mut ev = Evaluator::with_view(Box::new(view));
-    let cands = state.store.candidates(
+    let mut out: Vec<(String, String)> = Vec::new();
+    each_match(
+        state,
         tenant,
+        &q,
+        view,
         start,
         end,
-        &tv_store::BlockHints {
-            service: required_service(&q),
-            ..Default::default()
-        },
         1000,
-        &mut |rs, ss, span| match &pre {
-            None => true,
-            Some(p) => ev.field(p, &Trace::one(rs, ss, span), 0) == Value::Bool(true),
-        },
-    )?;
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (tid, _) in cands {
-        if out.len() >= limit {
-            break;
-        }
-        let Some(data) = state.store.find_trace(tenant, tid)? else {
-            continue;
-        };
-        let t = Trace::new(&data);
-        for set in ev.spansets(&q, &t) {
-            for i in set.spans {
-                let v = ev.field(field, &t, i);
-                let items = match v {
-                    Value::Nil => continue,
-                    Value::List(items) => items,
-                    other => vec![other],
-                };
-                for v in items {
-                    let ty = match &v {
-                        Value::Int(_) => "int",
-                        Value::Float(_) => "float",
-                        Value::Bool(_) => "bool",
-                        Value::Duration(_) => "duration",
-                        Value::Status(_) | Value::Kind(_) => "keyword",
-                        _ => "string",
+        &mut |ev, _, _, t, sets| {
+            for set in sets {
+                for i in set.spans {
+                    let v = ev.field(field, t, i);
+                    let items = match v {
+                        Value::Nil => continue,
+                        Value::List(items) => items,
+                        other => vec![other],
                     };
-                    let entry = (ty.to_string(), v.to_text());
-                    if !out.contains(&entry) && out.len() < limit {
-                        out.push(entry);
+                    for v in items {
+                        let ty = match &v {
+                            Value::Int(_) => "int",
+                            Value::Float(_) => "float",
+                            Value::Bool(_) => "bool",
+                            Value::Duration(_) => "duration",
+                            Value::Status(_) | Value::Kind(_) => "keyword",
+                            _ => "string",
+                        };
+                        let entry = (ty.to_string(), v.to_text());
+                        if !out.contains(&entry) && out.len() < limit {
+                            out.push(entry);
+                        }
                     }
                 }
             }
-        }
-    }
+            out.len() < limit
+        },
+    )?;
     Ok(out)
 }
 
