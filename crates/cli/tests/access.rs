@@ -7,30 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use prost::Message;
-
-async fn send_as(
-    srv: &Server,
-    token: &str,
-    tenant: &str,
-    req: &tv_model::otlp::ExportTraceServiceRequest,
-) -> (u16, String) {
-    let r = srv
-        .http_client()
-        .post(format!("{}/v1/traces", srv.http))
-        .bearer_auth(token)
-        .header("x-scope-orgid", tenant)
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_on_every_endpoint_for_its_own_and_another_tenant() {

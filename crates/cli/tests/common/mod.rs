@@ -778,17 +778,32 @@ pub fn two_service_traces() -> (ExportTraceServiceRequest, String, String) {
 
 /// Sends `req` as the admin to tenant `acme`.
 pub async fn send_acme(srv: &Server, req: &ExportTraceServiceRequest) {
+    let (st, body) = send_as(srv, &srv.token(), "acme", req).await;
+    assert_eq!(st, 200, "{body}");
+}
+
+/// Sends `req` (OTLP/HTTP protobuf) with `token` to `tenant`: the status and the body.
+pub async fn send_as(
+    srv: &Server,
+    token: &str,
+    tenant: &str,
+    req: &ExportTraceServiceRequest,
+) -> (u16, String) {
     let r = srv
         .http_client()
         .post(format!("{}/v1/traces", srv.http))
-        .bearer_auth(srv.token())
-        .header("x-scope-orgid", "acme")
+        .bearer_auth(token)
+        .header("x-scope-orgid", tenant)
         .header("content-type", "application/x-protobuf")
         .body(req.encode_to_vec())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    let status = r.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
+    )
 }
 
 /// `s` percent-encoded for a query string.
