@@ -877,7 +877,7 @@ async fn nezha_faults_and_injections_through_the_real_ingest_path() {
 /// past any page size; a cursor that was not given out is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_page_with_a_cursor() {
-    let (srv, _) = start_with_config(tempfile::tempdir().unwrap(), "version = 1\n", &[]);
+    let (mut srv, _) = start_with_config(tempfile::tempdir().unwrap(), "version = 1\n", &[]);
     for i in 0..7 {
         let req = batch(
             "shop",
@@ -924,6 +924,24 @@ async fn findings_page_with_a_cursor() {
         }
     }
     assert_eq!(paged, everything, "pages in order, each finding once");
+    // The index is rebuilt from the store after a restart: the same findings, the same pages.
+    srv.restart();
+    let again = srv.get_json("/api/findings?limit=1000").await;
+    assert_eq!(again["findings"], all["findings"], "{again}");
+    let first = srv.get_json("/api/findings?limit=3").await;
+    let uids: Vec<&str> = first["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["finding_info"]["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        uids,
+        everything[..3]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
     let r = srv.get("/api/findings?cursor=not-a-cursor").await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("cursor"));

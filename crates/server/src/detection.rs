@@ -175,6 +175,8 @@ pub struct WorkerDeps {
     pub runtime: tokio::runtime::Handle,
     pub audit: Option<Arc<crate::audit::Audit>>,
     pub seal: Arc<FindingSeal>,
+    /// Where committed findings are indexed for `/api/findings`.
+    pub findings_index: Arc<crate::findings_index::FindingsIndex>,
     /// Seals the saved detector state (see `stateseal`).
     pub state_seal: Arc<crate::stateseal::StateSeal>,
 }
@@ -702,8 +704,11 @@ fn store_findings(deps: &WorkerDeps, tenant: &TenantId, findings: &[Finding], po
                 .block_on(deps.store.append(batch))
                 .map_err(anyhow::Error::from)
         });
-    if let Err(e) = res {
-        tracing::error!(tenant = %tenant, findings = findings.len(), error = %format!("{e:#}"), "storing behavioural findings failed");
+    match res {
+        Ok(()) => deps.findings_index.add(tenant, findings.iter().cloned()),
+        Err(e) => {
+            tracing::error!(tenant = %tenant, findings = findings.len(), error = %format!("{e:#}"), "storing behavioural findings failed");
+        }
     }
 }
 

@@ -230,6 +230,9 @@ async fn ingest_checked(
             .await
             .map_err(ApiError::from_store)?;
         state.graph.add(tenant, graph_facts);
+        if !findings.is_empty() {
+            state.findings_index.add(tenant, findings.iter().cloned());
+        }
         if let Some(request) = for_behaviour {
             state.detection.submit(
                 crate::detection::Job {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conns;
 pub mod detection;
 pub mod error;
+pub mod findings_index;
 pub mod graph;
 pub mod ingest;
 pub mod kms;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub decode_budget: Arc<budget::Budget>,
     /// Seals the findings the server stores and recognizes them on reading.
     pub findings_seal: Arc<detection::FindingSeal>,
+    /// The findings `/api/findings` answers from (see `findings_index`).
+    pub findings_index: Arc<findings_index::FindingsIndex>,
     /// Seals the trusted files the log does not cover (credentials, registrations, ...).
     pub state_seal: Arc<stateseal::StateSeal>,
     /// Query API requests answered at once (each may decrypt and build a large trace).
@@ -431,6 +434,7 @@ impl Server {
         let store =
             Arc::new(open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?);
         let findings_seal = Arc::new(detection::FindingSeal::new(keyring.clone()));
+        let findings_index = Arc::new(findings_index::FindingsIndex::default());
         let detection = Arc::new(detection::Detection::start(
             &cfg.detection,
             Some(detection::WorkerDeps {
@@ -442,6 +446,7 @@ impl Server {
                 runtime: tokio::runtime::Handle::current(),
                 audit: Some(audit.clone()),
                 seal: findings_seal.clone(),
+                findings_index: findings_index.clone(),
                 state_seal: state_seal.clone(),
             }),
         )?);
@@ -476,6 +481,7 @@ impl Server {
                 cfg.budget_wait,
             ),
             findings_seal,
+            findings_index,
             state_seal,
             query_slots: Arc::new(tokio::sync::Semaphore::new(cfg.query_concurrency)),
             budget_wait: cfg.budget_wait,

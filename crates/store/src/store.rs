@@ -631,6 +631,11 @@ impl Store {
         }
     }
 
+    /// The tenant's retention period (None: its data is kept until erased).
+    pub fn retention_of(&self, tenant: &TenantId) -> Option<Duration> {
+        self.inner.cfg.retention_of(tenant)
+    }
+
     /// The transparency log (absent only in benchmarks that measure its cost).
     pub fn log(&self) -> Option<&Arc<TxLog>> {
         self.inner.log.as_ref()

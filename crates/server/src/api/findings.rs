@@ -7,13 +7,17 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tv_store::SearchQuery;
+use tv_detect::finding::Finding;
+use tv_model::TenantId;
+use tv_store::BlockHints;
+
+use crate::findings_index::PageQuery;
 
 use super::{Permit, noted, timed, unix_secs};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Most findings one `GET /api/findings` returns.
+/// Most findings one `GET /api/findings` returns (a page; `next` says where the next starts).
 const MAX_FINDINGS: usize = 1_000;
 
 /// `GET /api/findings?start=&end=&limit=&min_severity=&rule=`: the tenant's findings (OCSF
@@ -51,63 +55,64 @@ pub async fn findings(
     // The page after `cursor` (what the previous page's `next` said): older findings, or at
     // the same time with a greater uid.
     let cursor = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
-    let end = secs("end")?.map(|e| e.saturating_add(999_999_999));
-    let end = match (end, &cursor) {
-        (Some(e), Some((t, _))) => Some(e.min(*t)),
-        (None, Some((t, _))) => Some(*t),
-        (e, None) => e,
-    };
-    let q = SearchQuery {
-        tags: vec![(
-            "service.name".to_owned(),
-            crate::detection::FINDINGS_SERVICE.to_owned(),
-        )],
-        start_ns: secs("start")?,
-        end_ns: end,
-        // One trace more than a page: whether another page follows.
-        limit: limit + 1,
-        ..Default::default()
-    };
+    let start = secs("start")?.unwrap_or(0);
+    let end = secs("end")?.map_or(u64::MAX, |e| e.saturating_add(999_999_999));
     let tenant = auth.tenant().clone();
-    let (mut found, more) = timed(&state, "findings", move |s| {
-        let mut out = Vec::new();
-        let hits = s.store.search(&tenant, &q)?;
-        // More traces than a page: others may follow.
-        let more = hits.len() > limit;
-        for hit in hits {
-            if let Some(rs) = s.store.find_trace(&tenant, hit.trace_id)? {
-                // Only what the server sealed is a finding (see detection::FindingSeal).
-                out.extend(
-                    s.findings_seal
-                        .open(&tenant, &rs)
-                        .map_err(|e| tv_store::StoreError::Decode(format!("finding seal: {e}")))?,
-                );
-            }
+    let for_page = auth.clone();
+    let mut found = timed(&state, "findings", move |s| {
+        // Findings about services the caller may not read are left out before the page is cut.
+        let mut masker = crate::mask::Masker::new(s, &for_page);
+        let mut keep = |f: &Finding| {
+            f.severity >= min_severity
+                && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
+                && !masker.hides_search("service.name", &f.service)
+        };
+        s.findings_index
+            .load(&tenant, || stored_findings(s, &tenant, start, u64::MAX))?;
+        let q = PageQuery {
+            start,
+            end,
+            before: cursor.as_ref().map(|(t, u)| (*t, u.as_str())),
+            limit,
+            keep: &mut keep,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        if let Some(page) = s
+            .findings_index
+            .page(&tenant, q, s.store.retention_of(&tenant), now)
+        {
+            return Ok(page.findings.iter().map(|f| Finding::clone(f)).collect());
         }
-        Ok((out, more))
+        // The page reaches back past what the index holds: read it from the store.
+        let mut all = stored_findings(s, &tenant, start, end)?;
+        all.retain(|f| {
+            f.time_unix_nano >= start
+                && f.time_unix_nano <= end
+                && cursor.as_ref().is_none_or(|(t, uid)| {
+                    f.time_unix_nano < *t || (f.time_unix_nano == *t && f.uid > *uid)
+                })
+                && keep(f)
+        });
+        all.sort_by(|a, b| {
+            b.time_unix_nano
+                .cmp(&a.time_unix_nano)
+                .then_with(|| a.uid.cmp(&b.uid))
+        });
+        all.dedup_by(|a, b| a.uid == b.uid && a.time_unix_nano == b.time_unix_nano);
+        all.truncate(limit + 1);
+        Ok(all)
     })
     .await?;
-    // Where the next page starts when filters below leave this one short: after the oldest
-    // finding read.
-    if let Some((t, uid)) = &cursor {
-        found.retain(|f| f.time_unix_nano < *t || (f.time_unix_nano == *t && f.uid > *uid));
-    }
-    let oldest = found
-        .iter()
-        .min_by(|a, b| {
-            a.time_unix_nano
-                .cmp(&b.time_unix_nano)
-                .then_with(|| b.uid.cmp(&a.uid))
-        })
-        .map(|f| format!("{}-{}", f.time_unix_nano, f.uid));
-    let mut masker = crate::mask::Masker::new(&state, &auth);
-    found.retain(|f| {
-        f.severity >= min_severity
-            && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
-            && !masker.hides_search("service.name", &f.service)
+    let next = (found.len() > limit).then(|| {
+        let last = &found[limit - 1];
+        format!("{}-{}", last.time_unix_nano, last.uid)
     });
+    found.truncate(limit);
     // Names and messages carry the redacted forms; pseudonyms in them are marked for callers
     // who may not read them, as in traces.
+    let mut masker = crate::mask::Masker::new(&state, &auth);
     for f in &mut found {
         for s in [&mut f.service, &mut f.operation, &mut f.message] {
             if let Some(m) = masker.text(s) {
@@ -115,21 +120,6 @@ pub async fn findings(
             }
         }
     }
-    found.sort_by(|a, b| {
-        b.time_unix_nano
-            .cmp(&a.time_unix_nano)
-            .then_with(|| a.uid.cmp(&b.uid))
-    });
-    found.dedup_by(|a, b| a.uid == b.uid);
-    let next = if found.len() > limit {
-        let last = &found[limit - 1];
-        Some(format!("{}-{}", last.time_unix_nano, last.uid))
-    } else if more {
-        oldest
-    } else {
-        None
-    };
-    found.truncate(limit);
     // Groups: one line per (rule, service, operation, sender) with its count and time span.
     let mut groups: std::collections::BTreeMap<
         &str,
@@ -184,4 +174,40 @@ fn parse_cursor(c: &str) -> Result<(u64, String), ApiError> {
         return Err(bad());
     }
     Ok((t, uid.to_owned()))
+}
+
+/// Every finding the store holds for `tenant` in spans overlapping `[start, end]`: the sealed
+/// spans of the findings service, one read of each trace that holds some.
+fn stored_findings(
+    s: &AppState,
+    tenant: &TenantId,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Finding>, tv_store::StoreError> {
+    let hints = BlockHints {
+        service: Some(crate::detection::FINDINGS_SERVICE.to_owned()),
+        ..Default::default()
+    };
+    let traces = s.store.candidates(
+        tenant,
+        Some(start),
+        Some(end),
+        &hints,
+        usize::MAX,
+        &mut |rs, _, _| {
+            tv_model::service_name(rs.resource.as_ref()) == Some(crate::detection::FINDINGS_SERVICE)
+        },
+    )?;
+    let mut out = Vec::new();
+    for (trace_id, _) in traces {
+        if let Some(rs) = s.store.find_trace(tenant, trace_id)? {
+            // Only what the server sealed is a finding (see detection::FindingSeal).
+            out.extend(
+                s.findings_seal
+                    .open(tenant, &rs)
+                    .map_err(|e| tv_store::StoreError::Decode(format!("finding seal: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
 }
