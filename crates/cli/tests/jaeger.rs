@@ -243,3 +243,51 @@ async fn jaeger_api_serves_the_jaeger_ui() {
 fn other_reader(srv: &Server) -> String {
     create_token(srv, &["--role", "reader", "--tenant", "globex"])
 }
+
+/// A reader who may not read service names sees them as their marker, and asking for a
+/// service's operations by its real name tells nothing (no oracle); by the marker it answers.
+#[tokio::test]
+async fn service_names_a_reader_may_not_read_are_no_oracle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = "[access.field_classes]\ntopology = [\"service.name\"]\n";
+    let (srv, _) = start_with_config(tmp, cfg, &[]);
+    let (req, _, _) = two_service_traces();
+    send_acme(&srv, &req).await;
+    let admin = srv.token();
+    let (_, v, body) = get(&srv, &admin, "/jaeger/api/services/checkout/operations").await;
+    assert_eq!(v["data"], json!(["POST /pay", "SELECT"]), "{body}");
+
+    let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
+    let (st, v, body) = get(&srv, &reader, "/jaeger/api/services").await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        !body.contains("checkout") && !body.contains("frontend"),
+        "{body}"
+    );
+    let markers = v["data"].as_array().unwrap();
+    assert!(!markers.is_empty(), "{body}");
+    for probe in ["checkout", "frontend"] {
+        let (st, v, body) = get(
+            &srv,
+            &reader,
+            &format!("/jaeger/api/services/{probe}/operations"),
+        )
+        .await;
+        assert_eq!((st, &v["data"]), (200, &json!([])), "{probe}: {body}");
+        let (_, v, body) = get(
+            &srv,
+            &reader,
+            &format!("/jaeger/api/operations?service={probe}"),
+        )
+        .await;
+        assert_eq!(v["data"], json!([]), "{probe}: {body}");
+    }
+    let marker = markers[0].as_str().unwrap();
+    let (_, v, body) = get(
+        &srv,
+        &reader,
+        &format!("/jaeger/api/services/{}/operations", url_escape(marker)),
+    )
+    .await;
+    assert!(!v["data"].as_array().unwrap().is_empty(), "{body}");
+}

@@ -694,7 +694,7 @@ impl Audit {
         let size = self.log.durable_size();
         let mut out = Vec::new();
         let mut end = f.before.unwrap_or(size).min(size);
-        let lowest = f.after.map(|a| a + 1).unwrap_or(0);
+        let lowest = f.after.map_or(0, |a| a.saturating_add(1));
         const TILE: u64 = tv_tlog::tiles::TILE_WIDTH;
         while end > lowest && out.len() < limit {
             let n = (end - 1) / TILE;

@@ -72,6 +72,7 @@ pub async fn services(
         .map(|(s, _, _)| masker.marker("service.name", Some(&s)).unwrap_or(s))
         .filter(|s| !s.is_empty() && !s.starts_with("tracevault."))
         .collect();
+    names.sort();
     names.dedup();
     let n = names.len();
     Ok(noted(
@@ -94,14 +95,20 @@ async fn operations_of(
     })
     .await?;
     let mut masker = crate::mask::Masker::new(state, auth);
-    let mut out: Vec<(String, &'static str)> = ops
-        .into_iter()
-        .filter(|(s, _, k)| {
-            service.as_ref().is_none_or(|w| w == s)
-                && kind.as_ref().is_none_or(|w| w == kind_name(*k))
-        })
-        .map(|(_, n, k)| (masker.text(&n).unwrap_or(n), kind_name(k)))
-        .collect();
+    // A service is named as the caller sees it: one whose name the caller may not read only by
+    // its marker, so asking by the real name reveals nothing (no oracle).
+    let mut out: Vec<(String, &'static str)> = Vec::new();
+    for (s, n, k) in ops {
+        let shown = masker.marker("service.name", Some(&s));
+        if !s.starts_with("tracevault.")
+            && service
+                .as_ref()
+                .is_none_or(|w| shown.as_ref().unwrap_or(&s) == w)
+            && kind.as_ref().is_none_or(|w| w == kind_name(k))
+        {
+            out.push((masker.text(&n).unwrap_or(n), kind_name(k)));
+        }
+    }
     out.sort();
     out.dedup();
     Ok(out)

@@ -9,6 +9,10 @@
 //! receipts and tiles), [`admin`] (tokens, workload certificates, keys, responses, flush) and
 //! [`ops`] (`/ready`, `/metrics`).
 //!
+//! The OpenAPI 3.1 document of every route (`openapi.json` beside this file, served at
+//! `/api/openapi.json`) names each route's methods and Cedar action; a test keeps it and the
+//! table in step.
+//!
 //! Ids in JSON are lowercase hex as OTLP/JSON specifies (Tempo's own JSON uses base64 for span
 //! ids; see docs/operators-guide.md).
 
@@ -27,9 +31,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::handler::Handler;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::MethodRouter;
 use axum::{Extension, Router};
 use http::request::Parts;
 use tv_access::Action;
@@ -53,10 +58,48 @@ pub enum Guard {
     Open,
 }
 
+/// A route's handlers and the methods they answer.
+pub struct Handlers {
+    pub router: MethodRouter<Arc<AppState>>,
+    pub methods: Vec<http::Method>,
+}
+
+fn get<H: Handler<T, Arc<AppState>>, T: 'static>(h: H) -> Handlers {
+    Handlers {
+        router: axum::routing::get(h),
+        methods: vec![http::Method::GET],
+    }
+}
+
+fn post<H: Handler<T, Arc<AppState>>, T: 'static>(h: H) -> Handlers {
+    Handlers {
+        router: axum::routing::post(h),
+        methods: vec![http::Method::POST],
+    }
+}
+
+fn delete<H: Handler<T, Arc<AppState>>, T: 'static>(h: H) -> Handlers {
+    Handlers {
+        router: axum::routing::delete(h),
+        methods: vec![http::Method::DELETE],
+    }
+}
+
+impl Handlers {
+    fn post<H: Handler<T, Arc<AppState>>, T: 'static>(mut self, h: H) -> Self {
+        self.router = self.router.post(h);
+        self.methods.push(http::Method::POST);
+        self
+    }
+}
+
+/// The OpenAPI document of the routes below (and of the OTLP/HTTP receiver).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// One row of the route table.
 pub struct Route {
     pub path: &'static str,
-    pub handler: MethodRouter<Arc<AppState>>,
+    pub handler: Handlers,
     /// The Cedar action the handler authorizes with, also the audit record's action; `None`:
     /// any authenticated caller (`/api/echo`).
     pub action: Option<Action>,
@@ -66,12 +109,7 @@ pub struct Route {
     pub guard: Guard,
 }
 
-fn route(
-    path: &'static str,
-    handler: MethodRouter<Arc<AppState>>,
-    action: Option<Action>,
-    audited: bool,
-) -> Route {
+fn route(path: &'static str, handler: Handlers, action: Option<Action>, audited: bool) -> Route {
     Route {
         path,
         handler,
@@ -282,28 +320,34 @@ pub fn routes() -> Vec<Route> {
             audited: false,
             guard: Guard::Open,
         },
+        Route {
+            path: "/api/openapi.json",
+            handler: get(ops::openapi),
+            action: None,
+            audited: false,
+            guard: Guard::Open,
+        },
     ]
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new();
     for route in routes() {
+        let handler = route.handler.router;
         let handler = match route.guard {
-            Guard::Credential => route
-                .handler
-                .route_layer(axum::middleware::from_fn_with_state(
-                    Guarded {
-                        state: state.clone(),
-                        action: route.action,
-                        audited: route.audited,
-                    },
-                    require_auth,
-                )),
+            Guard::Credential => handler.route_layer(axum::middleware::from_fn_with_state(
+                Guarded {
+                    state: state.clone(),
+                    action: route.action,
+                    audited: route.audited,
+                },
+                require_auth,
+            )),
             Guard::Handler => match route.action {
-                Some(a) => route.handler.layer(Extension(RouteAction(a))),
-                None => route.handler,
+                Some(a) => handler.layer(Extension(RouteAction(a))),
+                None => handler,
             },
-            Guard::Open => route.handler,
+            Guard::Open => handler,
         };
         r = r.route(route.path, handler);
     }
@@ -536,6 +580,145 @@ mod tests {
                 _ if r.path == "/api/echo" => assert!(r.action.is_none(), "{}", r.path),
                 _ => assert!(r.action.is_some(), "{} has no action", r.path),
             }
+        }
+    }
+
+    /// The OpenAPI document's path as the route table spells it (`/log/{*path}`: `/log/{path}`).
+    fn openapi_path(route: &str) -> String {
+        route.replace("{*", "{")
+    }
+
+    fn resolve<'a>(doc: &'a serde_json::Value, r: &'a serde_json::Value) -> &'a serde_json::Value {
+        match r.get("$ref").and_then(|x| x.as_str()) {
+            Some(p) => {
+                let target = doc
+                    .pointer(p.trim_start_matches('#'))
+                    .unwrap_or_else(|| panic!("{p} does not resolve"));
+                resolve(doc, target)
+            }
+            None => r,
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_route_table() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let methods = ["get", "post", "put", "delete", "patch"];
+        // Every (method, path) the document names...
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for m in methods {
+                if item.get(m).is_some() {
+                    documented.insert((m.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        // ...is a route of the table (or the OTLP/HTTP receiver, on its own listener), and
+        // every route's method is documented.
+        assert!(documented.remove(&("POST".into(), "/v1/traces".into())));
+        assert!(doc["paths"]["/v1/traces"]["servers"].is_array());
+        let mut routed = std::collections::BTreeSet::new();
+        for r in routes() {
+            for m in &r.handler.methods {
+                routed.insert((m.as_str().to_owned(), openapi_path(r.path)));
+            }
+        }
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.json: {undocumented:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "openapi.json names routes that do not exist: {unrouted:?}"
+        );
+
+        let mut ids = std::collections::BTreeSet::new();
+        for r in routes() {
+            let item = &doc["paths"][openapi_path(r.path)];
+            for m in &r.handler.methods {
+                let op = &item[m.as_str().to_lowercase()];
+                let what = format!("{m} {}", r.path);
+                assert!(
+                    ids.insert(
+                        op["operationId"]
+                            .as_str()
+                            .expect("an operationId")
+                            .to_owned()
+                    ),
+                    "{what}: operationId used twice"
+                );
+                assert!(op["summary"].is_string(), "{what}: no summary");
+                // The Cedar action the table gives the route.
+                assert_eq!(
+                    op.get("x-cedar-action").and_then(|a| a.as_str()),
+                    r.action.map(Action::name),
+                    "{what}: x-cedar-action"
+                );
+                // Who may call it: open routes need nothing, guarded ones a credential (and
+                // answer 401), the log's tiles either.
+                let security = op.get("security").and_then(|s| s.as_array());
+                let responses = op["responses"].as_object().expect("responses");
+                match r.guard {
+                    Guard::Open => assert_eq!(security.map(Vec::len), Some(0), "{what}"),
+                    Guard::Credential => {
+                        assert!(security.is_none(), "{what}: the document's default applies");
+                        for code in ["401", "403", "429", "503"] {
+                            assert!(responses.contains_key(code), "{what}: no {code}");
+                        }
+                    }
+                    Guard::Handler => assert!(
+                        security.is_some_and(|s| s.iter().any(|x| x == &serde_json::json!({}))),
+                        "{what}: may be public"
+                    ),
+                }
+                // Every path parameter is declared, and every reference resolves.
+                let params: Vec<&serde_json::Value> = op["parameters"]
+                    .as_array()
+                    .map(|p| p.iter().map(|x| resolve(&doc, x)).collect())
+                    .unwrap_or_default();
+                for name in openapi_path(r.path)
+                    .split('/')
+                    .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                {
+                    assert!(
+                        params
+                            .iter()
+                            .any(|p| p["in"] == "path" && p["name"] == name),
+                        "{what}: path parameter {name} undeclared"
+                    );
+                }
+                for (code, resp) in responses {
+                    assert!(
+                        resolve(&doc, resp)["description"].is_string(),
+                        "{what} {code}"
+                    );
+                }
+            }
+        }
+        let mut refs = Vec::new();
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m {
+                        match (k.as_str(), x.as_str()) {
+                            ("$ref", Some(r)) => out.push(r),
+                            _ => walk(x, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut refs);
+        for r in refs {
+            assert!(
+                doc.pointer(r.trim_start_matches('#')).is_some(),
+                "{r} does not resolve"
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Operations: readiness (open) and the Prometheus/OpenMetrics scrape.
+//! Operations: readiness (open), the Prometheus/OpenMetrics scrape and the API's OpenAPI
+//! document (open).
 
 use std::sync::Arc;
 
@@ -56,4 +57,10 @@ pub async fn metrics(
         state.metrics.render(),
     )
         .into_response())
+}
+
+/// `GET /api/openapi.json`: the OpenAPI 3.1 document of the HTTP API (it describes the API, never
+/// data, so it needs no credential).
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
 }

@@ -31,6 +31,9 @@ fn key_error(e: tv_crypto::CryptoError) -> ApiError {
         tv_crypto::CryptoError::Kms(m) => ApiError::Unavailable(format!(
             "the KMS holding the root does not answer ({m}); retry later"
         )),
+        tv_crypto::CryptoError::Erased(t) => ApiError::Forbidden(format!(
+            "tenant {t} was erased: it has no keys to rotate or rewrap"
+        )),
         other => {
             tracing::error!(error = %other, "key operation failed");
             ApiError::Internal("key operation failed (details are in the server log)".into())
