@@ -9,23 +9,6 @@ mod common;
 
 use common::*;
 
-fn python() -> Option<String> {
-    match std::env::var("TRACEVAULT_PYTHON") {
-        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "TRACEVAULT_PYTHON is not set under CI=true: run the suite via scripts/test"
-                );
-            }
-            eprintln!(
-                "SKIPPED: TRACEVAULT_PYTHON not set (run scripts/test to install the OpenTelemetry SDK)"
-            );
-            None
-        }
-    }
-}
-
 fn attr<'a>(span: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
     &span["attributes"]
         .as_array()

@@ -815,3 +815,23 @@ pub fn url_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// The test venv's Python (`TRACEVAULT_PYTHON`, set by `scripts/test`, which installs the
+/// OpenTelemetry SDK, OpenBao and schemathesis into it). Outside CI a missing interpreter skips
+/// the calling test loudly; under `CI=true` it fails.
+pub fn python() -> Option<String> {
+    match std::env::var("TRACEVAULT_PYTHON") {
+        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "TRACEVAULT_PYTHON is not set under CI=true: run the suite via scripts/test"
+                );
+            }
+            eprintln!(
+                "SKIPPED: TRACEVAULT_PYTHON not set (run scripts/test to install the test venv)"
+            );
+            None
+        }
+    }
+}
