@@ -530,6 +530,33 @@ async fn traceql_metrics_count_rate_and_group() {
     .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(v["series"][0]["value"], 5.0, "{body}");
+    // Queries that need whole traces (structural, trace-level fields), and the same answers
+    // once the spans are in sealed blocks rather than the WAL head.
+    for round in ["head", "blocks"] {
+        for q in [
+            "{ resource.service.name = \"frontend\" } >> { resource.service.name = \"checkout\" } | count_over_time()",
+            "{ rootServiceName = \"frontend\" && resource.service.name = \"checkout\" } | count_over_time()",
+        ] {
+            let (st, v, body) = metrics(admin.clone(), "/api/metrics/query_range", q).await;
+            assert_eq!(st, 200, "{round} {q}: {body}");
+            assert_eq!(totals(&v), [(vec![], 2.0)], "{round} {q}: {body}");
+        }
+        let (_, v, body) = metrics(
+            admin.clone(),
+            "/api/metrics/query_range",
+            "{ } | count_over_time() by (resource.service.name)",
+        )
+        .await;
+        assert_eq!(
+            totals(&v),
+            [
+                (vec!["resource.service.name=checkout".to_string()], 2.0),
+                (vec!["resource.service.name=frontend".to_string()], 3.0)
+            ],
+            "{round}: {body}"
+        );
+        srv.flush().await;
+    }
     // A reader groups a restricted field as nil.
     let reader = create_token(&srv, &["--role", "reader", "--tenant", "acme"]);
     let (_, v, body) = metrics(

@@ -27,7 +27,7 @@ pub mod wal;
 /// Which tenant key version wraps each stored object (issue 6).
 pub mod keyuse;
 
-pub use query::{BlockHints, SearchQuery, TagScope, TraceSummary};
+pub use query::{BlockHints, SearchQuery, TagScope, TraceSummary, Visit};
 pub use store::{BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats};
 pub use txlog::{LogConfig, TxLog};
 pub use wal::SyncHook;

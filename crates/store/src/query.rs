@@ -36,6 +36,15 @@ pub struct TraceSummary {
     pub duration_ms: u64,
 }
 
+/// What [`Store::visit`] shows its callback.
+pub enum Visit<'a> {
+    Span(&'a ResourceSpans, &'a ScopeSpans, &'a Span),
+    /// The next block is about to be read.
+    NextBlock,
+    /// The next chunk of a block is about to be read.
+    NextChunk,
+}
+
 /// What every span a search wants must have, for skipping blocks whose index says none has
 /// it: a span name, or an attribute with a string value (in one of the scopes).
 #[derive(Debug, Clone, Default)]
@@ -297,7 +306,6 @@ impl Store {
         col.finish().map(Some)
     }
 
-    /// Traces of `tenant` matching `q`, newest first.
     /// The traces with a span in `[start, end]` (unix nanoseconds) for which `matches` holds,
     /// newest first (by their earliest such span), at most `budget` of them; blocks whose
     /// index says they hold no span `hints` wants are not opened. The WAL head is read whole; blocks from
@@ -312,24 +320,48 @@ impl Store {
         budget: usize,
         matches: &mut dyn FnMut(&ResourceSpans, &ScopeSpans, &Span) -> bool,
     ) -> Result<Vec<(TraceId, u64)>, StoreError> {
+        let mut hits: HashMap<TraceId, u64> = HashMap::new();
+        self.visit(tenant, start_ns, end_ns, hints, &mut |v| {
+            match v {
+                Visit::Span(rs, ss, span) => {
+                    if matches(rs, ss, span)
+                        && let Ok(t) = TraceId::from_bytes(&span.trace_id)
+                    {
+                        let e = hits.entry(t).or_insert(span.start_time_unix_nano);
+                        *e = (*e).min(span.start_time_unix_nano);
+                    }
+                }
+                // Stop once there are enough candidates (the newest matches win).
+                Visit::NextBlock => return hits.len() < budget,
+                Visit::NextChunk => {}
+            }
+            true
+        })?;
+        let mut cands: Vec<(TraceId, u64)> = hits.into_iter().collect();
+        cands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        cands.truncate(budget);
+        Ok(cands)
+    }
+
+    /// Every span of `tenant` overlapping `[start, end]`, in the columns of its chunks: the WAL
+    /// head first, then the blocks from the newest, skipping blocks whose index says they hold
+    /// no span `hints` wants and chunks outside the window. `f` sees each span (and its
+    /// resource and scope) and says at each span and before each block and chunk whether to go
+    /// on; the spans of one trace may come in several pieces.
+    pub fn visit(
+        &self,
+        tenant: &TenantId,
+        start_ns: Option<u64>,
+        end_ns: Option<u64>,
+        hints: &BlockHints,
+        f: &mut dyn FnMut(Visit<'_>) -> bool,
+    ) -> Result<(), StoreError> {
         let (blocks, head) = self.snapshot(tenant);
-        let window = SearchQuery {
+        let q = &SearchQuery {
             start_ns,
             end_ns,
             ..Default::default()
         };
-        let q = &window;
-        let mut hits: HashMap<TraceId, u64> = HashMap::new();
-        let mut consider =
-            |hits: &mut HashMap<TraceId, u64>, rs: &ResourceSpans, ss: &ScopeSpans, span: &Span| {
-                if overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
-                    && matches(rs, ss, span)
-                    && let Ok(t) = TraceId::from_bytes(&span.trace_id)
-                {
-                    let e = hits.entry(t).or_insert(span.start_time_unix_nano);
-                    *e = (*e).min(span.start_time_unix_nano);
-                }
-            };
         for r in &head {
             if !overlaps(r.summary.min_start, r.summary.max_end, q) {
                 continue;
@@ -338,26 +370,29 @@ impl Store {
             for rs in &req.resource_spans {
                 for ss in &rs.scope_spans {
                     for span in &ss.spans {
-                        consider(&mut hits, rs, ss, span);
+                        if overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
+                            && !f(Visit::Span(rs, ss, span))
+                        {
+                            return Ok(());
+                        }
                     }
                 }
             }
         }
-        // Newest blocks first; stop once there are enough candidates (the newest matches win).
         for b in blocks.iter().rev() {
-            if hits.len() >= budget {
-                break;
+            if !f(Visit::NextBlock) {
+                return Ok(());
             }
-            if !overlaps(b.index.min_start, b.index.max_end, q) {
-                continue;
-            }
-            if !hints.admits(&b.index) {
+            if !overlaps(b.index.min_start, b.index.max_end, q) || !hints.admits(&b.index) {
                 continue;
             }
             let file = b.open_file()?;
             for (ci, cm) in b.index.chunks.iter().enumerate() {
                 if !overlaps(cm.min_start, cm.max_end, q) {
                     continue;
+                }
+                if !f(Visit::NextChunk) {
+                    return Ok(());
                 }
                 let chunk = b.read_chunk(&file, ci)?;
                 let resources: Vec<ResourceSpans> = chunk
@@ -374,17 +409,19 @@ impl Store {
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
                 let no_scope = ScopeSpans::default();
                 for row in columns::decode(&chunk, |_| true)? {
-                    if let Some(rs) = resources.get(row.resource as usize) {
+                    let span = &row.span;
+                    if let Some(rs) = resources.get(row.resource as usize)
+                        && overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
+                    {
                         let ss = scopes.get(row.scope as usize).unwrap_or(&no_scope);
-                        consider(&mut hits, rs, ss, &row.span);
+                        if !f(Visit::Span(rs, ss, span)) {
+                            return Ok(());
+                        }
                     }
                 }
             }
         }
-        let mut cands: Vec<(TraceId, u64)> = hits.into_iter().collect();
-        cands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        cands.truncate(budget);
-        Ok(cands)
+        Ok(())
     }
 
     pub fn search(

@@ -954,6 +954,20 @@ pub fn prefilter(q: &Query) -> Option<Field> {
     (!needs_trace(&f)).then_some(f)
 }
 
+/// The condition of a query that selects spans one at a time (one spanset filter and nothing
+/// after it, reading, like `fields`, nothing but the span, its resource and scope), or `None`
+/// when the query needs whole traces. `Some(None)` is `{}`: every span. Such a query can be
+/// answered span by span in the store's columns without assembling traces.
+pub fn span_local<'a>(q: &'a Query, fields: &[&Field]) -> Option<Option<&'a Field>> {
+    let [Stage::Spanset(SpansetExpr::Filter(f))] = q.pipeline.0.as_slice() else {
+        return None;
+    };
+    if f.as_ref().is_some_and(needs_trace) || fields.iter().any(|x| needs_trace(x)) {
+        return None;
+    }
+    Some(f.as_ref())
+}
+
 /// Whether `f` reads the trace around a span (its parent, children, root, extent).
 fn needs_trace(f: &Field) -> bool {
     match f {

@@ -540,3 +540,71 @@ fn a_hidden_field_is_absent_to_every_operator() {
             .is_empty()
     );
 }
+
+/// Which queries can be answered one span at a time (metrics over the store's columns) and
+/// which need whole traces; span-local answers agree with whole-trace evaluation.
+#[test]
+fn span_local_queries_are_those_that_read_only_the_span() {
+    use tv_traceql::eval::span_local;
+    let local = |q: &str| {
+        let q = tv_traceql::parse(q).unwrap();
+        let by: Vec<&tv_traceql::Field> = q.metrics.iter().flat_map(|m| &m.by).collect();
+        span_local(&q, &by).is_some()
+    };
+    for q in [
+        "{ }",
+        "{ } | rate() by (resource.service.name)",
+        "{ span.http.status_code >= 500 && kind = server } | count_over_time()",
+        "{ .db.system = \"postgres\" || name =~ \"GET.*\" }",
+    ] {
+        assert!(local(q), "{q}");
+    }
+    for q in [
+        "{ .a } >> { .b }",
+        "{ .a } && { .b }",
+        "{ rootServiceName = \"x\" }",
+        "{ traceDuration > 1s } | rate()",
+        "{ childCount > 0 }",
+        "{ } | count() > 1",
+        "{ } | rate() by (rootServiceName)",
+        "{ .a } | by(.b)",
+    ] {
+        assert!(!local(q), "{q}");
+    }
+    // The spans a span-local filter selects one at a time are the spans whole-trace evaluation
+    // selects.
+    for q in [
+        "{ status = error }",
+        "{ resource.service.name = \"frontend\" && kind = server }",
+    ] {
+        let parsed = tv_traceql::parse(q).unwrap();
+        let filter = span_local(&parsed, &[]).unwrap();
+        let mut ev = Evaluator::new();
+        for data in [checkout(), home()] {
+            let whole = Trace::new(&data);
+            let mut want: Vec<String> = ev
+                .spansets(&parsed, &whole)
+                .into_iter()
+                .flat_map(|s| s.spans)
+                .map(|i| whole.spans[i].span.name.clone())
+                .collect();
+            want.sort();
+            want.dedup();
+            let mut got = Vec::new();
+            for rs in &data {
+                for ss in &rs.scope_spans {
+                    for span in &ss.spans {
+                        let one = Trace::one(rs, ss, span);
+                        if filter.is_none_or(|f| {
+                            ev.field(f, &one, 0) == tv_traceql::eval::Value::Bool(true)
+                        }) {
+                            got.push(span.name.clone());
+                        }
+                    }
+                }
+            }
+            got.sort();
+            assert_eq!(got, want, "{q}");
+        }
+    }
+}

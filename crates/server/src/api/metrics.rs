@@ -16,7 +16,8 @@ use axum::Json;
 use axum::extract::{Query as QueryParams, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json_, json};
-use tv_traceql::eval::Value;
+use tv_store::Visit;
+use tv_traceql::eval::{Evaluator, Trace, Value};
 use tv_traceql::{Field, Metrics, MetricsFn, Query, SecondStage};
 
 use super::traceql::bad_query;
@@ -27,8 +28,12 @@ use crate::params::parse_go_duration;
 
 /// Most samples a range query may ask for (series x points is bounded separately).
 const MAX_POINTS: u64 = 11_000;
-/// Most traces one metrics query reads; beyond it the answer is partial and says so.
+/// Most traces one metrics query reads when it needs whole traces (structural operators,
+/// trace-level fields); beyond it the answer is partial and says so.
 const MAX_TRACES: usize = 50_000;
+/// Most spans one metrics query reads when it selects spans one at a time; beyond it the
+/// answer is partial and says so.
+const MAX_SPANS: u64 = 20_000_000;
 /// Most series one answer holds.
 const MAX_SERIES: usize = 1000;
 /// Most values kept per series and bucket for quantiles.
@@ -200,6 +205,69 @@ struct Acc {
     values: Vec<f64>,
 }
 
+/// The accumulators of one metrics query: (labels, bucket start) -> values.
+struct Sums<'a> {
+    acc: HashMap<(Vec<(String, String)>, u64), Acc>,
+    too_many: bool,
+    m: &'a Metrics,
+    value_field: Option<&'a Field>,
+    r: &'a Range,
+}
+
+impl Sums<'_> {
+    /// Counts span `i` of `t` (selected by the query) into its group's bucket.
+    fn add(&mut self, ev: &mut Evaluator, t: &Trace<'_>, i: usize) {
+        let (m, r) = (self.m, self.r);
+        let start = t.spans[i].span.start_time_unix_nano;
+        if start < r.start || start >= r.end {
+            return;
+        }
+        let bucket = r.start + (start - r.start) / r.step * r.step;
+        let mut labels: Vec<(String, String)> =
+            m.by.iter()
+                .map(|f| (f.to_string(), ev.field(f, t, i).to_text()))
+                .collect();
+        let value = match self.value_field {
+            Some(f) => match ev.field(f, t, i) {
+                Value::Duration(d) => Some(d as f64 / 1e9),
+                Value::Int(v) => Some(v as f64),
+                Value::Float(v) => Some(v),
+                _ => return,
+            },
+            None => None,
+        };
+        if let (MetricsFn::HistogramOverTime(_), Some(v)) = (&m.function, value) {
+            let b = if v <= 0.0 {
+                0.0
+            } else {
+                2f64.powi(v.log2().ceil() as i32)
+            };
+            labels.push(("__bucket".into(), format!("{b}")));
+        }
+        let key = (labels, bucket);
+        if !self.acc.contains_key(&key) && self.acc.len() >= MAX_SERIES * 100 {
+            self.too_many = true;
+            return;
+        }
+        let a = self.acc.entry(key).or_insert_with(|| Acc {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            ..Default::default()
+        });
+        a.count += 1;
+        if let Some(v) = value {
+            a.sum += v;
+            a.min = a.min.min(v);
+            a.max = a.max.max(v);
+            if matches!(m.function, MetricsFn::QuantileOverTime(..))
+                && a.values.len() < MAX_QUANTILE_VALUES
+            {
+                a.values.push(v);
+            }
+        }
+    }
+}
+
 fn compute(
     state: &AppState,
     tenant: &tv_model::TenantId,
@@ -217,82 +285,69 @@ fn compute(
         | MetricsFn::QuantileOverTime(f, _) => Some(f),
         _ => None,
     };
-    // (labels, bucket start) -> accumulator
-    let mut acc: HashMap<(Vec<(String, String)>, u64), Acc> = HashMap::new();
-    let mut too_many = false;
-    let mut read = 0;
-    let scanned = super::traceql::each_match(
-        state,
-        tenant,
-        query,
-        view,
-        Some(r.start),
-        Some(r.end),
-        MAX_TRACES + 1,
-        &mut |ev, _, _, t, sets| {
-            read += 1;
-            let mut spans: Vec<usize> = sets.into_iter().flat_map(|s| s.spans).collect();
-            spans.sort_unstable();
-            spans.dedup();
-            for i in spans {
-                let start = t.spans[i].span.start_time_unix_nano;
-                if start < r.start || start >= r.end {
-                    continue;
-                }
-                let bucket = r.start + (start - r.start) / r.step * r.step;
-                let labels: Vec<(String, String)> =
-                    m.by.iter()
-                        .map(|f| (f.to_string(), ev.field(f, t, i).to_text()))
-                        .collect();
-                let value = match value_field {
-                    Some(f) => match ev.field(f, t, i) {
-                        Value::Duration(d) => Some(d as f64 / 1e9),
-                        Value::Int(v) => Some(v as f64),
-                        Value::Float(v) => Some(v),
-                        _ => None,
-                    },
-                    None => None,
-                };
-                if value_field.is_some() && value.is_none() {
-                    continue;
-                }
-                let mut labels = labels;
-                if let (MetricsFn::HistogramOverTime(_), Some(v)) = (&m.function, value) {
-                    let b = if v <= 0.0 {
-                        0.0
-                    } else {
-                        2f64.powi(v.log2().ceil() as i32)
-                    };
-                    labels.push(("__bucket".into(), format!("{b}")));
-                }
-                let key = (labels, bucket);
-                if !acc.contains_key(&key) && acc.len() >= MAX_SERIES * 100 {
-                    too_many = true;
-                    continue;
-                }
-                let a = acc.entry(key).or_insert_with(|| Acc {
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                    ..Default::default()
-                });
-                a.count += 1;
-                if let Some(v) = value {
-                    a.sum += v;
-                    a.min = a.min.min(v);
-                    a.max = a.max.max(v);
-                    if matches!(m.function, MetricsFn::QuantileOverTime(..))
-                        && a.values.len() < MAX_QUANTILE_VALUES
-                    {
-                        a.values.push(v);
+    let mut sums = Sums {
+        acc: HashMap::new(),
+        too_many: false,
+        m,
+        value_field,
+        r,
+    };
+    let mut fields: Vec<&Field> = m.by.iter().collect();
+    fields.extend(value_field);
+    let partial = if let Some(filter) = tv_traceql::eval::span_local(query, &fields) {
+        // One span at a time, in the chunks' columns: no trace is assembled.
+        let hints = super::traceql::block_hints(query, &view);
+        let mut ev = Evaluator::with_view(Box::new(view));
+        let mut seen: u64 = 0;
+        let mut stopped = false;
+        state.store.visit(
+            tenant,
+            Some(r.start),
+            Some(r.end),
+            &hints,
+            &mut |v| match v {
+                Visit::Span(rs, ss, span) => {
+                    seen += 1;
+                    let t = Trace::one(rs, ss, span);
+                    if filter.is_none_or(|f| ev.field(f, &t, 0) == Value::Bool(true)) {
+                        sums.add(&mut ev, &t, 0);
                     }
+                    true
                 }
-            }
-            read < MAX_TRACES
-        },
-    )?;
-    let partial = (scanned.candidates > MAX_TRACES).then(|| {
-        format!("more than {MAX_TRACES} traces in range: the newest {MAX_TRACES} were read")
-    });
+                Visit::NextBlock | Visit::NextChunk => {
+                    stopped = seen >= MAX_SPANS;
+                    !stopped
+                }
+            },
+        )?;
+        stopped
+            .then(|| format!("more than {MAX_SPANS} spans in range: the newest {seen} were read"))
+    } else {
+        let mut read = 0;
+        let scanned = super::traceql::each_match(
+            state,
+            tenant,
+            query,
+            view,
+            Some(r.start),
+            Some(r.end),
+            MAX_TRACES + 1,
+            &mut |ev, _, _, t, sets| {
+                read += 1;
+                let mut spans: Vec<usize> = sets.into_iter().flat_map(|s| s.spans).collect();
+                spans.sort_unstable();
+                spans.dedup();
+                for i in spans {
+                    sums.add(ev, t, i);
+                }
+                read < MAX_TRACES
+            },
+        )?;
+        (scanned.candidates > MAX_TRACES).then(|| {
+            format!("more than {MAX_TRACES} traces in range: the newest {MAX_TRACES} were read")
+        })
+    };
+    let Sums { acc, too_many, .. } = sums;
     let step_secs = r.step as f64 / 1e9;
     let mut series: BTreeMap<Vec<(String, String)>, BTreeMap<u64, f64>> = BTreeMap::new();
     for ((labels, bucket), mut a) in acc {
