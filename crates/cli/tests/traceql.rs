@@ -654,4 +654,42 @@ async fn a_known_value_finds_its_pseudonym_for_callers_who_may_read_them() {
     )
     .await;
     assert_eq!(trace_ids(&v), [checkout.as_str()]);
+    // Metrics, tag values narrowed by q and Jaeger's tag search take the same rewrite, for the
+    // investigator only.
+    let now = now_nanos() / 1_000_000_000;
+    let known = r#"{ span.customer.email = "jane.doe@example.com" }"#;
+    let count = format!(
+        "/api/metrics/query?q={}&start={}&end={}",
+        url_escape(&format!("{known} | count_over_time()")),
+        now - 3600,
+        now + 60
+    );
+    let values = format!("/api/v2/search/tag/name/values?q={}", url_escape(known));
+    let jaeger = format!(
+        "/jaeger/api/traces?service=checkout&tags={}&start={}&end={}",
+        url_escape(r#"{"customer.email":"jane.doe@example.com"}"#),
+        (now - 3600) * 1_000_000,
+        (now + 60) * 1_000_000
+    );
+    for (who, token, found) in [
+        ("investigator", &investigator, true),
+        ("reader", &reader, false),
+    ] {
+        let (st, body) = call(&srv, "GET", &count, token, "acme").await;
+        assert_eq!(st, 200, "{who}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum::<f64>();
+        assert_eq!(n, if found { 1.0 } else { 0.0 }, "{who}: {body}");
+        let (st, body) = call(&srv, "GET", &values, token, "acme").await;
+        assert_eq!(st, 200, "{who}: {body}");
+        assert_eq!(body.contains("POST /pay"), found, "{who}: {body}");
+        let (st, body) = call(&srv, "GET", &jaeger, token, "acme").await;
+        assert_eq!(st, 200, "{who}: {body}");
+        assert_eq!(body.contains(&checkout), found, "{who}: {body}");
+    }
 }

@@ -308,6 +308,7 @@ pub async fn traces(
     ));
     let mut masker = crate::mask::Masker::new(&state, &auth);
     let view = masker.match_view();
+    let query = super::traceql::as_searched_by(&state, &auth, &view, query)?;
     let tenant = auth.tenant().clone();
     let found: Vec<Vec<ResourceSpans>> = super::timed(&state, "jaeger_traces", move |s| {
         let mut out = Vec::new();

@@ -154,6 +154,7 @@ async fn metrics(
     let r = range(&params, instant)?;
     let mut masker = crate::mask::Masker::new(&state, &auth);
     let view = masker.match_view();
+    let query = super::traceql::as_searched_by(&state, &auth, &view, query)?;
     let tenant = auth.tenant().clone();
     let (series, partial) = super::timed(&state, "metrics", move |s| {
         compute(s, &tenant, &query, &m, view, &r)

@@ -78,11 +78,7 @@ pub async fn search(
     }
     let mut masker = crate::mask::Masker::new(state, auth);
     let view = masker.match_view();
-    let query = if view.reads_pseudonyms() {
-        with_pseudonyms(state, auth.tenant(), query)?
-    } else {
-        query
-    };
+    let query = as_searched_by(state, auth, &view, query)?;
     let tenant = auth.tenant().clone();
     let st = state.clone();
     let started = std::time::Instant::now();
@@ -520,6 +516,9 @@ pub async fn tag_values_v2(
         .filter(|q| q.metrics.is_none());
     let mut masker = crate::mask::Masker::new(&state, &auth);
     let view = masker.match_view();
+    let filter = filter
+        .map(|q| as_searched_by(&state, &auth, &view, q))
+        .transpose()?;
     let tenant = auth.tenant().clone();
     let f2 = field.clone();
     let values: Vec<(String, String)> = super::timed(&state, "tag_values_v2", move |s| {
@@ -675,6 +674,21 @@ pub fn block_hints(q: &Query, view: &crate::mask::MatchView) -> tv_store::BlockH
         service: required_service(q),
         names,
         attributes,
+    }
+}
+
+/// The query as `view`'s caller searches: with [`with_pseudonyms`] for a caller who may read
+/// pseudonyms, as written for others.
+pub fn as_searched_by(
+    state: &AppState,
+    auth: &crate::auth::Authorized,
+    view: &crate::mask::MatchView,
+    query: Query,
+) -> Result<Query, ApiError> {
+    if view.reads_pseudonyms() {
+        with_pseudonyms(state, auth.tenant(), query)
+    } else {
+        Ok(query)
     }
 }
 
