@@ -42,7 +42,14 @@ async fn every_read_is_recorded_once_and_the_audit_log_verifies() {
     let admin = srv.token();
     let reader = create_token(
         &srv,
-        &["--role", "reader", "--tenant", "acme", "--name", "rita"],
+        &[
+            "--role",
+            "reader",
+            "--tenant",
+            "acme",
+            "--name",
+            "rita-the-reader",
+        ],
     );
     let auditor = create_token(&srv, &["--role", "auditor", "--tenant", "acme"]);
     let other_auditor = create_token(&srv, &["--role", "auditor", "--tenant", "globex"]);
@@ -99,7 +106,7 @@ async fn every_read_is_recorded_once_and_the_audit_log_verifies() {
         assert_eq!(r["decision"], "allow");
         assert_eq!(r["status"], 200);
         assert_eq!(r["principal"], rid.as_str());
-        assert_eq!(r["name"], "rita");
+        assert_eq!(r["name"], "rita-the-reader");
         assert_eq!(r["role"], "reader");
         assert_eq!(r["tenant"], "acme");
         assert_eq!(r["listener"], "api");
@@ -286,9 +293,14 @@ async fn every_read_is_recorded_once_and_the_audit_log_verifies() {
     assert!(ok, "{text}");
     assert_eq!(text.lines().count(), 3, "{text}");
 
-    // On disk the records are encrypted; offline, the audit log verifies.
+    // On disk the records are encrypted; offline, the audit log verifies. (The needles are long
+    // enough that the checkpoints' base64 signatures cannot hold one by chance.)
     let audit_dir = srv.dir.join("audit");
-    for needle in [rid.as_bytes(), b"read_trace".as_slice(), b"rita".as_slice()] {
+    for needle in [
+        rid.as_bytes(),
+        b"read_trace".as_slice(),
+        b"rita-the-reader".as_slice(),
+    ] {
         let (_, hits) = files_containing(&audit_dir, needle);
         assert!(hits.is_empty(), "{hits:?}");
     }
