@@ -138,7 +138,17 @@ fn bad(what: &str) -> StoreError {
 }
 
 /// Rebuilds the rows of `c` whose trace id passes `keep`.
-pub fn decode(c: &Chunk, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<Row>, StoreError> {
+pub fn decode(c: &Chunk, keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<Row>, StoreError> {
+    decode_with(c, keep, &|_| true)
+}
+
+/// Rebuilds the rows of `c` whose trace id passes `keep`, with only the span attributes whose
+/// key passes `key` (the others are skipped in their columns, never materialized).
+pub fn decode_with(
+    c: &Chunk,
+    mut keep: impl FnMut(&[u8; 16]) -> bool,
+    key: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Row>, StoreError> {
     let n = c.resource.len();
     let same = [
         c.scope.len(),
@@ -167,6 +177,7 @@ pub fn decode(c: &Chunk, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<
     let mut raw_parent = 0usize;
     // Per-column cursors: (kind, string, int, other, string byte offset).
     let mut cur = vec![(0usize, 0usize, 0usize, 0usize, 0usize); c.columns.len()];
+    let key_wanted: Vec<bool> = c.keys.iter().map(|k| key(k)).collect();
     for i in 0..n {
         while left_in_run == 0 {
             run += 1;
@@ -203,11 +214,12 @@ pub fn decode(c: &Chunk, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<
             .get(attr_pos..attr_pos + nattr)
             .ok_or_else(|| bad("attr_key"))?;
         attr_pos += nattr;
-        let wanted = keep(&tid);
-        let mut attributes = Vec::with_capacity(if wanted { nattr } else { 0 });
+        let row_wanted = keep(&tid);
+        let mut attributes = Vec::with_capacity(if row_wanted { nattr } else { 0 });
         for &k in keys {
             let col = c.columns.get(k as usize).ok_or_else(|| bad("key"))?;
             let cu = &mut cur[k as usize];
+            let wanted = row_wanted && key_wanted[k as usize];
             let kind = *col.kind.get(cu.0).ok_or_else(|| bad("value kind"))?;
             cu.0 += 1;
             let value = match kind {
@@ -261,7 +273,7 @@ pub fn decode(c: &Chunk, mut keep: impl FnMut(&[u8; 16]) -> bool) -> Result<Vec<
                 });
             }
         }
-        if !wanted {
+        if !row_wanted {
             continue;
         }
         let mut span = Span::decode(c.rest[i].as_slice()).map_err(|_| bad("rest"))?;
@@ -398,6 +410,17 @@ mod tests {
             // Filtered decoding returns exactly the matching rows.
             let want: Vec<Row> = rows.iter().filter(|r| r.trace_id[0] == 2).cloned().collect();
             prop_assert_eq!(decode(&back, |t| t[0] == 2).unwrap(), want);
+            // Decoding some keys only: the same rows, with only those attributes, in order.
+            let keyed: Vec<Row> = rows
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    r.span.attributes.retain(|kv| kv.key == "k" || kv.key == "lm");
+                    r
+                })
+                .collect();
+            let only = |k: &str| k == "k" || k == "lm";
+            prop_assert_eq!(decode_with(&back, |_| true, &only).unwrap(), keyed);
         }
     }
 

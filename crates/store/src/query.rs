@@ -53,6 +53,9 @@ pub struct BlockHints {
     pub service: Option<String>,
     pub names: Vec<String>,
     pub attributes: Vec<(Vec<TagScope>, String, String)>,
+    /// The span attributes the caller's matcher reads (`None`: any); the others are left in
+    /// their columns when spans are visited, never materialized.
+    pub span_attributes: Option<Vec<String>>,
 }
 
 impl BlockHints {
@@ -408,7 +411,13 @@ impl Store {
                     .collect::<Result<_, _>>()
                     .map_err(|e| StoreError::Decode(e.to_string()))?;
                 let no_scope = ScopeSpans::default();
-                for row in columns::decode(&chunk, |_| true)? {
+                let key = |k: &str| {
+                    hints
+                        .span_attributes
+                        .as_ref()
+                        .is_none_or(|ks| ks.iter().any(|x| x == k))
+                };
+                for row in columns::decode_with(&chunk, |_| true, &key)? {
                     let span = &row.span;
                     if let Some(rs) = resources.get(row.resource as usize)
                         && overlaps(span.start_time_unix_nano, span.end_time_unix_nano, q)
@@ -812,6 +821,7 @@ mod hint_tests {
                 .iter()
                 .map(|(s, k, v)| (s.clone(), k.to_string(), v.to_string()))
                 .collect(),
+            span_attributes: None,
         };
         assert!(hint(&[], &[]).admits(&index));
         assert!(hint(&["POST /pay"], &[]).admits(&index));

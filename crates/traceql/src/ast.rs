@@ -507,6 +507,21 @@ pub enum MetricsFn {
     Compare(Box<SpansetExpr>, Vec<i64>),
 }
 
+impl MetricsFn {
+    /// The field whose values the function aggregates (`None`: it counts spans).
+    pub fn field(&self) -> Option<&Field> {
+        match self {
+            MetricsFn::MinOverTime(f)
+            | MetricsFn::MaxOverTime(f)
+            | MetricsFn::AvgOverTime(f)
+            | MetricsFn::SumOverTime(f)
+            | MetricsFn::HistogramOverTime(f)
+            | MetricsFn::QuantileOverTime(f, _) => Some(f),
+            MetricsFn::Rate | MetricsFn::CountOverTime | MetricsFn::Compare(..) => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecondStage {
     TopK,

@@ -206,9 +206,10 @@ struct Acc {
     values: Vec<f64>,
 }
 
-/// The accumulators of one metrics query: (labels, bucket start) -> values.
+/// The accumulators of one metrics query: (label values, bucket start) -> values; the label
+/// names are the `by()` fields' (then `__bucket` for histograms), printed once.
 struct Sums<'a> {
-    acc: HashMap<(Vec<(String, String)>, u64), Acc>,
+    acc: HashMap<(Vec<String>, u64), Acc>,
     too_many: bool,
     m: &'a Metrics,
     value_field: Option<&'a Field>,
@@ -224,10 +225,7 @@ impl Sums<'_> {
             return;
         }
         let bucket = r.start + (start - r.start) / r.step * r.step;
-        let mut labels: Vec<(String, String)> =
-            m.by.iter()
-                .map(|f| (f.to_string(), ev.field(f, t, i).to_text()))
-                .collect();
+        let mut labels: Vec<String> = m.by.iter().map(|f| ev.field(f, t, i).to_text()).collect();
         let value = match self.value_field {
             Some(f) => match ev.field(f, t, i) {
                 Value::Duration(d) => Some(d as f64 / 1e9),
@@ -243,10 +241,10 @@ impl Sums<'_> {
             } else {
                 2f64.powi(v.log2().ceil() as i32)
             };
-            labels.push(("__bucket".into(), format!("{b}")));
+            labels.push(format!("{b}"));
         }
         let key = (labels, bucket);
-        if !self.acc.contains_key(&key) && self.acc.len() >= MAX_SERIES * 100 {
+        if self.acc.len() >= MAX_SERIES * 100 && !self.acc.contains_key(&key) {
             self.too_many = true;
             return;
         }
@@ -277,15 +275,7 @@ fn compute(
     view: crate::mask::MatchView,
     r: &Range,
 ) -> Result<(Series, Option<String>), tv_store::StoreError> {
-    let value_field: Option<&Field> = match &m.function {
-        MetricsFn::MinOverTime(f)
-        | MetricsFn::MaxOverTime(f)
-        | MetricsFn::AvgOverTime(f)
-        | MetricsFn::SumOverTime(f)
-        | MetricsFn::HistogramOverTime(f)
-        | MetricsFn::QuantileOverTime(f, _) => Some(f),
-        _ => None,
-    };
+    let value_field: Option<&Field> = m.function.field();
     let mut sums = Sums {
         acc: HashMap::new(),
         too_many: false,
@@ -350,8 +340,13 @@ fn compute(
     };
     let Sums { acc, too_many, .. } = sums;
     let step_secs = r.step as f64 / 1e9;
+    let mut names: Vec<String> = m.by.iter().map(|f| f.to_string()).collect();
+    if matches!(m.function, MetricsFn::HistogramOverTime(_)) {
+        names.push("__bucket".into());
+    }
     let mut series: BTreeMap<Vec<(String, String)>, BTreeMap<u64, f64>> = BTreeMap::new();
-    for ((labels, bucket), mut a) in acc {
+    for ((values, bucket), mut a) in acc {
+        let labels: Vec<(String, String)> = names.iter().cloned().zip(values).collect();
         let points: Vec<(Vec<(String, String)>, f64)> = match &m.function {
             MetricsFn::Rate => vec![(labels, a.count as f64 / step_secs)],
             MetricsFn::CountOverTime | MetricsFn::HistogramOverTime(_) => {

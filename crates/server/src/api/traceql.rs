@@ -674,7 +674,48 @@ pub fn block_hints(q: &Query, view: &crate::mask::MatchView) -> tv_store::BlockH
         service: required_service(q),
         names,
         attributes,
+        span_attributes: read_attributes(q),
     }
+}
+
+/// The attribute names a query reads anywhere (filters, `by`, `select`, metrics): the only span
+/// attributes its matchers need decoded. `None` when it aggregates over fields in a scalar
+/// filter (those are not walked here): then every attribute is decoded.
+fn read_attributes(q: &Query) -> Option<Vec<String>> {
+    use tv_traceql::Stage;
+    fn names(f: &Field, out: &mut Vec<String>) {
+        match f {
+            Field::Attribute(a) => out.push(a.name.clone()),
+            Field::Binary(_, l, r) => {
+                names(l, out);
+                names(r, out);
+            }
+            Field::Unary(_, e) => names(e, out),
+            Field::Static(_) | Field::Intrinsic(_) => {}
+        }
+    }
+    if q.pipeline.0.iter().any(|s| matches!(s, Stage::Scalar(_)))
+        || q.metrics
+            .as_ref()
+            .is_some_and(|m| matches!(m.function, tv_traceql::MetricsFn::Compare(..)))
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    for f in referenced(q) {
+        names(&f, &mut out);
+    }
+    if let Some(m) = &q.metrics {
+        for f in &m.by {
+            names(f, &mut out);
+        }
+        if let Some(f) = m.function.field() {
+            names(f, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 /// The query as `view`'s caller searches: with [`with_pseudonyms`] for a caller who may read
