@@ -693,3 +693,38 @@ async fn a_known_value_finds_its_pseudonym_for_callers_who_may_read_them() {
         assert_eq!(body.contains(&checkout), found, "{who}: {body}");
     }
 }
+
+/// `limit` caps the answer at the newest matches, and a smaller limit never hides matches that
+/// a larger one finds (span-local queries stop at `limit` candidates, others scan further).
+#[tokio::test]
+async fn limit_returns_the_newest_matches_and_no_fewer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (srv, _) = start_with_config(tmp, "version = 1\n", &[]);
+    let mut checkouts = Vec::new();
+    for _ in 0..4 {
+        let (req, checkout, _) = two_service_traces();
+        send_acme(&srv, &req).await;
+        checkouts.push(checkout);
+    }
+    srv.flush().await;
+    let admin = srv.token();
+    for q in [
+        "{ status = error }",
+        "{ resource.service.name = \"frontend\" } >> { status = error }",
+    ] {
+        let mut all = checkouts.clone();
+        all.sort();
+        let url = |limit: usize| format!("/api/search?q={}&limit={limit}", url_escape(q));
+        let (st, body) = call(&srv, "GET", &url(20), &admin, "acme").await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(trace_ids(&v), all, "{q}: {body}");
+        for limit in [1, 3] {
+            let (_, body) = call(&srv, "GET", &url(limit), &admin, "acme").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let got = trace_ids(&v);
+            assert_eq!(got.len(), limit, "{q} limit {limit}: {body}");
+            assert!(got.iter().all(|t| all.contains(t)), "{q}: {body}");
+        }
+    }
+}

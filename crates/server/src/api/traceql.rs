@@ -239,6 +239,13 @@ fn run(
 ) -> Result<(Vec<Json_>, usize), tv_store::StoreError> {
     let fields = referenced(query);
     let mut out = Vec::new();
+    // A query that selects spans one at a time matches every candidate its per-span condition
+    // finds: `limit` candidates are the answer. Others may reject candidates on the whole trace.
+    let budget = if tv_traceql::eval::span_local(query, &[]).is_some() {
+        limit
+    } else {
+        (limit * 20).max(1000)
+    };
     let scanned = each_match(
         state,
         tenant,
@@ -246,7 +253,7 @@ fn run(
         view,
         start,
         end,
-        (limit * 20).max(1000),
+        budget,
         &mut |ev, tid, _, t, sets| {
             out.push(trace_json(ev, tid, t, &sets, &fields, spss));
             out.len() < limit
