@@ -19,8 +19,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tv_crypto::{Keyring, WrappedDataKey};
-use tv_detect::behaviour::{BatchInfo, Behaviour, BehaviourConfig, Learned, TenantState};
+use tv_crypto::Keyring;
+use tv_detect::behaviour::{BatchInfo, Behaviour, BehaviourConfig, TenantState};
 use tv_model::TenantId;
 use tv_model::limits::Limits;
 use tv_store::{EncodedBatch, Store};
@@ -503,36 +503,12 @@ fn state_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("detect")
 }
 
-fn state_aad(tenant: &TenantId) -> Vec<u8> {
-    [
-        b"tracevault-detect-state\0".as_slice(),
-        tenant.as_str().as_bytes(),
-    ]
-    .concat()
-}
-
-/// The learned state of one tenant, encrypted under a fresh data key of the tenant.
-fn seal_state(keyring: &Keyring, tenant: &TenantId, learned: &Learned) -> anyhow::Result<Vec<u8>> {
-    let (key, wrapped) = keyring.new_data_key(tenant)?;
-    let mut buf = serde_json::to_vec(learned)?;
-    key.seal(0, &state_aad(tenant), &mut buf)?;
-    Ok([STATE_MAGIC, &wrapped.to_bytes(), &buf].concat())
-}
-
-fn open_state(keyring: &Keyring, tenant: &TenantId, bytes: &[u8]) -> anyhow::Result<Learned> {
-    let rest = bytes
-        .strip_prefix(STATE_MAGIC)
-        .ok_or_else(|| anyhow::anyhow!("not a detection state file"))?;
-    if rest.len() < WrappedDataKey::LEN {
-        anyhow::bail!("detection state file is truncated");
-    }
-    let wrapped = WrappedDataKey::from_bytes(&rest[..WrappedDataKey::LEN])
-        .ok_or_else(|| anyhow::anyhow!("bad key header"))?;
-    let key = keyring.open_data_key(tenant, &wrapped)?;
-    let mut buf = rest[WrappedDataKey::LEN..].to_vec();
-    let plain = key.open(0, &state_aad(tenant), &mut buf)?;
-    Ok(serde_json::from_slice(plain)?)
-}
+/// The behavioural state files (see `tenantstate`).
+const STATE: crate::tenantstate::Kind = crate::tenantstate::Kind {
+    magic: STATE_MAGIC,
+    label: b"tracevault-detect-state\0",
+    what: "detection state",
+};
 
 impl Worker {
     fn spawn(
@@ -577,7 +553,7 @@ fn load_states(deps: &WorkerDeps, b: &mut Behaviour) {
         }
         match std::fs::read(&path)
             .map_err(anyhow::Error::from)
-            .and_then(|bytes| open_state(&deps.keyring, &tenant, &bytes))
+            .and_then(|bytes| crate::tenantstate::open(&STATE, &deps.keyring, &tenant, &bytes))
         {
             Ok(l) => {
                 b.tenants
@@ -614,7 +590,7 @@ fn save_states(deps: &WorkerDeps, b: &mut Behaviour) {
             gone.push(t.clone());
             continue;
         }
-        match seal_state(&deps.keyring, &tenant, &st.learned) {
+        match crate::tenantstate::seal(&STATE, &deps.keyring, &tenant, &st.learned) {
             Ok(bytes) => {
                 if let Err(e) = tv_crypto::fsio::atomic_write(&path, &bytes, 0o600) {
                     tracing::error!(tenant = %t, error = %e, "saving behavioural state failed");

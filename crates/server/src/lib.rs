@@ -32,6 +32,7 @@ pub mod redaction;
 pub mod responses;
 pub mod sinks;
 pub mod stateseal;
+pub mod tenantstate;
 pub mod tls;
 pub mod witness;
 pub mod witness_client;
