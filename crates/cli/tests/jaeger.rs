@@ -15,7 +15,7 @@ async fn get(srv: &Server, token: &str, path: &str) -> (u16, Value, String) {
 #[tokio::test]
 async fn jaeger_api_serves_the_jaeger_ui() {
     let tmp = tempfile::tempdir().unwrap();
-    let (srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
+    let (mut srv, _) = start_with_config(tmp, "[access.field_classes]\npii = [\"user.*\"]\n", &[]);
     let (req, checkout, home) = two_service_traces();
     send_acme(&srv, &req).await;
     let admin = srv.token();
@@ -220,6 +220,7 @@ async fn jaeger_api_serves_the_jaeger_ui() {
         ]),
         "{body}"
     );
+    let deps = v["data"].clone();
     // An hour earlier: none.
     let (_, v, _) = get(
         &srv,
@@ -231,6 +232,16 @@ async fn jaeger_api_serves_the_jaeger_ui() {
     )
     .await;
     assert_eq!(v["data"], json!([]));
+
+    // The graph survives a restart: saved at shutdown, encrypted (the service names are not
+    // in the file), loaded at start.
+    let graph_dir = srv.dir.join("graph");
+    srv.restart();
+    let (_, hits) = files_containing(&graph_dir, b"checkout");
+    assert!(hits.is_empty(), "{hits:?}");
+    assert!(graph_dir.join("acme.graph").exists());
+    let (_, v2, body) = get(&srv, &admin, &deps_url).await;
+    assert_eq!(v2["data"], deps, "{body}");
 
     // Another tenant sees no services and no dependencies.
     let (_, body) = call(&srv, "GET", &deps_url, &other_reader(&srv), "globex").await;

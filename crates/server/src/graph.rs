@@ -5,8 +5,11 @@
 //! often arrive in different batches, in either order: each tenant keeps the recent spans by
 //! id (service, start) and the children still waiting for their parent; whichever arrives
 //! second makes the edge. Both are bounded (oldest out first), and waiting children are kept
-//! for [`PENDING_SECS`]. The graph is in memory: after a restart it holds the calls committed
-//! since (the time windows are recent ones; the stored traces stay searchable).
+//! for [`PENDING_SECS`]. The edges are saved every minute and at shutdown to
+//! `DIR/graph/<tenant>.graph`, encrypted under a data key of the tenant (`tenantstate`) and
+//! sealed like the server's other state files, and loaded at start: a restart keeps the calls of
+//! the last day. (The recent spans and waiting children are not saved: a call whose parent and
+//! child straddle a restart is not counted.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -168,6 +171,19 @@ pub struct ServiceGraph {
     tenants: Mutex<HashMap<TenantId, TenantGraph>>,
 }
 
+/// Saved service graph files (see `tenantstate`).
+const SAVED: crate::tenantstate::Kind = crate::tenantstate::Kind {
+    magic: b"TVSG1\n",
+    label: b"tracevault-service-graph\0",
+    what: "service graph",
+};
+
+/// One tenant's saved edges: (minute, parent service, child service, calls, errors).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    edges: Vec<(u64, String, String, u64, u64)>,
+}
+
 /// A dependency: `parent` called `child` `calls` times (`errors` of them failed).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Dependency {
@@ -190,6 +206,117 @@ impl ServiceGraph {
         let t = g.entry(tenant.clone()).or_default();
         for f in facts {
             t.add(f, now);
+        }
+    }
+
+    /// Drops a tenant's graph.
+    pub fn forget(&self, tenant: &TenantId) {
+        self.tenants.lock().expect("graph lock").remove(tenant);
+    }
+
+    /// Drops an erased tenant's graph and its saved file.
+    pub fn erase(
+        &self,
+        tenant: &TenantId,
+        data_dir: &std::path::Path,
+        seal: &crate::stateseal::StateSeal,
+    ) {
+        self.forget(tenant);
+        let rel = format!("graph/{tenant}.graph");
+        if std::fs::remove_file(data_dir.join(&rel)).is_ok() {
+            seal.seal_or_warn(&rel);
+        }
+    }
+
+    /// Saves every tenant's edges to `DIR/graph/<tenant>.graph`; an erased tenant's file is
+    /// removed instead.
+    pub fn save(
+        &self,
+        data_dir: &std::path::Path,
+        keyring: &tv_crypto::Keyring,
+        seal: &crate::stateseal::StateSeal,
+    ) {
+        let dir = data_dir.join("graph");
+        if let Err(e) = tv_crypto::fsio::create_private_dir(&dir) {
+            tracing::error!(error = %e, "cannot create the service graph directory");
+            return;
+        }
+        let oldest = (tv_access::now_unix() / 60).saturating_sub(KEEP_MINUTES);
+        let snapshot: Vec<(TenantId, Saved)> = {
+            let g = self.tenants.lock().expect("graph lock");
+            g.iter()
+                .map(|(t, tg)| {
+                    let edges = tg
+                        .edges
+                        .iter()
+                        .filter(|((m, _, _), _)| *m >= oldest)
+                        .map(|((m, p, c), (n, e))| (*m, p.to_string(), c.to_string(), *n, *e))
+                        .collect();
+                    (t.clone(), Saved { edges })
+                })
+                .collect()
+        };
+        for (tenant, saved) in snapshot {
+            let path = dir.join(format!("{tenant}.graph"));
+            let rel = format!("graph/{tenant}.graph");
+            if keyring.is_erased(&tenant) {
+                let _ = std::fs::remove_file(&path);
+                seal.seal_or_warn(&rel);
+                self.forget(&tenant);
+                continue;
+            }
+            match crate::tenantstate::seal(&SAVED, keyring, &tenant, &saved) {
+                Ok(bytes) => {
+                    if let Err(e) = tv_crypto::fsio::atomic_write(&path, &bytes, 0o600) {
+                        tracing::error!(tenant = %tenant, error = %e, "saving the service graph failed");
+                    }
+                    seal.seal_or_warn(&rel);
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %format!("{e:#}"), "sealing the service graph failed")
+                }
+            }
+        }
+    }
+
+    /// Loads the edges [`Self::save`] wrote (a file that does not open is skipped with a
+    /// warning: that tenant's graph starts empty).
+    pub fn load(&self, data_dir: &std::path::Path, keyring: &tv_crypto::Keyring) {
+        let Ok(entries) = std::fs::read_dir(data_dir.join("graph")) else {
+            return;
+        };
+        let mut g = self.tenants.lock().expect("graph lock");
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(tenant) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".graph"))
+                .and_then(|n| TenantId::parse(n).ok())
+            else {
+                continue;
+            };
+            if keyring.is_erased(&tenant) {
+                continue;
+            }
+            let saved: anyhow::Result<Saved> = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| crate::tenantstate::open(&SAVED, keyring, &tenant, &b));
+            match saved {
+                Ok(saved) => {
+                    let t = g.entry(tenant).or_default();
+                    for (m, p, c, n, err) in saved.edges {
+                        let e = t.edges.entry((m, Arc::from(p), Arc::from(c))).or_default();
+                        e.0 += n;
+                        e.1 += err;
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    tenant = %tenant,
+                    error = %format!("{e:#}"),
+                    "service graph not loaded; the tenant's graph starts empty"
+                ),
+            }
         }
     }
 

@@ -217,6 +217,8 @@ impl std::fmt::Debug for Server {
 
 /// How often the TLS files are checked for changes.
 const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the service graph is saved.
+const GRAPH_SAVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 const INSECURE_WARNING: &str = "INSECURE: --insecure-plaintext is set: listeners speak plaintext, so bearer tokens and trace data cross the network unencrypted; use only on a trusted loopback";
 
@@ -451,9 +453,12 @@ impl Server {
                 state_seal: state_seal.clone(),
             }),
         )?);
+        // The service graph as saved at the last shutdown (or minute).
+        let graph = Arc::new(graph::ServiceGraph::default());
+        graph.load(&cfg.data_dir, &keyring);
         let state = Arc::new(AppState {
             detection,
-            graph: Arc::new(graph::ServiceGraph::default()),
+            graph,
             store,
             tokens,
             limits: cfg.limits.clone(),
@@ -594,6 +599,24 @@ impl Server {
                 }
             });
         }
+        {
+            // The service graph is saved every minute (and at shutdown, below).
+            let mut stop = rx.clone();
+            let st = self.state.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(GRAPH_SAVE) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    let st = st.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        st.graph.save(&st.data_dir, &st.keyring, &st.state_seal)
+                    })
+                    .await;
+                }
+            });
+        }
         let mut tasks = Vec::new();
         for (name, listener) in self.listeners {
             let app = match name {
@@ -630,7 +653,9 @@ impl Server {
         let store = self.state.store.clone();
         let audit = self.state.audit.clone();
         let detection = self.state.detection.clone();
+        let st = self.state.clone();
         tokio::task::spawn_blocking(move || {
+            st.graph.save(&st.data_dir, &st.keyring, &st.state_seal);
             // The behavioural stage stores its last findings before the store closes.
             detection.shutdown();
             store.shutdown();

@@ -308,12 +308,14 @@ impl StateSeal {
         .filter(|r| self.data_dir.join(r).exists())
         .map(str::to_owned)
         .collect();
-        if let Ok(rd) = std::fs::read_dir(self.data_dir.join("detect")) {
-            for e in rd.flatten() {
-                if let Some(n) = e.file_name().to_str()
-                    && n.ends_with(".state")
-                {
-                    out.push(format!("detect/{n}"));
+        for (dir, ext) in [("detect", ".state"), ("graph", ".graph")] {
+            if let Ok(rd) = std::fs::read_dir(self.data_dir.join(dir)) {
+                for e in rd.flatten() {
+                    if let Some(n) = e.file_name().to_str()
+                        && n.ends_with(ext)
+                    {
+                        out.push(format!("{dir}/{n}"));
+                    }
                 }
             }
         }

@@ -338,6 +338,9 @@ pub async fn erase(
     state.redaction.forget(&tenant);
     state.findings_seal.forget(&tenant);
     state.findings_index.forget(&tenant);
+    state
+        .graph
+        .erase(&tenant, &state.data_dir, &state.state_seal);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
     Ok(crate::api::noted(
