@@ -38,6 +38,8 @@ fn schemathesis(
         .args(["--max-examples", "25", "--seed", "18", "--workers", "2"])
         .args(["--request-timeout", "30", "--output-truncate", "true"])
         .args(filter)
+        // Its cache and reports go to a scratch directory, not the source tree.
+        .current_dir(srv.dir.parent().expect("the data directory has a parent"))
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .stdin(std::process::Stdio::null())
