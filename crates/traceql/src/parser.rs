@@ -614,6 +614,16 @@ impl Parser {
                     self.bump();
                     return Ok(Field::Intrinsic(i));
                 }
+                // `parent` alone is the parent span as a value: valid TraceQL that this server
+                // does not run (an aggregate over it is not TraceQL at all).
+                let in_aggregate = self.i >= 2
+                    && matches!(self.toks[self.i - 1].0, Tok::LParen)
+                    && matches!(&self.toks[self.i - 2].0, Tok::Ident(a) if ["min", "max", "avg", "sum", "count"].contains(&a.as_str()));
+                if w == "parent" && !in_aggregate {
+                    return Err(Error::Unsupported {
+                        what: "the parent span as a value (parent)".into(),
+                    });
+                }
                 if w == "nil" {
                     let after_eq =
                         self.i > 0 && matches!(self.toks[self.i - 1].0, Tok::Eq | Tok::Neq);
