@@ -26,6 +26,9 @@ use crate::metrics::EndpointLabels;
 /// Spans returned per spanset unless `spss` says otherwise (Tempo's default).
 const DEFAULT_SPSS: usize = 3;
 const MAX_SPSS: usize = 1000;
+/// Matching spans whose values a tag-values lookup narrowed by a span-local `q` reads, at most
+/// (the newest first; about what 1,000 traces hold).
+const MAX_VALUE_SPANS: usize = 10_000;
 
 /// What a TraceQL error answers: 400, naming what was wrong and where.
 pub fn bad_query(e: tv_traceql::Error) -> ApiError {
@@ -610,6 +613,51 @@ fn values_of(
         .cloned()
         .unwrap_or_else(|| tv_traceql::parse("{ }").expect("{ } parses"));
     let mut out: Vec<(String, String)> = Vec::new();
+    // Each value once, with its type, up to `limit`.
+    let take = |v: Value, out: &mut Vec<(String, String)>| {
+        let items = match v {
+            Value::Nil => return,
+            Value::List(items) => items,
+            other => vec![other],
+        };
+        for v in items {
+            let ty = match &v {
+                Value::Int(_) => "int",
+                Value::Float(_) => "float",
+                Value::Bool(_) => "bool",
+                Value::Duration(_) => "duration",
+                Value::Status(_) | Value::Kind(_) => "keyword",
+                _ => "string",
+            };
+            let entry = (ty.to_string(), v.to_text());
+            if !out.contains(&entry) && out.len() < limit {
+                out.push(entry);
+            }
+        }
+    };
+    if let Some(cond) = tv_traceql::eval::span_local(&q, &[field]) {
+        // One span at a time in the columns: the values on the newest matching spans.
+        let mut hints = block_hints(&q, &view);
+        if let Some(read) = hints.span_attributes.as_mut() {
+            attribute_names(field, read);
+        }
+        let mut ev = Evaluator::with_view(Box::new(view));
+        let mut matched = 0usize;
+        state
+            .store
+            .visit(tenant, start, end, &hints, &mut |v| match v {
+                tv_store::Visit::Span(rs, ss, span) => {
+                    let t = Trace::one(rs, ss, span);
+                    if cond.is_none_or(|c| ev.field(c, &t, 0) == Value::Bool(true)) {
+                        matched += 1;
+                        take(ev.field(field, &t, 0), &mut out);
+                    }
+                    out.len() < limit
+                }
+                _ => out.len() < limit && matched < MAX_VALUE_SPANS,
+            })?;
+        return Ok(out);
+    }
     each_match(
         state,
         tenant,
@@ -621,32 +669,26 @@ fn values_of(
         &mut |ev, _, _, t, sets| {
             for set in sets {
                 for i in set.spans {
-                    let v = ev.field(field, t, i);
-                    let items = match v {
-                        Value::Nil => continue,
-                        Value::List(items) => items,
-                        other => vec![other],
-                    };
-                    for v in items {
-                        let ty = match &v {
-                            Value::Int(_) => "int",
-                            Value::Float(_) => "float",
-                            Value::Bool(_) => "bool",
-                            Value::Duration(_) => "duration",
-                            Value::Status(_) | Value::Kind(_) => "keyword",
-                            _ => "string",
-                        };
-                        let entry = (ty.to_string(), v.to_text());
-                        if !out.contains(&entry) && out.len() < limit {
-                            out.push(entry);
-                        }
-                    }
+                    take(ev.field(field, t, i), &mut out);
                 }
             }
             out.len() < limit
         },
     )?;
     Ok(out)
+}
+
+/// The attribute names `f` reads, added to `out`.
+fn attribute_names(f: &Field, out: &mut Vec<String>) {
+    match f {
+        Field::Attribute(a) => out.push(a.name.clone()),
+        Field::Binary(_, l, r) => {
+            attribute_names(l, out);
+            attribute_names(r, out);
+        }
+        Field::Unary(_, e) => attribute_names(e, out),
+        Field::Static(_) | Field::Intrinsic(_) => {}
+    }
 }
 
 /// Blocks a query need not open: those whose index lacks a span name or attribute value every
@@ -690,17 +732,7 @@ pub fn block_hints(q: &Query, view: &crate::mask::MatchView) -> tv_store::BlockH
 /// filter (those are not walked here): then every attribute is decoded.
 fn read_attributes(q: &Query) -> Option<Vec<String>> {
     use tv_traceql::Stage;
-    fn names(f: &Field, out: &mut Vec<String>) {
-        match f {
-            Field::Attribute(a) => out.push(a.name.clone()),
-            Field::Binary(_, l, r) => {
-                names(l, out);
-                names(r, out);
-            }
-            Field::Unary(_, e) => names(e, out),
-            Field::Static(_) | Field::Intrinsic(_) => {}
-        }
-    }
+    let names = attribute_names;
     if q.pipeline.0.iter().any(|s| matches!(s, Stage::Scalar(_)))
         || q.metrics
             .as_ref()
