@@ -67,8 +67,9 @@ pub async fn findings(
                 && rule.as_ref().is_none_or(|r| &f.analytic_uid == r)
                 && !masker.hides_search("service.name", &f.service)
         };
+        // Every stored finding, whatever this page's window: later pages and queries use them.
         s.findings_index
-            .load(&tenant, || stored_findings(s, &tenant, start, u64::MAX))?;
+            .load(&tenant, || stored_findings(s, &tenant, 0, u64::MAX))?;
         let q = PageQuery {
             start,
             end,
@@ -85,8 +86,9 @@ pub async fn findings(
         {
             return Ok(page.findings.iter().map(|f| Finding::clone(f)).collect());
         }
-        // The page reaches back past what the index holds: read it from the store.
-        let mut all = stored_findings(s, &tenant, start, end)?;
+        // The page reaches back past what the index holds: read it from the store (a finding's
+        // span is timed at or after its event, so `start` bounds the spans to read).
+        let mut all = stored_findings(s, &tenant, start, u64::MAX)?;
         all.retain(|f| {
             f.time_unix_nano >= start
                 && f.time_unix_nano <= end
