@@ -34,6 +34,7 @@ pub mod sinks;
 pub mod stateseal;
 pub mod tenantstate;
 pub mod tls;
+pub mod ui;
 pub mod witness;
 pub mod witness_client;
 

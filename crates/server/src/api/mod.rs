@@ -351,7 +351,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         };
         r = r.route(route.path, handler);
     }
-    r.with_state(state)
+    // The web UI's shell and assets (not API operations: not in the OpenAPI document).
+    r.merge(crate::ui::router()).with_state(state)
 }
 
 /// The route table's action for a route whose handler authenticates itself.
