@@ -94,6 +94,15 @@ pub fn service_name(resource: Option<&otlp::Resource>) -> Option<&str> {
     })
 }
 
+/// The spans in `resource_spans`.
+pub fn span_count(resource_spans: &[otlp::ResourceSpans]) -> usize {
+    resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
 /// Renders an attribute value as a flat string for indexing and tag matching (not for display of
 /// nested structure, which keeps its JSON form).
 pub fn any_value_to_string(v: &otlp::AnyValue) -> String {

@@ -302,13 +302,7 @@ impl Detection {
     pub fn submit(&self, job: Job, metrics: &crate::metrics::Metrics) {
         let guard = self.worker.lock().expect("worker lock");
         let Some(w) = guard.as_ref() else { return };
-        let spans: usize = job
-            .request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
+        let spans = tv_model::span_count(&job.request.resource_spans);
         match w.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

@@ -42,12 +42,7 @@ pub async fn ingest(
     req: ExportTraceServiceRequest,
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
-    let spans: usize = req
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
+    let spans = tv_model::span_count(&req.resource_spans);
     let res = ingest_checked(state, caller, req, spans, transport).await;
     if let Err(e) = &res
         && matches!(

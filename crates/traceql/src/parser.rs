@@ -26,6 +26,8 @@ pub struct Parser {
     toks: Vec<(Tok, Pos)>,
     i: usize,
     depth: usize,
+    /// Parsing an aggregate's argument (`min(...)`): the bare `parent` is no TraceQL there.
+    in_aggregate: bool,
 }
 
 type R<T> = Result<T, Error>;
@@ -36,6 +38,7 @@ impl Parser {
             toks: Lexer::new(src).tokens()?,
             i: 0,
             depth: 0,
+            in_aggregate: false,
         })
     }
 
@@ -438,7 +441,10 @@ impl Parser {
             self.expect(&Tok::RParen, "')': count() takes no arguments")?;
             return Ok(Some(Scalar::Aggregate(a, None)));
         }
-        let e = self.field()?;
+        self.in_aggregate = true;
+        let e = self.field();
+        self.in_aggregate = false;
+        let e = e?;
         self.expect(&Tok::RParen, &format!("')' closing {}(...)", a.name()))?;
         Ok(Some(Scalar::Aggregate(a, Some(Box::new(e)))))
     }
@@ -616,10 +622,7 @@ impl Parser {
                 }
                 // `parent` alone is the parent span as a value: valid TraceQL that this server
                 // does not run (an aggregate over it is not TraceQL at all).
-                let in_aggregate = self.i >= 2
-                    && matches!(self.toks[self.i - 1].0, Tok::LParen)
-                    && matches!(&self.toks[self.i - 2].0, Tok::Ident(a) if ["min", "max", "avg", "sum", "count"].contains(&a.as_str()));
-                if w == "parent" && !in_aggregate {
+                if w == "parent" && !self.in_aggregate {
                     return Err(Error::Unsupported {
                         what: "the parent span as a value (parent)".into(),
                     });

@@ -565,12 +565,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                             .expect("lock")
                             .record(t0.elapsed().as_micros() as u64);
                         if let Ok(d) = TracesData::decode(b) {
-                            let n: usize = d
-                                .resource_spans
-                                .iter()
-                                .flat_map(|r| &r.scope_spans)
-                                .map(|s| s.spans.len())
-                                .sum();
+                            let n = tv_model::span_count(&d.resource_spans);
                             spans.fetch_add(n as u64, Ordering::Relaxed);
                         }
                     }

@@ -26,8 +26,22 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::params::parse_go_duration;
 
-fn envelope(data: Json_, total: usize) -> Json_ {
-    json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null})
+/// Jaeger's answer, `{data, total, limit, offset, errors}`, noted for the audit with one result
+/// per item (or `results`, when the items are counted otherwise).
+fn answer<T: serde::Serialize>(
+    auth: &crate::auth::Authorized,
+    data: Vec<T>,
+    results: Option<usize>,
+    resource: Option<String>,
+) -> Response {
+    let n = data.len();
+    let body = json!({"data": data, "total": n, "limit": 0, "offset": 0, "errors": null});
+    noted(
+        Json(body).into_response(),
+        auth,
+        results.unwrap_or(n),
+        resource,
+    )
 }
 
 fn micros(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
@@ -74,13 +88,7 @@ pub async fn services(
         .collect();
     names.sort();
     names.dedup();
-    let n = names.len();
-    Ok(noted(
-        Json(envelope(json!(names), n)).into_response(),
-        &auth,
-        n,
-        None,
-    ))
+    Ok(answer(&auth, names, None, None))
 }
 
 async fn operations_of(
@@ -124,13 +132,7 @@ pub async fn service_operations(
     let ops = operations_of(&state, &auth, Some(service), None).await?;
     let mut names: Vec<String> = ops.into_iter().map(|(n, _)| n).collect();
     names.dedup();
-    let n = names.len();
-    Ok(noted(
-        Json(envelope(json!(names), n)).into_response(),
-        &auth,
-        n,
-        None,
-    ))
+    Ok(answer(&auth, names, None, None))
 }
 
 /// `GET /jaeger/api/operations?service=&spanKind=`
@@ -158,13 +160,7 @@ pub async fn operations(
         .iter()
         .map(|(n, k)| json!({"name": n, "spanKind": k}))
         .collect();
-    let n = data.len();
-    Ok(noted(
-        Json(envelope(json!(data), n)).into_response(),
-        &auth,
-        n,
-        None,
-    ))
+    Ok(answer(&auth, data, None, None))
 }
 
 fn attr(name: &str) -> Field {
@@ -335,13 +331,7 @@ pub async fn traces(
             jaeger_trace(&t)
         })
         .collect();
-    let n = data.len();
-    Ok(noted(
-        Json(envelope(json!(data), n)).into_response(),
-        &auth,
-        n,
-        resource,
-    ))
+    Ok(answer(&auth, data, None, resource))
 }
 
 /// `GET /jaeger/api/traces/{id}`
@@ -368,17 +358,8 @@ pub async fn trace(
         ));
     };
     crate::mask::Masker::new(&state, &auth).traces(&mut data);
-    let spans: usize = data
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
-    Ok(noted(
-        Json(envelope(json!([jaeger_trace(&data)]), 1)).into_response(),
-        &auth,
-        spans,
-        None,
-    ))
+    let spans = tv_model::span_count(&data);
+    Ok(answer(&auth, vec![jaeger_trace(&data)], Some(spans), None))
 }
 
 fn tag(kv: &KeyValue) -> Json_ {
@@ -530,11 +511,5 @@ pub async fn dependencies(
             json!({"parent": p, "child": c, "callCount": d.calls, "errorCount": d.errors})
         })
         .collect();
-    let n = data.len();
-    Ok(noted(
-        Json(envelope(json!(data), n)).into_response(),
-        &auth,
-        n,
-        None,
-    ))
+    Ok(answer(&auth, data, None, None))
 }

@@ -84,12 +84,7 @@ async fn trace_response(
     let auth = permit.authorize(state)?;
     let mut data = load_trace(state, &auth, id).await?;
     crate::mask::Masker::new(state, &auth).traces(&mut data.resource_spans);
-    let spans: usize = data
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
+    let spans = tv_model::span_count(&data.resource_spans);
     if wants_protobuf(headers) {
         return Ok(noted(protobuf(&data), &auth, spans, None));
     }
