@@ -79,6 +79,7 @@ impl std::fmt::Debug for OidcVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(flatten)]
     rest: HashMap<String, serde_json::Value>,
 }
@@ -179,6 +180,12 @@ impl OidcVerifier {
 
     /// Validates a JWT and maps its claims to a principal. Errors never carry the token.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_until(token).map(|(p, _)| p)
+    }
+
+    /// [`OidcVerifier::verify`], with the token's expiry (`exp`, unix seconds): what a session
+    /// made from the token is bound to.
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = decode_header(token).map_err(|_| {
             AuthError::Rejected("not a JWT with a supported algorithm (alg none is refused)".into())
         })?;
@@ -248,7 +255,7 @@ impl OidcVerifier {
                 self.cfg.tenants_claim
             )));
         }
-        Ok(Principal {
+        let p = Principal {
             name: c.sub.clone(),
             credential: Credential::Oidc {
                 issuer: self.cfg.issuer.clone(),
@@ -257,7 +264,8 @@ impl OidcVerifier {
             role,
             tenants: TenantScope::Only(tenants),
             services: Vec::new(),
-        })
+        };
+        Ok((p, c.exp))
     }
 }
 

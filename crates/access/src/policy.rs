@@ -44,7 +44,7 @@ namespace Tracevault {
     context: { "tenant": Tenant }
   };
   action read_trace, search, read_receipt, read_log, read_metrics, flush, admin_tokens,
-         admin_certs, admin_keys, read_audit, read_findings appliesTo {
+         admin_certs, admin_keys, read_audit, read_findings, ui_login appliesTo {
     principal: [Principal],
     resource: [Tenant],
     context: {}
@@ -125,6 +125,16 @@ when { principal in Tracevault::Role::"investigator" };
 @id("log")
 permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant);
 
+// People sign in to the web UI (and mint single-use login links for themselves); ingest and
+// metrics credentials belong to programs and do not.
+@id("ui")
+permit (principal, action == Tracevault::Action::"ui_login", resource is Tracevault::Tenant)
+when {
+  principal in Tracevault::Role::"reader" ||
+  principal in Tracevault::Role::"investigator" ||
+  principal in Tracevault::Role::"auditor"
+};
+
 // Prometheus scrapers.
 @id("metrics")
 permit (
@@ -162,6 +172,8 @@ pub enum Action {
     ReadFieldClass,
     /// Reveal a restricted field class in a receipt. Resource: a field class.
     Reveal,
+    /// Sign in to the web UI, or mint a single-use login link.
+    UiLogin,
 }
 
 impl Action {
@@ -181,6 +193,7 @@ impl Action {
             Action::ReadFindings => "read_findings",
             Action::ReadFieldClass => "read_field_class",
             Action::Reveal => "reveal",
+            Action::UiLogin => "ui_login",
         }
     }
 }
@@ -532,6 +545,7 @@ mod tests {
             Action::Flush,
             Action::AdminTokens,
             Action::ReadAudit,
+            Action::UiLogin,
         ];
         let admin_of_tenant: Vec<Action> = all
             .iter()
@@ -548,6 +562,7 @@ mod tests {
                     Action::Search,
                     Action::ReadReceipt,
                     Action::ReadLog,
+                    Action::UiLogin,
                 ],
             ),
             (
@@ -557,9 +572,13 @@ mod tests {
                     Action::Search,
                     Action::ReadReceipt,
                     Action::ReadLog,
+                    Action::UiLogin,
                 ],
             ),
-            (Role::Auditor, &[Action::ReadAudit, Action::ReadLog]),
+            (
+                Role::Auditor,
+                &[Action::ReadAudit, Action::ReadLog, Action::UiLogin],
+            ),
             // /metrics is server-wide: not for credentials bound to tenants.
             (Role::Metrics, &[Action::ReadLog]),
         ];

@@ -8,6 +8,7 @@ mod client;
 mod eval_cmd;
 mod keys_cmd;
 mod logging;
+mod login_cmd;
 mod query;
 mod redact_cmd;
 mod response_cmd;
@@ -84,6 +85,8 @@ enum Cmd {
     /// credential (admin).
     #[command(subcommand)]
     Response(response_cmd::ResponseCmd),
+    /// Print a single-use link that signs you in to the web UI (valid 5 minutes, once).
+    LoginUrl(login_cmd::LoginUrlArgs),
     /// Measure detection quality on labeled data: per-class recall, false-positive rate and a
     /// confusion table (`tracevault eval detect --evaldata ../shared/evaldata`).
     #[command(subcommand)]
@@ -408,6 +411,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Keys(k) => keys_cmd::run(k).await,
             Cmd::Tenant(t) => tenant_cmd::run(t).await,
             Cmd::Response(r) => response_cmd::run(r).await,
+            Cmd::LoginUrl(a) => login_cmd::run(a).await,
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

@@ -127,6 +127,47 @@ pub fn authenticate(
     resolve_tenant(principal, headers)
 }
 
+/// Authenticates a query-API request: as [`authenticate`], or, when it carries no
+/// `Authorization` header, by the web UI's session cookie (the credential that made the
+/// session, re-checked). A state change made with the cookie must come from this origin with
+/// the session's CSRF token. The OTLP listeners never take the cookie.
+pub fn authenticate_api(
+    state: &crate::AppState,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    peer: Option<&PeerInfo>,
+) -> Result<Caller, Refused> {
+    if !headers.contains_key(http::header::AUTHORIZATION)
+        && let Some(cookie) = crate::ui::session::cookie(headers)
+    {
+        let view = state
+            .sessions
+            .lookup(cookie, &state.tokens)
+            .map_err(|e| Refused {
+                error: ApiError::Unauthenticated(e),
+                principal: None,
+                tenant: None,
+            })?;
+        let safe = matches!(
+            *method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if !safe {
+            crate::ui::signin::check_csrf(state, headers, uri, &view).map_err(|error| Refused {
+                error,
+                principal: Some(Box::new(view.principal.clone())),
+                tenant: None,
+            })?;
+        }
+        if let Some(c) = peer.and_then(|p| p.conn.as_ref()) {
+            c.mark_authenticated();
+        }
+        return resolve_tenant(view.principal, headers);
+    }
+    authenticate(state, headers, peer)
+}
+
 /// Who the credential is (401 when there is none or it is not valid).
 fn credential(
     state: &crate::AppState,
@@ -218,6 +259,7 @@ fn default_roles(action: Action) -> &'static str {
         Action::Ingest => "ingest or admin",
         Action::ReadTrace | Action::Search | Action::ReadReceipt => "reader, investigator or admin",
         Action::ReadLog => "any role",
+        Action::UiLogin => "reader, investigator, auditor or admin",
         Action::ReadMetrics => "metrics or admin, bound to every tenant",
         Action::ReadAudit => "auditor or admin",
         Action::ReadFieldClass | Action::Reveal | Action::ReadFindings => "investigator or admin",

@@ -198,6 +198,55 @@ pub struct RawConfig {
     pub no_redaction: Option<bool>,
     /// Threat detection (`[detection]`).
     pub detection: Option<RawDetection>,
+    /// The web UI's sessions (`[ui]`).
+    pub ui: Option<RawUi>,
+}
+
+/// `[ui]`: the web UI's sessions.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawUi {
+    /// A session unused this long ends (default 1800 s).
+    pub session_idle_secs: Option<u64>,
+    /// A session ends this long after sign-in, however used (default 43200 s, 12 h).
+    pub session_max_secs: Option<u64>,
+}
+
+/// The web UI's session timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UiSettings {
+    pub session_idle: Duration,
+    pub session_max: Duration,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        UiSettings {
+            session_idle: Duration::from_secs(1800),
+            session_max: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+impl RawUi {
+    fn validate(&self) -> anyhow::Result<UiSettings> {
+        let d = UiSettings::default();
+        let idle = self.session_idle_secs.unwrap_or(d.session_idle.as_secs());
+        let max = self.session_max_secs.unwrap_or(d.session_max.as_secs());
+        if !(10..=86_400).contains(&idle) {
+            bail!("ui.session_idle_secs = {idle}: must be 10..=86400");
+        }
+        if !(10..=7 * 86_400).contains(&max) {
+            bail!("ui.session_max_secs = {max}: must be 10..=604800 (7 days)");
+        }
+        if idle > max {
+            bail!("ui.session_idle_secs ({idle}) is longer than ui.session_max_secs ({max})");
+        }
+        Ok(UiSettings {
+            session_idle: Duration::from_secs(idle),
+            session_max: Duration::from_secs(max),
+        })
+    }
 }
 
 /// `[detection]`: signature rules on ingest and where findings go.
@@ -282,7 +331,8 @@ impl RawConfig {
             rate_limits,
             oidc,
             keys,
-            detection
+            detection,
+            ui
         );
         overlay!(self.listen, other.listen, otlp_grpc, otlp_http, api);
         overlay!(
@@ -625,7 +675,9 @@ impl RawConfig {
             )
             .map_err(|e| anyhow::anyhow!("[access] {e}"))?,
         );
+        let ui = self.ui.clone().unwrap_or_default().validate()?;
         Ok(ServeConfig {
+            ui,
             field_classes,
             oidc,
             root,
@@ -755,6 +807,8 @@ pub struct ServeConfig {
     pub field_classes: std::sync::Arc<crate::mask::FieldClasses>,
     /// Threat detection.
     pub detection: DetectionSettings,
+    /// The web UI's sessions.
+    pub ui: UiSettings,
 }
 
 #[cfg(test)]

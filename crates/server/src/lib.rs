@@ -105,6 +105,8 @@ pub struct AppState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Longest a request waits for a budget or a query slot before 503.
     pub budget_wait: std::time::Duration,
+    /// The web UI's sessions and single-use login codes.
+    pub sessions: Arc<ui::session::Sessions>,
 }
 
 impl AppState {
@@ -458,6 +460,7 @@ impl Server {
         let graph = Arc::new(graph::ServiceGraph::default());
         graph.load(&cfg.data_dir, &keyring);
         let state = Arc::new(AppState {
+            sessions: Arc::new(ui::session::Sessions::new(cfg.ui)),
             detection,
             graph,
             store,

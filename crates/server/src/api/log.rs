@@ -23,7 +23,7 @@ use tv_tlog::tiled::TileStore;
 
 use super::{Permit, RouteAction};
 use crate::AppState;
-use crate::auth::authenticate;
+use crate::auth::authenticate_api;
 use crate::error::ApiError;
 
 fn text(body: Vec<u8>, cache: &'static str) -> Response {
@@ -78,7 +78,14 @@ pub async fn tiles(
 ) -> Result<Response, ApiError> {
     if !state.log_public {
         let resource = format!("/log/{}", path.chars().take(256).collect::<String>());
-        let caller = authenticate(&state, &headers, peer.as_deref()).map_err(|r| {
+        let caller = authenticate_api(
+            &state,
+            &http::Method::GET,
+            &http::Uri::from_static("/log"),
+            &headers,
+            peer.as_deref(),
+        )
+        .map_err(|r| {
             r.audit(
                 &state.audit,
                 peer.as_deref(),

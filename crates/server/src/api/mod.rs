@@ -41,7 +41,7 @@ use tv_access::Action;
 
 use crate::AppState;
 use crate::audit::AuditNote;
-use crate::auth::{Authorized, Caller, authenticate};
+use crate::auth::{Authorized, Caller, authenticate_api};
 use crate::error::ApiError;
 use crate::metrics::EndpointLabels;
 
@@ -205,6 +205,13 @@ pub fn routes() -> Vec<Route> {
             true,
         ),
         route("/api/audit", get(audit::query), a(ReadAudit), true),
+        // The web UI's single-use login links
+        route(
+            "/api/ui/login-codes",
+            post(crate::ui::signin::mint),
+            a(UiLogin),
+            true,
+        ),
         // Transparency log
         route(
             "/api/traces/{id}/receipt",
@@ -422,7 +429,13 @@ async fn require_auth(State(route): State<Guarded>, mut req: Request, next: Next
     let action = route.action.map_or("other", Action::name);
     let audit_allowed = route.audited;
     let path = req.uri().path().chars().take(512).collect::<String>();
-    let caller = match authenticate(&state, req.headers(), peer.as_ref()) {
+    let caller = match authenticate_api(
+        &state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        peer.as_ref(),
+    ) {
         Ok(c) => c,
         Err(r) => {
             r.audit(&state.audit, peer.as_ref(), "api", action, path);

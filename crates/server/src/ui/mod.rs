@@ -5,6 +5,13 @@
 //! `eval`, no framing), `nosniff`, no referrer, HSTS.
 //!
 //! Deep links (`/trace/<32 hex>`, `/search`, ...) answer the shell, which routes in the page.
+//!
+//! Sign-in ([`signin`]) makes a session ([`session`]) the API accepts in place of a token.
+
+pub mod session;
+pub mod signin;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Path;
@@ -35,17 +42,17 @@ struct Asset {
     content_type: &'static str,
 }
 
-const INDEX: &[u8] = include_bytes!("../ui/index.html");
+const INDEX: &[u8] = include_bytes!("../../ui/index.html");
 
 const ASSETS: &[Asset] = &[
     Asset {
         name: "app.css",
-        body: include_bytes!("../ui/app.css"),
+        body: include_bytes!("../../ui/app.css"),
         content_type: "text/css; charset=utf-8",
     },
     Asset {
         name: "app.js",
-        body: include_bytes!("../ui/app.js"),
+        body: include_bytes!("../../ui/app.js"),
         content_type: "text/javascript; charset=utf-8",
     },
 ];
@@ -53,14 +60,25 @@ const ASSETS: &[Asset] = &[
 /// The pages whose paths answer the shell (the page routes itself).
 const PAGES: &[&str] = &["/", "/search", "/findings", "/map", "/audit", "/security"];
 
-/// The UI's routes, each response with [`SECURITY_HEADERS`].
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Whether `path` is a page of the UI (login links may land only on one).
+pub fn is_page(path: &str) -> bool {
+    PAGES.contains(&path) || path.strip_prefix("/trace/").is_some_and(is_trace_id)
+}
+
+fn is_trace_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The UI's routes (pages, assets, sign-in), each response with [`SECURITY_HEADERS`].
+pub fn router() -> Router<Arc<crate::AppState>> {
     let mut r = Router::new();
     for p in PAGES {
         r = r.route(p, get(shell));
     }
     r.route("/trace/{id}", get(trace))
         .route("/assets/{name}", get(asset))
+        .route("/ui/session", get(signin::whoami).post(signin::sign_in))
+        .route("/ui/logout", axum::routing::post(signin::sign_out))
         .layer(axum::middleware::map_response(with_headers))
 }
 
@@ -85,7 +103,7 @@ async fn shell() -> Response {
 
 /// `/trace/<32 hex>`: the shell; anything else is no page.
 async fn trace(Path(id): Path<String>) -> Response {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if is_trace_id(&id) {
         shell().await
     } else {
         not_found()
