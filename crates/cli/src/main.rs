@@ -5,6 +5,7 @@ mod audit_cmd;
 mod bench;
 mod cert_cmd;
 mod client;
+mod demo;
 mod eval_cmd;
 mod keys_cmd;
 mod logging;
@@ -87,6 +88,9 @@ enum Cmd {
     Response(response_cmd::ResponseCmd),
     /// Print a single-use link that signs you in to the web UI (valid 5 minutes, once).
     LoginUrl(login_cmd::LoginUrlArgs),
+    /// Start a server with a demo shop's traffic (and a few attacks) in it, and say what
+    /// tracevault made of it; serves until Ctrl-C (or stops with --exit).
+    Demo(demo::DemoArgs),
     /// Measure detection quality on labeled data: per-class recall, false-positive rate and a
     /// confusion table (`tracevault eval detect --evaldata ../shared/evaldata`).
     #[command(subcommand)]
@@ -272,6 +276,18 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The demo's server logs: warnings and errors only (its own lines are the story).
+fn init_demo_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRACEVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(logging::Stderr { ansi })
+        .init();
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -412,6 +428,10 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Tenant(t) => tenant_cmd::run(t).await,
             Cmd::Response(r) => response_cmd::run(r).await,
             Cmd::LoginUrl(a) => login_cmd::run(a).await,
+            Cmd::Demo(a) => {
+                init_demo_logging();
+                demo::run(a).await
+            }
             Cmd::Bench(b) => bench::run(b).await,
             Cmd::Witness(w) => {
                 init_logging(false);

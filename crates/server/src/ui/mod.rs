@@ -47,18 +47,26 @@ const INDEX: &[u8] = include_bytes!("../../ui/index.html");
 const ASSETS: &[Asset] = &[
     Asset {
         name: "app.css",
-        body: include_bytes!("../../ui/app.css"),
+        body: include_bytes!("../../ui/dist/app.css"),
         content_type: "text/css; charset=utf-8",
     },
     Asset {
         name: "app.js",
-        body: include_bytes!("../../ui/app.js"),
+        body: include_bytes!("../../ui/dist/app.js"),
         content_type: "text/javascript; charset=utf-8",
     },
 ];
 
 /// The pages whose paths answer the shell (the page routes itself).
-const PAGES: &[&str] = &["/", "/search", "/findings", "/map", "/audit", "/security"];
+const PAGES: &[&str] = &[
+    "/",
+    "/search",
+    "/findings",
+    "/map",
+    "/audit",
+    "/security",
+    "/keys",
+];
 
 /// Whether `path` is a page of the UI (login links may land only on one).
 pub fn is_page(path: &str) -> bool {

@@ -1,0 +1,61 @@
+// The sign-in page: paste an API token (or an OIDC token), or open a login link from
+// `tracevault login-url`.
+import { useState } from "preact/hooks";
+import { html } from "./html.js";
+import { postJson } from "./api.js";
+
+export const exchangeLoginCode = {
+  /** The login code in the URL fragment, removed from the address bar and history. */
+  take() {
+    const frag = new URLSearchParams(location.hash.slice(1));
+    const code = frag.get("login");
+    if (!code) return null;
+    history.replaceState(null, "", location.pathname + location.search);
+    return code;
+  },
+};
+
+export function SignIn({ error, onSignedIn }) {
+  const [token, setToken] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [msg, setMsg] = useState(error);
+
+  const submit = async (e) => {
+    e.preventDefault();
+    setBusy(true);
+    setMsg(null);
+    try {
+      const s = await postJson("/ui/session", { token: token.trim() });
+      setToken("");
+      onSignedIn(s);
+    } catch (err) {
+      setMsg(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return html`<section class="signin" aria-labelledby="signin-title">
+    <h1 id="signin-title">Sign in</h1>
+    <form onSubmit=${submit}>
+      <label for="token">API token or OIDC token</label>
+      <input
+        id="token"
+        type="password"
+        autocomplete="off"
+        spellcheck="false"
+        value=${token}
+        onInput=${(e) => setToken(e.currentTarget.value)}
+        placeholder="tvk_…"
+        required
+      />
+      <button type="submit" disabled=${busy}>Sign in</button>
+    </form>
+    ${msg && html`<p class="error" role="alert">${msg}</p>`}
+    <p class="muted">
+      Or run <code>tracevault login-url</code> and open the link it prints: it signs you in once,
+      within 5 minutes, as the token that made it. The token is kept by this server's session
+      only (a cookie this page's scripts cannot read).
+    </p>
+  </section>`;
+}
