@@ -555,7 +555,9 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     }));
     let api = format!("https://{}", addrs.api);
     println!(
-        "tracevault demo: a server at {api} (data in {})",
+        "tracevault demo: a server at {api} (OTLP/gRPC {}, OTLP/HTTP {}; data in {})",
+        addrs.otlp_grpc,
+        addrs.otlp_http,
         dir.display()
     );
 

@@ -40,6 +40,8 @@ for (const f of css.outputFiles) writeFileSync(f.path, f.text);
 
 
 
+writeFileSync(here + "dist/favicon.svg", readFileSync(here + "src/favicon.svg"));
+
 for (const f of ["app.js", "app.css"]) {
   const b = readFileSync(here + "dist/" + f);
   const sri = "sha384-" + createHash("sha384").update(b).digest("base64");

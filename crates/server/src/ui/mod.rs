@@ -51,6 +51,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/css; charset=utf-8",
     },
     Asset {
+        name: "favicon.svg",
+        body: include_bytes!("../../ui/dist/favicon.svg"),
+        content_type: "image/svg+xml",
+    },
+    Asset {
         name: "app.js",
         body: include_bytes!("../../ui/dist/app.js"),
         content_type: "text/javascript; charset=utf-8",

@@ -108,7 +108,14 @@ function App() {
         // address bar and history at once, then exchange it.
         const code = exchangeLoginCode.take();
         if (code) {
-          const s = await postJson("/ui/session", { login_code: code });
+          let s;
+          try {
+            s = await postJson("/ui/session", { login_code: code });
+          } catch (e) {
+            setError(`This login link did not sign you in: ${e.message}`);
+            setMe(null);
+            return;
+          }
           setCsrf(s.csrf);
           setMe(s);
           navigate(s.next || "/search");

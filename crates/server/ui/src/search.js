@@ -127,6 +127,7 @@ export function SearchPage() {
     const ctrl = new AbortController();
     setBusy(true);
     setError(null);
+    setResult(null);
     const started = performance.now();
     getJson(`/api/search${qs({ q: p.q, limit: p.limit, start: end - secs, end })}`, { signal: ctrl.signal })
       .then((r) => {

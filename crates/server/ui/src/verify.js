@@ -563,6 +563,7 @@ function verifyInclusion(proof, size, root, index, leaf) {
   if (proof.length !== want)
     return {
       kind: "length",
+      want,
       message: `proof has ${proof.length} hashes; a proof for these sizes has exactly ${want}`,
     };
   const th = runRecordProof(proof, 0n, size, index, leaf);
@@ -918,14 +919,11 @@ export async function verifyReceipt(receipt, keys, opts = {}) {
     const bad = verifyInclusion(proof.hashes, v.cp.size, v.cp.root, proof.index, leafHash(leaf));
     if (bad) {
       const what = {
-        range: `the proof's index ${proof.index} is not in the checkpoint's tree of size ${v.cp.size}`,
-        length: `${bad.message} (index ${proof.index}, tree size ${v.cp.size})`,
-        invalid: "it does not lead to the checkpoint's root",
+        range: `The proof's index ${proof.index} is not in the checkpoint's tree of size ${v.cp.size}`,
+        length: `The Merkle inclusion proof has ${proof.hashes.length} hashes; a proof for index ${proof.index} in a tree of size ${v.cp.size} has exactly ${bad.want}`,
+        invalid: "The Merkle inclusion proof does not lead to the checkpoint's root",
       }[bad.kind];
-      throw new Failure(
-        "inclusion",
-        `The Merkle inclusion proof fails: ${what}. The span is not proven to be in the log`,
-      );
+      throw new Failure("inclusion", `${what}: the span is not proven to be in the log`);
     }
     step("inclusion", `The log entry is at index ${proof.index} of the tree of size ${v.cp.size} (Merkle inclusion proof, RFC 6962)`);
 
@@ -950,12 +948,12 @@ export async function verifyReceipt(receipt, keys, opts = {}) {
     if (sbad) {
       const what = {
         range: `span ${r.span_index} is not in a record of ${r.span_count} spans`,
-        length: `${sbad.message} (span ${r.span_index} of ${r.span_count})`,
-        invalid: "the span path does not lead to the record's span root",
+        length: `the span path has ${path.length} hashes; a path to span ${r.span_index} of ${r.span_count} has exactly ${sbad.want}`,
+        invalid: "they and the span path do not lead to the record's span root",
       }[sbad.kind];
       throw new Failure(
         "span",
-        `The span's fields do not hash to span ${r.span_index} of the record's span root: ${what}. A field, salt or the span path was altered`,
+        `The span's fields do not hash to span ${r.span_index} of the record: ${what}. A field, a salt or the span path was altered`,
       );
     }
     let withheld = 0;

@@ -43,7 +43,7 @@ export function VerifyPanel({ traceId, spanId }) {
           ${res.ok ? "Verified: this span is in the log as shown" : `Not verified: ${res.error}`}
         </p>
         <ol class="steps">
-          ${res.steps.map((s) => html`<li class=${s.ok ? "ok" : "fail"}><span aria-hidden="true">${s.ok ? "✓" : "✗"}</span> ${s.text}</li>`)}
+          ${res.steps.filter((s) => s.ok || s.text !== res.error).map((s) => html`<li class=${s.ok ? "ok" : "fail"}><span aria-hidden="true">${s.ok ? "✓" : "✗"}</span> ${s.text}</li>`)}
         </ol>`}
     </div>
   </section>`;

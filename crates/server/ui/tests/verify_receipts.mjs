@@ -81,6 +81,13 @@ function flipChar(s, i) {
   return s.slice(0, i) + d + s.slice(i + 1);
 }
 
+/** `count` positions spread over a string of `len` characters, shifted by `seed`. */
+function spread(len, count, seed = 0) {
+  const out = new Set();
+  for (let j = 0; j < Math.min(count, len); j++) out.add((Math.floor((j * len) / count) + seed * 7) % len);
+  return [...out].sort((a, b) => a - b);
+}
+
 /** Positions 0, stride, 2 stride... (offset start), always including the last. */
 function positions(len, stride, start = 0) {
   const out = [];
@@ -184,7 +191,7 @@ function uncheckedRanges(proof, checkedKeys) {
 let mutations = 0;
 let skipped = 0;
 const cliSample = [];
-const exhaustive = new Set([0, Math.floor(receipts.length / 2), receipts.length - 1]);
+const exhaustive = new Set([0, receipts.length - 1]);
 const withheldAt = receipts.findIndex((r) => r.fields.some((f) => f.withheld != null));
 if (withheldAt >= 0) exhaustive.add(withheldAt);
 
@@ -204,22 +211,24 @@ for (const [ri, r0] of receipts.entries()) {
   };
 
   // leaf
-  for (const p of positions(r0.leaf.length, all ? 1 : 13, ri)) {
+  for (const p of all ? positions(r0.leaf.length, 1) : spread(r0.leaf.length, 4, ri)) {
     const r = clone(r0);
     r.leaf = flipChar(r.leaf, p);
     sample(`${t} leaf[${p}]`, r);
     await mustFail(r, `${t} with leaf[${p}] changed`);
   }
   // proof
-  const skip = witnessKeys.length ? [] : uncheckedRanges(r0.proof, keys);
-  for (const p of positions(r0.proof.length, all ? 7 : 89, ri)) {
+  const cliSkip = uncheckedRanges(r0.proof, keys);
+  const skip = witnessKeys.length ? [] : cliSkip;
+  for (const p of all ? positions(r0.proof.length, 7, ri) : spread(r0.proof.length, 24, ri)) {
     if (skip.some(([a, b]) => p >= a && p < b)) {
       skipped++;
       continue;
     }
     const r = clone(r0);
     r.proof = flipChar(r.proof, p);
-    sample(`${t} proof[${p}]`, r);
+    // The CLI checks no witness cosignature: compare with it only outside those lines.
+    if (!cliSkip.some(([a, b]) => p >= a && p < b)) sample(`${t} proof[${p}]`, r);
     const res = await mustFail(r, `${t} with proof[${p}] (${JSON.stringify(r0.proof[p])}) changed`);
     void res;
   }
@@ -227,12 +236,13 @@ for (const [ri, r0] of receipts.entries()) {
   for (const [fi, f] of r0.fields.entries()) {
     const fields = [];
     if (f.name != null) {
-      fields.push(["value", all ? 1 : 7], ["salt", all ? 1 : 9], ["name", all ? 1 : 100]);
+      fields.push(["value", all ? 0 : 1], ["salt", all ? 0 : 1], ["name", all ? 0 : fi % 3 === 0 ? 1 : -1]);
     } else {
-      fields.push(["withheld", all ? 1 : 5]);
+      fields.push(["withheld", all ? 0 : 2]);
     }
     for (const [k, stride] of fields) {
-      for (const p of positions(f[k].length, stride, fi)) {
+      if (stride < 0) continue;
+      for (const p of stride === 0 ? positions(f[k].length, 1) : spread(f[k].length, stride, ri + fi)) {
         const r = clone(r0);
         r.fields[fi][k] = flipChar(f[k], p);
         sample(`${t} fields[${fi}].${k}[${p}]`, r);
@@ -247,7 +257,7 @@ for (const [ri, r0] of receipts.entries()) {
   }
   // span path
   for (const [hi, h] of r0.span_path.entries()) {
-    for (const p of positions(h.length, all ? 1 : 9, hi)) {
+    for (const p of all ? positions(h.length, 1) : spread(h.length, 1, ri + hi)) {
       const r = clone(r0);
       r.span_path[hi] = flipChar(h, p);
       sample(`${t} span_path[${hi}][${p}]`, r);
@@ -256,7 +266,7 @@ for (const [ri, r0] of receipts.entries()) {
   }
   // ids and format
   for (const k of ["trace_id", "span_id", "format"]) {
-    for (const p of positions(r0[k].length, all ? 1 : 5, ri)) {
+    for (const p of all ? positions(r0[k].length, 1) : spread(r0[k].length, 2, ri)) {
       const r = clone(r0);
       r[k] = flipChar(r0[k], p);
       sample(`${t} ${k}[${p}]`, r);
@@ -289,7 +299,7 @@ for (const [ri, r0] of receipts.entries()) {
     ["the proof's index + 1", (r) => (r.proof = r.proof.replace(/\nindex (\d+)\n/, (_, n) => `\nindex ${+n + 1}\n`))],
     ["the proof's index with a leading zero", (r) => (r.proof = r.proof.replace(/\nindex (\d+)\n/, "\nindex 0$1\n"))],
     ["the ML-DSA-44 line stripped", (r) => (r.proof = r.proof.split("\n").filter((l) => l.length < 1000).join("\n"))],
-    ["the Ed25519 line stripped", (r) => (r.proof = r.proof.replace(new RegExp(`\u2014 ${edKey.name.replace(/[/.]/g, "\\$&")} [A-Za-z0-9+/]{96}\n`), ""))],
+    ["the Ed25519 line stripped", (r) => (r.proof = r.proof.replace(new RegExp(`\u2014 ${edKey.name.replace(/[/.]/g, "\\$&")} [A-Za-z0-9+/]{91}=\n`), ""))],
     ["a trailing line after the signatures", (r) => (r.proof += "trailing garbage\n")],
     ["not an object", () => null],
   ];
@@ -297,6 +307,10 @@ for (const [ri, r0] of receipts.entries()) {
     let r = clone(r0);
     const out = f(r);
     if (out === null) r = null;
+    else if (JSON.stringify(r) === JSON.stringify(r0)) {
+      check(what === "a proof hash dropped" || what === "a span path hash dropped", `${t}: the change "${what}" changed nothing`);
+      continue;
+    }
     await mustFail(r, `${t} with ${what}`);
   }
   // Numbers and structure stay the same for a receipt of a different span: the whole receipt
