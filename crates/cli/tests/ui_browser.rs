@@ -46,6 +46,21 @@ struct Demo {
     vkeys: Vec<String>,
 }
 
+impl Demo {
+    /// `tracevault ARGS --server API --data-dir DIR`: its stdout (it must succeed).
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--server", &self.api, "--data-dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "tracevault {args:?}: {err}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -231,35 +246,16 @@ async fn the_ui_in_chromium_against_the_demo() {
     assert!(text.contains("3 receipts verified"), "{text}");
 
     // A reader's login link, landing on the search page.
-    let reader = {
-        let out = Command::new(BIN)
-            .args(["token", "create", "--role", "reader", "--tenant", "default"])
-            .args(["--server", &demo.api, "--data-dir"])
-            .arg(&demo.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let reader = demo.cli(&["token", "create", "--role", "reader", "--tenant", "default"]);
     let tf = tmp.path().join("reader.token");
     std::fs::write(&tf, &reader).unwrap();
-    let out = Command::new(BIN)
-        .args(["login-url", "--next", "/search?q=%7B%7D", "--token-file"])
-        .arg(&tf)
-        .args(["--server", &demo.api, "--data-dir"])
-        .arg(&demo.dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let login = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let login = demo.cli(&[
+        "login-url",
+        "--next",
+        "/search?q=%7B%7D",
+        "--token-file",
+        tf.to_str().unwrap(),
+    ]);
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
     let artifacts = std::env::var("CARGO_TARGET_DIR")
         .map(|t| PathBuf::from(t).join("ui-artifacts"))
