@@ -40,7 +40,7 @@ pub struct DemoArgs {
 
 /// The demo's server settings: learning of normal behaviour ends a minute after the first span
 /// (so the attacks sent after the shop's history are judged against it).
-const DEMO_CONFIG: &str = "version = 1\n\n# tracevault demo: behaviour is learned from the first minute of spans\n[detection.behaviour]\nlearning_secs = 60\n";
+const DEMO_CONFIG: &str = "version = 1\n\n# tracevault demo: behaviour is learned from the first minute of spans\n[detection.behaviour]\nlearning_secs = 60\n\n# a credential that rewrites a span it already sent is quarantined until an admin releases it\n[[detection.responses]]\naction = \"quarantine\"\nrules = [\"tv-integrity-span-reuse\"]\n";
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -594,6 +594,34 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let history = (shop.traces, shop.spans);
     let lateral = attacks(&mut shop, now - 5_000_000_000);
     c.send(&ingest, &shop.request()).await?;
+    // A second credential re-sends a span it already sent, with other content (a tampering
+    // collector): detection flags it and the response rule above quarantines the credential.
+    let rogue = c
+        .post(
+            "/api/admin/tokens",
+            serde_json::json!({"name": "build-agent", "role": "ingest", "tenants": ["default"]}),
+        )
+        .await?["token"]
+        .as_str()
+        .context("no token in the answer")?
+        .to_owned();
+    let tr = shop.new_trace();
+    shop.span(
+        "cart",
+        tr,
+        None,
+        "GET /cart",
+        2,
+        now - 4_000_000_000,
+        3_000_000,
+        vec![],
+        false,
+    );
+    let first = shop.request();
+    c.send(&rogue, &first).await?;
+    let mut rewritten = first.clone();
+    rewritten.resource_spans[0].scope_spans[0].spans[0].name = "GET /cart/export-all".into();
+    c.send(&rogue, &rewritten).await?;
     println!(
         "sent over OTLP/HTTP + TLS: {} traces ({} spans) of a shop (frontend, cart, payment, db), then {} attack traces ({} spans)",
         history.0,
@@ -631,8 +659,9 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     for _ in 0..60 {
         findings = c.json("/api/findings?limit=1000").await?;
         let rules = rules_of(&findings);
-        if rules.iter().any(|r| r.contains("auth-burst"))
-            && rules.iter().any(|r| r.contains("new-edge"))
+        if ["auth-burst", "new-edge", "span-reuse"]
+            .iter()
+            .all(|want| rules.iter().any(|r| r.contains(want)))
         {
             break;
         }
@@ -651,6 +680,20 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     for ((rule, title), n) in &by_rule {
         println!("  {rule:<40} {n:>3}  {title}");
+    }
+
+    let responses = c.json("/api/admin/responses").await?;
+    for r in responses["responses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        println!(
+            "automated response: {} {} (rule {}); an admin releases it on the UI's Findings page",
+            r["action"].as_str().unwrap_or("?"),
+            r["principal"].as_str().unwrap_or("?"),
+            r["rule"].as_str().unwrap_or("?")
+        );
     }
 
     // The signed checkpoint and one receipt, checked here with the log's public keys only.

@@ -107,6 +107,8 @@ pub struct AppState {
     pub budget_wait: std::time::Duration,
     /// The web UI's sessions and single-use login codes.
     pub sessions: Arc<ui::session::Sessions>,
+    /// The security counters of the last day, a sample a minute.
+    pub security_history: ui::security::SecurityHistory,
 }
 
 impl AppState {
@@ -461,6 +463,7 @@ impl Server {
         graph.load(&cfg.data_dir, &keyring);
         let state = Arc::new(AppState {
             sessions: Arc::new(ui::session::Sessions::new(cfg.ui)),
+            security_history: ui::security::SecurityHistory::default(),
             detection,
             graph,
             store,
@@ -599,6 +602,22 @@ impl Server {
                         Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), "TLS files changed but do not load; the running certificates stay")
                         }
+                    }
+                }
+            });
+        }
+        {
+            // The security counters, sampled every minute for the UI's overview.
+            let mut stop = rx.clone();
+            let st = self.state.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = tv_access::now_unix();
+                    st.security_history
+                        .record(ui::security::sample(&st.metrics.render(), now));
+                    tokio::select! {
+                        _ = tokio::time::sleep(ui::security::SAMPLE_EVERY) => {}
+                        _ = stop.wait_for(|s| *s) => break,
                     }
                 }
             });

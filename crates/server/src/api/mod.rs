@@ -320,6 +320,12 @@ pub fn routes() -> Vec<Route> {
         route("/api/admin/flush", post(admin::flush), a(Flush), true),
         // Operations
         route("/metrics", get(ops::metrics), a(ReadMetrics), false),
+        route(
+            "/api/security/overview",
+            get(ops::security_overview),
+            a(ReadMetrics),
+            false,
+        ),
         Route {
             path: "/ready",
             handler: get(ops::ready),

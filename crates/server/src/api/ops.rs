@@ -64,3 +64,19 @@ pub async fn metrics(
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
 }
+
+/// `GET /api/security/overview`: the security counters sampled every minute over the last
+/// day, and now (server-wide, like `/metrics`).
+pub async fn security_overview(
+    State(state): State<Arc<AppState>>,
+    permit: Permit,
+) -> Result<Response, ApiError> {
+    permit.authorize_every(&state, "the security overview (server-wide counters)")?;
+    let now = crate::ui::security::sample(&state.metrics.render(), tv_access::now_unix());
+    let samples = state.security_history.with_now(now);
+    Ok(axum::Json(serde_json::json!({
+        "sample_every_secs": crate::ui::security::SAMPLE_EVERY.as_secs(),
+        "samples": samples,
+    }))
+    .into_response())
+}

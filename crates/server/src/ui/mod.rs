@@ -8,6 +8,7 @@
 //!
 //! Sign-in ([`signin`]) makes a session ([`session`]) the API accepts in place of a token.
 
+pub mod security;
 pub mod session;
 pub mod signin;
 

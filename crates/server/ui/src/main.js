@@ -7,7 +7,10 @@ import { SignIn, exchangeLoginCode } from "./signin.js";
 import { SearchPage } from "./search.js";
 import { TracePage } from "./trace.js";
 import { KeysPage } from "./keys.js";
-import { Placeholder } from "./placeholder.js";
+import { FindingsPage } from "./findings.js";
+import { MapPage } from "./map.js";
+import { AuditPage } from "./audit.js";
+import { SecurityPage } from "./security.js";
 import { navigate } from "./nav.js";
 
 function useLocation() {
@@ -34,13 +37,15 @@ function onLinkClick(e) {
   navigate(a.pathname + a.search);
 }
 
+// The pages, and the roles whose credentials may read what each shows (the API decides; the
+// menu only leaves out what would be refused).
 const NAV = [
-  ["/search", "Search"],
-  ["/findings", "Findings"],
-  ["/map", "Service map"],
-  ["/audit", "Audit"],
-  ["/security", "Security"],
-  ["/keys", "Verifier keys"],
+  ["/search", "Search", ["reader", "investigator", "admin"]],
+  ["/findings", "Findings", ["investigator", "admin"]],
+  ["/map", "Service map", ["reader", "investigator", "admin"]],
+  ["/audit", "Audit", ["auditor", "admin"]],
+  ["/security", "Security", ["admin"]],
+  ["/keys", "Verifier keys", null],
 ];
 
 function theme() {
@@ -65,7 +70,7 @@ function Header({ me, onSignOut, path }) {
     ${me &&
     html`<nav aria-label="Main">
       <ul>
-        ${NAV.map(
+        ${NAV.filter(([, , roles]) => !roles || roles.includes(me.role)).map(
           ([href, label]) =>
             html`<li>
               <a href=${href} aria-current=${path.startsWith(href) ? "page" : undefined}>${label}</a>
@@ -89,10 +94,13 @@ function Page({ path, me }) {
   const p = path.split("?")[0];
   const m = /^\/trace\/([0-9a-fA-F]{32})$/.exec(p);
   if (m) return html`<${TracePage} traceId=${m[1].toLowerCase()} me=${me} />`;
+  if (p === "/" && me.role === "auditor") return html`<${AuditPage} />`;
   if (p === "/" || p === "/search") return html`<${SearchPage} />`;
   if (p === "/keys") return html`<${KeysPage} />`;
-  const other = NAV.find(([href]) => href === p);
-  if (other) return html`<${Placeholder} title=${other[1]} />`;
+  if (p === "/findings") return html`<${FindingsPage} me=${me} />`;
+  if (p === "/map") return html`<${MapPage} />`;
+  if (p === "/audit") return html`<${AuditPage} />`;
+  if (p === "/security") return html`<${SecurityPage} />`;
   return html`<section><h1>No such page</h1><p><a href="/search">Search traces</a></p></section>`;
 }
 

@@ -39,13 +39,12 @@ function AttrTable({ attrs, caption }) {
   </table>`;
 }
 
-function Finding({ f, traceId }) {
+function Finding({ f }) {
   const d = f.detail || {};
   return html`<li class=${`finding sev-${f.severity}`}>
     <strong>${f.title}</strong> <span class="sev">${f.severity}</span>
     <span class="muted"> rule ${f.rule || "?"}</span>
     ${d.message && html`<div>${d.message}</div>`}
-    <div><a href=${`/findings?trace=${traceId}`}>All findings on this trace</a></div>
   </li>`;
 }
 
@@ -66,7 +65,8 @@ function SpanDetail({ span, trace, traceId }) {
     <p class=${status === "error" ? "error" : ""}>${status}${span.status && span.status.message ? `: ${span.status.message}` : ""}</p>
     ${span.findings.length > 0 &&
     html`<h3>Findings</h3>
-      <ul class="findings">${span.findings.map((f) => html`<${Finding} f=${f} traceId=${traceId} />`)}</ul>`}
+      <ul class="findings">${span.findings.map((f) => html`<${Finding} f=${f} />`)}</ul>
+      <p><a href=${`/findings?trace=${traceId}`}>All findings on this trace</a></p>`}
     <h3>Attributes</h3>
     <${AttrTable} attrs=${span.attributes} caption="Span attributes" />
     <h3>Resource</h3>

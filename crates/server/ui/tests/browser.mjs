@@ -150,9 +150,21 @@ try {
   await page.keyboard.press("ArrowDown");
   ok((await page.locator("#span-title").innerText()) !== before || rows < 2, "arrow keys move through the spans");
 
-  // 5. A reader reaches no admin data: the API refuses the session there.
+  // 5. A reader reaches no admin page: the menu leaves them out, the pages say no, the API
+  //    refuses the session.
+  const readerTrace = page.url();
+  const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
+  ok(!/Audit|Security|Findings/.test(nav), `the reader's menu has no admin pages (${nav.replace(/\s+/g, " ")})`);
+  for (const path of ["/audit", "/security", "/findings"]) {
+    await page.goto(`${URL_}${path}`);
+    await page.getByText("Your role may not read this").waitFor();
+    ok(true, `a reader opening ${path} is told the role may not read it`);
+  }
+  ok((await page.locator("table.list").count()) === 0, "and sees no records");
   const adminStatus = await page.evaluate(async () => (await fetch("/api/admin/tokens")).status);
   ok(adminStatus === 403, `the reader's session gets 403 from the admin API (${adminStatus})`);
+  await page.goto(readerTrace);
+  await page.locator('[role="tree"]').waitFor();
 
   // 6. Sign out; sign in again by pasting the admin token.
   await page.getByRole("button", { name: "Sign out" }).click();
@@ -230,7 +242,60 @@ try {
   ok((await page.locator(".detail .findings").innerText()).toLowerCase().includes("sql injection"), "the finding is named on the span");
   await shot(page, "finding");
 
-  // 10. A 10,000-span trace: first render (the figure), windowed rows, dark theme, axe.
+  // 10. Findings: list, chart, OCSF record, its trace; quarantine released by the admin.
+  const menu = page.getByRole("navigation", { name: "Main" });
+  await menu.getByRole("link", { name: "Findings" }).click();
+  await page.getByTestId("finding-count").waitFor();
+  ok(Number((await page.getByTestId("finding-count").innerText()).split(" ")[0]) >= 8, "the demo's findings are listed");
+  ok((await page.locator(".chart canvas").count()) >= 1, "findings are charted over time");
+  await page.getByRole("button", { name: /SQL injection/ }).first().click();
+  await page.getByLabel("OCSF record").waitFor();
+  ok((await page.getByLabel("OCSF record").innerText()).includes('"class_uid": 2004'), "a finding shows its OCSF record");
+  await axe(page, "findings");
+  await shot(page, "findings");
+  const quarantined = page.getByRole("button", { name: /^Release token:/ });
+  await quarantined.first().waitFor();
+  ok(true, "the quarantined credential is listed for the admin");
+  await quarantined.first().click();
+  await page.getByText(/^Released /).waitFor();
+  await page.getByRole("button", { name: /^Release token:/ }).first().waitFor({ state: "detached", timeout: 5000 });
+  ok(true, "the admin released it: the credential left the list");
+  await page.locator("table.list tbody tr", { hasText: "SQL injection" }).first().locator("a").click();
+  await page.locator('[role="tree"]').waitFor();
+  ok(new URL(page.url()).pathname.startsWith("/trace/"), "a finding links to its trace");
+
+  // 11. The service map shows the demo's calls, the new lateral one flagged.
+  await menu.getByRole("link", { name: "Service map" }).click();
+  await page.getByTestId("edges").waitFor();
+  const edgeRows = await page.locator('[data-testid="edges"] tbody tr').allInnerTexts();
+  for (const [a, b] of [["frontend", "cart"], ["frontend", "payment"], ["cart", "db"], ["payment", "db"]]) {
+    ok(edgeRows.some((r) => r.startsWith(`${a}\t${b}\t`)), `the map has ${a} → ${b}`);
+  }
+  ok((await page.locator('path.edge.flagged[data-edge="cart->payment"]').count()) === 1, "the new cart → payment call stands out");
+  await axe(page, "service map");
+  await shot(page, "map");
+
+  // 12. Audit and security at a glance.
+  await menu.getByRole("link", { name: "Audit" }).click();
+  await page.getByTestId("audit-size").waitFor();
+  ok(Number(await page.getByTestId("audit-size").innerText()) > 10, "the audit log's size is shown");
+  await page.locator("#a-action").fill("ui_login");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.locator("table.list tbody tr", { hasText: "ui session (login link)" }).first().waitFor();
+  ok(true, "the audit log names the sign-in by login link");
+  await axe(page, "audit");
+  await shot(page, "audit");
+  await menu.getByRole("link", { name: "Security" }).click();
+  await page.locator('[data-family="redacted"] table.totals').waitFor();
+  const redacted = await page.locator('[data-family="redacted"] table.totals').innerText();
+  ok(/detector:email/.test(redacted) && /detector:credit_card/.test(redacted), "redactions by detector are shown");
+  ok(/high/.test(await page.locator('[data-family="findings"]').innerText()), "findings by severity are shown");
+  const groups = await page.locator('[data-family="tls_groups"] table.totals').innerText();
+  ok(/X25519MLKEM768/.test(groups), `the TLS key-exchange groups in use are shown (${groups.replace(/\s+/g, " ")})`);
+  await axe(page, "security");
+  await shot(page, "security");
+
+  // 13. A 10,000-span trace: first render (the figure), windowed rows, dark theme, axe.
   await page.goto(`${URL_}/trace/${env("TV_BIG_TRACE")}`);
   figures.trace_10k_first_render_ms = Math.round(await mark(page, "tv:trace-rendered", 60000));
   ok((await page.getByTestId("span-count").innerText()).startsWith("10000"), "all 10,000 spans are in the trace");
