@@ -79,6 +79,9 @@ enum Cmd {
     Verify(verify::VerifyArgs),
     /// Check a span receipt with nothing but the log's verifier keys (exit 0 only if valid).
     VerifyReceipt(verify::VerifyReceiptArgs),
+    /// The standalone receipt verifier page (one HTML file that reaches no network): print its
+    /// SHA-256, and with --out write it, to open offline in a browser.
+    VerifyPage(verify::VerifyPageArgs),
     /// Apply redaction rules to OTLP JSON offline: redacted JSON out, a report of what fired where
     /// (never a value) on stderr. Test a rules file before deploying it.
     Redact(redact_cmd::RedactArgs),
@@ -389,6 +392,7 @@ fn main() -> ExitCode {
     let offline = match cli.cmd {
         Cmd::Verify(a) => Some(verify::verify(a)),
         Cmd::VerifyReceipt(a) => Some(verify::verify_receipt(a)),
+        Cmd::VerifyPage(a) => Some(verify::verify_page(a)),
         Cmd::Redact(a) => Some(redact_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Eval(a) => Some(eval_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         Cmd::State(s) => Some(state_cmd::run(s)),
@@ -463,6 +467,7 @@ fn run(cmd: Cmd) -> ExitCode {
             }
             Cmd::Verify(_)
             | Cmd::VerifyReceipt(_)
+            | Cmd::VerifyPage(_)
             | Cmd::Redact(_)
             | Cmd::Eval(_)
             | Cmd::State(_) => Ok(()),

@@ -471,3 +471,25 @@ pub fn verify_receipt(a: VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(2)
     })
 }
+
+#[derive(Args)]
+pub struct VerifyPageArgs {
+    /// Write the page here (open it in a browser; it needs no server and no network)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `tracevault verify-page [--out FILE]`: the SHA-256 of the standalone verifier page this
+/// binary carries (the server serves the same bytes at /verify.html), and the page itself.
+pub fn verify_page(a: VerifyPageArgs) -> anyhow::Result<ExitCode> {
+    let page = tv_server::ui::VERIFY_PAGE;
+    let digest = tv_server::ui::verify_page_sha256();
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, page).with_context(|| format!("writing {}", p.display()))?;
+            println!("sha256:{digest}  {}", p.display());
+        }
+        None => println!("sha256:{digest}  verify.html"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -256,6 +256,16 @@ async fn the_ui_in_chromium_against_the_demo() {
         "--token-file",
         tf.to_str().unwrap(),
     ]);
+    // The standalone verifier page, as the CLI writes it (to open offline).
+    let page = tmp.path().join("verify.html");
+    let (ok, out) = tv(&["verify-page", "--out", page.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let digest = out
+        .split_whitespace()
+        .next()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .expect("the digest")
+        .to_string();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts");
     let artifacts = std::env::var("CARGO_TARGET_DIR")
         .map(|t| PathBuf::from(t).join("ui-artifacts"))
@@ -273,6 +283,8 @@ async fn the_ui_in_chromium_against_the_demo() {
             .env("TV_VKEYS", vk)
             .env("TV_BIG_TRACE", big)
             .env("TV_ARTIFACTS", &artifacts)
+            .env("TV_VERIFY_PAGE", &page)
+            .env("TV_VERIFY_SHA256", &digest)
             .output()
             .map(|o| (o, demo))
     })

@@ -43,7 +43,21 @@ struct Asset {
     content_type: &'static str,
 }
 
-const INDEX: &[u8] = include_bytes!("../../ui/index.html");
+const INDEX: &[u8] = include_bytes!("../../ui/dist/index.html");
+
+/// The standalone receipt verifier: one HTML file, its script and style inline and pinned by
+/// hash in its own CSP (`dist/verify.csp`, also sent as the header when served); it reaches no
+/// network. `tracevault verify-page` writes it and prints its SHA-256.
+pub const VERIFY_PAGE: &[u8] = include_bytes!("../../ui/dist/verify.html");
+const VERIFY_CSP: &str = include_str!("../../ui/dist/verify.csp");
+
+/// The SHA-256 of [`VERIFY_PAGE`], lowercase hex.
+pub fn verify_page_sha256() -> String {
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        VERIFY_PAGE,
+    ))
+}
 
 const ASSETS: &[Asset] = &[
     Asset {
@@ -91,6 +105,7 @@ pub fn router() -> Router<Arc<crate::AppState>> {
     }
     r.route("/trace/{id}", get(trace))
         .route("/assets/{name}", get(asset))
+        .route("/verify.html", get(verify_page))
         .route("/ui/session", get(signin::whoami).post(signin::sign_in))
         .route("/ui/logout", axum::routing::post(signin::sign_out))
         .layer(axum::middleware::map_response(with_headers))
@@ -99,9 +114,22 @@ pub fn router() -> Router<Arc<crate::AppState>> {
 async fn with_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     for (k, v) in SECURITY_HEADERS {
-        h.insert(*k, HeaderValue::from_static(v));
+        // A response with a stricter policy of its own (the verifier page) keeps it.
+        h.entry(*k).or_insert(HeaderValue::from_static(v));
     }
     resp
+}
+
+async fn verify_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, VERIFY_CSP.trim()),
+        ],
+        VERIFY_PAGE,
+    )
+        .into_response()
 }
 
 async fn shell() -> Response {
@@ -151,6 +179,45 @@ fn not_found() -> Response {
 mod tests {
     use super::*;
 
+    fn b64_sha256(data: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+    }
+
+    #[test]
+    fn the_verifier_page_pins_its_own_script_and_reaches_no_network() {
+        let page = std::str::from_utf8(VERIFY_PAGE).unwrap();
+        let body = |open: &str, close: &str| {
+            let i = page.find(open).unwrap() + open.len();
+            &page[i..i + page[i..].find(close).unwrap()]
+        };
+        let script = body("<script>", "</script>");
+        let style = body("<style>", "</style>");
+        assert_eq!(
+            page.matches("<script").count(),
+            1,
+            "one inline script, no src"
+        );
+        let csp = VERIFY_CSP.trim();
+        assert!(csp.contains(&format!("'sha256-{}'", b64_sha256(script.as_bytes()))));
+        assert!(csp.contains(&format!("'sha256-{}'", b64_sha256(style.as_bytes()))));
+        assert!(csp.contains("connect-src 'none'") && csp.contains("default-src 'none'"));
+        assert!(!csp.contains("unsafe"));
+        // The same policy travels in the file, for when it is opened offline.
+        assert!(page.contains(&format!("content=\"{csp}\"")));
+    }
+
+    #[test]
+    fn the_operators_guide_lists_the_verifier_pages_digest() {
+        let hex = verify_page_sha256();
+        let guide = include_str!("../../../../docs/operators-guide.md");
+        assert!(
+            guide.contains(&hex),
+            "docs/operators-guide.md must list the verifier page's SHA-256 {hex} (tracevault verify-page prints it)"
+        );
+    }
+
     #[test]
     fn the_shell_loads_only_same_origin_files_and_no_inline_script() {
         let html = std::str::from_utf8(INDEX).unwrap();
@@ -171,6 +238,19 @@ mod tests {
         for (i, _) in html.match_indices("href=\"") {
             let v = &html[i + 6..];
             assert!(v.starts_with('/'), "{}", &v[..v.find('"').unwrap()]);
+        }
+        // Subresource Integrity on the script and the style sheet: the embedded bytes' SHA-384.
+        for name in ["app.js", "app.css"] {
+            use base64::Engine;
+            let a = ASSETS.iter().find(|a| a.name == name).unwrap();
+            let sri = base64::engine::general_purpose::STANDARD.encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA384,
+                a.body,
+            ));
+            assert!(
+                html.contains(&format!("integrity=\"sha384-{sri}\"")),
+                "{name}: no matching integrity attribute"
+            );
         }
         assert!(!CSP.contains("unsafe-inline") && !CSP.contains("unsafe-eval"));
         assert!(CSP.contains("frame-ancestors 'none'"));

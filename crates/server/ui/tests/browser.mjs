@@ -7,6 +7,8 @@
 //   TV_VKEYS          the log's verifier keys, one per line
 //   TV_BIG_TRACE      a trace id with 10,000 spans
 //   TV_ARTIFACTS      where screenshots go
+//   TV_VERIFY_PAGE    the standalone verifier as `tracevault verify-page --out` wrote it
+//   TV_VERIFY_SHA256  the digest the CLI printed for it
 // Prints "FIGURES {json}" (first-render times, bundle size) and exits 1 on the first failure.
 import { chromium } from "playwright-core";
 import { createHash, X509Certificate } from "node:crypto";
@@ -233,6 +235,38 @@ try {
   await page.locator("#vkeys").fill(vkeys.join("\n"));
   await page.getByRole("button", { name: "Pin these keys" }).click();
   await page.getByText("Pinned 2 keys").waitFor();
+
+  // The standalone verifier: served with its own CSP, the same bytes the CLI wrote and digested,
+  // and working offline from a file, with no network.
+  const resp = await page.request.get(`${URL_}/verify.html`, { ignoreHTTPSErrors: true });
+  const served = await resp.body();
+  ok(createHash("sha256").update(served).digest("hex") === env("TV_VERIFY_SHA256"), "the served verifier page is the one the CLI digests");
+  ok(served.equals(readFileSync(env("TV_VERIFY_PAGE"))), "and the file the CLI wrote");
+  ok(/connect-src 'none'/.test(resp.headers()["content-security-policy"]), "the served page may reach no network");
+  const receiptJson = JSON.stringify(
+    await page.evaluate(async (id) => (await fetch(`/api/traces/${id}/receipt`)).json(), traceId),
+  );
+  const offline = await ctx.newPage();
+  await offline.goto(`file://${env("TV_VERIFY_PAGE")}`);
+  await offline.getByText("Nothing you paste leaves this page").waitFor();
+  await offline.locator("#keys").fill(vkeys.join("\n"));
+  await offline.locator("#receipt").fill(receiptJson);
+  await offline.getByRole("button", { name: "Verify" }).click();
+  await offline.locator("#out p").first().waitFor();
+  const summary = await offline.locator("#out p").first().innerText();
+  ok(/^(\d+) of \1 receipts verified/.test(summary), `the offline page verifies the trace's receipts (${summary})`);
+  await shot(offline, "verify-offline");
+  await axe(offline, "standalone verifier (offline)");
+  const altered = JSON.parse(receiptJson);
+  const r0 = altered.receipts[0];
+  r0.proof = r0.proof.replace(/index (\d+)/, (m, n) => `index ${Number(n) + 1}`);
+  await offline.locator("#receipt").fill(JSON.stringify(r0));
+  await offline.getByRole("button", { name: "Verify" }).click();
+  await offline.locator("#out h2.bad").waitFor();
+  ok((await offline.locator("#out").innerText()).includes("0 of 1 receipts verified"), "the offline page refuses an altered receipt");
+  const blocked = await offline.evaluate(() => fetch("https://127.0.0.1:1/").then(() => false, () => true));
+  ok(blocked, "the offline page cannot fetch anything");
+  await offline.close();
 
   // 9. A finding on its span.
   await page.goto(`${URL_}/search?q=${encodeURIComponent('{ name = "GET /search" }')}`);
