@@ -42,6 +42,42 @@ pub struct OidcConfig {
     /// Clock skew tolerated on `exp` and `nbf`, seconds (at most 300).
     #[serde(default = "leeway")]
     pub leeway_secs: u64,
+    /// Web UI sign-in (authorization code + PKCE): this server's client id at the provider. With
+    /// `authorization_endpoint` and `token_endpoint`, the sign-in page offers the provider; the
+    /// ID token it returns (audience: this client id) is checked like any JWT.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// A file holding the client secret, for providers that require one (a public client with
+    /// PKCE needs none).
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// Scopes asked for (default `openid`; add the scope that carries the role and tenant claims).
+    #[serde(default = "scopes")]
+    pub scopes: String,
+    /// The redirect URI registered at the provider (default `https://<host the browser used>/ui/oidc/callback`).
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+}
+
+fn scopes() -> String {
+    "openid".into()
+}
+
+/// An https URL, or http to a loopback address.
+fn check_url(name: &str, u: &str) -> Result<(), String> {
+    let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| u.starts_with(p));
+    if !u.starts_with("https://") && !loopback_http {
+        return Err(format!(
+            "oidc.{name} {u:?}: must be https (plain http only to a loopback address)"
+        ));
+    }
+    Ok(())
 }
 
 fn role_claim() -> String {
@@ -136,15 +172,27 @@ impl OidcVerifier {
         if cfg.jwks_file.is_some() == cfg.jwks_url.is_some() {
             return Err("name exactly one of oidc.jwks_file and oidc.jwks_url".into());
         }
-        if let Some(u) = &cfg.jwks_url {
-            let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                .iter()
-                .any(|p| u.starts_with(p));
-            if !u.starts_with("https://") && !loopback_http {
-                return Err(format!(
-                    "oidc.jwks_url {u:?}: must be https (plain http only to a loopback address)"
-                ));
+        let ui = [
+            cfg.client_id.is_some(),
+            cfg.authorization_endpoint.is_some(),
+            cfg.token_endpoint.is_some(),
+        ];
+        if ui.iter().any(|x| *x) && !ui.iter().all(|x| *x) {
+            return Err(
+                "oidc: web UI sign-in needs client_id, authorization_endpoint and token_endpoint together".into(),
+            );
+        }
+        for (name, u) in [
+            ("authorization_endpoint", &cfg.authorization_endpoint),
+            ("token_endpoint", &cfg.token_endpoint),
+            ("redirect_uri", &cfg.redirect_uri),
+        ] {
+            if let Some(u) = u {
+                check_url(name, u)?;
             }
+        }
+        if let Some(u) = &cfg.jwks_url {
+            check_url("jwks_url", u)?;
             if cfg.jwks_refresh_secs < 1 {
                 return Err("oidc.jwks_refresh_secs must be at least 1".into());
             }
@@ -186,6 +234,26 @@ impl OidcVerifier {
     /// [`OidcVerifier::verify`], with the token's expiry (`exp`, unix seconds): what a session
     /// made from the token is bound to.
     pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
+        self.verify_with(token, &self.cfg.audience, None)
+    }
+
+    /// The ID token of a web UI sign-in: its audience is this server's client id, and its
+    /// `nonce` must be the one the sign-in sent.
+    pub fn verify_id_token(&self, token: &str, nonce: &str) -> Result<(Principal, u64), AuthError> {
+        let client = self
+            .cfg
+            .client_id
+            .as_deref()
+            .ok_or_else(|| AuthError::Rejected("oidc.client_id is not set".into()))?;
+        self.verify_with(token, client, Some(nonce))
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        audience: &str,
+        nonce: Option<&str>,
+    ) -> Result<(Principal, u64), AuthError> {
         let header = decode_header(token).map_err(|_| {
             AuthError::Rejected("not a JWT with a supported algorithm (alg none is refused)".into())
         })?;
@@ -207,7 +275,7 @@ impl OidcVerifier {
         v.leeway = self.cfg.leeway_secs;
         v.validate_nbf = true;
         v.set_issuer(&[&self.cfg.issuer]);
-        v.set_audience(&[&self.cfg.audience]);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = decode::<Claims>(token, key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -226,6 +294,17 @@ impl OidcVerifier {
             }
         })?;
         let c = data.claims;
+        if let Some(want) = nonce {
+            let got = c.rest.get("nonce").and_then(|v| v.as_str()).unwrap_or("");
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                got.as_bytes(),
+                want.as_bytes(),
+            )) {
+                return Err(AuthError::Rejected(
+                    "ID token's nonce is not this sign-in's (a replayed or injected token)".into(),
+                ));
+            }
+        }
         let role = c
             .rest
             .get(&self.cfg.role_claim)
@@ -310,6 +389,12 @@ mod tests {
             tenants_claim: tenants_claim(),
             algorithms: algorithms(),
             leeway_secs: 60,
+            client_id: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            client_secret_file: None,
+            scopes: scopes(),
+            redirect_uri: None,
         }
     }
 
@@ -425,6 +510,45 @@ mod tests {
         let evil = b64(&claims(serde_json::json!({"tracevault_role": "admin"})).to_string());
         parts[1] = &evil;
         assert_eq!(v.verify(&parts.join(".")).unwrap_err(), AuthError::Invalid);
+    }
+
+    #[test]
+    fn ui_sign_in_needs_its_three_settings_and_safe_urls() {
+        let i = idp();
+        let mut c = cfg("x");
+        c.client_id = Some("ui".into());
+        let e = OidcVerifier::new(c.clone(), Some(&i.jwks)).unwrap_err();
+        assert!(e.contains("together"), "{e}");
+        c.authorization_endpoint = Some("http://idp.example/auth".into());
+        c.token_endpoint = Some("https://idp.example/token".into());
+        let e = OidcVerifier::new(c.clone(), Some(&i.jwks)).unwrap_err();
+        assert!(
+            e.contains("authorization_endpoint") && e.contains("https"),
+            "{e}"
+        );
+        c.authorization_endpoint = Some("https://idp.example/auth".into());
+        assert!(OidcVerifier::new(c, Some(&i.jwks)).is_ok());
+    }
+
+    #[test]
+    fn an_id_token_needs_this_clients_audience_and_the_sign_ins_nonce() {
+        let i = idp();
+        let mut c = cfg("x");
+        c.client_id = Some("tracevault-ui".into());
+        c.authorization_endpoint = Some("https://idp.example/auth".into());
+        c.token_endpoint = Some("https://idp.example/token".into());
+        let v = OidcVerifier::new(c, Some(&i.jwks)).unwrap();
+        let good = token(
+            &i,
+            claims(serde_json::json!({"aud": "tracevault-ui", "nonce": "n1"})),
+        );
+        assert!(v.verify_id_token(&good, "n1").is_ok());
+        let e = v.verify_id_token(&good, "n2").unwrap_err();
+        assert!(e.to_string().contains("nonce"), "{e}");
+        // An API token (audience tracevault) is not an ID token for the UI, and back.
+        let api = token(&i, claims(serde_json::json!({"nonce": "n1"})));
+        assert!(v.verify_id_token(&api, "n1").is_err());
+        assert!(v.verify(&good).is_err());
     }
 
     #[test]

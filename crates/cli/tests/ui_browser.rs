@@ -37,6 +37,21 @@ fn prerequisites() -> Result<PathBuf, String> {
     Ok(PathBuf::from(chromium))
 }
 
+/// Chromium's path, or None after saying why the test is skipped (a failure under `CI=true`).
+fn browser_or_skip(what: &str) -> Option<PathBuf> {
+    match prerequisites() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{what} cannot run under CI: {why}"
+            );
+            eprintln!("SKIPPED {what}: {why}");
+            None
+        }
+    }
+}
+
 /// A running `tracevault demo`, stopped on drop.
 struct Demo {
     child: std::process::Child,
@@ -159,16 +174,8 @@ fn big_trace(n: usize) -> (ExportTraceServiceRequest, String) {
 
 #[tokio::test]
 async fn the_ui_in_chromium_against_the_demo() {
-    let chromium = match prerequisites() {
-        Ok(c) => c,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the browser test cannot run under CI: {why}"
-            );
-            eprintln!("SKIPPED the browser test: {why}");
-            return;
-        }
+    let Some(chromium) = browser_or_skip("the browser test") else {
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
@@ -300,4 +307,140 @@ async fn the_ui_in_chromium_against_the_demo() {
         stdout.contains("FIGURES {\"search_first_render_ms\""),
         "{stdout}"
     );
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running child process, killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_ui_signs_in_through_a_real_openid_provider() {
+    let Some(chromium) = browser_or_skip("the OIDC browser test") else {
+        return;
+    };
+    // The provider first (the server fetches its keys at start), told the callback URL of the
+    // server's API port, chosen now.
+    let port = free_port();
+    let api_port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let api = format!("https://127.0.0.1:{api_port}");
+    let mut idp = Child(
+        Command::new("node")
+            .arg("tests/idp.mjs")
+            .current_dir(ui_dir())
+            .env("IDP_PORT", port.to_string())
+            .env("IDP_REDIRECT", format!("{api}/ui/oidc/callback"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    // Its output is read to the end (a closed pipe would kill it), the first line awaited.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = idp.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("idp ready"),
+        "the provider did not start: {first}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tv.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[oidc]\nissuer = \"{issuer}\"\naudience = \"tracevault-api\"\njwks_url = \"{issuer}/jwks\"\n\
+             client_id = \"tracevault-ui\"\nauthorization_endpoint = \"{issuer}/auth\"\n\
+             token_endpoint = \"{issuer}/token\"\nscopes = \"openid tracevault\"\n"
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().join("data");
+    let _srv = Child(
+        Command::new(BIN)
+            .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir"])
+            .arg(&dir)
+            .args(["--api", &format!("127.0.0.1:{api_port}")])
+            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.join("listen.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let admin = std::fs::read_to_string(dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(rustls_client(&dir.join("tls/ca.pem")))
+        .build()
+        .unwrap();
+    let artifacts = std::env::var("CARGO_TARGET_DIR")
+        .map(|t| PathBuf::from(t).join("ui-artifacts"))
+        .unwrap_or_else(|_| PathBuf::from("target/ui-artifacts"));
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let cert = dir.join("tls/server.pem");
+    let url = api.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("tests/oidc.mjs")
+            .current_dir(ui_dir())
+            .env("TV_CHROMIUM", chromium)
+            .env("TV_URL", url)
+            .env("TV_SERVER_CERT", cert)
+            .env("TV_ARTIFACTS", artifacts)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the OIDC browser test failed:\n{stdout}"
+    );
+    // The sign-in is in the audit log.
+    let audit = client
+        .get(format!("{api}/api/audit?action=ui_login"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("ui session (oidc)"), "{audit}");
+    assert!(audit.contains("\"name\":\"alice\""), "{audit}");
+    drop(idp);
 }

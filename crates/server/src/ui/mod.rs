@@ -8,6 +8,7 @@
 //!
 //! Sign-in ([`signin`]) makes a session ([`session`]) the API accepts in place of a token.
 
+pub mod oidc;
 pub mod security;
 pub mod session;
 pub mod signin;
@@ -108,6 +109,9 @@ pub fn router() -> Router<Arc<crate::AppState>> {
         .route("/verify.html", get(verify_page))
         .route("/ui/session", get(signin::whoami).post(signin::sign_in))
         .route("/ui/logout", axum::routing::post(signin::sign_out))
+        .route("/ui/signin-options", get(oidc::options))
+        .route("/ui/oidc/start", get(oidc::start))
+        .route("/ui/oidc/callback", get(oidc::callback))
         .layer(axum::middleware::map_response(with_headers))
 }
 

@@ -42,6 +42,22 @@ const MAX_SESSIONS: usize = 10_000;
 /// Unused login codes held at once; beyond it minting is refused until some expire.
 const MAX_CODES: usize = 1_000;
 
+/// How long an OIDC sign-in may take at the provider.
+pub const OIDC_TTL: Duration = Duration::from_secs(600);
+
+/// OIDC sign-ins under way at once; beyond it the oldest is dropped.
+const MAX_PENDING_OIDC: usize = 1_000;
+
+/// An OIDC sign-in under way: what the callback needs (PKCE verifier, nonce, landing page).
+#[derive(Debug, Clone)]
+pub struct PendingOidc {
+    pub verifier: String,
+    pub nonce: String,
+    pub next: String,
+    pub redirect_uri: String,
+    started: Instant,
+}
+
 /// What keeps a session (or a login code) valid: the credential it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Binding {
@@ -106,6 +122,7 @@ pub struct Sessions {
     settings: UiSettings,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     codes: Mutex<HashMap<[u8; 32], LoginCode>>,
+    oidc: Mutex<HashMap<[u8; 32], PendingOidc>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -139,7 +156,39 @@ impl Sessions {
             settings,
             sessions: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
+            oidc: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts an OIDC sign-in: returns its `state` (for the provider and the browser's cookie)
+    /// and what the callback will need. Only the state's SHA-256 is kept.
+    pub fn begin_oidc(&self, next: String, redirect_uri: String) -> (String, PendingOidc) {
+        let state = random_secret();
+        let p = PendingOidc {
+            verifier: random_secret(),
+            nonce: random_secret(),
+            next,
+            redirect_uri,
+            started: Instant::now(),
+        };
+        let mut map = self.oidc.lock().expect("oidc lock");
+        map.retain(|_, x| x.started.elapsed() < OIDC_TTL);
+        if map.len() >= MAX_PENDING_OIDC
+            && let Some(k) = map.iter().min_by_key(|(_, x)| x.started).map(|(k, _)| *k)
+        {
+            map.remove(&k);
+        }
+        map.insert(digest(&state), p.clone());
+        (state, p)
+    }
+
+    /// Takes the sign-in `state` names (once; expired ones are gone).
+    pub fn take_oidc(&self, state: &str) -> Option<PendingOidc> {
+        self.oidc
+            .lock()
+            .expect("oidc lock")
+            .remove(&digest(state))
+            .filter(|p| p.started.elapsed() < OIDC_TTL)
     }
 
     pub fn settings(&self) -> UiSettings {
@@ -299,14 +348,24 @@ impl Sessions {
 
 /// The session cookie's value in a request, if any.
 pub fn cookie(headers: &HeaderMap) -> Option<&str> {
+    named_cookie(headers, COOKIE)
+}
+
+/// A cookie's value in a request, if any.
+pub fn named_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim())
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636).
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest(verifier))
 }
 
 /// The `Set-Cookie` value for a new session.

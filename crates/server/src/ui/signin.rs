@@ -41,7 +41,7 @@ pub fn host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
 }
 
 /// The tenant a person's records are filed under: their only (or first) tenant.
-fn home(p: &Principal) -> TenantId {
+pub(super) fn home(p: &Principal) -> TenantId {
     match &p.tenants {
         TenantScope::Only(list) if !list.is_empty() => list[0].clone(),
         _ => TenantId::default_tenant(),
@@ -49,7 +49,7 @@ fn home(p: &Principal) -> TenantId {
 }
 
 /// Only people sign in, and only as the policies allow.
-fn may_sign_in(state: &AppState, p: &Principal) -> Result<(), ApiError> {
+pub(super) fn may_sign_in(state: &AppState, p: &Principal) -> Result<(), ApiError> {
     if matches!(p.role, Role::Ingest | Role::Metrics) {
         return Err(ApiError::Forbidden(format!(
             "a credential of role {} belongs to a program, not a person: it cannot sign in to the UI or mint login links",
@@ -142,6 +142,28 @@ pub async fn sign_in(
         );
         return no_store(e.into_response());
     }
+    let new = open_session(&state, principal, binding, how, peer);
+    let mut body = view_json(&new.view);
+    body["next"] = serde_json::json!(next.unwrap_or_else(|| "/".into()));
+    let mut resp = no_store(Json(body).into_response());
+    let cookie = session::set_cookie(&new.cookie, state.sessions.settings().session_max);
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
+    resp
+}
+
+/// Opens a session for a principal just checked, audited as a sign-in by `how`, and the
+/// `Set-Cookie` value that hands it to the browser.
+pub(super) fn open_session(
+    state: &AppState,
+    principal: Principal,
+    binding: Binding,
+    how: &str,
+    peer: Option<&PeerInfo>,
+) -> session::NewSession {
+    let tenant = home(&principal);
     let new = state.sessions.create(principal, binding);
     state.audit.request(
         &new.view.principal,
@@ -154,15 +176,7 @@ pub async fn sign_in(
         None,
         None,
     );
-    let mut body = view_json(&new.view);
-    body["next"] = serde_json::json!(next.unwrap_or_else(|| "/".into()));
-    let mut resp = no_store(Json(body).into_response());
-    let cookie = session::set_cookie(&new.cookie, state.sessions.settings().session_max);
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
-    );
-    resp
+    new
 }
 
 /// A pasted credential: an API token, or an OIDC JWT when OIDC is configured.

@@ -32,7 +32,7 @@ function onLinkClick(e) {
   const a = e.target.closest && e.target.closest("a[href]");
   if (!a || a.target || a.origin !== location.origin || e.defaultPrevented) return;
   if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
-  if (a.pathname.startsWith("/api/")) return;
+  if (a.pathname.startsWith("/api/") || a.pathname.startsWith("/ui/") || a.pathname === "/verify.html") return;
   e.preventDefault();
   navigate(a.pathname + a.search);
 }

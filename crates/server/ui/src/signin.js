@@ -1,8 +1,18 @@
 // The sign-in page: paste an API token (or an OIDC token), or open a login link from
 // `tracevault login-url`.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { html } from "./html.js";
-import { postJson } from "./api.js";
+import { getJson, postJson } from "./api.js";
+
+/** Why an OIDC sign-in came back refused (the server puts it in `signin_error`), taken out of the URL. */
+function takeSigninError() {
+  const u = new URL(location.href);
+  const e = u.searchParams.get("signin_error");
+  if (!e) return null;
+  u.searchParams.delete("signin_error");
+  history.replaceState(null, "", u.pathname + u.search);
+  return `Sign-in through your identity provider failed: ${e}`;
+}
 
 export const exchangeLoginCode = {
   /** The login code in the URL fragment, removed from the address bar and history. */
@@ -18,7 +28,12 @@ export const exchangeLoginCode = {
 export function SignIn({ error, onSignedIn }) {
   const [token, setToken] = useState("");
   const [busy, setBusy] = useState(false);
-  const [msg, setMsg] = useState(error);
+  const [msg, setMsg] = useState(error || takeSigninError());
+  const [oidc, setOidc] = useState(false);
+  useEffect(() => {
+    getJson("/ui/signin-options").then((o) => setOidc(!!o.oidc), () => setOidc(false));
+  }, []);
+  const here = location.pathname === "/" ? "/search" : location.pathname + location.search;
 
   const submit = async (e) => {
     e.preventDefault();
@@ -51,6 +66,10 @@ export function SignIn({ error, onSignedIn }) {
       />
       <button type="submit" disabled=${busy}>Sign in</button>
     </form>
+    ${oidc &&
+    html`<p>
+      <a class="button" href=${`/ui/oidc/start?next=${encodeURIComponent(here)}`}>Sign in with your identity provider</a>
+    </p>`}
     ${msg && html`<p class="error" role="alert">${msg}</p>`}
     <p class="muted">
       Or run <code>tracevault login-url</code> and open the link it prints: it signs you in once,
