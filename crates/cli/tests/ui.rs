@@ -430,3 +430,37 @@ async fn a_session_ends_when_idle() {
     assert_eq!(st, 401);
     assert!(body.contains("idle"), "{body}");
 }
+
+#[test]
+fn the_demo_with_exit_stops_after_its_summary_and_keeps_a_named_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut args = vec!["demo", "--exit", "--data-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(&PORT0);
+    let out = std::process::Command::new(BIN)
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("verified: entry"), "{text}");
+    assert!(text.trim_end().ends_with("--exit: stopping"), "{text}");
+    // The named directory stays, private, with the demo's settings beside its data.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the demo's data dir is open to others: {mode:o}"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("config.toml"))
+            .unwrap()
+            .contains("learning_secs")
+    );
+    assert!(dir.join("admin.token").exists());
+}

@@ -110,6 +110,27 @@ fn start_demo(dir: &Path) -> Demo {
         text.contains("serving until Ctrl-C"),
         "the demo did not come up:\n{text}"
     );
+    // What it says it did.
+    for want in [
+        "sent over OTLP/HTTP + TLS",
+        "redacted at ingest",
+        "detector:credit_card",
+        "detector:email",
+        "tv-sqli",
+        "tv-lfi-traversal",
+        "tv-scanner-user-agent",
+        "tv-behaviour-auth-burst",
+        "tv-behaviour-new-edge",
+        "automated response: quarantine",
+        "signed checkpoint",
+        "verified: entry",
+        "#login=",
+    ] {
+        assert!(
+            text.contains(want),
+            "the demo's summary lacks {want:?}:\n{text}"
+        );
+    }
     let addrs: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("listen.json")).unwrap()).unwrap();
     let vkeys = lines

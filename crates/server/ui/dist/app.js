@@ -437,7 +437,7 @@ ${A.keyId}`)).map(A=>({name:A.name,keyId:A.keyIdHex}));let S=[];if(f.length>0)tr
     ${i&&n.length>0&&B`<div class="map-box">
       <svg width=${i.width} height=${i.height} role="img" aria-label=${`Service map: ${i.nodes.length} services, ${n.length} calls between them; listed in the table below`}>
         <defs>
-          <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse">
+          <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto-start-reverse">
             <path d="M0,0 L10,5 L0,10 z" fill="context-stroke" />
           </marker>
         </defs>

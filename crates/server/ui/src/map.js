@@ -118,7 +118,7 @@ export function MapPage() {
     html`<div class="map-box">
       <svg width=${g.width} height=${g.height} role="img" aria-label=${`Service map: ${g.nodes.length} services, ${edges.length} calls between them; listed in the table below`}>
         <defs>
-          <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse">
+          <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto-start-reverse">
             <path d="M0,0 L10,5 L0,10 z" fill="context-stroke" />
           </marker>
         </defs>

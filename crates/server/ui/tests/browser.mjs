@@ -173,6 +173,7 @@ try {
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
   const out = await page.evaluate(async () => (await fetch("/api/search?q=%7B%7D")).status);
   ok(out === 401, "after sign-out the session no longer works");
+  await axe(page, "sign-in");
   await page.locator("#token").fill(env("TV_ADMIN_TOKEN"));
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator(".who .role").waitFor();
@@ -198,6 +199,7 @@ try {
   await page.locator("#vkeys").fill(vkeys.join("\n"));
   await page.getByRole("button", { name: "Pin these keys" }).click();
   await page.getByText("Pinned 2 keys").waitFor();
+  await axe(page, "verifier keys");
   await page.goto(traceUrl);
   await page.getByRole("button", { name: "Verify in this browser" }).click();
   const verdict = page.locator(".verdict");
