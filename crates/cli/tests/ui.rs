@@ -336,11 +336,34 @@ async fn a_login_url_signs_in_once_as_its_minter_and_is_audited() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // One principal holds at most five unused links (the admin has one already).
+    for i in 0..5 {
+        let (st, msg) = call(&srv, "POST", "/api/ui/login-codes", &srv.token(), "default").await;
+        if i < 4 {
+            assert_eq!(st, 201, "{msg}");
+        } else {
+            assert_eq!(st, 503, "{msg}");
+            assert!(msg.contains("5 of your login links"), "{msg}");
+        }
+    }
     // Ingest credentials cannot mint one.
     let ingest = create_token(&srv, &["--role", "ingest", "--tenant", "acme"]);
     let (st, _) = call(&srv, "POST", "/api/ui/login-codes", &ingest, "acme").await;
     assert_eq!(st, 403);
 
+    // The page first asks whom the link signs in (without spending it).
+    let r = srv
+        .http_client()
+        .post(format!("{}/ui/session/preview", srv.api))
+        .header("origin", &srv.api)
+        .json(&serde_json::json!({ "login_code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let who: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(who["role"], "reader");
+    assert!(who.get("csrf").is_none(), "{who}");
     // Used once: a session as the reader, landing on the page; a second use is refused.
     let r = sign_in(&srv, serde_json::json!({ "login_code": code })).await;
     assert_eq!(r.status(), 200);
@@ -423,8 +446,32 @@ async fn a_session_ends_when_idle() {
             .contains("Max-Age=20")
     );
     let cookie = session_cookie(&r);
+    let me: serde_json::Value = r.json().await.unwrap();
     let (st, _) = with_cookie(&srv, reqwest::Method::GET, "/ui/session", &cookie, &[]).await;
     assert_eq!(st, 200);
+    // A link minted through the session does not start the absolute timeout over.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let csrf = me["csrf"].as_str().unwrap();
+    let (st, minted) = with_cookie(
+        &srv,
+        reqwest::Method::POST,
+        "/api/ui/login-codes",
+        &cookie,
+        &[("origin", &srv.api), ("x-csrf-token", csrf)],
+    )
+    .await;
+    assert_eq!(st, 201, "{minted}");
+    let code = serde_json::from_str::<serde_json::Value>(&minted).unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = sign_in(&srv, serde_json::json!({ "login_code": code })).await;
+    assert_eq!(r.status(), 200);
+    let renewed: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        renewed["max_secs"].as_u64().unwrap() <= 18,
+        "the new session got a fresh absolute timeout: {renewed}"
+    );
     tokio::time::sleep(std::time::Duration::from_secs(11)).await;
     let (st, body) = with_cookie(&srv, reqwest::Method::GET, "/api/search", &cookie, &[]).await;
     assert_eq!(st, 401);

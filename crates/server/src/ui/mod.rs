@@ -108,6 +108,7 @@ pub fn router() -> Router<Arc<crate::AppState>> {
         .route("/assets/{name}", get(asset))
         .route("/verify.html", get(verify_page))
         .route("/ui/session", get(signin::whoami).post(signin::sign_in))
+        .route("/ui/session/preview", axum::routing::post(signin::preview))
         .route("/ui/logout", axum::routing::post(signin::sign_out))
         .route("/ui/signin-options", get(oidc::options))
         .route("/ui/oidc/start", get(oidc::start))

@@ -223,6 +223,7 @@ pub async fn callback(
         &state,
         principal,
         Binding::Jwt { expires_unix: exp },
+        None,
         "oidc",
         peer,
     );

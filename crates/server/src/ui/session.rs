@@ -42,6 +42,13 @@ const MAX_SESSIONS: usize = 10_000;
 /// Unused login codes held at once; beyond it minting is refused until some expire.
 const MAX_CODES: usize = 1_000;
 
+/// Unused login codes one principal may hold (so one user cannot fill the table).
+const MAX_CODES_PER_PRINCIPAL: usize = 5;
+
+/// Sessions one credential may hold; a new one ends that credential's least recently used
+/// (so one credential signing in again and again cannot push everyone else's sessions out).
+const MAX_SESSIONS_PER_CREDENTIAL: usize = 20;
+
 /// How long an OIDC sign-in may take at the provider.
 pub const OIDC_TTL: Duration = Duration::from_secs(600);
 
@@ -98,6 +105,17 @@ struct LoginCode {
     binding: Binding,
     next: String,
     expires: Instant,
+    /// Minted through a UI session: when that session began (a session cannot outlive its
+    /// absolute timeout by minting a link to itself).
+    session_started: Option<Instant>,
+}
+
+/// A redeemed login code: who it signs in, as what, where to, and since when the session counts.
+pub struct Redeemed {
+    pub principal: Principal,
+    pub binding: Binding,
+    pub next: String,
+    pub started: Option<Instant>,
 }
 
 /// A session as the page sees it (`GET /ui/session`).
@@ -109,6 +127,8 @@ pub struct SessionView {
     /// Seconds until the session ends if unused, and at the latest.
     pub idle_secs: u64,
     pub max_secs: u64,
+    /// When the session began (what its absolute timeout counts from).
+    pub started: Instant,
 }
 
 /// A new session: the cookie value (shown to the browser once) and its view.
@@ -197,13 +217,36 @@ impl Sessions {
 
     /// Starts a session for a credential just checked.
     pub fn create(&self, principal: Principal, binding: Binding) -> NewSession {
+        self.create_since(principal, binding, Instant::now())
+    }
+
+    /// Starts a session whose absolute timeout counts from `started` (a login link minted by
+    /// a session carries that session's start).
+    pub fn create_since(
+        &self,
+        principal: Principal,
+        binding: Binding,
+        started: Instant,
+    ) -> NewSession {
         let cookie = random_secret();
         let csrf = random_secret();
         let now = Instant::now();
         let mut map = self.sessions.lock().expect("session lock");
         self.expire(&mut map, now);
+        let lru = |map: &HashMap<[u8; 32], Session>, same: bool| {
+            map.iter()
+                .filter(|(_, s)| !same || s.binding == binding)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| *k)
+        };
+        let mine = map.values().filter(|s| s.binding == binding).count();
+        if mine >= MAX_SESSIONS_PER_CREDENTIAL
+            && let Some(k) = lru(&map, true)
+        {
+            map.remove(&k);
+        }
         if map.len() >= MAX_SESSIONS
-            && let Some(k) = map.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k)
+            && let Some(k) = lru(&map, false)
         {
             map.remove(&k);
         }
@@ -212,7 +255,12 @@ impl Sessions {
             binding: binding.clone(),
             csrf: csrf.clone(),
             idle_secs: self.settings.session_idle.as_secs(),
-            max_secs: self.settings.session_max.as_secs(),
+            max_secs: self
+                .settings
+                .session_max
+                .saturating_sub(now.duration_since(started))
+                .as_secs(),
+            started,
         };
         map.insert(
             digest(&cookie),
@@ -220,7 +268,7 @@ impl Sessions {
                 principal,
                 binding,
                 csrf,
-                created: now,
+                created: started,
                 last_used: now,
             },
         );
@@ -279,6 +327,7 @@ impl Sessions {
                 .saturating_sub(age)
                 .as_secs()
                 .max(1),
+            started: s.created,
         })
     }
 
@@ -297,10 +346,18 @@ impl Sessions {
         principal: Principal,
         binding: Binding,
         next: String,
+        session_started: Option<Instant>,
     ) -> Result<String, String> {
         let now = Instant::now();
         let mut codes = self.codes.lock().expect("code lock");
         codes.retain(|_, c| c.expires > now);
+        let id = principal.id();
+        if codes.values().filter(|c| c.principal.id() == id).count() >= MAX_CODES_PER_PRINCIPAL {
+            return Err(format!(
+                "{MAX_CODES_PER_PRINCIPAL} of your login links are waiting to be used; use them or wait until they expire ({} s)",
+                LOGIN_CODE_TTL.as_secs()
+            ));
+        }
         if codes.len() >= MAX_CODES {
             return Err(format!(
                 "{MAX_CODES} login links are waiting to be used; wait until some expire ({} s)",
@@ -315,18 +372,28 @@ impl Sessions {
                 binding,
                 next,
                 expires: now + LOGIN_CODE_TTL,
+                session_started,
             },
         );
         Ok(code)
     }
 
+    /// Who a login code would sign in, without using it (the page asks before it spends it).
+    pub fn peek_code(&self, code: &str, tokens: &TokenStore) -> Result<Principal, AuthError> {
+        let codes = self.codes.lock().expect("code lock");
+        match codes.get(&digest(code)) {
+            Some(c) if c.expires > Instant::now() && c.binding.check(tokens).is_ok() => {
+                Ok(c.principal.clone())
+            }
+            _ => Err(AuthError::Rejected(
+                "login link is unknown, already used or expired (links work once, for 5 minutes): mint a new one with `tracevault login-url`".into(),
+            )),
+        }
+    }
+
     /// Uses a login code: taken out of the table in the same step that finds it, so a second
     /// use (or a racing one) finds nothing. Returns who minted it, its binding and its page.
-    pub fn redeem(
-        &self,
-        code: &str,
-        tokens: &TokenStore,
-    ) -> Result<(Principal, Binding, String), AuthError> {
+    pub fn redeem(&self, code: &str, tokens: &TokenStore) -> Result<Redeemed, AuthError> {
         let taken = self.codes.lock().expect("code lock").remove(&digest(code));
         let refused = || {
             AuthError::Rejected(
@@ -342,7 +409,12 @@ impl Sessions {
                 "login link's credential no longer holds ({e}): mint a new one"
             ))
         })?;
-        Ok((c.principal, c.binding, c.next))
+        Ok(Redeemed {
+            principal: c.principal,
+            binding: c.binding,
+            next: c.next,
+            started: c.session_started,
+        })
     }
 }
 

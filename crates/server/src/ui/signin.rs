@@ -113,13 +113,19 @@ pub async fn sign_in(
             )));
         }
     };
-    let (principal, binding, next, how) = match (req.token, req.login_code) {
+    let (principal, binding, next, started, how) = match (req.token, req.login_code) {
         (Some(t), None) => match from_token(&state, t.trim()) {
-            Ok((p, b)) => (p, b, None, "api token"),
+            Ok((p, b)) => (p, b, None, None, "api token"),
             Err(e) => return refused(ApiError::Unauthenticated(e)),
         },
         (None, Some(c)) => match state.sessions.redeem(c.trim(), &state.tokens) {
-            Ok((p, b, next)) => (p, b, Some(next), "login link"),
+            Ok(r) => (
+                r.principal,
+                r.binding,
+                Some(r.next),
+                r.started,
+                "login link",
+            ),
             Err(e) => return refused(ApiError::Unauthenticated(e)),
         },
         _ => {
@@ -142,7 +148,11 @@ pub async fn sign_in(
         );
         return no_store(e.into_response());
     }
-    let new = open_session(&state, principal, binding, how, peer);
+    let new = open_session(&state, principal, binding, started, how, peer);
+    // The browser's previous session, if any, ends with this sign-in.
+    if let Some(old) = session::cookie(&headers) {
+        state.sessions.end(old);
+    }
     let mut body = view_json(&new.view);
     body["next"] = serde_json::json!(next.unwrap_or_else(|| "/".into()));
     let mut resp = no_store(Json(body).into_response());
@@ -160,11 +170,15 @@ pub(super) fn open_session(
     state: &AppState,
     principal: Principal,
     binding: Binding,
+    started: Option<std::time::Instant>,
     how: &str,
     peer: Option<&PeerInfo>,
 ) -> session::NewSession {
     let tenant = home(&principal);
-    let new = state.sessions.create(principal, binding);
+    let new = match started {
+        Some(t) => state.sessions.create_since(principal, binding, t),
+        None => state.sessions.create(principal, binding),
+    };
     state.audit.request(
         &new.view.principal,
         &tenant,
@@ -190,6 +204,47 @@ fn from_token(state: &AppState, t: &str) -> Result<(Principal, Binding), AuthErr
     let secret = TokenSecret::parse(t.to_string())?;
     let p = state.tokens.authenticate(&secret)?;
     Ok((p, Binding::Token(secret.id().to_string())))
+}
+
+/// What `POST /ui/session/preview` takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Preview {
+    login_code: String,
+}
+
+/// `POST /ui/session/preview`: whom a login link signs in, without using it (the page shows
+/// it and asks before it spends the link, so a link someone else sent cannot sign this browser
+/// in as them unnoticed).
+pub async fn preview(
+    State(state): State<Arc<AppState>>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = session::same_origin(&headers, host(&headers, &uri), state.tls.is_some()) {
+        return no_store(ApiError::Forbidden(e).into_response());
+    }
+    let req: Preview = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return no_store(
+                ApiError::BadRequest(format!(
+                    "preview body: expected {{\"login_code\": \"...\"}}: {e}"
+                ))
+                .into_response(),
+            );
+        }
+    };
+    match state
+        .sessions
+        .peek_code(req.login_code.trim(), &state.tokens)
+    {
+        Ok(p) => no_store(
+            Json(serde_json::json!({"name": p.name, "role": p.role.name()})).into_response(),
+        ),
+        Err(e) => no_store(ApiError::Unauthenticated(e).into_response()),
+    }
 }
 
 /// `GET /ui/session`: who the page is signed in as (401 when it is not).
@@ -298,10 +353,10 @@ pub async fn mint(
     };
     let next =
         session::check_next(req.next.as_deref().unwrap_or("/")).map_err(ApiError::BadRequest)?;
-    let binding = binding_of(&state, &p, &headers)?;
+    let (binding, started) = binding_of(&state, &p, &headers)?;
     let code = state
         .sessions
-        .mint_code(p, binding, next.clone())
+        .mint_code(p, binding, next.clone(), started)
         .map_err(ApiError::Unavailable)?;
     let body = serde_json::json!({
         "code": code,
@@ -317,21 +372,25 @@ pub async fn mint(
     ))
 }
 
-/// The credential a login link minted by this request is bound to.
-fn binding_of(state: &AppState, p: &Principal, headers: &HeaderMap) -> Result<Binding, ApiError> {
+/// The credential a login link minted by this request is bound to, and, when minted through a
+/// UI session, when that session began (the new session keeps its absolute timeout).
+fn binding_of(
+    state: &AppState,
+    p: &Principal,
+    headers: &HeaderMap,
+) -> Result<(Binding, Option<std::time::Instant>), ApiError> {
+    if !headers.contains_key(header::AUTHORIZATION)
+        && let Some(c) = session::cookie(headers)
+    {
+        let v = state
+            .sessions
+            .lookup(c, &state.tokens)
+            .map_err(ApiError::Unauthenticated)?;
+        return Ok((v.binding, Some(v.started)));
+    }
     match &p.credential {
-        Credential::ApiToken { id } => Ok(Binding::Token(id.clone())),
+        Credential::ApiToken { id } => Ok((Binding::Token(id.clone()), None)),
         Credential::Oidc { .. } => {
-            // Through a UI session, the session's binding; else the JWT presented now.
-            if !headers.contains_key(header::AUTHORIZATION)
-                && let Some(c) = session::cookie(headers)
-            {
-                return Ok(state
-                    .sessions
-                    .lookup(c, &state.tokens)
-                    .map_err(ApiError::Unauthenticated)?
-                    .binding);
-            }
             let jwt = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -343,7 +402,7 @@ fn binding_of(state: &AppState, p: &Principal, headers: &HeaderMap) -> Result<Bi
                 .as_ref()
                 .ok_or(ApiError::Unauthenticated(AuthError::Invalid))?;
             let (_, exp) = oidc.verify_until(jwt).map_err(ApiError::Unauthenticated)?;
-            Ok(Binding::Jwt { expires_unix: exp })
+            Ok((Binding::Jwt { expires_unix: exp }, None))
         }
         _ => Err(ApiError::Forbidden(
             "a login link signs a person in: mint it with an API token or an OIDC token, not a workload certificate".into(),

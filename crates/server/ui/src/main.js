@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { html, render } from "./html.js";
 import { getJson, postJson, setCsrf, ApiError } from "./api.js";
-import { SignIn, exchangeLoginCode } from "./signin.js";
+import { ConfirmLink, SignIn, exchangeLoginCode } from "./signin.js";
 import { SearchPage } from "./search.js";
 import { TracePage } from "./trace.js";
 import { KeysPage } from "./keys.js";
@@ -108,28 +108,34 @@ function App() {
   const path = useLocation();
   const [me, setMe] = useState(undefined); // undefined: asking; null: signed out
   const [error, setError] = useState(null);
+  const [pending, setPending] = useState(null); // a login link waiting for confirmation
 
   useEffect(() => {
     (async () => {
       try {
         // A login link: its code is in the fragment, which no server saw; take it out of the
         // address bar and history at once, then exchange it.
+        // It is not used until the person confirms who it signs them in as: a link someone
+        // else minted would otherwise sign this browser in as them, unnoticed.
         const code = exchangeLoginCode.take();
+        let current = null;
+        try {
+          current = await getJson("/ui/session");
+        } catch {
+          current = null;
+        }
         if (code) {
-          let s;
           try {
-            s = await postJson("/ui/session", { login_code: code });
+            const who = await postJson("/ui/session/preview", { login_code: code });
+            setPending({ code, who, current });
           } catch (e) {
             setError(`This login link did not sign you in: ${e.message}`);
-            setMe(null);
-            return;
           }
-          setCsrf(s.csrf);
-          setMe(s);
-          navigate(s.next || "/search");
+          setMe(null);
           return;
         }
-        const s = await getJson("/ui/session");
+        if (!current) throw new ApiError(401, "not signed in");
+        const s = current;
         setCsrf(s.csrf);
         setMe(s);
       } catch (e) {
@@ -155,7 +161,24 @@ function App() {
     <main id="main" tabindex="-1">
       ${me === undefined
         ? html`<p class="muted" role="status">Loading…</p>`
-        : me === null
+        : pending
+          ? html`<${ConfirmLink}
+              pending=${pending}
+              onDone=${(s, err, kept) => {
+                setPending(null);
+                if (s) {
+                  setCsrf(s.csrf);
+                  setMe(s);
+                  navigate(s.next || "/search");
+                } else if (kept) {
+                  setCsrf(kept.csrf);
+                  setMe(kept);
+                } else {
+                  setError(err);
+                }
+              }}
+            />`
+          : me === null
           ? html`<${SignIn}
               error=${error}
               onSignedIn=${(s) => {

@@ -25,6 +25,33 @@ export const exchangeLoginCode = {
   },
 };
 
+/** A login link's confirmation: whose it is, before it is used (and spent). */
+export function ConfirmLink({ pending, onDone }) {
+  const { code, who, current } = pending;
+  const [busy, setBusy] = useState(false);
+  const go = async () => {
+    setBusy(true);
+    try {
+      onDone(await postJson("/ui/session", { login_code: code }), null);
+    } catch (e) {
+      onDone(null, `This login link did not sign you in: ${e.message}`);
+    }
+  };
+  return html`<section class="signin" aria-labelledby="confirm-title">
+    <h1 id="confirm-title">Sign in with this link?</h1>
+    <p>
+      It signs this browser in as <strong>${who.name}</strong> (role ${who.role}). Use it only if you
+      asked for it: a link someone else sent you would put what you do here under their name.
+    </p>
+    ${current && html`<p>You are signed in as <strong>${current.name}</strong>; continuing replaces that session.</p>`}
+    <p>
+      <button type="button" class="primary" disabled=${busy} onClick=${go}>Sign in as ${who.name}</button>
+      ${" "}
+      <button type="button" onClick=${() => onDone(null, "The login link was not used.", current)}>Cancel</button>
+    </p>
+  </section>`;
+}
+
 export function SignIn({ error, onSignedIn }) {
   const [token, setToken] = useState("");
   const [busy, setBusy] = useState(false);

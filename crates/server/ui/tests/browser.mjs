@@ -86,8 +86,12 @@ try {
 
   // 1. A reader signs in with a login link; the code leaves the address bar at once.
   await page.goto(env("TV_READER_LOGIN"));
-  await page.getByRole("heading", { name: "Search traces" }).waitFor();
+  await page.getByRole("heading", { name: "Sign in with this link?" }).waitFor();
   ok(new URL(page.url()).hash === "", "the login code is gone from the address bar");
+  ok(/role reader/.test(await page.locator("#main").innerText()), "the link says whom it signs in as before it is used");
+  await axe(page, "login link confirmation");
+  await page.getByRole("button", { name: /^Sign in as / }).click();
+  await page.getByRole("heading", { name: "Search traces" }).waitFor();
   ok(new URL(page.url()).pathname === "/search", "the link landed on its page");
   await page.getByTestId("result-count").waitFor();
   ok(/\d+ traces?/.test(await page.getByTestId("result-count").innerText()), "search shows results");
