@@ -342,7 +342,7 @@ async fn a_login_url_signs_in_once_as_its_minter_and_is_audited() {
         if i < 4 {
             assert_eq!(st, 201, "{msg}");
         } else {
-            assert_eq!(st, 503, "{msg}");
+            assert_eq!(st, 429, "{msg}");
             assert!(msg.contains("5 of your login links"), "{msg}");
         }
     }

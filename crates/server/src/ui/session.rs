@@ -347,22 +347,31 @@ impl Sessions {
         binding: Binding,
         next: String,
         session_started: Option<Instant>,
-    ) -> Result<String, String> {
+    ) -> Result<String, crate::error::ApiError> {
         let now = Instant::now();
         let mut codes = self.codes.lock().expect("code lock");
         codes.retain(|_, c| c.expires > now);
         let id = principal.id();
         if codes.values().filter(|c| c.principal.id() == id).count() >= MAX_CODES_PER_PRINCIPAL {
-            return Err(format!(
-                "{MAX_CODES_PER_PRINCIPAL} of your login links are waiting to be used; use them or wait until they expire ({} s)",
-                LOGIN_CODE_TTL.as_secs()
+            // The caller's quota, not the server's capacity: 429 with when to retry.
+            let wait = codes
+                .values()
+                .filter(|c| c.principal.id() == id)
+                .map(|c| c.expires.saturating_duration_since(now).as_secs() + 1)
+                .min()
+                .unwrap_or(LOGIN_CODE_TTL.as_secs());
+            return Err(crate::error::ApiError::RateLimited(
+                format!(
+                    "{MAX_CODES_PER_PRINCIPAL} of your login links are waiting to be used; use them or wait until one expires ({wait} s)"
+                ),
+                wait,
             ));
         }
         if codes.len() >= MAX_CODES {
-            return Err(format!(
+            return Err(crate::error::ApiError::Unavailable(format!(
                 "{MAX_CODES} login links are waiting to be used; wait until some expire ({} s)",
                 LOGIN_CODE_TTL.as_secs()
-            ));
+            )));
         }
         let code = random_secret();
         codes.insert(

@@ -356,8 +356,7 @@ pub async fn mint(
     let (binding, started) = binding_of(&state, &p, &headers)?;
     let code = state
         .sessions
-        .mint_code(p, binding, next.clone(), started)
-        .map_err(ApiError::Unavailable)?;
+        .mint_code(p, binding, next.clone(), started)?;
     let body = serde_json::json!({
         "code": code,
         "next": next,
