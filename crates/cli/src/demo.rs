@@ -77,6 +77,8 @@ fn kv(k: &str, value: Option<AnyValue>) -> KeyValue {
     }
 }
 
+const MS: u64 = 1_000_000;
+
 /// The shop's traffic, one batch per service.
 #[derive(Default)]
 struct Shop {
@@ -86,7 +88,6 @@ struct Shop {
 }
 
 struct Call {
-    trace: [u8; 16],
     id: [u8; 8],
 }
 
@@ -121,7 +122,7 @@ impl Shop {
             ..Default::default()
         });
         self.spans += 1;
-        Call { trace, id }
+        Call { id }
     }
 
     fn new_trace(&mut self) -> [u8; 16] {
@@ -131,7 +132,6 @@ impl Shop {
 
     /// One customer's checkout: frontend → cart → db, frontend → payment → db.
     fn order(&mut self, n: usize, t: u64) {
-        let ms = 1_000_000;
         let tr = self.new_trace();
         let email = format!("customer{n}@example.com");
         let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJjdXN0b21lciIsImV4cCI6MTkwMDAwMDAwMH0.c2lnbmF0dXJlLW5vdC1yZWFs";
@@ -142,7 +142,7 @@ impl Shop {
             "POST /checkout",
             2,
             t,
-            180 * ms,
+            180 * MS,
             vec![
                 kv("http.request.method", s("POST")),
                 kv("url.path", s("/checkout")),
@@ -162,30 +162,17 @@ impl Shop {
             ],
             false,
         );
-        let c = self.span(
-            "frontend",
+        let cart = self.call(
             tr,
-            Some(root.id),
-            "CartService/GetCart",
-            3,
-            t + 5 * ms,
-            40 * ms,
+            root.id,
+            ("frontend", "cart"),
+            ("CartService/GetCart", "CartService/GetCart"),
+            (t + 5 * MS, 40 * MS),
             vec![
                 kv("rpc.system", s("grpc")),
                 kv("rpc.service", s("CartService")),
                 kv("rpc.method", s("GetCart")),
-                kv("server.address", s("cart")),
             ],
-            false,
-        );
-        let cart = self.span(
-            "cart",
-            tr,
-            Some(c.id),
-            "CartService/GetCart",
-            2,
-            t + 6 * ms,
-            36 * ms,
             vec![
                 kv("rpc.system", s("grpc")),
                 kv("rpc.grpc.status_code", i(0)),
@@ -193,28 +180,13 @@ impl Shop {
             ],
             false,
         );
-        let q = self.span(
-            "cart",
+        self.call(
             tr,
-            Some(cart.id),
-            "SELECT carts",
-            3,
-            t + 8 * ms,
-            20 * ms,
-            vec![
-                kv("db.system", s("postgresql")),
-                kv("server.address", s("db")),
-            ],
-            false,
-        );
-        self.span(
-            "db",
-            tr,
-            Some(q.id),
-            "SELECT carts",
-            2,
-            t + 9 * ms,
-            18 * ms,
+            cart.id,
+            ("cart", "db"),
+            ("SELECT carts", "SELECT carts"),
+            (t + 8 * MS, 20 * MS),
+            vec![kv("db.system", s("postgresql"))],
             vec![
                 kv("db.system", s("postgresql")),
                 kv(
@@ -226,59 +198,28 @@ impl Shop {
             ],
             false,
         );
-        let p = self.span(
-            "frontend",
+        let pay = self.call(
             tr,
-            Some(root.id),
-            "POST /charge",
-            3,
-            t + 50 * ms,
-            120 * ms,
-            vec![
-                kv("http.request.method", s("POST")),
-                kv("server.address", s("payment")),
-            ],
-            false,
-        );
-        let declined = n % 17 == 5;
-        let pay = self.span(
-            "payment",
-            tr,
-            Some(p.id),
-            "Charge",
-            2,
-            t + 52 * ms,
-            110 * ms,
+            root.id,
+            ("frontend", "payment"),
+            ("POST /charge", "Charge"),
+            (t + 50 * MS, 120 * MS),
+            vec![kv("http.request.method", s("POST"))],
             vec![
                 kv("app.payment.card_number", s("4111 1111 1111 1111")),
                 kv("app.payment.card_type", s("visa")),
                 kv("app.payment.amount", s(&format!("{}.99", 10 + n % 90))),
                 kv("user.email", s(&email)),
             ],
-            declined,
+            n % 17 == 5,
         );
-        let ins = self.span(
-            "payment",
+        self.call(
             tr,
-            Some(pay.id),
-            "INSERT payments",
-            3,
-            t + 60 * ms,
-            30 * ms,
-            vec![
-                kv("db.system", s("postgresql")),
-                kv("server.address", s("db")),
-            ],
-            false,
-        );
-        self.span(
-            "db",
-            tr,
-            Some(ins.id),
-            "INSERT payments",
-            2,
-            t + 61 * ms,
-            28 * ms,
+            pay.id,
+            ("payment", "db"),
+            ("INSERT payments", "INSERT payments"),
+            (t + 60 * MS, 30 * MS),
+            vec![kv("db.system", s("postgresql"))],
             vec![
                 kv("db.system", s("postgresql")),
                 kv(
@@ -291,6 +232,45 @@ impl Shop {
             ],
             false,
         );
+    }
+
+    /// A call between services: the caller's client span and, under it, the callee's server
+    /// span (a millisecond later, ending a millisecond earlier); returns the server span.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        trace: [u8; 16],
+        parent: [u8; 8],
+        (caller, callee): (&'static str, &'static str),
+        (client_name, server_name): (&str, &str),
+        (start, dur): (u64, u64),
+        mut client: Vec<KeyValue>,
+        server: Vec<KeyValue>,
+        error: bool,
+    ) -> Call {
+        client.push(kv("server.address", s(callee)));
+        let c = self.span(
+            caller,
+            trace,
+            Some(parent),
+            client_name,
+            3,
+            start,
+            dur,
+            client,
+            false,
+        );
+        self.span(
+            callee,
+            trace,
+            Some(c.id),
+            server_name,
+            2,
+            start + MS,
+            dur - 2 * MS,
+            server,
+            error,
+        )
     }
 
     /// A request to the frontend alone (the attacks).
@@ -343,7 +323,6 @@ impl Shop {
 
 /// The attacks, sent after the shop's history; returns the trace of the lateral call.
 fn attacks(shop: &mut Shop, t: u64) -> [u8; 16] {
-    let ms = 1_000_000;
     shop.hit(
         t,
         "GET /search",
@@ -359,7 +338,7 @@ fn attacks(shop: &mut Shop, t: u64) -> [u8; 16] {
         500,
     );
     shop.hit(
-        t + 10 * ms,
+        t + 10 * MS,
         "GET /static",
         vec![
             kv("http.request.method", s("GET")),
@@ -373,7 +352,7 @@ fn attacks(shop: &mut Shop, t: u64) -> [u8; 16] {
         .enumerate()
     {
         shop.hit(
-            t + (20 + k as u64) * ms,
+            t + (20 + k as u64) * MS,
             "GET",
             vec![
                 kv("http.request.method", s("GET")),
@@ -389,7 +368,7 @@ fn attacks(shop: &mut Shop, t: u64) -> [u8; 16] {
     }
     for k in 0..30 {
         shop.hit(
-            t + (100 + k * 50) * ms,
+            t + (100 + k * 50) * MS,
             "POST /login",
             vec![
                 kv("http.request.method", s("POST")),
@@ -408,34 +387,21 @@ fn attacks(shop: &mut Shop, t: u64) -> [u8; 16] {
         None,
         "RefundWorker",
         1,
-        t + 3000 * ms,
-        60 * ms,
+        t + 3000 * MS,
+        60 * MS,
         vec![],
         false,
     );
-    let c = shop.span(
-        "cart",
+    shop.call(
         tr,
-        Some(root.id),
-        "POST /charge",
-        3,
-        t + 3005 * ms,
-        50 * ms,
-        vec![kv("server.address", s("payment"))],
-        false,
-    );
-    shop.span(
-        "payment",
-        tr,
-        Some(c.id),
-        "Charge",
-        2,
-        t + 3006 * ms,
-        45 * ms,
+        root.id,
+        ("cart", "payment"),
+        ("POST /charge", "Charge"),
+        (t + 3005 * MS, 50 * MS),
+        vec![],
         vec![kv("app.payment.amount", s("4999.00"))],
         false,
     );
-    let _ = c.trace;
     tr
 }
 
@@ -635,19 +601,9 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let metrics = c.text("/metrics").await?;
     let stored = metric_sum(&metrics, "tracevault_spans_accepted_total");
     println!("stored: {stored} spans, encrypted at rest, each committed to the transparency log");
-    let mut redacted: BTreeMap<String, f64> = BTreeMap::new();
-    for line in metrics.lines() {
-        if let Some(rest) = line.strip_prefix("tracevault_redactions_total{")
-            && let Some((labels, v)) = rest.split_once("} ")
-        {
-            let rule = labels
-                .split(',')
-                .find_map(|l| l.strip_prefix("rule=\""))
-                .map(|r| r.trim_end_matches('"').to_owned())
-                .unwrap_or_default();
-            *redacted.entry(rule).or_default() += v.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
+    // The same reading of the counters as the UI's security overview.
+    let mut sample = tv_server::ui::security::sample(&metrics, 0);
+    let redacted = sample.counters.remove("redacted").unwrap_or_default();
     let total: f64 = redacted.values().sum();
     println!("redacted at ingest: {total} values, by type:");
     for (rule, n) in &redacted {

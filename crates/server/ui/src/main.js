@@ -52,10 +52,13 @@ function theme() {
   return localStorage.getItem("tv.theme") || "auto";
 }
 
+const systemDark = matchMedia("(prefers-color-scheme: dark)");
+
+/** Applies a theme choice; "auto" follows the system's preference, also when it changes. */
 function applyTheme(t) {
-  if (t === "auto") delete document.documentElement.dataset.theme;
-  else document.documentElement.dataset.theme = t;
+  document.documentElement.dataset.theme = t === "auto" ? (systemDark.matches ? "dark" : "light") : t;
 }
+systemDark.addEventListener("change", () => applyTheme(theme()));
 
 function Header({ me, onSignOut, path }) {
   const [t, setT] = useState(theme());
