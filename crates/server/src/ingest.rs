@@ -598,32 +598,7 @@ pub fn grpc_router(state: Arc<AppState>) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(state, grpc_guard))
 }
 
-fn grpc_error(code: tonic::Code, msg: &str) -> Response {
-    let mut r = Response::new(Body::empty());
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert("grpc-status", HeaderValue::from(code as i32));
-    if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
-        h.insert("grpc-message", v);
-    }
-    r
-}
-
-/// gRPC message header values are percent-encoded (gRPC over HTTP/2, "Responses").
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use crate::hints::grpc_error;
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();

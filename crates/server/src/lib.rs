@@ -17,6 +17,7 @@ pub mod detection;
 pub mod error;
 pub mod findings_index;
 pub mod graph;
+pub mod hints;
 pub mod ingest;
 pub mod kms;
 pub mod logkeys;
@@ -641,6 +642,19 @@ impl Server {
             });
         }
         let mut tasks = Vec::new();
+        let addr_of = |n: &str| {
+            self.listeners
+                .iter()
+                .find(|(name, _)| *name == n)
+                .and_then(|(_, l)| l.local_addr().ok())
+                .expect("the three listeners are bound")
+        };
+        let hints = Arc::new(hints::Listeners {
+            otlp_grpc: addr_of("otlp-grpc"),
+            otlp_http: addr_of("otlp-http"),
+            api: addr_of("api"),
+            tls: tls.is_some(),
+        });
         for (name, listener) in self.listeners {
             let app = match name {
                 "otlp-grpc" => ingest::grpc_router(self.state.clone()),
@@ -657,6 +671,14 @@ impl Server {
             } else {
                 app.layer(axum::extract::DefaultBodyLimit::disable())
             };
+            // Requests meant for another listener are told which one (before authentication).
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                Arc::new(hints::Guard {
+                    listener: name,
+                    listeners: hints.clone(),
+                }),
+                hints::wrong_port,
+            ));
             tracing::info!(listener = name, addr = %listener.local_addr()?, scheme, "listening");
             tasks.push(tokio::spawn(net::serve(
                 name,

@@ -50,6 +50,8 @@ pub struct Shared {
     /// Bytes of responses all connections together may hold unwritten.
     pub responses: Arc<Budget>,
     pub metrics: Arc<Metrics>,
+    /// Rate-limited warnings about handshakes that failed and plaintext on TLS ports.
+    pub conn_log: Arc<crate::hints::ConnLog>,
 }
 
 impl Shared {
@@ -64,6 +66,7 @@ impl Shared {
             // Responses do not wait for room: they are refused at once (see `hold`).
             responses: Budget::new("unread responses", response_bytes, Duration::ZERO),
             metrics,
+            conn_log: Arc::default(),
         }
     }
 }
@@ -139,8 +142,39 @@ pub async fn serve(
             };
             match tls {
                 Some(tls) => {
+                    // A TLS connection starts with a handshake record (0x16); anything else is
+                    // plaintext sent to a TLS port, which gets an answer saying so.
+                    let deadline = Instant::now() + settings.handshake;
+                    let mut first = [0u8; 1];
+                    let peeked = tokio::select! {
+                        r = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => r,
+                        _ = conn.shed() => return,
+                    };
+                    match peeked {
+                        Ok(Ok(1..)) if first[0] != 0x16 => {
+                            shared.metrics.tls_handshake_failures.inc();
+                            shared.conn_log.warn(
+                                name,
+                                "plaintext on a TLS port: answered with a hint naming https and the port",
+                                peer,
+                                "the client did not start a TLS handshake",
+                            );
+                            if let Ok(local) = tcp.local_addr() {
+                                crate::hints::serve_plaintext(name, local, tcp, settings.handshake)
+                                    .await;
+                            }
+                            return;
+                        }
+                        Ok(Ok(1..)) => {}
+                        Ok(_) => return,
+                        Err(_) => {
+                            shared.metrics.tls_handshake_failures.inc();
+                            shared.conns.closed(name, Closed::HandshakeTimeout);
+                            return;
+                        }
+                    }
                     let acc = tls.acceptor();
-                    let handshake = tokio::time::timeout(settings.handshake, acc.accept(tcp));
+                    let handshake = tokio::time::timeout_at(deadline, acc.accept(tcp));
                     let stream = tokio::select! {
                         r = handshake => r,
                         _ = conn.shed() => return,
@@ -149,7 +183,12 @@ pub async fn serve(
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             shared.metrics.tls_handshake_failures.inc();
-                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            shared.conn_log.warn(
+                                name,
+                                "TLS handshake failed",
+                                peer,
+                                &e.to_string(),
+                            );
                             return;
                         }
                         Err(_) => {
