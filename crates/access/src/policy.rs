@@ -44,7 +44,7 @@ namespace Tracevault {
     context: { "tenant": Tenant }
   };
   action read_trace, search, read_receipt, read_log, read_metrics, flush, admin_tokens,
-         admin_certs, admin_keys, read_audit, read_findings, ui_login appliesTo {
+         admin_certs, admin_keys, read_audit, read_findings, ui_login, lookup_person appliesTo {
     principal: [Principal],
     resource: [Tenant],
     context: {}
@@ -121,6 +121,13 @@ when { principal in Tracevault::Role::"admin" || principal in Tracevault::Role::
 permit (principal, action == Tracevault::Action::"read_findings", resource is Tracevault::Tenant)
 when { principal in Tracevault::Role::"investigator" };
 
+// Investigators find a person's traces by a known identity value (an email, a user id): the
+// lookup turns a guessed value into its pseudonym, an oracle, so readers do not get it (admins
+// may anyway); every use is rate-limited and audited.
+@id("person-lookup")
+permit (principal, action == Tracevault::Action::"lookup_person", resource is Tracevault::Tenant)
+when { principal in Tracevault::Role::"investigator" };
+
 // The log's checkpoints and proofs commit to every tenant and name none.
 @id("log")
 permit (principal, action == Tracevault::Action::"read_log", resource is Tracevault::Tenant);
@@ -174,6 +181,8 @@ pub enum Action {
     Reveal,
     /// Sign in to the web UI, or mint a single-use login link.
     UiLogin,
+    /// Turn a known identity value into its pseudonym, or search a person's traces by it.
+    LookupPerson,
 }
 
 impl Action {
@@ -194,6 +203,7 @@ impl Action {
             Action::ReadFieldClass => "read_field_class",
             Action::Reveal => "reveal",
             Action::UiLogin => "ui_login",
+            Action::LookupPerson => "lookup_person",
         }
     }
 }

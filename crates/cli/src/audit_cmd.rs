@@ -67,7 +67,7 @@ async fn fetch(
         .client()?
         .get(&url)
         .bearer_auth(server.token()?)
-        .header("x-scope-orgid", &server.tenant)
+        .header("x-scope-orgid", server.tenant())
         .query(params)
         .send()
         .await

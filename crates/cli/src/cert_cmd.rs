@@ -125,8 +125,9 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
             write_private(&out.join("client.key"), key.serialize_pem().as_bytes())?;
             std::fs::write(out.join("client.pem"), cert)
                 .with_context(|| format!("writing {}", out.join("client.pem").display()))?;
-            let server_ca = std::fs::read(conn.ca_path())
-                .with_context(|| format!("reading {}", conn.ca_path().display()))?;
+            let ca_path = conn.ca_path()?;
+            let server_ca = std::fs::read(&ca_path)
+                .with_context(|| format!("reading {}", ca_path.display()))?;
             std::fs::write(out.join("server-ca.pem"), server_ca)?;
             let issued = &v["issued"];
             println!(

@@ -8,21 +8,27 @@ use clap::Args;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// How CLI commands reach a running server.
+/// How CLI commands reach a running server. Each setting is taken from the first of: its flag,
+/// its environment variable, the client config file (`TRACEVAULT_CLIENT_CONFIG`, else
+/// `$XDG_CONFIG_HOME/tracevault/client.toml` or `~/.config/tracevault/client.toml`), then the
+/// local server's data directory (`--data-dir`, else `./tracevault-data`).
 #[derive(Args, Clone, Debug)]
 pub struct ConnFlags {
-    /// Server query API URL
-    #[arg(long, default_value = "https://127.0.0.1:3200")]
-    pub server: String,
-    /// CA certificate to trust [default: DIR/tls/ca.pem]
-    #[arg(long)]
+    /// Server query API URL [default: the client config's `server`, else the API address the
+    /// data directory's server listens on, else https://127.0.0.1:3200]
+    #[arg(long, env = "TRACEVAULT_SERVER")]
+    pub server: Option<String>,
+    /// CA certificate to trust [default: the client config's `ca`, else DIR/tls/ca.pem]
+    #[arg(long, env = "TRACEVAULT_CA")]
     pub ca: Option<PathBuf>,
-    /// File holding the API token [default: DIR/admin.token]
-    #[arg(long)]
+    /// File holding the API token [default: the client config's `token_file`, else
+    /// DIR/admin.token]
+    #[arg(long, env = "TRACEVAULT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Data directory the defaults above are taken from
-    #[arg(long, default_value = "./tracevault-data")]
-    pub data_dir: PathBuf,
+    /// A local server's data directory, where the defaults above are found
+    /// [default: ./tracevault-data]
+    #[arg(long, env = "TRACEVAULT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// [`ConnFlags`] and the tenant a query acts for.
@@ -30,9 +36,9 @@ pub struct ConnFlags {
 pub struct ServerFlags {
     #[command(flatten)]
     pub conn: ConnFlags,
-    /// Tenant (X-Scope-OrgID)
-    #[arg(long, default_value = "default")]
-    pub tenant: String,
+    /// Tenant (X-Scope-OrgID) [default: the client config's `tenant`, else "default"]
+    #[arg(long, env = "TRACEVAULT_TENANT")]
+    pub tenant: Option<String>,
 }
 
 impl std::ops::Deref for ServerFlags {
@@ -42,10 +48,149 @@ impl std::ops::Deref for ServerFlags {
     }
 }
 
+impl ServerFlags {
+    /// The tenant: `--tenant`, `TRACEVAULT_TENANT`, the client config's, else `default`.
+    pub fn tenant(&self) -> String {
+        self.tenant
+            .clone()
+            .or_else(|| ClientConfig::load().ok().flatten().and_then(|c| c.tenant))
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+/// The client config file (`client.toml`): where a person's CLI finds its server.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub server: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub tenant: Option<String>,
+}
+
+impl ClientConfig {
+    /// Where the file is looked for.
+    pub fn path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("TRACEVAULT_CLIENT_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("tracevault/client.toml"))
+    }
+
+    /// The file's settings (relative paths in it are relative to the file), `None` when
+    /// there is no file; a file that does not parse is an error naming it.
+    pub fn load() -> anyhow::Result<Option<Self>> {
+        let Some(p) = Self::path() else {
+            return Ok(None);
+        };
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        let mut c: ClientConfig = toml::from_str(&text).with_context(|| {
+            format!(
+                "client config {}: expected server, ca, token_file, tenant",
+                p.display()
+            )
+        })?;
+        let dir = p.parent().unwrap_or(std::path::Path::new("."));
+        for f in [&mut c.ca, &mut c.token_file] {
+            if let Some(v) = f.as_mut()
+                && v.is_relative()
+            {
+                *v = dir.join(&*v);
+            }
+        }
+        Ok(Some(c))
+    }
+}
+
+const LOCAL_DATA_DIR: &str = "./tracevault-data";
+
 impl ConnFlags {
-    /// `server` + `path`.
+    /// The data directory the local defaults come from: `--data-dir`, else `./tracevault-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(LOCAL_DATA_DIR))
+    }
+
+    /// The API address a local server wrote to `DIR/listen.json` (loopback for a wildcard).
+    fn local_api(dir: &std::path::Path) -> Option<String> {
+        let text = std::fs::read_to_string(dir.join("listen.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let mut addr: std::net::SocketAddr = v["api"].as_str()?.parse().ok()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let scheme = if dir.join("tls/ca.pem").exists() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}"))
+    }
+
+    /// The server URL: `--server`/`TRACEVAULT_SERVER`, the data directory named by
+    /// `--data-dir`, the client config, `./tracevault-data`, else https://127.0.0.1:3200.
+    pub fn server_url(&self) -> String {
+        if let Some(s) = &self.server {
+            return s.clone();
+        }
+        if let Some(d) = &self.data_dir
+            && let Some(s) = Self::local_api(d)
+        {
+            return s;
+        }
+        if let Ok(Some(ClientConfig {
+            server: Some(s), ..
+        })) = ClientConfig::load()
+        {
+            return s;
+        }
+        Self::local_api(std::path::Path::new(LOCAL_DATA_DIR))
+            .unwrap_or_else(|| "https://127.0.0.1:3200".into())
+    }
+
+    /// A local file setting: the flag (or its variable), `--data-dir`, the client config, then
+    /// `./tracevault-data` when the file is there.
+    fn local_file(
+        &self,
+        flag: &Option<PathBuf>,
+        from_config: impl Fn(ClientConfig) -> Option<PathBuf>,
+        in_dir: &str,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        if let Some(p) = flag {
+            return Ok(Some(p.clone()));
+        }
+        if let Some(d) = &self.data_dir {
+            return Ok(Some(d.join(in_dir)));
+        }
+        if let Some(p) = ClientConfig::load()?.and_then(from_config) {
+            return Ok(Some(p));
+        }
+        let local = std::path::Path::new(LOCAL_DATA_DIR).join(in_dir);
+        Ok(local.exists().then_some(local))
+    }
+
+    fn not_configured(&self, what: &str, flag: &str, env: &str, key: &str) -> anyhow::Error {
+        let cfg = ClientConfig::path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "~/.config/tracevault/client.toml".into());
+        anyhow::anyhow!(
+            "no {what} for {}: pass {flag}, set {env}, put `{key} = \"...\"` in {cfg}, or run where the server's ./tracevault-data is (or pass --data-dir)",
+            self.server_url()
+        )
+    }
+
+    /// The server URL + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.server.trim_end_matches('/'), path)
+        format!("{}{}", self.server_url().trim_end_matches('/'), path)
     }
 
     /// The server's error message (`{"message": ...}`) or the body.
@@ -68,7 +213,7 @@ impl ConnFlags {
             .bearer_auth(self.token()?)
             .send()
             .await
-            .with_context(|| format!("GET {url}"))?;
+            .with_context(|| unreachable(&url))?;
         if !resp.status().is_success() {
             return Err(Self::fail(resp).await);
         }
@@ -89,24 +234,33 @@ impl ConnFlags {
             .json(body)
             .send()
             .await
-            .with_context(|| format!("POST {url}"))?;
+            .with_context(|| unreachable(&url))?;
         if !resp.status().is_success() {
             return Err(Self::fail(resp).await);
         }
         resp.json().await.context("reading the response")
     }
 
-    pub fn ca_path(&self) -> PathBuf {
-        self.ca
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("tls/ca.pem"))
+    /// The CA certificate to trust (see [`ConnFlags`] for where it is looked for).
+    pub fn ca_path(&self) -> anyhow::Result<PathBuf> {
+        self.local_file(&self.ca, |c| c.ca, "tls/ca.pem")?
+            .ok_or_else(|| {
+                self.not_configured("CA certificate", "--ca FILE", "TRACEVAULT_CA", "ca")
+            })
     }
 
+    /// The API token (see [`ConnFlags`] for where its file is looked for).
     pub fn token(&self) -> anyhow::Result<String> {
         let p = self
-            .token_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("admin.token"));
+            .local_file(&self.token_file, |c| c.token_file, "admin.token")?
+            .ok_or_else(|| {
+                self.not_configured(
+                    "API token file",
+                    "--token-file FILE",
+                    "TRACEVAULT_TOKEN_FILE",
+                    "token_file",
+                )
+            })?;
         let t = std::fs::read_to_string(&p)
             .with_context(|| format!("reading token file {}", p.display()))?;
         let t = t.trim().to_owned();
@@ -119,11 +273,18 @@ impl ConnFlags {
     /// An HTTP client trusting only the configured CA (TLS 1.3, aws-lc-rs).
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
         let mut b = reqwest::Client::builder();
-        if self.server.starts_with("https://") {
-            b = b.use_preconfigured_tls(tls_client_config(&self.ca_path())?);
+        if self.server_url().starts_with("https://") {
+            b = b.use_preconfigured_tls(tls_client_config(&self.ca_path()?)?);
         }
         b.build().context("building the HTTP client")
     }
+}
+
+/// The context of a request that did not reach the server.
+pub fn unreachable(url: &str) -> String {
+    format!(
+        "cannot reach {url}: is the server running, and is this its query API (port 3200 by default)? Set another with --server or TRACEVAULT_SERVER"
+    )
 }
 
 /// A rustls client configuration trusting only the CA in `ca` (TLS 1.3 only).

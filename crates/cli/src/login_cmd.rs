@@ -24,7 +24,7 @@ pub async fn run(a: LoginUrlArgs) -> anyhow::Result<()> {
             a.next
         );
     }
-    let origin = origin(&a.conn.server)?;
+    let origin = origin(&a.conn.server_url())?;
     let v = a
         .conn
         .post_json(

@@ -17,6 +17,7 @@ mod state_cmd;
 mod tenant_cmd;
 mod token_cmd;
 mod verify;
+mod when;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,10 @@ enum Cmd {
     /// credential (admin).
     #[command(subcommand)]
     Response(response_cmd::ResponseCmd),
+    /// Print a tenant's pseudonym of a value (an email, a user id), as redaction writes it:
+    /// what the stored traces hold instead of the value (investigator or admin; rate-limited
+    /// and audited). `query search --user VALUE` finds that person's traces.
+    Pseudonym(query::PseudonymArgs),
     /// Print a single-use link that signs you in to the web UI (valid 5 minutes, once).
     LoginUrl(login_cmd::LoginUrlArgs),
     /// Start a server with a demo shop's traffic (and a few attacks) in it, and say what
@@ -386,7 +391,26 @@ async fn reload_on_sighup(
     }
 }
 
+/// A closed standard output (`tracevault query search | head`) ends the command quietly:
+/// printing panics on EPIPE, and this hook turns that one panic into a silent exit.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     // The offline checks need no runtime and set their own exit codes.
     let offline = match cli.cmd {
@@ -432,6 +456,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Cmd::Tenant(t) => tenant_cmd::run(t).await,
             Cmd::Response(r) => response_cmd::run(r).await,
             Cmd::LoginUrl(a) => login_cmd::run(a).await,
+            Cmd::Pseudonym(a) => query::pseudonym(a).await,
             Cmd::Demo(a) => {
                 init_demo_logging();
                 demo::run(a).await

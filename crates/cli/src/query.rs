@@ -1,41 +1,92 @@
-//! `tracevault query`: read traces from a running server.
+//! `tracevault query`: read traces, findings and tags from a running server, and find a
+//! person's traces by a known identity value.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use prost::Message;
 use tv_model::otlp::{Span, TracesData};
 
 use crate::client::ServerFlags;
+use crate::when;
+
+/// The time window of a query: `--since`, or `--start`/`--end`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Window {
+    /// Only what happened in this long before now (15m, 1h, 2d, 1h30m)
+    #[arg(long, conflicts_with = "start")]
+    pub since: Option<String>,
+    /// From: RFC 3339, a local "2026-12-07 09:00", a duration ago (1h), now, or unix seconds
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Until (same forms as --start) [default: now]
+    #[arg(long)]
+    pub end: Option<String>,
+}
+
+impl Window {
+    /// `(start, end)` in unix seconds, each when given.
+    pub fn secs(&self) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+        let now = jiff::Timestamp::now();
+        let secs = |t: jiff::Timestamp| t.as_second().max(0) as u64;
+        let start = match (&self.since, &self.start) {
+            (Some(s), _) => Some(secs(when::since(s, now)?)),
+            (None, Some(s)) => Some(secs(
+                when::parse_at(s, now).with_context(|| format!("--start {s:?}"))?,
+            )),
+            (None, None) => None,
+        };
+        let end = match &self.end {
+            Some(e) => Some(secs(
+                when::parse_at(e, now).with_context(|| format!("--end {e:?}"))?,
+            )),
+            None => None,
+        };
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            anyhow::bail!(
+                "the window starts ({}) after it ends ({})",
+                when::local_secs(s),
+                when::local_secs(e)
+            );
+        }
+        Ok((start, end))
+    }
+}
 
 #[derive(Subcommand)]
 pub enum QueryCmd {
-    /// Print one trace as a tree (or JSON with --json).
+    /// Print one trace as a tree (-v: with attributes, events and findings; --json: OTLP JSON).
     Trace {
         /// Trace id (hex)
         id: String,
+        /// Show each span's attributes, events and status message
+        #[arg(short, long)]
+        verbose: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         server: ServerFlags,
     },
-    /// Search traces (Tempo's /api/search).
+    /// Search traces by tags, duration and time, or a person's traces with --user.
     Search {
         /// logfmt tags, e.g. 'service.name=checkout http.response.status_code=500'
         #[arg(long)]
         tags: Option<String>,
+        /// A person's traces: the value of an identity attribute redaction pseudonymizes
+        /// (enduser.id, user.email, user.id, ...), matched by its pseudonym; the raw value is
+        /// never stored (investigator or admin; rate-limited and audited)
+        #[arg(long, conflicts_with_all = ["tags", "min_duration", "max_duration"])]
+        user: Option<String>,
         /// e.g. 100ms
         #[arg(long)]
         min_duration: Option<String>,
         #[arg(long)]
         max_duration: Option<String>,
-        /// unix seconds
-        #[arg(long)]
-        start: Option<u64>,
-        /// unix seconds
-        #[arg(long)]
-        end: Option<u64>,
+        #[command(flatten)]
+        window: Window,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         #[arg(long)]
@@ -43,21 +94,80 @@ pub enum QueryCmd {
         #[command(flatten)]
         server: ServerFlags,
     },
+    /// Threat-detection findings, newest first (investigator or admin).
+    Findings {
+        /// Lowest severity shown: informational, low, medium, high, critical
+        #[arg(long)]
+        min_severity: Option<String>,
+        /// Only findings of this rule or detector id (tv-sqli-syntax, ...)
+        #[arg(long)]
+        rule: Option<String>,
+        #[command(flatten)]
+        window: Window,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// Attribute names searchable by tags and TraceQL; with NAME, the values seen for it.
+    Tags {
+        /// An attribute (e.g. http.route, or span.http.route); lists its values
+        name: Option<String>,
+        /// Only this scope's names: span, resource, event, link, intrinsic
+        #[arg(long)]
+        scope: Option<String>,
+        #[command(flatten)]
+        window: Window,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+}
+
+/// `tracevault pseudonym VALUE`: the tenant's pseudonym of a value.
+#[derive(Args)]
+pub struct PseudonymArgs {
+    /// The identity value (an email, a user id); read from standard input when `-`
+    value: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerFlags,
 }
 
 pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
     match cmd {
-        QueryCmd::Trace { id, json, server } => trace(&server, &id, json).await,
+        QueryCmd::Trace {
+            id,
+            verbose,
+            json,
+            server,
+        } => trace(&server, &id, verbose, json).await,
         QueryCmd::Search {
             tags,
+            user,
             min_duration,
             max_duration,
-            start,
-            end,
+            window,
             limit,
             json,
             server,
         } => {
+            let (start, end) = window.secs()?;
+            if let Some(user) = user {
+                let mut body = serde_json::json!({ "user": user, "limit": limit });
+                if let Some(s) = start {
+                    body["start"] = s.into();
+                }
+                if let Some(e) = end {
+                    body["end"] = e.into();
+                }
+                let v = post(&server, "/api/search/user", &body).await?;
+                return print_search(&v, json);
+            }
             let mut params: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if let Some(t) = tags {
                 params.push(("tags", t));
@@ -74,9 +184,131 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
             if let Some(v) = end {
                 params.push(("end", v.to_string()));
             }
-            search(&server, &params, json).await
+            let v: serde_json::Value = get(&server, "/api/search", &params, "application/json")
+                .await?
+                .json()
+                .await
+                .context("decoding search results")?;
+            print_search(&v, json)
+        }
+        QueryCmd::Findings {
+            min_severity,
+            rule,
+            window,
+            limit,
+            json,
+            server,
+        } => {
+            let (start, end) = window.secs()?;
+            let mut params: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("min_severity", min_severity),
+                ("rule", rule),
+                ("start", start.map(|s| s.to_string())),
+                ("end", end.map(|s| s.to_string())),
+            ] {
+                if let Some(v) = v {
+                    params.push((k, v));
+                }
+            }
+            let v: serde_json::Value = get(&server, "/api/findings", &params, "application/json")
+                .await?
+                .json()
+                .await
+                .context("decoding findings")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", findings_table(&v));
+            }
+            Ok(())
+        }
+        QueryCmd::Tags {
+            name,
+            scope,
+            window,
+            json,
+            server,
+        } => {
+            let (start, end) = window.secs()?;
+            let mut params: Vec<(&str, String)> = Vec::new();
+            if let Some(s) = scope {
+                params.push(("scope", s));
+            }
+            if let Some(v) = start {
+                params.push(("start", v.to_string()));
+            }
+            if let Some(v) = end {
+                params.push(("end", v.to_string()));
+            }
+            let path = match &name {
+                Some(n) => format!("/api/v2/search/tag/{}/values", percent(n)),
+                None => "/api/v2/search/tags".into(),
+            };
+            let v: serde_json::Value = get(&server, &path, &params, "application/json")
+                .await?
+                .json()
+                .await
+                .context("decoding tags")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            if name.is_some() {
+                for t in v["tagValues"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}",
+                        t["value"].as_str().unwrap_or(""),
+                        t["type"].as_str().unwrap_or("")
+                    );
+                }
+            } else {
+                for s in v["scopes"].as_array().into_iter().flatten() {
+                    let scope = s["name"].as_str().unwrap_or("");
+                    for t in s["tags"].as_array().into_iter().flatten() {
+                        println!("{scope}\t{}", t.as_str().unwrap_or(""));
+                    }
+                }
+            }
+            Ok(())
         }
     }
+}
+
+/// `tracevault pseudonym`.
+pub async fn pseudonym(a: PseudonymArgs) -> anyhow::Result<()> {
+    let value = if a.value == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        a.value
+    };
+    let v = post(
+        &a.server,
+        "/api/pseudonym",
+        &serde_json::json!({ "value": value }),
+    )
+    .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", v["pseudonym"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// Percent-encodes a path segment.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 async fn get(
@@ -91,18 +323,39 @@ async fn get(
         .get(&url)
         .query(params)
         .bearer_auth(server.token()?)
-        .header("X-Scope-OrgID", &server.tenant)
+        .header("X-Scope-OrgID", server.tenant())
         .header("Accept", accept)
         .send()
         .await
-        .with_context(|| format!("GET {url}"))?;
+        .with_context(|| crate::client::unreachable(&url))?;
     if !resp.status().is_success() {
         return Err(crate::client::ConnFlags::fail(resp).await);
     }
     Ok(resp)
 }
 
-async fn trace(server: &ServerFlags, id: &str, json: bool) -> anyhow::Result<()> {
+async fn post(
+    server: &ServerFlags,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let url = server.url(path);
+    let resp = server
+        .client()?
+        .post(&url)
+        .bearer_auth(server.token()?)
+        .header("X-Scope-OrgID", server.tenant())
+        .json(body)
+        .send()
+        .await
+        .with_context(|| crate::client::unreachable(&url))?;
+    if !resp.status().is_success() {
+        return Err(crate::client::ConnFlags::fail(resp).await);
+    }
+    resp.json().await.context("reading the response")
+}
+
+async fn trace(server: &ServerFlags, id: &str, verbose: bool, json: bool) -> anyhow::Result<()> {
     if json {
         let body = get(
             server,
@@ -126,12 +379,59 @@ async fn trace(server: &ServerFlags, id: &str, json: bool) -> anyhow::Result<()>
     .bytes()
     .await?;
     let data = TracesData::decode(bytes.as_ref()).context("decoding the trace")?;
-    print!("{}", render_tree(&data));
+    // The trace's findings, by span (a credential that may not read findings sees none).
+    let (first, last) = bounds(&data);
+    let params = [
+        ("limit", "1000".to_owned()),
+        ("start", (first / 1_000_000_000).to_string()),
+        ("end", (last / 1_000_000_000 + 1).to_string()),
+    ];
+    let mut marks: HashMap<String, Vec<String>> = HashMap::new();
+    let mut note = None;
+    match get(server, "/api/findings", &params, "application/json").await {
+        Ok(r) => {
+            let v: serde_json::Value = r.json().await.context("decoding findings")?;
+            for f in v["findings"].as_array().into_iter().flatten() {
+                if f["unmapped"]["trace_id"].as_str() == Some(&id.to_ascii_lowercase()) {
+                    marks
+                        .entry(f["unmapped"]["span_id"].as_str().unwrap_or("").to_owned())
+                        .or_default()
+                        .push(format!(
+                            "{} {}: {}",
+                            f["severity"].as_str().unwrap_or("?").to_ascii_uppercase(),
+                            f["finding_info"]["analytic"]["uid"].as_str().unwrap_or("?"),
+                            f["finding_info"]["title"].as_str().unwrap_or("")
+                        ));
+                }
+            }
+        }
+        Err(e) => note = Some(format!("(findings not shown: {e:#})")),
+    }
+    print!("{}", render(&data, verbose, &marks));
+    if let Some(n) = note.filter(|_| verbose) {
+        println!("{n}");
+    }
     Ok(())
 }
 
-/// Renders a trace as an indented tree of `service: name [duration]`.
-pub fn render_tree(data: &TracesData) -> String {
+fn bounds(data: &TracesData) -> (u64, u64) {
+    let spans = data
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans);
+    let first = spans
+        .clone()
+        .map(|s| s.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let last = spans.map(|s| s.end_time_unix_nano).max().unwrap_or(0);
+    (first, last)
+}
+
+/// Renders a trace as an indented tree of `service: name [duration]`, with each span's attributes, events and status message when `verbose`,
+/// and the findings on a span (`marks`, by hex span id) under it.
+fn render(data: &TracesData, verbose: bool, marks: &HashMap<String, Vec<String>>) -> String {
     let mut spans: Vec<(String, &Span)> = Vec::new();
     for rs in &data.resource_spans {
         let svc = tv_model::service_name(rs.resource.as_ref())
@@ -158,88 +458,121 @@ pub fn render_tree(data: &TracesData) -> String {
                 .push(i);
         }
     }
-    let start = spans
-        .iter()
-        .map(|(_, s)| s.start_time_unix_nano)
-        .min()
-        .unwrap_or(0);
-    let end = spans
-        .iter()
-        .map(|(_, s)| s.end_time_unix_nano)
-        .max()
-        .unwrap_or(0);
+    let (start, end) = bounds(data);
     let mut out = String::new();
     if let Some((_, s)) = spans.first() {
         out.push_str(&format!(
-            "trace {} ({} spans, {:.3} ms)\n",
+            "trace {} ({} spans, {:.3} ms, started {})\n",
             hex::encode(&s.trace_id),
             spans.len(),
-            end.saturating_sub(start) as f64 / 1e6
+            end.saturating_sub(start) as f64 / 1e6,
+            when::local_nanos(start)
         ));
     }
-    fn walk(
-        out: &mut String,
-        spans: &[(String, &Span)],
-        children: &HashMap<&[u8], Vec<usize>>,
-        i: usize,
-        prefix: &str,
-        last: bool,
-        depth: usize,
-    ) {
-        let (svc, s) = &spans[i];
+    struct Tree<'a> {
+        spans: &'a [(String, &'a Span)],
+        children: &'a HashMap<&'a [u8], Vec<usize>>,
+        verbose: bool,
+        marks: &'a HashMap<String, Vec<String>>,
+    }
+    fn walk(out: &mut String, t: &Tree<'_>, i: usize, prefix: &str, last: bool, depth: usize) {
+        let (svc, s) = &t.spans[i];
         let dur = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
         let status = match s.status.as_ref().map(|st| st.code) {
             Some(2) => " ERROR",
             _ => "",
         };
+        let found = t.marks.get(&hex::encode(&s.span_id));
         out.push_str(&format!(
-            "{prefix}{}{svc}: {} [{dur:.3} ms]{status}\n",
+            "{prefix}{}{svc}: {} [{dur:.3} ms]{status}{}\n",
             if last { "└─ " } else { "├─ " },
-            s.name
+            s.name,
+            if found.is_some() { " ⚠" } else { "" }
         ));
+        let next = format!("{prefix}{}", if last { "   " } else { "│  " });
+        let kids = t.children.get(s.span_id.as_slice());
+        let detail = format!("{next}{}", if kids.is_some() { "│  " } else { "   " });
+        for f in found.into_iter().flatten() {
+            out.push_str(&format!("{detail}⚠ finding {f}\n"));
+        }
+        if t.verbose {
+            out.push_str(&format!("{detail}span {}\n", hex::encode(&s.span_id)));
+            for kv in &s.attributes {
+                out.push_str(&format!(
+                    "{detail}{} = {}\n",
+                    kv.key,
+                    show(kv.value.as_ref())
+                ));
+            }
+            if let Some(st) = s.status.as_ref().filter(|st| !st.message.is_empty()) {
+                out.push_str(&format!("{detail}status: {}\n", st.message));
+            }
+            for e in &s.events {
+                let at = e.time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
+                out.push_str(&format!("{detail}event {} (+{at:.3} ms)\n", e.name));
+                for kv in &e.attributes {
+                    out.push_str(&format!(
+                        "{detail}  {} = {}\n",
+                        kv.key,
+                        show(kv.value.as_ref())
+                    ));
+                }
+            }
+        }
         if depth > 256 {
             return;
         }
-        let next = format!("{prefix}{}", if last { "   " } else { "│  " });
-        if let Some(kids) = children.get(s.span_id.as_slice()) {
+        if let Some(kids) = kids {
             for (k, &c) in kids.iter().enumerate() {
-                walk(
-                    out,
-                    spans,
-                    children,
-                    c,
-                    &next,
-                    k + 1 == kids.len(),
-                    depth + 1,
-                );
+                walk(out, t, c, &next, k + 1 == kids.len(), depth + 1);
             }
         }
     }
+    let tree = Tree {
+        spans: &spans,
+        children: &children,
+        verbose,
+        marks,
+    };
     for (k, &r) in roots.iter().enumerate() {
-        walk(&mut out, &spans, &children, r, "", k + 1 == roots.len(), 0);
+        walk(&mut out, &tree, r, "", k + 1 == roots.len(), 0);
     }
     out
 }
 
-async fn search(server: &ServerFlags, params: &[(&str, String)], json: bool) -> anyhow::Result<()> {
-    let v: serde_json::Value = get(server, "/api/search", params, "application/json")
-        .await?
-        .json()
-        .await
-        .context("decoding search results")?;
+/// An attribute value on one line (strings quoted, control characters escaped).
+fn show(v: Option<&tv_model::otlp::AnyValue>) -> String {
+    use tv_model::otlp::any_value::Value;
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => format!("{s:?}"),
+        Some(_) => v
+            .map(tv_model::any_value_to_string)
+            .unwrap_or_default()
+            .escape_debug()
+            .to_string(),
+        None => "(empty)".into(),
+    }
+}
+
+fn print_search(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(v)?);
         return Ok(());
     }
     let traces = v["traces"].as_array().cloned().unwrap_or_default();
     println!(
-        "{:<32}  {:>10}  {:<20}  NAME",
-        "TRACE ID", "DURATION", "SERVICE"
+        "{:<32}  {:<23}  {:>10}  {:<20}  NAME",
+        "TRACE ID", "START", "DURATION", "SERVICE"
     );
     for t in &traces {
+        let start = t["startTimeUnixNano"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
         println!(
-            "{:<32}  {:>8}ms  {:<20}  {}",
+            "{:<32}  {:<23}  {:>8}ms  {:<20}  {}",
             t["traceID"].as_str().unwrap_or(""),
+            when::local_nanos(start),
             t["durationMs"].as_u64().unwrap_or(0),
             t["rootServiceName"].as_str().unwrap_or(""),
             t["rootTraceName"].as_str().unwrap_or("")
@@ -247,4 +580,39 @@ async fn search(server: &ServerFlags, params: &[(&str, String)], json: bool) -> 
     }
     println!("{} traces", traces.len());
     Ok(())
+}
+
+/// The findings as a table, newest first, with the page that explains each rule.
+fn findings_table(v: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<23}  {:<8}  {:<26}  {:<16}  {:<32}  MESSAGE\n",
+        "TIME", "SEVERITY", "RULE", "SERVICE", "TRACE ID"
+    );
+    let findings = v["findings"].as_array().cloned().unwrap_or_default();
+    let mut rules = std::collections::BTreeSet::new();
+    for f in &findings {
+        let rule = f["finding_info"]["analytic"]["uid"].as_str().unwrap_or("");
+        if let Some(doc) = f["remediation"]["references"][0].as_str() {
+            rules.insert((rule.to_owned(), doc.to_owned()));
+        }
+        let ms = f["time"].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<23}  {:<8}  {:<26}  {:<16}  {:<32}  {}\n",
+            when::local_nanos(ms.saturating_mul(1_000_000)),
+            f["severity"].as_str().unwrap_or(""),
+            rule,
+            f["resources"][0]["name"].as_str().unwrap_or(""),
+            f["unmapped"]["trace_id"].as_str().unwrap_or(""),
+            f["message"].as_str().unwrap_or("")
+        ));
+    }
+    out.push_str(&format!("{} findings", findings.len()));
+    if v["next"].is_string() {
+        out.push_str(" (more: raise --limit or narrow the window)");
+    }
+    out.push('\n');
+    for (rule, doc) in rules {
+        out.push_str(&format!("{rule}: what it means and what to do: {doc}\n"));
+    }
+    out
 }

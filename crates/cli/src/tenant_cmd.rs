@@ -42,7 +42,7 @@ pub async fn run(cmd: TenantCmd) -> anyhow::Result<()> {
                 let id = tv_model::TenantId::parse(&tenant)
                     .map_err(|e| anyhow::anyhow!("tenant {tenant:?}: {e}"))?;
                 let flags = tv_server::RawConfig {
-                    data_dir: Some(conn.data_dir.clone()),
+                    data_dir: Some(conn.data_dir()),
                     ..Default::default()
                 };
                 let cfg = tv_server::RawConfig::resolve(&flags, config.as_deref())?;

@@ -40,6 +40,10 @@ pub struct VerifyArgs {
     /// Accept checkpoints with only the Ed25519 signature (no ML-DSA-44). Weakens the check.
     #[arg(long)]
     classical_only: bool,
+    /// List every file outside the log's scope, every pruned or redundant piece, not only
+    /// their counts
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn policy(classical_only: bool) -> Policy {
@@ -193,17 +197,25 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     );
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    for (f, why) in &report.not_covered {
-        println!("not covered: {f} ({why})");
+    let v = a.verbose;
+    if v {
+        for (f, why) in &report.not_covered {
+            println!("not covered: {f} ({why})");
+        }
+    } else if !report.not_covered.is_empty() {
+        println!(
+            "not covered: {} files the log does not commit to (keys, certificates, tokens, temporary files; -v lists them)",
+            report.not_covered.len()
+        );
     }
-    if !report.redundant_partials.is_empty() {
+    if v && !report.redundant_partials.is_empty() {
         println!(
             "redundant: {} partial tiles and bundles made redundant by full ones (checked like the others; e.g. {})",
             report.redundant_partials.len(),
             report.redundant_partials[0]
         );
     }
-    if report.log_pruned_below > 0 {
+    if v && report.log_pruned_below > 0 {
         println!(
             "log pruned: entries below {} (older than anything still stored; their hash tiles were checked)",
             report.log_pruned_below
@@ -212,8 +224,15 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     for e in &report.erased {
         println!("erased: {e}");
     }
-    for p in &report.pruned {
-        println!("pruned: {p}");
+    if v {
+        for p in &report.pruned {
+            println!("pruned: {p}");
+        }
+    } else if !report.pruned.is_empty() {
+        println!(
+            "pruned: {} pieces removed by retention, as the log recorded (-v lists them)",
+            report.pruned.len()
+        );
     }
     for w in &report.warnings {
         println!("warning: {w}");

@@ -342,6 +342,18 @@ async fn verify_accepts_an_intact_directory_and_reports_every_tampering() {
         out.contains("OK:") && out.contains("span commitments re-derived"),
         "{out}"
     );
+    // The verdict and a summary; the files outside the log are counted, listed with -v.
+    assert!(
+        out.contains("files the log does not commit to") && !out.contains("admin.token"),
+        "{out}"
+    );
+    assert!(out.lines().count() <= 8, "a short summary: {out}");
+    let (code, out) = run_verify(
+        &s.dir,
+        &keys,
+        &["-v", "--checkpoint", pinned.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("not covered: admin.token"), "{out}");
     assert!(out.contains("not covered: tls/server.pem"), "{out}");
     // Leftovers of writes a crash interrupted are listed, not taken for tampering.
@@ -355,7 +367,7 @@ async fn verify_accepts_an_intact_directory_and_reports_every_tampering() {
         b"partial",
     )
     .unwrap();
-    let (code, out) = run_verify(leftovers.path(), &keys, &[]);
+    let (code, out) = run_verify(leftovers.path(), &keys, &["-v"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("not covered: log/tile/0/000.tmp-0a1b2c (temporary file"),
@@ -742,7 +754,7 @@ async fn the_log_is_pruned_below_what_any_tenant_retains_and_still_verifies() {
     assert_eq!(st, 200);
     assert_eq!(s.terminate(), Some(0));
     let keys = vkeys(&s.dir);
-    let (code, out) = run_verify(&s.dir, &keys, &[]);
+    let (code, out) = run_verify(&s.dir, &keys, &["-v"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("log pruned: entries below 256"), "{out}");
 

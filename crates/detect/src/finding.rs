@@ -134,6 +134,14 @@ pub const OCSF_VERSION: &str = "1.3.0";
 
 impl Finding {
     /// The finding as an OCSF Detection Finding (class 2004, activity Create).
+    /// The documentation page of a built-in rule or detector (`docs/findings/<id>.md`);
+    /// operators' own rules have none.
+    pub fn doc_page(&self) -> Option<String> {
+        let id = &self.analytic_uid;
+        (id.starts_with("tv-") && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .then(|| format!("docs/findings/{id}.md"))
+    }
+
     pub fn to_ocsf(&self) -> Value {
         let analytic_type = match self.stage {
             Stage::Signature => (1, "Rule"),
@@ -219,6 +227,12 @@ impl Finding {
         });
         if !attacks.is_empty() {
             v["attacks"] = Value::Array(attacks);
+        }
+        if let Some(doc) = self.doc_page() {
+            v["remediation"] = json!({
+                "desc": format!("What {} means, how to triage it and how to tune it: {doc} in tracevault's documentation", self.analytic_uid),
+                "references": [doc],
+            });
         }
         if let Some(p) = &self.principal {
             v["actor"] = json!({"user": {"uid": p, "type": "credential"}});

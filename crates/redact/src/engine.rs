@@ -47,6 +47,21 @@ pub fn pseudonyms_of(rules: &Rules, key: &PseudonymKey, value: &str) -> Vec<Stri
         .collect()
 }
 
+/// The pseudonym redaction writes for `value` found as a whole attribute value under a `hash`
+/// key rule (`user.email`, `enduser.id`): keyed after the normalization of the kind a detector
+/// recognizes the whole value as (an email lowercased, an address canonical), else as found.
+pub fn pseudonym_of(rules: &Rules, key: &PseudonymKey, value: &str) -> String {
+    let kind = match scan(value).as_slice() {
+        [f] if f.start == 0 && f.end == value.len() => Some(f.kind),
+        _ => None,
+    };
+    keyed(
+        key,
+        rules.hash_bits as usize / 4,
+        &crate::normalize::pseudonym_input(kind, value),
+    )
+}
+
 /// `hmac:` and the first `hex_len` hex digits of the keyed hash of `input`.
 fn keyed(key: &PseudonymKey, hex_len: usize, input: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

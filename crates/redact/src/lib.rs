@@ -38,7 +38,7 @@ pub mod sql;
 pub mod url;
 
 pub use detect::{Finding, Kind, scan};
-pub use engine::{Hit, PseudonymKey, Redacted, Report, pseudonyms_of, redact};
+pub use engine::{Hit, PseudonymKey, Redacted, Report, pseudonym_of, pseudonyms_of, redact};
 pub use policy::{ActionKind, Mode, Rules, RulesConfig, RulesError};
 
 /// Version of the engine's built-in behaviour (detectors and default rules); part of every

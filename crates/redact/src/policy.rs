@@ -290,6 +290,29 @@ impl Rules {
         })
     }
 
+    /// Every policy a span may fall under: the configured ones, then the built-in fallback.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter().chain(std::iter::once(&self.fallback))
+    }
+
+    /// The attribute keys whose whole values `tenant`'s policies turn into pseudonyms (`hash`
+    /// key rules without wildcards: `enduser.id`, `user.email`, ...), sorted: where a person's
+    /// identity is found again by its pseudonym.
+    pub fn identity_keys(&self, tenant: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .policies()
+            .filter(|p| {
+                p.tenants.iter().any(|g| glob_match(g, tenant)) || std::ptr::eq(*p, &self.fallback)
+            })
+            .flat_map(|p| p.key_rules.iter())
+            .filter(|r| r.action.kind == ActionKind::Hash && !r.glob.contains(['*', '?', '[']))
+            .map(|r| r.glob.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The policy for a tenant's service: the first whose globs match, else the built-in one.
     pub fn policy_for(&self, tenant: &str, service: Option<&str>) -> &Policy {
         let service = service.unwrap_or("");

@@ -262,7 +262,9 @@ fn default_roles(action: Action) -> &'static str {
         Action::UiLogin => "reader, investigator, auditor or admin",
         Action::ReadMetrics => "metrics or admin, bound to every tenant",
         Action::ReadAudit => "auditor or admin",
-        Action::ReadFieldClass | Action::Reveal | Action::ReadFindings => "investigator or admin",
+        Action::ReadFieldClass | Action::Reveal | Action::ReadFindings | Action::LookupPerson => {
+            "investigator or admin"
+        }
         Action::Flush | Action::AdminTokens | Action::AdminCerts | Action::AdminKeys => "admin",
     }
 }

@@ -110,6 +110,8 @@ pub struct AppState {
     pub sessions: Arc<ui::session::Sessions>,
     /// The security counters of the last day, a sample a minute.
     pub security_history: ui::security::SecurityHistory,
+    /// Person lookups (pseudonym of a value, search by a user) per principal.
+    pub person_lookups: api::person::Lookups,
 }
 
 impl AppState {
@@ -465,6 +467,7 @@ impl Server {
         let state = Arc::new(AppState {
             sessions: Arc::new(ui::session::Sessions::new(cfg.ui)),
             security_history: ui::security::SecurityHistory::default(),
+            person_lookups: api::person::Lookups::default(),
             detection,
             graph,
             store,

@@ -68,7 +68,7 @@ impl Redaction {
 
     /// The tenant's pseudonym key (its own key in the key ring: stable across key rotation,
     /// destroyed when the tenant is erased).
-    fn pseudonym_key(&self, tenant: &TenantId) -> anyhow::Result<Arc<PseudonymKey>> {
+    pub fn pseudonym_key(&self, tenant: &TenantId) -> anyhow::Result<Arc<PseudonymKey>> {
         if let Some(k) = self.keys.lock().expect("keys lock").get(tenant) {
             return Ok(k.clone());
         }

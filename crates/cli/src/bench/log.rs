@@ -41,6 +41,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 pub fn run(a: LogArgs) -> anyhow::Result<()> {
+    // Progress goes to stderr whatever it is (a terminal, a pipe, a CI log), results to stdout.
+    eprintln!("bench log [1/4]: span commitments on a 512-span batch");
     // 1. Span commitments on the default bench batch (512 spans, 10 attributes).
     let d = Defaults::parse_from(["bench"]);
     let mut rng = rand::rng();
@@ -85,6 +87,7 @@ pub fn run(a: LogArgs) -> anyhow::Result<()> {
         encode_per_span.as_secs_f64() * 1e6
     );
 
+    eprintln!("bench log [2/4]: checkpoint signing, 200 of each");
     // 2. Checkpoint signing, each algorithm alone.
     let ed = Ed25519Signer::generate("bench.example/log")?;
     let pq = MlDsaCosigSigner::generate("bench.example/log")?;
@@ -111,6 +114,10 @@ pub fn run(a: LogArgs) -> anyhow::Result<()> {
         median(pq_t).as_secs_f64() * 1e6
     );
 
+    eprintln!(
+        "bench log [3/4]: appending {} leaves with tiles and checkpoints",
+        a.leaves
+    );
     // 3. Leaves appended, with tiles and checkpoints written as the server does.
     let tmp = std::env::temp_dir().join(format!("tv-bench-log-{}", std::process::id()));
     let dir = a.dir.clone().unwrap_or_else(|| tmp.join("log"));
@@ -139,6 +146,14 @@ pub fn run(a: LogArgs) -> anyhow::Result<()> {
         let s = Instant::now();
         log.push(leaf.clone());
         push_time += s.elapsed();
+        if (i + 1) % (a.leaves / 10).max(1) == 0 {
+            eprintln!(
+                "bench log [3/4]: {} of {} leaves, {:.0} s",
+                i + 1,
+                a.leaves,
+                started.elapsed().as_secs_f64()
+            );
+        }
         if (i + 1) % a.flush_every == 0 || i + 1 == a.leaves {
             let s = Instant::now();
             log.flush()?;
@@ -159,6 +174,7 @@ pub fn run(a: LogArgs) -> anyhow::Result<()> {
         flush_time.as_secs_f64() * 1e3 / flushes as f64
     );
 
+    eprintln!("bench log [4/4]: proof sizes");
     // 4. Proof sizes at this size.
     let note = log.checkpoint().unwrap_or_default();
     let (incl, cons) = log.with_tree(|t| {

@@ -93,8 +93,9 @@ pub struct IngestArgs {
     pub client_key: Option<std::path::PathBuf>,
     #[arg(long, default_value = "./tracevault-data")]
     pub data_dir: std::path::PathBuf,
-    /// X-Scope-OrgID
-    #[arg(long, default_value = "default")]
+    /// X-Scope-OrgID: a tenant of its own by default, so synthetic spans stay out of real data
+    /// (`tracevault tenant erase bench` removes them)
+    #[arg(long, default_value = "bench")]
     pub tenant: String,
     #[arg(long, default_value_t = 512)]
     pub spans_per_request: usize,
@@ -417,6 +418,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         );
         Some(pb)
     };
+    let plain = !args.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let duration = args.duration;
     let ticker = {
         let totals = totals.clone();
         let pb = pb.clone();
@@ -427,6 +430,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 let spans = totals.spans.load(Ordering::Relaxed);
                 let rate = (spans - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), spans);
+                // Without a terminal the bar is hidden: a line every 5 s instead.
+                let ticks = (started.elapsed().as_millis() / 500) as u64;
+                if plain && ticks % 10 == 0 {
+                    eprintln!(
+                        "bench ingest: {:.0}/{:.0} s, {spans} spans, {rate:.0} spans/s, {} errors",
+                        started.elapsed().as_secs_f64(),
+                        duration,
+                        totals.errors.load(Ordering::Relaxed)
+                    );
+                }
                 if let Some(pb) = &pb {
                     pb.set_position((started.elapsed().as_secs_f64() * 10.0) as u64);
                     pb.set_message(format!(
@@ -527,7 +540,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     }
     let client = args.server.client()?;
     let token = args.server.token()?;
-    let base = args.server.server.trim_end_matches('/').to_owned();
+    let base = args.server.server_url().trim_end_matches('/').to_owned();
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let picks: Vec<String> = (0..args.requests)
         .map(|_| ids.choose(&mut rng).expect("non-empty").clone())
@@ -545,7 +558,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 client.clone(),
                 token.clone(),
                 base.clone(),
-                args.server.tenant.clone(),
+                args.server.tenant(),
             );
             let (hist, missing, spans) = (hist.clone(), missing.clone(), spans.clone());
             async move {
@@ -595,7 +608,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
 async fn queries(args: QueryArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let token = args.server.token()?;
-    let base = args.server.server.trim_end_matches('/').to_owned();
+    let base = args.server.server_url().trim_end_matches('/').to_owned();
     let enc = |q: &str| {
         q.bytes()
             .map(|b| match b {
@@ -632,7 +645,7 @@ async fn queries(args: QueryArgs) -> anyhow::Result<()> {
                     client.clone(),
                     token.clone(),
                     url.clone(),
-                    args.server.tenant.clone(),
+                    args.server.tenant(),
                 );
                 let (hist, failed, last) = (hist.clone(), failed.clone(), last.clone());
                 async move {

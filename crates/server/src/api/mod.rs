@@ -23,6 +23,7 @@ pub mod jaeger;
 pub mod log;
 pub mod metrics;
 pub mod ops;
+pub mod person;
 pub mod tempo;
 pub mod traceql;
 
@@ -205,6 +206,19 @@ pub fn routes() -> Vec<Route> {
             true,
         ),
         route("/api/audit", get(audit::query), a(ReadAudit), true),
+        // A person's traces by a known identity value (rate-limited, audited)
+        route(
+            "/api/pseudonym",
+            post(person::pseudonym),
+            a(LookupPerson),
+            true,
+        ),
+        route(
+            "/api/search/user",
+            post(person::search_user),
+            a(LookupPerson),
+            true,
+        ),
         // The web UI's single-use login links
         route(
             "/api/ui/login-codes",
