@@ -44,7 +44,7 @@ namespace Tracevault {
     context: { "tenant": Tenant }
   };
   action read_trace, search, read_receipt, read_log, read_metrics, flush, admin_tokens,
-         admin_certs, admin_keys, read_audit, read_findings, ui_login, lookup_person appliesTo {
+         admin_certs, admin_keys, read_audit, read_findings, ui_login, lookup_person, doctor appliesTo {
     principal: [Principal],
     resource: [Tenant],
     context: {}
@@ -183,6 +183,8 @@ pub enum Action {
     UiLogin,
     /// Turn a known identity value into its pseudonym, or search a person's traces by it.
     LookupPerson,
+    /// Grade the deployment (`GET /api/doctor`); only the built-in admin policy permits it.
+    Doctor,
 }
 
 impl Action {
@@ -204,6 +206,7 @@ impl Action {
             Action::Reveal => "reveal",
             Action::UiLogin => "ui_login",
             Action::LookupPerson => "lookup_person",
+            Action::Doctor => "doctor",
         }
     }
 }

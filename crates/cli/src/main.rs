@@ -6,6 +6,7 @@ mod bench;
 mod cert_cmd;
 mod client;
 mod demo;
+mod doctor_cmd;
 mod eval_cmd;
 mod keys_cmd;
 mod logging;
@@ -46,6 +47,10 @@ struct Cli {
 enum Cmd {
     /// Run the server (zero config: TLS, authentication and loopback listeners by default).
     Serve(Box<ServeArgs>),
+    /// Grade a deployment: the configuration and data directory `serve` with the same flags
+    /// would use (TLS, authentication, keys, redaction, detection, witnesses, permissions,
+    /// clock). Exit 0: nothing high or critical; 1: something is; 2: usage errors.
+    Doctor(Box<doctor_cmd::DoctorArgs>),
     /// Query a running server.
     #[command(subcommand)]
     Query(query::QueryCmd),
@@ -141,10 +146,10 @@ enum LogCmd {
 }
 
 #[derive(Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// TOML config file (flags override it; DIR/config.toml is read when present).
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Data directory [config: data_dir] [default: ./tracevault-data]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -223,7 +228,7 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn raw(&self) -> RawConfig {
+    pub fn raw(&self) -> RawConfig {
         let mut r = RawConfig {
             data_dir: self.data_dir.clone(),
             keys_dir: self.keys_dir.clone(),
@@ -420,6 +425,7 @@ fn main() -> ExitCode {
         Cmd::Redact(a) => Some(redact_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         Cmd::Eval(a) => Some(eval_cmd::run(a).map(|()| ExitCode::SUCCESS)),
         Cmd::State(s) => Some(state_cmd::run(s)),
+        Cmd::Doctor(a) => Some(Ok(doctor_cmd::run(*a))),
         cmd => {
             return run(cmd);
         }
@@ -495,6 +501,7 @@ fn run(cmd: Cmd) -> ExitCode {
             | Cmd::VerifyPage(_)
             | Cmd::Redact(_)
             | Cmd::Eval(_)
+            | Cmd::Doctor(_)
             | Cmd::State(_) => Ok(()),
         }
     });

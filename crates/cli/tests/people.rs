@@ -83,10 +83,7 @@ async fn investigators_find_a_persons_traces_by_pseudonym_and_readers_cannot() {
         .attributes
         .push(kv("user.email", sv("bob@example.com")));
     for r in [req, other] {
-        let resp = srv
-            .post_otlp("application/x-protobuf", prost::Message::encode_to_vec(&r))
-            .await;
-        assert_eq!(resp.status(), 200);
+        srv.export(&r).await;
     }
     srv.flush().await;
 
@@ -184,13 +181,7 @@ async fn investigators_find_a_persons_traces_by_pseudonym_and_readers_cannot() {
 async fn the_cli_finds_its_server_reads_human_times_and_ends_quietly_on_a_closed_pipe() {
     let srv = Server::start(&[]);
     let (req, tid) = request("checkout", 3);
-    let resp = srv
-        .post_otlp(
-            "application/x-protobuf",
-            prost::Message::encode_to_vec(&req),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
+    srv.export(&req).await;
     srv.flush().await;
     let elsewhere = tempfile::tempdir().unwrap();
     let token_file = srv.dir.join("admin.token");

@@ -687,7 +687,7 @@ async fn per_tenant_retention_deletes_old_blocks_and_verify_tells_pruned_from_ta
     assert_eq!(st, 200);
     assert_eq!(s.terminate(), Some(0));
     let keys = vkeys(&s.dir);
-    let (code, out) = run_verify(&s.dir, &keys, &[]);
+    let (code, out) = run_verify(&s.dir, &keys, &["-v"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out.matches("deleted by retention (2 s)").count(),

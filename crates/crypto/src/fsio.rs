@@ -17,6 +17,14 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
+/// The directory `path` is in: `.` for a bare file name (whose `parent()` is empty).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// fsyncs a directory so a rename or create inside it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -24,7 +32,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir) with the given mode.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let tmp = path.with_extension(format!("tmp-{}", hex::encode(crate::random_bytes::<6>())));
     {
         let mut f = OpenOptions::new()
@@ -115,9 +123,7 @@ pub fn create_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
         .open(path)?;
     f.write_all(data)?;
     f.sync_all()?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
+    sync_dir(parent_dir(path))?;
     Ok(())
 }
 
@@ -152,4 +158,17 @@ pub fn open_to_others(dir: &Path) -> io::Result<Vec<(std::path::PathBuf, u32)>> 
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        // `keys backup --out keys.age` wrote the file, then failed to sync "" (its parent).
+        assert_eq!(parent_dir(Path::new("keys.age")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/keys.age")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/keys.age")), Path::new("/"));
+    }
 }

@@ -105,6 +105,42 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// The newest key version of every tenant under `keys_dir` and when it was created (unix
+/// seconds), read from the key files alone (no root key is needed): for reports such as
+/// `tracevault doctor`. Sorted by tenant.
+pub fn current_versions(keys_dir: &Path) -> Result<Vec<(String, u32, u64)>, CryptoError> {
+    let dir = keys_dir.join("tenants");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CryptoError::io(&dir, e)),
+    };
+    let mut out = Vec::new();
+    for t in rd {
+        let t = t.map_err(|e| CryptoError::io(&dir, e))?;
+        if !t.path().is_dir() {
+            continue;
+        }
+        let newest = std::fs::read_dir(t.path())
+            .map_err(|e| CryptoError::io(&t.path(), e))?
+            .filter_map(|f| {
+                let name = f.ok()?.file_name();
+                name.to_str()?
+                    .strip_prefix("kek-v")?
+                    .strip_suffix(".json")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max();
+        if let Some(v) = newest {
+            let created = KekFile::read(&t.path().join(format!("kek-v{v}.json")))?.created_unix;
+            out.push((t.file_name().to_string_lossy().into_owned(), v, created));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// A tenant key unwrapped, and when the root last confirmed it.
 struct Cached {
     key: Arc<SecretKey>,

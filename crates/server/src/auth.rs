@@ -265,7 +265,11 @@ fn default_roles(action: Action) -> &'static str {
         Action::ReadFieldClass | Action::Reveal | Action::ReadFindings | Action::LookupPerson => {
             "investigator or admin"
         }
-        Action::Flush | Action::AdminTokens | Action::AdminCerts | Action::AdminKeys => "admin",
+        Action::Flush
+        | Action::AdminTokens
+        | Action::AdminCerts
+        | Action::AdminKeys
+        | Action::Doctor => "admin",
     }
 }
 

@@ -31,6 +31,11 @@ pub struct RawTls {
     pub client_ca: Option<PathBuf>,
     /// Serve without TLS. Insecure: for a sidecar on a trusted loopback only.
     pub insecure_plaintext: Option<bool>,
+    /// Oldest TLS version accepted: "1.3" (the default) or "1.2" (old clients; weaker).
+    pub min_version: Option<String>,
+    /// Offer the hybrid post-quantum key exchange first (default true; false only for
+    /// middleboxes that drop large ClientHellos).
+    pub post_quantum: Option<bool>,
 }
 
 /// The `[limits]` section (see [`Limits`]).
@@ -341,7 +346,9 @@ impl RawConfig {
             cert,
             key,
             client_ca,
-            insecure_plaintext
+            insecure_plaintext,
+            min_version,
+            post_quantum
         );
         overlay!(
             self.limits,
@@ -702,6 +709,16 @@ impl RawConfig {
             tls_cert: cert.zip(key),
             client_ca: self.tls.client_ca.clone(),
             insecure_plaintext: self.tls.insecure_plaintext.unwrap_or(false),
+            tls_policy: crate::tls::TlsPolicy {
+                tls12: match self.tls.min_version.as_deref() {
+                    None | Some("1.3") => false,
+                    Some("1.2") => true,
+                    Some(v) => {
+                        bail!("tls.min_version = {v:?}: must be \"1.3\" (the default) or \"1.2\"")
+                    }
+                },
+                post_quantum: self.tls.post_quantum.unwrap_or(true),
+            },
             limits,
             decode_budget_bytes,
             budget_wait: Duration::from_secs_f64(budget_wait),
@@ -766,6 +783,8 @@ pub struct ServeConfig {
     /// The operator's client CA bundle; None: the built-in client CA.
     pub client_ca: Option<PathBuf>,
     pub insecure_plaintext: bool,
+    /// TLS versions and key exchange groups (`[tls] min_version`, `post_quantum`).
+    pub tls_policy: crate::tls::TlsPolicy,
     pub limits: Limits,
     /// Memory of all ingest requests being read and decoded together.
     pub decode_budget_bytes: usize,

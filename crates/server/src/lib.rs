@@ -14,6 +14,7 @@ pub mod budget;
 pub mod config;
 pub mod conns;
 pub mod detection;
+pub mod doctor;
 pub mod error;
 pub mod findings_index;
 pub mod graph;
@@ -112,6 +113,8 @@ pub struct AppState {
     pub security_history: ui::security::SecurityHistory,
     /// Person lookups (pseudonym of a value, search by a user) per principal.
     pub person_lookups: api::person::Lookups,
+    /// The configuration the server started with (`GET /api/doctor` grades it).
+    pub serve_config: Arc<config::ServeConfig>,
 }
 
 impl AppState {
@@ -376,7 +379,18 @@ impl Server {
                 data_dir: data_dir.clone(),
                 keys_dir: cfg.keys_dir.clone(),
                 client_ca,
+                policy: cfg.tls_policy,
             };
+            if cfg.tls_policy.tls12 {
+                tracing::warn!(
+                    "WEAKENED: [tls] min_version = \"1.2\": TLS 1.2 is accepted (its handshake is not encrypted and has no post-quantum key exchange); set \"1.3\" once old clients are gone"
+                );
+            }
+            if !cfg.tls_policy.post_quantum {
+                tracing::warn!(
+                    "WEAKENED: [tls] post_quantum = false: key exchange is classical only (X25519, P-256); recorded traffic could be decrypted by a future quantum computer"
+                );
+            }
             (
                 Some(Arc::new(tls::TlsSource::new(params, workloads.clone())?)),
                 own,
@@ -468,6 +482,7 @@ impl Server {
             sessions: Arc::new(ui::session::Sessions::new(cfg.ui)),
             security_history: ui::security::SecurityHistory::default(),
             person_lookups: api::person::Lookups::default(),
+            serve_config: Arc::new(cfg.clone()),
             detection,
             graph,
             store,

@@ -117,12 +117,58 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// What the operator relaxed for old clients or middleboxes (`[tls] min_version`,
+/// `[tls] post_quantum`); the default is neither. `tracevault doctor` grades both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// Accept TLS 1.2 as well as 1.3.
+    pub tls12: bool,
+    /// Offer the hybrid post-quantum key exchange (X25519MLKEM768) first.
+    pub post_quantum: bool,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> Self {
+        TlsPolicy {
+            tls12: false,
+            post_quantum: true,
+        }
+    }
+}
+
+impl TlsPolicy {
+    /// The provider for this policy: without post-quantum, the classical groups only.
+    fn provider(self) -> Arc<rustls::crypto::CryptoProvider> {
+        let mut p = rustls::crypto::aws_lc_rs::default_provider();
+        if !self.post_quantum {
+            p.kx_groups
+                .retain(|g| !format!("{:?}", g.name()).contains("MLKEM"));
+        }
+        Arc::new(p)
+    }
+
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        if self.tls12 { &BOTH } else { &BOTH[..1] }
+    }
+}
+
 /// Builds the one TLS 1.3-only server configuration every listener shares. With `client` the
 /// listeners ask for (and check) client certificates; connections without one still pass to
 /// bearer-token authentication.
 pub fn server_config(
     files: &TlsFiles,
     client: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    server_config_with(files, client, TlsPolicy::default())
+}
+
+/// [`server_config`] under `policy`.
+pub fn server_config_with(
+    files: &TlsFiles,
+    client: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    policy: TlsPolicy,
 ) -> anyhow::Result<Arc<ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("reading certificate {}", files.cert.display()))?
@@ -133,9 +179,9 @@ pub fn server_config(
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .with_context(|| format!("reading private key {}", files.key.display()))?;
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("TLS 1.3 with the aws-lc-rs provider")?;
+    let builder = ServerConfig::builder_with_provider(policy.provider())
+        .with_protocol_versions(policy.versions())
+        .context("TLS with the aws-lc-rs provider")?;
     let builder = match client {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
@@ -156,6 +202,7 @@ pub struct TlsParams {
     pub keys_dir: PathBuf,
     /// PEM bundle of the CAs whose client certificates are accepted.
     pub client_ca: PathBuf,
+    pub policy: TlsPolicy,
 }
 
 type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
@@ -188,7 +235,7 @@ impl TlsParams {
             None => ensure_generated(&self.data_dir, &self.keys_dir)?,
         };
         let verifier = crate::mtls::ClientVerifier::new(&self.client_ca, workloads.clone())?;
-        let cfg = server_config(&files, Some(Arc::new(verifier)))?;
+        let cfg = server_config_with(&files, Some(Arc::new(verifier)), self.policy)?;
         Ok((cfg, self.stamp()))
     }
 }

@@ -146,7 +146,7 @@ pub fn run(a: LogArgs) -> anyhow::Result<()> {
         let s = Instant::now();
         log.push(leaf.clone());
         push_time += s.elapsed();
-        if (i + 1) % (a.leaves / 10).max(1) == 0 {
+        if (i + 1).is_multiple_of((a.leaves / 10).max(1)) {
             eprintln!(
                 "bench log [3/4]: {} of {} leaves, {:.0} s",
                 i + 1,

@@ -432,7 +432,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 last = (Instant::now(), spans);
                 // Without a terminal the bar is hidden: a line every 5 s instead.
                 let ticks = (started.elapsed().as_millis() / 500) as u64;
-                if plain && ticks % 10 == 0 {
+                if plain && ticks.is_multiple_of(10) {
                     eprintln!(
                         "bench ingest: {:.0}/{:.0} s, {spans} spans, {rate:.0} spans/s, {} errors",
                         started.elapsed().as_secs_f64(),

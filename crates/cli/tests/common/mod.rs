@@ -252,6 +252,14 @@ impl Server {
             .unwrap()
     }
 
+    /// Exports `req` over OTLP/HTTP protobuf with the admin token; asserts it was accepted.
+    pub async fn export(&self, req: &ExportTraceServiceRequest) {
+        let r = self
+            .post_otlp("application/x-protobuf", prost::Message::encode_to_vec(req))
+            .await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+
     pub async fn flush(&self) {
         let r = self
             .http_client()

@@ -332,6 +332,7 @@ pub fn routes() -> Vec<Route> {
             true,
         ),
         route("/api/admin/flush", post(admin::flush), a(Flush), true),
+        route("/api/doctor", get(ops::doctor), a(Doctor), true),
         // Operations
         route("/metrics", get(ops::metrics), a(ReadMetrics), false),
         route(

@@ -80,3 +80,24 @@ pub async fn security_overview(
     }))
     .into_response())
 }
+
+/// `GET /api/doctor`: the running deployment's grade (what `tracevault doctor` prints for its
+/// configuration and data directory), with the redaction rules in force. Admins of every tenant.
+pub async fn doctor(
+    State(state): State<Arc<AppState>>,
+    permit: Permit,
+) -> Result<Response, ApiError> {
+    permit.authorize_every(&state, "the deployment's grade (server-wide)")?;
+    let st = state.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let active = st.redaction.active();
+        crate::doctor::grade(
+            &st.serve_config,
+            active.rules.as_ref(),
+            crate::doctor::Facts::here(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("doctor: {e}")))?;
+    Ok(axum::Json(report).into_response())
+}
