@@ -290,6 +290,11 @@ fn the_readme_tour_runs_as_written() {
     );
     assert!(
         out.lines()
+            .any(|l| l.contains("⚠ finding") && l.contains("tv-sqli-")),
+        "query trace -v marks the flagged span with its finding\n{context}"
+    );
+    assert!(
+        out.lines()
             .any(|l| l.contains("tv-sqli-") && l.contains(&trace)),
         "a finding of an SQL injection rule (tv-sqli-*) for trace {trace}\n{context}"
     );

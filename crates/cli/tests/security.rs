@@ -262,10 +262,14 @@ async fn plaintext_only_behind_the_flag_with_a_warning_and_still_authenticated()
         .get_json(&format!("/api/traces/{}", hex::encode(tid)))
         .await;
     assert_eq!(count_json_spans(&v), 2);
-    // The default server refuses plaintext HTTP on its TLS port.
+    // The default server serves nothing over plaintext on its TLS port: it answers 400 saying
+    // which scheme to use.
     let tls = Server::start(&[]);
     let plain = tls.api.replace("https://", "http://");
-    assert!(c.get(format!("{plain}/ready")).send().await.is_err());
+    let r = c.get(format!("{plain}/api/echo")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(&tls.api) && !text.contains("echo"), "{text}");
 }
 
 #[tokio::test]

@@ -138,7 +138,8 @@ pub async fn wrong_port(State(g): State<Arc<Guard>>, req: Request, next: Next) -
             short(path)
         ))
         .into_response(),
-        "otlp-grpc" if !grpc => ApiError::NotFound(format!(
+        // The export path with another content type is the gRPC router's 415 to give.
+        "otlp-grpc" if !grpc && !path.starts_with("/opentelemetry.proto.") => ApiError::NotFound(format!(
             "this is tracevault's OTLP gRPC port; OTLP/HTTP goes to {s}://{otlp_http}/v1/traces, and the query API and the web UI are at {s}://{api}/"
         ))
         .into_response(),

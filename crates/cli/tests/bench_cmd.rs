@@ -1,0 +1,76 @@
+//! The load generators as people run them: `bench ingest` keeps its synthetic spans out of real
+//! tenants and shows progress when its output is a file or a CI log, `bench log` says what it is
+//! doing while it runs.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_ingest_writes_to_its_own_tenant_and_reports_progress_without_a_terminal() {
+    let srv = Server::start(&[]);
+    let ids = srv.dir.parent().unwrap().join("ids.txt");
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "ingest",
+            "--duration",
+            "6",
+            "--spans-per-request",
+            "8",
+        ])
+        .args([
+            "--endpoint",
+            &srv.grpc,
+            "--data-dir",
+            srv.dir.to_str().unwrap(),
+        ])
+        .arg("--ids-out")
+        .arg(&ids)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("bench ingest: ") && l.contains("spans/s")),
+        "progress lines on a non-terminal stderr: {err}"
+    );
+    srv.flush().await;
+    let id = std::fs::read_to_string(&ids).unwrap();
+    let id = id.lines().next().expect("an acknowledged trace id");
+    let path = format!("/api/traces/{id}");
+    let (status, _) = call(&srv, "GET", &path, &srv.token(), "bench").await;
+    assert_eq!(status, 200, "the synthetic trace is in tenant bench");
+    let (status, _) = call(&srv, "GET", &path, &srv.token(), "default").await;
+    assert_eq!(status, 404, "and not in the default tenant");
+}
+
+#[test]
+fn bench_log_says_which_phase_it_is_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "log",
+            "--leaves",
+            "20000",
+            "--flush-every",
+            "5000",
+            "--dir",
+        ])
+        .arg(tmp.path().join("log"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for phase in ["[1/4]", "[2/4]", "[3/4]", "[4/4]"] {
+        assert!(
+            err.contains(&format!("bench log {phase}")),
+            "{phase}: {err}"
+        );
+    }
+    assert!(err.contains("20000 of 20000 leaves"), "{err}");
+}
