@@ -8,14 +8,16 @@ use clap::Args;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// How CLI commands reach a running server. Each setting is taken from the first of: its flag,
-/// its environment variable, the client config file (`TRACEVAULT_CLIENT_CONFIG`, else
-/// `$XDG_CONFIG_HOME/tracevault/client.toml` or `~/.config/tracevault/client.toml`), then the
-/// local server's data directory (`--data-dir`, else `./tracevault-data`).
+/// How CLI commands reach a running server. Each setting is taken from the first of: its flag or
+/// environment variable; the data directory named by `--data-dir`; the client config file
+/// (`TRACEVAULT_CLIENT_CONFIG`, else `$XDG_CONFIG_HOME/tracevault/client.toml` or
+/// `~/.config/tracevault/client.toml`); then `./tracevault-data`. When the client config names
+/// the server, the CA and token never come from `./tracevault-data` (a local admin token is not
+/// sent to the server a config names).
 #[derive(Args, Clone, Debug)]
 pub struct ConnFlags {
-    /// Server query API URL [default: the client config's `server`, else the API address the
-    /// data directory's server listens on, else https://127.0.0.1:3200]
+    /// Server query API URL [default: the API address of --data-dir's server, else the client
+    /// config's `server`, else ./tracevault-data's server, else https://127.0.0.1:3200]
     #[arg(long, env = "TRACEVAULT_SERVER")]
     pub server: Option<String>,
     /// CA certificate to trust [default: the client config's `ca`, else DIR/tls/ca.pem]
@@ -120,7 +122,8 @@ impl ConnFlags {
             .unwrap_or_else(|| PathBuf::from(LOCAL_DATA_DIR))
     }
 
-    /// The API address a local server wrote to `DIR/listen.json` (loopback for a wildcard).
+    /// The API address a local server wrote to `DIR/listen.json` (loopback for a wildcard),
+    /// `https://` unless the server says it serves plaintext.
     fn local_api(dir: &std::path::Path) -> Option<String> {
         let text = std::fs::read_to_string(dir.join("listen.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -128,12 +131,25 @@ impl ConnFlags {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let scheme = if dir.join("tls/ca.pem").exists() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if v["tls"] == false { "http" } else { "https" };
         Some(format!("{scheme}://{addr}"))
+    }
+
+    /// Whether the server URL comes from the client config file (not a flag, a variable or a
+    /// data directory).
+    fn server_from_config(&self) -> bool {
+        self.server.is_none()
+            && self
+                .data_dir
+                .as_ref()
+                .is_none_or(|d| Self::local_api(d).is_none())
+            && matches!(
+                ClientConfig::load(),
+                Ok(Some(ClientConfig {
+                    server: Some(_),
+                    ..
+                }))
+            )
     }
 
     /// The server URL: `--server`/`TRACEVAULT_SERVER`, the data directory named by
@@ -158,7 +174,7 @@ impl ConnFlags {
     }
 
     /// A local file setting: the flag (or its variable), `--data-dir`, the client config, then
-    /// `./tracevault-data` when the file is there.
+    /// `./tracevault-data` when the file is there and the server is not the config's.
     fn local_file(
         &self,
         flag: &Option<PathBuf>,
@@ -173,6 +189,10 @@ impl ConnFlags {
         }
         if let Some(p) = ClientConfig::load()?.and_then(from_config) {
             return Ok(Some(p));
+        }
+        if self.server_from_config() {
+            // The config names a server but not this file: the local one is not for it.
+            return Ok(None);
         }
         let local = std::path::Path::new(LOCAL_DATA_DIR).join(in_dir);
         Ok(local.exists().then_some(local))

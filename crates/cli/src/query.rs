@@ -39,7 +39,7 @@ impl Window {
         };
         let end = match &self.end {
             Some(e) => Some(secs(
-                when::parse_at(e, now).with_context(|| format!("--end {e:?}"))?,
+                when::parse_end(e, now).with_context(|| format!("--end {e:?}"))?,
             )),
             None => None,
         };
@@ -77,7 +77,8 @@ pub enum QueryCmd {
         tags: Option<String>,
         /// A person's traces: the value of an identity attribute redaction pseudonymizes
         /// (enduser.id, user.email, user.id, ...), matched by its pseudonym; the raw value is
-        /// never stored (investigator or admin; rate-limited and audited)
+        /// never stored (investigator or admin; rate-limited and audited). `-` reads it from
+        /// standard input, out of the shell's history
         #[arg(long, conflicts_with_all = ["tags", "min_duration", "max_duration"])]
         user: Option<String>,
         /// e.g. 100ms
@@ -108,6 +109,17 @@ pub enum QueryCmd {
         limit: usize,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// A trace's span receipts (JSON), to check offline with `tracevault verify-receipt`.
+    Receipt {
+        /// Trace id (hex)
+        id: String,
+        /// Withhold these fields from the receipts too (comma-separated, e.g. user.email), to
+        /// share them without those values
+        #[arg(long)]
+        withhold: Option<String>,
         #[command(flatten)]
         server: ServerFlags,
     },
@@ -158,6 +170,7 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
         } => {
             let (start, end) = window.secs()?;
             if let Some(user) = user {
+                let user = value_or_stdin(user)?;
                 let mut body = serde_json::json!({ "user": user, "limit": limit });
                 if let Some(s) = start {
                     body["start"] = s.into();
@@ -223,6 +236,25 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        QueryCmd::Receipt {
+            id,
+            withhold,
+            server,
+        } => {
+            let params: Vec<(&str, String)> =
+                withhold.map(|w| ("withhold", w)).into_iter().collect();
+            let body = get(
+                &server,
+                &format!("/api/traces/{}/receipt", percent(&id)),
+                &params,
+                "application/json",
+            )
+            .await?
+            .text()
+            .await?;
+            println!("{body}");
+            Ok(())
+        }
         QueryCmd::Tags {
             name,
             scope,
@@ -258,15 +290,15 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
                 for t in v["tagValues"].as_array().into_iter().flatten() {
                     println!(
                         "{}\t{}",
-                        t["value"].as_str().unwrap_or(""),
-                        t["type"].as_str().unwrap_or("")
+                        clean(t["value"].as_str().unwrap_or("")),
+                        clean(t["type"].as_str().unwrap_or(""))
                     );
                 }
             } else {
                 for s in v["scopes"].as_array().into_iter().flatten() {
-                    let scope = s["name"].as_str().unwrap_or("");
+                    let scope = clean(s["name"].as_str().unwrap_or(""));
                     for t in s["tags"].as_array().into_iter().flatten() {
-                        println!("{scope}\t{}", t.as_str().unwrap_or(""));
+                        println!("{scope}\t{}", clean(t.as_str().unwrap_or("")));
                     }
                 }
             }
@@ -277,13 +309,7 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
 
 /// `tracevault pseudonym`.
 pub async fn pseudonym(a: PseudonymArgs) -> anyhow::Result<()> {
-    let value = if a.value == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-        s.trim_end_matches(['\n', '\r']).to_owned()
-    } else {
-        a.value
-    };
+    let value = value_or_stdin(a.value)?;
     let v = post(
         &a.server,
         "/api/pseudonym",
@@ -296,6 +322,36 @@ pub async fn pseudonym(a: PseudonymArgs) -> anyhow::Result<()> {
         println!("{}", v["pseudonym"].as_str().unwrap_or(""));
     }
     Ok(())
+}
+
+/// `v`, or standard input's first line when `v` is `-` (a value kept out of argv and history).
+fn value_or_stdin(v: String) -> anyhow::Result<String> {
+    if v != "-" {
+        return Ok(v);
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_line(&mut s)
+        .context("reading the value from standard input")?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Text from the server (span names, attribute keys, messages: what instrumented services and
+/// attackers wrote) made safe for a terminal: control characters (ANSI and OSC sequences
+/// included) escaped.
+fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Percent-encodes a path segment.
@@ -396,12 +452,12 @@ async fn trace(server: &ServerFlags, id: &str, verbose: bool, json: bool) -> any
                     marks
                         .entry(f["unmapped"]["span_id"].as_str().unwrap_or("").to_owned())
                         .or_default()
-                        .push(format!(
+                        .push(clean(&format!(
                             "{} {}: {}",
                             f["severity"].as_str().unwrap_or("?").to_ascii_uppercase(),
                             f["finding_info"]["analytic"]["uid"].as_str().unwrap_or("?"),
                             f["finding_info"]["title"].as_str().unwrap_or("")
-                        ));
+                        )));
                 }
             }
         }
@@ -484,9 +540,10 @@ fn render(data: &TracesData, verbose: bool, marks: &HashMap<String, Vec<String>>
         };
         let found = t.marks.get(&hex::encode(&s.span_id));
         out.push_str(&format!(
-            "{prefix}{}{svc}: {} [{dur:.3} ms]{status}{}\n",
+            "{prefix}{}{}: {} [{dur:.3} ms]{status}{}\n",
             if last { "└─ " } else { "├─ " },
-            s.name,
+            clean(svc),
+            clean(&s.name),
             if found.is_some() { " ⚠" } else { "" }
         ));
         let next = format!("{prefix}{}", if last { "   " } else { "│  " });
@@ -500,20 +557,20 @@ fn render(data: &TracesData, verbose: bool, marks: &HashMap<String, Vec<String>>
             for kv in &s.attributes {
                 out.push_str(&format!(
                     "{detail}{} = {}\n",
-                    kv.key,
+                    clean(&kv.key),
                     show(kv.value.as_ref())
                 ));
             }
             if let Some(st) = s.status.as_ref().filter(|st| !st.message.is_empty()) {
-                out.push_str(&format!("{detail}status: {}\n", st.message));
+                out.push_str(&format!("{detail}status: {}\n", clean(&st.message)));
             }
             for e in &s.events {
                 let at = e.time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
-                out.push_str(&format!("{detail}event {} (+{at:.3} ms)\n", e.name));
+                out.push_str(&format!("{detail}event {} (+{at:.3} ms)\n", clean(&e.name)));
                 for kv in &e.attributes {
                     out.push_str(&format!(
                         "{detail}  {} = {}\n",
-                        kv.key,
+                        clean(&kv.key),
                         show(kv.value.as_ref())
                     ));
                 }
@@ -571,11 +628,11 @@ fn print_search(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
             .unwrap_or(0);
         println!(
             "{:<32}  {:<23}  {:>8}ms  {:<20}  {}",
-            t["traceID"].as_str().unwrap_or(""),
+            clean(t["traceID"].as_str().unwrap_or("")),
             when::local_nanos(start),
             t["durationMs"].as_u64().unwrap_or(0),
-            t["rootServiceName"].as_str().unwrap_or(""),
-            t["rootTraceName"].as_str().unwrap_or("")
+            clean(t["rootServiceName"].as_str().unwrap_or("")),
+            clean(t["rootTraceName"].as_str().unwrap_or(""))
         );
     }
     println!("{} traces", traces.len());
@@ -600,10 +657,10 @@ fn findings_table(v: &serde_json::Value) -> String {
             "{:<23}  {:<8}  {:<26}  {:<16}  {:<32}  {}\n",
             when::local_nanos(ms.saturating_mul(1_000_000)),
             f["severity"].as_str().unwrap_or(""),
-            rule,
-            f["resources"][0]["name"].as_str().unwrap_or(""),
-            f["unmapped"]["trace_id"].as_str().unwrap_or(""),
-            f["message"].as_str().unwrap_or("")
+            clean(rule),
+            clean(f["resources"][0]["name"].as_str().unwrap_or("")),
+            clean(f["unmapped"]["trace_id"].as_str().unwrap_or("")),
+            clean(f["message"].as_str().unwrap_or(""))
         ));
     }
     out.push_str(&format!("{} findings", findings.len()));
@@ -612,7 +669,49 @@ fn findings_table(v: &serde_json::Value) -> String {
     }
     out.push('\n');
     for (rule, doc) in rules {
-        out.push_str(&format!("{rule}: what it means and what to do: {doc}\n"));
+        out.push_str(&format!(
+            "{}: what it means and what to do: {}\n",
+            clean(&rule),
+            clean(&doc)
+        ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tv_model::otlp::{AnyValue, KeyValue, ResourceSpans, ScopeSpans, any_value::Value};
+
+    #[test]
+    fn what_services_and_attackers_wrote_cannot_drive_the_terminal() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "GET /\u{1b}]52;c;ZXZpbA==\u{7}".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![KeyValue {
+                key: "user_agent.original\u{1b}[2J".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("curl\u{1b}[31m".into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let data = TracesData {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let out = render(&data, true, &HashMap::new());
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+        assert!(out.contains("\\u{1b}]52"), "{out}");
+        assert_eq!(clean("plain café"), "plain café");
+    }
 }

@@ -17,6 +17,11 @@ pub fn parse_at(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
         return Ok(now);
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
+        if t.len() < 9 {
+            bail!(
+                "{t:?} as unix seconds is before 1973: for a date write it as 2026-12-07; give {FORMS}"
+            );
+        }
         let secs: i64 = t
             .parse()
             .map_err(|_| anyhow::anyhow!("{t:?} is too large"))?;
@@ -55,9 +60,20 @@ pub fn duration(s: &str) -> Option<jiff::SignedDuration> {
     (!d.is_negative()).then_some(d)
 }
 
-/// Parses `--since D` (a duration ago) into the start of the window.
+/// [`parse_at`] for the end of a window: a date alone means the end of that day (so
+/// `--start 2026-12-07 --end 2026-12-07` is that whole day).
+pub fn parse_end(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if let Ok(d) = s.trim().parse::<civil::Date>() {
+        let next = d.tomorrow()?.to_zoned(TimeZone::system())?.timestamp();
+        return Ok(next.checked_sub(jiff::SignedDuration::from_secs(1))?);
+    }
+    parse_at(s, now)
+}
+
+/// Parses `--since D` (a duration ago: `1h`, `1h ago`) into the start of the window.
 pub fn since(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
-    let Some(d) = duration(s) else {
+    let t = s.trim();
+    let Some(d) = duration(t.strip_suffix(" ago").unwrap_or(t).trim_start_matches('-')) else {
         bail!("--since {s:?}: give a duration such as 15m, 1h, 2d or 1h30m");
     };
     now.checked_sub(d)
@@ -126,6 +142,10 @@ mod tests {
             since("1h", now()).unwrap().to_string(),
             "2026-12-07T11:00:00Z"
         );
+        assert_eq!(
+            since("30m ago", now()).unwrap().to_string(),
+            "2026-12-07T11:30:00Z"
+        );
     }
 
     #[test]
@@ -141,8 +161,19 @@ mod tests {
     }
 
     #[test]
+    fn a_date_alone_ends_at_the_end_of_its_day() {
+        let end = parse_end("2026-12-07", now()).unwrap();
+        let start = parse_at("2026-12-07", now()).unwrap();
+        assert_eq!(end.as_second() - start.as_second(), 86_399);
+        assert_eq!(
+            parse_end("1h", now()).unwrap(),
+            parse_at("1h", now()).unwrap()
+        );
+    }
+
+    #[test]
     fn nonsense_is_refused_with_the_forms_accepted() {
-        for bad in ["yesterday", "", "1 fortnight", "12:00", "-1x"] {
+        for bad in ["yesterday", "", "1 fortnight", "12:00", "-1x", "20261207"] {
             let e = parse_at(bad, now()).unwrap_err().to_string();
             assert!(e.contains("RFC 3339"), "{bad:?}: {e}");
         }

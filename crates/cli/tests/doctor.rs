@@ -69,6 +69,13 @@ async fn the_default_grades_clean_and_every_check_fires_when_tripped() {
         );
         assert!(!f["why"].as_str().unwrap().is_empty() && !f["fix"].as_str().unwrap().is_empty());
     }
+    // Through a symlink, as systemd's DynamicUser lays out /var/lib/tracevault: the link's own
+    // mode (0777) is not the directory's.
+    let link = srv.dir.parent().unwrap().join("state-link");
+    std::os::unix::fs::symlink(&srv.dir, &link).unwrap();
+    let (code, r, err) = doctor(&["--data-dir", link.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r:#} {err}");
+    assert!(fired(&r).is_subset(&advice), "{r:#}");
     let api = srv.get_json("/api/doctor").await;
     assert_eq!(api["fails"], false, "{api:#}");
     assert!(fired(&api).is_subset(&advice), "{api:#}");

@@ -8,6 +8,18 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Runs the CLI with `env` (and no data-dir flags); (exit code, stdout, stderr).
 fn tv(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, String, String) {
     let mut c = Command::new(BIN);
@@ -134,6 +146,21 @@ async fn investigators_find_a_persons_traces_by_pseudonym_and_readers_cannot() {
     assert!(!out.contains(&hex::encode(other_trace)), "{out}");
     assert!(out.contains("1 traces"), "{out}");
 
+    // TraceQL by the raw value (`{ .user.email = "..." }`) is the same lookup for an
+    // investigator: it finds her trace and counts against the same limit, audited.
+    let inv_token = std::fs::read_to_string(&inv).unwrap();
+    let q = "{ .user.email = \"alice.liddell@example.com\" && .user.email != \"x@example.com\" }";
+    let (status, body) = call(
+        &srv,
+        "GET",
+        &format!("/api/search?q={}&limit=5", urlencode(q)),
+        inv_token.trim(),
+        "default",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&hex::encode(alice_trace)), "{body}");
+
     // A reader may not turn guesses into pseudonyms.
     for args in [
         &["pseudonym", "alice.liddell@example.com"][..],
@@ -152,13 +179,18 @@ async fn investigators_find_a_persons_traces_by_pseudonym_and_readers_cannot() {
     assert!(audit.contains("lookup_person"), "{audit}");
     assert!(audit.contains("lookup 1 of this principal"), "{audit}");
     assert!(audit.contains("lookup 2 of this principal"), "{audit}");
+    // The TraceQL search's two values were lookups 3 and 4.
+    assert!(
+        audit.contains("TraceQL values searched by pseudonym: 2 (lookup 4 of this principal)"),
+        "{audit}"
+    );
     assert!(!audit.to_lowercase().contains("liddell"), "{audit}");
     let log = srv.log_text().to_lowercase();
     assert!(!log.contains("liddell"), "the value is not logged");
 
     // The lookups are limited per principal: 429 with the limit named, and the server goes on.
     let mut limited = None;
-    for _ in 0..40 {
+    for _ in 0..30 {
         let (code, _, err) = tv(
             &["pseudonym", "guess@example.com"],
             &with(&env, &inv),
@@ -245,6 +277,26 @@ async fn the_cli_finds_its_server_reads_human_times_and_ends_quietly_on_a_closed
         err.contains("--start") && err.contains("RFC 3339") && err.contains("1h"),
         "{err}"
     );
+
+    // A config that names a server but no token never sends ./tracevault-data's admin token.
+    let local = elsewhere.path().join("tracevault-data");
+    std::fs::create_dir_all(local.join("tls")).unwrap();
+    std::fs::copy(&token_file, local.join("admin.token")).unwrap();
+    std::fs::copy(srv.ca(), local.join("tls/ca.pem")).unwrap();
+    let bare = cfg_dir.join("bare.toml");
+    std::fs::write(
+        &bare,
+        format!("server = \"{}\"\nca = \"ca.pem\"\n", srv.api),
+    )
+    .unwrap();
+    let (code, _, err) = tv(
+        &["query", "search"],
+        &[("TRACEVAULT_CLIENT_CONFIG", bare.to_str().unwrap())],
+        elsewhere.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no API token file"), "{err}");
+    std::fs::remove_dir_all(&local).unwrap();
 
     // The environment wins over the config file.
     let (code, _, err) = tv(

@@ -133,7 +133,6 @@ pub const PRODUCT: &str = "tracevault";
 pub const OCSF_VERSION: &str = "1.3.0";
 
 impl Finding {
-    /// The finding as an OCSF Detection Finding (class 2004, activity Create).
     /// The documentation page of a built-in rule or detector (`docs/findings/<id>.md`);
     /// operators' own rules have none.
     pub fn doc_page(&self) -> Option<String> {
@@ -142,6 +141,7 @@ impl Finding {
             .then(|| format!("docs/findings/{id}.md"))
     }
 
+    /// The finding as an OCSF Detection Finding (class 2004, activity Create).
     pub fn to_ocsf(&self) -> Value {
         let analytic_type = match self.stage {
             Stage::Signature => (1, "Rule"),

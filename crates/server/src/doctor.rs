@@ -218,11 +218,23 @@ pub fn grade(cfg: &ServeConfig, redaction: Option<&tv_redact::Rules>, facts: Fac
         ),
         _ => {}
     }
-    if cfg.retention.is_none() && cfg.tenant_retention.values().all(Option::is_none) {
+    if cfg.retention.is_none() {
+        let limited = cfg
+            .tenant_retention
+            .values()
+            .filter(|r| r.is_some())
+            .count();
         g.fire(
             "retention-unset",
             Severity::Info,
-            "traces are kept forever ([storage] retention_secs is unset)".into(),
+            format!(
+                "traces are kept forever ([storage] retention_secs is unset{})",
+                if limited > 0 {
+                    format!("; {limited} tenant(s) have their own, every other tenant keeps all")
+                } else {
+                    String::new()
+                }
+            ),
             "personal data kept without a limit breaks storage limitation (GDPR art. 5(1)(e)) and grows what a breach exposes",
             "set [storage] retention_secs (e.g. 2592000 for 30 days), per tenant in [storage.tenant_retention_secs]".into(),
         );
@@ -231,7 +243,8 @@ pub fn grade(cfg: &ServeConfig, redaction: Option<&tv_redact::Rules>, facts: Fac
         g.fire(
             "running-as-root",
             Severity::Info,
-            "the server runs as root (uid 0)".into(),
+            "running as root (uid 0): the server, or doctor grading as the user serve would run as"
+                .into(),
             "a flaw in any parser would run with every right on the machine",
             "run it as a dedicated user: deploy/tracevault.service uses DynamicUser".into(),
         );
@@ -363,8 +376,10 @@ fn redaction_checks(g: &mut Grader, rules: Option<&tv_redact::Rules>) {
     }
 }
 
+/// The permission bits of `p`, through symlinks (`/var/lib/tracevault` is one under systemd's
+/// `DynamicUser`; a link's own bits are always 0777).
 fn mode(p: &Path) -> Option<u32> {
-    std::fs::symlink_metadata(p)
+    std::fs::metadata(p)
         .ok()
         .map(|m| m.permissions().mode() & 0o777)
 }
@@ -469,7 +484,8 @@ fn files(g: &mut Grader, cfg: &ServeConfig, facts: Facts) {
     }
 }
 
-/// Calls `f` with every entry under `dir` (and `dir`) and its permission bits.
+/// Calls `f` with every entry under `dir` (and `dir`) and its permission bits. Symlinks inside
+/// are skipped, as the server's own checks do (a secret volume's files are links into it).
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, u32)) {
     let Some(m) = mode(dir) else {
         return;
@@ -479,6 +495,7 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, u32)) {
         for e in rd.flatten() {
             let p = e.path();
             match e.file_type() {
+                Ok(t) if t.is_symlink() => {}
                 Ok(t) if t.is_dir() => walk(&p, f),
                 Ok(_) => {
                     if let Some(m) = mode(&p) {

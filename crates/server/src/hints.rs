@@ -35,19 +35,30 @@ impl Listeners {
     }
 
     /// `host:port` of `addr`'s port as the client reaches this server: the host it used when
-    /// that is a plain name or address, else the listener's own address.
-    fn reach(&self, headers: &HeaderMap, addr: SocketAddr) -> String {
-        match client_host(headers) {
+    /// that is a plain name or address, else the listener's own address (`<this host>` for a
+    /// wildcard bind, whose address names no host).
+    fn reach(&self, host: Option<&str>, addr: SocketAddr) -> String {
+        match host {
             Some(h) => format!("{h}:{}", addr.port()),
+            None if addr.ip().is_unspecified() => format!("<this host>:{}", addr.port()),
             None => addr.to_string(),
         }
     }
 }
 
-/// The host part of the request's `Host` header (or HTTP/2 `:authority`, which hyper maps to
-/// it), when it is a plain DNS name, IPv4 address or bracketed IPv6 address.
+/// The host part of the request's `Host` header, when it is a plain DNS name, IPv4 address or
+/// bracketed IPv6 address.
 fn client_host(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(header::HOST)?.to_str().ok()?;
+    plain_host(headers.get(header::HOST)?.to_str().ok()?)
+}
+
+/// The host the request named: HTTP/1.1's `Host`, or HTTP/2's `:authority` (which hyper keeps
+/// in the URI, not in the headers).
+fn request_host<B>(req: &http::Request<B>) -> Option<String> {
+    client_host(req.headers()).or_else(|| plain_host(req.uri().authority()?.as_str()))
+}
+
+fn plain_host(v: &str) -> Option<String> {
     let host = match v.strip_prefix('[') {
         Some(rest) => format!("[{}]", rest.split(']').next()?),
         None => v.split(':').next()?.to_owned(),
@@ -106,13 +117,13 @@ pub struct Guard {
 /// Answers requests that belong on another listener with a hint naming it; passes the rest.
 pub async fn wrong_port(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let l = &g.listeners;
-    let h = req.headers();
+    let host = request_host(&req);
     let s = l.scheme();
-    let grpc = is_grpc(h);
+    let grpc = is_grpc(req.headers());
     let path = req.uri().path();
-    let otlp_grpc = l.reach(h, l.otlp_grpc);
-    let otlp_http = l.reach(h, l.otlp_http);
-    let api = l.reach(h, l.api);
+    let otlp_grpc = l.reach(host.as_deref(), l.otlp_grpc);
+    let otlp_http = l.reach(host.as_deref(), l.otlp_http);
+    let api = l.reach(host.as_deref(), l.api);
     match g.listener {
         "api" if grpc => grpc_error(
             tonic::Code::Unimplemented,
@@ -184,7 +195,7 @@ pub async fn serve_plaintext(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let host = client_host(req.headers()).unwrap_or_else(|| local.ip().to_string());
+        let host = request_host(&req).unwrap_or_else(|| local.ip().to_string());
         let msg = plaintext_message(listener, local.port(), &host);
         let resp = if is_grpc(req.headers()) {
             grpc_error(tonic::Code::FailedPrecondition, &msg)

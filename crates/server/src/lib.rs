@@ -209,6 +209,8 @@ pub struct BoundAddrs {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub api: SocketAddr,
+    /// Whether the listeners speak TLS (the CLI picks `https://` from it, never from guessing).
+    pub tls: bool,
 }
 
 /// A bootstrapped server, listeners bound, not yet serving.
@@ -388,7 +390,7 @@ impl Server {
             }
             if !cfg.tls_policy.post_quantum {
                 tracing::warn!(
-                    "WEAKENED: [tls] post_quantum = false: key exchange is classical only (X25519, P-256); recorded traffic could be decrypted by a future quantum computer"
+                    "WEAKENED: [tls] post_quantum = false: key exchange is classical only (X25519, P-256, P-384); recorded traffic could be decrypted by a future quantum computer"
                 );
             }
             (
@@ -564,6 +566,7 @@ impl Server {
             otlp_grpc: grpc.local_addr()?,
             otlp_http: http.local_addr()?,
             api: api.local_addr()?,
+            tls: !cfg.insecure_plaintext,
         };
         for (name, a) in [
             ("otlp-grpc", addrs.otlp_grpc),

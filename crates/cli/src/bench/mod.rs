@@ -540,6 +540,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     }
     let client = args.server.client()?;
     let token = args.server.token()?;
+    let tenant = args.server.tenant();
     let base = args.server.server_url().trim_end_matches('/').to_owned();
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let picks: Vec<String> = (0..args.requests)
@@ -554,12 +555,8 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     use futures::StreamExt;
     futures::stream::iter(picks)
         .for_each_concurrent(args.concurrency.max(1), |id| {
-            let (client, token, base, tenant) = (
-                client.clone(),
-                token.clone(),
-                base.clone(),
-                args.server.tenant(),
-            );
+            let (client, token, base, tenant) =
+                (client.clone(), token.clone(), base.clone(), tenant.clone());
             let (hist, missing, spans) = (hist.clone(), missing.clone(), spans.clone());
             async move {
                 let t0 = Instant::now();
@@ -608,6 +605,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
 async fn queries(args: QueryArgs) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let token = args.server.token()?;
+    let tenant = args.server.tenant();
     let base = args.server.server_url().trim_end_matches('/').to_owned();
     let enc = |q: &str| {
         q.bytes()
@@ -641,12 +639,8 @@ async fn queries(args: QueryArgs) -> anyhow::Result<()> {
         let last = Arc::new(std::sync::Mutex::new(String::new()));
         futures::stream::iter(0..args.requests.max(1))
             .for_each_concurrent(args.concurrency.max(1), |_| {
-                let (client, token, url, tenant) = (
-                    client.clone(),
-                    token.clone(),
-                    url.clone(),
-                    args.server.tenant(),
-                );
+                let (client, token, url, tenant) =
+                    (client.clone(), token.clone(), url.clone(), tenant.clone());
                 let (hist, failed, last) = (hist.clone(), failed.clone(), last.clone());
                 async move {
                     let t0 = Instant::now();

@@ -94,9 +94,15 @@ fn check_value(v: &str) -> Result<(), ApiError> {
 
 /// Counts the lookup against the caller's window; its running total.
 fn take(state: &AppState, permit: &Permit) -> Result<u64, ApiError> {
+    charge(state, &permit.caller.principal.id())
+}
+
+/// Counts one lookup by `principal` (a [`tv_access::Principal::id`]); its running total, or a
+/// 429 naming the limit.
+pub(crate) fn charge(state: &AppState, principal: &str) -> Result<u64, ApiError> {
     state
         .person_lookups
-        .take(&permit.caller.principal.id())
+        .take(principal)
         .map_err(|wait| {
             ApiError::RateLimited(
                 format!(

@@ -758,34 +758,43 @@ fn read_attributes(q: &Query) -> Option<Vec<String>> {
 }
 
 /// The query as `view`'s caller searches: with [`with_pseudonyms`] for a caller who may read
-/// pseudonyms, as written for others.
+/// pseudonyms and look people up (`lookup_person`), as written for others.
 pub fn as_searched_by(
     state: &AppState,
     auth: &crate::auth::Authorized,
     view: &crate::mask::MatchView,
     query: Query,
 ) -> Result<Query, ApiError> {
-    if view.reads_pseudonyms() {
-        with_pseudonyms(state, auth.tenant(), query)
+    let may_look_up = crate::auth::authorize_on(
+        &state.policy(),
+        auth.principal(),
+        tv_access::Action::LookupPerson,
+        auth.tenant().clone(),
+    )
+    .is_ok();
+    if view.reads_pseudonyms() && may_look_up {
+        with_pseudonyms(state, auth, query)
     } else {
         Ok(query)
     }
 }
 
-/// For a caller who may read pseudonyms: every `field = "value"` (and `!=`) of the query also
-/// matches the pseudonyms redaction wrote for that value, so an investigator can search by a
-/// known value (`{ span.user.email = "alice@example.com" }` finds the stored `hmac:...`).
-/// Never applied for other callers: they would learn which pseudonym a value has.
+/// For a caller who may read pseudonyms and look people up: every `field = "value"` (and `!=`)
+/// of the query whose value can have a pseudonym (under an identity key redaction hashes, or an
+/// email or address as a whole) also matches the pseudonyms redaction wrote for it, so an
+/// investigator can search by a known value (`{ span.user.email = "alice@example.com" }` finds
+/// the stored `hmac:...`). Each such value is a person lookup: counted against the caller's
+/// limit like `POST /api/pseudonym`, and audited with the count. Never applied for other
+/// callers: they would learn which pseudonym a value has.
 pub fn with_pseudonyms(
     state: &AppState,
-    tenant: &tv_model::TenantId,
+    auth: &crate::auth::Authorized,
     mut q: Query,
 ) -> Result<Query, ApiError> {
+    let tenant = auth.tenant();
     use tv_traceql::{BinOp, Literal, Pipeline, SpansetExpr, Stage};
-    fn field(
-        f: &mut Field,
-        p: &mut dyn FnMut(&str) -> Result<Vec<String>, ApiError>,
-    ) -> Result<(), ApiError> {
+    type Pseudonyms<'a> = dyn FnMut(&str, &str) -> Result<Vec<String>, ApiError> + 'a;
+    fn field(f: &mut Field, p: &mut Pseudonyms<'_>) -> Result<(), ApiError> {
         match f {
             Field::Binary(op @ (BinOp::Eq | BinOp::Neq), l, r) => {
                 let (attr, lit) = match (l.as_ref(), r.as_ref()) {
@@ -805,7 +814,10 @@ pub fn with_pseudonyms(
                 } else {
                     BinOp::And
                 };
-                for ps in p(&lit)? {
+                let Field::Attribute(a) = &attr else {
+                    return Ok(());
+                };
+                for ps in p(&a.name, &lit)? {
                     let alt = Field::Binary(
                         op,
                         Box::new(attr.clone()),
@@ -824,10 +836,7 @@ pub fn with_pseudonyms(
             _ => Ok(()),
         }
     }
-    fn spanset(
-        e: &mut SpansetExpr,
-        p: &mut dyn FnMut(&str) -> Result<Vec<String>, ApiError>,
-    ) -> Result<(), ApiError> {
+    fn spanset(e: &mut SpansetExpr, p: &mut Pseudonyms<'_>) -> Result<(), ApiError> {
         match e {
             SpansetExpr::Filter(Some(f)) => field(f, p),
             SpansetExpr::Filter(None) => Ok(()),
@@ -838,10 +847,7 @@ pub fn with_pseudonyms(
             SpansetExpr::Group(pl) => pipeline(pl, p),
         }
     }
-    fn pipeline(
-        pl: &mut Pipeline,
-        p: &mut dyn FnMut(&str) -> Result<Vec<String>, ApiError>,
-    ) -> Result<(), ApiError> {
+    fn pipeline(pl: &mut Pipeline, p: &mut Pseudonyms<'_>) -> Result<(), ApiError> {
         for s in &mut pl.0 {
             if let Stage::Spanset(e) = s {
                 spanset(e, p)?;
@@ -849,12 +855,50 @@ pub fn with_pseudonyms(
         }
         Ok(())
     }
-    let mut pseudonyms = |v: &str| {
+    let active = state.redaction.active();
+    let Some(rules) = active.rules.as_ref() else {
+        return Ok(q);
+    };
+    let identity = rules.identity_keys(tenant.as_str());
+    let principal = auth.principal().id();
+    let mut looked_up: std::collections::BTreeSet<String> = Default::default();
+    let mut total = 0;
+    let mut pseudonyms = |key: &str, v: &str| {
+        // Only values that can have a pseudonym: under an identity key, or a whole email or
+        // address (what the detectors hash); anything else is searched as written, uncounted.
+        let whole_hashed = matches!(
+            tv_redact::scan(v).as_slice(),
+            [f] if f.start == 0 && f.end == v.len()
+                && matches!(f.kind, tv_redact::Kind::Email | tv_redact::Kind::IpAddress)
+        );
+        if !identity.iter().any(|k| k == key) && !whole_hashed {
+            return Ok(Vec::new());
+        }
+        if looked_up.insert(v.to_owned()) {
+            total = super::person::charge(state, &principal)?;
+        }
         state
             .redaction
             .pseudonyms_of(tenant, v)
             .map_err(|e| ApiError::Internal(format!("pseudonym key: {e}")))
     };
     pipeline(&mut q.pipeline, &mut pseudonyms)?;
+    if !looked_up.is_empty() {
+        // The search's own record keeps the query's shape; this one counts the lookups.
+        state.audit.request(
+            auth.principal(),
+            tenant,
+            None,
+            "api",
+            tv_access::Action::LookupPerson.name(),
+            format!(
+                "TraceQL values searched by pseudonym: {} (lookup {total} of this principal)",
+                looked_up.len()
+            ),
+            200,
+            Some(looked_up.len() as u64),
+            None,
+        );
+    }
     Ok(q)
 }
