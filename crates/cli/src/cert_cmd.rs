@@ -131,13 +131,13 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
             std::fs::write(out.join("server-ca.pem"), server_ca)?;
             let issued = &v["issued"];
             println!(
-                "issued certificate {} for {} (tenant {}, role {}, services {}), valid until {} (unix)",
+                "issued certificate {} for {} (tenant {}, role {}, services {}), valid until {}",
                 issued["serial"].as_str().unwrap_or("?"),
                 spiffe_id,
                 v["workload"]["tenant"].as_str().unwrap_or("?"),
                 v["workload"]["role"].as_str().unwrap_or("?"),
                 list(&v["workload"]["services"], "any"),
-                issued["not_after"].as_i64().unwrap_or(0),
+                crate::when::local_secs(issued["not_after"].as_u64().unwrap_or(0)),
             );
             println!(
                 "wrote {0}/client.pem, {0}/client.key (0600), {0}/server-ca.pem",
@@ -189,10 +189,10 @@ pub async fn run(cmd: CertCmd) -> anyhow::Result<()> {
             println!("certificates:");
             for c in v["certificates"].as_array().into_iter().flatten() {
                 println!(
-                    "  {}  {}  not_after={}  {}",
+                    "  {}  {}  valid until {}  {}",
                     c["serial"].as_str().unwrap_or(""),
                     c["identity"].as_str().unwrap_or(""),
-                    c["not_after"].as_i64().unwrap_or(0),
+                    crate::when::local_secs(c["not_after"].as_u64().unwrap_or(0)),
                     if c["revoked_unix"].is_null() {
                         "valid"
                     } else {

@@ -203,11 +203,11 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             let keys_dir = keys_dir.unwrap_or_else(|| data_dir.join("keys"));
             let r = tv_crypto::backup::restore(&keys_dir, &archive, &erased, overwrite)?;
             println!(
-                "restored {} files into {} ({} already there) from a backup made at unix {}",
+                "restored {} files into {} ({} already there) from a backup made {}",
                 r.written.len(),
                 keys_dir.display(),
                 r.unchanged,
-                r.backup_created_unix
+                crate::when::local_secs(r.backup_created_unix)
             );
             for t in &r.erased_not_restored {
                 println!(
@@ -257,7 +257,7 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                         format!(
                             "v{} (created {})",
                             x["version"].as_u64().unwrap_or(0),
-                            x["created_unix"].as_u64().unwrap_or(0)
+                            crate::when::local_secs(x["created_unix"].as_u64().unwrap_or(0))
                         )
                     })
                     .collect();

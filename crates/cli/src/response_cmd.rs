@@ -25,11 +25,7 @@ pub enum ResponseCmd {
 
 fn ms(v: &serde_json::Value) -> String {
     v.as_u64()
-        .and_then(|m| time::OffsetDateTime::from_unix_timestamp_nanos(m as i128 * 1_000_000).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .map(|m| crate::when::local_nanos(m.saturating_mul(1_000_000)))
         .unwrap_or_else(|| "-".into())
 }
 

@@ -58,7 +58,7 @@ fn lifetime(s: &str) -> anyhow::Result<u64> {
 fn when(unix: Option<u64>) -> String {
     match unix {
         None => "never".into(),
-        Some(u) => format!("{u} (unix)"),
+        Some(u) => crate::when::local_secs(u),
     }
 }
 
