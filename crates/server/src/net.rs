@@ -183,12 +183,18 @@ pub async fn serve(
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             shared.metrics.tls_handshake_failures.inc();
-                            shared.conn_log.warn(
-                                name,
-                                "TLS handshake failed",
-                                peer,
-                                &e.to_string(),
-                            );
+                            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                                // A client that hung up mid-handshake (a browser's spare
+                                // connection, a probe): nothing to act on.
+                                tracing::debug!(listener = name, %peer, "TLS handshake abandoned");
+                            } else {
+                                shared.conn_log.warn(
+                                    name,
+                                    "TLS handshake failed",
+                                    peer,
+                                    &e.to_string(),
+                                );
+                            }
                             return;
                         }
                         Err(_) => {
