@@ -620,6 +620,41 @@ fn pseudonyms_of_one_value_written_differently_are_one() {
     assert_ne!(as_text("user.id"), as_text("user.email"));
 }
 
+/// `pseudonym_of` is what redaction stores for a whole identity value (how `tracevault
+/// pseudonym` and `query search --user` find a person), and the built-in identity keys are the
+/// hashed ones.
+#[test]
+fn the_pseudonym_of_a_value_is_the_one_stored_for_it() {
+    let rules = Rules::builtin();
+    let sp = one_span(vec![
+        kv("user.email", s("Jane.Doe@Example.com")),
+        kv("enduser.id", s("User-42")),
+    ]);
+    let out = redact(&rules, "acme", &key(1), batch("svc", sp));
+    let as_text = |k: &str| tv_model::any_value_to_string(attr(&out.request, k).unwrap());
+    let pk = key(1);
+    assert_eq!(
+        tv_redact::pseudonym_of(&rules, &pk, "jane.doe@example.com"),
+        as_text("user.email")
+    );
+    assert_eq!(
+        tv_redact::pseudonym_of(&rules, &pk, "User-42"),
+        as_text("enduser.id")
+    );
+    assert_ne!(
+        tv_redact::pseudonym_of(&rules, &pk, "user-42"),
+        as_text("enduser.id")
+    );
+    let keys = rules.identity_keys("acme");
+    for k in ["enduser.id", "user.email", "user.id"] {
+        assert!(keys.iter().any(|x| x == k), "{k}: {keys:?}");
+    }
+    assert!(
+        !keys.iter().any(|x| x.contains("authorization")),
+        "{keys:?}"
+    );
+}
+
 /// Disguises (issue 17): percent-encoding, entities, invisible characters, full-width digits,
 /// base64 and hex of a value are undone before the detectors look; the original characters go.
 #[test]
