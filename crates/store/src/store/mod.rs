@@ -1,0 +1,524 @@
+//! The store: recovery on open, the WAL writer thread (group commit), the sealer thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::oneshot;
+use tv_crypto::{Keyring, fsio};
+use tv_model::TenantId;
+use tv_model::otlp::ExportTraceServiceRequest;
+use tv_model::validate::Validated;
+
+use crate::StoreError;
+use crate::block::{BlockBuilder, BlockMeta};
+use crate::commit;
+use crate::txlog::{LogConfig, Logged, TxLog};
+use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
+use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
+
+mod record;
+mod recovery;
+mod retention;
+mod sealer;
+mod writer;
+
+pub use record::{BatchSummary, EncodedBatch};
+pub(crate) use record::{HeadRecord, decode_payload, split_payload};
+use recovery::{load_blocks, recover_wal};
+use retention::retention_loop;
+use sealer::{seal_segment, sealer_loop};
+use writer::writer_loop;
+
+/// Store settings (validated by the server's config layer).
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// A segment is closed and sealed once it reaches this size...
+    pub segment_max_bytes: u64,
+    /// ...or this age, whichever comes first.
+    pub segment_max_age: Duration,
+    /// Uncompressed span bytes per block chunk.
+    pub chunk_target_bytes: usize,
+    pub block_zstd_level: i32,
+    pub wal_zstd_level: i32,
+    /// Appends waiting for the writer beyond this many bytes are refused as overload.
+    pub max_pending_bytes: u64,
+    /// Closed segments waiting to be sealed before the writer pauses (backpressure that bounds
+    /// memory when sealing falls behind ingest).
+    pub max_unsealed_segments: usize,
+    pub sync_hook: Option<Arc<dyn SyncHook>>,
+    pub observer: Option<Arc<dyn StoreObserver>>,
+    /// The transparency log. `None` only to measure what the log costs (benchmarks); the server
+    /// always runs with it.
+    pub log: Option<LogConfig>,
+    /// Blocks whose newest span ended longer ago than this are deleted (each deletion is logged
+    /// first, so `verify` reports it as pruned). `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Per-tenant retention overriding `retention` (None: keep all of that tenant's data).
+    pub tenant_retention: HashMap<TenantId, Option<Duration>>,
+    /// After retention deleted blocks of a tenant, destroy its key versions that wrap nothing
+    /// still stored (never the current one).
+    pub destroy_unused_keys: bool,
+    /// How long a key version must have been superseded before it may be destroyed as unused.
+    pub unused_key_grace: Duration,
+    /// How often retention runs (None: a quarter of the shortest period, 0.2 to 60 s).
+    pub retention_interval: Option<Duration>,
+    /// The data directory's lock, when the caller took it first ([`crate::lock_data_dir`]);
+    /// otherwise the store takes it.
+    pub lock: Option<Arc<std::fs::File>>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("segment_max_bytes", &self.segment_max_bytes)
+            .field("segment_max_age", &self.segment_max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            segment_max_bytes: 8 * 1024 * 1024,
+            segment_max_age: Duration::from_secs(60),
+            chunk_target_bytes: 512 * 1024,
+            block_zstd_level: 6,
+            wal_zstd_level: 1,
+            max_pending_bytes: 64 * 1024 * 1024,
+            max_unsealed_segments: 2,
+            sync_hook: None,
+            observer: None,
+            log: None,
+            retention: None,
+            tenant_retention: HashMap::new(),
+            destroy_unused_keys: true,
+            unused_key_grace: Duration::from_secs(600),
+            retention_interval: None,
+            lock: None,
+        }
+    }
+
+    /// How long `tenant`'s blocks are kept (None: for ever).
+    pub fn retention_of(&self, tenant: &TenantId) -> Option<Duration> {
+        match self.tenant_retention.get(tenant) {
+            Some(r) => *r,
+            None => self.retention,
+        }
+    }
+
+    /// The shortest retention period in force, if any (how often retention runs).
+    fn shortest_retention(&self) -> Option<Duration> {
+        self.tenant_retention
+            .values()
+            .flatten()
+            .chain(self.retention.iter())
+            .min()
+            .copied()
+    }
+}
+
+/// Storage events for metrics.
+pub trait StoreObserver: wal::WalObserver {
+    fn block_sealed(&self, _spans: u64, _bytes: u64) {}
+    fn bytes_written(&self, _bytes: u64) {}
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub head: Vec<Arc<HeadRecord>>,
+    pub blocks: HashMap<TenantId, Vec<Arc<BlockMeta>>>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: StoreConfig,
+    pub keyring: Arc<Keyring>,
+    pub state: RwLock<State>,
+    pub wal_dir: PathBuf,
+    pub block_dir: PathBuf,
+    pub log: Option<Arc<TxLog>>,
+    /// Sealed WAL segments waiting for their block leaves to become durable: (segment, leaf).
+    pending_deletes: Mutex<Vec<(u64, u64)>>,
+    pending_bytes: AtomicU64,
+    healthy: AtomicBool,
+    /// Closed segments not yet sealed, with a condvar the sealer signals.
+    unsealed: (Mutex<usize>, Condvar),
+    /// Tenants being erased: their writes are refused (erased tenants are refused by the keyring).
+    erasing: Mutex<std::collections::HashSet<TenantId>>,
+    /// The data directory's exclusive lock, held while the store is open.
+    _lock: Arc<std::fs::File>,
+    /// Tenants whose superseded key versions may become destroyable (see `prune_expired`).
+    key_gc: Mutex<std::collections::HashSet<TenantId>>,
+}
+
+impl Inner {
+    /// Refuses writes for a tenant that is erased or being erased.
+    fn accepts(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        if self.keyring.is_erased(tenant)
+            || self
+                .erasing
+                .lock()
+                .expect("erasing lock poisoned")
+                .contains(tenant)
+        {
+            return Err(StoreError::Erased(tenant.to_string()));
+        }
+        Ok(())
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
+enum WriterMsg {
+    Append(EncodedBatch, Ack),
+    /// Close the active segment and seal it; the ack fires after sealing.
+    Flush(Ack),
+}
+
+enum SealMsg {
+    /// A segment the writer closed (counted in `unsealed`).
+    Segment(u64, Vec<Ack>),
+    /// A segment recovery could not seal at start (not counted).
+    Recovered(u64),
+    /// Acknowledge once everything queued before it is sealed.
+    Barrier(Vec<Ack>),
+}
+
+/// Counts for `/metrics` and diagnostics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub blocks: usize,
+    pub block_bytes: u64,
+    pub block_spans: u64,
+    pub head_records: usize,
+    pub head_spans: u64,
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct Store {
+    inner: Arc<Inner>,
+    writer_tx: Mutex<Option<SyncSender<WriterMsg>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    log_stop: Arc<(Mutex<bool>, Condvar)>,
+    log_thread: Mutex<Option<JoinHandle<()>>>,
+    retention_stop: Arc<(Mutex<bool>, Condvar)>,
+    retention_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.inner.cfg.data_dir.display())
+    }
+}
+
+impl Store {
+    /// Opens the store: loads block indexes, recovers and seals any WAL segments left by an earlier
+    /// run (refusing to start on corruption of acknowledged data), then starts the writer.
+    pub fn open(cfg: StoreConfig, keyring: Arc<Keyring>) -> Result<Self, StoreError> {
+        let lock = match &cfg.lock {
+            Some(l) => l.clone(),
+            None => Arc::new(crate::lock_data_dir(&cfg.data_dir)?),
+        };
+        let wal_dir = cfg.data_dir.join("wal");
+        let block_dir = cfg.data_dir.join("blocks");
+        for d in [&cfg.data_dir, &wal_dir, &block_dir] {
+            fsio::create_private_dir(d).map_err(|e| StoreError::io(d, e))?;
+        }
+        let log = match &cfg.log {
+            Some(lc) => Some(Arc::new(TxLog::open(
+                &cfg.data_dir.join("log"),
+                lc.clone(),
+            )?)),
+            None => None,
+        };
+        let inner = Arc::new(Inner {
+            cfg,
+            keyring,
+            state: RwLock::new(State::default()),
+            wal_dir,
+            block_dir,
+            log,
+            pending_deletes: Mutex::new(Vec::new()),
+            pending_bytes: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            unsealed: (Mutex::new(0), Condvar::new()),
+            erasing: Mutex::new(std::collections::HashSet::new()),
+            _lock: lock,
+            key_gc: Mutex::new(std::collections::HashSet::new()),
+        });
+        let erasures = crate::erase::apply_records(&inner)?;
+        let mut max_id = load_blocks(&inner)?;
+        let (wal_max, unsealed) = recover_wal(&inner)?;
+        max_id = max_id.max(wal_max);
+        let log_stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let log_thread = match &inner.log {
+            Some(log) => {
+                // The first start signs the empty log; every start publishes what recovery added.
+                log.flush()?;
+                // Erasures a crash interrupted (or blocks of an erased tenant put back): finish.
+                for r in erasures {
+                    let t = TenantId::parse(&r.tenant)
+                        .map_err(|e| StoreError::Decode(e.to_string()))?;
+                    if !r.complete || inner.block_dir.join(t.as_str()).exists() {
+                        tracing::warn!(tenant = %t, "finishing the erasure of a tenant");
+                        crate::erase::erase_blocking(&inner, &t, Some(r))?;
+                    }
+                }
+                let (log, stop) = (log.clone(), log_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("tv-log".into())
+                        .spawn(move || log.run(stop))
+                        .map_err(|e| StoreError::io(Path::new("log thread"), e))?,
+                )
+            }
+            None => None,
+        };
+
+        let active = ActiveSegment::create(&inner.wal_dir, max_id + 1)?;
+        let (wtx, wrx) = std::sync::mpsc::sync_channel::<WriterMsg>(8192);
+        let (stx, srx) = std::sync::mpsc::channel::<SealMsg>();
+        // Segments that could not be sealed at start (no space) stay readable from the head and
+        // are sealed in the background once they can be.
+        for id in unsealed {
+            let _ = stx.send(SealMsg::Recovered(id));
+        }
+        let w_inner = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("tv-wal-writer".into())
+            .spawn(move || writer_loop(w_inner, active, wrx, stx))
+            .map_err(|e| StoreError::io(Path::new("wal writer thread"), e))?;
+        let s_inner = inner.clone();
+        let sealer = std::thread::Builder::new()
+            .name("tv-sealer".into())
+            .spawn(move || sealer_loop(s_inner, srx))
+            .map_err(|e| StoreError::io(Path::new("sealer thread"), e))?;
+        let retention_stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let retention_thread = match inner.cfg.shortest_retention() {
+            Some(keep) => {
+                let (r_inner, stop) = (inner.clone(), retention_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("tv-retention".into())
+                        .spawn(move || retention_loop(r_inner, keep, stop))
+                        .map_err(|e| StoreError::io(Path::new("retention thread"), e))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            inner,
+            retention_stop,
+            retention_thread: Mutex::new(retention_thread),
+            writer_tx: Mutex::new(Some(wtx)),
+            threads: Mutex::new(vec![writer, sealer]),
+            log_stop,
+            log_thread: Mutex::new(log_thread),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Whether the last WAL write succeeded (readiness).
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store takes data for `tenant` (not when it is erased or being erased).
+    pub fn accepts(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.inner.accepts(tenant)
+    }
+
+    /// What erasing `tenant` would delete now: (blocks, spans in them, acknowledged spans not
+    /// sealed yet).
+    pub fn tenant_holdings(&self, tenant: &TenantId) -> (u64, u64, u64) {
+        let st = self.inner.state.read().expect("state lock poisoned");
+        let blocks = st.blocks.get(tenant);
+        (
+            blocks.map(|b| b.len() as u64).unwrap_or(0),
+            blocks
+                .map(|b| b.iter().map(|m| m.index.span_count).sum())
+                .unwrap_or(0),
+            st.head
+                .iter()
+                .filter(|r| &r.tenant == tenant)
+                .map(|r| r.summary.spans)
+                .sum(),
+        )
+    }
+
+    /// Crypto-shreds `tenant` (see [`crate::erase`]): refuses its writes, seals what it holds,
+    /// logs the erasure, destroys every version of its keys and deletes its blocks. An erasure
+    /// a failure interrupted is finished; a finished one is refused as already done.
+    pub async fn erase_tenant(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<crate::erase::Erasure, StoreError> {
+        let earlier = crate::erase::record_of(&self.inner.cfg.data_dir, tenant)?;
+        if let Some(r) = &earlier
+            && r.complete
+        {
+            return Err(StoreError::Erased(tenant.to_string()));
+        }
+        {
+            // Under the writer lock: every append before this is queued ahead of the flush below,
+            // every one after it is refused.
+            let _w = self.writer_tx.lock().expect("writer lock poisoned");
+            self.inner
+                .erasing
+                .lock()
+                .expect("erasing lock poisoned")
+                .insert(tenant.clone());
+        }
+        if earlier.is_none()
+            && let Err(e) = self.flush().await
+        {
+            self.inner
+                .erasing
+                .lock()
+                .expect("erasing lock poisoned")
+                .remove(tenant);
+            return Err(e);
+        }
+        let (inner, t) = (self.inner.clone(), tenant.clone());
+        tokio::task::spawn_blocking(move || crate::erase::erase_blocking(&inner, &t, earlier))
+            .await
+            .map_err(|e| StoreError::Decode(format!("erasure task: {e}")))?
+    }
+
+    /// Appends a batch; resolves once it is durable (after the covering fsync) or refused.
+    pub async fn append(&self, batch: EncodedBatch) -> Result<(), StoreError> {
+        let bytes = batch.payload.len() as u64;
+        let pending = self.inner.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if pending + bytes > self.inner.cfg.max_pending_bytes {
+            self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(StoreError::Overloaded(format!(
+                "more than {} bytes are waiting to be written",
+                self.inner.cfg.max_pending_bytes
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = {
+            let guard = self.writer_tx.lock().expect("writer lock poisoned");
+            if let Err(e) = self.inner.accepts(&batch.tenant) {
+                drop(guard);
+                self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                return Err(e);
+            }
+            match guard.as_ref() {
+                None => Err(StoreError::ShuttingDown),
+                Some(w) => match w.try_send(WriterMsg::Append(batch, tx)) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(_)) => {
+                        Err(StoreError::Overloaded("the write queue is full".to_owned()))
+                    }
+                    Err(TrySendError::Disconnected(_)) => Err(StoreError::ShuttingDown),
+                },
+            }
+        };
+        if let Err(e) = sent {
+            self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(e);
+        }
+        let res = rx.await.unwrap_or(Err(StoreError::ShuttingDown));
+        self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        res
+    }
+
+    /// Closes the active segment and seals it into blocks; resolves when sealed and covered by a
+    /// signed checkpoint.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = self.writer_tx.lock().expect("writer lock poisoned");
+            let w = guard.as_ref().ok_or(StoreError::ShuttingDown)?;
+            w.send(WriterMsg::Flush(tx))
+                .map_err(|_| StoreError::ShuttingDown)?;
+        }
+        rx.await.unwrap_or(Err(StoreError::ShuttingDown))
+    }
+
+    /// Stops the writer after it has written everything queued, seals the last segment and waits
+    /// for the background threads. Blocking.
+    pub fn shutdown(&self) {
+        let retention = self
+            .retention_thread
+            .lock()
+            .expect("retention lock poisoned")
+            .take();
+        if let Some(t) = retention {
+            *self
+                .retention_stop
+                .0
+                .lock()
+                .expect("retention lock poisoned") = true;
+            self.retention_stop.1.notify_all();
+            let _ = t.join();
+        }
+        // Dropping the sender lets the writer drain its queue, then close and seal.
+        self.writer_tx.lock().expect("writer lock poisoned").take();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .expect("threads lock poisoned")
+            .drain(..)
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        // Last: the log signs a checkpoint over everything written and sealed above.
+        let log_thread = self
+            .log_thread
+            .lock()
+            .expect("log thread lock poisoned")
+            .take();
+        if let Some(t) = log_thread {
+            *self.log_stop.0.lock().expect("log stop lock poisoned") = true;
+            self.log_stop.1.notify_all();
+            let _ = t.join();
+        }
+    }
+
+    /// The tenant's retention period (None: its data is kept until erased).
+    pub fn retention_of(&self, tenant: &TenantId) -> Option<Duration> {
+        self.inner.cfg.retention_of(tenant)
+    }
+
+    /// The transparency log (absent only in benchmarks that measure its cost).
+    pub fn log(&self) -> Option<&Arc<TxLog>> {
+        self.inner.log.as_ref()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let st = self.inner.state.read().expect("state lock poisoned");
+        let mut s = StoreStats {
+            head_records: st.head.len(),
+            head_spans: st.head.iter().map(|r| r.summary.spans).sum(),
+            ..Default::default()
+        };
+        for blocks in st.blocks.values() {
+            s.blocks += blocks.len();
+            for b in blocks {
+                s.block_bytes += b.size;
+                s.block_spans += b.index.span_count;
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

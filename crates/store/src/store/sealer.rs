@@ -1,0 +1,258 @@
+//! The sealer thread: closed WAL segments become one block per tenant, logged, and the
+//! segments are deleted once their block leaves are durable.
+
+use super::*;
+
+pub(super) fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    Ok(tv_tlog::commit::sha256(&std::fs::read(path)?))
+}
+
+/// Seals the head records of segment `id` into one block per tenant, logs a leaf for each block,
+/// and deletes the segment once those leaves are durable. A block already written and logged (by
+/// an attempt that failed later, or before a crash) is kept as it is.
+pub(super) fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
+    seal_segment_with(inner, id, false)
+}
+
+/// [`seal_segment`]; with `defer`, a segment whose block leaves are not durable yet is deleted
+/// later (see [`delete_durable_segments`]) instead of waiting for the log's next flush here.
+pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(), StoreError> {
+    let records: Vec<Arc<HeadRecord>> = {
+        let st = inner.state.read().expect("state lock poisoned");
+        st.head
+            .iter()
+            .filter(|r| r.segment == id)
+            .cloned()
+            .collect()
+    };
+    let mut by_tenant: HashMap<TenantId, Vec<Arc<HeadRecord>>> = HashMap::new();
+    for r in records {
+        by_tenant.entry(r.tenant.clone()).or_default().push(r);
+    }
+    let mut new_blocks = Vec::new();
+    let mut last_leaf: Option<u64> = None;
+    for (tenant, recs) in by_tenant {
+        if inner.keyring.is_erased(&tenant) {
+            continue;
+        }
+        let path = crate::block::block_path(&inner.block_dir, &tenant, id);
+        if let Some(log) = &inner.log
+            && path.exists()
+            && let Ok(d) = sha256_file(&path)
+            && let Some(i) = log.block_leaf(&d)
+        {
+            last_leaf = last_leaf.max(Some(i));
+            new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
+            continue;
+        }
+        let mut builder = BlockBuilder::default();
+        for r in &recs {
+            builder.add_record(r.leaf_index.unwrap_or(u64::MAX), r.secret(), r.decode()?);
+        }
+        if builder.is_empty() {
+            continue;
+        }
+        let sealed = builder.write(
+            &inner.block_dir,
+            &tenant,
+            id,
+            &inner.keyring,
+            inner.cfg.chunk_target_bytes,
+            inner.cfg.block_zstd_level,
+        )?;
+        if let Some(o) = &inner.cfg.observer {
+            o.block_sealed(sealed.spans, sealed.size);
+        }
+        if let Some(log) = &inner.log {
+            let leaf = Leaf::Block(BlockLeaf {
+                block_id: id,
+                sealed_unix_nanos: crate::now_unix_nanos(),
+                file_sha256: sealed.file_sha256,
+                key_commitment: sealed.key_commitment,
+                records_sha256: leaf::records_digest(&sealed.records),
+                record_count: sealed.records.len() as u32,
+                span_count: sealed.spans,
+                first_record: sealed.records.iter().map(|r| r.0).min().unwrap_or(0),
+            });
+            last_leaf = last_leaf.max(Some(log.push_block(sealed.file_sha256, leaf.encode())));
+        }
+        new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
+        tracing::debug!(tenant = %tenant, block = id, spans = sealed.spans, bytes = sealed.size, "sealed block");
+    }
+    // The WAL goes only once the blocks' leaves are durable.
+    let wait_for = match (&inner.log, last_leaf) {
+        (Some(log), Some(i)) if log.durable_size() <= i => {
+            if !defer {
+                log.flush_through(i)?;
+                None
+            } else {
+                Some(i)
+            }
+        }
+        _ => None,
+    };
+    {
+        let mut st = inner.state.write().expect("state lock poisoned");
+        for b in new_blocks {
+            let list = st.blocks.entry(b.tenant.clone()).or_default();
+            list.retain(|x| x.id != b.id);
+            list.push(b);
+        }
+        st.head.retain(|r| r.segment != id);
+    }
+    if let Some(i) = wait_for {
+        inner
+            .pending_deletes
+            .lock()
+            .expect("pending deletes lock poisoned")
+            .push((id, i));
+        return Ok(());
+    }
+    delete_segment(inner, id)
+}
+
+pub(super) fn delete_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
+    let path = wal::segment_path(&inner.wal_dir, id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&path, e)),
+    }
+    fsio::sync_dir(&inner.wal_dir).map_err(|e| StoreError::io(&inner.wal_dir, e))?;
+    Ok(())
+}
+
+/// Deletes the sealed WAL segments whose block leaves have become durable (`force`: makes them
+/// durable first, at shutdown).
+pub(super) fn delete_durable_segments(inner: &Inner, force: bool) {
+    let Some(log) = &inner.log else { return };
+    let pending = std::mem::take(
+        &mut *inner
+            .pending_deletes
+            .lock()
+            .expect("pending deletes lock poisoned"),
+    );
+    if pending.is_empty() {
+        return;
+    }
+    if force
+        && let Some(max) = pending.iter().map(|p| p.1).max()
+        && let Err(e) = log.flush_through(max)
+    {
+        tracing::warn!(error = %e, "the log could not be flushed; sealed WAL segments stay until the next start");
+    }
+    let durable = log.durable_size();
+    let mut keep = Vec::new();
+    for (id, leaf) in pending {
+        if durable > leaf {
+            if let Err(e) = delete_segment(inner, id) {
+                tracing::warn!(segment = id, error = %e, "cannot delete a sealed WAL segment; retrying");
+                keep.push((id, leaf));
+            }
+        } else {
+            keep.push((id, leaf));
+        }
+    }
+    inner
+        .pending_deletes
+        .lock()
+        .expect("pending deletes lock poisoned")
+        .extend(keep);
+}
+
+/// Pauses the writer while too many closed segments wait for the sealer: acknowledgements slow
+/// down (and the bounded queue in front of the writer turns excess load into 503s) instead of
+/// memory growing without bound.
+pub(super) fn wait_for_sealer(inner: &Inner) {
+    let (lock, cv) = &inner.unsealed;
+    let mut n = lock.lock().expect("unsealed lock poisoned");
+    if *n >= inner.cfg.max_unsealed_segments {
+        tracing::debug!(
+            unsealed = *n,
+            "sealing is behind ingest; pausing the WAL writer"
+        );
+    }
+    while *n >= inner.cfg.max_unsealed_segments {
+        n = cv.wait(n).expect("unsealed lock poisoned");
+    }
+}
+
+pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
+    // Segments whose sealing failed (e.g. disk full) are retried every few seconds; until then
+    // their records stay in the head, readable and in the WAL. Sealed segments whose block leaves
+    // are not durable yet are deleted once the log has flushed (at most a second later).
+    let mut retry: Vec<u64> = Vec::new();
+    let mut last_retry = Instant::now();
+    loop {
+        let waiting = !inner
+            .pending_deletes
+            .lock()
+            .expect("pending deletes lock poisoned")
+            .is_empty();
+        let msg = if retry.is_empty() && !waiting {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        delete_durable_segments(&inner, false);
+        let (ids, acks, counted) = match msg {
+            Some(SealMsg::Segment(id, acks)) => (vec![id], acks, true),
+            Some(SealMsg::Recovered(id)) => (vec![id], Vec::new(), false),
+            Some(SealMsg::Barrier(acks)) => (Vec::new(), acks, false),
+            None if last_retry.elapsed() >= Duration::from_secs(5) => {
+                last_retry = Instant::now();
+                (std::mem::take(&mut retry), Vec::new(), false)
+            }
+            None => continue,
+        };
+        let mut result: Result<(), String> = Ok(());
+        for id in ids {
+            let t = Instant::now();
+            match seal_segment_with(&inner, id, true) {
+                Ok(()) => tracing::debug!(
+                    segment = id,
+                    ms = t.elapsed().as_millis() as u64,
+                    "sealed WAL segment"
+                ),
+                Err(e) => {
+                    tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried");
+                    result = Err(e.to_string());
+                    retry.push(id);
+                }
+            }
+        }
+        if counted {
+            let (lock, cv) = &inner.unsealed;
+            let mut n = lock.lock().expect("unsealed lock poisoned");
+            *n = n.saturating_sub(1);
+            cv.notify_all();
+        }
+        if !acks.is_empty() {
+            // A flush also puts everything it sealed into a signed checkpoint.
+            if let Some(log) = &inner.log
+                && let Err(e) = log.flush()
+                && result.is_ok()
+            {
+                result = Err(e.to_string());
+            }
+            delete_durable_segments(&inner, false);
+        }
+        for a in acks {
+            let _ = a.send(result.clone().map_err(StoreError::Decode));
+        }
+    }
+    // Shutting down: one last try for anything still unsealed (the WAL keeps it otherwise).
+    for id in retry {
+        if let Err(e) = seal_segment(&inner, id) {
+            tracing::warn!(segment = id, error = %e, "segment left in the WAL; it is sealed at the next start");
+        }
+    }
+    delete_durable_segments(&inner, true);
+}
