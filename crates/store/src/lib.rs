@@ -17,6 +17,7 @@ pub mod commit;
 pub mod erase;
 pub mod format;
 pub mod logdir;
+pub mod objects;
 pub mod prove;
 mod query;
 mod store;
