@@ -7,7 +7,7 @@
 //! is `high` or `critical`.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::Serialize;
@@ -376,17 +376,11 @@ fn redaction_checks(g: &mut Grader, rules: Option<&tv_redact::Rules>) {
     }
 }
 
-/// The permission bits of `p`, through symlinks (`/var/lib/tracevault` is one under systemd's
-/// `DynamicUser`; a link's own bits are always 0777).
-fn mode(p: &Path) -> Option<u32> {
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o777)
-}
-
 fn files(g: &mut Grader, cfg: &ServeConfig, facts: Facts) {
     let dir = &cfg.data_dir;
-    if let Some(m) = mode(dir)
+    // Through symlinks (`/var/lib/tracevault` is one under systemd's `DynamicUser`; a link's own
+    // bits are always 0777), as the server's own start-up check reads them.
+    if let Ok(m) = tv_crypto::fsio::mode_of(dir)
         && m & 0o077 != 0
     {
         g.fire(
@@ -400,17 +394,14 @@ fn files(g: &mut Grader, cfg: &ServeConfig, facts: Facts) {
             format!("chmod 700 {}", dir.display()),
         );
     }
-    // Keys: the directory and everything in it for the owner alone.
+    // Keys: the directory and everything in it for the owner alone (the server's start-up
+    // check; links inside, as a secret volume's files are, are skipped).
     let keys = &cfg.keys_dir;
-    let mut loose = Vec::new();
-    walk(keys, &mut |p, m| {
-        if m & 0o077 != 0 {
-            loose.push(format!(
-                "{} ({m:04o})",
-                p.strip_prefix(keys).unwrap_or(p).display()
-            ));
-        }
-    });
+    let mut loose: Vec<String> = tv_crypto::fsio::open_to_others(keys)
+        .unwrap_or_default()
+        .iter()
+        .map(|(p, m)| format!("{} ({m:04o})", p.strip_prefix(keys).unwrap_or(p).display()))
+        .collect();
     if !loose.is_empty() {
         let n = loose.len();
         loose.truncate(5);
@@ -481,30 +472,6 @@ fn files(g: &mut Grader, cfg: &ServeConfig, facts: Facts) {
             "span age limits, token and session expiry, certificate validity and checkpoint times all trust the clock",
             "fix time synchronisation (chrony or systemd-timesyncd) before serving".into(),
         );
-    }
-}
-
-/// Calls `f` with every entry under `dir` (and `dir`) and its permission bits. Symlinks inside
-/// are skipped, as the server's own checks do (a secret volume's files are links into it).
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path, u32)) {
-    let Some(m) = mode(dir) else {
-        return;
-    };
-    f(dir, m);
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_symlink() => {}
-                Ok(t) if t.is_dir() => walk(&p, f),
-                Ok(_) => {
-                    if let Some(m) = mode(&p) {
-                        f(&p, m);
-                    }
-                }
-                Err(_) => {}
-            }
-        }
     }
 }
 
