@@ -116,11 +116,22 @@ pub struct Guard {
 
 /// Answers requests that belong on another listener with a hint naming it; passes the rest.
 pub async fn wrong_port(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let grpc = is_grpc(req.headers());
+    let path = req.uri().path();
+    // Every request passes here (ingest included): decide first, build the hint only if it is one.
+    let elsewhere = match g.listener {
+        "api" => grpc || (path == "/v1/traces" && req.method() == Method::POST),
+        "otlp-http" => grpc || path != "/v1/traces",
+        // The export path with another content type is the gRPC router's 415 to give.
+        "otlp-grpc" => !grpc && !path.starts_with("/opentelemetry.proto."),
+        _ => false,
+    };
+    if !elsewhere {
+        return next.run(req).await;
+    }
     let l = &g.listeners;
     let host = request_host(&req);
     let s = l.scheme();
-    let grpc = is_grpc(req.headers());
-    let path = req.uri().path();
     let otlp_grpc = l.reach(host.as_deref(), l.otlp_grpc);
     let otlp_http = l.reach(host.as_deref(), l.otlp_http);
     let api = l.reach(host.as_deref(), l.api);
@@ -149,8 +160,7 @@ pub async fn wrong_port(State(g): State<Arc<Guard>>, req: Request, next: Next) -
             short(path)
         ))
         .into_response(),
-        // The export path with another content type is the gRPC router's 415 to give.
-        "otlp-grpc" if !grpc && !path.starts_with("/opentelemetry.proto.") => ApiError::NotFound(format!(
+        "otlp-grpc" => ApiError::NotFound(format!(
             "this is tracevault's OTLP gRPC port; OTLP/HTTP goes to {s}://{otlp_http}/v1/traces, and the query API and the web UI are at {s}://{api}/"
         ))
         .into_response(),
