@@ -62,19 +62,9 @@ async fn fetch(
     server: &ServerFlags,
     params: &[(&str, String)],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let url = server.url("/api/audit");
     let resp = server
-        .client()?
-        .get(&url)
-        .bearer_auth(server.token()?)
-        .header("x-scope-orgid", server.tenant())
-        .query(params)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    if !resp.status().is_success() {
-        return Err(crate::client::ConnFlags::fail(resp).await);
-    }
+        .tenant_get("/api/audit", params, "application/json")
+        .await?;
     let v: serde_json::Value = resp.json().await.context("reading the response")?;
     Ok(v["records"].as_array().cloned().unwrap_or_default())
 }

@@ -51,6 +51,40 @@ impl std::ops::Deref for ServerFlags {
 }
 
 impl ServerFlags {
+    /// `GET path?params` for the tenant, asking for `accept`; the response, or the refusal as
+    /// the error.
+    pub async fn tenant_get(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        accept: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = self.url(path);
+        let req = self
+            .client()?
+            .get(&url)
+            .query(params)
+            .header("X-Scope-OrgID", self.tenant())
+            .header("Accept", accept);
+        self.conn.send(&url, req).await
+    }
+
+    /// `POST path` with a JSON body for the tenant; the JSON answer, or the refusal as the error.
+    pub async fn tenant_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = self.url(path);
+        let req = self
+            .client()?
+            .post(&url)
+            .header("X-Scope-OrgID", self.tenant())
+            .json(body);
+        let resp = self.conn.send(&url, req).await?;
+        resp.json().await.context("reading the response")
+    }
+
     /// The tenant: `--tenant`, `TRACEVAULT_TENANT`, the client config's, else `default`.
     pub fn tenant(&self) -> String {
         self.tenant
@@ -224,19 +258,28 @@ impl ConnFlags {
         anyhow::anyhow!("server answered {status}: {msg}")
     }
 
-    /// `GET path` with the token; the JSON answer, or the server's refusal as the error.
-    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let url = self.url(path);
-        let resp = self
-            .client()?
-            .get(&url)
+    /// Sends `req` (to `url`) with the token; the response, or the server's refusal as the error.
+    async fn send(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        let resp = req
             .bearer_auth(self.token()?)
             .send()
             .await
-            .with_context(|| unreachable(&url))?;
+            .with_context(|| unreachable(url))?;
         if !resp.status().is_success() {
             return Err(Self::fail(resp).await);
         }
+        Ok(resp)
+    }
+
+    /// `GET path` with the token; the JSON answer, or the server's refusal as the error.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let url = self.url(path);
+        let req = self.client()?.get(&url);
+        let resp = self.send(&url, req).await?;
         resp.json().await.context("reading the response")
     }
 
@@ -247,17 +290,8 @@ impl ConnFlags {
         body: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
         let url = self.url(path);
-        let resp = self
-            .client()?
-            .post(&url)
-            .bearer_auth(self.token()?)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| unreachable(&url))?;
-        if !resp.status().is_success() {
-            return Err(Self::fail(resp).await);
-        }
+        let req = self.client()?.post(&url).json(body);
+        let resp = self.send(&url, req).await?;
         resp.json().await.context("reading the response")
     }
 

@@ -54,6 +54,15 @@ impl Window {
         }
         Ok((start, end))
     }
+
+    /// [`Window::secs`] as the query parameters `start` and `end` (unix seconds).
+    pub fn params(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let (start, end) = self.secs()?;
+        Ok([("start", start), ("end", end)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v.to_string())))
+            .collect())
+    }
 }
 
 #[derive(Subcommand)]
@@ -168,8 +177,8 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
             json,
             server,
         } => {
-            let (start, end) = window.secs()?;
             if let Some(user) = user {
+                let (start, end) = window.secs()?;
                 let user = value_or_stdin(user)?;
                 let mut body = serde_json::json!({ "user": user, "limit": limit });
                 if let Some(s) = start {
@@ -178,7 +187,7 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
                 if let Some(e) = end {
                     body["end"] = e.into();
                 }
-                let v = post(&server, "/api/search/user", &body).await?;
+                let v = server.tenant_post("/api/search/user", &body).await?;
                 return print_search(&v, json);
             }
             let mut params: Vec<(&str, String)> = vec![("limit", limit.to_string())];
@@ -191,13 +200,9 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
             if let Some(v) = max_duration {
                 params.push(("maxDuration", v));
             }
-            if let Some(v) = start {
-                params.push(("start", v.to_string()));
-            }
-            if let Some(v) = end {
-                params.push(("end", v.to_string()));
-            }
-            let v: serde_json::Value = get(&server, "/api/search", &params, "application/json")
+            params.extend(window.params()?);
+            let v: serde_json::Value = server
+                .tenant_get("/api/search", &params, "application/json")
                 .await?
                 .json()
                 .await
@@ -212,19 +217,15 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
             json,
             server,
         } => {
-            let (start, end) = window.secs()?;
             let mut params: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [
-                ("min_severity", min_severity),
-                ("rule", rule),
-                ("start", start.map(|s| s.to_string())),
-                ("end", end.map(|s| s.to_string())),
-            ] {
+            for (k, v) in [("min_severity", min_severity), ("rule", rule)] {
                 if let Some(v) = v {
                     params.push((k, v));
                 }
             }
-            let v: serde_json::Value = get(&server, "/api/findings", &params, "application/json")
+            params.extend(window.params()?);
+            let v: serde_json::Value = server
+                .tenant_get("/api/findings", &params, "application/json")
                 .await?
                 .json()
                 .await
@@ -243,15 +244,15 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
         } => {
             let params: Vec<(&str, String)> =
                 withhold.map(|w| ("withhold", w)).into_iter().collect();
-            let body = get(
-                &server,
-                &format!("/api/traces/{}/receipt", percent(&id)),
-                &params,
-                "application/json",
-            )
-            .await?
-            .text()
-            .await?;
+            let body = server
+                .tenant_get(
+                    &format!("/api/traces/{}/receipt", percent(&id)),
+                    &params,
+                    "application/json",
+                )
+                .await?
+                .text()
+                .await?;
             println!("{body}");
             Ok(())
         }
@@ -262,22 +263,16 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
             json,
             server,
         } => {
-            let (start, end) = window.secs()?;
-            let mut params: Vec<(&str, String)> = Vec::new();
+            let mut params: Vec<(&str, String)> = window.params()?;
             if let Some(s) = scope {
                 params.push(("scope", s));
-            }
-            if let Some(v) = start {
-                params.push(("start", v.to_string()));
-            }
-            if let Some(v) = end {
-                params.push(("end", v.to_string()));
             }
             let path = match &name {
                 Some(n) => format!("/api/v2/search/tag/{}/values", percent(n)),
                 None => "/api/v2/search/tags".into(),
             };
-            let v: serde_json::Value = get(&server, &path, &params, "application/json")
+            let v: serde_json::Value = server
+                .tenant_get(&path, &params, "application/json")
                 .await?
                 .json()
                 .await
@@ -310,12 +305,10 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<()> {
 /// `tracevault pseudonym`.
 pub async fn pseudonym(a: PseudonymArgs) -> anyhow::Result<()> {
     let value = value_or_stdin(a.value)?;
-    let v = post(
-        &a.server,
-        "/api/pseudonym",
-        &serde_json::json!({ "value": value }),
-    )
-    .await?;
+    let v = a
+        .server
+        .tenant_post("/api/pseudonym", &serde_json::json!({ "value": value }))
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -367,73 +360,21 @@ fn percent(s: &str) -> String {
         .collect()
 }
 
-async fn get(
-    server: &ServerFlags,
-    path: &str,
-    params: &[(&str, String)],
-    accept: &str,
-) -> anyhow::Result<reqwest::Response> {
-    let client = server.client()?;
-    let url = server.url(path);
-    let resp = client
-        .get(&url)
-        .query(params)
-        .bearer_auth(server.token()?)
-        .header("X-Scope-OrgID", server.tenant())
-        .header("Accept", accept)
-        .send()
-        .await
-        .with_context(|| crate::client::unreachable(&url))?;
-    if !resp.status().is_success() {
-        return Err(crate::client::ConnFlags::fail(resp).await);
-    }
-    Ok(resp)
-}
-
-async fn post(
-    server: &ServerFlags,
-    path: &str,
-    body: &serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let url = server.url(path);
-    let resp = server
-        .client()?
-        .post(&url)
-        .bearer_auth(server.token()?)
-        .header("X-Scope-OrgID", server.tenant())
-        .json(body)
-        .send()
-        .await
-        .with_context(|| crate::client::unreachable(&url))?;
-    if !resp.status().is_success() {
-        return Err(crate::client::ConnFlags::fail(resp).await);
-    }
-    resp.json().await.context("reading the response")
-}
-
 async fn trace(server: &ServerFlags, id: &str, verbose: bool, json: bool) -> anyhow::Result<()> {
     if json {
-        let body = get(
-            server,
-            &format!("/api/traces/{id}"),
-            &[],
-            "application/json",
-        )
-        .await?
-        .text()
-        .await?;
+        let body = server
+            .tenant_get(&format!("/api/traces/{id}"), &[], "application/json")
+            .await?
+            .text()
+            .await?;
         println!("{body}");
         return Ok(());
     }
-    let bytes = get(
-        server,
-        &format!("/api/traces/{id}"),
-        &[],
-        "application/protobuf",
-    )
-    .await?
-    .bytes()
-    .await?;
+    let bytes = server
+        .tenant_get(&format!("/api/traces/{id}"), &[], "application/protobuf")
+        .await?
+        .bytes()
+        .await?;
     let data = TracesData::decode(bytes.as_ref()).context("decoding the trace")?;
     // The trace's findings, by span (a credential that may not read findings sees none).
     let (first, last) = bounds(&data);
@@ -444,7 +385,10 @@ async fn trace(server: &ServerFlags, id: &str, verbose: bool, json: bool) -> any
     ];
     let mut marks: HashMap<String, Vec<String>> = HashMap::new();
     let mut note = None;
-    match get(server, "/api/findings", &params, "application/json").await {
+    match server
+        .tenant_get("/api/findings", &params, "application/json")
+        .await
+    {
         Ok(r) => {
             let v: serde_json::Value = r.json().await.context("decoding findings")?;
             for f in v["findings"].as_array().into_iter().flatten() {
