@@ -114,17 +114,19 @@ pub(crate) fn charge(state: &AppState, principal: &str) -> Result<u64, ApiError>
         })
 }
 
-/// The tenant's pseudonyms of `value`: the one redaction writes for it as a whole identity
-/// value first, then the other normalizations, deduplicated.
-fn pseudonyms(
-    state: &AppState,
-    tenant: &tv_model::TenantId,
-    value: &str,
-) -> Result<Option<(String, Vec<String>)>, ApiError> {
+/// What a lookup of `value` in `tenant` finds, under one snapshot of the rules in force.
+struct Lookup {
+    /// The pseudonym redaction writes for the value as a whole identity attribute.
+    primary: String,
+    /// `primary`, then the value's other normalizations, deduplicated.
+    all: Vec<String>,
+    /// The identity attributes the tenant's rules pseudonymize.
+    keys: Vec<String>,
+}
+
+fn lookup(state: &AppState, tenant: &tv_model::TenantId, value: &str) -> Result<Lookup, ApiError> {
     let active = state.redaction.active();
-    let Some(rules) = active.rules.as_ref() else {
-        return Ok(None);
-    };
+    let rules = active.rules.as_ref().ok_or_else(redaction_off)?;
     let key = state
         .redaction
         .pseudonym_key(tenant)
@@ -136,7 +138,11 @@ fn pseudonyms(
             all.push(p);
         }
     }
-    Ok(Some((primary, all)))
+    Ok(Lookup {
+        primary,
+        all,
+        keys: rules.identity_keys(tenant.as_str()),
+    })
 }
 
 fn redaction_off() -> ApiError {
@@ -156,18 +162,12 @@ pub async fn pseudonym(
     check_value(&req.value)?;
     let count = take(&state, &permit)?;
     let tenant = auth.tenant().clone();
-    let (primary, all) = pseudonyms(&state, &tenant, &req.value)?.ok_or_else(redaction_off)?;
-    let active = state.redaction.active();
-    let keys = active
-        .rules
-        .as_ref()
-        .map(|r| r.identity_keys(tenant.as_str()))
-        .unwrap_or_default();
+    let found = lookup(&state, &tenant, &req.value)?;
     let resp = Json(json!({
         "tenant": tenant.as_str(),
-        "pseudonym": primary,
-        "variants": all,
-        "identity_attributes": keys,
+        "pseudonym": found.primary,
+        "variants": found.all,
+        "identity_attributes": found.keys,
     }))
     .into_response();
     Ok(noted(
@@ -195,13 +195,8 @@ pub async fn search_user(
     check_value(&req.user)?;
     let count = take(&state, &permit)?;
     let tenant = auth.tenant().clone();
-    let (_, all) = pseudonyms(&state, &tenant, &req.user)?.ok_or_else(redaction_off)?;
-    let active = state.redaction.active();
-    let keys = active
-        .rules
-        .as_ref()
-        .map(|r| r.identity_keys(tenant.as_str()))
-        .unwrap_or_default()
+    let Lookup { all, keys, .. } = lookup(&state, &tenant, &req.user)?;
+    let keys = keys
         .into_iter()
         // Keys TraceQL takes as written (the built-in ones all are).
         .filter(|k| {
