@@ -218,8 +218,11 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCmd::Usage { data_dir, json } => {
-            let uses = tv_store::keyuse::key_use(&data_dir)
-                .with_context(|| format!("reading {}", data_dir.display()))?;
+            let uses = tv_store::keyuse::key_use(
+                &tv_store::objects::LocalDir::new(&data_dir),
+                &data_dir.join("wal"),
+            )
+            .with_context(|| format!("reading {}", data_dir.display()))?;
             for u in uses {
                 if json {
                     println!(

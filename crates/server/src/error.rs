@@ -151,6 +151,10 @@ impl ApiError {
                 tracing::warn!(error = %e, "storage refused a write");
                 Self::Unavailable(format!("storage unavailable ({source}); retry later"))
             }
+            E::Object(o) if o.is_transient() => {
+                tracing::warn!(error = %e, "the object store did not serve a request");
+                Self::Unavailable("the object store is unavailable; retry later".into())
+            }
             _ => {
                 tracing::error!(error = %e, "storage error");
                 Self::Internal("storage error (details are in the server log)".into())

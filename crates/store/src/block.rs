@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 use tv_crypto::{DataKey, Keyring, WrappedDataKey, fsio};
@@ -26,6 +26,7 @@ use tv_model::otlp::{AnyValue, ResourceSpans, ScopeSpans, Span};
 
 use crate::columns::{self, Row};
 use crate::format::{BlockHeader, BlockIndex, BlockRecord, Chunk, ChunkMeta, TagValues};
+use crate::objects::{ObjectError, Objects, PutMode, SharedObjects};
 use crate::{StoreError, now_unix_nanos};
 
 pub const MAGIC: &[u8; 6] = b"TVBLK\0";
@@ -39,8 +40,30 @@ pub const MAX_TAG_VALUES: usize = 64;
 /// Longest tag value kept in a block index.
 pub const MAX_TAG_VALUE_LEN: usize = 128;
 
-pub fn block_path(dir: &Path, tenant: &TenantId, id: u64) -> PathBuf {
-    dir.join(tenant.as_str()).join(format!("{id:016x}.tvb"))
+/// A block's object key: `blocks/<tenant>/<id>.tvb` (its path under a local data directory).
+pub fn block_key(tenant: &TenantId, id: u64) -> String {
+    format!("blocks/{}/{id:016x}.tvb", tenant.as_str())
+}
+
+/// The tenant and block id of a block's key; `None` for any other key.
+pub fn parse_block_key(key: &str) -> Option<(TenantId, u64)> {
+    let rest = key.strip_prefix("blocks/")?;
+    let (tenant, name) = rest.split_once('/')?;
+    let hex = name.strip_suffix(".tvb")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    let id = u64::from_str_radix(hex, 16).ok()?;
+    Some((TenantId::parse(tenant).ok()?, id))
+}
+
+/// Reads bytes `range` of a block object.
+fn read_range(
+    objects: &dyn Objects,
+    key: &str,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<u8>, StoreError> {
+    Ok(objects.get_range(key, range)?)
 }
 
 fn aad(tenant: &TenantId, block: u64, counter: u64) -> Vec<u8> {
@@ -331,28 +354,35 @@ impl BlockBuilder {
         });
     }
 
-    /// Sorts, chunks, compresses, encrypts and durably writes the block. A failed write (disk
-    /// full) leaves no temp file behind.
+    /// Sorts, chunks, compresses, encrypts and durably writes the block into a file under
+    /// `staging`, then creates its object (create-only: an existing object with that key is an
+    /// [`ObjectError::AlreadyExists`] error). The staged file is removed either way.
+    #[allow(clippy::too_many_arguments)]
     pub fn write(
         self,
-        dir: &Path,
+        staging: &Path,
+        objects: &dyn Objects,
         tenant: &TenantId,
         block_id: u64,
         keyring: &Keyring,
         chunk_target: usize,
         zstd_level: i32,
     ) -> Result<SealedBlock, StoreError> {
-        let tmp = block_path(dir, tenant, block_id).with_extension("tvb.tmp");
-        let res = self.write_inner(dir, tenant, block_id, keyring, chunk_target, zstd_level);
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        fsio::create_private_dir(staging).map_err(|e| StoreError::io(staging, e))?;
+        let tmp = staging.join(format!("{}-{block_id:016x}.tvb.tmp", tenant.as_str()));
+        let res = self
+            .write_inner(&tmp, tenant, block_id, keyring, chunk_target, zstd_level)
+            .and_then(|sealed| {
+                objects.put_file(&block_key(tenant, block_id), &tmp, PutMode::Create)?;
+                Ok(sealed)
+            });
+        let _ = std::fs::remove_file(&tmp);
         res
     }
 
     fn write_inner(
         mut self,
-        dir: &Path,
+        tmp: &Path,
         tenant: &TenantId,
         block_id: u64,
         keyring: &Keyring,
@@ -368,22 +398,18 @@ impl BlockBuilder {
             .map(|r| (r.leaf_index, r.span_count))
             .collect();
         let (key, wrapped) = keyring.new_data_key(tenant).map_err(StoreError::Crypto)?;
-        let path = block_path(dir, tenant, block_id);
-        let tdir = path.parent().expect("block path has a parent");
-        fsio::create_private_dir(tdir).map_err(|e| StoreError::io(tdir, e))?;
-        let tmp = path.with_extension("tvb.tmp");
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| StoreError::io(&tmp, e))?;
+            .open(tmp)
+            .map_err(|e| StoreError::io(tmp, e))?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
         };
-        let io = |e| StoreError::io(&tmp, e);
+        let io = |e| StoreError::io(tmp, e);
 
         let mut chunks_meta: Vec<ChunkMeta> = Vec::new();
         let mut prefixes: Vec<u64> = Vec::new();
@@ -465,7 +491,7 @@ impl BlockBuilder {
             }
             let chunk = columns::encode(rows, resources, scopes);
             let mut data = zstd::bulk::compress(&chunk.encode_to_vec(), zstd_level)
-                .map_err(|e| StoreError::io(&tmp, e))?;
+                .map_err(|e| StoreError::io(tmp, e))?;
             key.seal(ci as u64, &aad(tenant, block_id, ci as u64), &mut data)
                 .map_err(StoreError::Crypto)?;
             w.write_all(&data).map_err(io)?;
@@ -513,7 +539,7 @@ impl BlockBuilder {
             records: std::mem::take(&mut self.records),
         };
         let mut idx = zstd::bulk::compress(&index.encode_to_vec(), zstd_level)
-            .map_err(|e| StoreError::io(&tmp, e))?;
+            .map_err(|e| StoreError::io(tmp, e))?;
         key.seal(
             INDEX_COUNTER,
             &aad(tenant, block_id, INDEX_COUNTER),
@@ -527,12 +553,10 @@ impl BlockBuilder {
         let HashingWriter { inner, ctx } = w;
         let file = inner
             .into_inner()
-            .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+            .map_err(|e| StoreError::io(tmp, e.into_error()))?;
         file.sync_all().map_err(io)?;
         let size = offset + idx.len() as u64 + FOOTER_LEN as u64;
         drop(file);
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-        fsio::sync_dir(tdir).map_err(|e| StoreError::io(tdir, e))?;
         Ok(SealedBlock {
             size,
             file_sha256: ctx.finish().as_ref().try_into().expect("32 bytes"),
@@ -547,9 +571,11 @@ impl BlockBuilder {
 pub struct BlockMeta {
     pub tenant: TenantId,
     pub id: u64,
-    pub path: PathBuf,
+    /// Where the block is: its store and key.
+    pub objects: SharedObjects,
+    pub key: String,
     pub size: u64,
-    key: DataKey,
+    data_key: DataKey,
     pub key_commitment: [u8; 32],
     pub index: BlockIndex,
     prefixes: Vec<u64>,
@@ -561,79 +587,92 @@ impl std::fmt::Debug for BlockMeta {
     }
 }
 
-/// The tenant and the wrapped data key a block file's header names, read without any key.
-pub fn wrapped_key_of(path: &Path) -> Result<(String, WrappedDataKey), StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+/// A block's header, checked: (version-checked header, its end offset).
+fn read_header(objects: &dyn Objects, key: &str, size: u64) -> Result<BlockHeader, StoreError> {
     let corrupt = |offset: u64, reason: &str| StoreError::Corruption {
-        path: path.display().to_string(),
+        path: key.to_owned(),
         offset,
         reason: reason.to_owned(),
     };
-    let mut head = [0u8; 12];
-    file.read_exact_at(&mut head, 0)
-        .map_err(|e| StoreError::io(path, e))?;
+    if size < (MAGIC.len() + 6 + FOOTER_LEN) as u64 {
+        return Err(corrupt(0, "file too short for a block"));
+    }
+    // One read for the header in the common case (it holds a wrapped key: well under 4 KiB).
+    let mut head = read_range(objects, key, 0..size.min(4096))?;
     if &head[..6] != MAGIC {
         return Err(corrupt(0, "not a tracevault block (bad magic)"));
     }
-    let hlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
-    if hlen > 1 << 20 {
-        return Err(corrupt(8, "header length implausible"));
+    let version = u16::from_le_bytes([head[6], head[7]]);
+    if version != VERSION {
+        return Err(StoreError::Version {
+            what: format!("block {key}"),
+            version: version as u32,
+            supported: VERSION as u32,
+        });
     }
-    let mut hbuf = vec![0u8; hlen];
-    file.read_exact_at(&mut hbuf, 12)
-        .map_err(|e| StoreError::io(path, e))?;
-    let header = BlockHeader::decode(hbuf.as_slice()).map_err(|_| corrupt(12, "bad header"))?;
-    let wrapped = WrappedDataKey::from_bytes(&header.wrapped_key)
-        .ok_or_else(|| corrupt(12, "bad wrapped key"))?;
+    let hlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
+    if hlen > 1 << 20 || 12 + hlen + FOOTER_LEN as u64 > size {
+        return Err(corrupt(8, "header length past end of file"));
+    }
+    if (head.len() as u64) < 12 + hlen {
+        head = read_range(objects, key, 0..12 + hlen)?;
+    }
+    BlockHeader::decode(&head[12..12 + hlen as usize]).map_err(|_| corrupt(12, "bad header"))
+}
+
+/// The tenant and the wrapped data key a block's header names, read without any key.
+pub fn wrapped_key_of(
+    objects: &dyn Objects,
+    key: &str,
+) -> Result<(String, WrappedDataKey), StoreError> {
+    let size = objects
+        .head(key)?
+        .ok_or_else(|| ObjectError::NotFound(key.to_owned()))?
+        .size;
+    let header = read_header(objects, key, size)?;
+    let wrapped =
+        WrappedDataKey::from_bytes(&header.wrapped_key).ok_or_else(|| StoreError::Corruption {
+            path: key.to_owned(),
+            offset: 12,
+            reason: "bad wrapped key".into(),
+        })?;
     Ok((header.tenant, wrapped))
 }
 
+/// An open block for reading chunks: the local file when there is one (`pread`), else ranged
+/// reads from its object.
+pub struct BlockFile(Option<File>);
+
 impl BlockMeta {
-    /// Opens a block file: checks format, unwraps its key, decrypts its index.
-    pub fn load(path: &Path, tenant: &TenantId, keyring: &Keyring) -> Result<Self, StoreError> {
-        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-        let size = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+    /// Opens a block: checks format, unwraps its key, decrypts its index.
+    pub fn load(
+        objects: &SharedObjects,
+        key: &str,
+        tenant: &TenantId,
+        keyring: &Keyring,
+    ) -> Result<Self, StoreError> {
+        let size = objects
+            .head(key)?
+            .ok_or_else(|| ObjectError::NotFound(key.to_owned()))?
+            .size;
         let corrupt = |offset: u64, reason: &str| StoreError::Corruption {
-            path: path.display().to_string(),
+            path: key.to_owned(),
             offset,
             reason: reason.to_owned(),
         };
-        if size < (MAGIC.len() + 6 + FOOTER_LEN) as u64 {
-            return Err(corrupt(0, "file too short for a block"));
-        }
-        let mut head = [0u8; 12];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| StoreError::io(path, e))?;
-        if &head[..6] != MAGIC {
-            return Err(corrupt(0, "not a tracevault block (bad magic)"));
-        }
-        let version = u16::from_le_bytes([head[6], head[7]]);
-        if version != VERSION {
-            return Err(StoreError::Version {
-                what: format!("block {}", path.display()),
-                version: version as u32,
-                supported: VERSION as u32,
-            });
-        }
-        let hlen = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
-        if 12 + hlen + FOOTER_LEN as u64 > size {
-            return Err(corrupt(8, "header length past end of file"));
-        }
-        let mut hbuf = vec![0u8; hlen as usize];
-        file.read_exact_at(&mut hbuf, 12)
-            .map_err(|e| StoreError::io(path, e))?;
-        let header = BlockHeader::decode(hbuf.as_slice()).map_err(|_| corrupt(12, "bad header"))?;
+        let header = read_header(&**objects, key, size)?;
         if header.tenant != tenant.as_str() {
             return Err(corrupt(12, "block belongs to another tenant"));
         }
         let wrapped = WrappedDataKey::from_bytes(&header.wrapped_key)
             .ok_or_else(|| corrupt(12, "bad wrapped key"))?;
-        let key = keyring
+        let data_key = keyring
             .open_data_key(tenant, &wrapped)
             .map_err(StoreError::Crypto)?;
-        let mut foot = [0u8; FOOTER_LEN];
-        file.read_exact_at(&mut foot, size - FOOTER_LEN as u64)
-            .map_err(|e| StoreError::io(path, e))?;
+        // The footer and, usually, the whole index in one read from the end.
+        let tail_start = size.saturating_sub(64 * 1024);
+        let tail = read_range(&**objects, key, tail_start..size)?;
+        let foot = &tail[tail.len() - FOOTER_LEN..];
         if &foot[12..] != FOOTER_MAGIC {
             return Err(corrupt(size - 4, "bad footer (block incomplete?)"));
         }
@@ -645,10 +684,12 @@ impl BlockMeta {
                 "index bounds do not match",
             ));
         }
-        let mut ibuf = vec![0u8; ilen as usize];
-        file.read_exact_at(&mut ibuf, ioff)
-            .map_err(|e| StoreError::io(path, e))?;
-        let plain = key
+        let mut ibuf = if ioff >= tail_start {
+            tail[(ioff - tail_start) as usize..(ioff - tail_start + ilen) as usize].to_vec()
+        } else {
+            read_range(&**objects, key, ioff..ioff + ilen)?
+        };
+        let plain = data_key
             .open(
                 INDEX_COUNTER,
                 &aad(tenant, header.block_id, INDEX_COUNTER),
@@ -668,9 +709,10 @@ impl BlockMeta {
         Ok(Self {
             tenant: tenant.clone(),
             id: header.block_id,
-            path: path.to_owned(),
+            objects: objects.clone(),
+            key: key.to_owned(),
             size,
-            key,
+            data_key,
             key_commitment: wrapped.commitment,
             index,
             prefixes,
@@ -687,18 +729,28 @@ impl BlockMeta {
     }
 
     /// Decrypts and decodes chunk `i`.
-    pub fn read_chunk(&self, file: &File, i: usize) -> Result<Chunk, StoreError> {
+    pub fn read_chunk(&self, file: &BlockFile, i: usize) -> Result<Chunk, StoreError> {
         let meta = &self.index.chunks[i];
-        let mut buf = vec![0u8; meta.len as usize];
-        file.read_exact_at(&mut buf, meta.offset)
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        let mut buf = match &file.0 {
+            Some(f) => {
+                let mut buf = vec![0u8; meta.len as usize];
+                f.read_exact_at(&mut buf, meta.offset)
+                    .map_err(|e| StoreError::io(Path::new(&self.key), e))?;
+                buf
+            }
+            None => read_range(
+                &*self.objects,
+                &self.key,
+                meta.offset..meta.offset + meta.len as u64,
+            )?,
+        };
         let corrupt = |reason: &str| StoreError::Corruption {
-            path: self.path.display().to_string(),
+            path: self.key.clone(),
             offset: meta.offset,
             reason: reason.to_owned(),
         };
         let plain = self
-            .key
+            .data_key
             .open(i as u64, &aad(&self.tenant, self.id, i as u64), &mut buf)
             .map_err(|_| corrupt("chunk fails authentication"))?;
         let raw = zstd::bulk::decompress(plain, 1024 * 1024 * 1024)
@@ -706,7 +758,18 @@ impl BlockMeta {
         Chunk::decode(raw.as_slice()).map_err(|_| corrupt("chunk does not decode"))
     }
 
-    pub fn open_file(&self) -> Result<File, StoreError> {
-        File::open(&self.path).map_err(|e| StoreError::io(&self.path, e))
+    /// Opens the block for [`BlockMeta::read_chunk`].
+    pub fn open_file(&self) -> Result<BlockFile, StoreError> {
+        match self.objects.local_path(&self.key) {
+            Some(p) => Ok(BlockFile(Some(
+                File::open(&p).map_err(|e| StoreError::io(&p, e))?,
+            ))),
+            None => Ok(BlockFile(None)),
+        }
+    }
+
+    /// The SHA-256 of the whole block (what its log leaf records).
+    pub fn digest(&self) -> Result<[u8; 32], StoreError> {
+        Ok(tv_tlog::commit::sha256(&self.objects.get(&self.key)?.0))
     }
 }

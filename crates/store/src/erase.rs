@@ -125,30 +125,17 @@ fn write_record(data_dir: &Path, r: &Erasure) -> Result<(), StoreError> {
     fsio::atomic_write(&path, &json, 0o600).map_err(|e| StoreError::io(&path, e))
 }
 
-/// The block files of `tenant` on disk (any left after its keys are gone).
-fn block_files(inner: &Inner, tenant: &TenantId) -> Result<Vec<(u64, PathBuf)>, StoreError> {
-    let dir = inner.block_dir.join(tenant.as_str());
+/// The blocks of `tenant` still stored (any left after its keys are gone): (id, key).
+fn block_files(inner: &Inner, tenant: &TenantId) -> Result<Vec<(u64, String)>, StoreError> {
     let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(StoreError::io(&dir, e)),
-    };
-    for f in rd {
-        let path = f.map_err(|e| StoreError::io(&dir, e))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
-        if let Some(id) = name
-            .strip_suffix(".tvb")
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
+    for o in inner
+        .objects
+        .list(&format!("blocks/{}/", tenant.as_str()))?
+    {
+        if let Some((t, id)) = crate::block::parse_block_key(&o.key)
+            && &t == tenant
         {
-            out.push((id, path));
+            out.push((id, o.key));
         }
     }
     out.sort();
@@ -227,9 +214,8 @@ pub(crate) fn erase_blocking(
         && !files.is_empty()
     {
         let mut last = 0;
-        for (id, path) in &files {
-            let digest =
-                tv_tlog::commit::sha256(&std::fs::read(path).map_err(|e| StoreError::io(path, e))?);
+        for (id, key) in &files {
+            let digest = tv_tlog::commit::sha256(&inner.objects.get(key)?.0);
             last = log.push(
                 Leaf::ErasedBlock(ErasedBlockLeaf {
                     block_id: *id,
@@ -242,16 +228,9 @@ pub(crate) fn erase_blocking(
         }
         log.flush_through(last)?;
     }
-    for (_, path) in &files {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(path, e)),
-        }
+    for (_, key) in &files {
+        inner.objects.delete(key)?;
     }
-    let tdir = inner.block_dir.join(tenant.as_str());
-    let _ = std::fs::remove_dir(&tdir);
-    fsio::sync_dir(&inner.block_dir).map_err(|e| StoreError::io(&inner.block_dir, e))?;
     rec.complete = true;
     write_record(&data_dir, &rec)?;
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, versions = ?rec.key_versions, "tenant erased: its keys are destroyed and its blocks deleted");

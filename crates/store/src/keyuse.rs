@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
+use crate::objects::Objects;
 use crate::wal::{self, Recovered};
 
 /// One data key on disk.
@@ -24,20 +25,27 @@ fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     all
 }
 
-/// Every block's and WAL segment's data keys with the tenant key version wrapping them.
-pub fn key_use(data_dir: &Path) -> Result<Vec<KeyUse>, StoreError> {
-    let rel = |p: &Path| p.strip_prefix(data_dir).unwrap_or(p).to_path_buf();
+/// Every block's (in `objects`) and WAL segment's (under `wal_dir`) data keys with the tenant
+/// key version wrapping them.
+pub fn key_use(objects: &dyn Objects, wal_dir: &Path) -> Result<Vec<KeyUse>, StoreError> {
     let mut out = Vec::new();
-    for b in files_with(&data_dir.join("blocks"), "tvb") {
-        let (tenant, w) = crate::block::wrapped_key_of(&b)?;
+    for b in objects.list("blocks/")? {
+        if crate::block::parse_block_key(&b.key).is_none() {
+            continue;
+        }
+        let (tenant, w) = crate::block::wrapped_key_of(objects, &b.key)?;
         out.push(KeyUse {
-            file: rel(&b),
+            file: PathBuf::from(&b.key),
             tenant,
             kek_version: w.kek_version,
             wrapped: w,
         });
     }
-    for s in files_with(&data_dir.join("wal"), "wal") {
+    let rel = |p: &Path| {
+        let base = wal_dir.parent().unwrap_or(wal_dir);
+        p.strip_prefix(base).unwrap_or(p).to_path_buf()
+    };
+    for s in files_with(wal_dir, "wal") {
         for r in wal::read_segment(&s)?.records {
             if let Recovered::Key {
                 tenant, wrapped, ..

@@ -71,9 +71,20 @@ pub enum StoreError {
     ShuttingDown,
     #[error("invalid stored data: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Object(#[from] crate::objects::ObjectError),
 }
 
 impl StoreError {
+    /// Whether trying again later may succeed (a full disk, an unreachable object store).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::Object(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.display().to_string(),

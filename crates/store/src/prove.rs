@@ -66,7 +66,7 @@ pub fn block_records(
     only: Option<&[u32]>,
 ) -> Result<Vec<BlockRecordRows>, StoreError> {
     let bad = |reason: String| StoreError::Corruption {
-        path: b.path.display().to_string(),
+        path: b.key.clone(),
         offset: 0,
         reason,
     };

@@ -964,7 +964,13 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
             cx.problem(&rel, None, "block", "not under a tenant directory");
             continue;
         };
-        let meta = match BlockMeta::load(p, &tenant, kr) {
+        let objects: crate::objects::SharedObjects =
+            std::sync::Arc::new(crate::objects::LocalDir::new(dir));
+        let key = p
+            .strip_prefix(dir)
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let meta = match BlockMeta::load(&objects, &key, &tenant, kr) {
             Ok(m) => m,
             Err(e) => {
                 cx.problem(&rel, None, "block", e.to_string());

@@ -257,10 +257,61 @@ impl Objects for LocalDir {
         Ok(out)
     }
 
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
+    fn put_file(&self, key: &str, src: &Path, mode: PutMode) -> Result<ObjectMeta, ObjectError> {
+        let PutMode::Create = mode else {
+            let data = std::fs::read(src).map_err(io(key))?;
+            return self.put(key, &data, mode);
+        };
+        let path = self.path(key)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(fsio::parent_dir(&path))
+            .map_err(io(key))?;
+        // A hard link fails if the name exists: create-only without a window, and no copy.
+        match std::fs::hard_link(src, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let same = std::fs::read(&path).ok() == std::fs::read(src).ok();
+                if !same {
+                    return Err(ObjectError::AlreadyExists(key.to_owned()));
+                }
+            }
+            Err(e) => return Err(io(key)(e)),
+        }
+        fsio::sync_dir(fsio::parent_dir(&path)).map_err(io(key))?;
+        let m = std::fs::metadata(&path).map_err(io(key))?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: m.len(),
+            version: version_at(&path, &m, None).map_err(io(key))?,
+        })
+    }
+
     fn delete(&self, key: &str) -> Result<(), ObjectError> {
         let path = self.path(key)?;
         match std::fs::remove_file(&path) {
-            Ok(()) => fsio::sync_dir(fsio::parent_dir(&path)).map_err(io(key)),
+            Ok(()) => {
+                fsio::sync_dir(fsio::parent_dir(&path)).map_err(io(key))?;
+                // Directories left empty go too (S3 has none), never the root.
+                for d in path.ancestors().skip(1) {
+                    if d == self.root
+                        || !d.starts_with(&self.root)
+                        || std::fs::remove_dir(d).is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(key)(e)),
         }

@@ -8,6 +8,10 @@ mod local;
 mod remote;
 
 pub use local::LocalDir;
+use std::sync::Arc;
+
+/// The store behind `objects`, shared.
+pub type SharedObjects = Arc<dyn Objects>;
 pub use remote::{Remote, RemoteConfig, RemoteConfigError};
 
 /// An object's name, size and version (local: the SHA-256 of its bytes; S3: its ETag).
@@ -75,6 +79,148 @@ pub trait Objects: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError>;
     /// Removes the object; removing one that is not there is not an error.
     fn delete(&self, key: &str) -> Result<(), ObjectError>;
+    /// Writes the file at `path` (complete and synced) under `key`, as `put`; the file stays
+    /// where it is. The local side links it instead of copying.
+    fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        mode: PutMode,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let data = std::fs::read(path).map_err(|source| ObjectError::Io {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.put(key, &data, mode)
+    }
+    /// Where the object is a local file (the local side), for direct reads.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// What this is, for messages: a directory or a bucket URL.
+    fn describe(&self) -> String;
+}
+
+/// Objects under a key prefix of another store (a node's own objects in a shared bucket).
+#[derive(Debug, Clone)]
+pub struct Prefixed {
+    inner: std::sync::Arc<dyn Objects>,
+    prefix: String,
+}
+
+impl Prefixed {
+    /// `prefix` is a key (segments without a trailing slash).
+    pub fn new(inner: std::sync::Arc<dyn Objects>, prefix: &str) -> Result<Self, ObjectError> {
+        check_key(prefix)?;
+        Ok(Prefixed {
+            inner,
+            prefix: format!("{prefix}/"),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn unkey(&self, mut e: ObjectError) -> ObjectError {
+        let strip = |k: &mut String| {
+            if let Some(r) = k.strip_prefix(&self.prefix) {
+                *k = r.to_owned();
+            }
+        };
+        match &mut e {
+            ObjectError::AlreadyExists(k) | ObjectError::NotFound(k) => strip(k),
+            ObjectError::Conflict { key, .. }
+            | ObjectError::Range { key, .. }
+            | ObjectError::BadKey { key, .. }
+            | ObjectError::Denied { key, .. }
+            | ObjectError::Unavailable { key, .. }
+            | ObjectError::Io { key, .. } => strip(key),
+        }
+        e
+    }
+
+    fn meta(&self, mut m: ObjectMeta) -> ObjectMeta {
+        if let Some(r) = m.key.strip_prefix(&self.prefix) {
+            m.key = r.to_owned();
+        }
+        m
+    }
+}
+
+impl Objects for Prefixed {
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<ObjectMeta, ObjectError> {
+        check_key(key)?;
+        self.inner
+            .put(&self.key(key), data, mode)
+            .map(|m| self.meta(m))
+            .map_err(|e| self.unkey(e))
+    }
+    fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta), ObjectError> {
+        check_key(key)?;
+        self.inner
+            .get(&self.key(key))
+            .map(|(d, m)| (d, self.meta(m)))
+            .map_err(|e| self.unkey(e))
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, ObjectError> {
+        check_key(key)?;
+        self.inner
+            .get_range(&self.key(key), range)
+            .map_err(|e| self.unkey(e))
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectError> {
+        check_key(key)?;
+        self.inner
+            .head(&self.key(key))
+            .map(|m| m.map(|m| self.meta(m)))
+            .map_err(|e| self.unkey(e))
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
+        Ok(self
+            .inner
+            .list(&self.key(prefix))
+            .map_err(|e| self.unkey(e))?
+            .into_iter()
+            .map(|m| self.meta(m))
+            .collect())
+    }
+    fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        check_key(key)?;
+        self.inner.delete(&self.key(key)).map_err(|e| self.unkey(e))
+    }
+    fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        mode: PutMode,
+    ) -> Result<ObjectMeta, ObjectError> {
+        check_key(key)?;
+        self.inner
+            .put_file(&self.key(key), path, mode)
+            .map(|m| self.meta(m))
+            .map_err(|e| self.unkey(e))
+    }
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_path(&self.key(key))
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{}/{}",
+            self.inner.describe(),
+            self.prefix.trim_end_matches('/')
+        )
+    }
+}
+
+impl ObjectError {
+    /// Whether trying again later may succeed (the store or the disk, not the request, failed).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ObjectError::Unavailable { .. } | ObjectError::Denied { .. } | ObjectError::Io { .. }
+        )
+    }
 }
 
 /// Checks a key: relative `/`-separated segments of printable ASCII without `.`/`..` segments,

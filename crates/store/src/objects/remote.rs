@@ -482,6 +482,10 @@ impl Objects for Remote {
         Ok(out)
     }
 
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
     fn delete(&self, key: &str) -> Result<(), ObjectError> {
         let path = self.path(key)?;
         let store = self.store.clone();

@@ -18,6 +18,7 @@ use tv_model::validate::Validated;
 use crate::StoreError;
 use crate::block::{BlockBuilder, BlockMeta};
 use crate::commit;
+use crate::objects::{LocalDir, SharedObjects};
 use crate::txlog::{LogConfig, Logged, TxLog};
 use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
 use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
@@ -72,6 +73,9 @@ pub struct StoreConfig {
     /// The data directory's lock, when the caller took it first ([`crate::lock_data_dir`]);
     /// otherwise the store takes it.
     pub lock: Option<Arc<std::fs::File>>,
+    /// Where blocks are kept (`blocks/<tenant>/<id>.tvb`): `None` for the data directory itself
+    /// (the embedded default), or a node's prefix in an object store.
+    pub objects: Option<SharedObjects>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -104,6 +108,7 @@ impl StoreConfig {
             unused_key_grace: Duration::from_secs(600),
             retention_interval: None,
             lock: None,
+            objects: None,
         }
     }
 
@@ -143,7 +148,10 @@ pub(crate) struct Inner {
     pub keyring: Arc<Keyring>,
     pub state: RwLock<State>,
     pub wal_dir: PathBuf,
-    pub block_dir: PathBuf,
+    /// Blocks are built here before their objects are created.
+    pub staging_dir: PathBuf,
+    /// Where blocks live.
+    pub objects: SharedObjects,
     pub log: Option<Arc<TxLog>>,
     /// Sealed WAL segments waiting for their block leaves to become durable: (segment, leaf).
     pending_deletes: Mutex<Vec<(u64, u64)>>,
@@ -228,10 +236,20 @@ impl Store {
             None => Arc::new(crate::lock_data_dir(&cfg.data_dir)?),
         };
         let wal_dir = cfg.data_dir.join("wal");
-        let block_dir = cfg.data_dir.join("blocks");
-        for d in [&cfg.data_dir, &wal_dir, &block_dir] {
+        let staging_dir = cfg.data_dir.join("staging");
+        for d in [&cfg.data_dir, &wal_dir, &staging_dir] {
             fsio::create_private_dir(d).map_err(|e| StoreError::io(d, e))?;
         }
+        // Blocks an interrupted seal left half-built: their WAL segments are sealed again.
+        if let Ok(rd) = std::fs::read_dir(&staging_dir) {
+            for f in rd.flatten() {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+        let objects: SharedObjects = match &cfg.objects {
+            Some(o) => o.clone(),
+            None => Arc::new(LocalDir::new(&cfg.data_dir)),
+        };
         let log = match &cfg.log {
             Some(lc) => Some(Arc::new(TxLog::open(
                 &cfg.data_dir.join("log"),
@@ -244,7 +262,8 @@ impl Store {
             keyring,
             state: RwLock::new(State::default()),
             wal_dir,
-            block_dir,
+            staging_dir,
+            objects,
             log,
             pending_deletes: Mutex::new(Vec::new()),
             pending_bytes: AtomicU64::new(0),
@@ -267,7 +286,12 @@ impl Store {
                 for r in erasures {
                     let t = TenantId::parse(&r.tenant)
                         .map_err(|e| StoreError::Decode(e.to_string()))?;
-                    if !r.complete || inner.block_dir.join(t.as_str()).exists() {
+                    if !r.complete
+                        || !inner
+                            .objects
+                            .list(&format!("blocks/{}/", t.as_str()))?
+                            .is_empty()
+                    {
                         tracing::warn!(tenant = %t, "finishing the erasure of a tenant");
                         crate::erase::erase_blocking(&inner, &t, Some(r))?;
                     }
@@ -497,6 +521,16 @@ impl Store {
     /// The transparency log (absent only in benchmarks that measure its cost).
     pub fn log(&self) -> Option<&Arc<TxLog>> {
         self.inner.log.as_ref()
+    }
+
+    /// Where the blocks live.
+    pub fn objects(&self) -> &SharedObjects {
+        &self.inner.objects
+    }
+
+    /// Every stored data key (blocks and WAL segments) with the tenant key version wrapping it.
+    pub fn key_use(&self) -> Result<Vec<crate::keyuse::KeyUse>, StoreError> {
+        crate::keyuse::key_use(&*self.inner.objects, &self.inner.wal_dir)
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -6,40 +6,22 @@ use super::*;
 /// Loads every block's index; returns the highest block id seen.
 pub(super) fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
     let mut max_id = 0;
-    let rd =
-        std::fs::read_dir(&inner.block_dir).map_err(|e| StoreError::io(&inner.block_dir, e))?;
-    let mut st = inner.state.write().expect("state lock poisoned");
-    for tdir in rd {
-        let tdir = tdir.map_err(|e| StoreError::io(&inner.block_dir, e))?;
-        let name = tdir.file_name().to_string_lossy().into_owned();
-        let Ok(tenant) = TenantId::parse(&name) else {
-            tracing::warn!(dir = %tdir.path().display(), "ignoring directory that is not a tenant id");
+    let mut by_tenant: HashMap<TenantId, Vec<Arc<BlockMeta>>> = HashMap::new();
+    for o in inner.objects.list("blocks/")? {
+        let Some((tenant, id)) = crate::block::parse_block_key(&o.key) else {
+            tracing::warn!(object = %o.key, "ignoring an object under blocks/ that is not a block");
             continue;
         };
         if inner.keyring.is_erased(&tenant) {
-            // Its keys are gone; the erasure's completion at start deletes these files.
+            // Its keys are gone; the erasure's completion at start deletes these objects.
             continue;
         }
-        let mut metas = Vec::new();
-        let path = tdir.path();
-        for f in std::fs::read_dir(&path).map_err(|e| StoreError::io(&path, e))? {
-            let f = f.map_err(|e| StoreError::io(&path, e))?;
-            let fname = f.file_name().to_string_lossy().into_owned();
-            if fname.ends_with(".tmp") {
-                // An unfinished seal; its WAL segment still exists and will be sealed again.
-                let _ = std::fs::remove_file(f.path());
-                continue;
-            }
-            let Some(id) = fname
-                .strip_suffix(".tvb")
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            else {
-                continue;
-            };
-            let meta = BlockMeta::load(&f.path(), &tenant, &inner.keyring)?;
-            max_id = max_id.max(id);
-            metas.push(Arc::new(meta));
-        }
+        let meta = BlockMeta::load(&inner.objects, &o.key, &tenant, &inner.keyring)?;
+        max_id = max_id.max(id);
+        by_tenant.entry(tenant).or_default().push(Arc::new(meta));
+    }
+    let mut st = inner.state.write().expect("state lock poisoned");
+    for (tenant, mut metas) in by_tenant {
         metas.sort_by_key(|m| m.id);
         st.blocks.insert(tenant, metas);
     }
@@ -163,7 +145,7 @@ pub(super) fn recover_wal(inner: &Inner) -> Result<(u64, Vec<u64>), StoreError> 
         );
         match seal_segment(inner, id) {
             Ok(()) => {}
-            Err(e @ StoreError::Io { .. }) => {
+            Err(e) if e.is_transient() => {
                 tracing::warn!(segment = id, error = %e, "cannot seal a recovered WAL segment now; serving it from memory and retrying in the background");
                 unsealed.push(id);
             }

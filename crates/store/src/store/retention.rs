@@ -1,6 +1,5 @@
 //! Retention: blocks past their tenant's period are deleted, each deletion logged first.
 
-use super::sealer::sha256_file;
 use super::*;
 
 /// Deletes the blocks past their tenant's retention period (newest span ended before `now -
@@ -25,7 +24,7 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
     let mut tenants: Vec<TenantId> = Vec::new();
     for (b, keep) in &expired {
         if let Some(log) = &inner.log {
-            let digest = sha256_file(&b.path).map_err(|e| StoreError::io(&b.path, e))?;
+            let digest = b.digest()?;
             let i = log.push(
                 Leaf::Prune(leaf::PruneLeaf {
                     block_id: b.id,
@@ -43,14 +42,7 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
                 list.retain(|x| x.id != b.id);
             }
         }
-        match std::fs::remove_file(&b.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(&b.path, e)),
-        }
-        if let Some(d) = b.path.parent() {
-            fsio::sync_dir(d).map_err(|e| StoreError::io(d, e))?;
-        }
+        inner.objects.delete(&b.key)?;
         tracing::info!(tenant = %b.tenant, block = b.id, spans = b.index.span_count, retention_secs = keep.as_secs(), "deleted a block past its retention period");
         if !tenants.contains(&b.tenant) {
             tenants.push(b.tenant.clone());
@@ -79,7 +71,7 @@ pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
             }
         }
         if !gc.is_empty() {
-            let uses = crate::keyuse::key_use(&inner.cfg.data_dir)?;
+            let uses = crate::keyuse::key_use(&*inner.objects, &inner.wal_dir)?;
             gc.retain(|t| {
                 let in_use: Vec<_> = uses
                     .iter()

@@ -3,10 +3,6 @@
 
 use super::*;
 
-pub(super) fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    Ok(tv_tlog::commit::sha256(&std::fs::read(path)?))
-}
-
 /// Seals the head records of segment `id` into one block per tenant, logs a leaf for each block,
 /// and deletes the segment once those leaves are durable. A block already written and logged (by
 /// an attempt that failed later, or before a crash) is kept as it is.
@@ -35,15 +31,25 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
         if inner.keyring.is_erased(&tenant) {
             continue;
         }
-        let path = crate::block::block_path(&inner.block_dir, &tenant, id);
-        if let Some(log) = &inner.log
-            && path.exists()
-            && let Ok(d) = sha256_file(&path)
-            && let Some(i) = log.block_leaf(&d)
-        {
-            last_leaf = last_leaf.max(Some(i));
-            new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
-            continue;
+        let key = crate::block::block_key(&tenant, id);
+        // A block an earlier attempt wrote: kept if its leaf is in the log; otherwise (a crash
+        // before the leaf was durable) written again, with a new data key, in its place.
+        if inner.objects.head(&key)?.is_some() {
+            if let Some(log) = &inner.log
+                && let Ok((bytes, _)) = inner.objects.get(&key)
+                && let Some(i) = log.block_leaf(&tv_tlog::commit::sha256(&bytes))
+            {
+                last_leaf = last_leaf.max(Some(i));
+                new_blocks.push(Arc::new(BlockMeta::load(
+                    &inner.objects,
+                    &key,
+                    &tenant,
+                    &inner.keyring,
+                )?));
+                continue;
+            }
+            tracing::info!(block = %key, "a block whose log leaf was never written is written again");
+            inner.objects.delete(&key)?;
         }
         let mut builder = BlockBuilder::default();
         for r in &recs {
@@ -53,7 +59,8 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
             continue;
         }
         let sealed = builder.write(
-            &inner.block_dir,
+            &inner.staging_dir,
+            &*inner.objects,
             &tenant,
             id,
             &inner.keyring,
@@ -76,7 +83,12 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
             });
             last_leaf = last_leaf.max(Some(log.push_block(sealed.file_sha256, leaf.encode())));
         }
-        new_blocks.push(Arc::new(BlockMeta::load(&path, &tenant, &inner.keyring)?));
+        new_blocks.push(Arc::new(BlockMeta::load(
+            &inner.objects,
+            &key,
+            &tenant,
+            &inner.keyring,
+        )?));
         tracing::debug!(tenant = %tenant, block = id, spans = sealed.spans, bytes = sealed.size, "sealed block");
     }
     // The WAL goes only once the blocks' leaves are durable.

@@ -136,7 +136,7 @@ pub async fn rewrap(
     let t = tenant.clone();
     let started = std::time::Instant::now();
     let (done, current, version) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let uses = tv_store::keyuse::key_use(&st.data_dir).map_err(ApiError::from_store)?;
+        let uses = st.store.key_use().map_err(ApiError::from_store)?;
         let keys: Vec<_> = uses
             .into_iter()
             .filter(|u| u.tenant == t.as_str())
