@@ -64,6 +64,9 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("{0} is in use by another tracevault process (a running server?); stop it first")]
     Locked(String),
+    /// Another process writes the same log (or holds the same node id): this one must stop.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The tenant was erased (or is being erased): it accepts and holds no data.
     #[error("tenant {0} was erased: it accepts no data and holds none")]
     Erased(String),

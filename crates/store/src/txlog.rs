@@ -22,7 +22,8 @@ use tv_tlog::tiled::TiledLog;
 use tv_tlog::{Hash, tiles::TILE_WIDTH};
 
 use crate::StoreError;
-use crate::logdir::{Checkpoints, DirTiles};
+use crate::logdir::{Checkpoints, ObjTiles};
+use crate::objects::{LocalDir, ObjectError, PutMode, SharedObjects};
 use tv_crypto::fsio;
 
 /// How the log signs.
@@ -51,7 +52,7 @@ struct Pending {
 }
 
 struct Tree {
-    log: TiledLog<DirTiles>,
+    log: TiledLog<ObjTiles>,
     signed_size: u64,
     note: Option<Vec<u8>>,
 }
@@ -66,7 +67,11 @@ pub struct Logged {
 }
 
 pub struct TxLog {
+    /// Where the log is, for messages (a directory, or a bucket URL and prefix).
     dir: PathBuf,
+    objects: SharedObjects,
+    /// Key prefix of the log's objects (empty, or ending with `/`).
+    prefix: String,
     cfg: LogConfig,
     pending: Mutex<Pending>,
     tree: Mutex<Tree>,
@@ -82,17 +87,24 @@ pub struct TxLog {
 /// The file holding the log's minimum index (entry bundles below it are pruned).
 pub const MINIMUM_INDEX_FILE: &str = "minimum-index";
 
-/// Reads `log/minimum-index` (0 when absent).
-pub fn read_minimum_index(dir: &Path) -> Result<u64, StoreError> {
-    let path = dir.join(MINIMUM_INDEX_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(t) => t.trim().parse().map_err(|_| StoreError::Corruption {
-            path: path.display().to_string(),
-            offset: 0,
-            reason: "not an entry index".into(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(StoreError::io(&path, e)),
+/// Reads the log's `minimum-index` (0 when absent) and its version.
+pub fn read_minimum_index(
+    objects: &dyn crate::objects::Objects,
+    prefix: &str,
+) -> Result<(u64, Option<String>), StoreError> {
+    let key = format!("{prefix}{MINIMUM_INDEX_FILE}");
+    match objects.get(&key) {
+        Ok((b, m)) => String::from_utf8_lossy(&b)
+            .trim()
+            .parse()
+            .map(|i| (i, Some(m.version)))
+            .map_err(|_| StoreError::Corruption {
+                path: key,
+                offset: 0,
+                reason: "not an entry index".into(),
+            }),
+        Err(ObjectError::NotFound(_)) => Ok((0, None)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -115,27 +127,31 @@ impl TxLog {
     /// for a larger size by a flush that crashed before signing are removed, and rewritten by
     /// the appends that follow).
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Self, StoreError> {
-        let io = |e| StoreError::io(dir, e);
-        let checkpoints = Checkpoints::open(dir).map_err(io)?;
-        let torn = checkpoints.repair().map_err(io)?;
-        if torn > 0 {
-            tracing::warn!(
-                bytes = torn,
-                "cut a torn record off the checkpoint history (a crash while publishing)"
-            );
-        }
-        let history = checkpoints.history().map_err(io)?;
-        let (size, note, root) = match history.last() {
+        fsio::create_private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        Self::open_in(Arc::new(LocalDir::new(dir)), "", cfg)
+    }
+
+    /// Opens the log stored under `prefix` (empty, or ending with `/`) in `objects`.
+    pub fn open_in(
+        objects: SharedObjects,
+        prefix: &str,
+        cfg: LogConfig,
+    ) -> Result<Self, StoreError> {
+        let dir = PathBuf::from(format!("{}/{prefix}", objects.describe()));
+        let dir = dir.as_path();
+        let checkpoints = Checkpoints::open(objects.clone(), prefix)?;
+        let latest = checkpoints.latest()?;
+        let (size, note, root) = match &latest {
             None => (0, None, None),
             Some(n) => {
                 let cp = note_checkpoint(n).map_err(|e| StoreError::Corruption {
-                    path: dir.join("checkpoints").display().to_string(),
+                    path: format!("{}checkpoint", prefix),
                     offset: 0,
                     reason: e,
                 })?;
                 if cp.origin != cfg.origin {
                     return Err(StoreError::Corruption {
-                        path: dir.join("checkpoints").display().to_string(),
+                        path: format!("{}checkpoint", prefix),
                         offset: 0,
                         reason: format!(
                             "the log's checkpoints are for origin {:?}, but the signing keys are for {:?}",
@@ -146,8 +162,8 @@ impl TxLog {
                 (cp.size, Some(n.clone()), Some(cp.root))
             }
         };
-        let mut tiles = DirTiles::open(dir).map_err(io)?;
-        let removed = tiles.discard_unsigned(size).map_err(io)?;
+        let mut tiles = ObjTiles::new(objects.clone(), prefix);
+        let removed = tiles.discard_unsigned(size)?;
         if !removed.is_empty() {
             tracing::warn!(
                 files = removed.len(),
@@ -168,8 +184,11 @@ impl TxLog {
                 });
             }
         }
+        let (min_index, _) = read_minimum_index(&*objects, prefix)?;
         Ok(Self {
             dir: dir.to_owned(),
+            objects,
+            prefix: prefix.to_owned(),
             cfg,
             pending: Mutex::new(Pending {
                 entries: Vec::new(),
@@ -183,7 +202,7 @@ impl TxLog {
             durable: (Mutex::new(size), Condvar::new()),
             checkpoints,
             blocks: Mutex::new(HashMap::new()),
-            min_index: std::sync::atomic::AtomicU64::new(read_minimum_index(dir)?),
+            min_index: std::sync::atomic::AtomicU64::new(min_index),
         })
     }
 
@@ -212,29 +231,40 @@ impl TxLog {
             .encode(),
         );
         self.flush_through(i)?;
-        let path = self.dir.join(MINIMUM_INDEX_FILE);
-        fsio::atomic_write(&path, format!("{m}\n").as_bytes(), 0o600)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let key = format!("{}{MINIMUM_INDEX_FILE}", self.prefix);
+        let mode = match read_minimum_index(&*self.objects, &self.prefix)?.1 {
+            Some(v) => PutMode::IfMatch(v),
+            None => PutMode::Create,
+        };
+        self.objects
+            .put(&key, format!("{m}\n").as_bytes(), mode)
+            .map_err(|e| match e {
+                ObjectError::Conflict { .. } | ObjectError::AlreadyExists(_) => {
+                    StoreError::Fenced(format!("{key} changed under this process: {e}"))
+                }
+                e => e.into(),
+            })?;
         self.min_index
             .store(m, std::sync::atomic::Ordering::Release);
-        let _tree = self.tree.lock().expect("log lock poisoned");
+        let tree = self.tree.lock().expect("log lock poisoned");
         for n in old / TILE_WIDTH..m / TILE_WIDTH {
-            let full = self.dir.join(tv_tlog::tiles::entries_path(n, TILE_WIDTH));
-            match std::fs::remove_file(&full) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(&full, e)),
-            }
-            let mut partials = full.clone().into_os_string();
-            partials.push(".p");
-            let _ = std::fs::remove_dir_all(std::path::PathBuf::from(partials));
+            tree.log.store().delete_bundle(n)?;
         }
+        drop(tree);
         tracing::info!(
             minimum_index = m,
             log_entry = i,
             "pruned the log's entry bundles below the oldest entry any tenant still retains"
         );
         Ok(Some(m))
+    }
+
+    /// A tile or entry bundle by its C2SP resource path (`None` when not written).
+    pub fn read_tile(&self, resource: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use tv_tlog::tiled::TileStore;
+        ObjTiles::new(self.objects.clone(), &self.prefix)
+            .read(resource)
+            .map_err(|e| merr(&self.dir, e))
     }
 
     pub fn origin(&self) -> &str {
@@ -346,16 +376,14 @@ impl TxLog {
         let mut tree = self.tree.lock().expect("log lock poisoned");
         let entries = std::mem::take(&mut self.pending.lock().expect("log lock poisoned").entries);
         if !entries.is_empty() {
-            let res = tree
-                .log
-                .append(&entries)
-                .map_err(|e| merr(&self.dir, e))
-                .and_then(|_| {
-                    tree.log
-                        .store_mut()
-                        .sync()
-                        .map_err(|e| StoreError::io(&self.dir, e))
-                });
+            let res = tree.log.append(&entries).map(|_| ()).map_err(|e| {
+                match tree.log.store_mut().take_conflict() {
+                    Some(k) => StoreError::Fenced(format!(
+                        "{k} was written by another process with other contents; another process is writing this log"
+                    )),
+                    None => merr(&self.dir, e),
+                }
+            });
             if let Err(e) = res {
                 // Put them back in front of anything queued since; a later flush retries.
                 let mut p = self.pending.lock().expect("log lock poisoned");
@@ -370,9 +398,7 @@ impl TxLog {
             let t = Instant::now();
             let root = tree.log.root(size).map_err(|e| merr(&self.dir, e))?;
             let note = self.sign(size, root)?;
-            self.checkpoints
-                .publish(&note)
-                .map_err(|e| StoreError::io(&self.dir.join("checkpoint"), e))?;
+            self.checkpoints.publish(&note, size)?;
             tracing::debug!(
                 size,
                 us = t.elapsed().as_micros() as u64,
@@ -429,7 +455,7 @@ impl TxLog {
     }
 
     /// Runs `f` on the stored log (proofs, entries, tiles) while no flush changes it.
-    pub fn with_tree<T>(&self, f: impl FnOnce(&TiledLog<DirTiles>) -> T) -> T {
+    pub fn with_tree<T>(&self, f: impl FnOnce(&TiledLog<ObjTiles>) -> T) -> T {
         f(&self.tree.lock().expect("log lock poisoned").log)
     }
 

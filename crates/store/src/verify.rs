@@ -185,70 +185,129 @@ fn check_tlog(
 ) -> (Vec<Vec<u8>>, bool, u64, usize, u64) {
     let log_dir = dir.join(sub);
 
-    // 1. Checkpoint history.
-    let hist_path = log_dir.join("checkpoints");
+    // 1. Checkpoint history: `history/<size>` (or, in a directory a server has not opened
+    // since, the old single file `checkpoints`).
+    let hist_path = log_dir.join("history");
+    let legacy = log_dir.join("checkpoints");
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
-    match std::fs::read(&hist_path) {
-        Err(e) => cx.problem(
-            format!("{sub}/checkpoints"),
-            None,
-            "checkpoint history",
-            format!("cannot read it: {e}"),
-        ),
-        Ok(b) => {
-            let (notes, torn) = split_history(&b);
-            if torn > 0 {
+    let notes: Vec<(String, Vec<u8>)> = if legacy.is_file() {
+        match std::fs::read(&legacy) {
+            Err(e) => {
                 cx.problem(
                     format!("{sub}/checkpoints"),
-                    Some((b.len() - torn) as u64),
+                    None,
                     "checkpoint history",
-                    format!("{torn} bytes after the last whole record (truncated or appended to)"),
+                    format!("cannot read it: {e}"),
                 );
+                Vec::new()
             }
-            let mut off = 0u64;
-            for (i, n) in notes.iter().enumerate() {
-                match verify_checkpoint(n, keys, policy) {
-                    Ok(v) => {
-                        let c = v.checkpoint().clone();
-                        if let Some(prev) = checkpoints.last()
-                            && c.size < prev.size
-                        {
-                            cx.problem(
-                                format!("{sub}/checkpoints"),
-                                Some(off),
-                                "checkpoint history",
-                                format!(
-                                    "checkpoint {i} has size {} after size {}: the log shrank",
-                                    c.size, prev.size
-                                ),
-                            );
-                        }
-                        checkpoints.push(c);
-                    }
-                    Err(e) => cx.problem(
+            Ok(b) => {
+                let (notes, torn) = split_history(&b);
+                if torn > 0 {
+                    cx.problem(
                         format!("{sub}/checkpoints"),
-                        Some(off),
-                        "checkpoint signature",
-                        format!("checkpoint {i}: {e}"),
-                    ),
+                        Some((b.len() - torn) as u64),
+                        "checkpoint history",
+                        format!(
+                            "{torn} bytes after the last whole record (truncated or appended to)"
+                        ),
+                    );
                 }
-                off += 4 + n.len() as u64;
+                notes
+                    .into_iter()
+                    .map(|n| (format!("{sub}/checkpoints"), n))
+                    .collect()
             }
-            match std::fs::read(log_dir.join("checkpoint")) {
-                Ok(cur) if notes.last() == Some(&cur) => {}
-                Ok(_) => cx.problem(
-                    format!("{sub}/checkpoint"),
-                    None,
-                    "latest checkpoint",
-                    "is not the last checkpoint of the history",
-                ),
+        }
+    } else {
+        let mut notes = Vec::new();
+        for p in files.iter().filter(|p| p.starts_with(&hist_path)) {
+            let rel = cx.rel(p);
+            match std::fs::read(p) {
+                Ok(b) => notes.push((rel, b)),
                 Err(e) => cx.problem(
-                    format!("{sub}/checkpoint"),
+                    &rel,
                     None,
-                    "latest checkpoint",
+                    "checkpoint history",
                     format!("cannot read it: {e}"),
                 ),
             }
+        }
+        if notes.is_empty() && log_dir.join("checkpoint").exists() {
+            cx.problem(
+                format!("{sub}/history"),
+                None,
+                "checkpoint history",
+                "missing (deleted?): there is a checkpoint but no history",
+            );
+        }
+        notes
+    };
+    let mut prev_size: Option<u64> = None;
+    for (i, (rel, n)) in notes.iter().enumerate() {
+        match verify_checkpoint(n, keys, policy) {
+            Ok(v) => {
+                let c = v.checkpoint().clone();
+                if !rel.ends_with("/checkpoints") {
+                    match crate::logdir::parse_history_key(rel) {
+                        None => cx.problem(rel, None, "checkpoint history", "not a history entry name"),
+                        Some((size, _)) if size != c.size => cx.problem(
+                            rel,
+                            None,
+                            "checkpoint history",
+                            format!("holds the checkpoint of size {}: renamed or replaced", c.size),
+                        ),
+                        Some((_, after)) if after != prev_size => cx.problem(
+                            rel,
+                            None,
+                            "checkpoint history",
+                            match after {
+                                Some(p) => format!("follows the checkpoint of size {p}, which is not in the history (deleted)"),
+                                None => "claims to be the first checkpoint, but others precede it".into(),
+                            },
+                        ),
+                        Some(_) => {}
+                    }
+                    prev_size = Some(c.size);
+                }
+                if let Some(prev) = checkpoints.last()
+                    && c.size < prev.size
+                {
+                    cx.problem(
+                        rel,
+                        None,
+                        "checkpoint history",
+                        format!(
+                            "checkpoint {i} has size {} after size {}: the log shrank",
+                            c.size, prev.size
+                        ),
+                    );
+                }
+                checkpoints.push(c);
+            }
+            Err(e) => cx.problem(
+                rel,
+                None,
+                "checkpoint signature",
+                format!("checkpoint {i}: {e}"),
+            ),
+        }
+    }
+    if !notes.is_empty() {
+        match std::fs::read(log_dir.join("checkpoint")) {
+            Ok(cur) if notes.last().map(|n| &n.1) == Some(&cur) => {}
+            Ok(_) => cx.problem(
+                format!("{sub}/checkpoint"),
+                None,
+                "latest checkpoint",
+                "is not the last checkpoint of the history (rolled back, or the history was cut)",
+            ),
+            Err(e) => cx.problem(
+                format!("{sub}/checkpoint"),
+                None,
+                "latest checkpoint",
+                format!("cannot read it: {e}"),
+            ),
         }
     }
     tick(&hist_path);
@@ -393,7 +452,7 @@ fn check_tlog(
             .strip_prefix(&log_dir)
             .map(|r| r.display().to_string())
             .unwrap_or_default();
-        if res == "checkpoint" || res == "checkpoints" {
+        if res == "checkpoint" || res == "checkpoints" || res.starts_with("history/") {
             continue;
         }
         if res == crate::txlog::MINIMUM_INDEX_FILE {

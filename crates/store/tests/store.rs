@@ -637,3 +637,52 @@ async fn sealed_segments_leave_the_wal_once_their_block_leaves_are_durable() {
     assert_eq!(log.durable_size(), log.len());
     assert_eq!(count(&store, "acme", [3; 16]), 10);
 }
+
+/// Two processes writing one log (the same node id twice, or a copy of a data directory on
+/// shared storage): the second one's checkpoint is refused, the first goes on, and the history
+/// stays one chain; a history in the old single-file format is moved to one object per
+/// checkpoint with the chain intact.
+#[test]
+fn a_second_writer_of_a_log_is_fenced_and_the_history_is_a_chain() {
+    use tv_store::logdir::{history_entries, parse_history_key};
+    use tv_store::objects::{LocalDir, SharedObjects};
+    let t = tempfile::tempdir().unwrap();
+    let objects: SharedObjects = Arc::new(LocalDir::new(t.path()));
+    let a = tv_store::TxLog::open_in(objects.clone(), "log/", log_config()).unwrap();
+    a.push(b"a0".to_vec());
+    a.flush().unwrap();
+    let b = tv_store::TxLog::open_in(objects.clone(), "log/", log_config()).unwrap();
+    a.push(b"a1".to_vec());
+    a.flush().unwrap();
+    b.push(b"b1".to_vec());
+    let e = b.flush().unwrap_err();
+    assert!(matches!(e, tv_store::StoreError::Fenced(_)), "{e}");
+    assert!(e.to_string().contains("another process"), "{e}");
+    a.push(b"a2".to_vec());
+    assert_eq!(a.flush().unwrap(), 3);
+    drop((a, b));
+
+    let chain = |objects: &SharedObjects| -> Vec<(u64, Option<u64>)> {
+        history_entries(&**objects, "log/")
+            .unwrap()
+            .iter()
+            .map(|(k, _)| parse_history_key(k).unwrap())
+            .collect()
+    };
+    assert_eq!(chain(&objects), [(1, None), (2, Some(1)), (3, Some(2))]);
+
+    // The old format: length-prefixed notes in one `checkpoints` file.
+    let mut legacy = Vec::new();
+    for (k, note) in history_entries(&*objects, "log/").unwrap() {
+        legacy.extend_from_slice(&(note.len() as u32).to_be_bytes());
+        legacy.extend_from_slice(&note);
+        objects.delete(&k).unwrap();
+    }
+    std::fs::write(t.path().join("log/checkpoints"), &legacy).unwrap();
+    let a = tv_store::TxLog::open_in(objects.clone(), "log/", log_config()).unwrap();
+    assert!(!t.path().join("log/checkpoints").exists());
+    assert_eq!(chain(&objects).len(), 3);
+    a.push(b"a3".to_vec());
+    assert_eq!(a.flush().unwrap(), 4);
+    assert_eq!(chain(&objects).last(), Some(&(4, Some(3))));
+}

@@ -19,7 +19,6 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 use tv_model::TraceId;
 use tv_tlog::receipt::{self, Receipt, ReceiptField};
-use tv_tlog::tiled::TileStore;
 
 use super::{Permit, RouteAction};
 use crate::AppState;
@@ -122,10 +121,7 @@ pub async fn tiles(
     let st = state.clone();
     let p = path.clone();
     let data = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
-        let log = log(&st)?;
-        let dir = tv_store::logdir::DirTiles::open(log.dir())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        dir.read(&p).map_err(|e| ApiError::Internal(e.to_string()))
+        log(&st)?.read_tile(&p).map_err(ApiError::from_store)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;

@@ -251,12 +251,14 @@ impl Store {
             None => Arc::new(LocalDir::new(&cfg.data_dir)),
         };
         let log = match &cfg.log {
-            Some(lc) => Some(Arc::new(TxLog::open(
-                &cfg.data_dir.join("log"),
+            Some(lc) => Some(Arc::new(TxLog::open_in(
+                objects.clone(),
+                "log/",
                 lc.clone(),
             )?)),
             None => None,
         };
+
         let inner = Arc::new(Inner {
             cfg,
             keyring,
