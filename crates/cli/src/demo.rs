@@ -512,6 +512,9 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let keys_dir = cfg.keys_dir.clone();
     let server = tv_server::Server::bootstrap(cfg).await?;
     let addrs = server.addrs.clone();
+    let (Some(otlp_grpc), Some(otlp_http)) = (addrs.otlp_grpc, addrs.otlp_http) else {
+        anyhow::bail!("the demo server has no OTLP listeners");
+    };
     let admin = std::fs::read_to_string(&server.admin_token_path)?
         .trim()
         .to_owned();
@@ -522,8 +525,8 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let api = format!("https://{}", addrs.api);
     println!(
         "tracevault demo: a server at {api} (OTLP/gRPC {}, OTLP/HTTP {}; data in {})",
-        addrs.otlp_grpc,
-        addrs.otlp_http,
+        otlp_grpc,
+        otlp_http,
         dir.display()
     );
 
@@ -533,7 +536,7 @@ async fn demo(a: &DemoArgs, dir: &std::path::Path) -> anyhow::Result<()> {
             .use_preconfigured_tls(tls)
             .build()?,
         api: api.clone(),
-        otlp: format!("https://{}", addrs.otlp_http),
+        otlp: format!("https://{otlp_http}"),
         admin,
     };
     let ingest = c

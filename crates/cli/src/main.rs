@@ -215,6 +215,22 @@ pub struct ServeArgs {
     /// recorded in the transparency log first [config: storage.retention_secs] [default: keep all]
     #[arg(long)]
     retention_secs: Option<u64>,
+    /// Keep blocks and the transparency log in a bucket shared by the cluster's nodes:
+    /// s3://BUCKET/PREFIX (gs://, az:// too); credentials, region and endpoint from the standard
+    /// AWS_* (GOOGLE_*, AZURE_*) environment [config: storage.object_store]
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
+    /// This node's id in the cluster (required with --object-store) [config: storage.node_id]
+    #[arg(long)]
+    node_id: Option<String>,
+    /// all, ingest or query (a query node opens no OTLP listeners) [config: storage.role]
+    /// [default: all]
+    #[arg(long)]
+    role: Option<String>,
+    /// The write-ahead log's directory; put it on durable storage [config: storage.wal_dir]
+    /// [default: DIR/wal]
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
     /// Log format: text or json [config: log_format] [default: text]
     #[arg(long)]
     log_format: Option<String>,
@@ -254,6 +270,10 @@ impl ServeArgs {
         r.storage.segment_max_bytes = self.segment_max_bytes;
         r.storage.block_zstd_level = self.block_zstd_level;
         r.storage.retention_secs = self.retention_secs;
+        r.storage.object_store = self.object_store.clone();
+        r.storage.node_id = self.node_id.clone();
+        r.storage.role = self.role.clone();
+        r.storage.wal_dir = self.wal_dir.clone();
         r.log.public = self.log_public.then_some(true);
         if !self.witnesses.is_empty() {
             r.log.witnesses = Some(

@@ -268,16 +268,22 @@ pub fn open_record(
 }
 
 impl Audit {
-    /// Opens (or creates) `DIR/audit/` and starts this run's key entry and the flushing thread.
+    /// Opens (or creates) `DIR/audit/` (`log_origin` is the cluster's, without a node) and starts this run's key entry and the flushing thread.
     pub fn open(
         data_dir: &Path,
         keys_dir: &Path,
         root: Arc<dyn RootKeySource>,
         log_origin: &str,
+        node: Option<&str>,
         checkpoint_interval: Duration,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let signers = crate::logkeys::load_or_create_audit(keys_dir, root.as_ref(), log_origin)?;
+        // A cluster node keeps its own audit log: `<origin>/audit/<node>`.
+        let signers = match node {
+            Some(n) => signers.for_node(n)?,
+            None => signers,
+        };
         let dir = data_dir.join("audit");
         fsio::create_private_dir(&dir)?;
         let log = Arc::new(

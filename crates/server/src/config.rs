@@ -102,6 +102,22 @@ pub struct RawStorage {
     pub unused_key_grace_secs: Option<u64>,
     /// How often retention runs (default: a quarter of the shortest period, 0.2 to 60 s).
     pub retention_interval_secs: Option<f64>,
+    /// Keep blocks and the transparency log in a bucket (`s3://BUCKET/PREFIX`, `gs://...`,
+    /// `az://...`) shared by the cluster's nodes; the WAL stays local.
+    pub object_store: Option<String>,
+    /// Settings for the bucket by `object_store`'s names (`aws_endpoint_url`, `aws_region`,
+    /// ...), after the standard environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    pub object_store_options: Option<std::collections::BTreeMap<String, String>>,
+    /// One request to the bucket gives up after this many seconds (default 30).
+    pub object_store_timeout_secs: Option<f64>,
+    /// This node's id in the cluster (required with `object_store`).
+    pub node_id: Option<String>,
+    /// `all` (default), `ingest` or `query` (no OTLP listeners).
+    pub role: Option<String>,
+    /// How often other nodes' blocks are listed, seconds (default 5).
+    pub cluster_refresh_secs: Option<f64>,
+    /// The write-ahead log's directory (default DATA/wal); put it on durable storage.
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// One witness the server submits checkpoints to.
@@ -388,7 +404,14 @@ impl RawConfig {
             tenant_retention_secs,
             destroy_unused_keys,
             unused_key_grace_secs,
-            retention_interval_secs
+            retention_interval_secs,
+            object_store,
+            object_store_options,
+            object_store_timeout_secs,
+            node_id,
+            role,
+            cluster_refresh_secs,
+            wal_dir
         );
         overlay!(
             self.log,
@@ -515,7 +538,58 @@ impl RawConfig {
                 connections.response_bytes_per_connection
             );
         }
-        let seal = self.storage.seal_interval_secs.unwrap_or(60.0);
+        let cluster = match &self.storage.object_store {
+            None => {
+                if self.storage.node_id.is_some() {
+                    bail!(
+                        "storage.node_id (--node-id) names a node of a cluster on a bucket: set storage.object_store (--object-store) too"
+                    );
+                }
+                None
+            }
+            Some(url) => {
+                let node = self.storage.node_id.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "storage.object_store needs storage.node_id (--node-id): each node of a cluster has its own id"
+                    )
+                })?;
+                tv_store::cluster::check_node_id(&node)
+                    .map_err(|e| anyhow::anyhow!("storage.node_id: {e}"))?;
+                let timeout = self.storage.object_store_timeout_secs.unwrap_or(30.0);
+                if !(1.0..=600.0).contains(&timeout) {
+                    bail!("storage.object_store_timeout_secs is {timeout}; it must be 1 to 600");
+                }
+                let refresh = self.storage.cluster_refresh_secs.unwrap_or(5.0);
+                if !(0.2..=300.0).contains(&refresh) {
+                    bail!("storage.cluster_refresh_secs is {refresh}; it must be 0.2 to 300");
+                }
+                Some(ClusterSettings {
+                    url: url.clone(),
+                    options: self
+                        .storage
+                        .object_store_options
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    node,
+                    request_timeout: Duration::from_secs_f64(timeout),
+                    refresh: Duration::from_secs_f64(refresh),
+                })
+            }
+        };
+        let role = match self.storage.role.as_deref() {
+            None | Some("all") => NodeRole::All,
+            Some("ingest") => NodeRole::Ingest,
+            Some("query") => NodeRole::Query,
+            Some(other) => bail!("storage.role is {other:?}: it must be all, ingest or query"),
+        };
+        // With a bucket, blocks are sealed often so that what any node acknowledged is
+        // readable from every node within seconds.
+        let seal = self
+            .storage
+            .seal_interval_secs
+            .unwrap_or(if cluster.is_some() { 5.0 } else { 60.0 });
         if !(0.05..=86400.0).contains(&seal) {
             bail!("storage.seal_interval_secs must be between 0.05 and 86400");
         }
@@ -761,6 +835,9 @@ impl RawConfig {
                 Some(s) if (0.1..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
                 Some(s) => bail!("storage.retention_interval_secs is {s}; it must be 0.1 to 86400"),
             },
+            cluster,
+            role,
+            wal_dir: self.storage.wal_dir.clone(),
             log_public: self.log.public.unwrap_or(false),
             checkpoint_interval: Duration::from_secs_f64(cpi),
             witnesses,
@@ -768,6 +845,37 @@ impl RawConfig {
             detection,
         })
     }
+}
+
+/// A node of a cluster on a bucket.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    pub url: String,
+    /// May hold credentials: never logged.
+    pub options: Vec<(String, String)>,
+    pub node: String,
+    pub request_timeout: Duration,
+    pub refresh: Duration,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("url", &self.url)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Ingest and queries.
+    All,
+    /// Ingest (and queries: every node answers them).
+    Ingest,
+    /// Queries only: no OTLP listeners.
+    Query,
 }
 
 /// Validated server configuration.
@@ -807,6 +915,10 @@ pub struct ServeConfig {
     pub destroy_unused_keys: bool,
     pub unused_key_grace: Duration,
     pub retention_interval: Option<Duration>,
+    /// A node of a cluster on a bucket (None: the data directory holds everything).
+    pub cluster: Option<ClusterSettings>,
+    pub role: NodeRole,
+    pub wal_dir: Option<PathBuf>,
     pub log_public: bool,
     pub checkpoint_interval: Duration,
     pub witnesses: Vec<WitnessConfig>,

@@ -23,8 +23,9 @@ use crate::error::ApiError;
 /// The server's three listeners, as the hints name them.
 #[derive(Debug, Clone)]
 pub struct Listeners {
-    pub otlp_grpc: SocketAddr,
-    pub otlp_http: SocketAddr,
+    /// `None` on a query node (no OTLP listeners).
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
     pub api: SocketAddr,
     pub tls: bool,
 }
@@ -132,9 +133,18 @@ pub async fn wrong_port(State(g): State<Arc<Guard>>, req: Request, next: Next) -
     let l = &g.listeners;
     let host = request_host(&req);
     let s = l.scheme();
-    let otlp_grpc = l.reach(host.as_deref(), l.otlp_grpc);
-    let otlp_http = l.reach(host.as_deref(), l.otlp_http);
     let api = l.reach(host.as_deref(), l.api);
+    let (Some(grpc_addr), Some(http_addr)) = (l.otlp_grpc, l.otlp_http) else {
+        // A query node: only the API listener exists.
+        let msg = "this tracevault node answers queries only (role query) and takes no OTLP; send traces to an ingest node";
+        return if grpc {
+            grpc_error(tonic::Code::Unimplemented, msg)
+        } else {
+            ApiError::NotFound(msg.into()).into_response()
+        };
+    };
+    let otlp_grpc = l.reach(host.as_deref(), grpc_addr);
+    let otlp_http = l.reach(host.as_deref(), http_addr);
     match g.listener {
         "api" if grpc => grpc_error(
             tonic::Code::Unimplemented,

@@ -11,6 +11,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 pub mod conns;
 pub mod detection;
@@ -206,8 +207,11 @@ impl AppState {
 /// Addresses actually bound (useful with port 0).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BoundAddrs {
-    pub otlp_grpc: SocketAddr,
-    pub otlp_http: SocketAddr,
+    /// `None` on a query node, which opens no OTLP listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_grpc: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_http: Option<SocketAddr>,
     pub api: SocketAddr,
     /// Whether the listeners speak TLS (the CLI picks `https://` from it, never from guessing).
     pub tls: bool,
@@ -401,6 +405,17 @@ impl Server {
 
         // The transparency log's checkpoint signing keys exist from the first start.
         let log = logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
+        // A node of a cluster: the bucket must answer before anything starts, and the node's
+        // log has its own origin under the cluster's.
+        let bucket = match &cfg.cluster {
+            Some(c) => Some(cluster::open_bucket(c).await?),
+            None => None,
+        };
+        let base_origin = log.origin.clone();
+        let log = match &cfg.cluster {
+            Some(c) => log.for_node(&c.node)?,
+            None => log,
+        };
         tracing::info!(origin = %log.origin, "log signing keys ready");
         witness_client::check(&cfg.witnesses)?;
         if cfg.log_public {
@@ -440,7 +455,8 @@ impl Server {
             &data_dir,
             &cfg.keys_dir,
             root.clone(),
-            &log.origin,
+            &base_origin,
+            cfg.cluster.as_ref().map(|c| c.node.as_str()),
             cfg.checkpoint_interval,
             metrics.clone(),
         )?;
@@ -458,6 +474,15 @@ impl Server {
         scfg.unused_key_grace = cfg.unused_key_grace;
         scfg.retention_interval = cfg.retention_interval;
         scfg.lock = Some(lock);
+        scfg.wal_dir = cfg.wal_dir.clone();
+        if let (Some(c), Some(bucket)) = (&cfg.cluster, &bucket) {
+            scfg.cluster = Some(tv_store::cluster::ClusterConfig {
+                bucket: bucket.clone(),
+                node: c.node.clone(),
+                refresh: c.refresh,
+                lease_ttl: cluster::LEASE_TTL,
+            });
+        }
         let store =
             Arc::new(open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?);
         let findings_seal = Arc::new(detection::FindingSeal::new(keyring.clone()));
@@ -559,20 +584,34 @@ impl Server {
                 .await
                 .with_context(|| format!("binding the {what} listener on {addr}"))
         };
-        let grpc = bind(cfg.otlp_grpc, "OTLP gRPC").await?;
-        let http = bind(cfg.otlp_http, "OTLP HTTP").await?;
-        let api = bind(cfg.api, "query API").await?;
+        let mut listeners = Vec::new();
+        if cfg.role == config::NodeRole::Query {
+            tracing::info!(
+                "query node: no OTLP listeners (the --otlp-grpc and --otlp-http settings are not used)"
+            );
+        } else {
+            listeners.push(("otlp-grpc", bind(cfg.otlp_grpc, "OTLP gRPC").await?));
+            listeners.push(("otlp-http", bind(cfg.otlp_http, "OTLP HTTP").await?));
+        }
+        listeners.push(("api", bind(cfg.api, "query API").await?));
+        let addr_of = |n: &str| {
+            listeners
+                .iter()
+                .find(|(name, _)| *name == n)
+                .and_then(|(_, l)| l.local_addr().ok())
+        };
         let addrs = BoundAddrs {
-            otlp_grpc: grpc.local_addr()?,
-            otlp_http: http.local_addr()?,
-            api: api.local_addr()?,
+            otlp_grpc: addr_of("otlp-grpc"),
+            otlp_http: addr_of("otlp-http"),
+            api: addr_of("api").context("the API listener's address")?,
             tls: !cfg.insecure_plaintext,
         };
         for (name, a) in [
             ("otlp-grpc", addrs.otlp_grpc),
             ("otlp-http", addrs.otlp_http),
-            ("api", addrs.api),
+            ("api", Some(addrs.api)),
         ] {
+            let Some(a) = a else { continue };
             if !a.ip().is_loopback() {
                 tracing::warn!(listener = name, addr = %a, "listening beyond loopback");
             }
@@ -585,7 +624,7 @@ impl Server {
         Ok(Self {
             cfg,
             state,
-            listeners: vec![("otlp-grpc", grpc), ("otlp-http", http), ("api", api)],
+            listeners,
             addrs,
             admin_token_path,
         })
@@ -663,17 +702,10 @@ impl Server {
             });
         }
         let mut tasks = Vec::new();
-        let addr_of = |n: &str| {
-            self.listeners
-                .iter()
-                .find(|(name, _)| *name == n)
-                .and_then(|(_, l)| l.local_addr().ok())
-                .expect("the three listeners are bound")
-        };
         let hints = Arc::new(hints::Listeners {
-            otlp_grpc: addr_of("otlp-grpc"),
-            otlp_http: addr_of("otlp-http"),
-            api: addr_of("api"),
+            otlp_grpc: self.addrs.otlp_grpc,
+            otlp_http: self.addrs.otlp_http,
+            api: self.addrs.api,
             tls: tls.is_some(),
         });
         for (name, listener) in self.listeners {

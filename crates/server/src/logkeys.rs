@@ -35,6 +35,19 @@ pub struct LogSigners {
     pub mldsa: MlDsaCosigSigner,
 }
 
+impl LogSigners {
+    /// The same keys under the origin `<origin>/<node>`: in a cluster each node sequences its
+    /// own log, and a checkpoint of one node's log cannot pass for another's.
+    pub fn for_node(self, node: &str) -> anyhow::Result<LogSigners> {
+        let origin = format!("{}/{node}", self.origin);
+        Ok(LogSigners {
+            ed25519: Ed25519Signer::from_seed(&origin, *self.ed25519.seed())?,
+            mldsa: MlDsaCosigSigner::from_seed(&origin, *self.mldsa.seed())?,
+            origin,
+        })
+    }
+}
+
 fn ctx(kind: &str, origin: &str) -> Vec<u8> {
     format!("tracevault/v1/log-{kind}-seed|{origin}").into_bytes()
 }

@@ -37,6 +37,11 @@ pub async fn erase_tenant(
         anyhow::bail!("tenant {tenant} was already erased");
     }
     let root = crate::open_root(cfg)?;
+    if cfg.cluster.is_some() {
+        anyhow::bail!(
+            "this configuration names an object store: a cluster node's tenants are erased through a running node's API (POST /api/admin/tenants/erase), not offline"
+        );
+    }
     let keyring = Arc::new(Keyring::open(&cfg.keys_dir, root.clone())?);
     let log = crate::logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
     let origin = log.origin.clone();
@@ -53,6 +58,7 @@ pub async fn erase_tenant(
         &cfg.keys_dir,
         root.clone(),
         &origin,
+        None,
         cfg.checkpoint_interval,
         Arc::new(crate::metrics::Metrics::new()),
     )?;

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod cluster;
 pub mod columns;
 pub mod commit;
 pub mod erase;

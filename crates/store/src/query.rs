@@ -277,7 +277,12 @@ impl Store {
         tenant: &TenantId,
     ) -> (Vec<Arc<BlockMeta>>, Vec<Arc<HeadRecord>>) {
         let st = self.inner().state.read().expect("state lock poisoned");
-        let blocks = st.blocks.get(tenant).cloned().unwrap_or_default();
+        let mut blocks = st.blocks.get(tenant).cloned().unwrap_or_default();
+        if let Some(p) = st.peers.get(tenant) {
+            // Every node's blocks together, oldest first (searches walk them newest first).
+            blocks.extend(p.iter().cloned());
+            blocks.sort_by_key(|b| (b.index.min_start, b.id));
+        }
         let head = st
             .head
             .iter()

@@ -91,6 +91,9 @@ fn ranges_lists_and_deletes(s: &dyn Objects) {
     assert_eq!(keys("blocks/a"), ["blocks/acme/1.tvb", "blocks/acme/2.tvb"]);
     assert_eq!(keys("").len(), 4);
     assert!(keys("nothing/").is_empty());
+    assert_eq!(s.list_dirs("blocks/").unwrap(), ["acme", "b"]);
+    assert_eq!(s.list_dirs("").unwrap(), ["blocks", "log"]);
+    assert!(s.list_dirs("nothing/").unwrap().is_empty());
     let listed = s.list("blocks/b/").unwrap();
     assert_eq!(listed[0].size, "blocks/b/1.tvb".len() as u64);
     assert!(!listed[0].version.is_empty());

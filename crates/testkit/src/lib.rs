@@ -176,14 +176,20 @@ impl Seaweed {
         else {
             return false;
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let first = tokio::time::timeout(Duration::from_secs(2), store.list(None).next()).await;
-            matches!(first, Ok(None) | Ok(Some(Ok(_))))
+        // On a thread of its own: the caller may be an async test.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let first =
+                    tokio::time::timeout(Duration::from_secs(2), store.list(None).next()).await;
+                matches!(first, Ok(None) | Ok(Some(Ok(_))))
+            })
         })
+        .join()
+        .unwrap_or(false)
     }
 
     /// `http://127.0.0.1:PORT`.

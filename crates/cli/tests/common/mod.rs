@@ -32,6 +32,8 @@ pub struct Server {
     pub api: String,
     pub args: Vec<String>,
     pub log: PathBuf,
+    /// Extra environment for the server process (e.g. the object store's credentials).
+    pub env: Vec<(String, String)>,
 }
 
 fn read_addrs(dir: &Path) -> Option<serde_json::Value> {
@@ -57,6 +59,24 @@ impl Server {
             api: String::new(),
             args: args.iter().map(|a| a.to_string()).collect(),
             log: PathBuf::new(),
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// [`Server::start_at`] with extra environment variables.
+    pub fn start_with_env(dir: PathBuf, args: &[&str], env: Vec<(String, String)>) -> Self {
+        let mut s = Server {
+            dir,
+            _tmp: None,
+            child: None,
+            grpc: String::new(),
+            http: String::new(),
+            api: String::new(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log: PathBuf::new(),
+            env,
         };
         s.spawn();
         s
@@ -77,6 +97,7 @@ impl Server {
             .args(PORT0)
             .args(&self.args)
             .env("TRACEVAULT_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -91,8 +112,15 @@ impl Server {
                 } else {
                     "https"
                 };
-                self.grpc = format!("{scheme}://{}", a["otlp_grpc"].as_str().unwrap());
-                self.http = format!("{scheme}://{}", a["otlp_http"].as_str().unwrap());
+                // A query node has no OTLP listeners.
+                self.grpc = a["otlp_grpc"]
+                    .as_str()
+                    .map(|g| format!("{scheme}://{g}"))
+                    .unwrap_or_default();
+                self.http = a["otlp_http"]
+                    .as_str()
+                    .map(|h| format!("{scheme}://{h}"))
+                    .unwrap_or_default();
                 self.api = format!("{scheme}://{}", a["api"].as_str().unwrap());
                 break;
             }

@@ -12,6 +12,26 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.store.is_fenced() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: another process runs this node id (--node-id) on the same bucket; this one writes nothing more: stop one of them\n",
+        )
+            .into_response();
+    }
+    if state.store.is_healthy()
+        && let Some((why, since)) = state.store.bucket_problem()
+    {
+        return (
+            StatusCode::OK,
+            format!(
+                "ready (degraded: the object store has not answered for {} s ({}); acknowledged data waits in the local WAL and ingest answers 503 once that is full)\n",
+                since.as_secs(),
+                why.chars().take(300).collect::<String>()
+            ),
+        )
+            .into_response();
+    }
     if state.store.is_healthy() {
         // A KMS outage degrades, it does not stop: cached tenant keys carry ingest and queries.
         if let Some(secs) = state.kms.as_ref().and_then(|k| k.outage()) {

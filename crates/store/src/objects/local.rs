@@ -261,6 +261,36 @@ impl Objects for LocalDir {
         self.root.display().to_string()
     }
 
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let dir = match prefix.strip_suffix('/') {
+            Some(d) => {
+                check_key(d)?;
+                self.root.join(d)
+            }
+            None if prefix.is_empty() => self.root.clone(),
+            None => {
+                return Err(ObjectError::BadKey {
+                    key: prefix.to_owned(),
+                    why: "a directory prefix ends with `/`",
+                });
+            }
+        };
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(prefix)(e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(io(prefix))?;
+            if e.file_type().map_err(io(prefix))?.is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }

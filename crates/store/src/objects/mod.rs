@@ -79,6 +79,9 @@ pub trait Objects: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectError>;
     /// Removes the object; removing one that is not there is not an error.
     fn delete(&self, key: &str) -> Result<(), ObjectError>;
+    /// The names of the "directories" right under `prefix` (which ends with `/`): the next key
+    /// segment of every object below it, sorted (S3's common prefixes).
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, ObjectError>;
     /// Writes the file at `path` (complete and synced) under `key`, as `put`; the file stays
     /// where it is. The local side links it instead of copying.
     fn put_file(
@@ -188,6 +191,11 @@ impl Objects for Prefixed {
     fn delete(&self, key: &str) -> Result<(), ObjectError> {
         check_key(key)?;
         self.inner.delete(&self.key(key)).map_err(|e| self.unkey(e))
+    }
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        self.inner
+            .list_dirs(&self.key(prefix))
+            .map_err(|e| self.unkey(e))
     }
     fn put_file(
         &self,

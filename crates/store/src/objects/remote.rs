@@ -486,6 +486,30 @@ impl Objects for Remote {
         self.url.clone()
     }
 
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let dir = prefix.trim_end_matches('/');
+        if !dir.is_empty() {
+            check_key(dir)?;
+        }
+        let full = match (self.prefix.is_empty(), dir.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(StorePath::from(dir)),
+            (false, true) => Some(StorePath::from(self.prefix.as_str())),
+            (false, false) => Some(StorePath::from(format!("{}/{dir}", self.prefix))),
+        };
+        let store = self.store.clone();
+        let r = self.run(prefix, async move {
+            store.list_with_delimiter(full.as_ref()).await
+        })?;
+        let mut out: Vec<String> = r
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     fn delete(&self, key: &str) -> Result<(), ObjectError> {
         let path = self.path(key)?;
         let store = self.store.clone();

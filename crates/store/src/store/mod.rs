@@ -74,8 +74,13 @@ pub struct StoreConfig {
     /// otherwise the store takes it.
     pub lock: Option<Arc<std::fs::File>>,
     /// Where blocks are kept (`blocks/<tenant>/<id>.tvb`): `None` for the data directory itself
-    /// (the embedded default), or a node's prefix in an object store.
+    /// (the embedded default), or the node's prefix in the cluster's bucket.
     pub objects: Option<SharedObjects>,
+    /// A node of a cluster on a bucket: its blocks and log go to `nodes/<node>/`, under a lease,
+    /// and the other nodes' blocks are read too.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The write-ahead log's directory (default `DATA/wal`).
+    pub wal_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -109,6 +114,8 @@ impl StoreConfig {
             retention_interval: None,
             lock: None,
             objects: None,
+            cluster: None,
+            wal_dir: None,
         }
     }
 
@@ -141,6 +148,8 @@ pub trait StoreObserver: wal::WalObserver {
 pub(crate) struct State {
     pub head: Vec<Arc<HeadRecord>>,
     pub blocks: HashMap<TenantId, Vec<Arc<BlockMeta>>>,
+    /// Other nodes' blocks (a cluster), read-only here.
+    pub peers: HashMap<TenantId, Vec<Arc<BlockMeta>>>,
 }
 
 pub(crate) struct Inner {
@@ -165,11 +174,56 @@ pub(crate) struct Inner {
     _lock: Arc<std::fs::File>,
     /// Tenants whose superseded key versions may become destroyable (see `prune_expired`).
     key_gc: Mutex<std::collections::HashSet<TenantId>>,
+    /// Other nodes' blocks as last listed (a cluster).
+    pub peers: Mutex<crate::cluster::Peers>,
+    /// The node's lease (a cluster).
+    pub lease: Option<crate::cluster::Lease>,
+    /// What is wrong with the object store, since when (None: it answers).
+    pub bucket_problem: Mutex<Option<(String, Instant)>>,
+    /// Another process took this node's lease or wrote its log: nothing more is written.
+    pub fenced: AtomicBool,
+}
+
+impl Inner {
+    /// Records how the last object-store operation went.
+    pub(crate) fn note_bucket(&self, r: Result<(), String>) {
+        let mut p = self.bucket_problem.lock().expect("bucket lock poisoned");
+        match r {
+            Ok(()) => {
+                if p.take().is_some() {
+                    tracing::info!("the object store answers again");
+                }
+            }
+            Err(e) => {
+                if p.is_none() {
+                    tracing::warn!(error = %e, "the object store does not answer; acknowledged data waits in the WAL");
+                }
+                let since = p.as_ref().map_or_else(Instant::now, |(_, t)| *t);
+                *p = Some((e, since));
+            }
+        }
+    }
+
+    /// Stops all writing: another process holds this node.
+    pub(crate) fn fence(&self, why: &str) {
+        if !self.fenced.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                reason = why,
+                "FENCED: another process runs this node id; this one stops writing (restart it with its own --node-id)"
+            );
+        }
+        self.healthy.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Inner {
     /// Refuses writes for a tenant that is erased or being erased.
     fn accepts(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(StoreError::Fenced(
+                "another process runs this node id; this one writes nothing more".into(),
+            ));
+        }
         if self.keyring.is_erased(tenant)
             || self
                 .erasing
@@ -219,6 +273,8 @@ pub struct Store {
     log_thread: Mutex<Option<JoinHandle<()>>>,
     retention_stop: Arc<(Mutex<bool>, Condvar)>,
     retention_thread: Mutex<Option<JoinHandle<()>>>,
+    cluster_stop: Arc<(Mutex<bool>, Condvar)>,
+    cluster_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -235,7 +291,10 @@ impl Store {
             Some(l) => l.clone(),
             None => Arc::new(crate::lock_data_dir(&cfg.data_dir)?),
         };
-        let wal_dir = cfg.data_dir.join("wal");
+        let wal_dir = cfg
+            .wal_dir
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("wal"));
         let staging_dir = cfg.data_dir.join("staging");
         for d in [&cfg.data_dir, &wal_dir, &staging_dir] {
             fsio::create_private_dir(d).map_err(|e| StoreError::io(d, e))?;
@@ -246,9 +305,17 @@ impl Store {
                 let _ = std::fs::remove_file(f.path());
             }
         }
-        let objects: SharedObjects = match &cfg.objects {
-            Some(o) => o.clone(),
-            None => Arc::new(LocalDir::new(&cfg.data_dir)),
+        let (objects, lease): (SharedObjects, _) = match (&cfg.objects, &cfg.cluster) {
+            (Some(o), _) => (o.clone(), None),
+            (None, Some(c)) => {
+                // The lease first: nothing is written under the node's prefix without it.
+                let lease = crate::cluster::Lease::acquire(&c.bucket, &c.node, c.lease_ttl)?;
+                (
+                    crate::cluster::node_objects(&c.bucket, &c.node)?,
+                    Some(lease),
+                )
+            }
+            (None, None) => (Arc::new(LocalDir::new(&cfg.data_dir)), None),
         };
         let log = match &cfg.log {
             Some(lc) => Some(Arc::new(TxLog::open_in(
@@ -274,6 +341,10 @@ impl Store {
             erasing: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
             key_gc: Mutex::new(std::collections::HashSet::new()),
+            peers: Mutex::new(crate::cluster::Peers::default()),
+            lease,
+            bucket_problem: Mutex::new(None),
+            fenced: AtomicBool::new(false),
         });
         let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;
@@ -340,8 +411,25 @@ impl Store {
             }
             None => None,
         };
+        let cluster_stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let cluster_thread = match &inner.cfg.cluster {
+            Some(c) => {
+                // Other nodes' blocks are readable from the first query on.
+                crate::cluster::refresh(&inner, c);
+                let (c_inner, stop) = (inner.clone(), cluster_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("tv-cluster".into())
+                        .spawn(move || crate::cluster::cluster_loop(c_inner, stop))
+                        .map_err(|e| StoreError::io(Path::new("cluster thread"), e))?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             inner,
+            cluster_stop,
+            cluster_thread: Mutex::new(cluster_thread),
             retention_stop,
             retention_thread: Mutex::new(retention_thread),
             writer_tx: Mutex::new(Some(wtx)),
@@ -502,7 +590,16 @@ impl Store {
         for t in threads {
             let _ = t.join();
         }
-        // Last: the log signs a checkpoint over everything written and sealed above.
+        let cluster = self
+            .cluster_thread
+            .lock()
+            .expect("cluster lock poisoned")
+            .take();
+        if let Some(t) = cluster {
+            *self.cluster_stop.0.lock().expect("cluster lock poisoned") = true;
+            self.cluster_stop.1.notify_all();
+            let _ = t.join();
+        }
         let log_thread = self
             .log_thread
             .lock()
@@ -513,6 +610,27 @@ impl Store {
             self.log_stop.1.notify_all();
             let _ = t.join();
         }
+        if let Some(l) = &self.inner.lease
+            && !self.inner.fenced.load(Ordering::Acquire)
+        {
+            l.release();
+        }
+    }
+
+    /// What is wrong with the object store and for how long (None: it answers, or there is
+    /// none).
+    pub fn bucket_problem(&self) -> Option<(String, Duration)> {
+        self.inner
+            .bucket_problem
+            .lock()
+            .expect("bucket lock poisoned")
+            .as_ref()
+            .map(|(e, t)| (e.clone(), t.elapsed()))
+    }
+
+    /// Whether another process took this node's id (it writes nothing more).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.fenced.load(Ordering::Acquire)
     }
 
     /// The tenant's retention period (None: its data is kept until erased).

@@ -13,6 +13,11 @@ pub(super) fn seal_segment(inner: &Inner, id: u64) -> Result<(), StoreError> {
 /// [`seal_segment`]; with `defer`, a segment whose block leaves are not durable yet is deleted
 /// later (see [`delete_durable_segments`]) instead of waiting for the log's next flush here.
 pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(), StoreError> {
+    if inner.fenced.load(Ordering::Acquire) {
+        return Err(StoreError::Fenced(format!(
+            "segment {id} stays in the WAL: another process runs this node id"
+        )));
+    }
     let records: Vec<Arc<HeadRecord>> = {
         let st = inner.state.read().expect("state lock poisoned");
         st.head
@@ -228,12 +233,23 @@ pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
         for id in ids {
             let t = Instant::now();
             match seal_segment_with(&inner, id, true) {
-                Ok(()) => tracing::debug!(
-                    segment = id,
-                    ms = t.elapsed().as_millis() as u64,
-                    "sealed WAL segment"
-                ),
+                Ok(()) => {
+                    inner.note_bucket(Ok(()));
+                    tracing::debug!(
+                        segment = id,
+                        ms = t.elapsed().as_millis() as u64,
+                        "sealed WAL segment"
+                    )
+                }
                 Err(e) => {
+                    if let StoreError::Object(o) = &e
+                        && o.is_transient()
+                    {
+                        inner.note_bucket(Err(e.to_string()));
+                    }
+                    if let StoreError::Fenced(why) = &e {
+                        inner.fence(why);
+                    }
                     tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried");
                     result = Err(e.to_string());
                     retry.push(id);
