@@ -50,26 +50,23 @@ impl Server {
 
     /// Starts with the data directory at `dir` (its parent must exist and hold the log).
     pub fn start_at(dir: PathBuf, tmp: Option<tempfile::TempDir>, args: &[&str]) -> Self {
-        let mut s = Server {
-            dir,
-            _tmp: tmp,
-            child: None,
-            grpc: String::new(),
-            http: String::new(),
-            api: String::new(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            log: PathBuf::new(),
-            env: Vec::new(),
-        };
-        s.spawn();
-        s
+        Self::launch(dir, tmp, args, Vec::new())
     }
 
     /// [`Server::start_at`] with extra environment variables.
     pub fn start_with_env(dir: PathBuf, args: &[&str], env: Vec<(String, String)>) -> Self {
+        Self::launch(dir, None, args, env)
+    }
+
+    fn launch(
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Self {
         let mut s = Server {
             dir,
-            _tmp: None,
+            _tmp: tmp,
             child: None,
             grpc: String::new(),
             http: String::new(),

@@ -257,6 +257,17 @@ impl Remote {
         })
     }
 
+    /// The store path of directory `dir` (checked, possibly empty) under the prefix; `None`
+    /// for the bucket's root.
+    fn dir_path(&self, dir: &str) -> Option<StorePath> {
+        match (self.prefix.is_empty(), dir.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(StorePath::from(dir)),
+            (false, true) => Some(StorePath::from(self.prefix.as_str())),
+            (false, false) => Some(StorePath::from(format!("{}/{dir}", self.prefix))),
+        }
+    }
+
     fn key_of(&self, p: &StorePath) -> String {
         let s = p.as_ref();
         if self.prefix.is_empty() {
@@ -463,12 +474,7 @@ impl Objects for Remote {
         if !dir_part.is_empty() {
             check_key(dir_part)?;
         }
-        let full = match (self.prefix.is_empty(), dir_part.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(StorePath::from(dir_part)),
-            (false, true) => Some(StorePath::from(self.prefix.as_str())),
-            (false, false) => Some(StorePath::from(format!("{}/{dir_part}", self.prefix))),
-        };
+        let full = self.dir_path(dir_part);
         let store = self.store.clone();
         let metas: Vec<object_store::ObjectMeta> = self.run(prefix, async move {
             store.list(full.as_ref()).try_collect().await
@@ -491,12 +497,7 @@ impl Objects for Remote {
         if !dir.is_empty() {
             check_key(dir)?;
         }
-        let full = match (self.prefix.is_empty(), dir.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(StorePath::from(dir)),
-            (false, true) => Some(StorePath::from(self.prefix.as_str())),
-            (false, false) => Some(StorePath::from(format!("{}/{dir}", self.prefix))),
-        };
+        let full = self.dir_path(dir);
         let store = self.store.clone();
         let r = self.run(prefix, async move {
             store.list_with_delimiter(full.as_ref()).await
