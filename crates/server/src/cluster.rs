@@ -28,7 +28,9 @@ pub async fn open_bucket(c: &ClusterSettings) -> anyhow::Result<SharedObjects> {
     let bucket: SharedObjects = Arc::new(remote);
     let probe = bucket.clone();
     let node = c.node.clone();
-    let r = tokio::task::spawn_blocking(move || probe.head(&format!("nodes/{node}/lease"))).await?;
+    // A listing (not a HEAD): its error answer names the cause (NoSuchBucket,
+    // SignatureDoesNotMatch, AccessDenied, ...).
+    let r = tokio::task::spawn_blocking(move || probe.list_dirs(&format!("nodes/{node}/"))).await?;
     match r {
         Ok(_) => {}
         Err(ObjectError::Denied { reason, .. }) => bail!(

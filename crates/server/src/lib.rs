@@ -476,6 +476,9 @@ impl Server {
         scfg.lock = Some(lock);
         scfg.wal_dir = cfg.wal_dir.clone();
         if let (Some(c), Some(bucket)) = (&cfg.cluster, &bucket) {
+            // The WAL rides out a bucket outage: up to eight segments wait to be sealed before
+            // ingest answers 503 (they are held in memory too).
+            scfg.max_unsealed_segments = 8;
             scfg.cluster = Some(tv_store::cluster::ClusterConfig {
                 bucket: bucket.clone(),
                 node: c.node.clone(),

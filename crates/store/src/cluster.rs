@@ -7,6 +7,7 @@
 //! agree to well within the lease's time to live.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,8 +107,22 @@ impl Lease {
         let (mode, generation) = match bucket.get(&key) {
             Ok((b, meta)) => {
                 let cur: Option<LeaseBody> = serde_json::from_slice(&b).ok();
+                // An earlier run of this node on this host that did not stop cleanly (kill -9,
+                // a crash, a container restart): its process is gone, the lease is ours.
+                let earlier_here = cur.as_ref().is_some_and(|c| {
+                    c.host == host_name()
+                        && (c.pid == std::process::id()
+                            || !Path::new(&format!("/proc/{}", c.pid)).exists())
+                });
+                if earlier_here {
+                    tracing::warn!(
+                        node,
+                        "taking over the lease of an earlier run of this node on this host that did not stop cleanly"
+                    );
+                }
                 if let Some(cur) = &cur
                     && cur.expires_unix_ms > now_ms()
+                    && !earlier_here
                 {
                     let left = (cur.expires_unix_ms - now_ms()).div_ceil(1000);
                     return Err(StoreError::Fenced(format!(
@@ -165,6 +180,16 @@ impl Lease {
                 Ok(())
             }
             Err(StoreError::Object(ObjectError::Conflict { .. } | ObjectError::NotFound(_))) => {
+                // A renewal whose answer was lost (a timeout) may have landed after all: the
+                // lease then still names this process, and holds a newer version.
+                if let Ok((b, meta)) = self.bucket.get(&self.key)
+                    && let Ok(cur) = serde_json::from_slice::<LeaseBody>(&b)
+                    && cur.holder == self.holder
+                {
+                    let v = self.write(PutMode::IfMatch(meta.version), cur.generation + 1)?;
+                    *st = (v, cur.generation + 1);
+                    return Ok(());
+                }
                 Err(StoreError::Fenced(format!(
                     "{}: the node's lease was taken by another process; this one stops writing",
                     self.key

@@ -156,6 +156,8 @@ pub struct Checkpoints {
     /// The version and size of `checkpoint` this process last read or wrote (`None`: there is
     /// none).
     current: std::sync::Mutex<Option<(String, u64)>>,
+    /// A note whose write got no answer (a timeout): it may have landed after all.
+    unanswered: std::sync::Mutex<Option<(Vec<u8>, u64)>>,
 }
 
 impl Checkpoints {
@@ -167,6 +169,7 @@ impl Checkpoints {
             objects,
             prefix: prefix.to_owned(),
             current: std::sync::Mutex::new(None),
+            unanswered: std::sync::Mutex::new(None),
         };
         let legacy = format!("{prefix}checkpoints");
         if let Ok((b, _)) = c.objects.get(&legacy) {
@@ -233,12 +236,35 @@ impl Checkpoints {
     /// holds), then its history entry.
     pub fn publish(&self, note: &[u8], size: u64) -> Result<(), StoreError> {
         let mut cur = self.current.lock().expect("checkpoint lock");
+        if let Some((sent, sent_size)) = self.unanswered.lock().expect("checkpoint lock").take()
+            && let Ok((landed, meta)) = self.objects.get(&self.key("checkpoint"))
+            && landed == sent
+        {
+            // The unanswered write landed after all: it is the pointer's version now, and its
+            // history entry is written if missing.
+            let before = cur.as_ref().map(|c| c.1);
+            self.objects
+                .put(
+                    &self.key(&history_key(sent_size, before)),
+                    &sent,
+                    PutMode::Create,
+                )
+                .or_else(|e| match e {
+                    ObjectError::AlreadyExists(_) => Ok(Default::default()),
+                    e => Err(e),
+                })?;
+            *cur = Some((meta.version, sent_size));
+        }
         let (mode, prev) = match cur.clone() {
             None => (PutMode::Create, None),
             Some((v, prev)) => (PutMode::IfMatch(v), Some(prev)),
         };
         let meta = match self.objects.put(&self.key("checkpoint"), note, mode) {
             Ok(m) => m,
+            Err(e @ ObjectError::Unavailable { .. }) => {
+                *self.unanswered.lock().expect("checkpoint lock") = Some((note.to_vec(), size));
+                return Err(e.into());
+            }
             Err(e @ (ObjectError::Conflict { .. } | ObjectError::AlreadyExists(_))) => {
                 return Err(StoreError::Fenced(format!(
                     "{}: the log's checkpoint changed under this process ({e}); another process is writing this log",

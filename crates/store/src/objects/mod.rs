@@ -15,7 +15,7 @@ pub type SharedObjects = Arc<dyn Objects>;
 pub use remote::{Remote, RemoteConfig, RemoteConfigError};
 
 /// An object's name, size and version (local: the SHA-256 of its bytes; S3: its ETag).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,

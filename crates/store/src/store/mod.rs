@@ -182,6 +182,8 @@ pub(crate) struct Inner {
     pub bucket_problem: Mutex<Option<(String, Instant)>>,
     /// Another process took this node's lease or wrote its log: nothing more is written.
     pub fenced: AtomicBool,
+    /// The writer waits for the sealer (the WAL holds its limit of unsealed segments).
+    pub wal_full: AtomicBool,
 }
 
 impl Inner {
@@ -345,6 +347,7 @@ impl Store {
             lease,
             bucket_problem: Mutex::new(None),
             fenced: AtomicBool::new(false),
+            wal_full: AtomicBool::new(false),
         });
         let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;
@@ -513,6 +516,12 @@ impl Store {
     /// Appends a batch; resolves once it is durable (after the covering fsync) or refused.
     pub async fn append(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         let bytes = batch.payload.len() as u64;
+        if self.inner.wal_full.load(Ordering::Acquire) {
+            return Err(StoreError::Overloaded(format!(
+                "the write-ahead log is full: {} segments wait to be sealed (sealing is failing or behind; see /ready)",
+                self.inner.cfg.max_unsealed_segments
+            )));
+        }
         let pending = self.inner.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
         if pending + bytes > self.inner.cfg.max_pending_bytes {
             self.inner.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);

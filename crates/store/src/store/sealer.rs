@@ -177,28 +177,54 @@ pub(super) fn delete_durable_segments(inner: &Inner, force: bool) {
         .extend(keep);
 }
 
-/// Pauses the writer while too many closed segments wait for the sealer: acknowledgements slow
-/// down (and the bounded queue in front of the writer turns excess load into 503s) instead of
-/// memory growing without bound.
-pub(super) fn wait_for_sealer(inner: &Inner) {
+/// Waits (at most `max_wait`) while too many closed segments wait for the sealer, so that
+/// acknowledgements slow down instead of memory growing without bound. Returns false when there
+/// is still no room: the WAL is full (sealing keeps failing, e.g. the object store does not
+/// answer), and appends are refused at once until the sealer catches up.
+pub(super) fn wait_for_sealer(inner: &Inner, max_wait: Duration) -> bool {
     let (lock, cv) = &inner.unsealed;
     let mut n = lock.lock().expect("unsealed lock poisoned");
-    if *n >= inner.cfg.max_unsealed_segments {
-        tracing::debug!(
-            unsealed = *n,
-            "sealing is behind ingest; pausing the WAL writer"
-        );
+    if *n < inner.cfg.max_unsealed_segments {
+        return true;
     }
+    tracing::debug!(
+        unsealed = *n,
+        "sealing is behind ingest; pausing the WAL writer"
+    );
+    let deadline = Instant::now() + max_wait;
     while *n >= inner.cfg.max_unsealed_segments {
-        n = cv.wait(n).expect("unsealed lock poisoned");
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            if !inner.wal_full.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    unsealed = *n,
+                    "the write-ahead log is full: ingest answers 503 until sealing catches up"
+                );
+            }
+            return false;
+        }
+        n = cv.wait_timeout(n, left).expect("unsealed lock poisoned").0;
     }
+    true
+}
+
+/// One closed segment fewer waits for sealing; the WAL has room again below the limit.
+fn segment_sealed(inner: &Inner) {
+    let (lock, cv) = &inner.unsealed;
+    let mut n = lock.lock().expect("unsealed lock poisoned");
+    *n = n.saturating_sub(1);
+    if *n < inner.cfg.max_unsealed_segments && inner.wal_full.swap(false, Ordering::AcqRel) {
+        tracing::info!("the write-ahead log has room again");
+    }
+    cv.notify_all();
 }
 
 pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
     // Segments whose sealing failed (e.g. disk full) are retried every few seconds; until then
     // their records stay in the head, readable and in the WAL. Sealed segments whose block leaves
     // are not durable yet are deleted once the log has flushed (at most a second later).
-    let mut retry: Vec<u64> = Vec::new();
+    // (segment, whether it counts against the WAL's limit until it is sealed)
+    let mut retry: Vec<(u64, bool)> = Vec::new();
     let mut last_retry = Instant::now();
     loop {
         let waiting = !inner
@@ -219,18 +245,18 @@ pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
             }
         };
         delete_durable_segments(&inner, false);
-        let (ids, acks, counted) = match msg {
-            Some(SealMsg::Segment(id, acks)) => (vec![id], acks, true),
-            Some(SealMsg::Recovered(id)) => (vec![id], Vec::new(), false),
-            Some(SealMsg::Barrier(acks)) => (Vec::new(), acks, false),
+        let (ids, acks) = match msg {
+            Some(SealMsg::Segment(id, acks)) => (vec![(id, true)], acks),
+            Some(SealMsg::Recovered(id)) => (vec![(id, false)], Vec::new()),
+            Some(SealMsg::Barrier(acks)) => (Vec::new(), acks),
             None if last_retry.elapsed() >= Duration::from_secs(5) => {
                 last_retry = Instant::now();
-                (std::mem::take(&mut retry), Vec::new(), false)
+                (std::mem::take(&mut retry), Vec::new())
             }
             None => continue,
         };
         let mut result: Result<(), String> = Ok(());
-        for id in ids {
+        for (id, counted) in ids {
             let t = Instant::now();
             match seal_segment_with(&inner, id, true) {
                 Ok(()) => {
@@ -239,7 +265,11 @@ pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
                         segment = id,
                         ms = t.elapsed().as_millis() as u64,
                         "sealed WAL segment"
-                    )
+                    );
+                    // Sealed: the segment no longer counts against the WAL's limit.
+                    if counted {
+                        segment_sealed(&inner);
+                    }
                 }
                 Err(e) => {
                     if let StoreError::Object(o) = &e
@@ -252,15 +282,9 @@ pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
                     }
                     tracing::error!(segment = id, error = %e, "sealing failed; the segment stays in the WAL and is retried");
                     result = Err(e.to_string());
-                    retry.push(id);
+                    retry.push((id, counted));
                 }
             }
-        }
-        if counted {
-            let (lock, cv) = &inner.unsealed;
-            let mut n = lock.lock().expect("unsealed lock poisoned");
-            *n = n.saturating_sub(1);
-            cv.notify_all();
         }
         if !acks.is_empty() {
             // A flush also puts everything it sealed into a signed checkpoint.
@@ -277,7 +301,7 @@ pub(super) fn sealer_loop(inner: Arc<Inner>, rx: Receiver<SealMsg>) {
         }
     }
     // Shutting down: one last try for anything still unsealed (the WAL keeps it otherwise).
-    for id in retry {
+    for (id, _) in retry {
         if let Err(e) = seal_segment(&inner, id) {
             tracing::warn!(segment = id, error = %e, "segment left in the WAL; it is sealed at the next start");
         }

@@ -63,8 +63,17 @@ pub(super) fn writer_loop(
             pending = rx.try_recv().ok();
         }
         if !group.is_empty() {
-            wait_for_sealer(&inner);
-            write_group(&inner, &mut active, &mut buf, group);
+            if wait_for_sealer(&inner, Duration::from_secs(3)) {
+                write_group(&inner, &mut active, &mut buf, group);
+            } else {
+                // Not written, so not acknowledged: the clients retry later.
+                for (_, ack) in group {
+                    let _ = ack.send(Err(StoreError::Overloaded(format!(
+                        "the write-ahead log is full: {} segments wait to be sealed (sealing is failing or behind; see /ready)",
+                        inner.cfg.max_unsealed_segments
+                    ))));
+                }
+            }
         }
         let due = active.has_data()
             && (active.len >= inner.cfg.segment_max_bytes
