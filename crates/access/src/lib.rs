@@ -21,7 +21,7 @@ mod tokens;
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
 pub use tokens::{
-    HMAC_KEY_CONTEXT, HMAC_KEY_FILE, TokenInfo, TokenRecord, TokenSecret, TokenStore,
+    HMAC_KEY_CONTEXT, HMAC_KEY_FILE, SharedDoc, TokenInfo, TokenRecord, TokenSecret, TokenStore,
     TokenStoreError, now_unix,
 };
 

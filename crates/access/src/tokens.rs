@@ -123,12 +123,32 @@ struct HmacKeyFile {
     wrapped: String,
 }
 
-/// The token registry (`DIR/tokens.json`), with the HMAC key wrapped by the root key in
-/// `keys/token-hmac.json`.
+/// A registry document kept elsewhere than a local file (a cluster's bucket): read whole,
+/// written by compare-and-swap. The implementation encrypts and authenticates it.
+pub trait SharedDoc: Send + Sync {
+    /// The document and its version, or `None` when there is none yet.
+    fn load(&self) -> Result<Option<(Vec<u8>, String)>, String>;
+    /// Writes `bytes` if the document is still at `expected` (`None`: only if there is none).
+    /// `Err(None)`: it changed since (read again and retry); `Err(Some(why))`: it failed.
+    fn store(&self, bytes: &[u8], expected: Option<&str>) -> Result<String, Option<String>>;
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A cluster's shared registry and the version of it this node holds.
+type Shared = (
+    std::sync::Arc<dyn SharedDoc>,
+    std::sync::Mutex<Option<String>>,
+);
+
+/// The token registry (`DIR/tokens.json`, or one document shared by a cluster's nodes), with
+/// the HMAC key wrapped by the root key in `keys/token-hmac.json`.
 pub struct TokenStore {
     path: PathBuf,
     key: hmac::Key,
     records: RwLock<HashMap<String, TokenRecord>>,
+    /// The cluster's shared registry and the version this node holds.
+    shared: Option<Shared>,
 }
 
 impl std::fmt::Debug for TokenStore {
@@ -175,6 +195,138 @@ impl TokenStore {
             path: p.display().to_string(),
             source: e,
         };
+        let key = load_hmac_key(keys_dir, root)?;
+        let records = if path.exists() {
+            parse_file(
+                &std::fs::read(path).map_err(|e| io(path, e))?,
+                &path.display().to_string(),
+            )?
+        } else {
+            HashMap::new()
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            key,
+            records: RwLock::new(records),
+            shared: None,
+        })
+    }
+
+    /// Opens the registry a cluster's nodes share (`doc`), with the HMAC key under `keys_dir`
+    /// (the nodes share it too).
+    pub fn open_shared(
+        doc: std::sync::Arc<dyn SharedDoc>,
+        keys_dir: &Path,
+        root: &dyn RootKeySource,
+    ) -> Result<Self, TokenStoreError> {
+        let key = load_hmac_key(keys_dir, root)?;
+        let (records, version) = match doc.load().map_err(|reason| TokenStoreError::Format {
+            path: doc.describe(),
+            reason,
+        })? {
+            Some((b, v)) => (parse_file(&b, &doc.describe())?, Some(v)),
+            None => (HashMap::new(), None),
+        };
+        Ok(Self {
+            path: PathBuf::from(doc.describe()),
+            key,
+            records: RwLock::new(records),
+            shared: Some((doc, std::sync::Mutex::new(version))),
+        })
+    }
+
+    /// Whether the registry is shared by a cluster (not a local file).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Reads the shared registry again when another node changed it (new tokens, revocations);
+    /// `Ok(true)` when it changed. A local registry never changes under the process.
+    pub fn refresh(&self) -> Result<bool, TokenStoreError> {
+        let Some((doc, version)) = &self.shared else {
+            return Ok(false);
+        };
+        let fmt = |reason: String| TokenStoreError::Format {
+            path: doc.describe(),
+            reason,
+        };
+        let Some((b, v)) = doc.load().map_err(fmt)? else {
+            return Ok(false);
+        };
+        let mut cur = version.lock().expect("token version lock poisoned");
+        if cur.as_deref() == Some(v.as_str()) {
+            return Ok(false);
+        }
+        let recs = parse_file(&b, &doc.describe())?;
+        *self.records.write().expect("token lock poisoned") = recs;
+        *cur = Some(v);
+        Ok(true)
+    }
+
+    /// Applies `f` to the records and stores them: the local file, or the shared registry by
+    /// compare-and-swap (read, apply, write if unchanged; again if another node wrote first).
+    fn update<R>(
+        &self,
+        mut f: impl FnMut(&mut HashMap<String, TokenRecord>) -> R,
+    ) -> Result<R, TokenStoreError> {
+        let Some((doc, version)) = &self.shared else {
+            let mut recs = self.records.write().expect("token lock poisoned");
+            let r = f(&mut recs);
+            self.persist(&recs)?;
+            return Ok(r);
+        };
+        let fmt = |reason: String| TokenStoreError::Format {
+            path: doc.describe(),
+            reason,
+        };
+        let mut cur = version.lock().expect("token version lock poisoned");
+        for _ in 0..20 {
+            let (mut recs, seen) = match doc.load().map_err(fmt)? {
+                Some((b, v)) => (parse_file(&b, &doc.describe())?, Some(v)),
+                None => (HashMap::new(), None),
+            };
+            let r = f(&mut recs);
+            match doc.store(&encode_file(&recs, &doc.describe())?, seen.as_deref()) {
+                Ok(v) => {
+                    *self.records.write().expect("token lock poisoned") = recs;
+                    *cur = Some(v);
+                    return Ok(r);
+                }
+                Err(None) => continue,
+                Err(Some(why)) => return Err(fmt(why)),
+            }
+        }
+        Err(fmt(
+            "changed by other nodes 20 times in a row; try again".into()
+        ))
+    }
+
+    /// Creates the first admin token when the registry is empty (a cluster's first node; the
+    /// others find it and create none). `None`: there are tokens already.
+    pub fn create_first_admin(
+        &self,
+        name: &str,
+    ) -> Result<Option<Zeroizing<String>>, TokenStoreError> {
+        let mut made = None;
+        self.update(|recs| {
+            made = None;
+            if recs.is_empty() {
+                let (text, rec) = self.new_record(name, Role::Admin, Vec::new(), Vec::new(), None);
+                recs.insert(rec.id.clone(), rec);
+                made = Some(text);
+            }
+        })?;
+        Ok(made)
+    }
+}
+
+/// The HMAC key under `keys_dir`, created (wrapped by the root) on first use.
+fn load_hmac_key(keys_dir: &Path, root: &dyn RootKeySource) -> Result<hmac::Key, TokenStoreError> {
+    {
+        let io = |p: &Path, e| TokenStoreError::Io {
+            path: p.display().to_string(),
+            source: e,
+        };
         let fmt = |p: &Path, r: String| TokenStoreError::Format {
             path: p.display().to_string(),
             reason: r,
@@ -200,30 +352,50 @@ impl TokenStore {
                 wrapped: hex::encode(root.wrap(CTX, &k)?),
             };
             let bytes = serde_json::to_vec(&f).map_err(|e| fmt(&kpath, e.to_string()))?;
-            fsio::create_private_file(&kpath, &bytes).map_err(|e| io(&kpath, e))?;
-            k
-        };
-        let records = if path.exists() {
-            let f: TokenFile =
-                serde_json::from_slice(&std::fs::read(path).map_err(|e| io(path, e))?)
-                    .map_err(|e| fmt(path, e.to_string()))?;
-            if f.format != FILE_VERSION {
-                return Err(fmt(
-                    path,
-                    format!("unsupported format version {}", f.format),
-                ));
+            match fsio::create_private_file(&kpath, &bytes) {
+                Ok(()) => k,
+                // Another node sharing the keys directory made it first: use that one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return load_hmac_key(keys_dir, root);
+                }
+                Err(e) => return Err(io(&kpath, e)),
             }
-            f.tokens.into_iter().map(|r| (r.id.clone(), r)).collect()
-        } else {
-            HashMap::new()
         };
-        Ok(Self {
-            path: path.to_owned(),
-            key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
-            records: RwLock::new(records),
-        })
+        Ok(hmac::Key::new(hmac::HMAC_SHA256, key.expose()))
     }
+}
 
+/// The records of a registry document.
+fn parse_file(b: &[u8], what: &str) -> Result<HashMap<String, TokenRecord>, TokenStoreError> {
+    let fmt = |reason: String| TokenStoreError::Format {
+        path: what.to_owned(),
+        reason,
+    };
+    let f: TokenFile = serde_json::from_slice(b).map_err(|e| fmt(e.to_string()))?;
+    if f.format != FILE_VERSION {
+        return Err(fmt(format!("unsupported format version {}", f.format)));
+    }
+    Ok(f.tokens.into_iter().map(|r| (r.id.clone(), r)).collect())
+}
+
+/// A registry document of `records`, oldest first.
+fn encode_file(
+    records: &HashMap<String, TokenRecord>,
+    what: &str,
+) -> Result<Vec<u8>, TokenStoreError> {
+    let mut tokens: Vec<TokenRecord> = records.values().cloned().collect();
+    tokens.sort_by(|a, b| a.created_unix.cmp(&b.created_unix).then(a.id.cmp(&b.id)));
+    serde_json::to_vec_pretty(&TokenFile {
+        format: FILE_VERSION,
+        tokens,
+    })
+    .map_err(|e| TokenStoreError::Format {
+        path: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl TokenStore {
     fn hash(&self, secret: &[u8]) -> [u8; 32] {
         let tag = hmac::sign(&self.key, secret);
         let mut out = [0u8; 32];
@@ -232,16 +404,7 @@ impl TokenStore {
     }
 
     fn persist(&self, records: &HashMap<String, TokenRecord>) -> Result<(), TokenStoreError> {
-        let mut tokens: Vec<TokenRecord> = records.values().cloned().collect();
-        tokens.sort_by(|a, b| a.created_unix.cmp(&b.created_unix).then(a.id.cmp(&b.id)));
-        let bytes = serde_json::to_vec_pretty(&TokenFile {
-            format: FILE_VERSION,
-            tokens,
-        })
-        .map_err(|e| TokenStoreError::Format {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes = encode_file(records, &self.path.display().to_string())?;
         fsio::atomic_write(&self.path, &bytes, 0o600).map_err(|e| TokenStoreError::Io {
             path: self.path.display().to_string(),
             source: e,
@@ -268,11 +431,27 @@ impl TokenStore {
         services: Vec<String>,
         expires_unix: Option<u64>,
     ) -> Result<(Zeroizing<String>, TokenRecord), TokenStoreError> {
+        let (text, rec) = self.new_record(name, role, tenants, services, expires_unix);
+        self.update(|recs| {
+            recs.insert(rec.id.clone(), rec.clone());
+        })?;
+        Ok((text, rec))
+    }
+
+    /// A new token's text and record (not stored yet).
+    fn new_record(
+        &self,
+        name: &str,
+        role: Role,
+        tenants: Vec<TenantId>,
+        services: Vec<String>,
+        expires_unix: Option<u64>,
+    ) -> (Zeroizing<String>, TokenRecord) {
         let id = hex::encode(random_bytes::<8>());
         let secret = Zeroizing::new(random_bytes::<32>());
         let text = Zeroizing::new(format!("{PREFIX}{id}_{}", hex::encode(*secret)));
         let rec = TokenRecord {
-            id: id.clone(),
+            id,
             name: name.to_owned(),
             hash: hex::encode(self.hash(&*secret)),
             role,
@@ -282,10 +461,7 @@ impl TokenStore {
             revoked: false,
             services,
         };
-        let mut recs = self.records.write().expect("token lock poisoned");
-        recs.insert(id, rec.clone());
-        self.persist(&recs)?;
-        Ok((text, rec))
+        (text, rec)
     }
 
     /// Every token, oldest first, without hashes.
@@ -304,18 +480,34 @@ impl TokenStore {
 
     /// Revokes `id` (durably, then at once for every listener). `Ok(false)`: no such token.
     pub fn revoke(&self, id: &str) -> Result<bool, TokenStoreError> {
-        let mut recs = self.records.write().expect("token lock poisoned");
-        let Some(r) = recs.get_mut(id) else {
-            return Ok(false);
-        };
-        if r.revoked {
-            return Ok(true);
+        {
+            // Revoked in memory at once; a failed write is reported, and the token stays
+            // revoked here until the restart (fail closed).
+            let mut recs = self.records.write().expect("token lock poisoned");
+            match recs.get_mut(id) {
+                None if self.shared.is_none() => return Ok(false),
+                None => {}
+                Some(r) if r.revoked && self.shared.is_none() => return Ok(true),
+                Some(r) => r.revoked = true,
+            }
         }
-        // Revoked in memory at once; a failed write is reported, and the token stays revoked
-        // until the restart (fail closed).
-        r.revoked = true;
-        self.persist(&recs)?;
-        Ok(true)
+        let found = self.update(|recs| match recs.get_mut(id) {
+            None => false,
+            Some(r) => {
+                r.revoked = true;
+                true
+            }
+        });
+        if found.is_err()
+            && let Some(r) = self
+                .records
+                .write()
+                .expect("token lock poisoned")
+                .get_mut(id)
+        {
+            r.revoked = true;
+        }
+        found
     }
 
     pub fn is_empty(&self) -> bool {

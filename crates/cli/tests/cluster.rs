@@ -26,17 +26,56 @@ fn node_args<'a>(keys: &'a str, url: &'a str, node: &'a str, role: &'a str) -> V
     ]
 }
 
-/// GET `path` on `srv` with its own admin token, as JSON (status, body).
-async fn get(srv: &Server, path: &str) -> (u16, serde_json::Value) {
-    let r = srv
+/// `method path` on `srv` with `token`, as JSON (status, body).
+async fn call_as(
+    srv: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = srv
         .http_client()
-        .get(format!("{}{path}", srv.api))
-        .bearer_auth(srv.token())
-        .send()
-        .await
-        .unwrap();
+        .request(method, format!("{}{path}", srv.api))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
     let st = r.status().as_u16();
     (st, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// GET `path` on `srv` with the cluster's admin token (made by its first node, `a`), as JSON.
+async fn get(srv: &Server, path: &str) -> (u16, serde_json::Value) {
+    call_as(srv, &admin_token(srv), reqwest::Method::GET, path, None).await
+}
+
+/// The cluster's admin token: made by its first node only (the one in `<tmp>/a`, or this
+/// node), valid on every node.
+fn admin_token(srv: &Server) -> String {
+    let first = srv.dir.parent().unwrap().join("a/admin.token");
+    std::fs::read_to_string(first)
+        .unwrap_or_else(|_| srv.token())
+        .trim()
+        .to_owned()
+}
+
+/// Waits (up to `limit`) until `srv` answers `want` to `token` on `path`.
+async fn wait_status(srv: &Server, token: &str, path: &str, want: u16, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let (st, v) = call_as(srv, token, reqwest::Method::GET, path, None).await;
+        if st == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{path}: {st} after {:?} (want {want}): {v}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Waits (up to `limit`) until trace `tid` has `spans` spans on `srv`; returns how long it took.
@@ -86,6 +125,19 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         q.grpc.is_empty() && q.http.is_empty(),
         "a query node opens no OTLP listeners"
     );
+    // Only the first node made an admin token; it works on every node.
+    for n in [&b, &q] {
+        assert!(!n.dir.join("admin.token").exists(), "{}", n.log_text());
+        assert!(
+            n.log_text().contains("joined a cluster whose tokens exist"),
+            "{}",
+            n.log_text()
+        );
+    }
+    let admin = a.token();
+    for n in [&a, &b, &q] {
+        wait_status(n, &admin, "/api/admin/tokens", 200, Duration::from_secs(5)).await;
+    }
     assert!(
         q.log_text().contains("no OTLP listeners"),
         "{}",
@@ -104,7 +156,7 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         .arg(a.token())
         .arg(b.grpc.replace("https://", ""))
         .arg(b.ca())
-        .arg(b.token())
+        .arg(&admin)
         .arg("5")
         .output()
         .await
@@ -148,6 +200,85 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     assert_eq!(st, 200, "{v}");
     let found = v["traces"].as_array().map(|t| t.len()).unwrap_or(0);
     assert!(found >= 3, "backend traces from the query node: {v}");
+
+    // A token made on one node works on the others within seconds; its revocation on another
+    // node reaches all of them.
+    let (st, made) = call_as(
+        &b,
+        &admin,
+        reqwest::Method::POST,
+        "/api/admin/tokens",
+        Some(serde_json::json!({"name": "grafana", "role": "reader"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{made}");
+    let reader = made["token"].as_str().unwrap().to_owned();
+    let id = made["info"]["id"].as_str().unwrap().to_owned();
+    // The registry as it is before the revocation, to roll the bucket back to later.
+    let bucket = {
+        let mut rc = tv_store::objects::RemoteConfig::new(sw.url("cluster-1"));
+        rc.from_env = false;
+        rc.options = sw.options();
+        tv_store::objects::Remote::open(&rc).unwrap()
+    };
+    use tv_store::objects::Objects;
+    let (before, _) = tokio::task::block_in_place(|| bucket.get("cluster/tokens")).unwrap();
+    for needle in ["grafana", "reader", "bootstrap-admin"] {
+        assert!(
+            !before.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle} in clear in the bucket"
+        );
+    }
+    let t = Instant::now();
+    for n in [&a, &b, &q] {
+        wait_status(n, &reader, "/api/search?limit=1", 200, limit).await;
+    }
+    println!(
+        "FIGURES cluster: a token made on one node worked on every node after {:?}",
+        t.elapsed()
+    );
+    let (st, v) = call_as(
+        &a,
+        &admin,
+        reqwest::Method::DELETE,
+        &format!("/api/admin/tokens/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    let t = Instant::now();
+    for n in [&a, &b, &q] {
+        wait_status(n, &reader, "/api/search?limit=1", 401, limit).await;
+    }
+    println!(
+        "FIGURES cluster: its revocation on another node reached every node after {:?}",
+        t.elapsed()
+    );
+    // Someone with write access to the bucket puts the old registry back (the token not
+    // revoked): the nodes refuse the older document and the revocation stays in force.
+    tokio::task::block_in_place(|| {
+        let cur = bucket.head("cluster/tokens").unwrap().unwrap();
+        bucket
+            .put(
+                "cluster/tokens",
+                &before,
+                tv_store::objects::PutMode::IfMatch(cur.version),
+            )
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    for n in [&a, &b, &q] {
+        let (st, _) = call_as(
+            n,
+            &reader,
+            reqwest::Method::GET,
+            "/api/search?limit=1",
+            None,
+        )
+        .await;
+        assert_eq!(st, 401, "a rolled-back registry revived a revoked token");
+        assert!(n.log_text().contains("rolled back"), "{}", n.log_text());
+    }
     drop((a, b, q));
 }
 

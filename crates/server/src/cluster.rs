@@ -45,3 +45,163 @@ pub async fn open_bucket(c: &ClusterSettings) -> anyhow::Result<SharedObjects> {
     tracing::info!(url = %c.url, node = %c.node, "cluster node on the object store");
     Ok(bucket)
 }
+
+/// The key that encrypts the cluster's shared state in the bucket (`keys/cluster-state.json`,
+/// wrapped by the root key; the nodes share the keys directory or the KMS).
+const STATE_KEY_FILE: &str = "cluster-state.json";
+const STATE_KEY_CONTEXT: &[u8] = b"tracevault/v1/cluster-state-key";
+const STATE_MAGIC: &[u8; 6] = b"TVCS1\0";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateKeyFile {
+    format: u32,
+    wrapped: String,
+}
+
+/// Loads (or creates, on the cluster's first start) the cluster state key.
+pub fn state_key(
+    keys_dir: &std::path::Path,
+    root: &dyn tv_crypto::RootKeySource,
+) -> anyhow::Result<tv_crypto::SecretKey> {
+    use anyhow::Context;
+    let path = keys_dir.join(STATE_KEY_FILE);
+    if !path.exists() {
+        let k = tv_crypto::SecretKey::random();
+        let f = StateKeyFile {
+            format: 1,
+            wrapped: hex::encode(root.wrap(STATE_KEY_CONTEXT, &k)?),
+        };
+        match tv_crypto::fsio::create_private_file(&path, &serde_json::to_vec(&f)?) {
+            Ok(()) => return Ok(k),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+        }
+    }
+    let f: StateKeyFile = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not a cluster state key file", path.display()))?;
+    if f.format != 1 {
+        bail!("{}: unsupported format {}", path.display(), f.format);
+    }
+    Ok(root.unwrap(STATE_KEY_CONTEXT, &hex::decode(&f.wrapped)?)?)
+}
+
+/// One document of cluster state in the bucket (`cluster/<name>`), encrypted and authenticated
+/// under the cluster state key: `TVCS1\0 | generation u64 BE | salt 16 | AES-256-GCM(body)`, the
+/// key derived per write (HKDF-SHA256 over the salt), the name and generation bound as associated
+/// data. Each write increases the generation; a document older than one this node has read is
+/// refused (an object rolled back in the bucket, e.g. an old token list without a revocation).
+pub struct StateDoc {
+    bucket: SharedObjects,
+    name: String,
+    key: tv_crypto::SecretKey,
+    /// The highest generation this node has read or written.
+    seen: std::sync::Mutex<u64>,
+}
+
+impl StateDoc {
+    pub fn new(bucket: SharedObjects, name: &str, key: tv_crypto::SecretKey) -> Self {
+        StateDoc {
+            bucket,
+            name: name.to_owned(),
+            key,
+            seen: std::sync::Mutex::new(0),
+        }
+    }
+
+    fn object_key(&self) -> String {
+        format!("cluster/{}", self.name)
+    }
+
+    fn aad(&self, generation: u64) -> Vec<u8> {
+        format!("tracevault/v1/cluster-state|{}|{generation}", self.name).into_bytes()
+    }
+
+    fn data_key(&self, salt: &[u8; 16]) -> tv_crypto::DataKey {
+        use aws_lc_rs::hkdf;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(self.key.expose());
+        let info = [self.name.as_bytes()];
+        let okm = prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .expect("a 32-byte output is within HKDF's limit");
+        let mut k = [0u8; 32];
+        okm.fill(&mut k).expect("32 bytes");
+        tv_crypto::DataKey::from_secret(tv_crypto::SecretKey::from_bytes(k))
+    }
+
+    fn seal(&self, generation: u64, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let salt = tv_crypto::random_bytes::<16>();
+        let mut ct = body.to_vec();
+        self.data_key(&salt)
+            .seal(0, &self.aad(generation), &mut ct)?;
+        let mut out = STATE_MAGIC.to_vec();
+        out.extend_from_slice(&generation.to_be_bytes());
+        out.extend_from_slice(&salt);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open(&self, b: &[u8]) -> Result<(u64, Vec<u8>), String> {
+        let bad = |why: &str| format!("{}: {why}", self.object_key());
+        if b.len() < 6 + 8 + 16 + 16 || &b[..6] != STATE_MAGIC {
+            return Err(bad("not a cluster state document"));
+        }
+        let generation = u64::from_be_bytes(b[6..14].try_into().expect("8 bytes"));
+        let salt: [u8; 16] = b[14..30].try_into().expect("16 bytes");
+        let mut ct = b[30..].to_vec();
+        let body = self
+            .data_key(&salt)
+            .open(0, &self.aad(generation), &mut ct)
+            .map_err(|_| {
+                bad("fails authentication (altered, or not written with this cluster's keys)")
+            })?
+            .to_vec();
+        Ok((generation, body))
+    }
+}
+
+impl tv_access::SharedDoc for StateDoc {
+    fn load(&self) -> Result<Option<(Vec<u8>, String)>, String> {
+        let (b, meta) = match self.bucket.get(&self.object_key()) {
+            Ok(r) => r,
+            Err(ObjectError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let (generation, body) = self.open(&b)?;
+        let mut seen = self.seen.lock().expect("state lock poisoned");
+        if generation < *seen {
+            return Err(format!(
+                "{} is at generation {generation}, older than the {} this node has read: it was rolled back in the bucket, and is refused",
+                self.object_key(),
+                *seen
+            ));
+        }
+        *seen = generation;
+        Ok(Some((body, meta.version)))
+    }
+
+    fn store(&self, bytes: &[u8], expected: Option<&str>) -> Result<String, Option<String>> {
+        let generation = *self.seen.lock().expect("state lock poisoned") + 1;
+        let sealed = self
+            .seal(generation, bytes)
+            .map_err(|e| Some(e.to_string()))?;
+        let mode = match expected {
+            Some(v) => tv_store::objects::PutMode::IfMatch(v.to_owned()),
+            None => tv_store::objects::PutMode::Create,
+        };
+        match self.bucket.put(&self.object_key(), &sealed, mode) {
+            Ok(m) => {
+                let mut seen = self.seen.lock().expect("state lock poisoned");
+                *seen = (*seen).max(generation);
+                Ok(m.version)
+            }
+            Err(ObjectError::Conflict { .. } | ObjectError::AlreadyExists(_)) => Err(None),
+            Err(e) => Err(Some(e.to_string())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{}/{}", self.bucket.describe(), self.object_key())
+    }
+}

@@ -424,21 +424,47 @@ impl Server {
             );
         }
 
-        let tokens = Arc::new(TokenStore::open(
-            &data_dir.join("tokens.json"),
-            &cfg.keys_dir,
-            root.as_ref(),
-        )?);
+        // In a cluster the registry is one encrypted document in the bucket: a token made on any
+        // node works on every node, and only the cluster's first node makes an admin token.
+        let tokens = Arc::new(match &bucket {
+            Some(b) => TokenStore::open_shared(
+                Arc::new(cluster::StateDoc::new(
+                    b.clone(),
+                    "tokens",
+                    cluster::state_key(&cfg.keys_dir, root.as_ref())?,
+                )),
+                &cfg.keys_dir,
+                root.as_ref(),
+            )?,
+            None => TokenStore::open(&data_dir.join("tokens.json"), &cfg.keys_dir, root.as_ref())?,
+        });
         let admin_token_path = data_dir.join("admin.token");
-        if tokens.is_empty() {
-            let (text, _) = tokens.create("bootstrap-admin", Role::Admin, vec![], None)?;
+        let first_admin = if tokens.is_shared() {
+            tokens.create_first_admin("bootstrap-admin")?
+        } else if tokens.is_empty() {
+            Some(
+                tokens
+                    .create("bootstrap-admin", Role::Admin, vec![], None)?
+                    .0,
+            )
+        } else {
+            None
+        };
+        if tokens.is_shared() && first_admin.is_none() {
+            tracing::info!(
+                "joined a cluster whose tokens exist: no admin token is made here (the cluster's first node made it)"
+            );
+        }
+        if let Some(text) = first_admin {
             let mut line = text.to_string();
             line.push('\n');
             fsio::atomic_write(&admin_token_path, line.as_bytes(), 0o600)
                 .with_context(|| format!("writing {}", admin_token_path.display()))?;
             zeroize::Zeroize::zeroize(&mut line);
             tracing::info!(path = %admin_token_path.display(), "created admin API token (the file holds the token; it is not logged)");
-            state_seal.seal("tokens.json")?;
+            if !tokens.is_shared() {
+                state_seal.seal("tokens.json")?;
+            }
         }
         if !state_seal.existed {
             // A first start, or a data directory from before sealing: what is there now is
@@ -701,6 +727,31 @@ impl Server {
                         st.graph.save(&st.data_dir, &st.keyring, &st.state_seal)
                     })
                     .await;
+                }
+            });
+        }
+        if let Some(c) = &self.cfg.cluster {
+            // Tokens made and revoked on other nodes reach this one within the refresh interval.
+            let mut stop = rx.clone();
+            let st = self.state.clone();
+            let every = c.refresh;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    let t = st.tokens.clone();
+                    match tokio::task::spawn_blocking(move || t.refresh()).await {
+                        Ok(Ok(true)) => tracing::debug!(
+                            "read the cluster's tokens again (changed on another node)"
+                        ),
+                        Ok(Ok(false)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "cannot read the cluster's tokens; the ones read last stay in force")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "token refresh task"),
+                    }
                 }
             });
         }

@@ -147,7 +147,9 @@ pub async fn create(
         .tokens
         .create_for(&name, role, tenants, req.services.clone(), expires)
         .map_err(|e| ApiError::Internal(format!("storing the token: {e}")))?;
-    state.state_seal.seal_or_warn("tokens.json");
+    if !state.tokens.is_shared() {
+        state.state_seal.seal_or_warn("tokens.json");
+    }
     tracing::info!(id = %rec.id, role = role.name(), by = %caller.principal.name, "token created");
     let info = TokenInfo::from(&rec);
     Ok(crate::api::noted(
@@ -186,7 +188,9 @@ pub async fn revoke(
         .tokens
         .revoke(&id)
         .map_err(|e| ApiError::Internal(format!("revoking the token: {e}")))?;
-    state.state_seal.seal_or_warn("tokens.json");
+    if !state.tokens.is_shared() {
+        state.state_seal.seal_or_warn("tokens.json");
+    }
     tracing::info!(id = %id, by = %caller.principal.name, "token revoked");
     Ok(crate::api::noted(
         StatusCode::NO_CONTENT.into_response(),
