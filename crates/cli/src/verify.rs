@@ -44,6 +44,11 @@ pub struct VerifyArgs {
     /// their counts
     #[arg(short, long)]
     verbose: bool,
+    /// Check a cluster's bucket instead of a data directory (s3://BUCKET/PREFIX; credentials
+    /// from the standard AWS_* environment): every node's log and every object under it; needs
+    /// --keys-dir (or --config naming a KMS root) and no data directory
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
 }
 
 fn policy(classical_only: bool) -> Policy {
@@ -84,7 +89,166 @@ fn check_sealed_state(
     Ok((seal.sealed(), problems))
 }
 
+/// The root-key-holding keyring for decrypting blocks (None: ciphertexts only).
+fn open_keyring(
+    a: &VerifyArgs,
+    keys_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<tv_crypto::Keyring>>> {
+    let root_path = keys_dir.join("root.key");
+    let kms_root = match (&a.config, a.no_decrypt) {
+        (Some(cfg), false) => {
+            match tv_server::RawConfig::resolve(&tv_server::RawConfig::default(), Some(cfg))?.root {
+                tv_server::config::RootSource::Transit(t) => Some(
+                    tv_server::kms::TransitRootKey::connect(*t)
+                        .context("connecting to the KMS ([keys.transit])")?,
+                ),
+                tv_server::config::RootSource::File => None,
+            }
+        }
+        _ => None,
+    };
+    Ok(if let Some(r) = kms_root {
+        Some(Arc::new(tv_crypto::Keyring::open(keys_dir, Arc::new(r))?))
+    } else if a.no_decrypt || !root_path.exists() {
+        if !a.no_decrypt {
+            eprintln!(
+                "note: no root key at {} (and no --config naming a KMS root): checking ciphertexts only (span commitments are not re-derived)",
+                root_path.display()
+            );
+        }
+        None
+    } else {
+        let (root, _) = tv_crypto::FileRootKey::load_or_create(&root_path)?;
+        Some(Arc::new(tv_crypto::Keyring::open(
+            keys_dir,
+            Arc::new(root),
+        )?))
+    })
+}
+
+/// The pinned `--vkey`s, or (warned) the ones in the keys directory.
+fn log_vkeys(a: &VerifyArgs, keys_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    if !a.vkeys.is_empty() {
+        return Ok(a.vkeys.clone());
+    }
+    eprintln!(
+        "WARNING: no --vkey given: using the verifier keys found in {}. Whoever can write that directory can re-sign a rewritten log; pin the keys from `tracevault log keys` outside it.",
+        keys_dir.display()
+    );
+    tv_server::logkeys::verifier_keys(keys_dir)
+}
+
+/// The same verifier key under the name `<name>/<node>`: a cluster node's log is signed with the
+/// cluster's keys under its own origin.
+fn node_vkey(vkey: &str, node: &str) -> anyhow::Result<String> {
+    let (name, _, key) =
+        tv_tlog::note::split_vkey(vkey).map_err(|e| anyhow::anyhow!("--vkey {vkey:?}: {e}"))?;
+    Ok(tv_tlog::note::format_vkey(&format!("{name}/{node}"), &key))
+}
+
+/// `verify --object-store`: every node's log and objects in a cluster's bucket.
+fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
+    use tv_store::objects::{Remote, RemoteConfig};
+    let keys_dir = a.keys_dir.clone().context(
+        "--object-store needs --keys-dir: the cluster's keys directory (its verifier keys, and the root key to decrypt)",
+    )?;
+    let bucket: tv_store::objects::SharedObjects = Arc::new(Remote::open(&RemoteConfig::new(url))?);
+    let base = log_vkeys(a, &keys_dir)?;
+    let keyring = open_keyring(a, &keys_dir)?;
+    let pinned = read_pinned(&a.checkpoints, "--checkpoint")?;
+    let nodes = bucket
+        .list_dirs("nodes/")
+        .with_context(|| format!("listing the nodes in {url}"))?;
+    if nodes.is_empty() {
+        bail!(
+            "{url} holds no nodes (nodes/<node>/): is it a tracevault cluster's bucket and prefix?"
+        );
+    }
+    let mut problems = 0usize;
+    let started = std::time::Instant::now();
+    let (mut spans, mut bytes) = (0u64, 0u64);
+    for node in &nodes {
+        let vkeys: Vec<String> = base
+            .iter()
+            .map(|v| node_vkey(v, node))
+            .collect::<anyhow::Result<_>>()?;
+        let keys = LogKeys::from_vkeys(&vkeys).context("--vkey")?;
+        // A pinned checkpoint belongs to the node whose origin it names.
+        let origin_suffix = format!("/{node}");
+        let node_pinned: Vec<(String, Vec<u8>)> = pinned
+            .iter()
+            .filter(|(_, n)| {
+                tv_store::txlog::note_checkpoint(n)
+                    .is_ok_and(|c| c.origin.ends_with(&origin_suffix))
+            })
+            .cloned()
+            .collect();
+        let objects = tv_store::cluster::node_objects(&bucket, node)?;
+        let report = tv_store::verify::verify_objects(
+            &*objects,
+            &tv_store::verify::Options {
+                keys: &keys,
+                policy: policy(a.classical_only),
+                pinned: node_pinned,
+                keyring: keyring.clone(),
+                progress: &|_, _| {},
+                audit: None,
+            },
+        )
+        .with_context(|| format!("reading node {node}'s objects"))?;
+        println!(
+            "node {node}: log {} entries, {} checkpoints; {} blocks, {} spans{}",
+            report.log_size,
+            report.checkpoints,
+            report.blocks,
+            report.spans,
+            if report.decrypted {
+                " (span commitments re-derived)"
+            } else {
+                " (ciphertexts only)"
+            }
+        );
+        print_findings(&report, a.verbose, &format!("nodes/{node}/"));
+        problems += report.problems.len();
+        spans += report.spans;
+        bytes += report.bytes;
+    }
+    // The cluster's shared state: authenticated under the cluster state key.
+    if let Some(k) = &keyring {
+        match tv_server::cluster::state_key(&keys_dir, k.root().as_ref()) {
+            Err(e) => println!("cluster state: not checked ({e:#})"),
+            Ok(key) => {
+                let doc = tv_server::cluster::StateDoc::new(bucket.clone(), "tokens", key);
+                match tv_access::SharedDoc::load(&doc) {
+                    Ok(Some(_)) => println!("cluster state: cluster/tokens authenticates"),
+                    Ok(None) => println!("cluster state: no cluster/tokens"),
+                    Err(e) => {
+                        println!("FAIL cluster/tokens: {e}");
+                        problems += 1;
+                    }
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "bucket: {} nodes, {spans} spans; {:.1} MB in {secs:.2} s",
+        nodes.len(),
+        bytes as f64 / 1e6
+    );
+    if problems == 0 {
+        println!("OK: every node's objects are in its log and every log verifies");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("FAILED: {problems} problems");
+        Ok(ExitCode::from(2))
+    }
+}
+
 pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &a.object_store {
+        return verify_bucket(&a, url);
+    }
     let keys_dir = a
         .keys_dir
         .clone()
@@ -95,15 +259,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             a.data_dir.display()
         );
     }
-    let vkeys = if a.vkeys.is_empty() {
-        eprintln!(
-            "WARNING: no --vkey given: using the verifier keys found in {}. Whoever can write that directory can re-sign a rewritten log; pin the keys from `tracevault log keys` outside it.",
-            keys_dir.display()
-        );
-        tv_server::logkeys::verifier_keys(&keys_dir)?
-    } else {
-        a.vkeys.clone()
-    };
+    let vkeys = log_vkeys(&a, &keys_dir)?;
     let keys = LogKeys::from_vkeys(&vkeys).context("--vkey")?;
     let pinned = read_pinned(&a.checkpoints, "--checkpoint")?;
     let audit_pinned = read_pinned(&a.audit_checkpoints, "--audit-checkpoint")?;
@@ -122,36 +278,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(LogKeys::from_vkeys(&a.audit_vkeys).context("--audit-vkey")?)
     };
-    let root_path = keys_dir.join("root.key");
-    let kms_root = match (&a.config, a.no_decrypt) {
-        (Some(cfg), false) => {
-            match tv_server::RawConfig::resolve(&tv_server::RawConfig::default(), Some(cfg))?.root {
-                tv_server::config::RootSource::Transit(t) => Some(
-                    tv_server::kms::TransitRootKey::connect(*t)
-                        .context("connecting to the KMS ([keys.transit])")?,
-                ),
-                tv_server::config::RootSource::File => None,
-            }
-        }
-        _ => None,
-    };
-    let keyring = if let Some(r) = kms_root {
-        Some(Arc::new(tv_crypto::Keyring::open(&keys_dir, Arc::new(r))?))
-    } else if a.no_decrypt || !root_path.exists() {
-        if !a.no_decrypt {
-            eprintln!(
-                "note: no root key at {} (and no --config naming a KMS root): checking ciphertexts only (span commitments are not re-derived)",
-                root_path.display()
-            );
-        }
-        None
-    } else {
-        let (root, _) = tv_crypto::FileRootKey::load_or_create(&root_path)?;
-        Some(Arc::new(tv_crypto::Keyring::open(
-            &keys_dir,
-            Arc::new(root),
-        )?))
-    };
+    let keyring = open_keyring(&a, &keys_dir)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
@@ -221,25 +348,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.log_pruned_below
         );
     }
-    for e in &report.erased {
-        println!("erased: {e}");
-    }
-    if v {
-        for p in &report.pruned {
-            println!("pruned: {p}");
-        }
-    } else if !report.pruned.is_empty() {
-        println!(
-            "pruned: {} pieces removed by retention, as the log recorded (-v lists them)",
-            report.pruned.len()
-        );
-    }
-    for w in &report.warnings {
-        println!("warning: {w}");
-    }
-    for p in &report.problems {
-        println!("FAIL {p}");
-    }
+    print_findings(&report, v, "");
     println!(
         "log: {} entries, {} checkpoints; {} WAL records, {} blocks, {} spans{}; {:.1} MB in {:.2} s ({:.0} spans/s, {:.1} MB/s)",
         report.log_size,
@@ -299,6 +408,29 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.problems.len() + state_problems
         );
         Ok(ExitCode::from(2))
+    }
+}
+
+/// Erasures, pruned pieces, warnings and problems of a report; problems' files under `prefix`.
+fn print_findings(report: &tv_store::verify::Report, verbose: bool, prefix: &str) {
+    for e in &report.erased {
+        println!("erased: {e}");
+    }
+    if verbose {
+        for p in &report.pruned {
+            println!("pruned: {prefix}{p}");
+        }
+    } else if !report.pruned.is_empty() {
+        println!(
+            "pruned: {} pieces removed by retention, as the log recorded (-v lists them)",
+            report.pruned.len()
+        );
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for p in &report.problems {
+        println!("FAIL {prefix}{p}");
     }
 }
 
