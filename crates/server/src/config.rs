@@ -116,6 +116,8 @@ pub struct RawStorage {
     pub role: Option<String>,
     /// How often other nodes' blocks are listed, seconds (default 5).
     pub cluster_refresh_secs: Option<f64>,
+    /// Bytes of block ranges read from the bucket kept on local disk (default 1 GiB; 0: none).
+    pub cache_bytes: Option<u64>,
     /// The write-ahead log's directory (default DATA/wal); put it on durable storage.
     pub wal_dir: Option<PathBuf>,
 }
@@ -411,6 +413,7 @@ impl RawConfig {
             node_id,
             role,
             cluster_refresh_secs,
+            cache_bytes,
             wal_dir
         );
         overlay!(
@@ -575,6 +578,7 @@ impl RawConfig {
                     node,
                     request_timeout: Duration::from_secs_f64(timeout),
                     refresh: Duration::from_secs_f64(refresh),
+                    cache_bytes: self.storage.cache_bytes.unwrap_or(1 << 30),
                 })
             }
         };
@@ -856,6 +860,8 @@ pub struct ClusterSettings {
     pub node: String,
     pub request_timeout: Duration,
     pub refresh: Duration,
+    /// Local cache of block ranges read from the bucket (0: none).
+    pub cache_bytes: u64,
 }
 
 impl std::fmt::Debug for ClusterSettings {

@@ -505,8 +505,18 @@ impl Server {
             // The WAL rides out a bucket outage: up to eight segments wait to be sealed before
             // ingest answers 503 (they are held in memory too).
             scfg.max_unsealed_segments = 8;
+            // Block ranges read from the bucket are kept on local disk (as stored: ciphertext).
+            let cached: tv_store::objects::SharedObjects = if c.cache_bytes > 0 {
+                let dir = data_dir.join("cache");
+                Arc::new(
+                    tv_store::objects::RangeCache::new(bucket.clone(), dir.clone(), c.cache_bytes)
+                        .with_context(|| format!("creating the block cache {}", dir.display()))?,
+                )
+            } else {
+                bucket.clone()
+            };
             scfg.cluster = Some(tv_store::cluster::ClusterConfig {
-                bucket: bucket.clone(),
+                bucket: cached,
                 node: c.node.clone(),
                 refresh: c.refresh,
                 lease_ttl: cluster::LEASE_TTL,

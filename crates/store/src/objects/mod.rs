@@ -4,9 +4,11 @@
 //! S3-compatible bucket (or GCS, Azure) through the `object_store` crate. Both pass the same
 //! tests (`crates/store/tests/objects.rs`, the bucket one against a real SeaweedFS).
 
+mod cache;
 mod local;
 mod remote;
 
+pub use cache::RangeCache;
 pub use local::LocalDir;
 use std::sync::Arc;
 
