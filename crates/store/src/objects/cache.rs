@@ -21,6 +21,30 @@ fn cacheable(key: &str) -> bool {
 struct Entry {
     bytes: u64,
     used: u64,
+    /// The object it is a range of.
+    key: String,
+}
+
+/// Cached ranges by name, their total size, and the names of each object's ranges.
+#[derive(Default)]
+struct Cached {
+    ranges: HashMap<String, Entry>,
+    total: u64,
+    by_key: HashMap<String, Vec<String>>,
+}
+
+impl Cached {
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let e = self.ranges.remove(name)?;
+        self.total -= e.bytes;
+        if let Some(v) = self.by_key.get_mut(&e.key) {
+            v.retain(|n| n != name);
+            if v.is_empty() {
+                self.by_key.remove(&e.key);
+            }
+        }
+        Some(e)
+    }
 }
 
 /// A read cache in front of another store.
@@ -28,7 +52,7 @@ pub struct RangeCache {
     inner: SharedObjects,
     dir: PathBuf,
     max_bytes: u64,
-    state: Mutex<(HashMap<String, Entry>, u64)>,
+    state: Mutex<Cached>,
     clock: AtomicU64,
     /// Reads served from the cache, and from the store.
     pub hits: AtomicU64,
@@ -55,7 +79,7 @@ impl RangeCache {
             inner,
             dir,
             max_bytes,
-            state: Mutex::new((HashMap::new(), 0)),
+            state: Mutex::new(Cached::default()),
             clock: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -68,47 +92,56 @@ impl RangeCache {
         ))
     }
 
-    fn remember(&self, name: String, data: &[u8]) {
+    fn remember(&self, key: &str, name: String, data: &[u8]) {
         let len = data.len() as u64;
         if len > self.max_bytes / 4 {
             return;
         }
-        let path = self.dir.join(&name);
-        if fsio::atomic_write(&path, data, 0o600).is_err() {
+        let mut st = self.state.lock().expect("cache lock poisoned");
+        // Written under the lock, so a concurrent forget() of the key cannot be overtaken.
+        if fsio::atomic_write(&self.dir.join(&name), data, 0o600).is_err() {
             return;
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut st = self.state.lock().expect("cache lock poisoned");
-        let (map, total) = &mut *st;
-        if let Some(old) = map.insert(
-            name,
+        st.remove(&name);
+        st.ranges.insert(
+            name.clone(),
             Entry {
                 bytes: len,
                 used: now,
+                key: key.to_owned(),
             },
-        ) {
-            *total -= old.bytes;
-        }
-        *total += len;
-        while *total > self.max_bytes {
-            let Some(oldest) = map
+        );
+        st.total += len;
+        st.by_key.entry(key.to_owned()).or_default().push(name);
+        while st.total > self.max_bytes {
+            let Some(oldest) = st
+                .ranges
                 .iter()
                 .min_by_key(|(_, e)| e.used)
                 .map(|(k, _)| k.clone())
             else {
                 break;
             };
-            if let Some(e) = map.remove(&oldest) {
-                *total -= e.bytes;
-                let _ = std::fs::remove_file(self.dir.join(&oldest));
-            }
+            st.remove(&oldest);
+            let _ = std::fs::remove_file(self.dir.join(&oldest));
+        }
+    }
+
+    /// Drops every cached range of `key` (deleted, or about to be created again: a block
+    /// rewritten after a crash has another data key under the same name).
+    fn forget(&self, key: &str) {
+        let mut st = self.state.lock().expect("cache lock poisoned");
+        for name in st.by_key.get(key).cloned().unwrap_or_default() {
+            st.remove(&name);
+            let _ = std::fs::remove_file(self.dir.join(&name));
         }
     }
 
     fn recall(&self, name: &str) -> Option<Vec<u8>> {
         {
             let mut st = self.state.lock().expect("cache lock poisoned");
-            let e = st.0.get_mut(name)?;
+            let e = st.ranges.get_mut(name)?;
             e.used = self.clock.fetch_add(1, Ordering::Relaxed);
         }
         std::fs::read(self.dir.join(name)).ok()
@@ -117,6 +150,7 @@ impl RangeCache {
 
 impl Objects for RangeCache {
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<ObjectMeta, ObjectError> {
+        self.forget(key);
         self.inner.put(key, data, mode)
     }
     fn get(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta), ObjectError> {
@@ -133,7 +167,7 @@ impl Objects for RangeCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let b = self.inner.get_range(key, range)?;
-        self.remember(name, &b);
+        self.remember(key, name, &b);
         Ok(b)
     }
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectError> {
@@ -143,8 +177,7 @@ impl Objects for RangeCache {
         self.inner.list(prefix)
     }
     fn delete(&self, key: &str) -> Result<(), ObjectError> {
-        // Cached ranges of a deleted block are never asked for again (its meta is dropped);
-        // they age out.
+        self.forget(key);
         self.inner.delete(key)
     }
     fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
@@ -156,6 +189,7 @@ impl Objects for RangeCache {
         path: &std::path::Path,
         mode: PutMode,
     ) -> Result<ObjectMeta, ObjectError> {
+        self.forget(key);
         self.inner.put_file(key, path, mode)
     }
     fn local_path(&self, key: &str) -> Option<PathBuf> {
@@ -205,12 +239,23 @@ mod tests {
                 .unwrap();
         }
         let st = c.state.lock().unwrap();
-        assert!(st.1 <= 1000, "{} bytes cached", st.1);
+        assert!(st.total <= 1000, "{} bytes cached", st.total);
         assert!(
-            !st.0
+            !st.ranges
                 .contains_key(&RangeCache::name("nodes/a/blocks/acme/1.tvb", &(0..200)))
         );
         drop(st);
+        // A block deleted and written again under its name (a re-seal after a crash) is never
+        // served from the old bytes.
+        c.delete("nodes/a/blocks/acme/1.tvb").unwrap();
+        let other = vec![7u8; 4000];
+        c.put("nodes/a/blocks/acme/1.tvb", &other, PutMode::Create)
+            .unwrap();
+        assert_eq!(
+            c.get_range("nodes/a/blocks/acme/1.tvb", 1400..1600)
+                .unwrap(),
+            &other[1400..1600]
+        );
         // Mutable objects are never cached.
         c.get_range("nodes/a/log/checkpoint", 0..2).unwrap();
         c.get_range("nodes/a/log/checkpoint", 0..2).unwrap();
