@@ -40,9 +40,13 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
         // A block an earlier attempt wrote: kept if its leaf is in the log; otherwise (a crash
         // before the leaf was durable) written again, with a new data key, in its place.
         if inner.objects.head(&key)?.is_some() {
-            if let Some(log) = &inner.log
-                && let Ok((bytes, _)) = inner.objects.get(&key)
-                && let Some(i) = log.block_leaf(&tv_tlog::commit::sha256(&bytes))
+            // A read that fails is an error, never a reason to replace the block.
+            let digest = match &inner.log {
+                Some(_) => Some(tv_tlog::commit::sha256(&inner.objects.get(&key)?.0)),
+                None => None,
+            };
+            if let (Some(log), Some(d)) = (&inner.log, digest)
+                && let Some(i) = log.block_leaf(&d)
             {
                 last_leaf = last_leaf.max(Some(i));
                 new_blocks.push(Arc::new(BlockMeta::load(
