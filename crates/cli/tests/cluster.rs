@@ -125,6 +125,18 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         q.grpc.is_empty() && q.http.is_empty(),
         "a query node opens no OTLP listeners"
     );
+    // Nodes sharing the keys directory share its certificate authorities: a node joining
+    // with a new data directory takes them instead of replacing the others' keys.
+    for n in [&b, &q] {
+        for f in ["tls/ca.pem", "tls/client-ca.pem"] {
+            assert_eq!(
+                std::fs::read(n.dir.join(f)).unwrap(),
+                std::fs::read(a.dir.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        assert!(!n.log_text().contains("created local certificate authority"));
+    }
     // Only the first node made an admin token; it works on every node.
     for n in [&b, &q] {
         assert!(!n.dir.join("admin.token").exists(), "{}", n.log_text());

@@ -446,15 +446,12 @@ pub fn ensure_client_ca(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<Path
     fsio::create_private_dir(&tls_dir)?;
     let pem = tls_dir.join(CLIENT_CA_PEM);
     let key = keys_dir.join(CLIENT_CA_KEY);
-    if pem.exists() && key.exists() {
-        return Ok(pem);
-    }
-    let kp = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let ca = crate::tls::ca_params_named("tracevault client CA")?.self_signed(&kp)?;
-    let _ = std::fs::remove_file(&key);
-    fsio::create_private_file(&key, kp.serialize_pem().as_bytes())?;
-    fsio::atomic_write(&pem, ca.pem().as_bytes(), 0o644)?;
-    tracing::info!(ca = %pem.display(), "created the client CA for workload certificates (apart from the server CA)");
+    crate::tls::ensure_ca(
+        &key,
+        &pem,
+        "tracevault client CA",
+        "created the client CA for workload certificates (apart from the server CA)",
+    )?;
     Ok(pem)
 }
 

@@ -54,6 +54,59 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
+/// The certificate kept beside a CA key in the keys directory (`ca.key` -> `ca.pem`), so that
+/// nodes sharing a keys directory share the CA.
+pub(crate) fn key_side_cert(key_path: &Path) -> std::path::PathBuf {
+    key_path.with_extension("pem")
+}
+
+/// Makes sure a CA exists: its key under the keys directory, its certificate there too and at
+/// `pem` (the data directory's copy clients are given). A key already there is kept: a node
+/// starting with a new data directory on a shared keys directory takes the CA the others use
+/// (its certificate from beside the key, or one made again for the same key and name) instead
+/// of replacing their key. Returns the key.
+pub(crate) fn ensure_ca(
+    key_path: &Path,
+    pem: &Path,
+    name: &str,
+    created: &str,
+) -> anyhow::Result<KeyPair> {
+    let beside = key_side_cert(key_path);
+    if key_path.exists() {
+        let kp = KeyPair::from_pem(&std::fs::read_to_string(key_path)?)
+            .with_context(|| format!("reading {}", key_path.display()))?;
+        if !pem.exists() {
+            let cert = match std::fs::read_to_string(&beside) {
+                Ok(c) => c,
+                Err(_) => {
+                    let c = ca_params_named(name)?.self_signed(&kp)?.pem();
+                    fsio::atomic_write(&beside, c.as_bytes(), 0o600)?;
+                    c
+                }
+            };
+            fsio::atomic_write(pem, cert.as_bytes(), 0o644)?;
+            tracing::info!(ca = %pem.display(), key = %key_path.display(), "using the certificate authority of the keys directory");
+        } else if !beside.exists() {
+            fsio::atomic_write(&beside, &std::fs::read(pem)?, 0o600)?;
+        }
+        return Ok(kp);
+    }
+    let kp = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let ca = ca_params_named(name)?.self_signed(&kp)?;
+    fsio::create_private_file(key_path, kp.serialize_pem().as_bytes())?;
+    fsio::atomic_write(&beside, ca.pem().as_bytes(), 0o600)?;
+    fsio::atomic_write(pem, ca.pem().as_bytes(), 0o644)?;
+    tracing::info!(ca = %pem.display(), "{created}");
+    Ok(kp)
+}
+
+/// Whether the CA certificate is newer than the server certificate's record (the server
+/// certificate must then be issued again under it).
+fn ca_changed(ca_pem: &Path, meta: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(ca_pem), modified(meta)), (Some(c), Some(m)) if c > m)
+}
+
 /// Makes sure `DIR/tls/ca.pem`, `DIR/tls/server.pem` and `DIR/tls/server.key` exist (CA key under
 /// the keys directory), renewing the server certificate when it is close to expiry.
 pub fn ensure_generated(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<TlsFiles> {
@@ -65,19 +118,15 @@ pub fn ensure_generated(data_dir: &Path, keys_dir: &Path) -> anyhow::Result<TlsF
     let key = tls_dir.join("server.key");
     let meta = tls_dir.join("server.expires");
 
-    let ca_key = if ca_key_path.exists() && ca_pem.exists() {
-        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)
-            .context("reading the local CA key")?
-    } else {
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let ca = ca_params()?.self_signed(&ca_key)?;
-        let _ = std::fs::remove_file(&ca_key_path);
-        fsio::create_private_file(&ca_key_path, ca_key.serialize_pem().as_bytes())?;
-        fsio::atomic_write(&ca_pem, ca.pem().as_bytes(), 0o644)?;
+    let ca_key = ensure_ca(
+        &ca_key_path,
+        &ca_pem,
+        "tracevault local CA",
+        "created local certificate authority",
+    )?;
+    if !cert.exists() || ca_changed(&ca_pem, &meta) {
         let _ = std::fs::remove_file(&cert);
-        tracing::info!(ca = %ca_pem.display(), "created local certificate authority");
-        ca_key
-    };
+    }
     let now = time_now().unix_timestamp();
     let expires: i64 = std::fs::read_to_string(&meta)
         .ok()
