@@ -203,6 +203,40 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     wait_for_trace(&a, split, 2, limit).await;
     wait_for_trace(&b, split, 2, limit).await;
 
+    // Jaeger's API and the tag values on the query node see both nodes' data.
+    let (st, v) = get(&q, &format!("/jaeger/api/traces/{split}")).await;
+    assert_eq!(st, 200, "{v}");
+    let spans = v["data"][0]["spans"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
+    assert_eq!(spans, 2, "{v}");
+    let procs = v["data"][0]["processes"].to_string();
+    assert!(
+        procs.contains("frontend") && procs.contains("backend"),
+        "{v}"
+    );
+    let (st, v) = get(&q, "/api/v2/search/tag/resource.service.name/values").await;
+    assert_eq!(st, 200, "{v}");
+    let vals = v.to_string();
+    assert!(vals.contains("frontend") && vals.contains("backend"), "{v}");
+    // TraceQL with a span condition over every node's blocks.
+    let (st, v) = get(
+        &q,
+        "/api/search?q=%7B%20span.db.system%20%3D%20%22postgresql%22%20%7D&limit=50",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["traces"].as_array().map(|t| t.len()).unwrap_or(0) >= 3,
+        "split traces by a backend span attribute: {v}"
+    );
+    let (st, services) = get(&q, "/jaeger/api/services").await;
+    assert_eq!(st, 200, "{services}");
+    assert!(
+        services["data"].as_array().is_some_and(|d| d.len() == 2),
+        "both nodes' services from the query node: {services}"
+    );
     // Search on the query node sees both nodes' services.
     let (st, v) = get(
         &q,
