@@ -322,47 +322,45 @@ impl TokenStore {
 
 /// The HMAC key under `keys_dir`, created (wrapped by the root) on first use.
 fn load_hmac_key(keys_dir: &Path, root: &dyn RootKeySource) -> Result<hmac::Key, TokenStoreError> {
-    {
-        let io = |p: &Path, e| TokenStoreError::Io {
-            path: p.display().to_string(),
-            source: e,
+    let io = |p: &Path, e| TokenStoreError::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
+    let fmt = |p: &Path, r: String| TokenStoreError::Format {
+        path: p.display().to_string(),
+        reason: r,
+    };
+    let kpath = keys_dir.join(HMAC_KEY_FILE);
+    const CTX: &[u8] = HMAC_KEY_CONTEXT;
+    let key = if kpath.exists() {
+        let f: HmacKeyFile =
+            serde_json::from_slice(&std::fs::read(&kpath).map_err(|e| io(&kpath, e))?)
+                .map_err(|e| fmt(&kpath, e.to_string()))?;
+        if f.format != FILE_VERSION {
+            return Err(fmt(
+                &kpath,
+                format!("unsupported format version {}", f.format),
+            ));
+        }
+        let w = hex::decode(&f.wrapped).map_err(|e| fmt(&kpath, e.to_string()))?;
+        root.unwrap(CTX, &w)?
+    } else {
+        let k = SecretKey::random();
+        let f = HmacKeyFile {
+            format: FILE_VERSION,
+            wrapped: hex::encode(root.wrap(CTX, &k)?),
         };
-        let fmt = |p: &Path, r: String| TokenStoreError::Format {
-            path: p.display().to_string(),
-            reason: r,
-        };
-        let kpath = keys_dir.join(HMAC_KEY_FILE);
-        const CTX: &[u8] = HMAC_KEY_CONTEXT;
-        let key = if kpath.exists() {
-            let f: HmacKeyFile =
-                serde_json::from_slice(&std::fs::read(&kpath).map_err(|e| io(&kpath, e))?)
-                    .map_err(|e| fmt(&kpath, e.to_string()))?;
-            if f.format != FILE_VERSION {
-                return Err(fmt(
-                    &kpath,
-                    format!("unsupported format version {}", f.format),
-                ));
+        let bytes = serde_json::to_vec(&f).map_err(|e| fmt(&kpath, e.to_string()))?;
+        match fsio::create_private_file(&kpath, &bytes) {
+            Ok(()) => k,
+            // Another node sharing the keys directory made it first: use that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return load_hmac_key(keys_dir, root);
             }
-            let w = hex::decode(&f.wrapped).map_err(|e| fmt(&kpath, e.to_string()))?;
-            root.unwrap(CTX, &w)?
-        } else {
-            let k = SecretKey::random();
-            let f = HmacKeyFile {
-                format: FILE_VERSION,
-                wrapped: hex::encode(root.wrap(CTX, &k)?),
-            };
-            let bytes = serde_json::to_vec(&f).map_err(|e| fmt(&kpath, e.to_string()))?;
-            match fsio::create_private_file(&kpath, &bytes) {
-                Ok(()) => k,
-                // Another node sharing the keys directory made it first: use that one.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return load_hmac_key(keys_dir, root);
-                }
-                Err(e) => return Err(io(&kpath, e)),
-            }
-        };
-        Ok(hmac::Key::new(hmac::HMAC_SHA256, key.expose()))
-    }
+            Err(e) => return Err(io(&kpath, e)),
+        }
+    };
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, key.expose()))
 }
 
 /// The records of a registry document.
