@@ -746,6 +746,8 @@ impl Server {
             let st = self.state.clone();
             let every = c.refresh;
             tokio::spawn(async move {
+                // Warned once per failing stretch (the bucket's state is on /ready too).
+                let mut failing = false;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
@@ -753,12 +755,20 @@ impl Server {
                     }
                     let t = st.tokens.clone();
                     match tokio::task::spawn_blocking(move || t.refresh()).await {
-                        Ok(Ok(true)) => tracing::debug!(
-                            "read the cluster's tokens again (changed on another node)"
-                        ),
-                        Ok(Ok(false)) => {}
+                        Ok(Ok(changed)) => {
+                            if changed {
+                                tracing::debug!(
+                                    "read the cluster's tokens again (changed on another node)"
+                                );
+                            }
+                            if std::mem::take(&mut failing) {
+                                tracing::info!("the cluster's tokens are read again");
+                            }
+                        }
                         Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "cannot read the cluster's tokens; the ones read last stay in force")
+                            if !std::mem::replace(&mut failing, true) {
+                                tracing::warn!(error = %e, "cannot read the cluster's tokens; the ones read last stay in force");
+                            }
                         }
                         Err(e) => tracing::warn!(error = %e, "token refresh task"),
                     }
