@@ -287,6 +287,8 @@ try {
   await menu.getByRole("link", { name: "Findings" }).click();
   await page.getByTestId("finding-count").waitFor();
   ok(Number((await page.getByTestId("finding-count").innerText()).split(" ")[0]) >= 8, "the demo's findings are listed");
+  // The chart's canvas is made in an effect after the list renders (uPlot): wait for it.
+  await page.locator(".chart canvas").first().waitFor({ timeout: 10000 }).catch(() => {});
   ok((await page.locator(".chart canvas").count()) >= 1, "findings are charted over time");
   await page.getByRole("button", { name: /SQL injection/ }).first().click();
   await page.getByLabel("OCSF record").waitFor();
