@@ -574,20 +574,7 @@ impl Store {
     /// Stops the writer after it has written everything queued, seals the last segment and waits
     /// for the background threads. Blocking.
     pub fn shutdown(&self) {
-        let retention = self
-            .retention_thread
-            .lock()
-            .expect("retention lock poisoned")
-            .take();
-        if let Some(t) = retention {
-            *self
-                .retention_stop
-                .0
-                .lock()
-                .expect("retention lock poisoned") = true;
-            self.retention_stop.1.notify_all();
-            let _ = t.join();
-        }
+        stop_and_join(&self.retention_stop, &self.retention_thread);
         // Dropping the sender lets the writer drain its queue, then close and seal.
         self.writer_tx.lock().expect("writer lock poisoned").take();
         let threads: Vec<_> = self
@@ -599,26 +586,9 @@ impl Store {
         for t in threads {
             let _ = t.join();
         }
-        let cluster = self
-            .cluster_thread
-            .lock()
-            .expect("cluster lock poisoned")
-            .take();
-        if let Some(t) = cluster {
-            *self.cluster_stop.0.lock().expect("cluster lock poisoned") = true;
-            self.cluster_stop.1.notify_all();
-            let _ = t.join();
-        }
-        let log_thread = self
-            .log_thread
-            .lock()
-            .expect("log thread lock poisoned")
-            .take();
-        if let Some(t) = log_thread {
-            *self.log_stop.0.lock().expect("log stop lock poisoned") = true;
-            self.log_stop.1.notify_all();
-            let _ = t.join();
-        }
+        stop_and_join(&self.cluster_stop, &self.cluster_thread);
+        // Last: the log signs a checkpoint over everything written and sealed above.
+        stop_and_join(&self.log_stop, &self.log_thread);
         if let Some(l) = &self.inner.lease
             && !self.inner.fenced.load(Ordering::Acquire)
         {
@@ -678,6 +648,16 @@ impl Store {
         }
         s
     }
+}
+
+/// Tells a background thread's loop (waiting on `stop`) to end, and waits for it.
+fn stop_and_join(stop: &(Mutex<bool>, Condvar), thread: &Mutex<Option<JoinHandle<()>>>) {
+    let Some(t) = thread.lock().expect("thread lock poisoned").take() else {
+        return;
+    };
+    *stop.0.lock().expect("stop lock poisoned") = true;
+    stop.1.notify_all();
+    let _ = t.join();
 }
 
 impl Drop for Store {

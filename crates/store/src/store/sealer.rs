@@ -37,6 +37,7 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
             continue;
         }
         let key = crate::block::block_key(&tenant, id);
+        let load = || BlockMeta::load(&inner.objects, &key, &tenant, &inner.keyring).map(Arc::new);
         // A block an earlier attempt wrote: kept if its leaf is in the log; otherwise (a crash
         // before the leaf was durable) written again, with a new data key, in its place.
         if inner.objects.head(&key)?.is_some() {
@@ -49,12 +50,7 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
                 && let Some(i) = log.block_leaf(&d)
             {
                 last_leaf = last_leaf.max(Some(i));
-                new_blocks.push(Arc::new(BlockMeta::load(
-                    &inner.objects,
-                    &key,
-                    &tenant,
-                    &inner.keyring,
-                )?));
+                new_blocks.push(load()?);
                 continue;
             }
             tracing::info!(block = %key, "a block whose log leaf was never written is written again");
@@ -92,12 +88,7 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
             });
             last_leaf = last_leaf.max(Some(log.push_block(sealed.file_sha256, leaf.encode())));
         }
-        new_blocks.push(Arc::new(BlockMeta::load(
-            &inner.objects,
-            &key,
-            &tenant,
-            &inner.keyring,
-        )?));
+        new_blocks.push(load()?);
         tracing::debug!(tenant = %tenant, block = id, spans = sealed.spans, bytes = sealed.size, "sealed block");
     }
     // The WAL goes only once the blocks' leaves are durable.
