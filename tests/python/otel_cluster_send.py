@@ -1,7 +1,8 @@
 """Sends traces to two tracevault ingest nodes with the official OpenTelemetry Python SDK (gRPC
 exporter, TLS, bearer token): some traces to each node, and traces whose spans go to both (the
 frontend's spans to node A, the backend's to node B, one trace context), as services behind a
-load balancer would. Prints the trace ids and what the exporters reported, as JSON.
+load balancer would, and one SQL injection to node B. Prints the trace ids and what the
+exporters reported, as JSON.
 
 usage: otel_cluster_send.py GRPC_A CA_A TOKEN_A GRPC_B CA_B TOKEN_B TRACES_PER_NODE
 """
@@ -53,6 +54,13 @@ for name, tracer, key in (("GET /a", ft, "a"), ("GET /b", bt, "b")):
             with tracer.start_as_current_span("render"):
                 pass
             out[key].append(format(root.get_span_context().trace_id, "032x"))
+# An attack on node B (a SQL injection in the query string): its finding is committed there.
+with bt.start_as_current_span("GET /orders", kind=SpanKind.SERVER) as span:
+    span.set_attribute("http.request.method", "GET")
+    span.set_attribute("url.path", "/orders")
+    span.set_attribute("url.query", "id=1' OR '1'='1")
+    span.set_attribute("http.response.status_code", 200)
+    out["attack"] = format(span.get_span_context().trace_id, "032x")
 front.shutdown()
 back.shutdown()
 out["exports_ok_a"] = all(front_rec.results)

@@ -61,17 +61,29 @@ fn admin_token(srv: &Server) -> String {
         .to_owned()
 }
 
-/// Waits (up to `limit`) until `srv` answers `want` to `token` on `path`.
+/// Waits (up to `limit`) until `srv` answers `want` to `token` on `path` (the default tenant).
 async fn wait_status(srv: &Server, token: &str, path: &str, want: u16, limit: Duration) {
+    wait_status_as(srv, token, "default", path, want, limit).await
+}
+
+/// Waits (up to `limit`) until `srv` answers `want` to `token` on `path` for `tenant`.
+async fn wait_status_as(
+    srv: &Server,
+    token: &str,
+    tenant: &str,
+    path: &str,
+    want: u16,
+    limit: Duration,
+) {
     let t = Instant::now();
     loop {
-        let (st, v) = call_as(srv, token, reqwest::Method::GET, path, None).await;
+        let (st, body) = call(srv, "GET", path, token, tenant).await;
         if st == want {
             return;
         }
         assert!(
             t.elapsed() < limit,
-            "{path}: {st} after {:?} (want {want}): {v}",
+            "{path} for {tenant}: {st} after {:?} (want {want}): {body}",
             t.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -155,6 +167,11 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         "{}",
         q.log_text()
     );
+
+    // The query node reads its findings before any exist (what it holds must still grow with
+    // the findings other nodes commit).
+    let (st, v) = get(&q, "/api/findings").await;
+    assert_eq!(st, 200, "{v}");
 
     // The SDK sends to both ingest nodes: whole traces to each, and traces split across them.
     let script = concat!(
@@ -247,6 +264,53 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     let found = v["traces"].as_array().map(|t| t.len()).unwrap_or(0);
     assert!(found >= 3, "backend traces from the query node: {v}");
 
+    // The finding node B committed is listed by the query node.
+    let attack = sent["attack"].as_str().unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        let (st, v) = get(&q, "/api/findings").await;
+        assert_eq!(st, 200, "{v}");
+        let found = v["findings"].as_array().is_some_and(|f| {
+            f.iter().any(|f| {
+                f["unmapped"]["trace_id"] == attack
+                    && f["finding_info"]["analytic"]["uid"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("tv-sqli"))
+            })
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B's SQL injection finding from the query node: {v}\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The service graph on every node counts the calls whose parent (frontend, node A) and
+    // child (backend, node B) reached different nodes: once each, not per node.
+    for n in [&q, &a, &b] {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (st, v) = get(n, "/jaeger/api/dependencies").await;
+            assert_eq!(st, 200, "{v}");
+            let calls = v["data"].as_array().and_then(|d| {
+                d.iter()
+                    .find(|e| e["parent"] == "frontend" && e["child"] == "backend")
+                    .map(|e| e["callCount"].as_u64().unwrap_or(0))
+            });
+            if calls == Some(3) {
+                break;
+            }
+            assert!(
+                calls.is_none_or(|c| c < 3) && Instant::now() < deadline,
+                "three frontend -> backend calls across nodes: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     // A token made on one node works on the others within seconds; its revocation on another
     // node reaches all of them.
     let (st, made) = call_as(
@@ -300,6 +364,73 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         "FIGURES cluster: its revocation on another node reached every node after {:?}",
         t.elapsed()
     );
+    // A tenant erased on one node is erased on every node: each deletes its own blocks of it
+    // and refuses it from then on, and no node answers with its data.
+    let (req, tid) = request("checkout", 3);
+    let tid = hex::encode(tid);
+    let (st, body) = send_as(&b, &admin, "globex", &req).await;
+    assert_eq!(st, 200, "{body}");
+    let deadline = Instant::now() + limit;
+    while call(&q, "GET", &format!("/api/traces/{tid}"), &admin, "globex")
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "globex's trace from the query node"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let globex_blocks =
+        || tokio::task::block_in_place(|| bucket.list("nodes/ingest-b/blocks/globex/").unwrap());
+    assert!(!globex_blocks().is_empty(), "node B sealed globex's block");
+    let erase_globex = |n| {
+        call_as(
+            n,
+            &admin,
+            reqwest::Method::POST,
+            "/api/admin/tenants/erase",
+            Some(serde_json::json!({"tenant": "globex", "confirm": true})),
+        )
+    };
+    let (st, v) = erase_globex(&a).await;
+    assert_eq!(st, 200, "{v}");
+    let t = Instant::now();
+    while !globex_blocks().is_empty() || !b.log_text().contains("erased here too") {
+        assert!(
+            t.elapsed() < limit,
+            "node B did not erase globex: {}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "FIGURES cluster: a tenant erased on one node was erased on another after {:?}",
+        t.elapsed()
+    );
+    let (st, body) = send_as(&b, &admin, "globex", &req).await;
+    assert_eq!(st, 403, "an erased tenant is refused on every node: {body}");
+    assert!(body.contains("erased"), "{body}");
+    for n in [&a, &b, &q] {
+        wait_status_as(
+            n,
+            &admin,
+            "globex",
+            &format!("/api/traces/{tid}"),
+            404,
+            limit,
+        )
+        .await;
+    }
+    let t = Instant::now();
+    while !q.log_text().contains("erased here too") {
+        assert!(t.elapsed() < limit, "{}", q.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (st, v) = erase_globex(&q).await;
+    assert_eq!(st, 400, "erased once, on another node: {v}");
+
     // Someone with write access to the bucket puts the old registry back (the token not
     // revoked): the nodes refuse the older document and the revocation stays in force.
     tokio::task::block_in_place(|| {

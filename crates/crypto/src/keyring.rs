@@ -552,6 +552,36 @@ impl Keyring {
         Ok(next)
     }
 
+    /// Takes up key versions another process made in a shared keys directory (a cluster's
+    /// nodes): each tenant in use here wraps new data keys under its newest version on disk from
+    /// now on. Returns the tenants whose current version changed.
+    pub fn reload_current(&self) -> Result<Vec<(TenantId, u32)>, CryptoError> {
+        let tenants: Vec<(TenantId, u32)> = self
+            .current
+            .lock()
+            .expect("keyring lock poisoned")
+            .iter()
+            .map(|(t, v)| (t.clone(), *v))
+            .collect();
+        let mut changed = Vec::new();
+        for (tenant, v) in tenants {
+            if self.is_erased(&tenant) {
+                continue;
+            }
+            if let Some(&newest) = self.versions_on_disk(&tenant)?.last()
+                && newest > v
+            {
+                // The key must unwrap before it is used for writing.
+                self.kek(&tenant, newest)?;
+                let mut current = self.current.lock().expect("keyring lock poisoned");
+                let c = current.entry(tenant.clone()).or_insert(newest);
+                *c = (*c).max(newest);
+                changed.push((tenant, newest));
+            }
+        }
+        Ok(changed)
+    }
+
     /// Re-wraps every version of every tenant key under the root's newest key version (after the
     /// KMS key was rotated) and checks each still unwraps to the same key. Returns how many.
     pub fn rewrap_under_root(&self) -> Result<usize, CryptoError> {
@@ -788,6 +818,22 @@ mod tests {
             .rotate_older_than(std::time::Duration::from_secs(90 * 86400))
             .unwrap();
         assert_eq!(rotated, vec![(t.clone(), 3)]);
+    }
+
+    #[test]
+    fn a_version_rotated_by_another_process_sharing_the_keys_becomes_current_here() {
+        let d = tempfile::tempdir().unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let (node_a, node_b) = (ring(d.path()), ring(d.path()));
+        assert_eq!(node_b.new_data_key(&t).unwrap().1.kek_version, 1);
+        assert_eq!(node_a.rotate(&t).unwrap(), 2);
+        // Until it reloads, B keeps the version it read.
+        assert_eq!(node_b.new_data_key(&t).unwrap().1.kek_version, 1);
+        assert_eq!(node_b.reload_current().unwrap(), vec![(t.clone(), 2)]);
+        let (_, w) = node_b.new_data_key(&t).unwrap();
+        assert_eq!(w.kek_version, 2);
+        assert!(node_a.open_data_key(&t, &w).is_ok());
+        assert!(node_b.reload_current().unwrap().is_empty(), "nothing new");
     }
 
     #[test]

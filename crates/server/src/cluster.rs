@@ -205,3 +205,74 @@ impl tv_access::SharedDoc for StateDoc {
         format!("{}/{}", self.bucket.describe(), self.object_key())
     }
 }
+
+/// The tenants erased anywhere in the cluster (`cluster/erasures`, a [`StateDoc`]): a tenant
+/// erased on one node is erased on every node, each deleting its own blocks and destroying
+/// what it holds of the keys, at its next refresh (or when it starts, if it was down).
+pub struct ClusterErasures {
+    doc: StateDoc,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ErasureList {
+    /// tenant -> (the node that erased it first, unix seconds)
+    tenants: std::collections::BTreeMap<String, (String, u64)>,
+}
+
+impl ClusterErasures {
+    pub fn new(bucket: SharedObjects, key: tv_crypto::SecretKey) -> Self {
+        ClusterErasures {
+            doc: StateDoc::new(bucket, "erasures", key),
+        }
+    }
+
+    fn read(&self) -> anyhow::Result<(ErasureList, Option<String>)> {
+        use tv_access::SharedDoc;
+        match self.doc.load().map_err(anyhow::Error::msg)? {
+            None => Ok((ErasureList::default(), None)),
+            Some((b, v)) => Ok((
+                serde_json::from_slice(&b).map_err(|e| {
+                    anyhow::anyhow!("{}: not an erasure list ({e})", self.doc.describe())
+                })?,
+                Some(v),
+            )),
+        }
+    }
+
+    /// Records that `tenant` is erased (before this node erases it: a node that stops half-way
+    /// finishes when it starts again, as every other node does).
+    pub fn record(&self, tenant: &tv_model::TenantId, node: &str) -> anyhow::Result<()> {
+        use tv_access::SharedDoc;
+        for _ in 0..20 {
+            let (mut list, version) = self.read()?;
+            if list.tenants.contains_key(tenant.as_str()) {
+                return Ok(());
+            }
+            list.tenants
+                .insert(tenant.to_string(), (node.to_owned(), tv_access::now_unix()));
+            match self
+                .doc
+                .store(&serde_json::to_vec(&list)?, version.as_deref())
+            {
+                Ok(_) => return Ok(()),
+                Err(None) => continue,
+                Err(Some(why)) => bail!("{why}"),
+            }
+        }
+        bail!(
+            "{} kept changing while the erasure was recorded; try again",
+            self.doc.describe()
+        )
+    }
+
+    /// Every tenant erased in the cluster.
+    pub fn tenants(&self) -> anyhow::Result<Vec<tv_model::TenantId>> {
+        Ok(self
+            .read()?
+            .0
+            .tenants
+            .keys()
+            .filter_map(|t| tv_model::TenantId::parse(t).ok())
+            .collect())
+    }
+}

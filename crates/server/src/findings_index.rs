@@ -49,6 +49,8 @@ struct Tenant {
     /// The index holds every finding at or after this time (0: all): older ones left it when
     /// the tenant passed the cap.
     complete_from: u64,
+    /// Other nodes' blocks whose findings were read (by key commitment; see [`FindingsIndex::catch_up`]).
+    peer_blocks: std::collections::HashSet<[u8; 32]>,
 }
 
 /// The findings of each tenant, by (event time, uid).
@@ -106,11 +108,13 @@ impl FindingsIndex {
     }
 
     /// Reads the tenant's stored findings into the index, once: `read` returns every finding
-    /// the store holds for the tenant. Findings committed meanwhile are added by [`Self::add`]
-    /// and held once.
+    /// the store holds for the tenant, including those of `peer_blocks` (other nodes' blocks as
+    /// listed before the read; later ones are read by [`Self::catch_up`]). Findings committed
+    /// meanwhile are added by [`Self::add`] and held once.
     pub fn load<E>(
         &self,
         tenant: &TenantId,
+        peer_blocks: &[([u8; 32], u64)],
         read: impl FnOnce() -> Result<Vec<Finding>, E>,
     ) -> Result<(), E> {
         let _one = self.loading.lock().expect("findings index loading lock");
@@ -124,6 +128,39 @@ impl FindingsIndex {
             insert(&mut t, f, self.cap);
         }
         t.loaded = true;
+        t.peer_blocks = peer_blocks.iter().map(|(k, _)| *k).collect();
+        Ok(())
+    }
+
+    /// Reads the findings of other nodes' blocks this index has not read (a cluster: their
+    /// findings were committed there, not added here). `blocks` are the peers' blocks of the
+    /// tenant as the store last listed them: (key commitment, earliest start); `read(since)`
+    /// returns the stored findings from `since` on. Findings already held are held once.
+    pub fn catch_up<E>(
+        &self,
+        tenant: &TenantId,
+        blocks: &[([u8; 32], u64)],
+        read: impl FnOnce(u64) -> Result<Vec<Finding>, E>,
+    ) -> Result<(), E> {
+        let _one = self.loading.lock().expect("findings index loading lock");
+        let t = self.tenant(tenant);
+        let since = {
+            let t = t.lock().expect("findings index tenant lock");
+            blocks
+                .iter()
+                .filter(|(k, _)| !t.peer_blocks.contains(k))
+                .map(|(_, start)| *start)
+                .min()
+        };
+        let Some(since) = since else {
+            return Ok(());
+        };
+        let stored = read(since)?;
+        let mut t = t.lock().expect("findings index tenant lock");
+        for f in stored {
+            insert(&mut t, f, self.cap);
+        }
+        t.peer_blocks = blocks.iter().map(|(k, _)| *k).collect();
         Ok(())
     }
 

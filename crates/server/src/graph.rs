@@ -10,6 +10,12 @@
 //! sealed like the server's other state files, and loaded at start: a restart keeps the calls of
 //! the last day. (The recent spans and waiting children are not saved: a call whose parent and
 //! child straddle a restart is not counted.)
+//!
+//! In a cluster (issue 21) a call's parent and child may reach different nodes. Each node then
+//! also shares, through the bucket (`graph_share`), the children that started waiting on it and
+//! the edges it made; every node takes the others' waiting children into its own wait list (a
+//! parent span reaches one node, so exactly one node makes the edge) and answers with the sum
+//! of every node's edges.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -70,6 +76,11 @@ pub fn facts(req: &ExportTraceServiceRequest) -> Vec<SpanFact> {
 type Waiting = (Arc<str>, bool, u64, u64);
 /// (minute, parent service, child service)
 type EdgeKey = (u64, Arc<str>, Arc<str>);
+/// A child waiting for its parent, as shared with the other nodes of a cluster: (parent span
+/// id, child service, failed, child start).
+pub type SharedWaiter = (u64, String, bool, u64);
+/// One node's edges, as shared: (minute, parent service, child service, calls, errors).
+type SharedEdge = (u64, Arc<str>, Arc<str>, u64, u64);
 
 #[derive(Default)]
 struct TenantGraph {
@@ -81,6 +92,10 @@ struct TenantGraph {
     pending_count: usize,
     /// (minute, parent service, child service) -> (calls, errors)
     edges: HashMap<EdgeKey, (u64, u64)>,
+    /// Children that started waiting here since they were last shared (a cluster only).
+    outbox: Vec<SharedWaiter>,
+    /// Whether `edges` changed since they were last shared.
+    edges_changed: bool,
 }
 
 impl TenantGraph {
@@ -95,9 +110,34 @@ impl TenantGraph {
             .or_default();
         e.0 += 1;
         e.1 += u64::from(error);
+        self.edges_changed = true;
     }
 
-    fn add(&mut self, f: SpanFact, now_secs: u64) {
+    /// A child another node shares: an edge now if its parent is here, else it waits here too.
+    fn import(&mut self, w: SharedWaiter, now_secs: u64) {
+        let (parent_id, service, error, start) = w;
+        if parent_id == 0 {
+            return;
+        }
+        let service: Arc<str> = Arc::from(service);
+        match self.spans.get(&parent_id) {
+            Some((ps, _)) => {
+                let ps = ps.clone();
+                self.edge(&ps, &service, error, start);
+            }
+            None => {
+                self.pending
+                    .entry(parent_id)
+                    .or_default()
+                    .push((service, error, start, now_secs));
+                self.pending_order.push_back((parent_id, now_secs));
+                self.pending_count += 1;
+            }
+        }
+        self.evict(now_secs);
+    }
+
+    fn add(&mut self, f: SpanFact, now_secs: u64, share: bool) {
         // This span's parent seen already: the edge now; else the child waits.
         if f.parent_id != 0 {
             match self.spans.get(&f.parent_id) {
@@ -106,6 +146,14 @@ impl TenantGraph {
                     self.edge(&ps, &f.service, f.error, f.start_unix_nano);
                 }
                 None => {
+                    if share && self.outbox.len() < MAX_PENDING {
+                        self.outbox.push((
+                            f.parent_id,
+                            f.service.to_string(),
+                            f.error,
+                            f.start_unix_nano,
+                        ));
+                    }
                     self.pending.entry(f.parent_id).or_default().push((
                         f.service.clone(),
                         f.error,
@@ -169,6 +217,10 @@ impl TenantGraph {
 #[derive(Default)]
 pub struct ServiceGraph {
     tenants: Mutex<HashMap<TenantId, TenantGraph>>,
+    /// Whether waiting children are kept for the other nodes (a cluster).
+    sharing: std::sync::atomic::AtomicBool,
+    /// The other nodes' edges as they last shared them, by tenant and node.
+    peers: Mutex<HashMap<TenantId, HashMap<String, Vec<SharedEdge>>>>,
 }
 
 /// Saved service graph files (see `tenantstate`).
@@ -180,7 +232,7 @@ const SAVED: crate::tenantstate::Kind = crate::tenantstate::Kind {
 
 /// One tenant's saved edges: (minute, parent service, child service, calls, errors).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Saved {
+pub(crate) struct Saved {
     edges: Vec<(u64, String, String, u64, u64)>,
 }
 
@@ -202,16 +254,79 @@ impl ServiceGraph {
             return;
         }
         let now = tv_access::now_unix();
+        let share = self.sharing.load(std::sync::atomic::Ordering::Relaxed);
         let mut g = self.tenants.lock().expect("graph lock");
         let t = g.entry(tenant.clone()).or_default();
         for f in facts {
-            t.add(f, now);
+            t.add(f, now, share);
         }
+    }
+
+    /// Keeps the children that start waiting for the other nodes of a cluster
+    /// ([`Self::take_waiting`]).
+    pub fn share(&self) {
+        self.sharing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The children that started waiting since the last call, by tenant.
+    pub fn take_waiting(&self) -> Vec<(TenantId, Vec<SharedWaiter>)> {
+        let mut g = self.tenants.lock().expect("graph lock");
+        g.iter_mut()
+            .filter(|(_, t)| !t.outbox.is_empty())
+            .map(|(id, t)| (id.clone(), std::mem::take(&mut t.outbox)))
+            .collect()
+    }
+
+    /// Children another node shares: each makes its edge here if its parent came here.
+    pub fn import_waiting(&self, tenant: &TenantId, waiting: Vec<SharedWaiter>) {
+        let now = tv_access::now_unix();
+        let mut g = self.tenants.lock().expect("graph lock");
+        let t = g.entry(tenant.clone()).or_default();
+        for w in waiting {
+            t.import(w, now);
+        }
+    }
+
+    /// The edges of every tenant whose edges changed since the last call (to share them).
+    pub(crate) fn take_changed_edges(&self) -> Vec<(TenantId, Saved)> {
+        let oldest = (tv_access::now_unix() / 60).saturating_sub(KEEP_MINUTES);
+        let mut g = self.tenants.lock().expect("graph lock");
+        g.iter_mut()
+            .filter(|(_, t)| t.edges_changed)
+            .map(|(id, t)| {
+                t.edges_changed = false;
+                (id.clone(), saved_edges(t, oldest))
+            })
+            .collect()
+    }
+
+    /// The tenant's edges are to be shared again (the last attempt failed).
+    pub fn edges_unshared(&self, tenant: &TenantId) {
+        if let Some(t) = self.tenants.lock().expect("graph lock").get_mut(tenant) {
+            t.edges_changed = true;
+        }
+    }
+
+    /// Another node's edges for a tenant, as it last shared them (replacing the earlier ones).
+    pub(crate) fn set_peer_edges(&self, tenant: &TenantId, node: &str, saved: Saved) {
+        let edges = saved
+            .edges
+            .into_iter()
+            .map(|(m, p, c, n, e)| (m, Arc::from(p), Arc::from(c), n, e))
+            .collect();
+        self.peers
+            .lock()
+            .expect("graph peers lock")
+            .entry(tenant.clone())
+            .or_default()
+            .insert(node.to_owned(), edges);
     }
 
     /// Drops a tenant's graph.
     pub fn forget(&self, tenant: &TenantId) {
         self.tenants.lock().expect("graph lock").remove(tenant);
+        self.peers.lock().expect("graph peers lock").remove(tenant);
     }
 
     /// Drops an erased tenant's graph and its saved file.
@@ -245,15 +360,7 @@ impl ServiceGraph {
         let snapshot: Vec<(TenantId, Saved)> = {
             let g = self.tenants.lock().expect("graph lock");
             g.iter()
-                .map(|(t, tg)| {
-                    let edges = tg
-                        .edges
-                        .iter()
-                        .filter(|((m, _, _), _)| *m >= oldest)
-                        .map(|((m, p, c), (n, e))| (*m, p.to_string(), c.to_string(), *n, *e))
-                        .collect();
-                    (t.clone(), Saved { edges })
-                })
+                .map(|(t, tg)| (t.clone(), saved_edges(tg, oldest)))
                 .collect()
         };
         for (tenant, saved) in snapshot {
@@ -324,12 +431,20 @@ impl ServiceGraph {
     pub fn dependencies(&self, tenant: &TenantId, start: u64, end: u64) -> Vec<Dependency> {
         let (from, to) = (start / 60_000_000_000, end / 60_000_000_000);
         let g = self.tenants.lock().expect("graph lock");
-        let Some(t) = g.get(tenant) else {
-            return Vec::new();
-        };
+        let peers = self.peers.lock().expect("graph peers lock");
+        let own = g
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.edges.iter().map(|((m, p, c), (n, e))| (*m, p, c, *n, *e)));
+        // Every other node's edges (a cluster): each call was counted by one node only.
+        let others = peers
+            .get(tenant)
+            .into_iter()
+            .flat_map(|p| p.values())
+            .flat_map(|v| v.iter().map(|(m, p, c, n, e)| (*m, p, c, *n, *e)));
         let mut sum: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
-        for ((m, p, c), (n, e)) in &t.edges {
-            if (from..=to).contains(m) {
+        for (m, p, c, n, e) in own.chain(others) {
+            if (from..=to).contains(&m) {
                 let s = sum.entry((p.as_ref(), c.as_ref())).or_default();
                 s.0 += n;
                 s.1 += e;
@@ -346,6 +461,18 @@ impl ServiceGraph {
             .collect();
         out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
         out
+    }
+}
+
+/// A tenant's edges from `oldest` (minute) on, to save or share.
+fn saved_edges(t: &TenantGraph, oldest: u64) -> Saved {
+    Saved {
+        edges: t
+            .edges
+            .iter()
+            .filter(|((m, _, _), _)| *m >= oldest)
+            .map(|((m, p, c), (n, e))| (*m, p.to_string(), c.to_string(), *n, *e))
+            .collect(),
     }
 }
 
@@ -404,5 +531,63 @@ mod tests {
             g.dependencies(&a, t + 600_000_000_000, t + 700_000_000_000)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_call_across_nodes_is_counted_once_by_the_node_with_the_parent() {
+        // Now: shared edges are those of the last day.
+        let t = tv_access::now_unix() * 1_000_000_000;
+        let f = |id, parent, svc: &str, error| SpanFact {
+            start_unix_nano: t,
+            ..f(id, parent, svc, error)
+        };
+        let window = |g: &ServiceGraph, tenant: &TenantId| {
+            g.dependencies(tenant, t - 60_000_000_000, t + 60_000_000_000)
+        };
+        let acme = TenantId::parse("acme").unwrap();
+        let (a, b) = (ServiceGraph::default(), ServiceGraph::default());
+        a.share();
+        b.share();
+        // Child on B first (its parent is on A, later); a child whose parent is on B itself.
+        b.add(&acme, vec![f(2, 1, "backend", true), f(9, 8, "db", false)]);
+        b.add(&acme, vec![f(8, 0, "backend", false)]);
+        a.add(&acme, vec![f(1, 0, "frontend", false)]);
+        // A parent on A before its child on B shares it.
+        a.add(&acme, vec![f(3, 0, "frontend", false)]);
+        b.add(&acme, vec![f(4, 3, "backend", false)]);
+        // Each takes in what the other shares; what it took in is not shared on.
+        let (from_a, from_b) = (a.take_waiting(), b.take_waiting());
+        for (tenant, w) in from_b {
+            a.import_waiting(&tenant, w);
+        }
+        for (tenant, w) in from_a {
+            b.import_waiting(&tenant, w);
+        }
+        assert!(a.take_waiting().is_empty() && b.take_waiting().is_empty());
+        let on_a = window(&a, &acme);
+        assert_eq!(
+            on_a,
+            [Dependency {
+                parent: "frontend".into(),
+                child: "backend".into(),
+                calls: 2,
+                errors: 1
+            }]
+        );
+        // B made only its own edge; once each shares its edges, both answer with the sum.
+        assert_eq!(window(&b, &acme).len(), 1);
+        for (tenant, saved) in a.take_changed_edges() {
+            b.set_peer_edges(&tenant, "a", saved);
+        }
+        for (tenant, saved) in b.take_changed_edges() {
+            a.set_peer_edges(&tenant, "b", saved);
+        }
+        assert!(a.take_changed_edges().is_empty(), "nothing changed since");
+        for g in [&a, &b] {
+            let deps = window(g, &acme);
+            assert_eq!(deps.len(), 2, "{deps:?}");
+            assert_eq!((deps[0].parent.as_str(), deps[0].calls), ("backend", 1));
+            assert_eq!((deps[1].parent.as_str(), deps[1].calls), ("frontend", 2));
+        }
     }
 }

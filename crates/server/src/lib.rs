@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod error;
 pub mod findings_index;
 pub mod graph;
+pub mod graph_share;
 pub mod hints;
 pub mod ingest;
 pub mod kms;
@@ -96,6 +97,8 @@ pub struct AppState {
     pub detection: Arc<detection::Detection>,
     /// Calls between services, kept as batches are committed.
     pub graph: Arc<graph::ServiceGraph>,
+    /// In a cluster: this node's id and the tenants erased on any node.
+    pub cluster: Option<(String, Arc<cluster::ClusterErasures>)>,
     /// Memory of all ingest requests being read and decoded together.
     pub decode_budget: Arc<budget::Budget>,
     /// Seals the findings the server stores and recognizes them on reading.
@@ -234,6 +237,56 @@ impl std::fmt::Debug for Server {
 
 /// How often the TLS files are checked for changes.
 const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+/// One round of the cluster's shared key state on this node: erasures recorded by any node are
+/// carried out here; key versions other nodes rotated to become current here.
+async fn cluster_state_round(st: &Arc<AppState>, erasures: &Arc<cluster::ClusterErasures>) {
+    let (e, dir) = (erasures.clone(), st.data_dir.clone());
+    let todo = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<tv_model::TenantId>> {
+        let mut out = Vec::new();
+        for t in e.tenants()? {
+            if !tv_store::erase::is_erased(&dir, &t)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    match todo {
+        Ok(Ok(tenants)) => {
+            for t in tenants {
+                match api::admin::keys::erase_here(st, &t).await {
+                    Ok(rec) => {
+                        tracing::warn!(tenant = %t, blocks = rec.blocks, spans = rec.spans, "tenant erased on another node of the cluster: erased here too");
+                        st.audit.system(
+                            "tenant.erase",
+                            api::admin::keys::erase_resource(&t, &rec),
+                            &t,
+                        );
+                    }
+                    Err(tv_store::StoreError::Erased(_)) => {}
+                    Err(e) => {
+                        tracing::error!(tenant = %t, error = %e, "tenant erased on another node of the cluster, but erasing it here failed; retrying at the next refresh")
+                    }
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot read the cluster's erasures; retrying at the next refresh")
+        }
+        Err(e) => tracing::warn!(error = %e, "cluster erasure task"),
+    }
+    let kr = st.keyring.clone();
+    match tokio::task::spawn_blocking(move || kr.reload_current()).await {
+        Ok(Ok(changed)) => {
+            for (t, v) in changed {
+                tracing::info!(tenant = %t, version = v, "tenant key rotated on another node of the cluster: new data keys are wrapped under it here too");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the tenant key versions"),
+        Err(e) => tracing::warn!(error = %e, "key version task"),
+    }
+}
+
 /// How often the service graph is saved.
 const GRAPH_SAVE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -424,6 +477,16 @@ impl Server {
             );
         }
 
+        let cluster_state = match (&bucket, &cfg.cluster) {
+            (Some(b), Some(c)) => Some((
+                c.node.clone(),
+                Arc::new(cluster::ClusterErasures::new(
+                    b.clone(),
+                    cluster::state_key(&cfg.keys_dir, root.as_ref())?,
+                )),
+            )),
+            _ => None,
+        };
         // In a cluster the registry is one encrypted document in the bucket: a token made on any
         // node works on every node, and only the cluster's first node makes an admin token.
         let tokens = Arc::new(match &bucket {
@@ -544,6 +607,9 @@ impl Server {
         // The service graph as saved at the last shutdown (or minute).
         let graph = Arc::new(graph::ServiceGraph::default());
         graph.load(&cfg.data_dir, &keyring);
+        if cfg.cluster.is_some() {
+            graph.share();
+        }
         let state = Arc::new(AppState {
             sessions: Arc::new(ui::session::Sessions::new(cfg.ui)),
             security_history: ui::security::SecurityHistory::default(),
@@ -551,6 +617,7 @@ impl Server {
             serve_config: Arc::new(cfg.clone()),
             detection,
             graph,
+            cluster: cluster_state,
             store,
             tokens,
             limits: cfg.limits.clone(),
@@ -735,6 +802,49 @@ impl Server {
                     let st = st.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         st.graph.save(&st.data_dir, &st.keyring, &st.state_seal)
+                    })
+                    .await;
+                }
+            });
+        }
+        if let (Some(c), Some((_, erasures))) = (&self.cfg.cluster, self.state.cluster.clone()) {
+            // Tenants erased on other nodes are erased here too (at once on start: a node that
+            // was down catches up), and key versions rotated on other nodes become current here.
+            let mut stop = rx.clone();
+            let st = self.state.clone();
+            let every = c.refresh;
+            tokio::spawn(async move {
+                loop {
+                    cluster_state_round(&st, &erasures).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            });
+        }
+        if let Some(c) = &self.cfg.cluster {
+            // The service graph across nodes: calls whose parent and child reached different
+            // nodes, and every node's edges, through the bucket (graph_share).
+            let mut stop = rx.clone();
+            let st = self.state.clone();
+            let every = c.refresh;
+            let share = Arc::new(std::sync::Mutex::new(graph_share::GraphShare::new(
+                st.store.objects().clone(),
+            )));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    let (st, share) = (st.clone(), share.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        share.lock().expect("graph share lock").round(
+                            &st.graph,
+                            &st.store,
+                            &st.keyring,
+                        )
                     })
                     .await;
                 }

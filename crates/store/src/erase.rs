@@ -198,6 +198,7 @@ pub(crate) fn erase_blocking(
     {
         let mut st = inner.state.write().expect("state lock poisoned");
         st.blocks.remove(tenant);
+        st.peers.remove(tenant);
         st.head.retain(|r| &r.tenant != tenant);
     }
     // The keys: after this nothing can decrypt the tenant's data, wherever a copy of it is.

@@ -68,8 +68,13 @@ pub async fn findings(
                 && !masker.hides_search("service.name", &f.service)
         };
         // Every stored finding, whatever this page's window: later pages and queries use them.
+        let peers = s.store.peer_blocks(&tenant);
         s.findings_index
-            .load(&tenant, || stored_findings(s, &tenant, 0, u64::MAX))?;
+            .load(&tenant, &peers, || stored_findings(s, &tenant, 0, u64::MAX))?;
+        // Other nodes' findings (a cluster) are read from their blocks as those appear.
+        s.findings_index.catch_up(&tenant, &peers, |since| {
+            stored_findings(s, &tenant, since, u64::MAX)
+        })?;
         let q = PageQuery {
             start,
             end,

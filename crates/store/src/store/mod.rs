@@ -627,6 +627,30 @@ impl Store {
         &self.inner.objects
     }
 
+    /// The other nodes of the cluster, as last listed, with their objects (empty without a
+    /// cluster).
+    pub fn peer_nodes(&self) -> Vec<(String, SharedObjects)> {
+        let p = self.inner.peers.lock().expect("peers lock poisoned");
+        let mut v: Vec<_> = p
+            .objects
+            .iter()
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The other nodes' blocks of `tenant` as last listed: (key commitment, earliest span
+    /// start) each, so a reader can tell which are new to it and from when to read them.
+    pub fn peer_blocks(&self, tenant: &TenantId) -> Vec<([u8; 32], u64)> {
+        let st = self.inner.state.read().expect("state lock poisoned");
+        st.peers.get(tenant).map_or_else(Vec::new, |v| {
+            v.iter()
+                .map(|b| (b.key_commitment, b.index.min_start))
+                .collect()
+        })
+    }
+
     /// Every stored data key (blocks and WAL segments) with the tenant key version wrapping it.
     pub fn key_use(&self) -> Result<Vec<crate::keyuse::KeyUse>, StoreError> {
         crate::keyuse::key_use(&*self.inner.objects, &self.inner.wal_dir)

@@ -324,23 +324,26 @@ pub async fn erase(
         ));
     }
     let started = std::time::Instant::now();
-    let rec = state
-        .store
-        .erase_tenant(&tenant)
-        .await
-        .map_err(|e| match e {
-            tv_store::StoreError::Erased(t) => {
-                ApiError::BadRequest(format!("tenant {t} was already erased"))
-            }
-            tv_store::StoreError::Crypto(c) => key_error(c),
-            other => ApiError::from_store(other),
-        })?;
-    state.redaction.forget(&tenant);
-    state.findings_seal.forget(&tenant);
-    state.findings_index.forget(&tenant);
-    state
-        .graph
-        .erase(&tenant, &state.data_dir, &state.state_seal);
+    // In a cluster the erasure is recorded for every node first (each erases what it holds);
+    // if that fails nothing is erased yet.
+    if let Some((node, erasures)) = state.cluster.clone() {
+        let t = tenant.clone();
+        tokio::task::spawn_blocking(move || erasures.record(&t, &node))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "cannot record the erasure in the cluster's state ({e:#}); nothing was erased: try again"
+                ))
+            })?;
+    }
+    let rec = erase_here(&state, &tenant).await.map_err(|e| match e {
+        tv_store::StoreError::Erased(t) => {
+            ApiError::BadRequest(format!("tenant {t} was already erased"))
+        }
+        tv_store::StoreError::Crypto(c) => key_error(c),
+        other => ApiError::from_store(other),
+    })?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(tenant = %tenant, blocks = rec.blocks, spans = rec.spans, ms, by = %caller.principal.name, "tenant erased");
     Ok(crate::api::noted(
@@ -349,6 +352,22 @@ pub async fn erase(
         rec.blocks as usize,
         Some(erase_resource(&tenant, &rec)),
     ))
+}
+
+/// Erases `tenant` on this node: its blocks and keys (the store), then what the server keeps
+/// of it in memory and in its state files.
+pub async fn erase_here(
+    state: &AppState,
+    tenant: &TenantId,
+) -> Result<tv_store::erase::Erasure, tv_store::StoreError> {
+    let rec = state.store.erase_tenant(tenant).await?;
+    state.redaction.forget(tenant);
+    state.findings_seal.forget(tenant);
+    state.findings_index.forget(tenant);
+    state
+        .graph
+        .erase(tenant, &state.data_dir, &state.state_seal);
+    Ok(rec)
 }
 
 /// `POST /api/admin/keys/backup` body.
