@@ -431,6 +431,60 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     let (st, v) = erase_globex(&q).await;
     assert_eq!(st, 400, "erased once, on another node: {v}");
 
+    // A workload identity registered on one node (a client certificate for tenant acme)
+    // authenticates on every node; its revocation on another node reaches them all.
+    let certs = tmp.path().join("checkout-cert");
+    let spiffe = "spiffe://shop.test/ns/prod/sa/checkout";
+    let (ok, text) = a.issue_cert(spiffe, &certs, &["--service", "checkout"]);
+    assert!(ok, "{text}");
+    let serial = serial_of(&text);
+    let workload = files_client(&certs.join("server-ca.pem"), &certs);
+    let send_with_cert = |n: &Server| {
+        let (req, _) = request("checkout", 2);
+        workload
+            .post(format!("{}/v1/traces", n.http))
+            .header("content-type", "application/x-protobuf")
+            .body(prost::Message::encode_to_vec(&req))
+            .send()
+    };
+    let wait_cert = async |n: &Server, want: u16| {
+        let t = Instant::now();
+        loop {
+            let st = match send_with_cert(n).await {
+                Ok(r) => r.status().as_u16(),
+                // A revoked certificate may be refused in the handshake.
+                Err(_) => 0,
+            };
+            if st == want || (want != 200 && st != 200) {
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < limit, "{}: {st}, want {want}", n.http);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let took = wait_cert(&b, 200).await;
+    println!(
+        "FIGURES cluster: a workload registered on one node was accepted by another after {took:?}"
+    );
+    let (st, v) = call_as(
+        &q,
+        &admin,
+        reqwest::Method::POST,
+        "/api/admin/certs/revoke",
+        Some(serde_json::json!({ "serial": serial })),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    for n in [&a, &b] {
+        wait_cert(n, 401).await;
+    }
+    let (st, v) = get(&b, "/api/admin/certs").await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["revoked"].to_string().contains(&serial),
+        "the revocation made on the query node, listed on node B: {v}"
+    );
+
     // Someone with write access to the bucket puts the old registry back (the token not
     // revoked): the nodes refuse the older document and the revocation stays in force.
     tokio::task::block_in_place(|| {

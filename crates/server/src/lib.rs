@@ -237,9 +237,16 @@ impl std::fmt::Debug for Server {
 
 /// How often the TLS files are checked for changes.
 const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(10);
-/// One round of the cluster's shared key state on this node: erasures recorded by any node are
-/// carried out here; key versions other nodes rotated to become current here.
-async fn cluster_state_round(st: &Arc<AppState>, erasures: &Arc<cluster::ClusterErasures>) {
+/// One round of the cluster's shared state on this node: erasures recorded by any node are
+/// carried out here; workload identities registered or revoked on other nodes hold here; key
+/// versions other nodes rotated become current here. What cannot be read is warned about once
+/// per failing stretch (`warned`; the bucket's state is on `/ready` too).
+async fn cluster_state_round(
+    st: &Arc<AppState>,
+    erasures: &Arc<cluster::ClusterErasures>,
+    warned: &mut bool,
+) {
+    let mut failures: Vec<String> = Vec::new();
     let (e, dir) = (erasures.clone(), st.data_dir.clone());
     let todo = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<tv_model::TenantId>> {
         let mut out = Vec::new();
@@ -270,10 +277,17 @@ async fn cluster_state_round(st: &Arc<AppState>, erasures: &Arc<cluster::Cluster
                 }
             }
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot read the cluster's erasures; retrying at the next refresh")
-        }
-        Err(e) => tracing::warn!(error = %e, "cluster erasure task"),
+        Ok(Err(e)) => failures.push(format!("the cluster's erasures: {e:#}")),
+        Err(e) => failures.push(format!("the cluster's erasures: {e}")),
+    }
+    let w = st.workloads.clone();
+    match tokio::task::spawn_blocking(move || w.refresh()).await {
+        Ok(Ok(true)) => tracing::debug!("read the cluster's workload identities again"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => failures.push(format!(
+            "the cluster's workload identities (the ones read last stay in force): {e:#}"
+        )),
+        Err(e) => failures.push(format!("the cluster's workload identities: {e}")),
     }
     let kr = st.keyring.clone();
     match tokio::task::spawn_blocking(move || kr.reload_current()).await {
@@ -282,8 +296,17 @@ async fn cluster_state_round(st: &Arc<AppState>, erasures: &Arc<cluster::Cluster
                 tracing::info!(tenant = %t, version = v, "tenant key rotated on another node of the cluster: new data keys are wrapped under it here too");
             }
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the tenant key versions"),
-        Err(e) => tracing::warn!(error = %e, "key version task"),
+        Ok(Err(e)) => failures.push(format!("the tenant key versions: {e}")),
+        Err(e) => failures.push(format!("the tenant key versions: {e}")),
+    }
+    if failures.is_empty() {
+        if std::mem::take(warned) {
+            tracing::info!("the cluster's shared state is read again");
+        }
+    } else if !std::mem::replace(warned, true) {
+        for f in failures {
+            tracing::warn!(what = %f, "cannot read the cluster's shared state; retrying every refresh");
+        }
     }
 }
 
@@ -412,7 +435,21 @@ impl Server {
             root.as_ref(),
         )?);
         check_sealed_state(&state_seal)?;
-        let workloads = Arc::new(mtls::Workloads::open(&data_dir.join("workloads.json"))?);
+        // A node of a cluster: the bucket must answer before anything starts.
+        let bucket = match &cfg.cluster {
+            Some(c) => Some(cluster::open_bucket(c).await?),
+            None => None,
+        };
+        // Workload identities: in a cluster one encrypted document in the bucket, registered and
+        // revoked on any node for every node.
+        let workloads = Arc::new(match &bucket {
+            Some(b) => mtls::Workloads::open_shared(Arc::new(cluster::StateDoc::new(
+                b.clone(),
+                "workloads",
+                cluster::state_key(&cfg.keys_dir, root.as_ref())?,
+            )))?,
+            None => mtls::Workloads::open(&data_dir.join("workloads.json"))?,
+        });
         workloads.seal_with(state_seal.clone());
         let (tls, client_ca) = if cfg.insecure_plaintext {
             tracing::warn!("{INSECURE_WARNING}");
@@ -458,12 +495,7 @@ impl Server {
 
         // The transparency log's checkpoint signing keys exist from the first start.
         let log = logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
-        // A node of a cluster: the bucket must answer before anything starts, and the node's
-        // log has its own origin under the cluster's.
-        let bucket = match &cfg.cluster {
-            Some(c) => Some(cluster::open_bucket(c).await?),
-            None => None,
-        };
+        // A node of a cluster: the node's log has its own origin under the cluster's.
         let base_origin = log.origin.clone();
         let log = match &cfg.cluster {
             Some(c) => log.for_node(&c.node)?,
@@ -814,8 +846,9 @@ impl Server {
             let st = self.state.clone();
             let every = c.refresh;
             tokio::spawn(async move {
+                let mut warned = false;
                 loop {
-                    cluster_state_round(&st, &erasures).await;
+                    cluster_state_round(&st, &erasures, &mut warned).await;
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = stop.wait_for(|s| *s) => break,

@@ -202,38 +202,55 @@ struct Registry {
     revoked: BTreeMap<String, u64>,
 }
 
-/// Registered workload identities, issued certificates and revoked serials (`DIR/workloads.json`).
-#[derive(Debug)]
+/// A cluster's shared registry document and the version of it this node holds.
+struct Shared {
+    doc: Arc<dyn tv_access::SharedDoc>,
+    version: std::sync::Mutex<Option<String>>,
+}
+
+/// Registered workload identities, issued certificates and revoked serials (`DIR/workloads.json`,
+/// or, in a cluster, one document in the bucket that every node reads).
 pub struct Workloads {
     path: PathBuf,
     inner: RwLock<Registry>,
     /// Sealed after every write (see `stateseal`).
     seal: std::sync::OnceLock<Arc<crate::stateseal::StateSeal>>,
+    shared: Option<Shared>,
+}
+
+impl std::fmt::Debug for Workloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shared {
+            Some(s) => write!(f, "Workloads({})", s.doc.describe()),
+            None => write!(f, "Workloads({})", self.path.display()),
+        }
+    }
+}
+
+/// A registry as stored (format 1 is read and upgraded).
+fn parse_registry(b: &[u8], what: &str) -> anyhow::Result<Registry> {
+    let mut r: Registry = serde_json::from_slice(b).with_context(|| format!("parsing {what}"))?;
+    match r.format {
+        1 => {
+            r.workloads = r
+                .workloads
+                .into_values()
+                .map(|w| (key(&w.tenant, &w.identity), w))
+                .collect();
+            r.format = FORMAT;
+        }
+        FORMAT => {}
+        other => {
+            anyhow::bail!("{what} has format {other}; this build reads formats 1 and {FORMAT}")
+        }
+    }
+    Ok(r)
 }
 
 impl Workloads {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let reg = match std::fs::read(path) {
-            Ok(b) => {
-                let mut r: Registry = serde_json::from_slice(&b)
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                match r.format {
-                    1 => {
-                        r.workloads = r
-                            .workloads
-                            .into_values()
-                            .map(|w| (key(&w.tenant, &w.identity), w))
-                            .collect();
-                        r.format = FORMAT;
-                    }
-                    FORMAT => {}
-                    other => anyhow::bail!(
-                        "{} has format {other}; this build reads formats 1 and {FORMAT}",
-                        path.display(),
-                    ),
-                }
-                r
-            }
+            Ok(b) => parse_registry(&b, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry {
                 format: FORMAT,
                 ..Default::default()
@@ -244,7 +261,49 @@ impl Workloads {
             path: path.to_owned(),
             inner: RwLock::new(reg),
             seal: std::sync::OnceLock::new(),
+            shared: None,
         })
+    }
+
+    /// The registry a cluster's nodes share (`doc`): registrations and revocations made on any
+    /// node hold on every node within the refresh interval ([`Self::refresh`]).
+    pub fn open_shared(doc: Arc<dyn tv_access::SharedDoc>) -> anyhow::Result<Self> {
+        let (reg, version) = match doc.load().map_err(anyhow::Error::msg)? {
+            Some((b, v)) => (parse_registry(&b, &doc.describe())?, Some(v)),
+            None => (
+                Registry {
+                    format: FORMAT,
+                    ..Default::default()
+                },
+                None,
+            ),
+        };
+        Ok(Self {
+            path: PathBuf::new(),
+            inner: RwLock::new(reg),
+            seal: std::sync::OnceLock::new(),
+            shared: Some(Shared {
+                doc,
+                version: std::sync::Mutex::new(version),
+            }),
+        })
+    }
+
+    /// Reads the shared registry again (a cluster); whether it changed. Without one, nothing.
+    pub fn refresh(&self) -> anyhow::Result<bool> {
+        let Some(sh) = &self.shared else {
+            return Ok(false);
+        };
+        let Some((b, v)) = sh.doc.load().map_err(anyhow::Error::msg)? else {
+            return Ok(false);
+        };
+        let mut held = sh.version.lock().expect("workloads version lock");
+        if held.as_deref() == Some(v.as_str()) {
+            return Ok(false);
+        }
+        *self.inner.write().expect("workloads lock") = parse_registry(&b, &sh.doc.describe())?;
+        *held = Some(v);
+        Ok(true)
     }
 
     /// Seals the registry after every write from now on.
@@ -257,8 +316,42 @@ impl Workloads {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Runs `f` on the registry and saves it; nothing changes in memory if saving fails.
-    fn update<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> anyhow::Result<T> {
+    /// Runs `f` on the registry and saves it; nothing changes in memory if saving fails. In a
+    /// cluster `f` runs on the shared registry as it is now, and again if another node changed
+    /// it meanwhile (compare-and-swap).
+    fn update<T>(&self, mut f: impl FnMut(&mut Registry) -> T) -> anyhow::Result<T> {
+        if let Some(sh) = &self.shared {
+            let mut held = sh.version.lock().expect("workloads version lock");
+            for _ in 0..20 {
+                let (mut next, version) = match sh.doc.load().map_err(anyhow::Error::msg)? {
+                    Some((b, v)) => (parse_registry(&b, &sh.doc.describe())?, Some(v)),
+                    None => (
+                        Registry {
+                            format: FORMAT,
+                            ..Default::default()
+                        },
+                        None,
+                    ),
+                };
+                let out = f(&mut next);
+                match sh
+                    .doc
+                    .store(&serde_json::to_vec(&next)?, version.as_deref())
+                {
+                    Ok(v) => {
+                        *self.inner.write().expect("workloads lock") = next;
+                        *held = Some(v);
+                        return Ok(out);
+                    }
+                    Err(None) => continue,
+                    Err(Some(why)) => anyhow::bail!("{why}"),
+                }
+            }
+            anyhow::bail!(
+                "{} kept changing while this change was made; try again",
+                sh.doc.describe()
+            );
+        }
         let mut g = self.inner.write().expect("workloads lock");
         let mut next = Registry {
             format: FORMAT,
@@ -283,13 +376,13 @@ impl Workloads {
             if exclusive {
                 r.workloads.retain(|_, o| o.identity != w.identity);
             }
-            r.workloads.insert(key(&w.tenant, &w.identity), w);
+            r.workloads.insert(key(&w.tenant, &w.identity), w.clone());
         })
     }
 
     pub fn record_issued(&self, c: IssuedCert) -> anyhow::Result<()> {
         self.update(|r| {
-            r.certificates.insert(c.serial.clone(), c);
+            r.certificates.insert(c.serial.clone(), c.clone());
         })
     }
 

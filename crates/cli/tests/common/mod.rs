@@ -868,3 +868,48 @@ pub fn python() -> Option<String> {
         }
     }
 }
+
+/// A rustls client trusting `ca` that presents `cert` (PEM chain) with `key`.
+pub fn client_with(ca: &Path, cert: &str, key: &str) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .unwrap()
+}
+
+/// A client presenting the certificate `cert issue` wrote to `dir`, trusting `ca`.
+pub fn files_client(ca: &Path, dir: &Path) -> reqwest::Client {
+    client_with(
+        ca,
+        &std::fs::read_to_string(dir.join("client.pem")).unwrap(),
+        &std::fs::read_to_string(dir.join("client.key")).unwrap(),
+    )
+}
+
+/// The serial number `cert issue` printed.
+pub fn serial_of(text: &str) -> String {
+    text.split("issued certificate ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no serial in {text}"))
+        .to_string()
+}
