@@ -485,6 +485,80 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         "the revocation made on the query node, listed on node B: {v}"
     );
 
+    // The web UI behind a load balancer: a login link minted on A signs in on B, once for the
+    // whole cluster; the session works on every node, and signing out on the query node ends
+    // it on every node.
+    let (st, minted) = call_as(
+        &a,
+        &admin,
+        reqwest::Method::POST,
+        "/api/ui/login-codes",
+        Some(serde_json::json!({"next": "/search"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{minted}");
+    let code = minted["code"].as_str().unwrap().to_owned();
+    let ui = |n: &Server, path: &str, cookie: Option<&str>, csrf: Option<&str>| {
+        let method = if path == "/ui/session" && cookie.is_some() {
+            reqwest::Method::GET
+        } else {
+            reqwest::Method::POST
+        };
+        let mut r = n
+            .http_client()
+            .request(method, format!("{}{path}", n.api))
+            .header("origin", &n.api);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        } else {
+            r = r.json(&serde_json::json!({ "login_code": code }));
+        }
+        if let Some(t) = csrf {
+            r = r.header("x-csrf-token", t);
+        }
+        r.send()
+    };
+    let r = ui(&b, "/ui/session", None, None).await.unwrap();
+    assert_eq!(r.status(), 200, "a link minted on A signs in on B");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let signed_in: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(signed_in["next"], "/search", "{signed_in}");
+    let csrf = signed_in["csrf"].as_str().unwrap().to_owned();
+    let again = ui(&a, "/ui/session", None, None).await.unwrap();
+    assert_eq!(again.status(), 401, "the link was used once, on B");
+    for n in [&q, &a, &b] {
+        let r = ui(n, "/ui/session", Some(&cookie), None).await.unwrap();
+        assert_eq!(r.status(), 200, "the session made on B, on {}", n.api);
+    }
+    let r = ui(&q, "/ui/logout", Some(&cookie), Some(&csrf))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "signed out on the query node");
+    let t = Instant::now();
+    for n in [&a, &b, &q] {
+        loop {
+            let st = ui(n, "/ui/session", Some(&cookie), None)
+                .await
+                .unwrap()
+                .status();
+            if st == 401 {
+                break;
+            }
+            assert!(t.elapsed() < limit, "{}: the session still holds", n.api);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!(
+        "FIGURES cluster: a UI session ended on one node was refused by every node after {:?}",
+        t.elapsed()
+    );
+
     // Someone with write access to the bucket puts the old registry back (the token not
     // revoked): the nodes refuse the older document and the revocation stays in force.
     tokio::task::block_in_place(|| {

@@ -99,6 +99,8 @@ pub struct AppState {
     pub graph: Arc<graph::ServiceGraph>,
     /// In a cluster: this node's id and the tenants erased on any node.
     pub cluster: Option<(String, Arc<cluster::ClusterErasures>)>,
+    /// In a cluster: where the UI's sessions, login codes and sign-ins are shared.
+    pub shared_ui: Option<Arc<ui::shared::SharedUi>>,
     /// Memory of all ingest requests being read and decoded together.
     pub decode_budget: Arc<budget::Budget>,
     /// Seals the findings the server stores and recognizes them on reading.
@@ -239,13 +241,16 @@ impl std::fmt::Debug for Server {
 const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 /// One round of the cluster's shared state on this node: erasures recorded by any node are
 /// carried out here; workload identities registered or revoked on other nodes hold here; key
-/// versions other nodes rotated become current here. What cannot be read is warned about once
-/// per failing stretch (`warned`; the bucket's state is on `/ready` too).
+/// versions other nodes rotated become current here; UI sessions ended on other nodes end here.
+/// What cannot be read is warned about once per failing stretch (the bucket's state is on
+/// `/ready` too).
 async fn cluster_state_round(
     st: &Arc<AppState>,
     erasures: &Arc<cluster::ClusterErasures>,
-    warned: &mut bool,
+    round: &mut StateRound,
 ) {
+    round.rounds += 1;
+    let warned = &mut round.warned;
     let mut failures: Vec<String> = Vec::new();
     let (e, dir) = (erasures.clone(), st.data_dir.clone());
     let todo = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<tv_model::TenantId>> {
@@ -289,6 +294,33 @@ async fn cluster_state_round(
         )),
         Err(e) => failures.push(format!("the cluster's workload identities: {e}")),
     }
+    if let Some(sh) = round.ui.clone() {
+        // Sessions that ended on another node (logout, timeout, revoked credential); every
+        // hundred rounds, what has ended is removed from the bucket.
+        let (s, sweep) = (st.sessions.clone(), round.rounds % 100 == 1);
+        let ui = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let at = std::time::Instant::now();
+            let listed = sh.list(ui::shared::Kind::Session)?;
+            s.prune_shared(&listed, at);
+            if sweep {
+                let settings = s.settings();
+                let n = sh.sweep(settings.session_idle, settings.session_max);
+                if n > 0 {
+                    tracing::debug!(
+                        removed = n,
+                        "removed ended UI sessions and used links from the bucket"
+                    );
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match ui {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("the cluster's UI sessions: {e}")),
+            Err(e) => failures.push(format!("the cluster's UI sessions: {e}")),
+        }
+    }
     let kr = st.keyring.clone();
     match tokio::task::spawn_blocking(move || kr.reload_current()).await {
         Ok(Ok(changed)) => {
@@ -308,6 +340,15 @@ async fn cluster_state_round(
             tracing::warn!(what = %f, "cannot read the cluster's shared state; retrying every refresh");
         }
     }
+}
+
+/// What [`cluster_state_round`] keeps between rounds.
+#[derive(Default)]
+struct StateRound {
+    warned: bool,
+    rounds: u64,
+    /// The UI's shared sessions (the bucket side).
+    ui: Option<Arc<ui::shared::SharedUi>>,
 }
 
 /// How often the service graph is saved.
@@ -519,6 +560,13 @@ impl Server {
             )),
             _ => None,
         };
+        let shared_ui = match &bucket {
+            Some(b) => Some(Arc::new(ui::shared::SharedUi::new(
+                b.clone(),
+                cluster::state_key(&cfg.keys_dir, root.as_ref())?,
+            ))),
+            None => None,
+        };
         // In a cluster the registry is one encrypted document in the bucket: a token made on any
         // node works on every node, and only the cluster's first node makes an admin token.
         let tokens = Arc::new(match &bucket {
@@ -643,7 +691,14 @@ impl Server {
             graph.share();
         }
         let state = Arc::new(AppState {
-            sessions: Arc::new(ui::session::Sessions::new(cfg.ui)),
+            sessions: {
+                let s = ui::session::Sessions::new(cfg.ui);
+                if let Some(sh) = &shared_ui {
+                    s.share(sh.clone());
+                }
+                Arc::new(s)
+            },
+            shared_ui,
             security_history: ui::security::SecurityHistory::default(),
             person_lookups: api::person::Lookups::default(),
             serve_config: Arc::new(cfg.clone()),
@@ -846,9 +901,12 @@ impl Server {
             let st = self.state.clone();
             let every = c.refresh;
             tokio::spawn(async move {
-                let mut warned = false;
+                let mut round = StateRound {
+                    ui: st.shared_ui.clone(),
+                    ..Default::default()
+                };
                 loop {
-                    cluster_state_round(&st, &erasures, &mut warned).await;
+                    cluster_state_round(&st, &erasures, &mut round).await;
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = stop.wait_for(|s| *s) => break,

@@ -11,6 +11,7 @@
 pub mod oidc;
 pub mod security;
 pub mod session;
+pub mod shared;
 pub mod signin;
 
 use std::sync::Arc;

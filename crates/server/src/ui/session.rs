@@ -13,7 +13,9 @@
 //! as its SHA-256, valid for [`LOGIN_CODE_TTL`], taken out of the table in one step when used
 //! (so it works once), bound to the principal that minted it.
 //!
-//! A restart ends every session and unused code (they are not written to disk).
+//! A restart ends every session and unused code (they are not written to disk). In a cluster
+//! they are shared through the bucket as well (`shared`): a session or code made on one node
+//! holds on every node, and ends (or is used) once for all of them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -98,6 +100,10 @@ struct Session {
     csrf: String,
     created: Instant,
     last_used: Instant,
+    /// In a cluster: the version of its object in the bucket (None: not stored there).
+    version: Option<String>,
+    /// When this node last wrote it to the bucket (or read it from there).
+    synced: Instant,
 }
 
 struct LoginCode {
@@ -143,6 +149,8 @@ pub struct Sessions {
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     codes: Mutex<HashMap<[u8; 32], LoginCode>>,
     oidc: Mutex<HashMap<[u8; 32], PendingOidc>>,
+    /// A cluster's shared copy (the bucket).
+    shared: std::sync::OnceLock<std::sync::Arc<super::shared::SharedUi>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -156,6 +164,17 @@ fn random_secret() -> String {
     let mut b = [0u8; 32];
     aws_lc_rs::rand::fill(&mut b).expect("system random");
     URL_SAFE_NO_PAD.encode(b)
+}
+
+/// An instant `unix` (seconds) stands for on this machine's monotonic clock.
+fn instant_of(unix: u64) -> Instant {
+    let ago = Duration::from_secs(now_unix().saturating_sub(unix));
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+/// The unix time (seconds) of an instant in the past.
+fn unix_of(i: Instant) -> u64 {
+    now_unix().saturating_sub(i.elapsed().as_secs())
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -177,7 +196,14 @@ impl Sessions {
             sessions: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
             oidc: Mutex::new(HashMap::new()),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares sessions, login codes and OIDC sign-ins with the cluster's other nodes through
+    /// the bucket from now on.
+    pub fn share(&self, shared: std::sync::Arc<super::shared::SharedUi>) {
+        let _ = self.shared.set(shared);
     }
 
     /// Starts an OIDC sign-in: returns its `state` (for the provider and the browser's cookie)
@@ -199,16 +225,48 @@ impl Sessions {
             map.remove(&k);
         }
         map.insert(digest(&state), p.clone());
+        drop(map);
+        if let Some(sh) = self.shared.get() {
+            let stored = super::shared::StoredOidc {
+                verifier: p.verifier.clone(),
+                nonce: p.nonce.clone(),
+                next: p.next.clone(),
+                redirect_uri: p.redirect_uri.clone(),
+                started_unix: now_unix(),
+            };
+            if let Err(e) = sh.put(super::shared::Kind::Oidc, &digest(&state), &stored, None) {
+                tracing::warn!(error = %e, "cannot share an OIDC sign-in with the cluster; its callback works on this node only");
+            }
+        }
         (state, p)
     }
 
-    /// Takes the sign-in `state` names (once; expired ones are gone).
+    /// Takes the sign-in `state` names (once, in the whole cluster; expired ones are gone).
     pub fn take_oidc(&self, state: &str) -> Option<PendingOidc> {
-        self.oidc
-            .lock()
-            .expect("oidc lock")
-            .remove(&digest(state))
-            .filter(|p| p.started.elapsed() < OIDC_TTL)
+        use super::shared::{Kind, StoredOidc};
+        let d = digest(state);
+        let local = self.oidc.lock().expect("oidc lock").remove(&d);
+        let Some(sh) = self.shared.get() else {
+            return local.filter(|p| p.started.elapsed() < OIDC_TTL);
+        };
+        let p = match local {
+            Some(p) => p,
+            None => {
+                let (o, _) = sh.get::<StoredOidc>(Kind::Oidc, &d).ok()??;
+                PendingOidc {
+                    verifier: o.verifier,
+                    nonce: o.nonce,
+                    next: o.next,
+                    redirect_uri: o.redirect_uri,
+                    started: instant_of(o.started_unix),
+                }
+            }
+        };
+        if p.started.elapsed() >= OIDC_TTL || !sh.claim(Kind::Oidc, &d).unwrap_or(false) {
+            return None;
+        }
+        sh.delete(Kind::Oidc, &d);
+        Some(p)
     }
 
     pub fn settings(&self) -> UiSettings {
@@ -262,17 +320,150 @@ impl Sessions {
                 .as_secs(),
             started,
         };
+        let key = digest(&cookie);
         map.insert(
-            digest(&cookie),
+            key,
             Session {
                 principal,
                 binding,
                 csrf,
                 created: started,
                 last_used: now,
+                version: None,
+                synced: now,
             },
         );
+        drop(map);
+        if let Some(sh) = self.shared.get() {
+            let stored = self.stored_session(&key);
+            match stored.map(|st| sh.put(super::shared::Kind::Session, &key, &st, None)) {
+                Some(Ok(v)) => {
+                    if let Some(s) = self.sessions.lock().expect("session lock").get_mut(&key) {
+                        s.version = Some(v);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot share a UI session with the cluster; it holds on this node only")
+                }
+                None => {}
+            }
+        }
         NewSession { cookie, view }
+    }
+
+    /// The session as the bucket keeps it.
+    fn stored_session(&self, key: &[u8; 32]) -> Option<super::shared::StoredSession> {
+        let map = self.sessions.lock().expect("session lock");
+        let s = map.get(key)?;
+        Some(super::shared::StoredSession {
+            principal: super::shared::StoredPrincipal::from(&s.principal)?,
+            binding: super::shared::StoredBinding::from(&s.binding),
+            csrf: s.csrf.clone(),
+            created_unix: unix_of(s.created),
+            last_used_unix: unix_of(s.last_used),
+        })
+    }
+
+    /// In a cluster: reads a session this node does not hold (made on another node), or one
+    /// idle here long enough that a use on another node matters, from the bucket; forgets one
+    /// the bucket no longer has (ended on another node).
+    fn sync_session(&self, sh: &super::shared::SharedUi, key: &[u8; 32]) {
+        use super::shared::{Kind, StoredSession};
+        let need = match self.sessions.lock().expect("session lock").get(key) {
+            None => true,
+            Some(s) => {
+                s.version.is_some() && s.last_used.elapsed() >= self.settings.session_idle / 2
+            }
+        };
+        if !need {
+            return;
+        }
+        let found = match sh.get::<StoredSession>(Kind::Session, key) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a UI session from the cluster's bucket");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut map = self.sessions.lock().expect("session lock");
+        match found {
+            None => {
+                if map.get(key).is_some_and(|s| s.version.is_some()) {
+                    map.remove(key);
+                }
+            }
+            Some((st, version)) => {
+                let last_used = instant_of(st.last_used_unix);
+                if let Some(s) = map.get_mut(key) {
+                    s.last_used = s.last_used.max(last_used);
+                    s.version = Some(version);
+                    s.synced = now;
+                    return;
+                }
+                let (Some(principal), Some(binding)) =
+                    (st.principal.principal(), st.binding.binding())
+                else {
+                    return;
+                };
+                self.expire(&mut map, now);
+                if map.len() >= MAX_SESSIONS {
+                    return;
+                }
+                map.insert(
+                    *key,
+                    Session {
+                        principal,
+                        binding,
+                        csrf: st.csrf,
+                        created: instant_of(st.created_unix),
+                        last_used,
+                        version: Some(version),
+                        synced: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records a use in the bucket when this node has not for a quarter of the idle timeout
+    /// (other nodes then see the session in use).
+    fn touch_session(&self, sh: &super::shared::SharedUi, key: &[u8; 32]) {
+        let version = {
+            let mut map = self.sessions.lock().expect("session lock");
+            let Some(s) = map.get_mut(key) else { return };
+            if s.version.is_none() || s.synced.elapsed() < self.settings.session_idle / 4 {
+                return;
+            }
+            s.synced = Instant::now();
+            s.version.clone()
+        };
+        let Some(stored) = self.stored_session(key) else {
+            return;
+        };
+        match sh.put(
+            super::shared::Kind::Session,
+            key,
+            &stored,
+            version.as_deref(),
+        ) {
+            Ok(v) => {
+                if let Some(s) = self.sessions.lock().expect("session lock").get_mut(key) {
+                    s.version = Some(v);
+                }
+            }
+            // Another node recorded a use meanwhile: the next read takes its version.
+            Err(e) => tracing::debug!(error = %e, "UI session use not recorded in the bucket"),
+        }
+    }
+
+    /// Forgets the shared sessions the bucket no longer holds (ended on another node); `listed`
+    /// is the bucket's listing, begun at `listed_at`.
+    pub fn prune_shared(&self, listed: &std::collections::HashSet<[u8; 32]>, listed_at: Instant) {
+        self.sessions
+            .lock()
+            .expect("session lock")
+            .retain(|k, s| s.version.is_none() || s.synced > listed_at || listed.contains(k));
     }
 
     fn expire(&self, map: &mut HashMap<[u8; 32], Session>, now: Instant) {
@@ -286,6 +477,29 @@ impl Sessions {
     /// it used.
     pub fn lookup(&self, cookie: &str, tokens: &TokenStore) -> Result<SessionView, AuthError> {
         let key = digest(cookie);
+        let shared = self.shared.get();
+        if let Some(sh) = shared {
+            self.sync_session(sh, &key);
+        }
+        let known = self
+            .sessions
+            .lock()
+            .expect("session lock")
+            .contains_key(&key);
+        let view = self.lookup_here(&key, tokens);
+        if let Some(sh) = shared {
+            match &view {
+                Ok(_) => self.touch_session(sh, &key),
+                // Ended here (idle, too old, its credential revoked): for every node.
+                Err(_) if known => sh.delete(super::shared::Kind::Session, &key),
+                Err(_) => {}
+            }
+        }
+        view
+    }
+
+    fn lookup_here(&self, key: &[u8; 32], tokens: &TokenStore) -> Result<SessionView, AuthError> {
+        let key = *key;
         let now = Instant::now();
         let mut map = self.sessions.lock().expect("session lock");
         let Some(s) = map.get_mut(&key) else {
@@ -331,12 +545,17 @@ impl Sessions {
         })
     }
 
-    /// Ends the session a cookie names (logout); whether there was one.
+    /// Ends the session a cookie names (logout), on every node of a cluster; whether there was
+    /// one here.
     pub fn end(&self, cookie: &str) -> bool {
+        let key = digest(cookie);
+        if let Some(sh) = self.shared.get() {
+            sh.delete(super::shared::Kind::Session, &key);
+        }
         self.sessions
             .lock()
             .expect("session lock")
-            .remove(&digest(cookie))
+            .remove(&key)
             .is_some()
     }
 
@@ -374,6 +593,15 @@ impl Sessions {
             )));
         }
         let code = random_secret();
+        let stored = self.shared.get().and_then(|_| {
+            Some(super::shared::StoredCode {
+                principal: super::shared::StoredPrincipal::from(&principal)?,
+                binding: super::shared::StoredBinding::from(&binding),
+                next: next.clone(),
+                expires_unix: now_unix() + LOGIN_CODE_TTL.as_secs(),
+                session_started_unix: session_started.map(unix_of),
+            })
+        });
         codes.insert(
             digest(&code),
             LoginCode {
@@ -384,13 +612,47 @@ impl Sessions {
                 session_started,
             },
         );
+        drop(codes);
+        if let (Some(sh), Some(stored)) = (self.shared.get(), stored)
+            && let Err(e) = sh.put(super::shared::Kind::Code, &digest(&code), &stored, None)
+        {
+            tracing::warn!(error = %e, "cannot share a login link with the cluster; it works on this node only");
+        }
         Ok(code)
+    }
+
+    /// A code minted on another node of the cluster, from the bucket.
+    fn shared_code(&self, d: &[u8; 32]) -> Option<LoginCode> {
+        let sh = self.shared.get()?;
+        let (c, _) = sh
+            .get::<super::shared::StoredCode>(super::shared::Kind::Code, d)
+            .ok()??;
+        let left = c.expires_unix.saturating_sub(now_unix());
+        Some(LoginCode {
+            principal: c.principal.principal()?,
+            binding: c.binding.binding()?,
+            next: c.next,
+            expires: Instant::now() + Duration::from_secs(left),
+            session_started: c.session_started_unix.map(instant_of),
+        })
     }
 
     /// Who a login code would sign in, without using it (the page asks before it spends it).
     pub fn peek_code(&self, code: &str, tokens: &TokenStore) -> Result<Principal, AuthError> {
-        let codes = self.codes.lock().expect("code lock");
-        match codes.get(&digest(code)) {
+        let d = digest(code);
+        let here = self
+            .codes
+            .lock()
+            .expect("code lock")
+            .get(&d)
+            .map(|c| LoginCode {
+                principal: c.principal.clone(),
+                binding: c.binding.clone(),
+                next: c.next.clone(),
+                expires: c.expires,
+                session_started: c.session_started,
+            });
+        match here.or_else(|| self.shared_code(&d)) {
             Some(c) if c.expires > Instant::now() && c.binding.check(tokens).is_ok() => {
                 Ok(c.principal.clone())
             }
@@ -403,13 +665,30 @@ impl Sessions {
     /// Uses a login code: taken out of the table in the same step that finds it, so a second
     /// use (or a racing one) finds nothing. Returns who minted it, its binding and its page.
     pub fn redeem(&self, code: &str, tokens: &TokenStore) -> Result<Redeemed, AuthError> {
-        let taken = self.codes.lock().expect("code lock").remove(&digest(code));
+        let d = digest(code);
+        let taken = self.codes.lock().expect("code lock").remove(&d);
         let refused = || {
             AuthError::Rejected(
                 "login link is unknown, already used or expired (links work once, for 5 minutes): mint a new one with `tracevault login-url`".into(),
             )
         };
-        let c = taken.ok_or_else(refused)?;
+        let c = match self.shared.get() {
+            None => taken.ok_or_else(refused)?,
+            Some(sh) => {
+                // Once in the whole cluster: only the node whose use marker is created goes on.
+                let c = taken.or_else(|| self.shared_code(&d)).ok_or_else(refused)?;
+                match sh.claim(super::shared::Kind::Code, &d) {
+                    Ok(true) => sh.delete(super::shared::Kind::Code, &d),
+                    Ok(false) => return Err(refused()),
+                    Err(e) => {
+                        return Err(AuthError::Rejected(format!(
+                            "login link cannot be checked against the cluster's other nodes now ({e}); try again"
+                        )));
+                    }
+                }
+                c
+            }
+        };
         if c.expires <= Instant::now() {
             return Err(refused());
         }
