@@ -164,6 +164,20 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
             "{url} holds no nodes (nodes/<node>/): is it a tracevault cluster's bucket and prefix?"
         );
     }
+    // Each node's audit log is in its prefix too, signed with the cluster's audit keys under
+    // `<origin>/audit/<node>`.
+    let audit_base = if a.audit_vkeys.is_empty() {
+        eprintln!(
+            "WARNING: no --audit-vkey given: using the audit log's verifier keys found in {}; pin them from `tracevault log keys --audit`.",
+            keys_dir.display()
+        );
+        tv_server::logkeys::audit_verifier_keys(&keys_dir)?
+    } else {
+        a.audit_vkeys.clone()
+    };
+    let audit_pinned = read_pinned(&a.audit_checkpoints, "--audit-checkpoint")?;
+    let audit_root = keyring.as_ref().map(|k| k.root().clone());
+    let audit_rewrapped = tv_server::audit::load_rewrapped(&keys_dir)?;
     let mut problems = 0usize;
     let started = std::time::Instant::now();
     let (mut spans, mut bytes) = (0u64, 0u64);
@@ -184,6 +198,21 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
             .cloned()
             .collect();
         let objects = tv_store::cluster::node_objects(&bucket, node)?;
+        let audit_keys = LogKeys::from_vkeys(
+            &audit_base
+                .iter()
+                .map(|v| node_vkey(v, node))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+        .context("--audit-vkey")?;
+        let audit_origin = objects
+            .get("audit/checkpoint")
+            .ok()
+            .and_then(|(n, _)| tv_store::txlog::note_checkpoint(&n).ok())
+            .map(|c| c.origin)
+            .unwrap_or_default();
+        let check_audit = audit_checker(audit_root.as_deref(), &audit_origin, &audit_rewrapped);
+        let audit_suffix = format!("/audit/{node}");
         let report = tv_store::verify::verify_objects(
             &*objects,
             &tv_store::verify::Options {
@@ -192,7 +221,18 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
                 pinned: node_pinned,
                 keyring: keyring.clone(),
                 progress: &|_, _| {},
-                audit: None,
+                audit: Some(tv_store::verify::AuditCheck {
+                    keys: &audit_keys,
+                    pinned: audit_pinned
+                        .iter()
+                        .filter(|(_, n)| {
+                            tv_store::txlog::note_checkpoint(n)
+                                .is_ok_and(|c| c.origin.ends_with(&audit_suffix))
+                        })
+                        .cloned()
+                        .collect(),
+                    entries: &check_audit,
+                }),
             },
         )
         .with_context(|| format!("reading node {node}'s objects"))?;
@@ -208,6 +248,12 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
                 " (ciphertexts only)"
             }
         );
+        if report.audit_size > 0 {
+            println!(
+                "node {node}: audit log {} entries, {} checkpoints; {} records",
+                report.audit_size, report.audit_checkpoints, report.audit_records,
+            );
+        }
         print_findings(&report, a.verbose, &format!("nodes/{node}/"));
         problems += report.problems.len();
         spans += report.spans;
@@ -298,14 +344,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .map(|c| c.origin)
         .unwrap_or_default();
     let audit_rewrapped = tv_server::audit::load_rewrapped(&keys_dir)?;
-    let check_audit = |entries: &[Vec<u8>]| {
-        audit_entries(
-            entries,
-            audit_root.as_deref(),
-            &audit_origin,
-            &audit_rewrapped,
-        )
-    };
+    let check_audit = audit_checker(audit_root.as_deref(), &audit_origin, &audit_rewrapped);
     let started = std::time::Instant::now();
     let report = tv_store::verify::verify_dir(
         &a.data_dir,
@@ -446,6 +485,18 @@ fn read_pinned(paths: &[PathBuf], flag: &str) -> anyhow::Result<Vec<(String, Vec
         .collect()
 }
 
+/// What [`audit_entries`] answers: records read, and (index, problem) for each bad entry.
+type AuditVerdict = (u64, Vec<(u64, String)>);
+
+/// Checks the entries of the audit log whose origin is `origin` (see [`audit_entries`]).
+fn audit_checker<'a>(
+    root: Option<&'a dyn tv_crypto::RootKeySource>,
+    origin: &'a str,
+    rewrapped: &'a tv_server::audit::Rewrapped,
+) -> impl Fn(&[Vec<u8>]) -> AuditVerdict + 'a {
+    move |entries| audit_entries(entries, root, origin, rewrapped)
+}
+
 /// Checks the audit log's entries: each a key entry or a record entry naming an earlier key entry;
 /// with the root key, every record decrypts and parses. Returns (records, problems by index).
 fn audit_entries(
@@ -453,7 +504,7 @@ fn audit_entries(
     root: Option<&dyn tv_crypto::RootKeySource>,
     origin: &str,
     rewrapped: &tv_server::audit::Rewrapped,
-) -> (u64, Vec<(u64, String)>) {
+) -> AuditVerdict {
     use tv_server::audit::{Entry, open_key, open_record, parse_entry};
     let mut keys: std::collections::HashMap<u64, Option<tv_crypto::DataKey>> =
         std::collections::HashMap::new();

@@ -430,6 +430,12 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     }
     let (st, v) = erase_globex(&q).await;
     assert_eq!(st, 400, "erased once, on another node: {v}");
+    // Each node's audit log (in its prefix of the bucket) records the erasure it carried out.
+    for n in [&a, &b] {
+        let (st, v) = get(n, "/api/audit?all_tenants=true&limit=1000").await;
+        assert_eq!(st, 200, "{v}");
+        assert!(v.to_string().contains("tenant:globex erased"), "{v}");
+    }
 
     // A workload identity registered on one node (a client certificate for tenant acme)
     // authenticates on every node; its revocation on another node reaches them all.
@@ -613,6 +619,9 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         assert!(out.contains(&format!("node {n}: log")), "{out}");
     }
     assert!(out.contains("span commitments re-derived"), "{out}");
+    for n in ["ingest-a", "ingest-b", "query-1"] {
+        assert!(out.contains(&format!("node {n}: audit log")), "{out}");
+    }
     assert!(out.contains("cluster/tokens authenticates"), "{out}");
 
     // Tampering in the bucket: a block of one node overwritten, a block of another deleted,

@@ -268,9 +268,13 @@ pub fn open_record(
 }
 
 impl Audit {
-    /// Opens (or creates) `DIR/audit/` (`log_origin` is the cluster's, without a node) and starts this run's key entry and the flushing thread.
+    /// Opens (or creates) `DIR/audit/`, or a cluster node's `audit/` in its prefix of the bucket
+    /// (`objects`; `log_origin` is the cluster's, without a node), and starts this run's key
+    /// entry and the flushing thread.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         data_dir: &Path,
+        objects: Option<tv_store::objects::SharedObjects>,
         keys_dir: &Path,
         root: Arc<dyn RootKeySource>,
         log_origin: &str,
@@ -284,19 +288,24 @@ impl Audit {
             Some(n) => signers.for_node(n)?,
             None => signers,
         };
-        let dir = data_dir.join("audit");
-        fsio::create_private_dir(&dir)?;
-        let log = Arc::new(
-            TxLog::open(
-                &dir,
-                LogConfig {
-                    origin: signers.origin.clone(),
-                    signers: vec![Arc::new(signers.ed25519), Arc::new(signers.mldsa)],
-                    checkpoint_interval,
-                },
-            )
-            .with_context(|| format!("opening the audit log in {}", dir.display()))?,
-        );
+        let cfg = LogConfig {
+            origin: signers.origin.clone(),
+            signers: vec![Arc::new(signers.ed25519), Arc::new(signers.mldsa)],
+            checkpoint_interval,
+        };
+        let log = Arc::new(match objects {
+            Some(o) => {
+                let at = format!("{}/audit/", o.describe());
+                TxLog::open_in(o, "audit/", cfg)
+                    .with_context(|| format!("opening the audit log in {at}"))?
+            }
+            None => {
+                let dir = data_dir.join("audit");
+                fsio::create_private_dir(&dir)?;
+                TxLog::open(&dir, cfg)
+                    .with_context(|| format!("opening the audit log in {}", dir.display()))?
+            }
+        });
         let secret = SecretKey::random();
         let wrapped = root
             .wrap(&key_context(log.origin()), &secret)

@@ -620,16 +620,6 @@ impl Server {
         }
 
         let metrics = Arc::new(metrics::Metrics::new());
-        let audit = audit::Audit::open(
-            &data_dir,
-            &cfg.keys_dir,
-            root.clone(),
-            &base_origin,
-            cfg.cluster.as_ref().map(|c| c.node.as_str()),
-            cfg.checkpoint_interval,
-            metrics.clone(),
-        )?;
-        tracing::info!(origin = %audit.origin(), "audit log ready");
         let mut scfg = StoreConfig::new(&data_dir);
         scfg.segment_max_bytes = cfg.segment_max_bytes;
         scfg.segment_max_age = cfg.seal_interval;
@@ -667,6 +657,19 @@ impl Server {
         }
         let store =
             Arc::new(open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?);
+        let audit = audit::Audit::open(
+            &data_dir,
+            // A cluster node's audit log is in its prefix of the bucket, written under its lease
+            // (so it is opened after the store took the lease).
+            cfg.cluster.as_ref().map(|_| store.objects().clone()),
+            &cfg.keys_dir,
+            root.clone(),
+            &base_origin,
+            cfg.cluster.as_ref().map(|c| c.node.as_str()),
+            cfg.checkpoint_interval,
+            metrics.clone(),
+        )?;
+        tracing::info!(origin = %audit.origin(), "audit log ready");
         let findings_seal = Arc::new(detection::FindingSeal::new(keyring.clone()));
         let findings_index = Arc::new(findings_index::FindingsIndex::default());
         let detection = Arc::new(detection::Detection::start(
@@ -1031,8 +1034,10 @@ impl Server {
             st.graph.save(&st.data_dir, &st.keyring, &st.state_seal);
             // The behavioural stage stores its last findings before the store closes.
             detection.shutdown();
-            store.shutdown();
+            // The audit log flushes first: in a cluster the store's stop gives up the lease
+            // under which both are written.
             audit.shutdown();
+            store.shutdown();
         })
         .await
         .context("flushing the store and the audit log")?;

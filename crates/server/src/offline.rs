@@ -55,6 +55,7 @@ pub async fn erase_tenant(
     }
     let audit = crate::audit::Audit::open(
         &cfg.data_dir,
+        None,
         &cfg.keys_dir,
         root.clone(),
         &origin,
