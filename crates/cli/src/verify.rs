@@ -181,6 +181,10 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     let mut problems = 0usize;
     let started = std::time::Instant::now();
     let (mut spans, mut bytes) = (0u64, 0u64);
+    // The newest version of each cluster state document the nodes' logs anchor:
+    // name digest -> (generation, object digest, node).
+    let mut anchored: std::collections::HashMap<[u8; 32], (u64, [u8; 32], String)> =
+        std::collections::HashMap::new();
     for node in &nodes {
         let vkeys: Vec<String> = base
             .iter()
@@ -254,23 +258,90 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
                 report.audit_size, report.audit_checkpoints, report.audit_records,
             );
         }
+        for (_, st) in &report.state_anchors {
+            let e = anchored
+                .entry(st.name_digest)
+                .or_insert((0, [0; 32], String::new()));
+            if st.generation > e.0 {
+                *e = (st.generation, st.object_sha256, node.clone());
+            }
+        }
         print_findings(&report, a.verbose, &format!("nodes/{node}/"));
         problems += report.problems.len();
         spans += report.spans;
         bytes += report.bytes;
     }
-    // The cluster's shared state: authenticated under the cluster state key.
-    if let Some(k) = &keyring {
-        match tv_server::cluster::state_key(&keys_dir, k.root().as_ref()) {
-            Err(e) => println!("cluster state: not checked ({e:#})"),
-            Ok(key) => {
-                let doc = tv_server::cluster::StateDoc::new(bucket.clone(), "tokens", key);
-                match tv_access::SharedDoc::load(&doc) {
-                    Ok(Some(_)) => println!("cluster state: cluster/tokens authenticates"),
-                    Ok(None) => println!("cluster state: no cluster/tokens"),
-                    Err(e) => {
-                        println!("FAIL cluster/tokens: {e}");
+    // The cluster's shared state: each document authenticates under the cluster state key, and
+    // is not older than (or, at the same generation, different from) what the logs anchor.
+    for name in tv_server::cluster::STATE_DOCS {
+        let key = format!("cluster/{name}");
+        let stored = match bucket.get(&key) {
+            Ok((b, _)) => Some(b),
+            Err(tv_store::objects::ObjectError::NotFound(_)) => None,
+            Err(e) => bail!("reading {key}: {e}"),
+        };
+        let anchor = anchored.get(&tv_tlog::leaf::state_name_digest(name));
+        let fail = |why: String| {
+            println!("FAIL {key}: {why}");
+        };
+        match (&stored, anchor) {
+            (None, None) => {
+                println!("cluster state: no {key}");
+                continue;
+            }
+            (None, Some((g, _, node))) => {
+                fail(format!(
+                    "missing, but node {node}'s log anchors its generation {g} (deleted)"
+                ));
+                problems += 1;
+                continue;
+            }
+            (Some(b), anchor) => {
+                let generation = tv_server::cluster::state_generation(b);
+                match (generation, anchor) {
+                    (None, _) => {
+                        fail("not a cluster state document".into());
                         problems += 1;
+                        continue;
+                    }
+                    (Some(g), Some((ag, _, node))) if g < *ag => {
+                        fail(format!(
+                            "generation {g}, but node {node}'s log anchors generation {ag} (rolled back)"
+                        ));
+                        problems += 1;
+                        continue;
+                    }
+                    (Some(g), Some((ag, digest, node)))
+                        if g == *ag && tv_tlog::commit::sha256(b) != *digest =>
+                    {
+                        fail(format!(
+                            "generation {g} differs from the one node {node}'s log anchors (altered)"
+                        ));
+                        problems += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(k) = &keyring {
+            match tv_server::cluster::state_key(&keys_dir, k.root().as_ref()) {
+                Err(e) => println!("cluster state: {key} not authenticated ({e:#})"),
+                Ok(sk) => {
+                    let doc = tv_server::cluster::StateDoc::new(bucket.clone(), name, sk);
+                    match tv_access::SharedDoc::load(&doc) {
+                        Ok(_) => println!(
+                            "cluster state: {key} authenticates{}",
+                            if anchor.is_some() {
+                                " and matches the newest version the logs anchor"
+                            } else {
+                                ""
+                            }
+                        ),
+                        Err(e) => {
+                            fail(e);
+                            problems += 1;
+                        }
                     }
                 }
             }

@@ -567,16 +567,20 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
 
     // Someone with write access to the bucket puts the old registry back (the token not
     // revoked): the nodes refuse the older document and the revocation stays in force.
-    tokio::task::block_in_place(|| {
-        let cur = bucket.head("cluster/tokens").unwrap().unwrap();
-        bucket
-            .put(
-                "cluster/tokens",
-                &before,
-                tv_store::objects::PutMode::IfMatch(cur.version),
-            )
-            .unwrap();
-    });
+    let put_tokens = |bytes: &[u8]| {
+        tokio::task::block_in_place(|| {
+            let cur = bucket.head("cluster/tokens").unwrap().unwrap();
+            bucket
+                .put(
+                    "cluster/tokens",
+                    bytes,
+                    tv_store::objects::PutMode::IfMatch(cur.version),
+                )
+                .unwrap();
+        })
+    };
+    let (current, _) = tokio::task::block_in_place(|| bucket.get("cluster/tokens")).unwrap();
+    put_tokens(&before);
     tokio::time::sleep(Duration::from_secs(7)).await;
     for n in [&a, &b, &q] {
         let (st, _) = call_as(
@@ -590,6 +594,28 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         assert_eq!(st, 401, "a rolled-back registry revived a revoked token");
         assert!(n.log_text().contains("rolled back"), "{}", n.log_text());
     }
+    // A node restarted meanwhile remembers the generation it read: it refuses to start on the
+    // rolled-back registry, saying why; with the current one put back it starts.
+    let mut b = b;
+    assert_eq!(b.terminate(), Some(0), "{}", b.log_text());
+    let err = refused(
+        &node_args(keys, &url, "ingest-b", "ingest"),
+        &sw.env(),
+        &b.dir,
+    );
+    assert!(
+        err.contains("cluster/tokens is at generation") && err.contains("rolled back"),
+        "{err}"
+    );
+    put_tokens(&current);
+    let b = Server::start_with_env(
+        b.dir.clone(),
+        &node_args(keys, &url, "ingest-b", "ingest"),
+        sw.env(),
+    );
+    assert_eq!(b.ready_status().await, 200, "{}", b.log_text());
+    wait_status(&b, &reader, "/api/search?limit=1", 401, limit).await;
+    wait_status(&b, &admin, "/api/search?limit=1", 200, limit).await;
 
     // Stopped with SIGTERM, every node seals into the bucket; `verify --object-store` checks
     // every node's log and objects with no data directory.
@@ -619,6 +645,14 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         assert!(out.contains(&format!("node {n}: log")), "{out}");
     }
     assert!(out.contains("span commitments re-derived"), "{out}");
+    for doc in ["tokens", "workloads", "erasures"] {
+        assert!(
+            out.contains(&format!(
+                "cluster/{doc} authenticates and matches the newest version the logs anchor"
+            )),
+            "{out}"
+        );
+    }
     for n in ["ingest-a", "ingest-b", "query-1"] {
         assert!(out.contains(&format!("node {n}: audit log")), "{out}");
     }
@@ -655,8 +689,14 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
             )
             .unwrap();
     });
+    // And the token registry rolled back again: the logs anchor a newer generation.
+    put_tokens(&before);
     let (code, out) = verify(&[]);
     assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAIL cluster/tokens: generation") && out.contains("(rolled back)"),
+        "{out}"
+    );
     assert!(
         out.contains("FAIL nodes/ingest-a/blocks/") && out.contains("[block digest]"),
         "{out}"

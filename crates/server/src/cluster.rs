@@ -98,6 +98,8 @@ pub struct StateDoc {
     key: tv_crypto::SecretKey,
     /// The highest generation this node has read or written.
     seen: std::sync::Mutex<u64>,
+    /// Where the node remembers that generation across restarts and anchors what it writes.
+    tracker: Option<Arc<StateTracker>>,
 }
 
 impl StateDoc {
@@ -107,6 +109,24 @@ impl StateDoc {
             name: name.to_owned(),
             key,
             seen: std::sync::Mutex::new(0),
+            tracker: None,
+        }
+    }
+
+    /// A document whose versions this node remembers (a restarted node refuses one older than
+    /// it read before) and anchors in its transparency log (`verify --object-store` names a
+    /// document older than, or different from, what the logs anchor).
+    pub fn tracked(
+        bucket: SharedObjects,
+        name: &str,
+        key: tv_crypto::SecretKey,
+        tracker: Arc<StateTracker>,
+    ) -> Self {
+        let seen = tracker.seen(name);
+        StateDoc {
+            seen: std::sync::Mutex::new(seen),
+            tracker: Some(tracker),
+            ..StateDoc::new(bucket, name, key)
         }
     }
 
@@ -172,12 +192,15 @@ impl tv_access::SharedDoc for StateDoc {
         let mut seen = self.seen.lock().expect("state lock poisoned");
         if generation < *seen {
             return Err(format!(
-                "{} is at generation {generation}, older than the {} this node has read: it was rolled back in the bucket, and is refused",
+                "{} is at generation {generation}, older than the {} this node has read: it was rolled back in the bucket, and is refused (put the newest version back, e.g. from the bucket's versioning; `verify --object-store` names what the nodes' logs anchor)",
                 self.object_key(),
                 *seen
             ));
         }
         *seen = generation;
+        if let Some(t) = &self.tracker {
+            t.saw(&self.name, generation);
+        }
         Ok(Some((body, meta.version)))
     }
 
@@ -194,6 +217,10 @@ impl tv_access::SharedDoc for StateDoc {
             Ok(m) => {
                 let mut seen = self.seen.lock().expect("state lock poisoned");
                 *seen = (*seen).max(generation);
+                if let Some(t) = &self.tracker {
+                    t.saw(&self.name, generation);
+                    t.anchor(&self.name, generation, &sealed);
+                }
                 Ok(m.version)
             }
             Err(ObjectError::Conflict { .. } | ObjectError::AlreadyExists(_)) => Err(None),
@@ -210,7 +237,7 @@ impl tv_access::SharedDoc for StateDoc {
 /// erased on one node is erased on every node, each deleting its own blocks and destroying
 /// what it holds of the keys, at its next refresh (or when it starts, if it was down).
 pub struct ClusterErasures {
-    doc: StateDoc,
+    doc: Arc<StateDoc>,
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -220,10 +247,8 @@ struct ErasureList {
 }
 
 impl ClusterErasures {
-    pub fn new(bucket: SharedObjects, key: tv_crypto::SecretKey) -> Self {
-        ClusterErasures {
-            doc: StateDoc::new(bucket, "erasures", key),
-        }
+    pub fn new(doc: Arc<StateDoc>) -> Self {
+        ClusterErasures { doc }
     }
 
     fn read(&self) -> anyhow::Result<(ErasureList, Option<String>)> {
@@ -275,4 +300,104 @@ impl ClusterErasures {
             .filter_map(|t| tv_model::TenantId::parse(t).ok())
             .collect())
     }
+}
+
+/// The versions of the cluster state documents this node has read or written
+/// (`DIR/cluster-state-seen.json`, so a restarted node still refuses an older one), and the log
+/// they are anchored in: every write of a document appends a state leaf (name digest,
+/// generation, SHA-256 of the object) to the node's transparency log.
+pub struct StateTracker {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    log: std::sync::OnceLock<Arc<tv_store::txlog::TxLog>>,
+    /// Leaves of writes made before the log was open (the first admin token at start).
+    pending: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// The cluster state documents whose versions are anchored in the nodes' logs.
+pub const STATE_DOCS: [&str; 3] = ["tokens", "workloads", "erasures"];
+
+/// The file a node remembers state generations in.
+pub const SEEN_FILE: &str = "cluster-state-seen.json";
+
+impl StateTracker {
+    pub fn open(data_dir: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        let path = data_dir.join(SEEN_FILE);
+        let seen = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not a list of generations", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Arc::new(StateTracker {
+            path,
+            seen: std::sync::Mutex::new(seen),
+            log: std::sync::OnceLock::new(),
+            pending: std::sync::Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn seen(&self, name: &str) -> u64 {
+        self.seen
+            .lock()
+            .expect("seen lock poisoned")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn saw(&self, name: &str, generation: u64) {
+        let mut seen = self.seen.lock().expect("seen lock poisoned");
+        let g = seen.entry(name.to_owned()).or_insert(0);
+        if generation <= *g {
+            return;
+        }
+        *g = generation;
+        let r = serde_json::to_vec(&*seen)
+            .map_err(std::io::Error::other)
+            .and_then(|b| tv_crypto::fsio::atomic_write(&self.path, &b, 0o600));
+        if let Err(e) = r {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot record the cluster state generation this node read; after a restart it would accept an older one");
+        }
+    }
+
+    fn anchor(&self, name: &str, generation: u64, sealed: &[u8]) {
+        let leaf = tv_tlog::leaf::Leaf::State(tv_tlog::leaf::StateLeaf {
+            written_unix_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            name_digest: tv_tlog::leaf::state_name_digest(name),
+            generation,
+            object_sha256: tv_tlog::commit::sha256(sealed),
+        })
+        .encode();
+        // Under the pending lock, so a leaf is either queued before the log is attached (and
+        // pushed by `attach`) or pushed after.
+        let mut pending = self.pending.lock().expect("pending lock poisoned");
+        match self.log.get() {
+            Some(log) => {
+                drop(pending);
+                log.push(leaf);
+            }
+            None => pending.push(leaf),
+        }
+    }
+
+    /// Anchors from now on in `log` (the node's transparency log), first what waited for it.
+    pub fn attach(&self, log: Arc<tv_store::txlog::TxLog>) {
+        let mut pending = self.pending.lock().expect("pending lock poisoned");
+        for leaf in std::mem::take(&mut *pending) {
+            log.push(leaf);
+        }
+        let _ = self.log.set(log);
+    }
+}
+
+/// A state document as stored: its generation (None: not one).
+pub fn state_generation(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() < 14 || &bytes[..6] != STATE_MAGIC {
+        return None;
+    }
+    Some(u64::from_be_bytes(bytes[6..14].try_into().ok()?))
 }

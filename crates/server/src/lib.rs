@@ -481,14 +481,26 @@ impl Server {
             Some(c) => Some(cluster::open_bucket(c).await?),
             None => None,
         };
+        // The versions of the cluster's state documents this node read or wrote (kept across
+        // restarts; anchored in its log once the store opens it).
+        let tracker = match &bucket {
+            Some(_) => Some(cluster::StateTracker::open(&data_dir)?),
+            None => None,
+        };
+        let state_doc = |b: &tv_store::objects::SharedObjects,
+                         name: &str|
+         -> anyhow::Result<Arc<cluster::StateDoc>> {
+            Ok(Arc::new(cluster::StateDoc::tracked(
+                b.clone(),
+                name,
+                cluster::state_key(&cfg.keys_dir, root.as_ref())?,
+                tracker.clone().expect("a tracker with a bucket"),
+            )))
+        };
         // Workload identities: in a cluster one encrypted document in the bucket, registered and
         // revoked on any node for every node.
         let workloads = Arc::new(match &bucket {
-            Some(b) => mtls::Workloads::open_shared(Arc::new(cluster::StateDoc::new(
-                b.clone(),
-                "workloads",
-                cluster::state_key(&cfg.keys_dir, root.as_ref())?,
-            )))?,
+            Some(b) => mtls::Workloads::open_shared(state_doc(b, "workloads")?)?,
             None => mtls::Workloads::open(&data_dir.join("workloads.json"))?,
         });
         workloads.seal_with(state_seal.clone());
@@ -553,10 +565,7 @@ impl Server {
         let cluster_state = match (&bucket, &cfg.cluster) {
             (Some(b), Some(c)) => Some((
                 c.node.clone(),
-                Arc::new(cluster::ClusterErasures::new(
-                    b.clone(),
-                    cluster::state_key(&cfg.keys_dir, root.as_ref())?,
-                )),
+                Arc::new(cluster::ClusterErasures::new(state_doc(b, "erasures")?)),
             )),
             _ => None,
         };
@@ -570,15 +579,9 @@ impl Server {
         // In a cluster the registry is one encrypted document in the bucket: a token made on any
         // node works on every node, and only the cluster's first node makes an admin token.
         let tokens = Arc::new(match &bucket {
-            Some(b) => TokenStore::open_shared(
-                Arc::new(cluster::StateDoc::new(
-                    b.clone(),
-                    "tokens",
-                    cluster::state_key(&cfg.keys_dir, root.as_ref())?,
-                )),
-                &cfg.keys_dir,
-                root.as_ref(),
-            )?,
+            Some(b) => {
+                TokenStore::open_shared(state_doc(b, "tokens")?, &cfg.keys_dir, root.as_ref())?
+            }
             None => TokenStore::open(&data_dir.join("tokens.json"), &cfg.keys_dir, root.as_ref())?,
         });
         let admin_token_path = data_dir.join("admin.token");
@@ -657,6 +660,9 @@ impl Server {
         }
         let store =
             Arc::new(open_store(scfg, log, cfg.checkpoint_interval, keyring.clone()).await?);
+        if let (Some(t), Some(log)) = (&tracker, store.log()) {
+            t.attach(log.clone());
+        }
         let audit = audit::Audit::open(
             &data_dir,
             // A cluster node's audit log is in its prefix of the bucket, written under its lease

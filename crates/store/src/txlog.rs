@@ -302,7 +302,11 @@ impl TxLog {
                             .insert((r.segment, r.key_index, r.counter), (index, r.body_sha256));
                     }
                     Ok(
-                        Leaf::Prune(_) | Leaf::Erase(_) | Leaf::ErasedBlock(_) | Leaf::LogPrune(_),
+                        Leaf::Prune(_)
+                        | Leaf::Erase(_)
+                        | Leaf::ErasedBlock(_)
+                        | Leaf::LogPrune(_)
+                        | Leaf::State(_),
                     ) => {}
                     Ok(Leaf::Block(b)) => {
                         out.blocks.insert(b.file_sha256, index);

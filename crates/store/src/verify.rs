@@ -85,6 +85,8 @@ pub struct Report {
     pub audit_size: u64,
     pub audit_checkpoints: usize,
     pub audit_records: u64,
+    /// The cluster state versions this log anchors: (entry index, leaf).
+    pub state_anchors: Vec<(u64, tv_tlog::leaf::StateLeaf)>,
 }
 
 impl Report {
@@ -742,6 +744,9 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
             }
             Ok(Leaf::LogPrune(p)) => {
                 log_prunes.push((i as u64, p.minimum_index));
+            }
+            Ok(Leaf::State(st)) => {
+                cx.report.state_anchors.push((i as u64, st));
             }
             Err(err) => cx.problem(
                 "log/tile/entries",

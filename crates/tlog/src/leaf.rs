@@ -20,7 +20,13 @@
 //!   | index of the erase leaf u64
 //! log-prune leaf (entry bundles below an index deleted; the hash tiles stay), 18 bytes:
 //!   version 0x01 | kind 0x06 | pruned unix ns u64 | minimum index u64 (a multiple of 256)
+//! state leaf (a cluster state document written by this node: its version anchored), 82 bytes:
+//!   version 0x01 | kind 0x07 | written unix ns u64 | name digest [32] | generation u64
+//!   | SHA-256 of the stored object [32]
 //! ```
+//!
+//! The name digest is SHA-256(`tracevault/v1/cluster-state|` || document name), see
+//! [`state_name_digest`].
 //!
 //! The tenant commitment is SHA-256(`tracevault/v1/erased-tenant` || salt || tenant id) with a
 //! random 32-byte salt kept in the erasure record (`DIR/erased/<tenant>.json`): the public log
@@ -39,7 +45,9 @@ const KIND_PRUNE: u8 = 3;
 const KIND_ERASE: u8 = 4;
 const KIND_ERASED_BLOCK: u8 = 5;
 const KIND_LOG_PRUNE: u8 = 6;
+const KIND_STATE: u8 = 7;
 pub const LOG_PRUNE_LEAF_LEN: usize = 18;
+pub const STATE_LEAF_LEN: usize = 82;
 pub const PRUNE_LEAF_LEN: usize = 58;
 pub const ERASE_LEAF_LEN: usize = 50;
 pub const ERASED_BLOCK_LEAF_LEN: usize = 58;
@@ -120,6 +128,21 @@ pub struct LogPruneLeaf {
     pub minimum_index: u64,
 }
 
+/// A cluster state document (`cluster/<name>` in the bucket) as this node wrote it: a rolled-back
+/// or altered document shows as a generation or digest the logs do not end with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLeaf {
+    pub written_unix_nanos: u64,
+    pub name_digest: Digest,
+    pub generation: u64,
+    pub object_sha256: Digest,
+}
+
+/// The digest a state leaf names its document by.
+pub fn state_name_digest(name: &str) -> Digest {
+    crate::commit::sha256(&[b"tracevault/v1/cluster-state|", name.as_bytes()].concat())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {
     Record(RecordLeaf),
@@ -128,6 +151,7 @@ pub enum Leaf {
     Erase(EraseLeaf),
     ErasedBlock(ErasedBlockLeaf),
     LogPrune(LogPruneLeaf),
+    State(StateLeaf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +227,13 @@ impl Leaf {
                 o.extend_from_slice(&p.pruned_unix_nanos.to_be_bytes());
                 o.extend_from_slice(&p.minimum_index.to_be_bytes());
             }
+            Leaf::State(st) => {
+                o.push(KIND_STATE);
+                o.extend_from_slice(&st.written_unix_nanos.to_be_bytes());
+                o.extend_from_slice(&st.name_digest);
+                o.extend_from_slice(&st.generation.to_be_bytes());
+                o.extend_from_slice(&st.object_sha256);
+            }
         }
         o
     }
@@ -224,6 +255,7 @@ impl Leaf {
             KIND_ERASE => ERASE_LEAF_LEN,
             KIND_ERASED_BLOCK => ERASED_BLOCK_LEAF_LEN,
             KIND_LOG_PRUNE => LOG_PRUNE_LEAF_LEN,
+            KIND_STATE => STATE_LEAF_LEN,
             k => return Err(LeafError(format!("unknown kind {k}"))),
         };
         if b.len() != want {
@@ -237,6 +269,14 @@ impl Leaf {
             return Ok(Leaf::LogPrune(LogPruneLeaf {
                 pruned_unix_nanos: r.u64(),
                 minimum_index: r.u64(),
+            }));
+        }
+        if b[1] == KIND_STATE {
+            return Ok(Leaf::State(StateLeaf {
+                written_unix_nanos: r.u64(),
+                name_digest: r.take(),
+                generation: r.u64(),
+                object_sha256: r.take(),
             }));
         }
         if b[1] == KIND_ERASE {
@@ -370,6 +410,17 @@ mod tests {
         let e = l.encode();
         assert_eq!(e.len(), LOG_PRUNE_LEAF_LEN);
         assert_eq!(Leaf::parse(&e).unwrap(), l);
+        let st = Leaf::State(StateLeaf {
+            written_unix_nanos: 14,
+            name_digest: state_name_digest("tokens"),
+            generation: 3,
+            object_sha256: [7; 32],
+        });
+        let e = st.encode();
+        assert_eq!(e.len(), STATE_LEAF_LEN);
+        assert_eq!(&e[10..42], &state_name_digest("tokens"));
+        assert_eq!(Leaf::parse(&e).unwrap(), st);
+        assert_ne!(state_name_digest("tokens"), state_name_digest("workloads"));
         // The commitment depends on both the salt and the tenant.
         assert_ne!(
             tenant_commitment(&[5; 32], "acme"),
