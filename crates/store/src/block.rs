@@ -57,6 +57,9 @@ pub fn parse_block_key(key: &str) -> Option<(TenantId, u64)> {
     Some((TenantId::parse(tenant).ok()?, id))
 }
 
+/// Ranged reads of one block in flight at once in a scan over a bucket.
+pub const FETCHERS: usize = 4;
+
 /// Reads bytes `range` of a block object.
 fn read_range(
     objects: &dyn Objects,
@@ -730,8 +733,14 @@ impl BlockMeta {
 
     /// Decrypts and decodes chunk `i`.
     pub fn read_chunk(&self, file: &BlockFile, i: usize) -> Result<Chunk, StoreError> {
+        let buf = self.fetch_chunk(file, i)?;
+        self.open_chunk(i, buf)
+    }
+
+    /// Chunk `i` as stored (encrypted): a local read, or one ranged request to the bucket.
+    pub fn fetch_chunk(&self, file: &BlockFile, i: usize) -> Result<Vec<u8>, StoreError> {
         let meta = &self.index.chunks[i];
-        let mut buf = match &file.0 {
+        Ok(match &file.0 {
             Some(f) => {
                 let mut buf = vec![0u8; meta.len as usize];
                 f.read_exact_at(&mut buf, meta.offset)
@@ -743,7 +752,12 @@ impl BlockMeta {
                 &self.key,
                 meta.offset..meta.offset + meta.len as u64,
             )?,
-        };
+        })
+    }
+
+    /// Decrypts and decodes chunk `i` as [`Self::fetch_chunk`] read it.
+    pub fn open_chunk(&self, i: usize, mut buf: Vec<u8>) -> Result<Chunk, StoreError> {
+        let meta = &self.index.chunks[i];
         let corrupt = |reason: &str| StoreError::Corruption {
             path: self.key.clone(),
             offset: meta.offset,
@@ -756,6 +770,69 @@ impl BlockMeta {
         let raw = zstd::bulk::decompress(plain, 1024 * 1024 * 1024)
             .map_err(|_| corrupt("chunk does not decompress"))?;
         Chunk::decode(raw.as_slice()).map_err(|_| corrupt("chunk does not decode"))
+    }
+
+    /// Reads chunks `wanted` (indexes, in order) and hands each to `f` in that order, until `f`
+    /// answers false. From a bucket, up to [`FETCHERS`] ranged reads are in flight at once (a
+    /// cold scan waits on the network, not on decoding); from a local file, one at a time.
+    pub fn for_chunks(
+        &self,
+        file: &BlockFile,
+        wanted: &[usize],
+        f: &mut dyn FnMut(usize, Chunk) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if file.0.is_some() || wanted.len() < 2 {
+            for &i in wanted {
+                if !f(i, self.read_chunk(file, i)?)? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(usize, Result<Vec<u8>, StoreError>)>(FETCHERS);
+            for _ in 0..FETCHERS.min(wanted.len()) {
+                let (tx, next) = (tx.clone(), &next);
+                sc.spawn(move || {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = wanted.get(k) else { break };
+                        // The reader stopped (an answer complete, or an error): so do we.
+                        if tx.send((k, self.fetch_chunk(file, i))).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            // In order: chunks that came early wait here (at most FETCHERS * 2 in memory).
+            let mut early: std::collections::BTreeMap<usize, Result<Vec<u8>, StoreError>> =
+                Default::default();
+            for (k, &i) in wanted.iter().enumerate() {
+                let buf = loop {
+                    if let Some(b) = early.remove(&k) {
+                        break b;
+                    }
+                    match rx.recv() {
+                        Ok((j, b)) => {
+                            early.insert(j, b);
+                        }
+                        Err(_) => {
+                            return Err(StoreError::Decode(format!(
+                                "{}: chunk {i} was not read",
+                                self.key
+                            )));
+                        }
+                    }
+                };
+                if !f(i, self.open_chunk(i, buf?)?)? {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Opens the block for [`BlockMeta::read_chunk`].

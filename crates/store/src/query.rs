@@ -395,14 +395,20 @@ impl Store {
                 continue;
             }
             let file = b.open_file()?;
-            for (ci, cm) in b.index.chunks.iter().enumerate() {
-                if !overlaps(cm.min_start, cm.max_end, q) {
-                    continue;
-                }
+            let wanted: Vec<usize> = b
+                .index
+                .chunks
+                .iter()
+                .enumerate()
+                .filter(|(_, cm)| overlaps(cm.min_start, cm.max_end, q))
+                .map(|(ci, _)| ci)
+                .collect();
+            let mut stopped = false;
+            b.for_chunks(&file, &wanted, &mut |_, chunk| {
                 if !f(Visit::NextChunk) {
-                    return Ok(());
+                    stopped = true;
+                    return Ok(false);
                 }
-                let chunk = b.read_chunk(&file, ci)?;
                 let resources: Vec<ResourceSpans> = chunk
                     .resources
                     .iter()
@@ -429,10 +435,15 @@ impl Store {
                     {
                         let ss = scopes.get(row.scope as usize).unwrap_or(&no_scope);
                         if !f(Visit::Span(rs, ss, span)) {
-                            return Ok(());
+                            stopped = true;
+                            return Ok(false);
                         }
                     }
                 }
+                Ok(true)
+            })?;
+            if stopped {
+                return Ok(());
             }
         }
         Ok(())

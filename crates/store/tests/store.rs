@@ -686,3 +686,67 @@ fn a_second_writer_of_a_log_is_fenced_and_the_history_is_a_chain() {
     assert_eq!(a.flush().unwrap(), 4);
     assert_eq!(chain(&objects).last(), Some(&(4, Some(3))));
 }
+
+/// A scan over blocks in a bucket reads several chunks at once (`BlockMeta::for_chunks`): it
+/// still sees every span in the order a scan of the same data in a local directory sees them,
+/// and stops where it is told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_over_a_bucket_sees_every_chunk_in_order_and_stops_when_told() {
+    let Some(sw) = tv_testkit::Seaweed::start() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let mut rc = tv_store::objects::RemoteConfig::new(sw.url("scan"));
+    rc.from_env = false;
+    rc.options = sw.options();
+    let bucket: tv_store::objects::SharedObjects =
+        Arc::new(tv_store::objects::Remote::open(&rc).unwrap());
+    let open = |sub: &str, objects: Option<tv_store::objects::SharedObjects>| {
+        let mut c = cfg(&t.path().join(sub));
+        // Small chunks: the block holds many more than are fetched at once.
+        c.chunk_target_bytes = 2048;
+        c.objects = objects;
+        Store::open(c, keyring(t.path())).unwrap()
+    };
+    let (local, remote) = (open("local", None), open("remote", Some(bucket.clone())));
+    for i in 0..8u8 {
+        let req = request("svc", [i + 1; 16], 50, "scan");
+        for st in [&local, &remote] {
+            st.append(batch("a", req.clone())).await.unwrap();
+        }
+    }
+    local.flush().await.unwrap();
+    remote.flush().await.unwrap();
+    let tenant = TenantId::parse("a").unwrap();
+    let spans = |st: &Store, stop: usize| {
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut chunks = 0;
+        st.visit(
+            &tenant,
+            None,
+            None,
+            &tv_store::BlockHints::default(),
+            &mut |v| match v {
+                tv_store::Visit::Span(_, _, s) => {
+                    seen.push(s.span_id.clone());
+                    seen.len() < stop
+                }
+                tv_store::Visit::NextChunk => {
+                    chunks += 1;
+                    true
+                }
+                _ => true,
+            },
+        )
+        .unwrap();
+        (seen, chunks)
+    };
+    let (all, chunks) = spans(&local, usize::MAX);
+    assert_eq!(all.len(), 400);
+    assert!(chunks > 2 * tv_store::block::FETCHERS, "{chunks} chunks");
+    let (from_bucket, bucket_chunks) = spans(&remote, usize::MAX);
+    assert_eq!(bucket_chunks, chunks);
+    assert_eq!(from_bucket, all, "the same spans in the same order");
+    let (first, _) = spans(&remote, 7);
+    assert_eq!(first, all[..7]);
+}
