@@ -123,9 +123,20 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         sw.env(),
     );
     assert_eq!(a.ready_status().await, 200, "{}", a.log_text());
+    // Node B runs on its own copy of the keys directory, made now (as a deployment hands each
+    // node a copy): tenant keys made later on any node reach the others through the bucket.
+    let keys_b = tmp.path().join("keys-b");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(keys)
+        .arg(&keys_b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let keys_b = keys_b.to_str().unwrap();
     let b = Server::start_with_env(
         tmp.path().join("b"),
-        &node_args(keys, &url, "ingest-b", "ingest"),
+        &node_args(keys_b, &url, "ingest-b", "ingest"),
         sw.env(),
     );
     let q = Server::start_with_env(
@@ -214,6 +225,14 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     }
     println!(
         "FIGURES cluster: every acknowledged trace readable from the query node after at most {slowest:?}"
+    );
+    // Both keys directories hold the one key the cluster made for the tenant (whichever node
+    // made it first), as does the bucket.
+    let kek = "tenants/default/kek-v1.json";
+    let held_a = std::fs::read(std::path::Path::new(keys).join(kek)).unwrap();
+    assert_eq!(
+        std::fs::read(std::path::Path::new(keys_b).join(kek)).unwrap(),
+        held_a
     );
     // A split trace is whole from the ingest nodes too (each reads the other's blocks).
     let split = sent["split"][0].as_str().unwrap();
@@ -599,7 +618,7 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     let mut b = b;
     assert_eq!(b.terminate(), Some(0), "{}", b.log_text());
     let err = refused(
-        &node_args(keys, &url, "ingest-b", "ingest"),
+        &node_args(keys_b, &url, "ingest-b", "ingest"),
         &sw.env(),
         &b.dir,
     );
@@ -610,7 +629,7 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     put_tokens(&current);
     let b = Server::start_with_env(
         b.dir.clone(),
-        &node_args(keys, &url, "ingest-b", "ingest"),
+        &node_args(keys_b, &url, "ingest-b", "ingest"),
         sw.env(),
     );
     assert_eq!(b.ready_status().await, 200, "{}", b.log_text());

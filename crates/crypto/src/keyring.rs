@@ -141,6 +141,27 @@ pub fn current_versions(keys_dir: &Path) -> Result<Vec<(String, u32, u64)>, Cryp
     Ok(out)
 }
 
+/// A cluster's shared copy of the tenant key files (the bucket): the files as on disk (keys
+/// wrapped by the root), each created once, so nodes with their own keys directories agree on
+/// every tenant's keys, whichever node makes them first.
+pub trait KeyShare: Send + Sync {
+    /// Creates `rel` (a path under `tenants/`: `<tenant>/kek-v<N>.json`, `<tenant>/pseudonym.json`)
+    /// with `bytes` unless it exists; returns the bytes the cluster holds.
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<Vec<u8>, String>;
+    /// The file `rel`, if the cluster holds it.
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, String>;
+    /// The names of the files of `tenant`.
+    fn list(&self, tenant: &str) -> Result<Vec<String>, String>;
+    /// Removes every file of `tenant` (an erasure).
+    fn remove(&self, tenant: &str) -> Result<(), String>;
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+}
+
+fn share_error(share: &dyn KeyShare, why: String) -> CryptoError {
+    CryptoError::Kms(format!("shared tenant keys in {}: {why}", share.describe()))
+}
+
 /// A tenant key unwrapped, and when the root last confirmed it.
 struct Cached {
     key: Arc<SecretKey>,
@@ -161,6 +182,8 @@ pub struct Keyring {
     rewrapped: Mutex<HashMap<TenantId, HashMap<[u8; 32], WrappedDataKey>>>,
     /// Tenants erased: no key of theirs is created, unwrapped or used again.
     erased: Mutex<std::collections::HashSet<TenantId>>,
+    /// A cluster's shared copy of the key files.
+    share: std::sync::OnceLock<Arc<dyn KeyShare>>,
 }
 
 /// What [`Keyring::destroy`] destroyed.
@@ -207,7 +230,117 @@ impl Keyring {
             max_stale: Mutex::new(None),
             rewrapped: Mutex::new(HashMap::new()),
             erased: Mutex::new(std::collections::HashSet::new()),
+            share: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shares the tenant key files with a cluster's other nodes from now on: keys are created
+    /// there once (a node that made one second takes the first), and a key file this directory
+    /// lacks is read from there.
+    pub fn share_with(&self, share: Arc<dyn KeyShare>) {
+        let _ = self.share.set(share);
+    }
+
+    /// Puts the key files this directory holds into the share (each created once; a node
+    /// joining a cluster with keys made before the share existed). Returns how many it added,
+    /// and the files whose share copy differs (two keys made for one version: a broken cluster
+    /// the operator must resolve).
+    pub fn publish_local(&self) -> Result<(usize, Vec<String>), CryptoError> {
+        let Some(sh) = self.share.get() else {
+            return Ok((0, Vec::new()));
+        };
+        let (mut added, mut differ) = (0, Vec::new());
+        for tenant in self.tenants()? {
+            let dir = self.tenant_dir(&tenant);
+            let rd = std::fs::read_dir(&dir).map_err(|e| CryptoError::io(&dir, e))?;
+            for e in rd {
+                let path = e.map_err(|e| CryptoError::io(&dir, e))?.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if !(name == "pseudonym.json"
+                    || (name.starts_with("kek-v") && name.ends_with(".json")))
+                {
+                    continue;
+                }
+                let rel = format!("{tenant}/{name}");
+                let bytes = std::fs::read(&path).map_err(|e| CryptoError::io(&path, e))?;
+                let held = sh
+                    .create(&rel, &bytes)
+                    .map_err(|e| share_error(sh.as_ref(), e))?;
+                if held == bytes {
+                    added += 1;
+                } else {
+                    differ.push(rel);
+                }
+            }
+        }
+        Ok((added, differ))
+    }
+
+    /// Creates the key file `path` (`rel` under `tenants/`) with `json`, or, in a cluster whose
+    /// share already holds it, with the share's bytes; returns what the file holds.
+    fn create_file(&self, path: &Path, rel: &str, json: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let bytes = match self.share.get() {
+            Some(sh) => sh
+                .create(rel, json)
+                .map_err(|e| share_error(sh.as_ref(), e))?,
+            None => json.to_vec(),
+        };
+        let dir = fsio::parent_dir(path);
+        fsio::create_private_dir(dir).map_err(|e| CryptoError::io(dir, e))?;
+        match fsio::create_private_file(path, &bytes) {
+            Ok(()) => Ok(bytes),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists && self.share.get().is_some() =>
+            {
+                Ok(bytes)
+            }
+            Err(e) => Err(CryptoError::io(path, e)),
+        }
+    }
+
+    /// In a cluster, copies the key file `rel` from the share when this directory lacks it;
+    /// whether the file is here now.
+    fn ensure_local(&self, path: &Path, rel: &str) -> Result<bool, CryptoError> {
+        if path.exists() {
+            return Ok(true);
+        }
+        let Some(sh) = self.share.get() else {
+            return Ok(false);
+        };
+        let Some(bytes) = sh.get(rel).map_err(|e| share_error(sh.as_ref(), e))? else {
+            return Ok(false);
+        };
+        let dir = fsio::parent_dir(path);
+        fsio::create_private_dir(dir).map_err(|e| CryptoError::io(dir, e))?;
+        match fsio::create_private_file(path, &bytes) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+            Err(e) => Err(CryptoError::io(path, e)),
+        }
+    }
+
+    /// The tenant's key versions here and, in a cluster, in the share.
+    fn versions_known(&self, tenant: &TenantId) -> Result<Vec<u32>, CryptoError> {
+        let mut v = self.versions_on_disk(tenant)?;
+        if let Some(sh) = self.share.get() {
+            for name in sh
+                .list(tenant.as_str())
+                .map_err(|e| share_error(sh.as_ref(), e))?
+            {
+                if let Some(n) = name
+                    .strip_prefix("kek-v")
+                    .and_then(|s| s.strip_suffix(".json"))
+                    .and_then(|s| s.parse::<u32>().ok())
+                {
+                    v.push(n);
+                }
+            }
+            v.sort_unstable();
+            v.dedup();
+        }
+        Ok(v)
     }
 
     /// Marks `tenant` erased: from now on no key of it is created, unwrapped or used (its cached
@@ -277,6 +410,10 @@ impl Keyring {
             Err(e) => return Err(CryptoError::io(&dir, e)),
         }
         fsio::sync_dir(&self.dir).map_err(|e| CryptoError::io(&self.dir, e))?;
+        if let Some(sh) = self.share.get() {
+            sh.remove(tenant.as_str())
+                .map_err(|e| share_error(sh.as_ref(), e))?;
+        }
         Ok(out)
     }
 
@@ -503,15 +640,16 @@ impl Keyring {
     pub fn pseudonym_secret(&self, tenant: &TenantId) -> Result<SecretKey, CryptoError> {
         self.refuse_erased(tenant)?;
         let path = self.pseudonym_path(tenant);
+        let rel = format!("{tenant}/pseudonym.json");
         let ctx = pseudonym_context(tenant);
-        if path.exists() {
+        if self.ensure_local(&path, &rel)? {
             let file = KekFile::read(&path)?;
             if file.tenant != tenant.as_str() {
                 return Err(bad_file(&path, "tenant does not match its directory"));
             }
             return self.root.unwrap(&ctx, &file.wrapped(&path)?);
         }
-        let key = if self.versions_on_disk(tenant)?.first() == Some(&1) {
+        let key = if self.versions_known(tenant)?.first() == Some(&1) {
             let kek = self.kek(tenant, 1)?;
             let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, kek.expose());
             let tag = aws_lc_rs::hmac::sign(&k, b"tracevault/v1/pseudonym-key");
@@ -531,6 +669,11 @@ impl Keyring {
             wrapped: hex::encode(self.root.wrap(&ctx, &key)?),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| bad_file(&path, e))?;
+        if self.share.get().is_some() {
+            // Another node may have made it first: the file now holds the cluster's.
+            self.create_file(&path, &rel, &json)?;
+            return self.pseudonym_secret(tenant);
+        }
         match fsio::create_private_file(&path, &json) {
             Ok(()) => Ok(key),
             // Another thread created it first: use that one.
@@ -546,7 +689,7 @@ impl Keyring {
     pub fn rotate(&self, tenant: &TenantId) -> Result<u32, CryptoError> {
         self.refuse_erased(tenant)?;
         let mut current = self.current.lock().expect("keyring lock poisoned");
-        let next = self.versions_on_disk(tenant)?.last().map_or(1, |v| v + 1);
+        let next = self.versions_known(tenant)?.last().map_or(1, |v| v + 1);
         self.create_kek(tenant, next)?;
         current.insert(tenant.clone(), next);
         Ok(next)
@@ -568,7 +711,7 @@ impl Keyring {
             if self.is_erased(&tenant) {
                 continue;
             }
-            if let Some(&newest) = self.versions_on_disk(&tenant)?.last()
+            if let Some(&newest) = self.versions_known(&tenant)?.last()
                 && newest > v
             {
                 // The key must unwrap before it is used for writing.
@@ -637,7 +780,7 @@ impl Keyring {
             drop(current);
             return Ok((v, self.kek(tenant, v)?));
         }
-        let version = match self.versions_on_disk(tenant)?.last() {
+        let version = match self.versions_known(tenant)?.last() {
             Some(v) => *v,
             None => {
                 self.create_kek(tenant, 1)?;
@@ -664,7 +807,13 @@ impl Keyring {
         };
         let path = self.kek_path(tenant, version);
         let json = serde_json::to_vec_pretty(&file).map_err(|e| bad_file(&path, e))?;
-        fsio::create_private_file(&path, &json).map_err(|e| CryptoError::io(&path, e))?;
+        let held = self.create_file(&path, &format!("{tenant}/kek-v{version}.json"), &json)?;
+        if held != json {
+            // Another node of the cluster made this version first: that key is the tenant's.
+            tracing::info!(tenant = %tenant, version, "took the tenant key another node made");
+            self.kek(tenant, version)?;
+            return Ok(());
+        }
         tracing::info!(tenant = %tenant, version, "created tenant key");
         self.cache.lock().expect("keyring lock poisoned").insert(
             (tenant.clone(), version),
@@ -711,7 +860,7 @@ impl Keyring {
     /// Reads tenant key `version` of `tenant` from its file and unwraps it through the root.
     fn unwrap_from_disk(&self, tenant: &TenantId, version: u32) -> Result<SecretKey, CryptoError> {
         let path = self.kek_path(tenant, version);
-        if !path.exists() {
+        if !self.ensure_local(&path, &format!("{tenant}/kek-v{version}.json"))? {
             return Err(CryptoError::MissingKey {
                 tenant: tenant.to_string(),
                 version,
@@ -834,6 +983,87 @@ mod tests {
         assert_eq!(w.kek_version, 2);
         assert!(node_a.open_data_key(&t, &w).is_ok());
         assert!(node_b.reload_current().unwrap().is_empty(), "nothing new");
+    }
+
+    /// The share as a map (the bucket's create-once semantics; the server's is the bucket).
+    #[derive(Default)]
+    struct MapShare(Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
+
+    impl KeyShare for MapShare {
+        fn create(&self, rel: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .entry(rel.to_owned())
+                .or_insert_with(|| bytes.to_vec())
+                .clone())
+        }
+        fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.lock().unwrap().get(rel).cloned())
+        }
+        fn list(&self, tenant: &str) -> Result<Vec<String>, String> {
+            let p = format!("{tenant}/");
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .keys()
+                .filter_map(|k| k.strip_prefix(&p).map(str::to_owned))
+                .collect())
+        }
+        fn remove(&self, tenant: &str) -> Result<(), String> {
+            let p = format!("{tenant}/");
+            self.0.lock().unwrap().retain(|k, _| !k.starts_with(&p));
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "map".into()
+        }
+    }
+
+    #[test]
+    fn nodes_with_their_own_key_directories_agree_on_every_tenant_key_through_the_share() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // One root (the cluster's), two keys directories.
+        let (root, _) = FileRootKey::load_or_create(&da.path().join("root.key")).unwrap();
+        let root: Arc<dyn RootKeySource> = Arc::new(root);
+        let share: Arc<dyn KeyShare> = Arc::new(MapShare::default());
+        let a = Keyring::open(da.path(), root.clone()).unwrap();
+        let b = Keyring::open(db.path(), root).unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        // B made its first key before it joined: that file goes to the share at join.
+        let early = TenantId::parse("early").unwrap();
+        let (_, w_early) = b.new_data_key(&early).unwrap();
+        b.share_with(share.clone());
+        assert_eq!(b.publish_local().unwrap(), (1, Vec::new()));
+        a.share_with(share.clone());
+        assert!(
+            a.open_data_key(&early, &w_early).is_ok(),
+            "read from the share"
+        );
+        // Both make the tenant's first key: whichever is second takes the first one's.
+        let (ka, wa) = a.new_data_key(&t).unwrap();
+        let (kb, wb) = b.new_data_key(&t).unwrap();
+        // Sealed under one node's data key, opened with the other's unwrapping of it.
+        let same = |k1: &crate::DataKey, k2: &crate::DataKey| {
+            let mut buf = b"span".to_vec();
+            k1.seal(0, b"aad", &mut buf).unwrap();
+            k2.open(0, b"aad", &mut buf).map(|p| p.to_vec()).ok() == Some(b"span".to_vec())
+        };
+        assert!(same(&kb, &a.open_data_key(&t, &wb).unwrap()));
+        assert!(same(&ka, &b.open_data_key(&t, &wa).unwrap()));
+        assert_eq!(
+            a.pseudonym_secret(&t).unwrap().expose(),
+            b.pseudonym_secret(&t).unwrap().expose()
+        );
+        // A rotation on A is the newest version for B too.
+        assert_eq!(a.rotate(&t).unwrap(), 2);
+        assert_eq!(b.reload_current().unwrap(), vec![(t.clone(), 2)]);
+        assert_eq!(b.new_data_key(&t).unwrap().1.kek_version, 2);
+        // An erasure removes the tenant's files from the share too.
+        a.destroy(&t).unwrap();
+        assert!(share.list("acme").unwrap().is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod keyring;
 mod keys;
 mod root;
 
-pub use keyring::{Destroyed, Keyring, WrappedDataKey, current_versions};
+pub use keyring::{Destroyed, KeyShare, Keyring, WrappedDataKey, current_versions};
 pub use keys::{DataKey, SecretKey, random_bytes};
 pub use root::{FileRootKey, RootKeySource, rewrap_checked};
 

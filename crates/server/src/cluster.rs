@@ -401,3 +401,69 @@ pub fn state_generation(bytes: &[u8]) -> Option<u64> {
     }
     Some(u64::from_be_bytes(bytes[6..14].try_into().ok()?))
 }
+
+/// The tenant key files in the bucket (`cluster/keys/tenants/<tenant>/<file>`), as on disk:
+/// wrapped by the root, so the bucket holds no usable key. Each is created once; a node that
+/// made one second takes the first (see `Keyring::share_with`).
+pub struct BucketKeys {
+    bucket: SharedObjects,
+}
+
+impl BucketKeys {
+    pub fn new(bucket: SharedObjects) -> Self {
+        BucketKeys { bucket }
+    }
+
+    fn key(rel: &str) -> String {
+        format!("cluster/keys/tenants/{rel}")
+    }
+}
+
+impl tv_crypto::KeyShare for BucketKeys {
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let key = Self::key(rel);
+        match self
+            .bucket
+            .put(&key, bytes, tv_store::objects::PutMode::Create)
+        {
+            Ok(_) => Ok(bytes.to_vec()),
+            Err(ObjectError::AlreadyExists(_)) => self
+                .bucket
+                .get(&key)
+                .map(|(b, _)| b)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.bucket.get(&Self::key(rel)) {
+            Ok((b, _)) => Ok(Some(b)),
+            Err(ObjectError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn list(&self, tenant: &str) -> Result<Vec<String>, String> {
+        let prefix = Self::key(&format!("{tenant}/"));
+        Ok(self
+            .bucket
+            .list(&prefix)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    fn remove(&self, tenant: &str) -> Result<(), String> {
+        let prefix = Self::key(&format!("{tenant}/"));
+        for o in self.bucket.list(&prefix).map_err(|e| e.to_string())? {
+            self.bucket.delete(&o.key).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{}/cluster/keys", self.bucket.describe())
+    }
+}
