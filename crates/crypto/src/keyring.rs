@@ -242,15 +242,19 @@ impl Keyring {
     }
 
     /// Puts the key files this directory holds into the share (each created once; a node
-    /// joining a cluster with keys made before the share existed). Returns how many it added,
-    /// and the files whose share copy differs (two keys made for one version: a broken cluster
-    /// the operator must resolve).
-    pub fn publish_local(&self) -> Result<(usize, Vec<String>), CryptoError> {
+    /// joining a cluster with keys made before the share existed), except those of `erased`
+    /// tenants (erased elsewhere while this node was away: it destroys its copies next). Returns
+    /// how many it added, and the files whose share copy differs (two keys made for one version:
+    /// a broken cluster the operator must resolve).
+    pub fn publish_local(&self, erased: &[TenantId]) -> Result<(usize, Vec<String>), CryptoError> {
         let Some(sh) = self.share.get() else {
             return Ok((0, Vec::new()));
         };
         let (mut added, mut differ) = (0, Vec::new());
         for tenant in self.tenants()? {
+            if erased.contains(&tenant) {
+                continue;
+            }
             let dir = self.tenant_dir(&tenant);
             let rd = std::fs::read_dir(&dir).map_err(|e| CryptoError::io(&dir, e))?;
             for e in rd {
@@ -1036,7 +1040,13 @@ mod tests {
         let early = TenantId::parse("early").unwrap();
         let (_, w_early) = b.new_data_key(&early).unwrap();
         b.share_with(share.clone());
-        assert_eq!(b.publish_local().unwrap(), (1, Vec::new()));
+        // Not a tenant the cluster erased meanwhile.
+        assert_eq!(
+            b.publish_local(std::slice::from_ref(&early)).unwrap(),
+            (0, Vec::new())
+        );
+        assert!(share.list("early").unwrap().is_empty());
+        assert_eq!(b.publish_local(&[]).unwrap(), (1, Vec::new()));
         a.share_with(share.clone());
         assert!(
             a.open_data_key(&early, &w_early).is_ok(),

@@ -481,26 +481,6 @@ impl Server {
             Some(c) => Some(cluster::open_bucket(c).await?),
             None => None,
         };
-        if let Some(b) = &bucket {
-            // Tenant key files (wrapped by the root) are created once in the bucket: nodes
-            // with their own keys directories agree on every tenant's keys.
-            keyring.share_with(Arc::new(cluster::BucketKeys::new(b.clone())));
-            let kr = keyring.clone();
-            let (added, differ) = tokio::task::spawn_blocking(move || kr.publish_local()).await??;
-            if added > 0 {
-                tracing::info!(
-                    files = added,
-                    "put this node's tenant key files into the cluster's bucket"
-                );
-            }
-            if !differ.is_empty() {
-                anyhow::bail!(
-                    "tenant key files in {} differ from the cluster's ({}): two keys were made for one version; data under this directory's keys would not be readable by the other nodes. Start with the cluster's keys directory",
-                    cfg.keys_dir.display(),
-                    differ.join(", ")
-                );
-            }
-        }
         // The versions of the cluster's state documents this node read or wrote (kept across
         // restarts; anchored in its log once the store opens it).
         let tracker = match &bucket {
@@ -589,6 +569,34 @@ impl Server {
             )),
             _ => None,
         };
+        if let Some(b) = &bucket {
+            // Tenant key files (wrapped by the root) are created once in the bucket: nodes
+            // with their own keys directories agree on every tenant's keys.
+            keyring.share_with(Arc::new(cluster::BucketKeys::new(b.clone())));
+            // Not the files of tenants erased while this node was away (it erases them next).
+            let (kr, erasures) = (keyring.clone(), cluster_state.as_ref().map(|c| c.1.clone()));
+            let (added, differ) = tokio::task::spawn_blocking(move || {
+                let erased = match erasures {
+                    Some(e) => e.tenants()?,
+                    None => Vec::new(),
+                };
+                anyhow::Ok(kr.publish_local(&erased)?)
+            })
+            .await??;
+            if added > 0 {
+                tracing::info!(
+                    files = added,
+                    "put this node's tenant key files into the cluster's bucket"
+                );
+            }
+            if !differ.is_empty() {
+                anyhow::bail!(
+                    "tenant key files in {} differ from the cluster's ({}): two keys were made for one version; data under this directory's keys would not be readable by the other nodes. Start with the cluster's keys directory",
+                    cfg.keys_dir.display(),
+                    differ.join(", ")
+                );
+            }
+        }
         let shared_ui = match &bucket {
             Some(b) => Some(Arc::new(ui::shared::SharedUi::new(
                 b.clone(),
