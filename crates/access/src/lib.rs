@@ -21,8 +21,8 @@ mod tokens;
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
 pub use tokens::{
-    HMAC_KEY_CONTEXT, HMAC_KEY_FILE, SharedDoc, TokenInfo, TokenRecord, TokenSecret, TokenStore,
-    TokenStoreError, now_unix,
+    DocFormat, HMAC_KEY_CONTEXT, HMAC_KEY_FILE, SharedDoc, TokenInfo, TokenRecord, TokenSecret,
+    TokenStore, TokenStoreError, now_unix, update_shared,
 };
 
 use tv_model::TenantId;

@@ -135,6 +135,41 @@ pub trait SharedDoc: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// How a [`SharedDoc`] is read and written: its parsed form `D` and the errors `E` of its owner.
+pub struct DocFormat<'a, D, E> {
+    pub parse: &'a dyn Fn(&[u8]) -> Result<D, E>,
+    /// The document when there is none yet.
+    pub empty: &'a dyn Fn() -> D,
+    pub encode: &'a dyn Fn(&D) -> Result<Vec<u8>, E>,
+    /// A failure of the document's store, as `E`.
+    pub fail: &'a dyn Fn(String) -> E,
+}
+
+/// Changes a shared document by compare-and-swap: reads it, applies `f`, writes it back if no
+/// one changed it meanwhile, else reads it again and re-applies `f` (up to 20 times). Returns
+/// what `f` answered, the document as written and its version.
+pub fn update_shared<D, E, R>(
+    doc: &dyn SharedDoc,
+    format: &DocFormat<'_, D, E>,
+    mut f: impl FnMut(&mut D) -> R,
+) -> Result<(R, D, String), E> {
+    for _ in 0..20 {
+        let (mut d, seen) = match doc.load().map_err(format.fail)? {
+            Some((b, v)) => ((format.parse)(&b)?, Some(v)),
+            None => ((format.empty)(), None),
+        };
+        let r = f(&mut d);
+        match doc.store(&(format.encode)(&d)?, seen.as_deref()) {
+            Ok(v) => return Ok((r, d, v)),
+            Err(None) => continue,
+            Err(Some(why)) => return Err((format.fail)(why)),
+        }
+    }
+    Err((format.fail)(
+        "changed by other nodes 20 times in a row; try again".into(),
+    ))
+}
+
 /// A cluster's shared registry and the version of it this node holds.
 type Shared = (
     std::sync::Arc<dyn SharedDoc>,
@@ -275,30 +310,24 @@ impl TokenStore {
             self.persist(&recs)?;
             return Ok(r);
         };
-        let fmt = |reason: String| TokenStoreError::Format {
-            path: doc.describe(),
-            reason,
-        };
+        let at = doc.describe();
         let mut cur = version.lock().expect("token version lock poisoned");
-        for _ in 0..20 {
-            let (mut recs, seen) = match doc.load().map_err(fmt)? {
-                Some((b, v)) => (parse_file(&b, &doc.describe())?, Some(v)),
-                None => (HashMap::new(), None),
-            };
-            let r = f(&mut recs);
-            match doc.store(&encode_file(&recs, &doc.describe())?, seen.as_deref()) {
-                Ok(v) => {
-                    *self.records.write().expect("token lock poisoned") = recs;
-                    *cur = Some(v);
-                    return Ok(r);
-                }
-                Err(None) => continue,
-                Err(Some(why)) => return Err(fmt(why)),
-            }
-        }
-        Err(fmt(
-            "changed by other nodes 20 times in a row; try again".into()
-        ))
+        let (r, recs, v) = update_shared(
+            doc.as_ref(),
+            &DocFormat {
+                parse: &|b| parse_file(b, &at),
+                empty: &HashMap::new,
+                encode: &|recs| encode_file(recs, &at),
+                fail: &|reason| TokenStoreError::Format {
+                    path: at.clone(),
+                    reason,
+                },
+            },
+            &mut f,
+        )?;
+        *self.records.write().expect("token lock poisoned") = recs;
+        *cur = Some(v);
+        Ok(r)
     }
 
     /// Creates the first admin token when the registry is empty (a cluster's first node; the

@@ -273,6 +273,9 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     }
     // The cluster's shared state: each document authenticates under the cluster state key, and
     // is not older than (or, at the same generation, different from) what the logs anchor.
+    let state_key = keyring
+        .as_ref()
+        .map(|k| tv_server::cluster::state_key(&keys_dir, k.root().as_ref()));
     for name in tv_server::cluster::STATE_DOCS {
         let key = format!("cluster/{name}");
         let stored = match bucket.get(&key) {
@@ -324,11 +327,11 @@ fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        if let Some(k) = &keyring {
-            match tv_server::cluster::state_key(&keys_dir, k.root().as_ref()) {
+        if let Some(sk) = &state_key {
+            match sk {
                 Err(e) => println!("cluster state: {key} not authenticated ({e:#})"),
                 Ok(sk) => {
-                    let doc = tv_server::cluster::StateDoc::new(bucket.clone(), name, sk);
+                    let doc = tv_server::cluster::StateDoc::new(bucket.clone(), name, sk.clone());
                     match tv_access::SharedDoc::load(&doc) {
                         Ok(_) => println!(
                             "cluster state: {key} authenticates{}",

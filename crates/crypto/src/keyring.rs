@@ -125,11 +125,7 @@ pub fn current_versions(keys_dir: &Path) -> Result<Vec<(String, u32, u64)>, Cryp
             .map_err(|e| CryptoError::io(&t.path(), e))?
             .filter_map(|f| {
                 let name = f.ok()?.file_name();
-                name.to_str()?
-                    .strip_prefix("kek-v")?
-                    .strip_suffix(".json")?
-                    .parse::<u32>()
-                    .ok()
+                kek_version(name.to_str()?)
             })
             .max();
         if let Some(v) = newest {
@@ -156,6 +152,26 @@ pub trait KeyShare: Send + Sync {
     fn remove(&self, tenant: &str) -> Result<(), String>;
     /// Where it is, for messages.
     fn describe(&self) -> String;
+}
+
+/// The version a tenant key file's name (`kek-v<N>.json`) names.
+fn kek_version(name: &str) -> Option<u32> {
+    name.strip_prefix("kek-v")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// Writes a new key file (0600, its directory 0700); one already there is an error unless
+/// `existing_ok` (a copy of the cluster's file: any node's copy is the same).
+fn write_key_file(path: &Path, bytes: &[u8], existing_ok: bool) -> Result<(), CryptoError> {
+    let dir = fsio::parent_dir(path);
+    fsio::create_private_dir(dir).map_err(|e| CryptoError::io(dir, e))?;
+    match fsio::create_private_file(path, bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if existing_ok && e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CryptoError::io(path, e)),
+    }
 }
 
 fn share_error(share: &dyn KeyShare, why: String) -> CryptoError {
@@ -262,9 +278,7 @@ impl Keyring {
                 let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                if !(name == "pseudonym.json"
-                    || (name.starts_with("kek-v") && name.ends_with(".json")))
-                {
+                if !(name == "pseudonym.json" || kek_version(name).is_some()) {
                     continue;
                 }
                 let rel = format!("{tenant}/{name}");
@@ -291,17 +305,8 @@ impl Keyring {
                 .map_err(|e| share_error(sh.as_ref(), e))?,
             None => json.to_vec(),
         };
-        let dir = fsio::parent_dir(path);
-        fsio::create_private_dir(dir).map_err(|e| CryptoError::io(dir, e))?;
-        match fsio::create_private_file(path, &bytes) {
-            Ok(()) => Ok(bytes),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AlreadyExists && self.share.get().is_some() =>
-            {
-                Ok(bytes)
-            }
-            Err(e) => Err(CryptoError::io(path, e)),
-        }
+        write_key_file(path, &bytes, self.share.get().is_some())?;
+        Ok(bytes)
     }
 
     /// In a cluster, copies the key file `rel` from the share when this directory lacks it;
@@ -316,13 +321,8 @@ impl Keyring {
         let Some(bytes) = sh.get(rel).map_err(|e| share_error(sh.as_ref(), e))? else {
             return Ok(false);
         };
-        let dir = fsio::parent_dir(path);
-        fsio::create_private_dir(dir).map_err(|e| CryptoError::io(dir, e))?;
-        match fsio::create_private_file(path, &bytes) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
-            Err(e) => Err(CryptoError::io(path, e)),
-        }
+        write_key_file(path, &bytes, true)?;
+        Ok(true)
     }
 
     /// The tenant's key versions here and, in a cluster, in the share.
@@ -333,13 +333,7 @@ impl Keyring {
                 .list(tenant.as_str())
                 .map_err(|e| share_error(sh.as_ref(), e))?
             {
-                if let Some(n) = name
-                    .strip_prefix("kek-v")
-                    .and_then(|s| s.strip_suffix(".json"))
-                    .and_then(|s| s.parse::<u32>().ok())
-                {
-                    v.push(n);
-                }
+                v.extend(kek_version(&name));
             }
             v.sort_unstable();
             v.dedup();
@@ -559,13 +553,7 @@ impl Keyring {
             let entry = entry.map_err(|e| CryptoError::io(&dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(v) = name
-                .strip_prefix("kek-v")
-                .and_then(|s| s.strip_suffix(".json"))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
-                out.push(v);
-            }
+            out.extend(kek_version(&name));
         }
         out.sort_unstable();
         Ok(out)

@@ -251,16 +251,17 @@ impl ClusterErasures {
         ClusterErasures { doc }
     }
 
-    fn read(&self) -> anyhow::Result<(ErasureList, Option<String>)> {
+    fn parse(&self, b: &[u8]) -> anyhow::Result<ErasureList> {
+        use tv_access::SharedDoc;
+        serde_json::from_slice(b)
+            .map_err(|e| anyhow::anyhow!("{}: not an erasure list ({e})", self.doc.describe()))
+    }
+
+    fn read(&self) -> anyhow::Result<ErasureList> {
         use tv_access::SharedDoc;
         match self.doc.load().map_err(anyhow::Error::msg)? {
-            None => Ok((ErasureList::default(), None)),
-            Some((b, v)) => Ok((
-                serde_json::from_slice(&b).map_err(|e| {
-                    anyhow::anyhow!("{}: not an erasure list ({e})", self.doc.describe())
-                })?,
-                Some(v),
-            )),
+            None => Ok(ErasureList::default()),
+            Some((b, _)) => self.parse(&b),
         }
     }
 
@@ -268,33 +269,31 @@ impl ClusterErasures {
     /// finishes when it starts again, as every other node does).
     pub fn record(&self, tenant: &tv_model::TenantId, node: &str) -> anyhow::Result<()> {
         use tv_access::SharedDoc;
-        for _ in 0..20 {
-            let (mut list, version) = self.read()?;
-            if list.tenants.contains_key(tenant.as_str()) {
-                return Ok(());
-            }
-            list.tenants
-                .insert(tenant.to_string(), (node.to_owned(), tv_access::now_unix()));
-            match self
-                .doc
-                .store(&serde_json::to_vec(&list)?, version.as_deref())
-            {
-                Ok(_) => return Ok(()),
-                Err(None) => continue,
-                Err(Some(why)) => bail!("{why}"),
-            }
+        if self.read()?.tenants.contains_key(tenant.as_str()) {
+            return Ok(());
         }
-        bail!(
-            "{} kept changing while the erasure was recorded; try again",
-            self.doc.describe()
-        )
+        let at = self.doc.describe();
+        tv_access::update_shared(
+            self.doc.as_ref(),
+            &tv_access::DocFormat {
+                parse: &|b| self.parse(b),
+                empty: &ErasureList::default,
+                encode: &|l| Ok(serde_json::to_vec(l)?),
+                fail: &|why| anyhow::anyhow!("{at}: {why}"),
+            },
+            |list| {
+                list.tenants
+                    .entry(tenant.to_string())
+                    .or_insert_with(|| (node.to_owned(), tv_access::now_unix()));
+            },
+        )?;
+        Ok(())
     }
 
     /// Every tenant erased in the cluster.
     pub fn tenants(&self) -> anyhow::Result<Vec<tv_model::TenantId>> {
         Ok(self
             .read()?
-            .0
             .tenants
             .keys()
             .filter_map(|t| tv_model::TenantId::parse(t).ok())

@@ -482,25 +482,27 @@ impl Server {
             None => None,
         };
         // The versions of the cluster's state documents this node read or wrote (kept across
-        // restarts; anchored in its log once the store opens it).
-        let tracker = match &bucket {
-            Some(_) => Some(cluster::StateTracker::open(&data_dir)?),
-            None => None,
+        // restarts; anchored in its log once the store opens it), and the key every shared
+        // state object is sealed under (unwrapped once).
+        let (tracker, state_key) = match &bucket {
+            Some(_) => (
+                Some(cluster::StateTracker::open(&data_dir)?),
+                Some(cluster::state_key(&cfg.keys_dir, root.as_ref())?),
+            ),
+            None => (None, None),
         };
-        let state_doc = |b: &tv_store::objects::SharedObjects,
-                         name: &str|
-         -> anyhow::Result<Arc<cluster::StateDoc>> {
-            Ok(Arc::new(cluster::StateDoc::tracked(
+        let state_doc = |b: &tv_store::objects::SharedObjects, name: &str| {
+            Arc::new(cluster::StateDoc::tracked(
                 b.clone(),
                 name,
-                cluster::state_key(&cfg.keys_dir, root.as_ref())?,
+                state_key.clone().expect("a state key with a bucket"),
                 tracker.clone().expect("a tracker with a bucket"),
-            )))
+            ))
         };
         // Workload identities: in a cluster one encrypted document in the bucket, registered and
         // revoked on any node for every node.
         let workloads = Arc::new(match &bucket {
-            Some(b) => mtls::Workloads::open_shared(state_doc(b, "workloads")?)?,
+            Some(b) => mtls::Workloads::open_shared(state_doc(b, "workloads"))?,
             None => mtls::Workloads::open(&data_dir.join("workloads.json"))?,
         });
         workloads.seal_with(state_seal.clone());
@@ -565,7 +567,7 @@ impl Server {
         let cluster_state = match (&bucket, &cfg.cluster) {
             (Some(b), Some(c)) => Some((
                 c.node.clone(),
-                Arc::new(cluster::ClusterErasures::new(state_doc(b, "erasures")?)),
+                Arc::new(cluster::ClusterErasures::new(state_doc(b, "erasures"))),
             )),
             _ => None,
         };
@@ -597,18 +599,17 @@ impl Server {
                 );
             }
         }
-        let shared_ui = match &bucket {
-            Some(b) => Some(Arc::new(ui::shared::SharedUi::new(
+        let shared_ui = bucket.as_ref().map(|b| {
+            Arc::new(ui::shared::SharedUi::new(
                 b.clone(),
-                cluster::state_key(&cfg.keys_dir, root.as_ref())?,
-            ))),
-            None => None,
-        };
+                state_key.clone().expect("a state key with a bucket"),
+            ))
+        });
         // In a cluster the registry is one encrypted document in the bucket: a token made on any
         // node works on every node, and only the cluster's first node makes an admin token.
         let tokens = Arc::new(match &bucket {
             Some(b) => {
-                TokenStore::open_shared(state_doc(b, "tokens")?, &cfg.keys_dir, root.as_ref())?
+                TokenStore::open_shared(state_doc(b, "tokens"), &cfg.keys_dir, root.as_ref())?
             }
             None => TokenStore::open(&data_dir.join("tokens.json"), &cfg.keys_dir, root.as_ref())?,
         });

@@ -208,6 +208,15 @@ struct Shared {
     version: std::sync::Mutex<Option<String>>,
 }
 
+impl Registry {
+    fn empty() -> Self {
+        Registry {
+            format: FORMAT,
+            ..Default::default()
+        }
+    }
+}
+
 /// Registered workload identities, issued certificates and revoked serials (`DIR/workloads.json`,
 /// or, in a cluster, one document in the bucket that every node reads).
 pub struct Workloads {
@@ -251,10 +260,7 @@ impl Workloads {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let reg = match std::fs::read(path) {
             Ok(b) => parse_registry(&b, &path.display().to_string())?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry {
-                format: FORMAT,
-                ..Default::default()
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::empty(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         Ok(Self {
@@ -270,13 +276,7 @@ impl Workloads {
     pub fn open_shared(doc: Arc<dyn tv_access::SharedDoc>) -> anyhow::Result<Self> {
         let (reg, version) = match doc.load().map_err(anyhow::Error::msg)? {
             Some((b, v)) => (parse_registry(&b, &doc.describe())?, Some(v)),
-            None => (
-                Registry {
-                    format: FORMAT,
-                    ..Default::default()
-                },
-                None,
-            ),
+            None => (Registry::empty(), None),
         };
         Ok(Self {
             path: PathBuf::new(),
@@ -321,36 +321,21 @@ impl Workloads {
     /// it meanwhile (compare-and-swap).
     fn update<T>(&self, mut f: impl FnMut(&mut Registry) -> T) -> anyhow::Result<T> {
         if let Some(sh) = &self.shared {
+            let at = sh.doc.describe();
             let mut held = sh.version.lock().expect("workloads version lock");
-            for _ in 0..20 {
-                let (mut next, version) = match sh.doc.load().map_err(anyhow::Error::msg)? {
-                    Some((b, v)) => (parse_registry(&b, &sh.doc.describe())?, Some(v)),
-                    None => (
-                        Registry {
-                            format: FORMAT,
-                            ..Default::default()
-                        },
-                        None,
-                    ),
-                };
-                let out = f(&mut next);
-                match sh
-                    .doc
-                    .store(&serde_json::to_vec(&next)?, version.as_deref())
-                {
-                    Ok(v) => {
-                        *self.inner.write().expect("workloads lock") = next;
-                        *held = Some(v);
-                        return Ok(out);
-                    }
-                    Err(None) => continue,
-                    Err(Some(why)) => anyhow::bail!("{why}"),
-                }
-            }
-            anyhow::bail!(
-                "{} kept changing while this change was made; try again",
-                sh.doc.describe()
-            );
+            let (out, next, v) = tv_access::update_shared(
+                sh.doc.as_ref(),
+                &tv_access::DocFormat {
+                    parse: &|b| parse_registry(b, &at),
+                    empty: &Registry::empty,
+                    encode: &|r| Ok(serde_json::to_vec(r)?),
+                    fail: &|why| anyhow::anyhow!("{at}: {why}"),
+                },
+                &mut f,
+            )?;
+            *self.inner.write().expect("workloads lock") = next;
+            *held = Some(v);
+            return Ok(out);
         }
         let mut g = self.inner.write().expect("workloads lock");
         let mut next = Registry {
