@@ -539,6 +539,16 @@ fn print_findings(report: &tv_store::verify::Report, verbose: bool, prefix: &str
             report.pruned.len()
         );
     }
+    if verbose {
+        for c in &report.compacted {
+            println!("compacted: {prefix}{c}");
+        }
+    } else if !report.compacted.is_empty() {
+        println!(
+            "compacted: {} blocks merged into larger ones, as the log recorded (-v lists them)",
+            report.compacted.len()
+        );
+    }
     for w in &report.warnings {
         println!("warning: {w}");
     }

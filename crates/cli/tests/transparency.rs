@@ -784,3 +784,71 @@ async fn the_log_is_pruned_below_what_any_tenant_retains_and_still_verifies() {
         assert!(out.contains(expect), "{tamper}: {out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_blocks_and_verify_accounts_for_every_span() {
+    let (mut s, _) = start_with_config(
+        tempfile::tempdir().unwrap(),
+        "[storage]\ncompaction_interval_secs = 0.3\ncompaction_grace_secs = 0\n",
+        &[],
+    );
+    let c = s.http_client();
+    // One small block per trace (each flushed on its own).
+    let mut traces = Vec::new();
+    for n in 1..=8 {
+        let (st, body, tid) = send_spans(&c, &s, "acme", n).await;
+        assert_eq!(st, 200, "{body}");
+        s.flush().await;
+        traces.push((tid, n));
+    }
+    let blocks = |s: &Server| {
+        let mut b = Vec::new();
+        files_under(&s.dir.join("blocks/acme"), &mut b);
+        b
+    };
+    // Merged in the background: fewer than 4 small blocks are left to merge.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blocks(&s).len() > 4 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let merged: Vec<PathBuf> = blocks(&s)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('8'))
+        .collect();
+    assert!(!merged.is_empty(), "{:?}", blocks(&s));
+    // Every trace whole, from whichever block holds it now.
+    for (tid, n) in &traces {
+        let path = format!("/api/traces/{}", hex::encode(tid));
+        let (st, body) = call(&s, "GET", &path, &s.token(), "acme").await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(count_json_spans(&v), *n, "{body}");
+    }
+    let metrics = s.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tracevault_blocks_compacted_total ")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert_eq!(s.terminate(), Some(0));
+    let keys = vkeys(&s.dir);
+    let (code, out) = run_verify(&s.dir, &keys, &["-v"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.matches("compacted: ").count() >= 4, "{out}");
+    assert!(out.contains("merged into a larger block by compaction"), "{out}");
+    // The merged block deleted behind the log's back: reported, with the spans it held.
+    let t = tempfile::tempdir().unwrap();
+    copy_dir(&s.dir, t.path());
+    let gone = t
+        .path()
+        .join("blocks/acme")
+        .join(merged[0].file_name().unwrap());
+    std::fs::remove_file(gone).unwrap();
+    let (code, out) = run_verify(t.path(), &keys, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("[missing block]"), "{out}");
+    assert!(out.contains("[missing records]"), "{out}");
+}

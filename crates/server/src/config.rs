@@ -102,6 +102,18 @@ pub struct RawStorage {
     pub unused_key_grace_secs: Option<u64>,
     /// How often retention runs (default: a quarter of the shortest period, 0.2 to 60 s).
     pub retention_interval_secs: Option<f64>,
+    /// Merge small blocks into larger ones in the background (default true).
+    pub compaction: Option<bool>,
+    /// How often compaction looks for small blocks, seconds (default 60).
+    pub compaction_interval_secs: Option<f64>,
+    /// Blocks smaller than this many bytes are merged (default 4 MiB)...
+    pub compaction_small_bytes: Option<u64>,
+    /// ...into blocks of up to about this many bytes (default 16 MiB; one merge holds the
+    /// spans of its blocks in memory, uncompressed).
+    pub compaction_target_bytes: Option<u64>,
+    /// Seconds the blocks a merge replaced stay, for queries already reading them (default 60;
+    /// in a cluster at least three refresh intervals, so other nodes list the merged block first).
+    pub compaction_grace_secs: Option<f64>,
     /// Keep blocks and the transparency log in a bucket (`s3://BUCKET/PREFIX`, `gs://...`,
     /// `az://...`) shared by the cluster's nodes; the WAL stays local.
     pub object_store: Option<String>,
@@ -407,6 +419,11 @@ impl RawConfig {
             destroy_unused_keys,
             unused_key_grace_secs,
             retention_interval_secs,
+            compaction,
+            compaction_interval_secs,
+            compaction_small_bytes,
+            compaction_target_bytes,
+            compaction_grace_secs,
             object_store,
             object_store_options,
             object_store_timeout_secs,
@@ -839,6 +856,52 @@ impl RawConfig {
                 Some(s) if (0.1..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
                 Some(s) => bail!("storage.retention_interval_secs is {s}; it must be 0.1 to 86400"),
             },
+            compaction: match self.storage.compaction {
+                Some(false) => None,
+                _ => {
+                    let d = tv_store::CompactionConfig::default();
+                    let interval = self.storage.compaction_interval_secs.unwrap_or(60.0);
+                    if !(0.1..=86_400.0).contains(&interval) {
+                        bail!(
+                            "storage.compaction_interval_secs is {interval}; it must be 0.1 to 86400"
+                        );
+                    }
+                    let small = self.storage.compaction_small_bytes.unwrap_or(d.small_bytes);
+                    let target = self
+                        .storage
+                        .compaction_target_bytes
+                        .unwrap_or(d.target_bytes);
+                    if !(1024 * 1024..=1024 * 1024 * 1024).contains(&target) {
+                        bail!(
+                            "storage.compaction_target_bytes is {target}; it must be 1 MiB to 1 GiB"
+                        );
+                    }
+                    if small == 0 || small > target {
+                        bail!(
+                            "storage.compaction_small_bytes is {small}; it must be 1 to compaction_target_bytes ({target})"
+                        );
+                    }
+                    let grace = self
+                        .storage
+                        .compaction_grace_secs
+                        .unwrap_or(d.grace.as_secs_f64());
+                    if !(0.0..=86_400.0).contains(&grace) {
+                        bail!("storage.compaction_grace_secs is {grace}; it must be 0 to 86400");
+                    }
+                    let mut grace = Duration::from_secs_f64(grace);
+                    if let Some(c) = &cluster {
+                        // Other nodes list the merged block before its blocks go.
+                        grace = grace.max(c.refresh * 3);
+                    }
+                    Some(tv_store::CompactionConfig {
+                        interval: Duration::from_secs_f64(interval),
+                        small_bytes: small,
+                        target_bytes: target,
+                        grace,
+                        ..d
+                    })
+                }
+            },
             cluster,
             role,
             wal_dir: self.storage.wal_dir.clone(),
@@ -921,6 +984,8 @@ pub struct ServeConfig {
     pub destroy_unused_keys: bool,
     pub unused_key_grace: Duration,
     pub retention_interval: Option<Duration>,
+    /// Merging small blocks (None: off).
+    pub compaction: Option<tv_store::CompactionConfig>,
     /// A node of a cluster on a bucket (None: the data directory holds everything).
     pub cluster: Option<ClusterSettings>,
     pub role: NodeRole,

@@ -664,6 +664,7 @@ impl Server {
         scfg.destroy_unused_keys = cfg.destroy_unused_keys;
         scfg.unused_key_grace = cfg.unused_key_grace;
         scfg.retention_interval = cfg.retention_interval;
+        scfg.compaction = cfg.compaction.clone();
         scfg.lock = Some(lock);
         scfg.wal_dir = cfg.wal_dir.clone();
         if let (Some(c), Some(bucket)) = (&cfg.cluster, &bucket) {

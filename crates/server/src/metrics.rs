@@ -75,6 +75,8 @@ pub struct Metrics {
     pub blocks_sealed: Counter,
     pub block_bytes: Counter,
     pub spans_sealed: Counter,
+    pub blocks_compacted: Counter,
+    pub compactions: Counter,
     pub tls_handshakes: Family<GroupLabels, Counter>,
     pub tls_handshake_failures: Counter,
     pub stored_blocks: Gauge,
@@ -157,6 +159,8 @@ impl Metrics {
             blocks_sealed: Counter::default(),
             block_bytes: Counter::default(),
             spans_sealed: Counter::default(),
+            blocks_compacted: Counter::default(),
+            compactions: Counter::default(),
             tls_handshakes: Family::default(),
             tls_handshake_failures: Counter::default(),
             stored_blocks: Gauge::default(),
@@ -296,6 +300,16 @@ impl Metrics {
             m.blocks_sealed.clone(),
         );
         registry.register(
+            "compactions",
+            "Merged blocks written by compaction",
+            m.compactions.clone(),
+        );
+        registry.register(
+            "blocks_compacted",
+            "Small blocks replaced by merged blocks",
+            m.blocks_compacted.clone(),
+        );
+        registry.register(
             "block_bytes_written",
             "Bytes written to sealed blocks",
             m.block_bytes.clone(),
@@ -368,5 +382,10 @@ impl tv_store::StoreObserver for Metrics {
     }
     fn bytes_written(&self, bytes: u64) {
         self.wal_bytes.inc_by(bytes);
+    }
+    fn blocks_compacted(&self, blocks: u64, _before: u64, after: u64) {
+        self.compactions.inc();
+        self.blocks_compacted.inc_by(blocks);
+        self.block_bytes.inc_by(after);
     }
 }

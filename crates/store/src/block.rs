@@ -57,6 +57,16 @@ pub fn parse_block_key(key: &str) -> Option<(TenantId, u64)> {
     Some((TenantId::parse(tenant).ok()?, id))
 }
 
+/// The top bit of a block id marks a block written by compaction (its other bits: a number that
+/// grows with each compaction, microseconds since the epoch when it was made); ids without it
+/// are WAL segment numbers.
+pub const COMPACTED_BIT: u64 = 1 << 63;
+
+/// Whether a block id is a compacted block's.
+pub fn is_compacted(id: u64) -> bool {
+    id & COMPACTED_BIT != 0
+}
+
 /// Ranged reads of one block in flight at once in a scan over a bucket.
 pub const FETCHERS: usize = 4;
 
@@ -223,6 +233,8 @@ const MAX_OPERATIONS: usize = 10_000;
 #[derive(Default)]
 pub struct BlockBuilder {
     resources: Interner,
+    /// The service name of each interned resource.
+    resource_services: Vec<String>,
     scopes: Interner,
     entries: Vec<SpanEntry>,
     records: Vec<BlockRecord>,
@@ -231,6 +243,8 @@ pub struct BlockBuilder {
     operations: BTreeSet<(String, String, i32)>,
     /// Values by (scope, key); see [`crate::query::TagScope`].
     tags: BTreeMap<(u32, String), (BTreeSet<String>, bool)>,
+    /// Blocks whose spans were added whole (compaction).
+    replaces: Vec<u64>,
 }
 
 fn add_tag(
@@ -277,37 +291,12 @@ impl BlockBuilder {
         for rs in req.resource_spans {
             let (ridx, new) = self.resources.intern(resource_key(&rs));
             if new {
-                if let Some(s) = tv_model::service_name(rs.resource.as_ref()) {
-                    self.services.insert(s.to_owned());
-                }
-                for kv in rs.resource.iter().flat_map(|r| &r.attributes) {
-                    if let Some(v) = &kv.value {
-                        add_tag(&mut self.tags, crate::query::TagScope::Resource, &kv.key, v);
-                    }
-                }
+                self.note_resource(rs.resource.as_ref());
             }
-            let service = tv_model::service_name(rs.resource.as_ref())
-                .unwrap_or("")
-                .to_owned();
             for ss in rs.scope_spans {
-                if self.operations.len() < MAX_OPERATIONS {
-                    for span in &ss.spans {
-                        self.operations
-                            .insert((service.clone(), span.name.clone(), span.kind));
-                    }
-                }
                 let (sidx, new) = self.scopes.intern(scope_key(&ss));
                 if new {
-                    for kv in ss.scope.iter().flat_map(|s| &s.attributes) {
-                        if let Some(v) = &kv.value {
-                            add_tag(
-                                &mut self.tags,
-                                crate::query::TagScope::Instrumentation,
-                                &kv.key,
-                                v,
-                            );
-                        }
-                    }
+                    self.note_scope(ss.scope.as_ref());
                 }
                 for span in ss.spans {
                     self.add_span(ridx, sidx, record, span);
@@ -321,10 +310,88 @@ impl BlockBuilder {
         });
     }
 
+    /// Adds every span of a sealed block with its records, in the block's order (compaction):
+    /// each record's spans keep their canonical order, so the merged block re-derives every
+    /// record leaf as the block it replaces did.
+    pub fn add_block(&mut self, meta: &BlockMeta) -> Result<(), StoreError> {
+        let base = self.records.len() as u32;
+        self.records.extend(meta.index.records.iter().cloned());
+        self.replaces.push(meta.id);
+        let file = meta.open_file()?;
+        let all: Vec<usize> = (0..meta.index.chunks.len()).collect();
+        let bad = |e: prost::DecodeError| StoreError::Decode(format!("{}: {e}", meta.key));
+        meta.for_chunks(&file, &all, &mut |_, chunk| {
+            let mut rmap = Vec::with_capacity(chunk.resources.len());
+            for r in &chunk.resources {
+                let (i, new) = self.resources.intern(r.clone());
+                if new {
+                    let rs = ResourceSpans::decode(r.as_slice()).map_err(bad)?;
+                    self.note_resource(rs.resource.as_ref());
+                }
+                rmap.push(i);
+            }
+            let mut smap = Vec::with_capacity(chunk.scopes.len());
+            for sc in &chunk.scopes {
+                let (i, new) = self.scopes.intern(sc.clone());
+                if new {
+                    let ss = ScopeSpans::decode(sc.as_slice()).map_err(bad)?;
+                    self.note_scope(ss.scope.as_ref());
+                }
+                smap.push(i);
+            }
+            for row in columns::decode(&chunk, |_| true)? {
+                let (Some(&r), Some(&sc)) = (
+                    rmap.get(row.resource as usize),
+                    smap.get(row.scope as usize),
+                ) else {
+                    return Err(StoreError::Decode(format!(
+                        "{}: a row names a resource or scope its chunk does not have",
+                        meta.key
+                    )));
+                };
+                self.add_span(r, sc, base + row.record, row.span);
+            }
+            Ok(true)
+        })
+    }
+
+    /// Indexes a resource seen for the first time (its service and attributes).
+    fn note_resource(&mut self, resource: Option<&tv_model::otlp::Resource>) {
+        let service = tv_model::service_name(resource).unwrap_or("").to_owned();
+        if !service.is_empty() {
+            self.services.insert(service.clone());
+        }
+        self.resource_services.push(service);
+        for kv in resource.iter().flat_map(|r| &r.attributes) {
+            if let Some(v) = &kv.value {
+                add_tag(&mut self.tags, crate::query::TagScope::Resource, &kv.key, v);
+            }
+        }
+    }
+
+    /// Indexes an instrumentation scope seen for the first time (its attributes).
+    fn note_scope(&mut self, scope: Option<&tv_model::otlp::InstrumentationScope>) {
+        for kv in scope.iter().flat_map(|s| &s.attributes) {
+            if let Some(v) = &kv.value {
+                add_tag(
+                    &mut self.tags,
+                    crate::query::TagScope::Instrumentation,
+                    &kv.key,
+                    v,
+                );
+            }
+        }
+    }
+
     fn add_span(&mut self, resource: u32, scope: u32, record: u32, span: Span) {
         let Ok(trace_id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) else {
             return; // validation guarantees 16 bytes; never store an unaddressable span
         };
+        if self.operations.len() < MAX_OPERATIONS {
+            let service = self.resource_services[resource as usize].clone();
+            self.operations
+                .insert((service, span.name.clone(), span.kind));
+        }
         if self.names.len() < 10_000 {
             self.names.insert(span.name.clone());
         }
@@ -540,6 +607,7 @@ impl BlockBuilder {
                 })
                 .collect(),
             records: std::mem::take(&mut self.records),
+            replaces: std::mem::take(&mut self.replaces),
         };
         let mut idx = zstd::bulk::compress(&index.encode_to_vec(), zstd_level)
             .map_err(|e| StoreError::io(tmp, e))?;
@@ -581,6 +649,8 @@ pub struct BlockMeta {
     data_key: DataKey,
     pub key_commitment: [u8; 32],
     pub index: BlockIndex,
+    /// When the block was written (its header).
+    pub created_unix_nanos: u64,
     prefixes: Vec<u64>,
 }
 
@@ -718,6 +788,7 @@ impl BlockMeta {
             data_key,
             key_commitment: wrapped.commitment,
             index,
+            created_unix_nanos: header.created_unix_nanos,
             prefixes,
         })
     }

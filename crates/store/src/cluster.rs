@@ -242,7 +242,8 @@ impl Peers {
 }
 
 /// Lists every other node's blocks and loads the ones not seen before (their indexes, by
-/// ranged reads); blocks gone from the bucket (retention, erasure) are forgotten. Returns the
+/// ranged reads); blocks gone from the bucket (retention, erasure, compaction) or replaced by a
+/// merged block are forgotten. Returns the
 /// number of blocks loaded.
 pub(crate) fn refresh_peers(
     cfg: &ClusterConfig,
@@ -285,6 +286,20 @@ pub(crate) fn refresh_peers(
                 }
             }
         }
+    }
+    // A block a merged block of the same node replaced is read from the merged one only (both
+    // are in the bucket until the node deletes the replaced ones).
+    let replaced: std::collections::HashSet<(String, TenantId, u64)> = seen
+        .iter()
+        .flat_map(|((node, _), b)| {
+            b.index
+                .replaces
+                .iter()
+                .map(|id| (node.clone(), b.tenant.clone(), *id))
+        })
+        .collect();
+    if !replaced.is_empty() {
+        seen.retain(|(node, _), b| !replaced.contains(&(node.clone(), b.tenant.clone(), b.id)));
     }
     peers.blocks = seen;
     Ok(loaded)

@@ -149,6 +149,7 @@ pub(crate) fn erase_blocking(
     tenant: &TenantId,
     earlier: Option<Erasure>,
 ) -> Result<Erasure, StoreError> {
+    let _one = inner.maintenance.lock().expect("maintenance lock poisoned");
     let data_dir = inner.cfg.data_dir.clone();
     let files = block_files(inner, tenant)?;
     let spans: u64 = {

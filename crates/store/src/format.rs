@@ -110,6 +110,10 @@ pub struct BlockIndex {
     /// before it was kept).
     #[prost(message, repeated, tag = "10")]
     pub operations: Vec<Operation>,
+    /// The blocks this one replaced (compaction), in the order their records follow one
+    /// another in `records`; empty for a block sealed from the WAL.
+    #[prost(uint64, repeated, tag = "11")]
+    pub replaces: Vec<u64>,
 }
 
 /// A service's operation: a span name with its kind (OTLP `SpanKind` number).

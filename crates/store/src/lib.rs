@@ -30,7 +30,10 @@ pub mod wal;
 pub mod keyuse;
 
 pub use query::{BlockHints, SearchQuery, TagScope, TraceSummary, Visit};
-pub use store::{BatchSummary, EncodedBatch, Store, StoreConfig, StoreObserver, StoreStats};
+pub use store::{
+    BatchSummary, CompactionConfig, CompactionReport, EncodedBatch, Store, StoreConfig,
+    StoreObserver, StoreStats,
+};
 pub use txlog::{LogConfig, TxLog};
 pub use wal::SyncHook;
 

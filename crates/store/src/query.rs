@@ -279,10 +279,11 @@ impl Store {
         let st = self.inner().state.read().expect("state lock poisoned");
         let mut blocks = st.blocks.get(tenant).cloned().unwrap_or_default();
         if let Some(p) = st.peers.get(tenant) {
-            // Every node's blocks together, oldest first (searches walk them newest first).
             blocks.extend(p.iter().cloned());
-            blocks.sort_by_key(|b| (b.index.min_start, b.id));
         }
+        // Every node's blocks together, oldest first (searches walk them newest first); a merged
+        // block takes the place of the blocks it replaced.
+        blocks.sort_by_key(|b| (b.index.min_start, b.id));
         let head = st
             .head
             .iter()

@@ -84,6 +84,9 @@ pub struct TxLog {
     min_index: std::sync::atomic::AtomicU64,
 }
 
+/// Digests of block files.
+pub type DigestSet = std::collections::HashSet<[u8; 32]>;
+
 /// The file holding the log's minimum index (entry bundles below it are pruned).
 pub const MINIMUM_INDEX_FILE: &str = "minimum-index";
 
@@ -306,7 +309,8 @@ impl TxLog {
                         | Leaf::Erase(_)
                         | Leaf::ErasedBlock(_)
                         | Leaf::LogPrune(_)
-                        | Leaf::State(_),
+                        | Leaf::State(_)
+                        | Leaf::Replaced(_),
                     ) => {}
                     Ok(Leaf::Block(b)) => {
                         out.blocks.insert(b.file_sha256, index);
@@ -326,6 +330,53 @@ impl TxLog {
             }
             if n == 0 {
                 return Ok(out);
+            }
+            n -= 1;
+        }
+    }
+
+    /// Looks for the leaf of a merged block (compaction) whose file has digest `file_sha256`
+    /// and was created at `created_unix_nanos`, from the end of the log back: its index and the
+    /// digests of the blocks the log already records it replacing; `None` when it is not in the
+    /// log. The search stops at a block leaf sealed well (ten minutes) before the merged block
+    /// was created: its leaf can only come after.
+    pub fn find_merge(
+        &self,
+        file_sha256: &[u8; 32],
+        created_unix_nanos: u64,
+    ) -> Result<Option<(u64, DigestSet)>, StoreError> {
+        let tree = self.tree.lock().expect("log lock poisoned");
+        let size = tree.log.size();
+        if size == 0 {
+            return Ok(None);
+        }
+        let stop_before = created_unix_nanos.saturating_sub(600 * 1_000_000_000);
+        let min = self.minimum_index();
+        let mut replaced: Vec<(u64, [u8; 32])> = Vec::new();
+        let mut n = (size - 1) / TILE_WIDTH;
+        loop {
+            if n * TILE_WIDTH < min {
+                return Ok(None);
+            }
+            let entries = tree.log.bundle(n).map_err(|e| merr(&self.dir, e))?;
+            for (k, e) in entries.iter().enumerate().rev() {
+                let index = n * TILE_WIDTH + k as u64;
+                match Leaf::parse(e) {
+                    Ok(Leaf::Replaced(x)) => replaced.push((x.replacement_index, x.file_sha256)),
+                    Ok(Leaf::Block(b)) if &b.file_sha256 == file_sha256 => {
+                        let of_it = replaced
+                            .iter()
+                            .filter(|(i, _)| *i == index)
+                            .map(|(_, d)| *d)
+                            .collect();
+                        return Ok(Some((index, of_it)));
+                    }
+                    Ok(Leaf::Block(b)) if b.sealed_unix_nanos < stop_before => return Ok(None),
+                    _ => {}
+                }
+            }
+            if n == 0 {
+                return Ok(None);
             }
             n -= 1;
         }

@@ -15,6 +15,9 @@
 //! 4. Every WAL record must match its record leaf (SHA-256 of its ciphertext), every block file
 //!    its block leaf (SHA-256 of the file), and every logged record and block must still be
 //!    there. With the root key, records and blocks are decrypted and their span roots re-derived.
+//!    A block merged into a larger one by compaction must have a replaced entry naming the merged
+//!    block's entry; the merged block's record list must be the replaced blocks' lists in order
+//!    (their digests and counts from their own entries).
 //!
 //! 5. The audit log (`audit/`), when present: steps 1 to 3 under its own keys, then every entry
 //!    must be a key or a record entry (decrypted and parsed with the root key).
@@ -28,7 +31,9 @@ use std::sync::Arc;
 use tv_crypto::Keyring;
 use tv_model::TenantId;
 use tv_tlog::checkpoint::Checkpoint;
-use tv_tlog::leaf::{self, BlockLeaf, EraseLeaf, ErasedBlockLeaf, Leaf, PruneLeaf, RecordLeaf};
+use tv_tlog::leaf::{
+    self, BlockLeaf, EraseLeaf, ErasedBlockLeaf, Leaf, PruneLeaf, RecordLeaf, ReplacedLeaf,
+};
 use tv_tlog::merkle::{self, MemoryTree};
 use tv_tlog::policy::{LogKeys, Policy, verify_checkpoint};
 use tv_tlog::tiles::{self, TILE_WIDTH, TileRef};
@@ -68,6 +73,8 @@ pub struct Report {
     pub not_covered: Vec<(String, &'static str)>,
     /// Blocks deleted by retention, as the log recorded it.
     pub pruned: Vec<String>,
+    /// Blocks merged into larger ones by compaction, as the log recorded it.
+    pub compacted: Vec<String>,
     /// Tenants erased (crypto-shredded), as the log and the erasure records show it.
     pub erased: Vec<String>,
     /// Entry bundles below this index were pruned, as a log-prune entry recorded (0: none).
@@ -605,6 +612,93 @@ fn check_tlog(
     (entries, entries_ok, size, checkpoints.len(), first_index)
 }
 
+/// The WAL segments whose records the block with `digest` holds: its own id for a block sealed
+/// from the WAL, and those of every block a merged block replaced (recursively).
+fn segments_of(
+    digest: &[u8; 32],
+    block_leaves: &HashMap<[u8; 32], (u64, BlockLeaf)>,
+    merged_from: &BTreeMap<u64, Vec<(u64, ReplacedLeaf)>>,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut todo = vec![*digest];
+    let mut seen = HashSet::new();
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d) {
+            continue;
+        }
+        let Some((index, bl)) = block_leaves.get(&d) else {
+            continue;
+        };
+        match merged_from.get(index) {
+            Some(parts) if !parts.is_empty() => {
+                todo.extend(parts.iter().map(|(_, r)| r.file_sha256));
+            }
+            _ => out.push(bl.block_id),
+        }
+    }
+    out
+}
+
+/// A merged block's leaf against the entries of the blocks it replaced: as many records and
+/// spans as they had together.
+fn check_merged_counts(
+    cx: &mut Ctx<'_>,
+    rel: &str,
+    index: u64,
+    bl: &BlockLeaf,
+    parts: &[(u64, ReplacedLeaf)],
+    block_leaves: &HashMap<[u8; 32], (u64, BlockLeaf)>,
+) {
+    if parts.is_empty() {
+        cx.report.warnings.push(format!(
+            "{rel}: a merged block (log entry {index}) that no replaced entry names yet (a stop during compaction; the next start finishes it)"
+        ));
+        return;
+    }
+    let olds: Option<Vec<&BlockLeaf>> = parts
+        .iter()
+        .map(|(_, r)| block_leaves.get(&r.file_sha256).map(|(_, b)| b))
+        .collect();
+    // Entries below the log's pruned minimum are not there to compare with.
+    let Some(olds) = olds else { return };
+    let records: u64 = olds.iter().map(|b| b.record_count as u64).sum();
+    let spans: u64 = olds.iter().map(|b| b.span_count).sum();
+    if records != bl.record_count as u64 || spans != bl.span_count {
+        cx.problem(rel, None, "compaction", format!("log entry {index} merges {} records and {} spans, but the blocks it replaced held {records} and {spans}", bl.record_count, bl.span_count));
+    }
+}
+
+/// A merged block's record list (decrypted) against the blocks it replaced: their lists one
+/// after the other, in the order of the replaced entries, which is the order its index names them.
+fn check_merged_records(
+    cx: &mut Ctx<'_>,
+    rel: &str,
+    index: u64,
+    meta: &BlockMeta,
+    recs: &[(u64, u32)],
+    parts: &[(u64, ReplacedLeaf)],
+    block_leaves: &HashMap<[u8; 32], (u64, BlockLeaf)>,
+) {
+    let ids: Vec<u64> = parts.iter().map(|(_, r)| r.block_id).collect();
+    if ids != meta.index.replaces {
+        cx.problem(rel, None, "compaction", format!("the merged block names other blocks than the replaced entries naming log entry {index}"));
+        return;
+    }
+    let mut at = 0usize;
+    for (ri, r) in parts {
+        let Some((_, old)) = block_leaves.get(&r.file_sha256) else {
+            return; // below the log's pruned minimum
+        };
+        let n = old.record_count as usize;
+        let run = recs.get(at..at + n);
+        if run.is_none_or(|run| leaf::records_digest(run) != old.records_sha256) {
+            cx.problem(rel, None, "compaction", format!("the records of block {:016x} (replaced by entry {ri}) are not those of the merged block", r.block_id));
+            return;
+        }
+        at += n;
+    }
+}
+
 /// Verifies the data directory `dir`.
 pub fn verify_dir(dir: &Path, opts: &Options<'_>) -> Report {
     verify_tree(dir, opts, false)
@@ -723,6 +817,11 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
     let mut erases: BTreeMap<u64, EraseLeaf> = BTreeMap::new();
     let mut erased_blocks: HashMap<[u8; 32], (u64, ErasedBlockLeaf)> = HashMap::new();
     let mut log_prunes: Vec<(u64, u64)> = Vec::new();
+    let mut replaced: HashMap<[u8; 32], (u64, ReplacedLeaf)> = HashMap::new();
+    // Block leaf index -> its block's digest.
+    let mut block_at: HashMap<u64, [u8; 32]> = HashMap::new();
+    // Merged block leaf index -> the replaced entries naming it, in log order.
+    let mut merged_from: BTreeMap<u64, Vec<(u64, ReplacedLeaf)>> = BTreeMap::new();
     for (k, e) in entries.iter().enumerate() {
         let i = first_index as usize + k;
         match Leaf::parse(e) {
@@ -731,7 +830,15 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
                 record_leaves.insert((r.segment, r.key_index, r.counter), (i as u64, r));
             }
             Ok(Leaf::Block(b)) => {
+                block_at.insert(i as u64, b.file_sha256);
                 block_leaves.insert(b.file_sha256, (i as u64, b));
+            }
+            Ok(Leaf::Replaced(x)) => {
+                merged_from
+                    .entry(x.replacement_index)
+                    .or_default()
+                    .push((i as u64, x.clone()));
+                replaced.insert(x.file_sha256, (i as u64, x));
             }
             Ok(Leaf::Prune(p)) => {
                 prunes.insert(p.file_sha256, (i as u64, p));
@@ -1039,7 +1146,19 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
         }
         cx.report.blocks += 1;
         present_blocks.insert(digest);
-        sealed_segments.insert(bl.block_id);
+        if let Some((ri, r)) = replaced.get(&digest) {
+            // Merged into a larger block: its records are checked there.
+            cx.report.warnings.push(format!(
+                "block {:016x} was replaced by compaction (log entry {ri}) but is still there (a stop before its deletion; the next start deletes it)",
+                r.block_id
+            ));
+            continue;
+        }
+        sealed_segments.extend(segments_of(&digest, &block_leaves, &merged_from));
+        let parts = merged_from.get(&index).cloned().unwrap_or_default();
+        if !parts.is_empty() || crate::block::is_compacted(bl.block_id) {
+            check_merged_counts(&mut cx, &rel, index, &bl, &parts, &block_leaves);
+        }
         let block_tenant = p
             .parent()
             .and_then(|d| d.file_name())
@@ -1098,6 +1217,8 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
                 "block records",
                 format!("the block's record list differs from log entry {index}"),
             );
+        } else if !parts.is_empty() {
+            check_merged_records(&mut cx, &rel, index, &meta, &recs, &parts, &block_leaves);
         }
         match crate::prove::block_records(&meta, None) {
             Err(e) => cx.problem(&rel, None, "block contents", e.to_string()),
@@ -1141,6 +1262,7 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
         match block_leaves.get(digest) {
             None if first_index > 0 && !present_blocks.contains(digest) => {
                 // Its block entry is below the log's pruned minimum.
+                pruned_segments.extend(segments_of(digest, &block_leaves, &merged_from));
                 pruned_segments.insert(p.block_id);
                 cx.report.pruned.push(format!(
                     "block {:016x}: deleted by retention ({} s) at {} ns, log entry {pi}",
@@ -1154,7 +1276,7 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
                 p.block_id
             )),
             Some(_) => {
-                pruned_segments.insert(p.block_id);
+                pruned_segments.extend(segments_of(digest, &block_leaves, &merged_from));
                 cx.report.pruned.push(format!(
                     "block {:016x}: deleted by retention ({} s) at {} ns, log entry {pi}",
                     p.block_id, p.retention_secs, p.pruned_unix_nanos
@@ -1169,6 +1291,7 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
                 || d.erase_index < first_index);
         if gone {
             pruned_segments.insert(d.block_id);
+            pruned_segments.extend(segments_of(digest, &block_leaves, &merged_from));
             continue;
         }
         match (block_leaves.get(digest), erases.get(&d.erase_index)) {
@@ -1180,14 +1303,53 @@ fn verify_tree(dir: &Path, opts: &Options<'_>, wal_elsewhere: bool) -> Report {
                 d.block_id
             )),
             _ => {
-                pruned_segments.insert(d.block_id);
+                pruned_segments.extend(segments_of(digest, &block_leaves, &merged_from));
             }
+        }
+    }
+    for (digest, (ri, r)) in &replaced {
+        let target = block_at.get(&r.replacement_index);
+        if target.is_none() && r.replacement_index >= first_index {
+            cx.problem("log/tile/entries", Some(*ri), "replaced entry", format!("entry {ri} names entry {} as the block replacing block {:016x}, which is not a block entry", r.replacement_index, r.block_id));
+            continue;
+        }
+        if r.replacement_index > *ri {
+            cx.problem(
+                "log/tile/entries",
+                Some(*ri),
+                "replaced entry",
+                format!(
+                    "entry {ri} names entry {}, which comes later, as its replacement",
+                    r.replacement_index
+                ),
+            );
+            continue;
+        }
+        match block_leaves.get(digest) {
+            None if first_index == 0 => cx.problem(
+                "log/tile/entries",
+                Some(*ri),
+                "replaced entry",
+                format!("entry {ri} replaces a block that was never logged"),
+            ),
+            Some((bi, _)) if bi > ri => cx.problem(
+                "log/tile/entries",
+                Some(*ri),
+                "replaced entry",
+                format!("entry {ri} replaces block entry {bi}, which comes later"),
+            ),
+            _ if present_blocks.contains(digest) => {}
+            _ => cx.report.compacted.push(format!(
+                "block {:016x}: merged into a larger block by compaction, log entries {ri} and {}",
+                r.block_id, r.replacement_index
+            )),
         }
     }
     for (digest, (index, bl)) in &block_leaves {
         if !present_blocks.contains(digest)
             && !prunes.contains_key(digest)
             && !erased_blocks.contains_key(digest)
+            && !replaced.contains_key(digest)
         {
             cx.problem(format!("blocks/*/{:016x}.tvb", bl.block_id), None, "missing block", format!("log entry {index} names a block that is not in the directory (deleted or replaced)"));
         }

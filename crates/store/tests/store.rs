@@ -750,3 +750,260 @@ async fn a_scan_over_a_bucket_sees_every_chunk_in_order_and_stops_when_told() {
     let (first, _) = spans(&remote, 7);
     assert_eq!(first, all[..7]);
 }
+
+/// Verifies a store's data directory with the root key (re-deriving every span commitment).
+fn verify_with_keys(dir: &Path, kr: &Arc<Keyring>) -> tv_store::verify::Report {
+    tv_store::verify::verify_dir(
+        &dir.join("data"),
+        &tv_store::verify::Options {
+            keys: &log_keys(),
+            policy: tv_tlog::policy::Policy::Both,
+            pinned: vec![],
+            keyring: Some(kr.clone()),
+            progress: &|_, _| {},
+            audit: None,
+        },
+    )
+}
+
+fn block_files(dir: &Path, tenant: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("data/blocks").join(tenant))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A trace as a reader sees it: (service, span name, note attribute) of every span, sorted.
+fn spans_of(store: &Store, tenant: &str, trace: [u8; 16]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for rs in store
+        .find_trace(&TenantId::parse(tenant).unwrap(), TraceId(trace))
+        .unwrap()
+        .unwrap_or_default()
+    {
+        let svc = tv_model::service_name(rs.resource.as_ref())
+            .unwrap_or("")
+            .to_owned();
+        for sp in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            let note = sp
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "note")
+                .map(|kv| format!("{:?}", kv.value))
+                .unwrap_or_default();
+            out.push((svc.clone(), sp.name.clone(), note));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Compaction settings for tests: merge any 3 or more blocks now, delete what they replace at once.
+fn compact_now() -> tv_store::CompactionConfig {
+    tv_store::CompactionConfig {
+        min_blocks: 3,
+        grace: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+/// Six small blocks of tenant acme (two traces, one of them in every block) and one of globex.
+async fn small_blocks(dir: &Path, kr: &Arc<Keyring>) -> Store {
+    let mut c = cfg(dir);
+    c.segment_max_bytes = 1; // every append closes its segment: one block each
+    c.compaction = None;
+    let store = Store::open(c, kr.clone()).unwrap();
+    for i in 0..6 {
+        store
+            .append(batch(
+                "acme",
+                request(&format!("svc{}", i % 2), [1; 16], 2 + i, &format!("a{i}")),
+            ))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            store
+                .append(batch(
+                    "acme",
+                    request("other", [2; 16], 3, &format!("b{i}")),
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .append(batch("globex", request("svc", [1; 16], 4, "g")))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn compaction_merges_small_blocks_and_every_span_stays_readable_provable_and_verified() {
+    let d = tempfile::tempdir().unwrap();
+    let kr = keyring(d.path());
+    let store = small_blocks(d.path(), &kr).await;
+    let acme = TenantId::parse("acme").unwrap();
+    assert_eq!(block_files(d.path(), "acme").len(), 9);
+    let before = (
+        spans_of(&store, "acme", [1; 16]),
+        spans_of(&store, "acme", [2; 16]),
+    );
+    assert_eq!(before.0.len(), 2 + 3 + 4 + 5 + 6 + 7);
+    assert_eq!(before.1.len(), 9);
+    let search = |store: &Store| {
+        let q = SearchQuery {
+            tags: vec![("service.name".into(), "other".into())],
+            limit: 10,
+            ..Default::default()
+        };
+        store.search(&acme, &q).unwrap().len()
+    };
+    assert_eq!(search(&store), 1);
+
+    let report = store.compact(Some(&compact_now())).unwrap();
+    assert_eq!((report.merges, report.replaced), (1, 9), "{report:?}");
+    assert_eq!(report.spans, 27 + 9);
+    // One block now; globex's single block is left alone.
+    assert_eq!(block_files(d.path(), "acme").len(), 1);
+    assert_eq!(block_files(d.path(), "globex").len(), 1);
+    assert_eq!(
+        (
+            spans_of(&store, "acme", [1; 16]),
+            spans_of(&store, "acme", [2; 16])
+        ),
+        before
+    );
+    assert_eq!(search(&store), 1);
+    assert_eq!(store.tag_values(&acme, "service.name").unwrap().len(), 3);
+    // Receipts still open every span from the merged block against the same record leaves.
+    let none = |_: &str, _: &[u8]| false;
+    let proofs = store.span_proofs(&acme, TraceId([1; 16]), &none).unwrap();
+    assert_eq!(proofs.len(), 27);
+    for p in &proofs {
+        check_proof(&store, p);
+    }
+
+    // New data after the merge, then a second merge that takes the merged block with it.
+    for i in 0..3 {
+        store
+            .append(batch("acme", request("late", [3; 16], 2, &format!("l{i}"))))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(block_files(d.path(), "acme").len(), 4);
+    let report = store.compact(Some(&compact_now())).unwrap();
+    assert_eq!((report.merges, report.replaced), (1, 4), "{report:?}");
+    assert_eq!(block_files(d.path(), "acme").len(), 1);
+    assert_eq!(spans_of(&store, "acme", [3; 16]).len(), 6);
+    store.shutdown();
+    drop(store);
+
+    // After a restart: the same spans, and the log accounts for every one of them.
+    let store = Store::open(cfg(d.path()), kr.clone()).unwrap();
+    assert_eq!(spans_of(&store, "acme", [1; 16]), before.0);
+    assert_eq!(spans_of(&store, "acme", [2; 16]), before.1);
+    store.shutdown();
+    drop(store);
+    let r = verify_with_keys(d.path(), &kr);
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.spans, 27 + 9 + 6 + 4, "every span once");
+    assert_eq!(r.blocks, 2);
+    // 9 + 3 blocks sealed from the WAL and the first merged block: all merged.
+    assert_eq!(r.compacted.len(), 13, "{:?}", r.compacted);
+
+    // Deleting the merged block is tampering: its entry and its records are missing.
+    std::fs::remove_file(&block_files(d.path(), "acme")[0]).unwrap();
+    let r = verify_with_keys(d.path(), &kr);
+    let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter().any(|p| p.contains("[missing block]")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|p| p.contains("[missing records]")),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stop_in_the_middle_of_a_merge_is_finished_or_undone_at_the_next_start() {
+    let d = tempfile::tempdir().unwrap();
+    let kr = keyring(d.path());
+    let store = small_blocks(d.path(), &kr).await;
+    let before = spans_of(&store, "acme", [1; 16]);
+    // Stop 1, before the merge: a copy of the directory as it is.
+    let unmerged = tempfile::tempdir().unwrap();
+    copy_dir(&d.path().join("data"), &unmerged.path().join("data"));
+    copy_dir(&d.path().join("keys"), &unmerged.path().join("keys"));
+    let mut slow = compact_now();
+    slow.grace = Duration::from_secs(3600);
+    let report = store.compact(Some(&slow)).unwrap();
+    assert_eq!(report.merges, 1);
+    let merged: Vec<_> = block_files(d.path(), "acme")
+        .into_iter()
+        .filter(|p| {
+            !block_files(unmerged.path(), "acme")
+                .iter()
+                .any(|u| u.file_name() == p.file_name())
+        })
+        .collect();
+    assert_eq!(merged.len(), 1);
+    // Stop 2, after the merge was logged, before the replaced blocks were deleted (they wait
+    // for their grace period): a copy now.
+    let logged = tempfile::tempdir().unwrap();
+    copy_dir(&d.path().join("data"), &logged.path().join("data"));
+    copy_dir(&d.path().join("keys"), &logged.path().join("keys"));
+    assert_eq!(block_files(logged.path(), "acme").len(), 10);
+    // Stop 1': the merged block written, its leaves not logged: the copy before, plus the block.
+    std::fs::copy(
+        &merged[0],
+        unmerged
+            .path()
+            .join("data/blocks/acme")
+            .join(merged[0].file_name().unwrap()),
+    )
+    .unwrap();
+    store.shutdown();
+    drop(store);
+    // A clean stop deletes what the merge replaced.
+    assert_eq!(block_files(d.path(), "acme").len(), 1);
+
+    for (what, dir, blocks) in [("unlogged", &unmerged, 9), ("logged", &logged, 1)] {
+        let kr = keyring(dir.path());
+        let r = verify_with_keys(dir.path(), &kr);
+        if what == "unlogged" {
+            // The merged block's bytes are in no log entry: found, not trusted.
+            assert!(
+                r.problems.iter().any(|p| p.check == "block digest"),
+                "{what}: {:?}",
+                r.problems
+            );
+        } else {
+            assert!(r.ok(), "{what}: {:?}", r.problems);
+            assert!(
+                r.warnings
+                    .iter()
+                    .any(|w| w.contains("replaced by compaction")),
+                "{what}: {:?}",
+                r.warnings
+            );
+        }
+        let store = Store::open(cfg(dir.path()), kr.clone()).unwrap();
+        assert_eq!(block_files(dir.path(), "acme").len(), blocks, "{what}");
+        assert_eq!(
+            spans_of(&store, "acme", [1; 16]),
+            before,
+            "{what}: every span once"
+        );
+        store.shutdown();
+        drop(store);
+        let r = verify_with_keys(dir.path(), &kr);
+        assert!(r.ok(), "{what}: {:?}", r.problems);
+        assert!(r.warnings.is_empty(), "{what}: {:?}", r.warnings);
+        assert_eq!(r.spans, 27 + 9 + 4, "{what}");
+    }
+}

@@ -23,7 +23,16 @@
 //! state leaf (a cluster state document written by this node: its version anchored), 82 bytes:
 //!   version 0x01 | kind 0x07 | written unix ns u64 | name digest [32] | generation u64
 //!   | SHA-256 of the stored object [32]
+//! replaced leaf (a block merged into a larger one by compaction, before its file is removed),
+//! 58 bytes:
+//!   version 0x01 | kind 0x08 | block id u64 | replaced unix ns u64 | SHA-256 of the block file [32]
+//!   | index of the replacing block's leaf u64
 //! ```
+//!
+//! Compaction writes the merged block with a normal block leaf (its id has the top bit set), then
+//! one replaced leaf per block it merged, in the order the merged block holds their records: the
+//! replacing block's record list is the replaced blocks' record lists one after the other, so a
+//! verifier with the root key checks each run against the replaced block's leaf.
 //!
 //! The name digest is SHA-256(`tracevault/v1/cluster-state|` || document name), see
 //! [`state_name_digest`].
@@ -46,6 +55,8 @@ const KIND_ERASE: u8 = 4;
 const KIND_ERASED_BLOCK: u8 = 5;
 const KIND_LOG_PRUNE: u8 = 6;
 const KIND_STATE: u8 = 7;
+const KIND_REPLACED: u8 = 8;
+pub const REPLACED_LEAF_LEN: usize = 58;
 pub const LOG_PRUNE_LEAF_LEN: usize = 18;
 pub const STATE_LEAF_LEN: usize = 82;
 pub const PRUNE_LEAF_LEN: usize = 58;
@@ -138,6 +149,17 @@ pub struct StateLeaf {
     pub object_sha256: Digest,
 }
 
+/// A block merged into a larger block by compaction: `verify` reports it as compacted, not as
+/// missing, and finds its records in the replacing block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedLeaf {
+    pub block_id: u64,
+    pub replaced_unix_nanos: u64,
+    pub file_sha256: Digest,
+    /// The index of the replacing block's leaf (it comes before this one).
+    pub replacement_index: u64,
+}
+
 /// The digest a state leaf names its document by.
 pub fn state_name_digest(name: &str) -> Digest {
     crate::commit::sha256(&[b"tracevault/v1/cluster-state|", name.as_bytes()].concat())
@@ -152,6 +174,7 @@ pub enum Leaf {
     ErasedBlock(ErasedBlockLeaf),
     LogPrune(LogPruneLeaf),
     State(StateLeaf),
+    Replaced(ReplacedLeaf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +257,13 @@ impl Leaf {
                 o.extend_from_slice(&st.generation.to_be_bytes());
                 o.extend_from_slice(&st.object_sha256);
             }
+            Leaf::Replaced(x) => {
+                o.push(KIND_REPLACED);
+                o.extend_from_slice(&x.block_id.to_be_bytes());
+                o.extend_from_slice(&x.replaced_unix_nanos.to_be_bytes());
+                o.extend_from_slice(&x.file_sha256);
+                o.extend_from_slice(&x.replacement_index.to_be_bytes());
+            }
         }
         o
     }
@@ -256,6 +286,7 @@ impl Leaf {
             KIND_ERASED_BLOCK => ERASED_BLOCK_LEAF_LEN,
             KIND_LOG_PRUNE => LOG_PRUNE_LEAF_LEN,
             KIND_STATE => STATE_LEAF_LEN,
+            KIND_REPLACED => REPLACED_LEAF_LEN,
             k => return Err(LeafError(format!("unknown kind {k}"))),
         };
         if b.len() != want {
@@ -277,6 +308,14 @@ impl Leaf {
                 name_digest: r.take(),
                 generation: r.u64(),
                 object_sha256: r.take(),
+            }));
+        }
+        if b[1] == KIND_REPLACED {
+            return Ok(Leaf::Replaced(ReplacedLeaf {
+                block_id: r.u64(),
+                replaced_unix_nanos: r.u64(),
+                file_sha256: r.take(),
+                replacement_index: r.u64(),
             }));
         }
         if b[1] == KIND_ERASE {
@@ -418,6 +457,16 @@ mod tests {
         });
         let e = st.encode();
         assert_eq!(e.len(), STATE_LEAF_LEN);
+        let x = Leaf::Replaced(ReplacedLeaf {
+            block_id: 6,
+            replaced_unix_nanos: 15,
+            file_sha256: [6; 32],
+            replacement_index: 41,
+        });
+        let ex = x.encode();
+        assert_eq!(ex.len(), REPLACED_LEAF_LEN);
+        assert_eq!(ex[1], 8);
+        assert_eq!(Leaf::parse(&ex).unwrap(), x);
         assert_eq!(&e[10..42], &state_name_digest("tokens"));
         assert_eq!(Leaf::parse(&e).unwrap(), st);
         assert_ne!(state_name_digest("tokens"), state_name_digest("workloads"));

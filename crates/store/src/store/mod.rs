@@ -23,12 +23,14 @@ use crate::txlog::{LogConfig, Logged, TxLog};
 use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
 use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
 
+mod compaction;
 mod record;
 mod recovery;
 mod retention;
 mod sealer;
 mod writer;
 
+pub use compaction::{CompactionConfig, CompactionReport};
 pub use record::{BatchSummary, EncodedBatch};
 pub(crate) use record::{HeadRecord, decode_payload, split_payload};
 use recovery::{load_blocks, recover_wal};
@@ -81,6 +83,8 @@ pub struct StoreConfig {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The write-ahead log's directory (default `DATA/wal`).
     pub wal_dir: Option<PathBuf>,
+    /// Small blocks merged into larger ones in the background (`None`: never).
+    pub compaction: Option<CompactionConfig>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -116,6 +120,7 @@ impl StoreConfig {
             objects: None,
             cluster: None,
             wal_dir: None,
+            compaction: Some(CompactionConfig::default()),
         }
     }
 
@@ -142,6 +147,8 @@ impl StoreConfig {
 pub trait StoreObserver: wal::WalObserver {
     fn block_sealed(&self, _spans: u64, _bytes: u64) {}
     fn bytes_written(&self, _bytes: u64) {}
+    /// `blocks` blocks of `before` bytes in all were merged into one of `after` bytes.
+    fn blocks_compacted(&self, _blocks: u64, _before: u64, _after: u64) {}
 }
 
 #[derive(Default)]
@@ -184,6 +191,12 @@ pub(crate) struct Inner {
     pub fenced: AtomicBool,
     /// The writer waits for the sealer (the WAL holds its limit of unsealed segments).
     pub wal_full: AtomicBool,
+    /// Held by whatever deletes or replaces blocks (retention, compaction, erasure), one at a time.
+    pub maintenance: Mutex<()>,
+    /// Blocks compaction replaced, deleted once their grace period is over: (when, keys).
+    pub retired: Mutex<Vec<(Instant, Vec<String>)>>,
+    /// The number in the newest merged block's id (see [`crate::block::COMPACTED_BIT`]).
+    pub compacted_seq: AtomicU64,
 }
 
 impl Inner {
@@ -275,6 +288,8 @@ pub struct Store {
     log_thread: Mutex<Option<JoinHandle<()>>>,
     retention_stop: Arc<(Mutex<bool>, Condvar)>,
     retention_thread: Mutex<Option<JoinHandle<()>>>,
+    compaction_stop: Arc<(Mutex<bool>, Condvar)>,
+    compaction_thread: Mutex<Option<JoinHandle<()>>>,
     cluster_stop: Arc<(Mutex<bool>, Condvar)>,
     cluster_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -348,9 +363,13 @@ impl Store {
             bucket_problem: Mutex::new(None),
             fenced: AtomicBool::new(false),
             wal_full: AtomicBool::new(false),
+            maintenance: Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
+            compacted_seq: AtomicU64::new(0),
         });
         let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;
+        compaction::finish_merges(&inner)?;
         let (wal_max, unsealed) = recover_wal(&inner)?;
         max_id = max_id.max(wal_max);
         let log_stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -414,6 +433,19 @@ impl Store {
             }
             None => None,
         };
+        let compaction_stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let compaction_thread = match inner.cfg.compaction.clone() {
+            Some(cfg) => {
+                let (c_inner, stop) = (inner.clone(), compaction_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("tv-compaction".into())
+                        .spawn(move || compaction::compaction_loop(c_inner, cfg, stop))
+                        .map_err(|e| StoreError::io(Path::new("compaction thread"), e))?,
+                )
+            }
+            None => None,
+        };
         let cluster_stop = Arc::new((Mutex::new(false), Condvar::new()));
         let cluster_thread = match &inner.cfg.cluster {
             Some(c) => {
@@ -435,6 +467,8 @@ impl Store {
             cluster_thread: Mutex::new(cluster_thread),
             retention_stop,
             retention_thread: Mutex::new(retention_thread),
+            compaction_stop,
+            compaction_thread: Mutex::new(compaction_thread),
             writer_tx: Mutex::new(Some(wtx)),
             threads: Mutex::new(vec![writer, sealer]),
             log_stop,
@@ -575,6 +609,11 @@ impl Store {
     /// for the background threads. Blocking.
     pub fn shutdown(&self) {
         stop_and_join(&self.retention_stop, &self.retention_thread);
+        stop_and_join(&self.compaction_stop, &self.compaction_thread);
+        if !self.inner.fenced.load(Ordering::Acquire) {
+            // What compaction replaced is logged as replaced: no reader needs it past this.
+            compaction::delete_retired(&self.inner, true);
+        }
         // Dropping the sender lets the writer drain its queue, then close and seal.
         self.writer_tx.lock().expect("writer lock poisoned").take();
         let threads: Vec<_> = self
@@ -620,6 +659,13 @@ impl Store {
     /// The transparency log (absent only in benchmarks that measure its cost).
     pub fn log(&self) -> Option<&Arc<TxLog>> {
         self.inner.log.as_ref()
+    }
+
+    /// Merges small blocks now (what the background compaction does every interval), with
+    /// `cfg` or the store's own settings; blocks it replaces are deleted after the grace period.
+    pub fn compact(&self, cfg: Option<&CompactionConfig>) -> Result<CompactionReport, StoreError> {
+        let own = self.inner.cfg.compaction.clone().unwrap_or_default();
+        compaction::compact(&self.inner, cfg.unwrap_or(&own))
     }
 
     /// Where the blocks live.

@@ -3,7 +3,7 @@
 use super::writer::record_leaf;
 use super::*;
 
-/// Loads every block's index; returns the highest block id seen.
+/// Loads every block's index; returns the highest WAL segment a block was sealed from.
 pub(super) fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
     let mut max_id = 0;
     let mut by_tenant: HashMap<TenantId, Vec<Arc<BlockMeta>>> = HashMap::new();
@@ -17,7 +17,9 @@ pub(super) fn load_blocks(inner: &Inner) -> Result<u64, StoreError> {
             continue;
         }
         let meta = BlockMeta::load(&inner.objects, &o.key, &tenant, &inner.keyring)?;
-        max_id = max_id.max(id);
+        if !crate::block::is_compacted(id) {
+            max_id = max_id.max(id);
+        }
         by_tenant.entry(tenant).or_default().push(Arc::new(meta));
     }
     let mut st = inner.state.write().expect("state lock poisoned");

@@ -6,6 +6,7 @@ use super::*;
 /// retention`), logging each deletion first; then, if so configured, destroys the key versions
 /// of those tenants that wrap nothing still stored.
 pub(crate) fn prune_expired(inner: &Inner) -> Result<usize, StoreError> {
+    let _one = inner.maintenance.lock().expect("maintenance lock poisoned");
     let now = crate::now_unix_nanos();
     let expired: Vec<(Arc<BlockMeta>, Duration)> = {
         let st = inner.state.read().expect("state lock poisoned");
