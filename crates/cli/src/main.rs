@@ -215,6 +215,10 @@ pub struct ServeArgs {
     /// recorded in the transparency log first [config: storage.retention_secs] [default: keep all]
     #[arg(long)]
     retention_secs: Option<u64>,
+    /// Merge small blocks into larger ones this often, seconds
+    /// [config: storage.compaction_interval_secs] [default: 60]
+    #[arg(long)]
+    compaction_interval_secs: Option<f64>,
     /// Keep blocks and the transparency log in a bucket shared by the cluster's nodes:
     /// s3://BUCKET/PREFIX (gs://, az:// too); credentials, region and endpoint from the standard
     /// AWS_* (GOOGLE_*, AZURE_*) environment [config: storage.object_store]
@@ -270,6 +274,7 @@ impl ServeArgs {
         r.storage.segment_max_bytes = self.segment_max_bytes;
         r.storage.block_zstd_level = self.block_zstd_level;
         r.storage.retention_secs = self.retention_secs;
+        r.storage.compaction_interval_secs = self.compaction_interval_secs;
         r.storage.object_store = self.object_store.clone();
         r.storage.node_id = self.node_id.clone();
         r.storage.role = self.role.clone();

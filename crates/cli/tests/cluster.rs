@@ -23,6 +23,9 @@ fn node_args<'a>(keys: &'a str, url: &'a str, node: &'a str, role: &'a str) -> V
         role,
         "--seal-interval-secs",
         "1",
+        // Small blocks are merged while the tests run (other nodes must never see a span twice).
+        "--compaction-interval-secs",
+        "2",
     ]
 }
 
@@ -238,6 +241,61 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     let split = sent["split"][0].as_str().unwrap();
     wait_for_trace(&a, split, 2, limit).await;
     wait_for_trace(&b, split, 2, limit).await;
+
+    // Node A's small blocks are merged (a merged block's id has the top bit set); the query
+    // node reads each span once while both the merged block and the blocks it replaced are in
+    // the bucket, and after.
+    let c = a.http_client();
+    let mut more = Vec::new();
+    for _ in 0..4 {
+        let (st, body, tid) = send_spans(&c, &a, "default", 2).await;
+        assert_eq!(st, 200, "{body}");
+        more.push(hex::encode(tid));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let bucket_a = {
+        let mut rc = tv_store::objects::RemoteConfig::new(sw.url("cluster-1"));
+        rc.from_env = false;
+        rc.options = sw.options();
+        tv_store::objects::Remote::open(&rc).unwrap()
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        let merged = tokio::task::block_in_place(|| {
+            use tv_store::objects::Objects;
+            bucket_a
+                .list("nodes/ingest-a/blocks/")
+                .unwrap()
+                .iter()
+                .any(|o| o.key.rsplit('/').next().is_some_and(|n| n.starts_with('8')))
+        });
+        if merged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no merged block: {}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for tid in &more {
+        wait_for_trace(&q, tid, 2, limit).await;
+    }
+    let mut all: Vec<String> = more.clone();
+    all.push(split.to_owned());
+    all.extend(
+        sent["a"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned()),
+    );
+    for tid in &all {
+        let (st, v) = get(&q, &format!("/api/traces/{tid}")).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(count_json_spans(&v), 2, "trace {tid}, each span once: {v}");
+    }
 
     // Jaeger's API and the tag values on the query node see both nodes' data.
     let (st, v) = get(&q, &format!("/jaeger/api/traces/{split}")).await;
@@ -663,6 +721,7 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
     for n in ["ingest-a", "ingest-b", "query-1"] {
         assert!(out.contains(&format!("node {n}: log")), "{out}");
     }
+    assert!(out.contains("blocks merged into larger ones"), "{out}");
     assert!(out.contains("span commitments re-derived"), "{out}");
     for doc in ["tokens", "workloads", "erasures"] {
         assert!(

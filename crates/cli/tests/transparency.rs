@@ -829,8 +829,7 @@ async fn compaction_merges_small_blocks_and_verify_accounts_for_every_span() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("tracevault_blocks_compacted_total ")
-                && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("tracevault_blocks_compacted_total ") && !l.ends_with(" 0")),
         "{metrics}"
     );
     assert_eq!(s.terminate(), Some(0));
@@ -838,7 +837,10 @@ async fn compaction_merges_small_blocks_and_verify_accounts_for_every_span() {
     let (code, out) = run_verify(&s.dir, &keys, &["-v"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.matches("compacted: ").count() >= 4, "{out}");
-    assert!(out.contains("merged into a larger block by compaction"), "{out}");
+    assert!(
+        out.contains("merged into a larger block by compaction"),
+        "{out}"
+    );
     // The merged block deleted behind the log's back: reported, with the spans it held.
     let t = tempfile::tempdir().unwrap();
     copy_dir(&s.dir, t.path());
