@@ -1003,3 +1003,154 @@ async fn bad_buckets_are_refused_clearly_and_a_node_survives_kill_9_and_outages(
         .collect();
     assert!(wal.len() <= 1, "the WAL was not sealed at stop: {wal:?}");
 }
+
+/// A trace `caller` -> `callee` (two spans, one per service) sent to `srv` over OTLP/HTTP;
+/// returns its trace id (hex).
+async fn send_call(srv: &Server, caller: &str, callee: &str) -> String {
+    let tid = hex::encode(rand::random::<[u8; 16]>());
+    let (p, ch) = (
+        hex::encode(rand::random::<[u8; 8]>()),
+        hex::encode(rand::random::<[u8; 8]>()),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let rs = |service: &str, span: serde_json::Value| {
+        serde_json::json!({
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+            "scopeSpans": [{"spans": [span]}]
+        })
+    };
+    let body = serde_json::json!({"resourceSpans": [
+        rs(caller, serde_json::json!({"traceId": tid, "spanId": p, "name": "GET /", "kind": 2,
+            "startTimeUnixNano": now.to_string(), "endTimeUnixNano": (now + 9_000_000).to_string()})),
+        rs(callee, serde_json::json!({"traceId": tid, "spanId": ch, "parentSpanId": p, "name": "handle",
+            "kind": 2, "startTimeUnixNano": (now + 1_000_000).to_string(),
+            "endTimeUnixNano": (now + 8_000_000).to_string()})),
+    ]});
+    let r = srv
+        .http_client()
+        .post(format!("{}/v1/traces", srv.http))
+        .bearer_auth(admin_token(srv))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    tid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behavioural_baselines_learned_on_one_node_hold_on_another() {
+    let Some(sw) = Seaweed::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let keys = keys.to_str().unwrap();
+    let url = sw.url("cluster-learn");
+    // A short learning window, and nodes that share every second.
+    let cfg = tmp.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        "[storage]\ncluster_refresh_secs = 1\n[detection.behaviour]\nlearning_secs = 8\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let args = |node: &'static str| {
+        let mut a = node_args(keys, &url, node, "ingest");
+        a.extend(["--config", cfg]);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let start = |node: &'static str| {
+        let a = args(node);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Server::start_with_env(tmp.path().join(&node[7..]), &a, sw.env())
+    };
+    let a = start("ingest-a");
+    assert_eq!(a.ready_status().await, 200, "{}", a.log_text());
+    let b = start("ingest-b");
+    assert_eq!(b.ready_status().await, 200, "{}", b.log_text());
+
+    // Node A learns the tenant: frontend calls backend. Node B sees nothing of it.
+    let learned_at = Instant::now();
+    send_call(&a, "frontend", "backend").await;
+    let bucket = {
+        let mut rc = tv_store::objects::RemoteConfig::new(url.clone());
+        rc.from_env = false;
+        rc.options = sw.options();
+        tv_store::objects::Remote::open(&rc).unwrap()
+    };
+    let limit = Duration::from_secs(30);
+    let t = Instant::now();
+    loop {
+        let shared = tokio::task::block_in_place(|| {
+            use tv_store::objects::Objects;
+            bucket
+                .head("nodes/ingest-a/detect/default.state")
+                .unwrap()
+                .is_some()
+        });
+        if shared {
+            break;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "A never shared its baseline: {}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past A's learning window (event time), and B has merged what A shared.
+    let wait = Duration::from_secs(10).saturating_sub(learned_at.elapsed());
+    tokio::time::sleep(wait.max(Duration::from_secs(3))).await;
+
+    // On B, the first spans it ever gets of the tenant: the edge the cluster learned raises
+    // nothing, a new one is flagged at once (alone, B would be learning for 8 s and flag
+    // nothing).
+    let known = send_call(&b, "frontend", "backend").await;
+    let new = send_call(&b, "frontend", "payments").await;
+    let t = Instant::now();
+    let findings = loop {
+        let (st, v) = get(&b, "/api/findings").await;
+        assert_eq!(st, 200, "{v}");
+        let fs: Vec<(String, String)> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["finding_info"]["analytic"]["uid"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                    f["unmapped"]["trace_id"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        if fs.iter().any(|(u, _)| u == "tv-behaviour-new-edge") {
+            break fs;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "no new-edge finding on B: {v}\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        findings
+            .iter()
+            .any(|(u, t)| u == "tv-behaviour-new-edge" && t == &new),
+        "{findings:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|(u, t)| u == "tv-integrity-unknown-service" && t == &new),
+        "{findings:?}"
+    );
+    assert!(
+        !findings.iter().any(|(_, t)| t == &known),
+        "what the cluster learned was flagged: {findings:?}"
+    );
+}

@@ -383,6 +383,67 @@ pub struct Learned {
     pub statement_shapes: HashMap<String, u8>,
 }
 
+impl Learned {
+    /// Takes in what another node learned for the same tenant (a cluster): the earlier learning
+    /// start, every service, edge and statement shape either saw, and per (service, operation)
+    /// the baseline built from more windows. Merging the same state again changes nothing, so
+    /// nodes can merge each other's merged states without counting anything twice. `max_keys`
+    /// caps what is added, as learning does.
+    pub fn merge(&mut self, other: &Learned, max_keys: usize) {
+        if other.first_seen != 0 && (self.first_seen == 0 || other.first_seen < self.first_seen) {
+            self.first_seen = other.first_seen;
+        }
+        self.max_event = self.max_event.max(other.max_event);
+        for s in &other.services {
+            if self.services.len() >= max_keys {
+                break;
+            }
+            if !self.services.contains(s) {
+                self.services.insert(s.clone());
+            }
+        }
+        let mut total: usize = self.edges.values().map(HashSet::len).sum();
+        for (caller, callees) in &other.edges {
+            for c in callees {
+                if total >= max_keys {
+                    break;
+                }
+                if self
+                    .edges
+                    .entry(caller.clone())
+                    .or_default()
+                    .insert(c.clone())
+                {
+                    total += 1;
+                }
+            }
+        }
+        for (service, shape) in &other.statement_shapes {
+            if self.statement_shapes.contains_key(service) || self.statement_shapes.len() < max_keys
+            {
+                *self.statement_shapes.entry(service.clone()).or_default() |= *shape;
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.latency, &other.latency),
+            (&mut self.errors, &other.errors),
+            (&mut self.fanout, &other.fanout),
+        ] {
+            for (k, e) in theirs {
+                let room = mine.len() < max_keys;
+                match mine.get_mut(k) {
+                    Some(m) if m.n >= e.n => {}
+                    Some(m) => *m = e.clone(),
+                    None if room => {
+                        mine.insert(k.clone(), e.clone());
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Window {
     durations_ms: Vec<f64>,

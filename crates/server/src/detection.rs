@@ -179,6 +179,9 @@ pub struct WorkerDeps {
     pub findings_index: Arc<crate::findings_index::FindingsIndex>,
     /// Seals the saved detector state (see `stateseal`).
     pub state_seal: Arc<crate::stateseal::StateSeal>,
+    /// A cluster node that detects: how often learned baselines are shared through the bucket
+    /// (see `baseline_share`).
+    pub share_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for Detection {
@@ -498,7 +501,7 @@ fn state_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// The behavioural state files (see `tenantstate`).
-const STATE: crate::tenantstate::Kind = crate::tenantstate::Kind {
+pub(crate) const STATE: crate::tenantstate::Kind = crate::tenantstate::Kind {
     magic: STATE_MAGIC,
     label: b"tracevault-detect-state\0",
     what: "detection state",
@@ -515,9 +518,19 @@ impl Worker {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let mut behaviour = Behaviour::new(cfg);
         load_states(&deps, &mut behaviour);
+        let mut share = deps
+            .share_every
+            .map(|_| crate::baseline_share::SharedBaselines::default());
+        if let Some(sh) = &mut share {
+            // What the cluster learned before this node started.
+            let n = sh.merge_peers(&deps.store, &deps.keyring, &mut behaviour);
+            if n > 0 {
+                tracing::info!(baselines = n, "merged other nodes' behavioural baselines");
+            }
+        }
         let thread = std::thread::Builder::new()
             .name("tv-behaviour".into())
-            .spawn(move || run_worker(rx, behaviour, deps, sinks, responses))?;
+            .spawn(move || run_worker(rx, behaviour, deps, sinks, responses, share))?;
         Ok(Worker { tx, thread })
     }
 }
@@ -601,14 +614,46 @@ fn save_states(deps: &WorkerDeps, b: &mut Behaviour) {
     }
 }
 
+/// One round of sharing: the other nodes' baselines merged in, this node's published.
+fn share_round(
+    deps: &WorkerDeps,
+    b: &mut Behaviour,
+    sh: &mut crate::baseline_share::SharedBaselines,
+) {
+    sh.merge_peers(&deps.store, &deps.keyring, b);
+    let full = sh.full_round();
+    let objects = deps.store.objects().clone();
+    for (t, st) in &b.tenants {
+        let Ok(tenant) = TenantId::parse(t) else {
+            continue;
+        };
+        if deps.keyring.is_erased(&tenant) {
+            sh.remove(&*objects, t);
+            continue;
+        }
+        if !sh.due(full, t, &st.learned) {
+            continue;
+        }
+        match crate::tenantstate::seal(&STATE, &deps.keyring, &tenant, &st.learned) {
+            Ok(bytes) => sh.publish(&*objects, t, &st.learned, &bytes),
+            Err(e) => {
+                tracing::error!(tenant = %t, error = %format!("{e:#}"), "sealing behavioural state failed")
+            }
+        }
+    }
+    sh.round_done(full);
+}
+
 fn run_worker(
     rx: Receiver<Job>,
     mut b: Behaviour,
     deps: WorkerDeps,
     sinks: Arc<Sinks>,
     responses: Option<Arc<Responses>>,
+    mut share: Option<crate::baseline_share::SharedBaselines>,
 ) {
     let mut last_save = Instant::now();
+    let mut last_share = Instant::now();
     let policy = findings_policy();
     loop {
         match rx.recv_timeout(Duration::from_secs(5)) {
@@ -634,12 +679,21 @@ fn run_worker(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        if let (Some(sh), Some(every)) = (&mut share, deps.share_every)
+            && last_share.elapsed() >= every
+        {
+            share_round(&deps, &mut b, sh);
+            last_share = Instant::now();
+        }
         if last_save.elapsed() >= SAVE_EVERY {
             save_states(&deps, &mut b);
             last_save = Instant::now();
         }
         let bytes: usize = b.tenants.values().map(TenantState::approx_bytes).sum();
         deps.metrics.detection_baseline_bytes.set(bytes as i64);
+    }
+    if let Some(sh) = &mut share {
+        share_round(&deps, &mut b, sh);
     }
     save_states(&deps, &mut b);
 }

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod baseline_share;
 pub mod budget;
 pub mod cluster;
 pub mod config;
@@ -721,6 +722,12 @@ impl Server {
                 seal: findings_seal.clone(),
                 findings_index: findings_index.clone(),
                 state_seal: state_seal.clone(),
+                // A query node receives no spans: it neither learns nor detects.
+                share_every: cfg
+                    .cluster
+                    .as_ref()
+                    .filter(|_| cfg.role != config::NodeRole::Query)
+                    .map(|c| c.refresh),
             }),
         )?);
         // The service graph as saved at the last shutdown (or minute).

@@ -716,8 +716,9 @@ pub fn verify_objects(objects: &dyn Objects, opts: &Options<'_>) -> Result<Repor
     tv_crypto::fsio::create_private_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
     let copied = (|| -> Result<(), StoreError> {
         for o in objects.list("")? {
-            // The lease and the shared service graph are not data the log accounts for.
-            if o.key == "lease" || o.key.starts_with("graph/") {
+            // The lease, the shared service graph and the shared behavioural baselines are not
+            // data the log accounts for (the graph and baselines are sealed under tenant keys).
+            if o.key == "lease" || o.key.starts_with("graph/") || o.key.starts_with("detect/") {
                 continue;
             }
             let (b, _) = objects.get(&o.key)?;

@@ -367,6 +367,11 @@ pub async fn erase_here(
     state
         .graph
         .erase(tenant, &state.data_dir, &state.state_seal);
+    if state.cluster.is_some() {
+        // The baseline this node shared (its copy in the data directory goes with the worker's
+        // next save).
+        crate::baseline_share::erase(&**state.store.objects(), tenant);
+    }
     Ok(rec)
 }
 
