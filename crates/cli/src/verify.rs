@@ -146,6 +146,27 @@ fn node_vkey(vkey: &str, node: &str) -> anyhow::Result<String> {
     Ok(tv_tlog::note::format_vkey(&format!("{name}/{node}"), &key))
 }
 
+/// The cluster node whose log a receipt's checkpoint names (its origin is `<name>/<node>` for the
+/// name of one of `vkeys`), if any.
+fn node_of_receipt(vkeys: &[String], proof: &str) -> Option<String> {
+    let names: Vec<String> = vkeys
+        .iter()
+        .filter_map(|k| {
+            tv_tlog::note::split_vkey(k)
+                .ok()
+                .map(|(n, _, _)| n.to_string())
+        })
+        .collect();
+    proof.lines().find_map(|line| {
+        names.iter().find_map(|n| {
+            line.strip_prefix(n.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .filter(|node| tv_store::cluster::check_node_id(node).is_ok())
+                .map(str::to_owned)
+        })
+    })
+}
+
 /// `verify --object-store`: every node's log and objects in a cluster's bucket.
 fn verify_bucket(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     use tv_store::objects::{Remote, RemoteConfig};
@@ -725,7 +746,16 @@ pub fn verify_receipt(a: VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
     }
     let mut bad = 0;
     for r in &receipts {
-        match tv_tlog::receipt::verify(r, &keys, pol) {
+        // A cluster node's log is signed with the cluster's keys under the origin
+        // `<name>/<node>`: the cluster's verifier keys verify it under that name.
+        let node_keys = node_of_receipt(&a.vkeys, &r.proof)
+            .map(|node| {
+                let vk: anyhow::Result<Vec<String>> =
+                    a.vkeys.iter().map(|k| node_vkey(k, &node)).collect();
+                LogKeys::from_vkeys(&vk?).context("--vkey")
+            })
+            .transpose()?;
+        match tv_tlog::receipt::verify(r, node_keys.as_ref().unwrap_or(&keys), pol) {
             Ok(v) => {
                 let cp = v.checkpoint.checkpoint();
                 println!(

@@ -296,6 +296,27 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         assert_eq!(st, 200, "{v}");
         assert_eq!(count_json_spans(&v), 2, "trace {tid}, each span once: {v}");
     }
+    // Receipts for the split trace from the query node: each span proved in the log of the node
+    // that committed it, and verified offline with the cluster's verifier keys.
+    let (st, v) = get(&q, &format!("/api/traces/{split}/receipt")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["receipts"].as_array().map(|r| r.len()), Some(2), "{v}");
+    let file = tmp.path().join("split-receipt.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+    let vkeys = cli_lines(&["log", "keys", "--keys-dir", keys], &q.dir);
+    let mut c = std::process::Command::new(BIN);
+    c.arg("verify-receipt").arg(&file);
+    for k in &vkeys {
+        c.arg("--vkey").arg(k);
+    }
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("VALID span").count(), 2, "{text}");
+    assert!(
+        text.contains("/ingest-a entry") && text.contains("/ingest-b entry"),
+        "one span in each node's log: {text}"
+    );
 
     // Jaeger's API and the tag values on the query node see both nodes' data.
     let (st, v) = get(&q, &format!("/jaeger/api/traces/{split}")).await;

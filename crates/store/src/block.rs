@@ -651,6 +651,9 @@ pub struct BlockMeta {
     pub index: BlockIndex,
     /// When the block was written (its header).
     pub created_unix_nanos: u64,
+    /// The cluster node whose block (and log) it is, when it is another node's (None: this
+    /// node's, or a data directory's).
+    pub node: Option<String>,
     prefixes: Vec<u64>,
 }
 
@@ -789,6 +792,7 @@ impl BlockMeta {
             key_commitment: wrapped.commitment,
             index,
             created_unix_nanos: header.created_unix_nanos,
+            node: None,
             prefixes,
         })
     }

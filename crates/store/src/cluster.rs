@@ -277,7 +277,8 @@ pub(crate) fn refresh_peers(
                 continue;
             }
             match BlockMeta::load(&objects, &o.key, &tenant, keyring) {
-                Ok(m) => {
+                Ok(mut m) => {
+                    m.node = Some(node.clone());
                     loaded += 1;
                     seen.insert(id, Arc::new(m));
                 }

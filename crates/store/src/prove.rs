@@ -16,6 +16,8 @@ use crate::{Store, StoreError};
 /// What proves one span inside its record's leaf (the log proof is added by the caller).
 #[derive(Debug, Clone)]
 pub struct SpanProof {
+    /// The cluster node whose log holds the record leaf (None: this node's log).
+    pub node: Option<String>,
     pub leaf_index: u64,
     pub span_index: u64,
     pub span_count: u64,
@@ -118,6 +120,7 @@ pub fn block_records(
 }
 
 fn prove_in(
+    node: Option<&str>,
     secret: &[u8; 32],
     leaf_index: u64,
     rec: &CanonRecord<'_>,
@@ -140,6 +143,7 @@ fn prove_in(
     for i in wanted {
         let span = rec.spans[i].span;
         out.push(SpanProof {
+            node: node.map(str::to_owned),
             leaf_index,
             span_index: i as u64,
             span_count: commitments.len() as u64,
@@ -188,7 +192,15 @@ impl Store {
                 if r.rows.is_empty() {
                     continue;
                 }
-                prove_in(&r.secret, r.leaf_index, &r.canon(), id, withhold, &mut out);
+                prove_in(
+                    b.node.as_deref(),
+                    &r.secret,
+                    r.leaf_index,
+                    &r.canon(),
+                    id,
+                    withhold,
+                    &mut out,
+                );
             }
         }
         for r in head {
@@ -198,6 +210,7 @@ impl Store {
             let Some(leaf) = r.leaf_index else { continue };
             let req: ExportTraceServiceRequest = r.decode()?;
             prove_in(
+                None,
                 &r.secret(),
                 leaf,
                 &CanonRecord::of_request(&req),

@@ -84,6 +84,66 @@ pub struct TxLog {
     min_index: std::sync::atomic::AtomicU64,
 }
 
+/// Another node's log, read-only (a cluster): its latest checkpoint, and inclusion proofs
+/// against it for the receipts of spans that node committed.
+pub struct PeerLog {
+    log: TiledLog<ObjTiles>,
+    note: Vec<u8>,
+    size: u64,
+    /// Where the log is, for messages.
+    at: PathBuf,
+}
+
+impl PeerLog {
+    /// Opens the log under `prefix` of `objects` at its latest checkpoint; the tiles must hash to
+    /// the checkpoint's root.
+    pub fn open(objects: SharedObjects, prefix: &str) -> Result<Self, StoreError> {
+        let key = format!("{prefix}checkpoint");
+        let (note, _) = objects.get(&key)?;
+        let corrupt = |reason: String| StoreError::Corruption {
+            path: format!("{}/{key}", objects.describe()),
+            offset: 0,
+            reason,
+        };
+        let cp = note_checkpoint(&note).map_err(corrupt)?;
+        let log = TiledLog::open(ObjTiles::new(objects.clone(), prefix), cp.size);
+        let root = log
+            .root(cp.size)
+            .map_err(|e| corrupt(format!("reading its tiles: {e}")))?;
+        if root != cp.root {
+            return Err(corrupt(format!(
+                "the tiles do not hash to the checkpoint of size {}",
+                cp.size
+            )));
+        }
+        Ok(Self {
+            log,
+            note,
+            size: cp.size,
+            at: PathBuf::from(format!("{}/{prefix}", objects.describe())),
+        })
+    }
+
+    /// The checkpoint (a signed note) proofs are made against.
+    pub fn note(&self) -> &[u8] {
+        &self.note
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Entry `index` and its inclusion proof in the checkpointed tree.
+    pub fn prove(&self, index: u64) -> Result<(Vec<u8>, Vec<Hash>), StoreError> {
+        let proof = self
+            .log
+            .prove_inclusion(self.size, index)
+            .map_err(|e| merr(&self.at, e))?;
+        let entry = self.log.entry(index).map_err(|e| merr(&self.at, e))?;
+        Ok((entry, proof))
+    }
+}
+
 /// Digests of block files.
 pub type DigestSet = std::collections::HashSet<[u8; 32]>;
 

@@ -270,7 +270,12 @@ pub async fn receipts(
             })
             .map_err(ApiError::from_store)?;
         let log = log(&st)?;
-        if let Some(max) = proofs.iter().map(|p| p.leaf_index).max() {
+        if let Some(max) = proofs
+            .iter()
+            .filter(|p| p.node.is_none())
+            .map(|p| p.leaf_index)
+            .max()
+        {
             // A batch acknowledged a moment ago may not be in a checkpoint yet.
             log.flush_through(max).map_err(ApiError::from_store)?;
         }
@@ -278,16 +283,52 @@ pub async fn receipts(
         let size = tv_store::txlog::note_checkpoint(&note)
             .map_err(ApiError::Internal)?
             .size;
+        // Spans other nodes of a cluster committed are proved in their logs, against their
+        // latest checkpoints (signed with the cluster's keys under the node's origin).
+        let mut peers: HashMap<String, tv_store::txlog::PeerLog> = HashMap::new();
         let mut out = Vec::with_capacity(proofs.len());
         for p in proofs {
-            let (incl, leaf) = log.with_tree(|t| {
-                Ok::<_, ApiError>((
-                    t.prove_inclusion(size, p.leaf_index)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?,
-                    t.entry(p.leaf_index)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?,
-                ))
-            })?;
+            let (incl, leaf, note) = match &p.node {
+                None => {
+                    let (incl, leaf) = log.with_tree(|t| {
+                        Ok::<_, ApiError>((
+                            t.prove_inclusion(size, p.leaf_index)
+                                .map_err(|e| ApiError::Internal(e.to_string()))?,
+                            t.entry(p.leaf_index)
+                                .map_err(|e| ApiError::Internal(e.to_string()))?,
+                        ))
+                    })?;
+                    (incl, leaf, note.clone())
+                }
+                Some(node) => {
+                    if !peers.contains_key(node) {
+                        let objects = st
+                            .store
+                            .peer_nodes()
+                            .into_iter()
+                            .find(|(n, _)| n == node)
+                            .map(|(_, o)| o)
+                            .ok_or_else(|| {
+                                ApiError::Unavailable(format!(
+                                    "node {node} is no longer listed in the cluster; try again"
+                                ))
+                            })?;
+                        let peer = tv_store::txlog::PeerLog::open(objects, "log/")
+                            .map_err(ApiError::from_store)?;
+                        peers.insert(node.clone(), peer);
+                    }
+                    let peer = &peers[node];
+                    if p.leaf_index >= peer.size() {
+                        return Err(ApiError::Unavailable(format!(
+                            "node {node} has not signed a checkpoint over this span's record yet (entry {} of {}); try again in a second",
+                            p.leaf_index,
+                            peer.size()
+                        )));
+                    }
+                    let (leaf, incl) = peer.prove(p.leaf_index).map_err(ApiError::from_store)?;
+                    (incl, leaf, peer.note().to_vec())
+                }
+            };
             out.push(Receipt {
                 format: receipt::FORMAT.to_owned(),
                 trace_id: hex::encode(&p.trace_id),
