@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use tv_server::logkeys::node_vkey;
 use tv_tlog::policy::{LogKeys, Policy};
 
 #[derive(Args)]
@@ -136,14 +137,6 @@ fn log_vkeys(a: &VerifyArgs, keys_dir: &std::path::Path) -> anyhow::Result<Vec<S
         keys_dir.display()
     );
     tv_server::logkeys::verifier_keys(keys_dir)
-}
-
-/// The same verifier key under the name `<name>/<node>`: a cluster node's log is signed with the
-/// cluster's keys under its own origin.
-fn node_vkey(vkey: &str, node: &str) -> anyhow::Result<String> {
-    let (name, _, key) =
-        tv_tlog::note::split_vkey(vkey).map_err(|e| anyhow::anyhow!("--vkey {vkey:?}: {e}"))?;
-    Ok(tv_tlog::note::format_vkey(&format!("{name}/{node}"), &key))
 }
 
 /// The cluster node whose log a receipt's checkpoint names (its origin is `<name>/<node>` for the

@@ -705,6 +705,17 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         err.contains("cluster/tokens is at generation") && err.contains("rolled back"),
         "{err}"
     );
+    // So does a brand-new node (no data directory yet): it learns the newest generation from
+    // the nodes' logs before it reads the registry.
+    let err = refused(
+        &node_args(keys, &url, "ingest-c", "ingest"),
+        &sw.env(),
+        &tmp.path().join("c"),
+    );
+    assert!(
+        err.contains("cluster/tokens is at generation") && err.contains("rolled back"),
+        "a new node accepted a rolled-back registry: {err}"
+    );
     put_tokens(&current);
     let b = Server::start_with_env(
         b.dir.clone(),

@@ -1,6 +1,7 @@
 //! A node of a cluster on a bucket (issue 21, docs/adr/0021): opening the bucket at start with
 //! errors that say what to fix, and the node's state for `/ready`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,6 +201,7 @@ impl tv_access::SharedDoc for StateDoc {
         *seen = generation;
         if let Some(t) = &self.tracker {
             t.saw(&self.name, generation);
+            t.reanchor(&self.name, generation, &b);
         }
         Ok(Some((body, meta.version)))
     }
@@ -308,6 +310,8 @@ impl ClusterErasures {
 pub struct StateTracker {
     path: std::path::PathBuf,
     seen: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// What this process last anchored of each document: (generation, when, log size then).
+    anchored: std::sync::Mutex<HashMap<String, (u64, std::time::Instant, u64)>>,
     log: std::sync::OnceLock<Arc<tv_store::txlog::TxLog>>,
     /// Leaves of writes made before the log was open (the first admin token at start).
     pending: std::sync::Mutex<Vec<Vec<u8>>>,
@@ -315,6 +319,12 @@ pub struct StateTracker {
 
 /// The cluster state documents whose versions are anchored in the nodes' logs.
 pub const STATE_DOCS: [&str; 3] = ["tokens", "workloads", "erasures"];
+
+/// A node anchors the version of each state document it holds at least this often (entries of
+/// its log)...
+pub const REANCHOR_ENTRIES: u64 = 4096;
+/// ...and at least this often.
+pub const REANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The file a node remembers state generations in.
 pub const SEEN_FILE: &str = "cluster-state-seen.json";
@@ -332,6 +342,7 @@ impl StateTracker {
         Ok(Arc::new(StateTracker {
             path,
             seen: std::sync::Mutex::new(seen),
+            anchored: std::sync::Mutex::new(HashMap::new()),
             log: std::sync::OnceLock::new(),
             pending: std::sync::Mutex::new(Vec::new()),
         }))
@@ -361,7 +372,115 @@ impl StateTracker {
         }
     }
 
+    /// A node that has never read the state documents (a new node, or one whose data directory
+    /// was replaced) learns the newest generations the nodes' logs anchor (each node anchors the
+    /// version it holds at least every [`REANCHOR_ENTRIES`] entries of its log and every hour,
+    /// so the newest entries of each log are read), so it too refuses a rolled-back document.
+    /// Only checkpoints signed with the cluster's log keys under the node's origin are read;
+    /// `node_keys` gives those keys for a node.
+    pub fn learn(
+        &self,
+        bucket: &SharedObjects,
+        node_keys: &dyn Fn(&str) -> Option<tv_tlog::policy::LogKeys>,
+    ) {
+        let missing: Vec<&str> = STATE_DOCS
+            .iter()
+            .copied()
+            .filter(|d| self.seen(d) == 0)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let wanted: HashMap<[u8; 32], &str> = missing
+            .iter()
+            .map(|d| (tv_tlog::leaf::state_name_digest(d), *d))
+            .collect();
+        let mut newest: HashMap<&str, u64> = HashMap::new();
+        let nodes = match bucket.list_dirs("nodes/") {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the cluster's nodes to learn the newest state versions");
+                return;
+            }
+        };
+        for node in nodes {
+            let Some(keys) = node_keys(&node) else {
+                continue;
+            };
+            let peer = tv_store::cluster::node_objects(bucket, &node)
+                .and_then(|o| tv_store::txlog::PeerLog::open(o, "log/"));
+            let peer = match peer {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(node = %node, error = %e, "no log to learn state versions from");
+                    continue;
+                }
+            };
+            if let Err(e) = tv_tlog::policy::verify_checkpoint(
+                peer.note(),
+                &keys,
+                tv_tlog::policy::Policy::Both,
+            ) {
+                tracing::warn!(node = %node, error = %e, "a node's checkpoint does not verify under the cluster's keys; its state anchors are not used");
+                continue;
+            }
+            let mut found: HashMap<&str, u64> = HashMap::new();
+            peer.scan_back(REANCHOR_ENTRIES * 2, &mut |_, e| {
+                if let Ok(tv_tlog::leaf::Leaf::State(st)) = tv_tlog::leaf::Leaf::parse(e)
+                    && let Some(d) = wanted.get(&st.name_digest)
+                {
+                    let g = found.entry(d).or_insert(0);
+                    *g = (*g).max(st.generation);
+                }
+                found.len() < wanted.len()
+            });
+            for (d, g) in found {
+                let n = newest.entry(d).or_insert(0);
+                *n = (*n).max(g);
+            }
+        }
+        if !newest.is_empty() {
+            tracing::info!(generations = ?newest, "this node has not read the cluster's state documents before: it holds them to the newest versions the nodes' logs anchor");
+        }
+        for (d, g) in newest {
+            self.saw(d, g);
+        }
+    }
+
+    /// Anchors a document this node read, when it has not anchored that version lately (see
+    /// [`Self::learn`]).
+    fn reanchor(&self, name: &str, generation: u64, sealed: &[u8]) {
+        let len = self.log.get().map_or(0, |l| l.len());
+        let due = match self
+            .anchored
+            .lock()
+            .expect("anchored lock poisoned")
+            .get(name)
+        {
+            None => true,
+            Some((g, at, at_len)) => {
+                *g < generation
+                    || at.elapsed() >= REANCHOR_EVERY
+                    || len.saturating_sub(*at_len) >= REANCHOR_ENTRIES
+            }
+        };
+        if due {
+            self.anchor(name, generation, sealed);
+        }
+    }
+
     fn anchor(&self, name: &str, generation: u64, sealed: &[u8]) {
+        self.anchored
+            .lock()
+            .expect("anchored lock poisoned")
+            .insert(
+                name.to_owned(),
+                (
+                    generation,
+                    std::time::Instant::now(),
+                    self.log.get().map_or(0, |l| l.len()),
+                ),
+            );
         let leaf = tv_tlog::leaf::Leaf::State(tv_tlog::leaf::StateLeaf {
             written_unix_nanos: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

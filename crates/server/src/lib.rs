@@ -492,6 +492,19 @@ impl Server {
             ),
             None => (None, None),
         };
+        if let (Some(t), Some(b)) = (&tracker, &bucket) {
+            // A node that never read the state documents holds them to what the logs anchor.
+            let base = logkeys::load_or_create(&cfg.keys_dir, root.as_ref())?;
+            let vkeys = [base.ed25519.vkey(), base.mldsa.vkey()];
+            t.learn(b, &|node| {
+                let keys: Vec<String> = vkeys
+                    .iter()
+                    .map(|k| logkeys::node_vkey(k, node))
+                    .collect::<anyhow::Result<_>>()
+                    .ok()?;
+                tv_tlog::policy::LogKeys::from_vkeys(&keys).ok()
+            });
+        }
         let state_doc = |b: &tv_store::objects::SharedObjects, name: &str| {
             Arc::new(cluster::StateDoc::tracked(
                 b.clone(),

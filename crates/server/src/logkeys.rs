@@ -221,6 +221,14 @@ pub fn audit_verifier_keys(keys_dir: &Path) -> anyhow::Result<Vec<String>> {
     verifier_keys_file(keys_dir, AUDIT_FILE)
 }
 
+/// The same verifier key under the name `<name>/<node>`: a cluster node's log is signed with the
+/// cluster's keys under its own origin.
+pub fn node_vkey(vkey: &str, node: &str) -> anyhow::Result<String> {
+    let (name, _, key) = tv_tlog::note::split_vkey(vkey)
+        .map_err(|e| anyhow::anyhow!("verifier key {vkey:?}: {e}"))?;
+    Ok(tv_tlog::note::format_vkey(&format!("{name}/{node}"), &key))
+}
+
 fn verifier_keys_file(keys_dir: &Path, file: &str) -> anyhow::Result<Vec<String>> {
     let path = keys_dir.join(file);
     if !path.exists() {

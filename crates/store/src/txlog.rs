@@ -133,6 +133,34 @@ impl PeerLog {
         self.size
     }
 
+    /// The newest entries, newest first, at most `max` of them, until `f` answers false. Stops
+    /// quietly at entries that are gone (a pruned log).
+    pub fn scan_back(&self, max: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) {
+        if self.size == 0 {
+            return;
+        }
+        let stop = self.size.saturating_sub(max);
+        let mut n = (self.size - 1) / TILE_WIDTH;
+        loop {
+            let Ok(entries) = self.log.bundle(n) else {
+                return;
+            };
+            for (k, e) in entries.iter().enumerate().rev() {
+                let index = n * TILE_WIDTH + k as u64;
+                if index >= self.size {
+                    continue;
+                }
+                if index < stop || !f(index, e) {
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+            n -= 1;
+        }
+    }
+
     /// Entry `index` and its inclusion proof in the checkpointed tree.
     pub fn prove(&self, index: u64) -> Result<(Vec<u8>, Vec<Hash>), StoreError> {
         let proof = self

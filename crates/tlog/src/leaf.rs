@@ -20,7 +20,7 @@
 //!   | index of the erase leaf u64
 //! log-prune leaf (entry bundles below an index deleted; the hash tiles stay), 18 bytes:
 //!   version 0x01 | kind 0x06 | pruned unix ns u64 | minimum index u64 (a multiple of 256)
-//! state leaf (a cluster state document written by this node: its version anchored), 82 bytes:
+//! state leaf (a cluster state document this node wrote, or holds: its version anchored), 82 bytes:
 //!   version 0x01 | kind 0x07 | written unix ns u64 | name digest [32] | generation u64
 //!   | SHA-256 of the stored object [32]
 //! replaced leaf (a block merged into a larger one by compaction, before its file is removed),
