@@ -150,8 +150,19 @@ pub trait KeyShare: Send + Sync {
     fn list(&self, tenant: &str) -> Result<Vec<String>, String>;
     /// Removes every file of `tenant` (an erasure).
     fn remove(&self, tenant: &str) -> Result<(), String>;
+    /// Replaces `rel` with `bytes` if it still holds `expected` (the same key re-wrapped under
+    /// the root's newest version); false when it changed meanwhile.
+    fn replace(&self, rel: &str, expected: &[u8], bytes: &[u8]) -> Result<bool, String>;
     /// Where it is, for messages.
     fn describe(&self) -> String;
+}
+
+/// The root-wrapping context of a tenant key file (`kek-v<N>.json`, `pseudonym.json`).
+fn file_context(tenant: &TenantId, name: &str) -> Option<Vec<u8>> {
+    match name {
+        "pseudonym.json" => Some(pseudonym_context(tenant)),
+        _ => kek_version(name).map(|v| kek_context(tenant, v)),
+    }
 }
 
 /// The version a tenant key file's name (`kek-v<N>.json`) names.
@@ -288,8 +299,33 @@ impl Keyring {
                     .map_err(|e| share_error(sh.as_ref(), e))?;
                 if held == bytes {
                     added += 1;
-                } else {
-                    differ.push(rel);
+                    continue;
+                }
+                // Other bytes: the same key wrapped differently (re-wrapped under a newer root
+                // version on another node, or here) is no conflict; this node takes the
+                // cluster's wrapping. Two different keys for one file are.
+                let ctx = file_context(&tenant, name).unwrap_or_default();
+                let open = |b: &[u8]| -> Option<SecretKey> {
+                    let f: KekFile = serde_json::from_slice(b).ok()?;
+                    self.root.unwrap(&ctx, &hex::decode(&f.wrapped).ok()?).ok()
+                };
+                match (open(&bytes), open(&held)) {
+                    (Some(mine), Some(theirs))
+                        if aws_lc_rs::constant_time::verify_slices_are_equal(
+                            mine.expose(),
+                            theirs.expose(),
+                        )
+                        .is_ok() =>
+                    {
+                        fsio::atomic_write(&path, &held, 0o600)
+                            .map_err(|e| CryptoError::io(&path, e))?;
+                    }
+                    // This copy no longer opens (its root version retired) but the cluster's does.
+                    (None, Some(_)) => {
+                        fsio::atomic_write(&path, &held, 0o600)
+                            .map_err(|e| CryptoError::io(&path, e))?;
+                    }
+                    _ => differ.push(rel),
                 }
             }
         }
@@ -723,23 +759,50 @@ impl Keyring {
         let mut n = 0;
         for t in self.tenants()? {
             for v in self.versions_on_disk(&t)? {
-                self.rewrap_file(&self.kek_path(&t, v), &kek_context(&t, v))?;
+                self.rewrap_file(&t, &format!("kek-v{v}.json"))?;
                 n += 1;
             }
-            let path = self.pseudonym_path(&t);
-            if path.exists() {
-                self.rewrap_file(&path, &pseudonym_context(&t))?;
+            if self.pseudonym_path(&t).exists() {
+                self.rewrap_file(&t, "pseudonym.json")?;
             }
         }
         Ok(n)
     }
 
-    /// Re-wraps one root-wrapped key file under the root's newest version, in place.
-    fn rewrap_file(&self, path: &Path, context: &[u8]) -> Result<(), CryptoError> {
-        let mut file = KekFile::read(path)?;
-        let new = crate::rewrap_checked(self.root.as_ref(), context, &file.wrapped(path)?)?;
+    /// Re-wraps one root-wrapped key file of `tenant` under the root's newest version, in place;
+    /// in a cluster the shared copy gets the same bytes (compare-and-swap on what it held), so
+    /// every node that reads it from there can open it once older root versions are retired.
+    fn rewrap_file(&self, tenant: &TenantId, name: &str) -> Result<(), CryptoError> {
+        let path = self.tenant_dir(tenant).join(name);
+        let context = file_context(tenant, name).unwrap_or_default();
+        let mut file = KekFile::read(&path)?;
+        let new = crate::rewrap_checked(self.root.as_ref(), &context, &file.wrapped(&path)?)?;
         file.wrapped = hex::encode(new);
-        file.write(path)
+        file.write(&path)?;
+        let Some(sh) = self.share.get() else {
+            return Ok(());
+        };
+        let rel = format!("{tenant}/{name}");
+        let bytes = std::fs::read(&path).map_err(|e| CryptoError::io(&path, e))?;
+        for _ in 0..3 {
+            let held = sh.get(&rel).map_err(|e| share_error(sh.as_ref(), e))?;
+            let Some(held) = held else {
+                sh.create(&rel, &bytes)
+                    .map_err(|e| share_error(sh.as_ref(), e))?;
+                return Ok(());
+            };
+            if held == bytes
+                || sh
+                    .replace(&rel, &held, &bytes)
+                    .map_err(|e| share_error(sh.as_ref(), e))?
+            {
+                return Ok(());
+            }
+        }
+        Err(share_error(
+            sh.as_ref(),
+            format!("{rel} kept changing while it was re-wrapped; run rewrap-root again"),
+        ))
     }
 
     fn pseudonym_path(&self, tenant: &TenantId) -> PathBuf {
@@ -1009,6 +1072,16 @@ mod tests {
             self.0.lock().unwrap().retain(|k, _| !k.starts_with(&p));
             Ok(())
         }
+        fn replace(&self, rel: &str, expected: &[u8], bytes: &[u8]) -> Result<bool, String> {
+            let mut m = self.0.lock().unwrap();
+            match m.get_mut(rel) {
+                Some(b) if b.as_slice() == expected => {
+                    *b = bytes.to_vec();
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
         fn describe(&self) -> String {
             "map".into()
         }
@@ -1059,6 +1132,32 @@ mod tests {
         assert_eq!(a.rotate(&t).unwrap(), 2);
         assert_eq!(b.reload_current().unwrap(), vec![(t.clone(), 2)]);
         assert_eq!(b.new_data_key(&t).unwrap().1.kek_version, 2);
+        // Re-wrapping under the root on A re-wraps the shared copies too; B, whose copies are
+        // still wrapped the old way, holds the same keys and is no conflict at its next start:
+        // it takes the cluster's wrapping.
+        let before = share.get("acme/kek-v1.json").unwrap().unwrap();
+        a.rewrap_under_root().unwrap();
+        let after = share.get("acme/kek-v1.json").unwrap().unwrap();
+        assert_ne!(before, after);
+        assert_eq!(
+            std::fs::read(da.path().join("tenants/acme/kek-v1.json")).unwrap(),
+            after
+        );
+        assert_eq!(b.publish_local(&[]).unwrap().1, Vec::<String>::new());
+        assert_eq!(
+            std::fs::read(db.path().join("tenants/acme/kek-v1.json")).unwrap(),
+            after
+        );
+        // A different key under a name the cluster holds is a conflict, named.
+        let other = tempfile::tempdir().unwrap();
+        let (root2, _) = FileRootKey::load_or_create(&da.path().join("root.key")).unwrap();
+        let c = Keyring::open(other.path(), Arc::new(root2)).unwrap();
+        c.new_data_key(&t).unwrap();
+        c.share_with(share.clone());
+        assert_eq!(
+            c.publish_local(&[]).unwrap().1,
+            vec!["acme/kek-v1.json".to_string()]
+        );
         // An erasure removes the tenant's files from the share too.
         a.destroy(&t).unwrap();
         assert!(share.list("acme").unwrap().is_empty());

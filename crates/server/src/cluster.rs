@@ -581,6 +581,27 @@ impl tv_crypto::KeyShare for BucketKeys {
         Ok(())
     }
 
+    fn replace(&self, rel: &str, expected: &[u8], bytes: &[u8]) -> Result<bool, String> {
+        let key = Self::key(rel);
+        let (held, meta) = match self.bucket.get(&key) {
+            Ok(r) => r,
+            Err(ObjectError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
+        if held != expected {
+            return Ok(false);
+        }
+        match self.bucket.put(
+            &key,
+            bytes,
+            tv_store::objects::PutMode::IfMatch(meta.version),
+        ) {
+            Ok(_) => Ok(true),
+            Err(ObjectError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("{}/cluster/keys", self.bucket.describe())
     }
