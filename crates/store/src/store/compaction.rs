@@ -140,6 +140,7 @@ fn merge(
     report: &mut CompactionReport,
 ) -> Result<(), StoreError> {
     inner.accepts(tenant)?;
+    let started = Instant::now();
     // The digests the replaced leaves name (read before the merge: what is merged is what they name).
     let mut digests = Vec::with_capacity(group.len());
     if inner.log.is_some() {
@@ -209,7 +210,7 @@ fn merge(
     if let Some(o) = &inner.cfg.observer {
         o.blocks_compacted(group.len() as u64, before, sealed.size);
     }
-    tracing::info!(tenant = %tenant, block = %key, replaced = group.len(), spans = sealed.spans, bytes_before = before, bytes_after = sealed.size, "compacted small blocks into one");
+    tracing::info!(tenant = %tenant, block = %key, replaced = group.len(), spans = sealed.spans, bytes_before = before, bytes_after = sealed.size, ms = started.elapsed().as_millis() as u64, "compacted small blocks into one");
     inner.retired.lock().expect("retired lock poisoned").push((
         Instant::now() + grace,
         group.iter().map(|b| b.key.clone()).collect(),
