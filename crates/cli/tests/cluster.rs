@@ -317,6 +317,29 @@ async fn two_ingest_nodes_and_a_query_node_share_one_bucket() {
         text.contains("/ingest-a entry") && text.contains("/ingest-b entry"),
         "one span in each node's log: {text}"
     );
+    // The page's in-browser verifier (src/verify.js, under Node) agrees with the same keys.
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/ui");
+    if ui.join("node_modules/@noble").is_dir() {
+        let vk = tmp.path().join("vkeys.txt");
+        std::fs::write(&vk, vkeys.join("\n")).unwrap();
+        let out = std::process::Command::new("node")
+            .arg("tests/verify_receipts.mjs")
+            .arg(&file)
+            .arg(&vk)
+            .current_dir(&ui)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the page's verifier: {text}");
+        assert!(text.contains("2 receipts verified"), "{text}");
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the web UI's packages are not installed under CI=true: run the suite via scripts/test"
+        );
+        eprintln!("SKIPPED: the page's receipt verifier (npm ci in crates/server/ui first)");
+    }
 
     // Jaeger's API and the tag values on the query node see both nodes' data.
     let (st, v) = get(&q, &format!("/jaeger/api/traces/{split}")).await;

@@ -188,6 +188,18 @@ function splitVkey(vkey) {
   return { name, id, key };
 }
 
+/**
+ * The same verifier key under the name `<name>/<node>` (logkeys.rs node_vkey): a cluster node's
+ * log is signed with the cluster's keys under its own origin.
+ */
+function nodeKey(k, node) {
+  const name = `${k.name}/${node}`;
+  const typeAndKey = concat(new Uint8Array([k.typeByte]), k.publicKey);
+  const id = keyId(name, typeAndKey);
+  const b64 = btoa(Array.from(typeAndKey, (b) => String.fromCharCode(b)).join(""));
+  return Object.freeze({ ...k, name, keyId: id, keyIdHex: idHex(id), vkey: `${name}+${idHex(id)}+${b64}` });
+}
+
 /** Parses one vkey into a verifier key object (throws KeyError with the reason). */
 function parseVkey(vkey) {
   const { name, id, key } = splitVkey(vkey);
@@ -574,7 +586,7 @@ function verifyInclusion(proof, size, root, index, leaf) {
 // ---------------------------------------------------------------------------------------------
 // Log entries (leaf.rs)
 
-const LEAF_LENS = { 1: 162, 2: 134, 3: 58, 4: 50, 5: 58, 6: 18 };
+const LEAF_LENS = { 1: 162, 2: 134, 3: 58, 4: 50, 5: 58, 6: 18, 7: 82, 8: 58 };
 
 /** leaf.rs Leaf::parse, for what a receipt needs: the kind, and a record leaf's fields. */
 function parseLeaf(b) {
@@ -824,7 +836,7 @@ export async function verifyReceipt(receipt, keys, opts = {}) {
       }
     }
     if (!Array.isArray(keys)) throw new Failure("keys", "The pinned keys are not a list of verifier keys");
-    const { ed, pq, witnesses } = pickKeys(keys, opts);
+    let { ed, pq, witnesses } = pickKeys(keys, opts);
     const required = opts.requiredWitnesses ?? 0;
     if (!Number.isInteger(required) || required < 0)
       throw new Failure("keys", "requiredWitnesses must be a whole number");
@@ -851,6 +863,15 @@ export async function verifyReceipt(receipt, keys, opts = {}) {
       throw new Failure("format", `This is not a tracevault span receipt (format ${JSON.stringify(r.format)}; expected ${FORMAT})`);
 
     const proof = parseProof(r.proof);
+    // A cluster node's log: its origin is `<name>/<node>` for the name of the pinned keys, which
+    // verify it under that name (as `tracevault verify-receipt` does).
+    const origin = proof.checkpoint.slice(0, Math.max(0, proof.checkpoint.indexOf("\n")));
+    const node = origin.startsWith(`${ed.name}/`) ? origin.slice(ed.name.length + 1) : null;
+    if (node !== null && pq.name === ed.name && /^[a-z0-9._-]{1,63}$/.test(node)) {
+      ed = nodeKey(ed, node);
+      pq = nodeKey(pq, node);
+      step("keys", `The log ${origin} is the log of node ${node} of the cluster whose keys you pinned`);
+    }
 
     // The checkpoint and the policy.
     const v = verifyCheckpoint(proof.checkpoint, ed, pq, classicalOnly);
