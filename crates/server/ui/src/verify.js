@@ -1019,6 +1019,7 @@ export const _internal = {
   openNote,
   noteVerifier,
   parseVkey,
+  nodeKey,
   mldsaMessage,
   verifyInclusion,
   inclusionProofLen,

@@ -129,11 +129,17 @@ for (const [i, r] of receipts.entries()) {
   for (const id of ["checkpoint-ed25519", "checkpoint-mldsa", "checkpoint", "inclusion", "record", "span", "ids"])
     check(ids.includes(id), `${tag(r, i)}: no ${id} step`);
   check(res.steps.every((s) => s.ok && typeof s.text === "string" && s.text.length > 0), `${tag(r, i)}: a step is not ok`);
-  check(res.steps[0].text.includes(`with Ed25519 (key ${edKey.keyIdHex}, pinned)`), `${tag(r, i)}: Ed25519 step text`);
-  check(res.steps[1].text.includes(`ML-DSA-44 (key ${pqKey.keyIdHex}, pinned`), `${tag(r, i)}: ML-DSA-44 step text`);
+  // A cluster node's receipt: its log's origin is `<name>/<node>`, verified with the pinned
+  // cluster keys under that name.
+  const node = res.facts.origin?.startsWith(`${edKey.name}/`) ? res.facts.origin.slice(edKey.name.length + 1) : null;
+  const [ek, pk] = node ? [I.nodeKey(edKey, node), I.nodeKey(pqKey, node)] : [edKey, pqKey];
+  const stepText = (id) => res.steps.find((s) => s.id === id)?.text ?? "";
+  if (node) check(ids.includes("keys"), `${tag(r, i)}: no step naming the cluster node`);
+  check(stepText("checkpoint-ed25519").includes(`with Ed25519 (key ${ek.keyIdHex}, pinned)`), `${tag(r, i)}: Ed25519 step text`);
+  check(stepText("checkpoint-mldsa").includes(`ML-DSA-44 (key ${pk.keyIdHex}, pinned`), `${tag(r, i)}: ML-DSA-44 step text`);
   const proofLines = r.proof.split("\n");
   check(res.facts.index === Number(proofLines[1].slice(6)), `${tag(r, i)}: facts.index`);
-  check(res.facts.origin === edKey.name, `${tag(r, i)}: facts.origin`);
+  check(res.facts.origin === ek.name, `${tag(r, i)}: facts.origin`);
   const cpLines = r.proof.slice(r.proof.indexOf("\n\n") + 2).split("\n");
   check(res.facts.treeSize === Number(cpLines[1]), `${tag(r, i)}: facts.treeSize`);
   const revealed = r.fields.filter((f) => f.name != null);
@@ -299,7 +305,8 @@ for (const [ri, r0] of receipts.entries()) {
     ["the proof's index + 1", (r) => (r.proof = r.proof.replace(/\nindex (\d+)\n/, (_, n) => `\nindex ${+n + 1}\n`))],
     ["the proof's index with a leading zero", (r) => (r.proof = r.proof.replace(/\nindex (\d+)\n/, "\nindex 0$1\n"))],
     ["the ML-DSA-44 line stripped", (r) => (r.proof = r.proof.split("\n").filter((l) => l.length < 1000).join("\n"))],
-    ["the Ed25519 line stripped", (r) => (r.proof = r.proof.replace(new RegExp(`\u2014 ${edKey.name.replace(/[/.]/g, "\\$&")} [A-Za-z0-9+/]{91}=\n`), ""))],
+    // (A cluster node's line is signed under `<name>/<node>`.)
+    ["the Ed25519 line stripped", (r) => (r.proof = r.proof.replace(new RegExp(`\u2014 ${edKey.name.replace(/[/.]/g, "\\$&")}(?:/[a-z0-9._-]+)? [A-Za-z0-9+/]{91}=\n`), ""))],
     ["a trailing line after the signatures", (r) => (r.proof += "trailing garbage\n")],
     ["not an object", () => null],
   ];
@@ -357,11 +364,15 @@ finish();
   const lines = vkeysText.trim().split("\n");
   const reversed = `# the log's keys\n\n  ${lines.reverse().join("\n\n")}  \n`;
   check((await verifyReceipt(r, reversed, wopts)).ok, "the keys as text (reversed, with comments) do not verify");
-  // An unpinned pair: the keys of another log.
+  // An unpinned pair: the keys of another log. (The receipt's signer: the pinned key, or for a
+  // cluster node's receipt the same key under `<name>/<node>`.)
+  const cpText = r.proof.slice(r.proof.indexOf("\n\n") + 2);
+  const cpOrigin = cpText.slice(0, cpText.indexOf("\n"));
+  const signer = cpOrigin.startsWith(`${edKey.name}/`) ? I.nodeKey(edKey, cpOrigin.slice(edKey.name.length + 1)) : edKey;
   const other = genLog(edKey.name);
   const wrong = await verifyReceipt(r, parseVerifierKeys(`${other.edVkey}\n${other.pqVkey}`), {});
   check(
-    !wrong.ok && wrong.error.startsWith("The checkpoint is not signed by any key you pinned (signed by: ") && wrong.error.includes(`${edKey.name}+${edKey.keyIdHex}`),
+    !wrong.ok && wrong.error.startsWith("The checkpoint is not signed by any key you pinned (signed by: ") && wrong.error.includes(`${signer.name}+${signer.keyIdHex}`),
     `another log's keys: ${wrong.error}`,
   );
   // The right Ed25519 key with another ML-DSA-44 key: the policy names the missing signature.
