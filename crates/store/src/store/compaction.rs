@@ -68,9 +68,28 @@ pub struct CompactionReport {
     pub spans: u64,
 }
 
+/// A merge whose leaves did not become durable when it ran: the leaves stay queued in the log
+/// and are written at its next flush, so the merged block stays and the merge is finished then.
+pub(crate) struct PendingMerge {
+    tenant: TenantId,
+    group: Vec<Arc<BlockMeta>>,
+    key: String,
+    /// The last replaced leaf's index.
+    last: u64,
+    grace: Duration,
+    size: u64,
+    spans: u64,
+}
+
 /// The groups of small blocks worth merging, by tenant: each a run of blocks (by time) whose
-/// total size stays under the target and whose time range stays within the limit.
+/// total size stays under the target and whose time range stays within the limit. Blocks of a
+/// merge that failed midway are not merged again by this process (see [`merge`]).
 fn plan(inner: &Inner, cfg: &CompactionConfig) -> Vec<(TenantId, Vec<Arc<BlockMeta>>)> {
+    let held = inner
+        .merge_held
+        .lock()
+        .expect("merge lock poisoned")
+        .clone();
     let st = inner.state.read().expect("state lock poisoned");
     let mut out = Vec::new();
     let mut tenants: Vec<&TenantId> = st.blocks.keys().collect();
@@ -78,7 +97,7 @@ fn plan(inner: &Inner, cfg: &CompactionConfig) -> Vec<(TenantId, Vec<Arc<BlockMe
     for tenant in tenants {
         let mut blocks: Vec<Arc<BlockMeta>> = st.blocks[tenant]
             .iter()
-            .filter(|b| b.size < cfg.small_bytes)
+            .filter(|b| b.size < cfg.small_bytes && !held.contains(&(tenant.clone(), b.id)))
             .cloned()
             .collect();
         blocks.sort_by_key(|b| (b.index.min_start, b.id));
@@ -153,7 +172,30 @@ fn merge(
         builder.add_block(b)?;
     }
     let id = next_id(inner);
-    let sealed = builder.write(
+    let key = block_key(tenant, id);
+    let hold = |inner: &Inner| {
+        let mut h = inner.merge_held.lock().expect("merge lock poisoned");
+        h.extend(group.iter().map(|b| (tenant.clone(), b.id)));
+    };
+    // A merged block that is (or will be) logged but not yet read in place of its blocks: kept,
+    // and finished at a later pass (or at the next start).
+    let park = |inner: &Inner, key: String, last: u64, size: u64, spans: u64| {
+        hold(inner);
+        inner
+            .pending_merges
+            .lock()
+            .expect("merge lock poisoned")
+            .push(PendingMerge {
+                tenant: tenant.clone(),
+                group: group.to_vec(),
+                key,
+                last,
+                grace,
+                size,
+                spans,
+            });
+    };
+    let sealed = match builder.write(
         &inner.staging_dir,
         &*inner.objects,
         tenant,
@@ -161,8 +203,18 @@ fn merge(
         &inner.keyring,
         inner.cfg.chunk_target_bytes,
         inner.cfg.block_zstd_level,
-    )?;
-    let key = block_key(tenant, id);
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // An upload that failed may still land (a bucket that answered late). It is not
+            // logged, so the next start deletes it; until then these blocks are not merged
+            // again, so no second merged block replaces them (other nodes would read both).
+            let _ = inner.objects.delete(&key);
+            hold(inner);
+            return Err(e);
+        }
+    };
+    let mut last = 0;
     if let Some(log) = &inner.log {
         let bi = log.push_block(
             sealed.file_sha256,
@@ -178,28 +230,19 @@ fn merge(
             })
             .encode(),
         );
-        let mut last = bi;
+        last = bi;
         for (b, d) in group.iter().zip(&digests) {
             last = log.push(replaced_leaf(b.id, *d, bi));
         }
         if let Err(e) = log.flush_through(last) {
-            // Not logged: the merged block goes (the next start would delete it too).
-            let _ = inner.objects.delete(&key);
+            // The leaves stay queued and are written at the log's next flush.
+            park(inner, key, last, sealed.size, sealed.spans);
             return Err(e);
         }
     }
-    let merged = Arc::new(BlockMeta::load(
-        &inner.objects,
-        &key,
-        tenant,
-        &inner.keyring,
-    )?);
-    let ids: HashSet<u64> = group.iter().map(|b| b.id).collect();
-    {
-        let mut st = inner.state.write().expect("state lock poisoned");
-        let list = st.blocks.entry(tenant.clone()).or_default();
-        list.retain(|b| !ids.contains(&b.id));
-        list.push(merged);
+    if let Err(e) = finish_merge(inner, tenant, group, &key, grace) {
+        park(inner, key, last, sealed.size, sealed.spans);
+        return Err(e);
     }
     let before: u64 = group.iter().map(|b| b.size).sum();
     report.merges += 1;
@@ -211,6 +254,31 @@ fn merge(
         o.blocks_compacted(group.len() as u64, before, sealed.size);
     }
     tracing::info!(tenant = %tenant, block = %key, replaced = group.len(), spans = sealed.spans, bytes_before = before, bytes_after = sealed.size, ms = started.elapsed().as_millis() as u64, "compacted small blocks into one");
+    Ok(())
+}
+
+/// Step 3 and 4 of a logged merge: the merged block replaces its blocks in what queries read,
+/// and the blocks are queued for deletion after `grace`.
+fn finish_merge(
+    inner: &Inner,
+    tenant: &TenantId,
+    group: &[Arc<BlockMeta>],
+    key: &str,
+    grace: Duration,
+) -> Result<(), StoreError> {
+    let merged = Arc::new(BlockMeta::load(
+        &inner.objects,
+        key,
+        tenant,
+        &inner.keyring,
+    )?);
+    let ids: HashSet<u64> = group.iter().map(|b| b.id).collect();
+    {
+        let mut st = inner.state.write().expect("state lock poisoned");
+        let list = st.blocks.entry(tenant.clone()).or_default();
+        list.retain(|b| !ids.contains(&b.id));
+        list.push(merged);
+    }
     inner.retired.lock().expect("retired lock poisoned").push((
         Instant::now() + grace,
         group.iter().map(|b| b.key.clone()).collect(),
@@ -256,13 +324,55 @@ pub(super) fn delete_retired(inner: &Inner, all: bool) {
     }
 }
 
-/// One pass: merges every group [`plan`] finds, then deletes replaced blocks past their grace.
+/// Finishes the merges whose leaves have become durable since they ran.
+fn finish_pending(inner: &Inner, report: &mut CompactionReport) {
+    let pending = std::mem::take(&mut *inner.pending_merges.lock().expect("merge lock poisoned"));
+    let mut keep = Vec::new();
+    for p in pending {
+        let durable = match &inner.log {
+            None => true,
+            Some(log) => log.durable_size() > p.last || log.flush_through(p.last).is_ok(),
+        };
+        if !durable {
+            keep.push(p);
+            continue;
+        }
+        match finish_merge(inner, &p.tenant, &p.group, &p.key, p.grace) {
+            Ok(()) => {
+                let before: u64 = p.group.iter().map(|b| b.size).sum();
+                report.merges += 1;
+                report.replaced += p.group.len();
+                report.bytes_before += before;
+                report.bytes_after += p.size;
+                report.spans += p.spans;
+                let mut h = inner.merge_held.lock().expect("merge lock poisoned");
+                for b in &p.group {
+                    h.remove(&(p.tenant.clone(), b.id));
+                }
+                tracing::info!(tenant = %p.tenant, block = %p.key, replaced = p.group.len(), "finished a compaction once its log entries were durable");
+            }
+            Err(e) => {
+                tracing::warn!(block = %p.key, error = %e, "cannot finish a compaction yet; retrying");
+                keep.push(p);
+            }
+        }
+    }
+    inner
+        .pending_merges
+        .lock()
+        .expect("merge lock poisoned")
+        .extend(keep);
+}
+
+/// One pass: finishes merges that waited for the log, merges every group [`plan`] finds, then
+/// deletes replaced blocks past their grace.
 pub(crate) fn compact(
     inner: &Inner,
     cfg: &CompactionConfig,
 ) -> Result<CompactionReport, StoreError> {
     let mut report = CompactionReport::default();
     let _one = inner.maintenance.lock().expect("maintenance lock poisoned");
+    finish_pending(inner, &mut report);
     let mut first_err = None;
     for (tenant, group) in plan(inner, cfg) {
         if inner.fenced.load(Ordering::Acquire) {

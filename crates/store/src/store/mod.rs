@@ -197,6 +197,10 @@ pub(crate) struct Inner {
     pub retired: Mutex<Vec<(Instant, Vec<String>)>>,
     /// The number in the newest merged block's id (see [`crate::block::COMPACTED_BIT`]).
     pub compacted_seq: AtomicU64,
+    /// Blocks this process does not merge again (a merge of them failed midway).
+    pub merge_held: Mutex<std::collections::HashSet<(TenantId, u64)>>,
+    /// Merges waiting for their log entries to become durable.
+    pub(crate) pending_merges: Mutex<Vec<compaction::PendingMerge>>,
 }
 
 impl Inner {
@@ -366,6 +370,8 @@ impl Store {
             maintenance: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             compacted_seq: AtomicU64::new(0),
+            merge_held: Mutex::new(std::collections::HashSet::new()),
+            pending_merges: Mutex::new(Vec::new()),
         });
         let erasures = crate::erase::apply_records(&inner)?;
         let mut max_id = load_blocks(&inner)?;
