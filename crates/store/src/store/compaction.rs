@@ -12,6 +12,11 @@
 //! 4. after a grace period (queries already running, other nodes that have not listed the
 //!    merged block yet) the replaced blocks are deleted; the next start deletes those a stop left.
 //!
+//! A failure while running (the bucket or the log not answering) never deletes a merged block
+//! whose leaves may still be written: it is kept and the merge finished at a later pass (or at
+//! the next start), and the blocks of a merge that failed midway are not merged again by this
+//! process, so no two merged blocks ever replace the same block.
+//!
 //! Other nodes skip a block that a block of the same node replaces, so they never read a span
 //! twice while both are in the bucket.
 
