@@ -74,3 +74,59 @@ fn bench_log_says_which_phase_it_is_in() {
     }
     assert!(err.contains("20000 of 20000 leaves"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_compare_runs_the_server_and_a_decode_only_receiver_side_by_side() {
+    let srv = Server::start(&[]);
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["bench", "ingest", "--compare", "--json", "--quiet"])
+            .args([
+                "--duration",
+                "1",
+                "--pairs",
+                "2",
+                "--spans-per-request",
+                "64",
+            ])
+            .args([
+                "--endpoint",
+                &srv.grpc,
+                "--data-dir",
+                srv.dir.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // (Unpinned: which cores a CI machine lets a process use varies.)
+    let out = run(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each pair printed, then the medians and their ratio as JSON.
+    assert_eq!(text.matches("pair ").count(), 2, "{text}");
+    let json = &text[text.find('{').expect("a JSON summary")..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let server = v["tracevault_median"].as_f64().unwrap();
+    let decode = v["decode_only_median"].as_f64().unwrap();
+    assert!(server > 0.0 && decode > 0.0, "{v}");
+    let ratio = v["ratio_median"].as_f64().unwrap();
+    assert!((ratio - server / decode).abs() < 0.5, "{v}");
+    // The receiver decoded the spans it acknowledged (two runs of at least one request).
+    assert!(
+        v["decode_only_spans_decoded"].as_u64().unwrap() >= 128,
+        "{v}"
+    );
+    // Without the server's token there is nothing to compare with.
+    let out = run(&["--no-token"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("same bearer token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

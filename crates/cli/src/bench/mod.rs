@@ -8,6 +8,7 @@
 //! a token.
 
 mod log;
+mod receiver;
 mod template;
 
 use std::sync::Arc;
@@ -68,7 +69,7 @@ pub enum Compression {
     Gzip,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct IngestArgs {
     /// OTLP endpoint: https://host:4317 (gRPC), https://host:4318 (HTTP; /v1/traces is added),
     /// or http:// for plaintext collectors
@@ -128,6 +129,22 @@ pub struct IngestArgs {
     /// Append one acknowledged trace id per request to this file (for `bench query`)
     #[arg(long)]
     pub ids_out: Option<std::path::PathBuf>,
+    /// Also start a decode-only OTLP receiver in this process (gRPC, the server's TLS certificate
+    /// and token, prost decoding and nothing else) and alternate runs against the endpoint and
+    /// it: `--pairs` pairs of `--duration` each, then both medians and their ratio. Pin the
+    /// server to one core (`taskset -c 0 tracevault serve`) and give the same core to
+    /// `--pin-server`, and another to `--pin-client`
+    #[arg(long)]
+    pub compare: bool,
+    /// Pairs of runs for --compare
+    #[arg(long, default_value_t = 3)]
+    pub pairs: usize,
+    /// CPU core for the decode-only receiver of --compare (the server itself: `taskset -c N`)
+    #[arg(long, requires = "compare")]
+    pub pin_server: Option<usize>,
+    /// CPU core for this load generator (all of its threads)
+    #[arg(long)]
+    pub pin_client: Option<usize>,
 }
 
 /// A pre-encoded request and where its ids and timestamps sit.
@@ -316,6 +333,23 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Query(q) => return query(q).await,
         BenchCmd::Log(l) => return tokio::task::block_in_place(|| log::run(l)),
     };
+    match args.pin_client {
+        None => ingest(args).await,
+        // Every thread of the load generator on one core: a runtime of its own, on a thread
+        // pinned first (threads it starts inherit the affinity).
+        Some(core) => tokio::task::spawn_blocking(move || {
+            receiver::pin(core)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(ingest(args))
+        })
+        .await
+        .context("the pinned load generator")?,
+    }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     if args.spans_per_request == 0 || args.concurrency == 0 || args.templates == 0 {
         bail!("--spans-per-request, --concurrency and --templates must be at least 1");
     }
@@ -342,6 +376,135 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .map(|_| build_template(&mut rng, &args, base))
             .collect(),
     );
+    if args.compare {
+        return compare(&args, token, templates).await;
+    }
+    let (result, sampled) = load(&args, token, templates, !args.quiet && !args.json).await?;
+    if let Some(p) = &args.ids_out {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        for id in &sampled {
+            writeln!(f, "{}", hex::encode(id))?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        let f = |k: &str| result[k].as_f64().unwrap_or(0.0);
+        println!(
+            "{} spans accepted in {:.1} s: {:.0} spans/s ({} requests of {} spans, {} attributes/span, ~{} KiB each)",
+            result["spans_accepted"],
+            f("seconds"),
+            f("spans_per_second"),
+            result["requests_ok"],
+            args.spans_per_request,
+            args.attributes,
+            result["request_bytes_avg"].as_u64().unwrap_or(0) / 1024
+        );
+        println!(
+            "request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            f("latency_ms_p50"),
+            f("latency_ms_p99"),
+            f("latency_ms_max")
+        );
+        println!(
+            "errors: {}, spans rejected: {}",
+            result["errors"], result["spans_rejected"]
+        );
+        if let Some(kinds) = result["error_kinds"].as_object() {
+            for (k, n) in kinds {
+                println!("  {n} x {k}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--compare`: alternating runs against the endpoint and an in-process decode-only receiver.
+async fn compare(
+    args: &IngestArgs,
+    token: Option<String>,
+    templates: Arc<Vec<Template>>,
+) -> anyhow::Result<()> {
+    if args.protocol != Protocol::Grpc || !args.endpoint.starts_with("https://") {
+        bail!("--compare measures gRPC over TLS: use an https:// endpoint with --protocol grpc");
+    }
+    let t = token
+        .clone()
+        .context("--compare checks the same bearer token as the server: do not pass --no-token")?;
+    let rx = receiver::Receiver::start(&args.data_dir, &t, args.pin_server)?;
+    let mut against = IngestArgs {
+        endpoint: format!("https://localhost:{}", rx.addr.port()),
+        ..args.clone()
+    };
+    against.ids_out = None;
+    let mut pairs = Vec::new();
+    for i in 0..args.pairs.max(1) {
+        let (s, _) = load(args, token.clone(), templates.clone(), false).await?;
+        let (r, _) = load(&against, token.clone(), templates.clone(), false).await?;
+        let rate = |v: &serde_json::Value| v["spans_per_second"].as_f64().unwrap_or(0.0);
+        for (what, v) in [("tracevault", &s), ("decode-only", &r)] {
+            if v["errors"].as_u64().unwrap_or(0) > 0 {
+                eprintln!(
+                    "compare pair {}: {what} had {} errors: {}",
+                    i + 1,
+                    v["errors"],
+                    v["error_kinds"]
+                );
+            }
+        }
+        println!(
+            "pair {}: tracevault {:.0} spans/s (p99 {:.1} ms), decode-only {:.0} spans/s (p99 {:.1} ms): ratio {:.3}",
+            i + 1,
+            rate(&s),
+            s["latency_ms_p99"].as_f64().unwrap_or(0.0),
+            rate(&r),
+            r["latency_ms_p99"].as_f64().unwrap_or(0.0),
+            rate(&s) / rate(&r).max(1.0)
+        );
+        pairs.push((rate(&s), rate(&r)));
+    }
+    // Every span the receiver acknowledged was decoded (a cross-check of its own count).
+    let decoded = rx.spans.load(Ordering::Relaxed);
+    rx.stop();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = median(pairs.iter().map(|(s, r)| s / r.max(1.0)).collect());
+    let server = median(pairs.iter().map(|p| p.0).collect());
+    let decode = median(pairs.iter().map(|p| p.1).collect());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "pairs": pairs.iter().map(|(s, r)| serde_json::json!({"tracevault": s, "decode_only": r})).collect::<Vec<_>>(),
+                "tracevault_median": server,
+                "decode_only_median": decode,
+                "ratio_median": ratio,
+                "decode_only_spans_decoded": decoded,
+            }))?
+        );
+    } else {
+        println!(
+            "median of {} pairs: tracevault {server:.0} spans/s, decode-only {decode:.0} spans/s, ratio {ratio:.3} (the receiver decoded {decoded} spans)",
+            pairs.len()
+        );
+    }
+    Ok(())
+}
+
+/// One run of the load against `args.endpoint`: the result as JSON, and the sampled trace ids.
+async fn load(
+    args: &IngestArgs,
+    token: Option<String>,
+    templates: Arc<Vec<Template>>,
+    show: bool,
+) -> anyhow::Result<(serde_json::Value, Vec<[u8; 16]>)> {
     let avg_bytes = templates.iter().map(|t| t.bytes.len()).sum::<usize>() / templates.len();
     let totals = Arc::new(Totals::default());
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
@@ -357,7 +520,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     >::new()));
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let mut sender = make_sender(&args).await?;
+        let mut sender = make_sender(args).await?;
         let templates = templates.clone();
         let totals = totals.clone();
         let hist = hist.clone();
@@ -408,7 +571,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let _ = hist.lock().expect("lock").add(&local);
         }));
     }
-    let pb = if args.quiet || args.json {
+    let pb = if !show {
         None
     } else {
         let pb = indicatif::ProgressBar::new((args.duration * 10.0) as u64);
@@ -418,7 +581,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         );
         Some(pb)
     };
-    let plain = !args.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let plain = show && !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let duration = args.duration;
     let ticker = {
         let totals = totals.clone();
@@ -479,46 +642,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "request_bytes_avg": avg_bytes,
         "error_kinds": *errors_seen.lock().expect("lock"),
     });
-    if let Some(p) = &args.ids_out {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .with_context(|| format!("opening {}", p.display()))?;
-        for id in sampled.lock().expect("lock").iter() {
-            writeln!(f, "{}", hex::encode(id))?;
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        println!(
-            "{} spans accepted in {:.1} s: {:.0} spans/s ({} requests of {} spans, {} attributes/span, ~{} KiB each)",
-            spans,
-            elapsed,
-            spans as f64 / elapsed,
-            ok_requests,
-            args.spans_per_request,
-            args.attributes,
-            avg_bytes / 1024
-        );
-        println!(
-            "request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.max() as f64 / 1000.0
-        );
-        println!(
-            "errors: {}, spans rejected: {}",
-            totals.errors.load(Ordering::Relaxed),
-            totals.rejected.load(Ordering::Relaxed)
-        );
-        for (k, n) in errors_seen.lock().expect("lock").iter() {
-            println!("  {n} x {k}");
-        }
-    }
-    Ok(())
+    let ids = std::mem::take(&mut *sampled.lock().expect("lock"));
+    Ok((result, ids))
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {
