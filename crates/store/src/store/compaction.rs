@@ -452,7 +452,14 @@ pub(super) fn finish_merges(inner: &Inner) -> Result<(), StoreError> {
             Some((bi, replaced)) => {
                 if let (Some(log), Some(bi)) = (&inner.log, bi) {
                     let mut last = None;
-                    for b in &left {
+                    // In the order the merged block names them (what verify checks): the leaves
+                    // a stop kept out of the log are the last ones of that order.
+                    let ordered = merged
+                        .index
+                        .replaces
+                        .iter()
+                        .filter_map(|id| left.iter().find(|b| b.id == *id));
+                    for b in ordered {
                         let d = b.digest()?;
                         if !replaced.contains(&d) {
                             last = Some(log.push(replaced_leaf(b.id, d, bi)));
