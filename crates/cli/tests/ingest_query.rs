@@ -348,3 +348,31 @@ async fn no_marker_appears_in_any_file_under_the_data_dir() {
             >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_cpu_time_of_each_ingest_stage() {
+    let srv = Server::start(&[]);
+    for _ in 0..3 {
+        let (req, _) = request("checkout", 20);
+        let r = srv
+            .post_otlp("application/x-protobuf", req.encode_to_vec())
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let metrics = srv.get("/metrics").await.text().await.unwrap();
+    // `tracevault_ingest_stage_cpu_seconds_{count,sum}{stage="..."}`.
+    let value = |kind: &str, stage: &str| -> f64 {
+        let prefix = format!("tracevault_ingest_stage_cpu_seconds_{kind}{{stage=\"{stage}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix}: {metrics}"))
+    };
+    for stage in ["admit", "validate", "inspect", "redact", "encode", "notify"] {
+        assert_eq!(value("count", stage), 3.0, "{stage}");
+        assert!((0.0..1.0).contains(&value("sum", stage)), "{stage}");
+    }
+    // Redacting and inspecting 20 spans takes measurable CPU time.
+    assert!(value("sum", "redact") > 0.0 && value("sum", "inspect") > 0.0);
+}

@@ -112,6 +112,7 @@ async fn ingest_checked(
     span_count: usize,
     transport: &'static str,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
+    let mut clock = crate::metrics::StageClock::start();
     // Automated responses against this credential (quarantine, throttle) come first.
     let principal = caller.principal.id();
     match state.detection.check_ingest(&principal, span_count) {
@@ -160,6 +161,7 @@ async fn ingest_checked(
             req.encoded_len() as f64,
         )?;
     }
+    clock.lap(&state.metrics, "admit");
     let received = now_unix_nanos();
     let validated = validate(req, &state.limits, received).map_err(|e| match e {
         RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),
@@ -179,6 +181,7 @@ async fn ingest_checked(
         rejected_spans: validated.rejected_spans() as i64,
         error_message: m.to_owned(),
     });
+    clock.lap(&state.metrics, "validate");
     if accepted > 0 {
         // Signature rules see the decoded batch before redaction (a scrubbed query string can no
         // longer show an injection); only findings with redacted evidence leave this step.
@@ -188,12 +191,14 @@ async fn ingest_checked(
             validated.request(),
             now_unix_nanos(),
         );
+        clock.lap(&state.metrics, "inspect");
         // Redaction before anything is written: the WAL, the blocks and the log only ever see
         // the redacted batch, and the log records the digest of the rules that ran.
         let (validated, policy) = state
             .redaction
             .apply(tenant, validated, &state.metrics)
             .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
+        clock.lap(&state.metrics, "redact");
         // Findings are committed with the batch they are about (see detection.rs), named by
         // the redacted span names.
         let mut findings = crate::detection::with_redacted_names(findings, validated.request());
@@ -219,11 +224,14 @@ async fn ingest_checked(
             .detection
             .wants_stream()
             .then(|| validated.into_request());
+        clock.lap(&state.metrics, "encode");
         state
             .store
             .append(batch)
             .await
             .map_err(ApiError::from_store)?;
+        // The task may have resumed on another thread.
+        let mut clock = crate::metrics::StageClock::start();
         state.graph.add(tenant, graph_facts);
         if !findings.is_empty() {
             state.findings_index.add(tenant, findings.iter().cloned());
@@ -248,6 +256,7 @@ async fn ingest_checked(
             state.metrics.record_findings(&findings);
             state.detection.emit(&findings);
         }
+        clock.lap(&state.metrics, "notify");
     }
     Ok(ExportTraceServiceResponse { partial_success })
 }

@@ -18,6 +18,11 @@ pub struct TransportLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub transport: &'static str,
     pub outcome: &'static str,
@@ -69,6 +74,8 @@ pub struct Metrics {
     pub spans_rejected: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<TransportLabels, Histogram>,
+    /// CPU time of each ingest stage of a request, on the request's thread (see [`StageClock`]).
+    pub ingest_stage_cpu: Family<StageLabels, Histogram>,
     pub query_duration: Family<EndpointLabels, Histogram>,
     pub wal_fsync: Histogram,
     pub wal_bytes: Counter,
@@ -119,6 +126,36 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The CPU time one request spends in each ingest stage (issue 22): laps of the calling thread's
+/// CPU clock between stages that do not await (an await may resume on another thread; start a
+/// new clock after one).
+pub struct StageClock {
+    last: Duration,
+}
+
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+impl StageClock {
+    pub fn start() -> Self {
+        Self { last: thread_cpu() }
+    }
+
+    /// Records the CPU time since the last lap (or the start) as `stage`.
+    pub fn lap(&mut self, m: &Metrics, stage: &'static str) {
+        let now = thread_cpu();
+        m.ingest_stage_cpu
+            .get_or_create(&StageLabels { stage })
+            .observe(now.saturating_sub(self.last).as_secs_f64());
+        self.last = now;
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
@@ -152,6 +189,10 @@ impl Metrics {
             spans_rejected: Family::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            ingest_stage_cpu: Family::new_with_constructor(|| {
+                // 2 µs .. ~2 s
+                Histogram::new(exponential_buckets(0.000002, 2.0, 20))
+            }),
             query_duration: Family::new_with_constructor(latency_histogram),
             // Finer steps than the request histograms: fsync p99 is a headline figure.
             wal_fsync: Histogram::new(exponential_buckets(0.00005, 1.25, 40)),
@@ -278,6 +319,11 @@ impl Metrics {
             "ingest_request_duration_seconds",
             "Ingest request latency, from decoded request to acknowledgement",
             m.request_duration.clone(),
+        );
+        registry.register(
+            "ingest_stage_cpu_seconds",
+            "CPU time per accepted ingest request by stage, on the request's thread: admit (responses, services, authorization, rate limits), validate, inspect (signature rules), redact, encode (findings sealed, batch encoded with its commitments), notify (after the commit: graph, findings, behavioural queue); the WAL writer and sealer threads are not in it",
+            m.ingest_stage_cpu.clone(),
         );
         registry.register(
             "query_duration_seconds",
