@@ -111,6 +111,23 @@ pub struct SealedBlock {
     pub spans: u64,
 }
 
+impl SealedBlock {
+    /// The encoded log leaf of this block as block `block_id` (sealed from the WAL or merged).
+    pub fn leaf(&self, block_id: u64) -> Vec<u8> {
+        tv_tlog::leaf::Leaf::Block(tv_tlog::leaf::BlockLeaf {
+            block_id,
+            sealed_unix_nanos: now_unix_nanos(),
+            file_sha256: self.file_sha256,
+            key_commitment: self.key_commitment,
+            records_sha256: tv_tlog::leaf::records_digest(&self.records),
+            record_count: self.records.len() as u32,
+            span_count: self.spans,
+            first_record: self.records.iter().map(|r| r.0).min().unwrap_or(0),
+        })
+        .encode()
+    }
+}
+
 /// Hashes everything written through it.
 struct HashingWriter<W: Write> {
     inner: W,

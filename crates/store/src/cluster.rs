@@ -342,20 +342,5 @@ pub(crate) fn cluster_loop(
     let Some(c) = inner.cfg.cluster.clone() else {
         return;
     };
-    let (lock, cv) = &*stop;
-    loop {
-        {
-            let stopped = lock.lock().expect("cluster stop lock poisoned");
-            if *stopped {
-                return;
-            }
-            let (stopped, _) = cv
-                .wait_timeout(stopped, c.refresh)
-                .expect("cluster stop lock poisoned");
-            if *stopped {
-                return;
-            }
-        }
-        refresh(&inner, &c);
-    }
+    crate::store::run_every(&stop, c.refresh, || refresh(&inner, &c));
 }

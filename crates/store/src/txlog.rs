@@ -136,29 +136,8 @@ impl PeerLog {
     /// The newest entries, newest first, at most `max` of them, until `f` answers false. Stops
     /// quietly at entries that are gone (a pruned log).
     pub fn scan_back(&self, max: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) {
-        if self.size == 0 {
-            return;
-        }
-        let stop = self.size.saturating_sub(max);
-        let mut n = (self.size - 1) / TILE_WIDTH;
-        loop {
-            let Ok(entries) = self.log.bundle(n) else {
-                return;
-            };
-            for (k, e) in entries.iter().enumerate().rev() {
-                let index = n * TILE_WIDTH + k as u64;
-                if index >= self.size {
-                    continue;
-                }
-                if index < stop || !f(index, e) {
-                    return;
-                }
-            }
-            if n == 0 {
-                return;
-            }
-            n -= 1;
-        }
+        let min = self.size.saturating_sub(max);
+        let _ = walk_back(&self.log, self.size, min, &self.at, &mut |i, e| Ok(f(i, e)));
     }
 
     /// Entry `index` and its inclusion proof in the checkpointed tree.
@@ -169,6 +148,44 @@ impl PeerLog {
             .map_err(|e| merr(&self.at, e))?;
         let entry = self.log.entry(index).map_err(|e| merr(&self.at, e))?;
         Ok((entry, proof))
+    }
+}
+
+/// Sees one log entry (its index and bytes); answers whether to go on.
+type EntryVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
+
+/// Walks the entries of `log` (a tree of `size` entries) from the newest back, down to index
+/// `min` (entries below it are pruned), until `f` answers false.
+fn walk_back(
+    log: &TiledLog<ObjTiles>,
+    size: u64,
+    min: u64,
+    at: &Path,
+    f: &mut EntryVisitor<'_>,
+) -> Result<(), StoreError> {
+    if size == 0 {
+        return Ok(());
+    }
+    let mut n = (size - 1) / TILE_WIDTH;
+    loop {
+        if (n + 1) * TILE_WIDTH <= min {
+            return Ok(());
+        }
+        let entries = log.bundle(n).map_err(|e| merr(at, e))?;
+        for (k, e) in entries.iter().enumerate().rev() {
+            let index = n * TILE_WIDTH + k as u64;
+            // A bundle may hold entries written after the size read (not signed yet).
+            if index >= size {
+                continue;
+            }
+            if index < min || !f(index, e)? {
+                return Ok(());
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        n -= 1;
     }
 }
 
@@ -366,61 +383,58 @@ impl TxLog {
         &self.dir
     }
 
+    /// The stored entries from the newest back to the minimum index, until `f` answers false.
+    fn walk_back(&self, f: &mut EntryVisitor<'_>) -> Result<(), StoreError> {
+        let tree = self.tree.lock().expect("log lock poisoned");
+        walk_back(
+            &tree.log,
+            tree.log.size(),
+            self.minimum_index(),
+            &self.dir,
+            f,
+        )
+    }
+
     /// Reads the log's tail back to the first record leaf of a segment below `min_segment`.
     pub fn logged_since(&self, min_segment: u64) -> Result<Logged, StoreError> {
-        let tree = self.tree.lock().expect("log lock poisoned");
-        let size = tree.log.size();
         let mut out = Logged::default();
-        if size == 0 {
-            return Ok(out);
-        }
-        let mut n = (size - 1) / TILE_WIDTH;
-        let min = self.minimum_index();
-        loop {
-            if n * TILE_WIDTH < min {
-                // Pruned: nothing below holds a record any tenant still retains.
-                return Ok(out);
-            }
-            let entries = tree.log.bundle(n).map_err(|e| merr(&self.dir, e))?;
-            for (k, e) in entries.iter().enumerate().rev() {
-                let index = n * TILE_WIDTH + k as u64;
-                match Leaf::parse(e) {
-                    Ok(Leaf::Record(r)) => {
-                        if r.segment < min_segment {
-                            return Ok(out);
-                        }
-                        out.records
-                            .insert((r.segment, r.key_index, r.counter), (index, r.body_sha256));
+        // Below the minimum index the log is pruned: nothing there holds a record any tenant
+        // still retains.
+        self.walk_back(&mut |index, e| {
+            match Leaf::parse(e) {
+                Ok(Leaf::Record(r)) => {
+                    if r.segment < min_segment {
+                        return Ok(false);
                     }
-                    Ok(
-                        Leaf::Prune(_)
-                        | Leaf::Erase(_)
-                        | Leaf::ErasedBlock(_)
-                        | Leaf::LogPrune(_)
-                        | Leaf::State(_)
-                        | Leaf::Replaced(_),
-                    ) => {}
-                    Ok(Leaf::Block(b)) => {
-                        out.blocks.insert(b.file_sha256, index);
-                        self.blocks
-                            .lock()
-                            .expect("log lock poisoned")
-                            .insert(b.file_sha256, index);
-                    }
-                    Err(err) => {
-                        return Err(StoreError::Corruption {
-                            path: self.dir.display().to_string(),
-                            offset: index,
-                            reason: format!("log entry {index}: {err}"),
-                        });
-                    }
+                    out.records
+                        .insert((r.segment, r.key_index, r.counter), (index, r.body_sha256));
+                }
+                Ok(
+                    Leaf::Prune(_)
+                    | Leaf::Erase(_)
+                    | Leaf::ErasedBlock(_)
+                    | Leaf::LogPrune(_)
+                    | Leaf::State(_)
+                    | Leaf::Replaced(_),
+                ) => {}
+                Ok(Leaf::Block(b)) => {
+                    out.blocks.insert(b.file_sha256, index);
+                    self.blocks
+                        .lock()
+                        .expect("log lock poisoned")
+                        .insert(b.file_sha256, index);
+                }
+                Err(err) => {
+                    return Err(StoreError::Corruption {
+                        path: self.dir.display().to_string(),
+                        offset: index,
+                        reason: format!("log entry {index}: {err}"),
+                    });
                 }
             }
-            if n == 0 {
-                return Ok(out);
-            }
-            n -= 1;
-        }
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// Looks for the leaf of a merged block (compaction) whose file has digest `file_sha256`
@@ -433,41 +447,29 @@ impl TxLog {
         file_sha256: &[u8; 32],
         created_unix_nanos: u64,
     ) -> Result<Option<(u64, DigestSet)>, StoreError> {
-        let tree = self.tree.lock().expect("log lock poisoned");
-        let size = tree.log.size();
-        if size == 0 {
-            return Ok(None);
-        }
         let stop_before = created_unix_nanos.saturating_sub(600 * 1_000_000_000);
-        let min = self.minimum_index();
         let mut replaced: Vec<(u64, [u8; 32])> = Vec::new();
-        let mut n = (size - 1) / TILE_WIDTH;
-        loop {
-            if n * TILE_WIDTH < min {
-                return Ok(None);
-            }
-            let entries = tree.log.bundle(n).map_err(|e| merr(&self.dir, e))?;
-            for (k, e) in entries.iter().enumerate().rev() {
-                let index = n * TILE_WIDTH + k as u64;
-                match Leaf::parse(e) {
-                    Ok(Leaf::Replaced(x)) => replaced.push((x.replacement_index, x.file_sha256)),
-                    Ok(Leaf::Block(b)) if &b.file_sha256 == file_sha256 => {
-                        let of_it = replaced
-                            .iter()
-                            .filter(|(i, _)| *i == index)
-                            .map(|(_, d)| *d)
-                            .collect();
-                        return Ok(Some((index, of_it)));
-                    }
-                    Ok(Leaf::Block(b)) if b.sealed_unix_nanos < stop_before => return Ok(None),
-                    _ => {}
+        let mut found = None;
+        self.walk_back(&mut |index, e| {
+            Ok(match Leaf::parse(e) {
+                Ok(Leaf::Replaced(x)) => {
+                    replaced.push((x.replacement_index, x.file_sha256));
+                    true
                 }
-            }
-            if n == 0 {
-                return Ok(None);
-            }
-            n -= 1;
-        }
+                Ok(Leaf::Block(b)) if &b.file_sha256 == file_sha256 => {
+                    let of_it = replaced
+                        .iter()
+                        .filter(|(i, _)| *i == index)
+                        .map(|(_, d)| *d)
+                        .collect();
+                    found = Some((index, of_it));
+                    false
+                }
+                Ok(Leaf::Block(b)) => b.sealed_unix_nanos >= stop_before,
+                _ => true,
+            })
+        })?;
+        Ok(found)
     }
 
     /// Queues an entry; returns its index in the log.

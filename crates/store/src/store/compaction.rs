@@ -221,20 +221,7 @@ fn merge(
     };
     let mut last = 0;
     if let Some(log) = &inner.log {
-        let bi = log.push_block(
-            sealed.file_sha256,
-            Leaf::Block(BlockLeaf {
-                block_id: id,
-                sealed_unix_nanos: crate::now_unix_nanos(),
-                file_sha256: sealed.file_sha256,
-                key_commitment: sealed.key_commitment,
-                records_sha256: leaf::records_digest(&sealed.records),
-                record_count: sealed.records.len() as u32,
-                span_count: sealed.spans,
-                first_record: sealed.records.iter().map(|r| r.0).min().unwrap_or(0),
-            })
-            .encode(),
-        );
+        let bi = log.push_block(sealed.file_sha256, sealed.leaf(id));
         last = bi;
         for (b, d) in group.iter().zip(&digests) {
             last = log.push(replaced_leaf(b.id, *d, bi));
@@ -400,22 +387,9 @@ pub(super) fn compaction_loop(
     cfg: CompactionConfig,
     stop: Arc<(Mutex<bool>, Condvar)>,
 ) {
-    let (lock, cv) = &*stop;
-    loop {
-        {
-            let stopped = lock.lock().expect("compaction lock poisoned");
-            if *stopped {
-                return;
-            }
-            let (stopped, _) = cv
-                .wait_timeout(stopped, cfg.interval)
-                .expect("compaction lock poisoned");
-            if *stopped {
-                return;
-            }
-        }
+    run_every(&stop, cfg.interval, || {
         let _ = compact(&inner, &cfg);
-    }
+    });
 }
 
 /// At start, before anything reads the blocks: finishes the merges a stop interrupted. A merged

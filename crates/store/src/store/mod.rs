@@ -21,7 +21,7 @@ use crate::commit;
 use crate::objects::{LocalDir, SharedObjects};
 use crate::txlog::{LogConfig, Logged, TxLog};
 use crate::wal::{self, ActiveSegment, Recovered, SyncHook};
-use tv_tlog::leaf::{self, BlockLeaf, Leaf, RecordLeaf};
+use tv_tlog::leaf::{self, Leaf, RecordLeaf};
 
 mod compaction;
 mod record;
@@ -723,6 +723,24 @@ impl Store {
             }
         }
         s
+    }
+}
+
+/// A background thread's loop: `f` every `every` until `stop` is set (see [`stop_and_join`]).
+pub(crate) fn run_every(stop: &(Mutex<bool>, Condvar), every: Duration, mut f: impl FnMut()) {
+    let (lock, cv) = stop;
+    loop {
+        {
+            let stopped = lock.lock().expect("stop lock poisoned");
+            if *stopped {
+                return;
+            }
+            let (stopped, _) = cv.wait_timeout(stopped, every).expect("stop lock poisoned");
+            if *stopped {
+                return;
+            }
+        }
+        f();
     }
 }
 

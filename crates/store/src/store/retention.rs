@@ -125,22 +125,9 @@ pub(super) fn retention_loop(inner: Arc<Inner>, keep: Duration, stop: Arc<(Mutex
         .cfg
         .retention_interval
         .unwrap_or_else(|| (keep / 4).clamp(Duration::from_millis(200), Duration::from_secs(60)));
-    let (lock, cv) = &*stop;
-    loop {
-        {
-            let stopped = lock.lock().expect("retention lock poisoned");
-            if *stopped {
-                return;
-            }
-            let (stopped, _) = cv
-                .wait_timeout(stopped, every)
-                .expect("retention lock poisoned");
-            if *stopped {
-                return;
-            }
-        }
+    run_every(&stop, every, || {
         if let Err(e) = prune_expired(&inner) {
             tracing::error!(error = %e, "retention could not delete an expired block; retrying");
         }
-    }
+    });
 }

@@ -76,17 +76,7 @@ pub(super) fn seal_segment_with(inner: &Inner, id: u64, defer: bool) -> Result<(
             o.block_sealed(sealed.spans, sealed.size);
         }
         if let Some(log) = &inner.log {
-            let leaf = Leaf::Block(BlockLeaf {
-                block_id: id,
-                sealed_unix_nanos: crate::now_unix_nanos(),
-                file_sha256: sealed.file_sha256,
-                key_commitment: sealed.key_commitment,
-                records_sha256: leaf::records_digest(&sealed.records),
-                record_count: sealed.records.len() as u32,
-                span_count: sealed.spans,
-                first_record: sealed.records.iter().map(|r| r.0).min().unwrap_or(0),
-            });
-            last_leaf = last_leaf.max(Some(log.push_block(sealed.file_sha256, leaf.encode())));
+            last_leaf = last_leaf.max(Some(log.push_block(sealed.file_sha256, sealed.leaf(id))));
         }
         new_blocks.push(load()?);
         tracing::debug!(tenant = %tenant, block = id, spans = sealed.spans, bytes = sealed.size, "sealed block");
