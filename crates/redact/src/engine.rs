@@ -10,7 +10,9 @@
 //! matched case-insensitively, with gRPC metadata as headers (see [`canonical_key`]). Span and
 //! trace ids, timestamps and kinds are structure, not content.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use aws_lc_rs::hmac;
 use serde::Serialize;
@@ -151,7 +153,7 @@ pub fn redact(
     let mut report = Report::default();
     for rs in &mut req.resource_spans {
         let service = tv_model::service_name(rs.resource.as_ref()).map(str::to_owned);
-        let policy = rules.policy_for(tenant, service.as_deref());
+        let (policy_index, policy) = rules.policy_index_for(tenant, service.as_deref());
         *report.policies.entry(policy.name.clone()).or_default() += 1;
         let mut cx = Cx {
             policy,
@@ -162,6 +164,8 @@ pub fn redact(
             key_info: Vec::new(),
             prefixes: Vec::new(),
             hits: HashMap::new(),
+            fired: 0,
+            scope: Memo::scope(&rules.digest(), policy_index, tenant),
         };
         if let Some(r) = rs.resource.as_mut() {
             cx.attrs(&mut r.attributes, "resource.attributes");
@@ -213,6 +217,134 @@ struct Cx<'a> {
     prefixes: Vec<String>,
     /// Hits by (rule, action, prefix, key), turned into the report's strings at the end.
     hits: HashMap<(RuleRef, ActionKind, u32, u32), u64>,
+    /// Hits so far (a value whose processing added none, and which came out as it went in, is
+    /// one the [`Memo`] may remember).
+    fired: u64,
+    /// What a [`Memo`] fingerprint starts with: the rules, the policy and the tenant.
+    scope: u64,
+}
+
+/// Values this thread's engine recently left exactly as they were, as 128-bit keyed
+/// fingerprints of (rules digest, policy, tenant, where the value sits, the attribute key, the
+/// value): most attribute values in real traffic (methods, routes, status codes, service names,
+/// user agents, span names) repeat across batches and hold nothing to redact, and the detectors
+/// need not read them again. Only values that came out unchanged with no hit are remembered, so a
+/// hit is never skipped; no value is kept, only its fingerprint, under keys random per thread
+/// and process. Bounded: at [`Memo::CAPACITY`] the set starts over.
+struct Memo {
+    keys: (std::hash::RandomState, std::hash::RandomState),
+    seen: HashSet<u128, BuildU128>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo {
+        keys: (std::hash::RandomState::new(), std::hash::RandomState::new()),
+        seen: HashSet::with_capacity_and_hasher(1024, BuildU128),
+    });
+}
+
+impl Memo {
+    const CAPACITY: usize = 1 << 16;
+
+    fn scope(digest: &[u8; 32], policy: usize, tenant: &str) -> u64 {
+        MEMO.with_borrow(|m| {
+            let mut h = m.keys.0.build_hasher();
+            digest.hash(&mut h);
+            policy.hash(&mut h);
+            tenant.hash(&mut h);
+            h.finish()
+        })
+    }
+
+    /// The fingerprint of `parts` (each written with its length, so the parts cannot run into
+    /// each other) under `scope`.
+    fn fingerprint(scope: u64, parts: &[&[u8]]) -> u128 {
+        MEMO.with_borrow(|m| {
+            let (mut a, mut b) = (m.keys.0.build_hasher(), m.keys.1.build_hasher());
+            a.write_u64(scope);
+            b.write_u64(scope);
+            for p in parts {
+                a.write_usize(p.len());
+                a.write(p);
+                b.write_usize(p.len());
+                b.write(p);
+            }
+            (u128::from(a.finish()) << 64) | u128::from(b.finish())
+        })
+    }
+
+    fn contains(fp: u128) -> bool {
+        MEMO.with_borrow(|m| m.seen.contains(&fp))
+    }
+
+    fn insert(fp: u128) {
+        MEMO.with_borrow_mut(|m| {
+            if m.seen.len() >= Self::CAPACITY {
+                m.seen.clear();
+            }
+            m.seen.insert(fp);
+        })
+    }
+}
+
+/// The memo's set holds keyed fingerprints already: their low bits are the hash.
+#[derive(Clone, Copy, Default)]
+struct BuildU128;
+
+impl BuildHasher for BuildU128 {
+    type Hasher = U128Hasher;
+    fn build_hasher(&self) -> U128Hasher {
+        U128Hasher(0)
+    }
+}
+
+#[derive(Default)]
+struct U128Hasher(u64);
+
+impl Hasher for U128Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// Where a value sits, for its [`Memo`] fingerprint: text fields, top-level attributes and
+/// nested ones are judged differently (allowlist mode drops unknown top-level keys only).
+const MEMO_TEXT: &[u8] = b"t";
+const MEMO_TOP: &[u8] = b"a";
+const MEMO_NESTED: &[u8] = b"n";
+
+/// A scalar value's memo form: its type, and its bytes (text) or its 8 bytes (numbers). Arrays,
+/// lists and bytes are not remembered.
+enum MemoValue<'a> {
+    Text(&'a [u8]),
+    Number(u8, [u8; 8]),
+}
+
+impl MemoValue<'_> {
+    fn of(v: Option<&AnyValue>) -> Option<MemoValue<'_>> {
+        Some(match v?.value.as_ref()? {
+            Value::StringValue(s) => MemoValue::Text(s.as_bytes()),
+            Value::IntValue(i) => MemoValue::Number(b'i', i.to_le_bytes()),
+            Value::BoolValue(b) => MemoValue::Number(b'b', u64::from(*b).to_le_bytes()),
+            Value::DoubleValue(d) => MemoValue::Number(b'd', d.to_bits().to_le_bytes()),
+            _ => return None,
+        })
+    }
+
+    fn parts(&self) -> ([u8; 1], &[u8]) {
+        match self {
+            MemoValue::Text(t) => ([b's'], t),
+            MemoValue::Number(ty, n) => ([*ty], n),
+        }
+    }
 }
 
 /// A rule that fired, without strings.
@@ -427,6 +559,7 @@ struct Field {
 
 impl Cx<'_> {
     fn hit(&mut self, rule: RuleRef, action: ActionKind, field: Field) {
+        self.fired += 1;
         *self
             .hits
             .entry((rule, action, field.prefix, field.key))
@@ -631,13 +764,21 @@ impl Cx<'_> {
 
     /// Span names, event names, status messages: detectors only (a `drop` masks instead).
     fn text_field(&mut self, s: &mut String, field: &str) {
+        if s.len() < 3 {
+            return;
+        }
+        let fp = Memo::fingerprint(self.scope, &[MEMO_TEXT, s.as_bytes()]);
+        if Memo::contains(fp) {
+            return;
+        }
         let mut dropped = false;
         let field = Field {
             prefix: self.prefix(field),
             key: NO_KEY,
         };
-        if let Some(rep) = self.detect(s, field, &mut dropped) {
-            *s = rep;
+        match self.detect(s, field, &mut dropped) {
+            Some(rep) => *s = rep,
+            None => Memo::insert(fp),
         }
     }
 
@@ -649,7 +790,33 @@ impl Cx<'_> {
         attrs.retain_mut(|kv| matches!(self.attr(kv, prefix, true), Outcome::Keep));
     }
 
+    /// One attribute: from the [`Memo`] when this thread saw the same key and scalar value
+    /// under the same policy come out unchanged.
     fn attr(&mut self, kv: &mut KeyValue, prefix: u32, top: bool) -> Outcome {
+        let place = if top { MEMO_TOP } else { MEMO_NESTED };
+        let fingerprint = |scope: u64, kv: &KeyValue| {
+            MemoValue::of(kv.value.as_ref()).map(|v| {
+                let (ty, bytes) = v.parts();
+                Memo::fingerprint(scope, &[place, kv.key.as_bytes(), &ty, bytes])
+            })
+        };
+        let before = fingerprint(self.scope, kv);
+        if before.is_some_and(Memo::contains) {
+            return Outcome::Keep;
+        }
+        let fired = self.fired;
+        let outcome = self.attr_uncached(kv, prefix, top);
+        if let Some(fp) = before
+            && matches!(outcome, Outcome::Keep)
+            && self.fired == fired
+            && fingerprint(self.scope, kv) == Some(fp)
+        {
+            Memo::insert(fp);
+        }
+        outcome
+    }
+
+    fn attr_uncached(&mut self, kv: &mut KeyValue, prefix: u32, top: bool) -> Outcome {
         let ki = self.key_info(&kv.key);
         let field = Field { prefix, key: ki };
         let info = &self.key_info[ki as usize];

@@ -315,14 +315,21 @@ impl Rules {
 
     /// The policy for a tenant's service: the first whose globs match, else the built-in one.
     pub fn policy_for(&self, tenant: &str, service: Option<&str>) -> &Policy {
+        self.policy_index_for(tenant, service).1
+    }
+
+    /// [`Rules::policy_for`] with the policy's position (the fallback's is the number of
+    /// policies): which of these rules' policies it is.
+    pub fn policy_index_for(&self, tenant: &str, service: Option<&str>) -> (usize, &Policy) {
         let service = service.unwrap_or("");
         self.policies
             .iter()
-            .find(|p| {
+            .enumerate()
+            .find(|(_, p)| {
                 p.tenants.iter().any(|g| glob_match(g, tenant))
                     && p.services.iter().any(|g| glob_match(g, service))
             })
-            .unwrap_or(&self.fallback)
+            .unwrap_or((self.policies.len(), &self.fallback))
     }
 
     /// SHA-256 over the engine version and the normalized rules: the policy version recorded in

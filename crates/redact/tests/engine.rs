@@ -693,3 +693,41 @@ fn disguised_values_are_redacted_in_place() {
 fn hex_of(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The engine remembers values it left unchanged (a per-thread memo of keyed fingerprints): a
+/// batch sent again, and the same value under another tenant's policy, are judged exactly as the
+/// first time.
+#[test]
+fn repeated_values_are_judged_the_same_every_time() {
+    let first = redact(&Rules::builtin(), "t", &key(1), batch("svc", rich_span()));
+    for _ in 0..3 {
+        let again = redact(&Rules::builtin(), "t", &key(1), batch("svc", rich_span()));
+        assert_eq!(again.request, first.request);
+        assert_eq!(again.report, first.report);
+    }
+    // One rules file, two tenants: `a` keeps addresses, everyone else has the built-in policy.
+    let rules = Rules::from_toml(
+        "[[policies]]\nname='a'\ntenants=['a']\n[[policies.rules]]\ndetector='ip_address'\naction='keep'",
+    )
+    .unwrap();
+    let sp = || Span {
+        name: "connect 10.1.2.3".into(),
+        attributes: vec![
+            kv("net.peer.ip", s("10.1.2.3")),
+            kv("peer.list", strings(&["10.1.2.3"])),
+        ],
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let kept = redact(&rules, "a", &key(1), batch("svc", sp()));
+        assert!(text(&kept.request).contains("10.1.2.3"));
+        let other = redact(&rules, "b", &key(1), batch("svc", sp()));
+        assert!(!text(&other.request).contains("10.1.2.3"), "{other:?}");
+        assert_eq!(
+            other.report.by_rule().get("detector:ip_address"),
+            Some(&3),
+            "{:?}",
+            other.report
+        );
+    }
+}
