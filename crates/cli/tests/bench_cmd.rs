@@ -46,6 +46,37 @@ async fn bench_ingest_writes_to_its_own_tenant_and_reports_progress_without_a_te
     assert_eq!(status, 200, "the synthetic trace is in tenant bench");
     let (status, _) = call(&srv, "GET", &path, &srv.token(), "default").await;
     assert_eq!(status, 404, "and not in the default tenant");
+
+    // --rate offers a fixed load: 3 s at 400 spans/s in requests of 8 is at most 150 requests,
+    // however fast the server acknowledges.
+    let out = Command::new(BIN)
+        .args(["bench", "ingest", "--json", "--quiet", "--duration", "3"])
+        .args([
+            "--spans-per-request",
+            "8",
+            "--rate",
+            "400",
+            "--concurrency",
+            "4",
+        ])
+        .args([
+            "--endpoint",
+            &srv.grpc,
+            "--data-dir",
+            srv.dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let requests = r["requests_ok"].as_u64().unwrap();
+    assert!((1..=150).contains(&requests), "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["rate_offered"], 400.0, "{r}");
 }
 
 #[test]

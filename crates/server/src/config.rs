@@ -88,6 +88,10 @@ pub struct RawStorage {
     /// Seconds after which an active WAL segment is sealed into blocks.
     pub seal_interval_secs: Option<f64>,
     pub block_zstd_level: Option<i32>,
+    /// The nice value (0-19) of the sealing, compaction and retention threads: 19, the lowest
+    /// priority, so that they use the CPU ingest leaves and never delay acknowledgements; the WAL
+    /// writer's pause bounds how far behind they fall.
+    pub background_nice: Option<i32>,
     pub chunk_target_bytes: Option<usize>,
     pub max_pending_bytes: Option<u64>,
     /// Delete blocks whose newest span ended more than this many seconds ago (0: keep all).
@@ -412,6 +416,7 @@ impl RawConfig {
             segment_max_bytes,
             seal_interval_secs,
             block_zstd_level,
+            background_nice,
             chunk_target_bytes,
             max_pending_bytes,
             retention_secs,
@@ -614,9 +619,15 @@ impl RawConfig {
         if !(0.05..=86400.0).contains(&seal) {
             bail!("storage.seal_interval_secs must be between 0.05 and 86400");
         }
-        let level = self.storage.block_zstd_level.unwrap_or(6);
+        let level = self.storage.block_zstd_level.unwrap_or(3);
         if !(1..=19).contains(&level) {
             bail!("storage.block_zstd_level must be between 1 and 19");
+        }
+        let background_nice = self.storage.background_nice.unwrap_or(19);
+        if !(0..=19).contains(&background_nice) {
+            bail!(
+                "storage.background_nice must be between 0 (the server's own priority) and 19 (the lowest)"
+            );
         }
         let log_json = match self.log_format.as_deref() {
             None | Some("text") => false,
@@ -830,6 +841,7 @@ impl RawConfig {
             segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(8 * 1024 * 1024),
             seal_interval: Duration::from_secs_f64(seal),
             block_zstd_level: level,
+            background_nice,
             chunk_target_bytes: self.storage.chunk_target_bytes.unwrap_or(512 * 1024),
             max_pending_bytes: self.storage.max_pending_bytes.unwrap_or(64 * 1024 * 1024),
             retention: self
@@ -976,6 +988,7 @@ pub struct ServeConfig {
     pub segment_max_bytes: u64,
     pub seal_interval: Duration,
     pub block_zstd_level: i32,
+    pub background_nice: i32,
     pub chunk_target_bytes: usize,
     pub max_pending_bytes: u64,
     pub retention: Option<Duration>,

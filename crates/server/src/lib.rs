@@ -670,6 +670,7 @@ impl Server {
         scfg.segment_max_bytes = cfg.segment_max_bytes;
         scfg.segment_max_age = cfg.seal_interval;
         scfg.block_zstd_level = cfg.block_zstd_level;
+        scfg.background_nice = cfg.background_nice;
         scfg.chunk_target_bytes = cfg.chunk_target_bytes;
         scfg.max_pending_bytes = cfg.max_pending_bytes;
         scfg.observer = Some(metrics.clone());

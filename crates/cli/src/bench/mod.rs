@@ -145,6 +145,11 @@ pub struct IngestArgs {
     /// CPU core for this load generator (all of its threads)
     #[arg(long)]
     pub pin_client: Option<usize>,
+    /// Offer this many spans/s (whole requests on a fixed schedule; 0: as fast as the endpoint
+    /// acknowledges). Latency is then counted from each request's scheduled time, so a server
+    /// that falls behind shows its queueing (measure at 80% of the maximum rate)
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 /// A pre-encoded request and where its ids and timestamps sit.
@@ -518,6 +523,10 @@ async fn load(
         String,
         u64,
     >::new()));
+    // With --rate: request n is due at started + n * interval, whichever worker sends it.
+    let interval = (args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(args.spans_per_request as f64 / args.rate));
+    let slots = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
         let mut sender = make_sender(args).await?;
@@ -531,6 +540,7 @@ async fn load(
         let tenant = args.tenant.clone();
         let compression = args.compression;
         let max = args.max_requests;
+        let slots = slots.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 ^ now_nanos());
             let mut local = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
@@ -542,8 +552,19 @@ async fn load(
                 }
                 let t = &templates[k % templates.len()];
                 k += 1;
+                let t0 = match interval {
+                    None => Instant::now(),
+                    Some(every) => {
+                        let n = slots.fetch_add(1, Ordering::Relaxed);
+                        let due = started + every.mul_f64(n as f64);
+                        if due >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                };
                 let (body, first_trace) = t.instantiate(&mut rng, now_nanos());
-                let t0 = Instant::now();
                 match send(&mut sender, body, token.as_deref(), &tenant, compression).await {
                     Ok(rejected) => {
                         let _ = local.record(t0.elapsed().as_micros() as u64);
@@ -630,6 +651,7 @@ async fn load(
         "spans_per_request": args.spans_per_request,
         "attributes_per_span": args.attributes,
         "concurrency": args.concurrency,
+        "rate_offered": args.rate,
         "seconds": elapsed,
         "requests_ok": ok_requests,
         "spans_accepted": spans,

@@ -50,6 +50,9 @@ pub struct StoreConfig {
     pub chunk_target_bytes: usize,
     pub block_zstd_level: i32,
     pub wal_zstd_level: i32,
+    /// The nice value of the sealer, compaction and retention threads (0-19; see
+    /// [`background_priority`]).
+    pub background_nice: i32,
     /// Appends waiting for the writer beyond this many bytes are refused as overload.
     pub max_pending_bytes: u64,
     /// Closed segments waiting to be sealed before the writer pauses (backpressure that bounds
@@ -104,8 +107,9 @@ impl StoreConfig {
             segment_max_bytes: 8 * 1024 * 1024,
             segment_max_age: Duration::from_secs(60),
             chunk_target_bytes: 512 * 1024,
-            block_zstd_level: 6,
+            block_zstd_level: 3,
             wal_zstd_level: 1,
+            background_nice: 19,
             max_pending_bytes: 64 * 1024 * 1024,
             max_unsealed_segments: 2,
             sync_hook: None,
@@ -424,7 +428,10 @@ impl Store {
         let s_inner = inner.clone();
         let sealer = std::thread::Builder::new()
             .name("tv-sealer".into())
-            .spawn(move || sealer_loop(s_inner, srx))
+            .spawn(move || {
+                background_priority(s_inner.cfg.background_nice);
+                sealer_loop(s_inner, srx)
+            })
             .map_err(|e| StoreError::io(Path::new("sealer thread"), e))?;
         let retention_stop = Arc::new((Mutex::new(false), Condvar::new()));
         let retention_thread = match inner.cfg.shortest_retention() {
@@ -433,7 +440,10 @@ impl Store {
                 Some(
                     std::thread::Builder::new()
                         .name("tv-retention".into())
-                        .spawn(move || retention_loop(r_inner, keep, stop))
+                        .spawn(move || {
+                            background_priority(r_inner.cfg.background_nice);
+                            retention_loop(r_inner, keep, stop)
+                        })
                         .map_err(|e| StoreError::io(Path::new("retention thread"), e))?,
                 )
             }
@@ -446,7 +456,10 @@ impl Store {
                 Some(
                     std::thread::Builder::new()
                         .name("tv-compaction".into())
-                        .spawn(move || compaction::compaction_loop(c_inner, cfg, stop))
+                        .spawn(move || {
+                            background_priority(c_inner.cfg.background_nice);
+                            compaction::compaction_loop(c_inner, cfg, stop)
+                        })
                         .map_err(|e| StoreError::io(Path::new("compaction thread"), e))?,
                 )
             }
@@ -727,6 +740,21 @@ impl Store {
 }
 
 /// A background thread's loop: `f` every `every` until `stop` is set (see [`stop_and_join`]).
+/// Lowers the calling thread's priority to `nice` (Linux keeps a nice value per thread): the
+/// sealer, compaction and retention use the CPU that request handling leaves, so a seal never
+/// delays an acknowledgement; when they fall behind, the WAL writer's pause
+/// ([`sealer::wait_for_sealer`]) slows ingest down until they catch up. Lowering needs no
+/// privilege; a failure is logged and the thread keeps the server's priority.
+fn background_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), nice) {
+        tracing::warn!(error = %e, nice, "could not lower a background thread's priority");
+    }
+}
+
 pub(crate) fn run_every(stop: &(Mutex<bool>, Condvar), every: Duration, mut f: impl FnMut()) {
     let (lock, cv) = stop;
     loop {
