@@ -49,28 +49,12 @@ async fn bench_ingest_writes_to_its_own_tenant_and_reports_progress_without_a_te
 
     // --rate offers a fixed load: 3 s at 400 spans/s in requests of 8 is at most 150 requests,
     // however fast the server acknowledges.
-    let out = Command::new(BIN)
-        .args(["bench", "ingest", "--json", "--quiet", "--duration", "3"])
-        .args([
-            "--spans-per-request",
-            "8",
-            "--rate",
-            "400",
-            "--concurrency",
-            "4",
-        ])
-        .args([
-            "--endpoint",
-            &srv.grpc,
-            "--data-dir",
-            srv.dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new(BIN)
+            .args(["bench", "ingest", "--json", "--quiet", "--duration", "3"])
+            .args(["--spans-per-request", "8", "--rate", "400"])
+            .args(["--concurrency", "4", "--endpoint", &srv.grpc, "--data-dir"])
+            .arg(&srv.dir),
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let requests = r["requests_ok"].as_u64().unwrap();

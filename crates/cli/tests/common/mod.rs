@@ -602,19 +602,20 @@ pub async fn send_spans(
     (st, r.text().await.unwrap_or_default(), tid)
 }
 
-/// The lines `tracevault ARGS` prints (asserting it succeeds).
-pub fn cli_lines(args: &[&str], data: &Path) -> Vec<String> {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
+/// Runs `cmd`, asserting it succeeds (its stderr in the failure message).
+pub fn succeeds(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// The lines `tracevault ARGS` prints (asserting it succeeds).
+pub fn cli_lines(args: &[&str], data: &Path) -> Vec<String> {
+    let out = succeeds(Command::new(BIN).args(args).arg("--data-dir").arg(data));
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
