@@ -88,9 +88,9 @@ pub struct RawStorage {
     /// Seconds after which an active WAL segment is sealed into blocks.
     pub seal_interval_secs: Option<f64>,
     pub block_zstd_level: Option<i32>,
-    /// The nice value (0-19) of the sealing, compaction and retention threads: 19, the lowest
-    /// priority, so that they use the CPU ingest leaves and never delay acknowledgements; the WAL
-    /// writer's pause bounds how far behind they fall.
+    /// The nice value (0-19) of the sealing, compaction and retention threads: 10 by default, so
+    /// that they mostly use the CPU ingest leaves instead of delaying acknowledgements; the WAL
+    /// writer's pause bounds how far behind they fall (adr 0022).
     pub background_nice: Option<i32>,
     pub chunk_target_bytes: Option<usize>,
     pub max_pending_bytes: Option<u64>,
@@ -623,7 +623,7 @@ impl RawConfig {
         if !(1..=19).contains(&level) {
             bail!("storage.block_zstd_level must be between 1 and 19");
         }
-        let background_nice = self.storage.background_nice.unwrap_or(19);
+        let background_nice = self.storage.background_nice.unwrap_or(10);
         if !(0..=19).contains(&background_nice) {
             bail!(
                 "storage.background_nice must be between 0 (the server's own priority) and 19 (the lowest)"

@@ -109,7 +109,7 @@ impl StoreConfig {
             chunk_target_bytes: 512 * 1024,
             block_zstd_level: 3,
             wal_zstd_level: 1,
-            background_nice: 19,
+            background_nice: 10,
             max_pending_bytes: 64 * 1024 * 1024,
             max_unsealed_segments: 2,
             sync_hook: None,
@@ -741,9 +741,9 @@ impl Store {
 
 /// A background thread's loop: `f` every `every` until `stop` is set (see [`stop_and_join`]).
 /// Lowers the calling thread's priority to `nice` (Linux keeps a nice value per thread): the
-/// sealer, compaction and retention use the CPU that request handling leaves, so a seal never
-/// delays an acknowledgement; when they fall behind, the WAL writer's pause
-/// ([`sealer::wait_for_sealer`]) slows ingest down until they catch up. Lowering needs no
+/// sealer, compaction and retention mostly use the CPU that request handling leaves, so a seal
+/// rarely delays an acknowledgement; when they fall behind, the WAL writer's pause
+/// (`sealer::wait_for_sealer`) slows ingest down until they catch up. Lowering needs no
 /// privilege; a failure is logged and the thread keeps the server's priority.
 fn background_priority(nice: i32) {
     if nice == 0 {
