@@ -623,6 +623,12 @@ impl RawConfig {
         if !(1..=19).contains(&level) {
             bail!("storage.block_zstd_level must be between 1 and 19");
         }
+        let segment_max_bytes = self.storage.segment_max_bytes.unwrap_or(4 * 1024 * 1024);
+        if !(4096..=1 << 30).contains(&segment_max_bytes) {
+            bail!(
+                "storage.segment_max_bytes is {segment_max_bytes}; it must be between 4096 and 1073741824 (1 GiB)"
+            );
+        }
         let background_nice = self.storage.background_nice.unwrap_or(10);
         if !(0..=19).contains(&background_nice) {
             bail!(
@@ -838,7 +844,7 @@ impl RawConfig {
                     .unwrap_or(4)
                     .max(4),
             },
-            segment_max_bytes: self.storage.segment_max_bytes.unwrap_or(8 * 1024 * 1024),
+            segment_max_bytes,
             seal_interval: Duration::from_secs_f64(seal),
             block_zstd_level: level,
             background_nice,
@@ -1091,5 +1097,31 @@ mod tests {
         let mut r = RawConfig::default();
         r.tls.cert = Some("x".into());
         assert!(r.validate().unwrap_err().to_string().contains("together"));
+        // Storage settings out of range name the setting and its limits.
+        for (raw, want) in [
+            (
+                RawStorage {
+                    segment_max_bytes: Some(0),
+                    ..Default::default()
+                },
+                "storage.segment_max_bytes is 0; it must be between 4096 and 1073741824",
+            ),
+            (
+                RawStorage {
+                    background_nice: Some(20),
+                    ..Default::default()
+                },
+                "storage.background_nice must be between 0",
+            ),
+        ] {
+            let r = RawConfig {
+                storage: raw,
+                ..Default::default()
+            };
+            let err = r.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!((c.segment_max_bytes, c.background_nice), (4 << 20, 10));
     }
 }

@@ -683,9 +683,9 @@ impl Server {
         scfg.lock = Some(lock);
         scfg.wal_dir = cfg.wal_dir.clone();
         if let (Some(c), Some(bucket)) = (&cfg.cluster, &bucket) {
-            // The WAL rides out a bucket outage: up to eight segments wait to be sealed before
-            // ingest answers 503 (they are held in memory too).
-            scfg.max_unsealed_segments = 8;
+            // The WAL rides out a bucket outage: up to sixteen closed segments (64 MiB at the
+            // default size) wait to be sealed before ingest answers 503 (held in memory too).
+            scfg.max_unsealed_segments = 16;
             // Block ranges read from the bucket are kept on local disk (as stored: ciphertext).
             let cached: tv_store::objects::SharedObjects = if c.cache_bytes > 0 {
                 let dir = data_dir.join("cache");

@@ -52,7 +52,7 @@ impl Default for CompactionConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(60),
-            small_bytes: 4 * 1024 * 1024,
+            small_bytes: 1024 * 1024,
             target_bytes: 16 * 1024 * 1024,
             min_blocks: 4,
             max_range: Duration::from_secs(3600),

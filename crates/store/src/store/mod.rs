@@ -104,7 +104,7 @@ impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            segment_max_bytes: 8 * 1024 * 1024,
+            segment_max_bytes: 4 * 1024 * 1024,
             segment_max_age: Duration::from_secs(60),
             chunk_target_bytes: 512 * 1024,
             block_zstd_level: 3,
