@@ -632,7 +632,7 @@ impl RawConfig {
         let background_nice = self.storage.background_nice.unwrap_or(10);
         if !(0..=19).contains(&background_nice) {
             bail!(
-                "storage.background_nice must be between 0 (the server's own priority) and 19 (the lowest)"
+                "storage.background_nice is {background_nice}; it must be between 0 (the server's own priority) and 19 (the lowest)"
             );
         }
         let log_json = match self.log_format.as_deref() {
@@ -1111,7 +1111,7 @@ mod tests {
                     background_nice: Some(20),
                     ..Default::default()
                 },
-                "storage.background_nice must be between 0",
+                "storage.background_nice is 20; it must be between 0",
             ),
         ] {
             let r = RawConfig {
