@@ -552,8 +552,8 @@ async fn load(
                 }
                 let t = &templates[k % templates.len()];
                 k += 1;
-                let t0 = match interval {
-                    None => Instant::now(),
+                let due = match interval {
+                    None => None,
                     Some(every) => {
                         let n = slots.fetch_add(1, Ordering::Relaxed);
                         let due = started + every.mul_f64(n as f64);
@@ -561,10 +561,12 @@ async fn load(
                             break;
                         }
                         tokio::time::sleep_until(due.into()).await;
-                        due
+                        Some(due)
                     }
                 };
                 let (body, first_trace) = t.instantiate(&mut rng, now_nanos());
+                // Without --rate, latency starts when the request is ready to send.
+                let t0 = due.unwrap_or_else(Instant::now);
                 match send(&mut sender, body, token.as_deref(), &tenant, compression).await {
                     Ok(rejected) => {
                         let _ = local.record(t0.elapsed().as_micros() as u64);

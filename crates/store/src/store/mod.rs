@@ -50,8 +50,8 @@ pub struct StoreConfig {
     pub chunk_target_bytes: usize,
     pub block_zstd_level: i32,
     pub wal_zstd_level: i32,
-    /// The nice value of the sealer, compaction and retention threads (0-19; see
-    /// [`background_priority`]).
+    /// The nice value of the sealer, compaction and retention threads (0-19; 0 keeps the
+    /// server's priority).
     pub background_nice: i32,
     /// Appends waiting for the writer beyond this many bytes are refused as overload.
     pub max_pending_bytes: u64,
