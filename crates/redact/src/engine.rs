@@ -232,13 +232,14 @@ struct Cx<'a> {
 /// hit is never skipped; no value is kept, only its fingerprint, under keys random per thread
 /// and process. Bounded: at [`Memo::CAPACITY`] the set starts over.
 struct Memo {
-    keys: (std::hash::RandomState, std::hash::RandomState),
+    /// Keys of the 128-bit SipHash-1-3 fingerprints.
+    keys: (u64, u64),
     seen: HashSet<u128, BuildU128>,
 }
 
 thread_local! {
     static MEMO: RefCell<Memo> = RefCell::new(Memo {
-        keys: (std::hash::RandomState::new(), std::hash::RandomState::new()),
+        keys: Memo::random_keys(),
         seen: HashSet::with_capacity_and_hasher(1024, BuildU128),
     });
 }
@@ -246,9 +247,16 @@ thread_local! {
 impl Memo {
     const CAPACITY: usize = 1 << 16;
 
+    /// Two keys random per thread and process, drawn through std's `RandomState` (seeded from
+    /// the OS).
+    fn random_keys() -> (u64, u64) {
+        let s = std::hash::RandomState::new();
+        (s.hash_one(0u8), s.hash_one(1u8))
+    }
+
     fn scope(digest: &[u8; 32], policy: usize, tenant: &str) -> u64 {
         MEMO.with_borrow(|m| {
-            let mut h = m.keys.0.build_hasher();
+            let mut h = siphasher::sip128::SipHasher13::new_with_keys(m.keys.0, m.keys.1);
             digest.hash(&mut h);
             policy.hash(&mut h);
             tenant.hash(&mut h);
@@ -257,19 +265,17 @@ impl Memo {
     }
 
     /// The fingerprint of `parts` (each written with its length, so the parts cannot run into
-    /// each other) under `scope`.
+    /// each other) under `scope`: one keyed SipHash-1-3 pass with a 128-bit output.
     fn fingerprint(scope: u64, parts: &[&[u8]]) -> u128 {
+        use siphasher::sip128::Hasher128 as _;
         MEMO.with_borrow(|m| {
-            let (mut a, mut b) = (m.keys.0.build_hasher(), m.keys.1.build_hasher());
-            a.write_u64(scope);
-            b.write_u64(scope);
+            let mut h = siphasher::sip128::SipHasher13::new_with_keys(m.keys.0, m.keys.1);
+            h.write_u64(scope);
             for p in parts {
-                a.write_usize(p.len());
-                a.write(p);
-                b.write_usize(p.len());
-                b.write(p);
+                h.write_usize(p.len());
+                h.write(p);
             }
-            (u128::from(a.finish()) << 64) | u128::from(b.finish())
+            h.finish128().as_u128()
         })
     }
 
