@@ -19,7 +19,7 @@ pub mod policy;
 mod tokens;
 
 pub use oidc::{OidcConfig, OidcVerifier};
-pub use policy::{Action, PolicyEngine, PolicyError, Verdict};
+pub use policy::{Action, BuiltIn, PolicyEngine, PolicyError, Verdict};
 pub use tokens::{
     DocFormat, HMAC_KEY_CONTEXT, HMAC_KEY_FILE, SharedDoc, TokenInfo, TokenRecord, TokenSecret,
     TokenStore, TokenStoreError, now_unix, update_shared,

@@ -229,6 +229,30 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
+/// Built-in policies whose refusal a caller answers in its own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltIn {
+    /// `owned-services`: a credential bound to services writes only those services' spans.
+    OwnedServices,
+}
+
+impl BuiltIn {
+    /// The policy's id in a [`Verdict`]'s reasons (`built-in:` and its `@id` in
+    /// [`DEFAULT_POLICIES`]).
+    pub fn policy_id(self) -> &'static str {
+        match self {
+            BuiltIn::OwnedServices => "built-in:owned-services",
+        }
+    }
+}
+
+impl Verdict {
+    /// Whether built-in policy `p` is among the policies that decided.
+    pub fn decided_by(&self, p: BuiltIn) -> bool {
+        self.reasons.iter().any(|r| r == p.policy_id())
+    }
+}
+
 type CacheKey = (
     String,
     Role,
@@ -664,6 +688,7 @@ mod tests {
         let v = e.authorize(&p, Action::Ingest, &t("acme"), &["checkout", "payments"]);
         assert!(!v.allowed);
         assert_eq!(v.reasons, vec!["built-in:owned-services".to_string()]);
+        assert!(v.decided_by(BuiltIn::OwnedServices));
         // Even an admin bound to services.
         let a = principal(Role::Admin, &["acme"], &["checkout"]);
         assert!(

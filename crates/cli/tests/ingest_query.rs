@@ -369,7 +369,15 @@ async fn metrics_show_the_cpu_time_of_each_ingest_stage() {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no {prefix}: {metrics}"))
     };
-    for stage in ["admit", "validate", "inspect", "redact", "encode", "notify"] {
+    for stage in [
+        "admit",
+        "authorize",
+        "validate",
+        "inspect",
+        "redact",
+        "commit",
+        "notify",
+    ] {
         assert_eq!(value("count", stage), 3.0, "{stage}");
         assert!((0.0..1.0).contains(&value("sum", stage)), "{stage}");
     }

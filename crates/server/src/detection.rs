@@ -23,7 +23,7 @@ use tv_crypto::Keyring;
 use tv_detect::behaviour::{BatchInfo, Behaviour, BehaviourConfig, TenantState};
 use tv_model::TenantId;
 use tv_model::limits::Limits;
-use tv_store::{EncodedBatch, Store};
+use tv_store::Store;
 
 use tv_detect::finding::Finding;
 use tv_detect::rules::RuleSet;
@@ -278,21 +278,6 @@ impl Detection {
             worker: Mutex::new(worker),
             responses,
         })
-    }
-
-    /// Automated responses for new findings (tags onto them, actions against their senders).
-    pub fn respond(&self, findings: &mut [Finding]) {
-        if let Some(r) = &self.responses {
-            r.apply(findings);
-        }
-    }
-
-    /// Whether a quarantine or throttle lets this credential ingest `spans` spans now.
-    pub fn check_ingest(&self, principal: &str, spans: usize) -> crate::responses::Verdict {
-        match &self.responses {
-            Some(r) => r.check_ingest(principal, spans),
-            None => crate::responses::Verdict::Allow,
-        }
     }
 
     /// Whether committed batches should be handed to [`Detection::submit`].
@@ -707,32 +692,20 @@ fn store_findings(deps: &WorkerDeps, tenant: &TenantId, findings: &[Finding], po
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let rs = match deps.seal.seal(tenant, findings, Some(now)) {
-        Ok(Some(rs)) => rs,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(tenant = %tenant, error = %format!("{e:#}"), "sealing behavioural findings failed");
-            return;
-        }
-    };
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![rs],
-    };
-    let res = tv_model::validate::validate(req, &deps.limits, now)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .and_then(|v| {
-            EncodedBatch::encode(tenant.clone(), &v, 1, policy).map_err(anyhow::Error::from)
-        })
-        .and_then(|batch| {
+    // The same commit as a client batch's: an empty batch with the findings sealed in.
+    let empty =
+        tv_model::validate::validate(ExportTraceServiceRequest::default(), &deps.limits, now)
+            .map_err(|e| crate::ingest::Refusal::Internal(e.to_string()));
+    let commit = crate::ingest::Commit::new(&deps.store, &deps.seal, &deps.findings_index);
+    let res = empty
+        .and_then(|batch| commit.prepare(tenant, batch, findings, Some(now), 1, policy))
+        .and_then(|(_, record)| {
             deps.runtime
-                .block_on(deps.store.append(batch))
-                .map_err(anyhow::Error::from)
+                .block_on(commit.write(tenant, record, findings))
         });
-    match res {
-        Ok(()) => deps.findings_index.add(tenant, findings.iter().cloned()),
-        Err(e) => {
-            tracing::error!(tenant = %tenant, findings = findings.len(), error = %format!("{e:#}"), "storing behavioural findings failed");
-        }
+    if let Err(refusal) = res {
+        let e = crate::error::ApiError::from(refusal);
+        tracing::error!(tenant = %tenant, findings = findings.len(), error = %e, "storing behavioural findings failed");
     }
 }
 

@@ -248,3 +248,10 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+impl From<crate::ratelimit::OverRate> for ApiError {
+    fn from(e: crate::ratelimit::OverRate) -> Self {
+        let wait = e.retry_after;
+        ApiError::RateLimited(e.to_string(), wait)
+    }
+}

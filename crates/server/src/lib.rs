@@ -137,34 +137,14 @@ impl AppState {
 
     /// Counts a request against its credential's rate; refuses it (429) when over.
     pub fn admit(&self, caller: &auth::Caller) -> Result<(), error::ApiError> {
-        self.charge(ratelimit::Kind::Requests, &caller.principal.id(), 1.0)
-    }
-
-    /// Takes `cost` from a bucket, counting refusals in /metrics.
-    pub fn charge(
-        &self,
-        kind: ratelimit::Kind,
-        key: &str,
-        cost: f64,
-    ) -> Result<(), error::ApiError> {
-        self.limiter.take(kind, key, cost).map_err(|wait| {
-            self.metrics
-                .rate_limited
-                .get_or_create(&metrics::KindLabels { kind: kind.name() })
-                .inc();
-            let (rate, per) = match kind {
-                ratelimit::Kind::Requests => (self.limiter.rates().requests_per_sec, "credential"),
-                ratelimit::Kind::Spans => (self.limiter.rates().spans_per_sec, "tenant"),
-                ratelimit::Kind::Bytes => (self.limiter.rates().bytes_per_sec, "tenant"),
-            };
-            error::ApiError::RateLimited(
-                format!(
-                    "over the rate of {rate} {} per second per {per}; retry in {wait} s",
-                    kind.name()
-                ),
-                wait,
+        self.limiter
+            .charge(
+                ratelimit::Kind::Requests,
+                &caller.principal.id(),
+                1.0,
+                &self.metrics,
             )
-        })
+            .map_err(error::ApiError::from)
     }
 
     /// Asks the policies in force whether `caller` may do `action`.

@@ -127,10 +127,13 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// The CPU time one request spends in each ingest stage (issue 22): laps of the calling thread's
-/// CPU clock between stages that do not await (an await may resume on another thread; start a
-/// new clock after one).
-pub struct StageClock {
+/// CPU clock, summed per stage and observed once per stage when the clock is dropped (so a stage
+/// entered twice is one observation). An await may resume on another thread: call
+/// [`StageClock::resume`] after one.
+pub struct StageClock<'m> {
+    metrics: &'m Metrics,
     last: Duration,
+    laps: Vec<(&'static str, Duration)>,
 }
 
 fn thread_cpu() -> Duration {
@@ -141,18 +144,40 @@ fn thread_cpu() -> Duration {
     )
 }
 
-impl StageClock {
-    pub fn start() -> Self {
-        Self { last: thread_cpu() }
+impl<'m> StageClock<'m> {
+    pub fn start(metrics: &'m Metrics) -> Self {
+        Self {
+            metrics,
+            last: thread_cpu(),
+            laps: Vec::with_capacity(8),
+        }
     }
 
-    /// Records the CPU time since the last lap (or the start) as `stage`.
-    pub fn lap(&mut self, m: &Metrics, stage: &'static str) {
+    /// Counts the CPU time since the last lap (or the start, or [`Self::resume`]) to `stage`.
+    pub fn lap(&mut self, stage: &'static str) {
         let now = thread_cpu();
-        m.ingest_stage_cpu
-            .get_or_create(&StageLabels { stage })
-            .observe(now.saturating_sub(self.last).as_secs_f64());
+        let spent = now.saturating_sub(self.last);
         self.last = now;
+        match self.laps.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, d)) => *d += spent,
+            None => self.laps.push((stage, spent)),
+        }
+    }
+
+    /// Starts timing again on the current thread (after an await), counting nothing since.
+    pub fn resume(&mut self) {
+        self.last = thread_cpu();
+    }
+}
+
+impl Drop for StageClock<'_> {
+    fn drop(&mut self) {
+        for (stage, spent) in &self.laps {
+            self.metrics
+                .ingest_stage_cpu
+                .get_or_create(&StageLabels { stage })
+                .observe(spent.as_secs_f64());
+        }
     }
 }
 

@@ -48,6 +48,36 @@ impl Kind {
             Kind::Bytes => "bytes",
         }
     }
+
+    /// Whose bucket this kind is counted in.
+    pub fn per(self) -> &'static str {
+        match self {
+            Kind::Requests => "credential",
+            Kind::Spans | Kind::Bytes => "tenant",
+        }
+    }
+}
+
+/// A refusal for going over a rate: which one, its limit, and when to retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverRate {
+    pub kind: Kind,
+    pub rate: f64,
+    /// Seconds until the bucket holds the request's cost again.
+    pub retry_after: u64,
+}
+
+impl std::fmt::Display for OverRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "over the rate of {} {} per second per {}; retry in {} s",
+            self.rate,
+            self.kind.name(),
+            self.kind.per(),
+            self.retry_after
+        )
+    }
 }
 
 struct Bucket {
@@ -107,6 +137,27 @@ impl Limiter {
             let wait = (cost.min(rate) - b.tokens) / rate;
             Err(wait.ceil().max(1.0) as u64)
         }
+    }
+
+    /// Takes `cost` from `key`'s bucket of `kind`, counting a refusal in /metrics.
+    pub fn charge(
+        &self,
+        kind: Kind,
+        key: &str,
+        cost: f64,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<(), OverRate> {
+        self.take(kind, key, cost).map_err(|retry_after| {
+            metrics
+                .rate_limited
+                .get_or_create(&crate::metrics::KindLabels { kind: kind.name() })
+                .inc();
+            OverRate {
+                kind,
+                rate: self.rate(kind),
+                retry_after,
+            }
+        })
     }
 
     pub fn rates(&self) -> Rates {

@@ -1,8 +1,7 @@
-//! OTLP receivers (OTLP 1.x): gRPC `TraceService/Export` and HTTP `POST /v1/traces`
-//! (`application/x-protobuf` and `application/json`), both feeding one pipeline:
-//! authenticate (before any body is read) -> decode with limits -> authorize -> validate ->
-//! redact (the tenant's rules) -> commit (fsync) -> acknowledge, with OTLP partial success for
-//! per-span rejections.
+//! The OTLP receivers (OTLP 1.x): gRPC `TraceService/Export` and HTTP `POST /v1/traces`
+//! (`application/x-protobuf` and `application/json`). Each authenticates the caller before any
+//! body is read, counts the body into the decode budget as it arrives, decodes it within the
+//! limits and hands the batch to the pipeline ([`super::ingest`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,56 +14,16 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tv_model::decode::{self, DecodeError, Encoding};
-use tv_model::otlp::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use tv_model::validate::{RequestError, validate};
-use tv_store::EncodedBatch;
+use tv_model::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
+use super::ingest;
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
-use crate::metrics::{ReasonLabels, RequestLabels, TransportLabels};
+use crate::metrics::{RequestLabels, TransportLabels};
 use crate::mtls::PeerInfo;
 
-fn now_unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// The common pipeline after decoding; a refusal of the (authenticated) caller is audited.
-pub async fn ingest(
-    state: &AppState,
-    caller: &Caller,
-    peer: Option<&PeerInfo>,
-    req: ExportTraceServiceRequest,
-    transport: &'static str,
-) -> Result<ExportTraceServiceResponse, ApiError> {
-    let spans = tv_model::span_count(&req.resource_spans);
-    let res = ingest_checked(state, caller, req, spans, transport).await;
-    if let Err(e) = &res
-        && matches!(
-            e,
-            ApiError::Forbidden(_) | ApiError::ForbiddenOn(..) | ApiError::RateLimited(..)
-        )
-    {
-        state.audit.denied(
-            &caller.principal,
-            caller.requested_tenant(),
-            peer,
-            listener(transport),
-            "ingest",
-            format!("spans:{spans}"),
-            e.status().as_u16(),
-            e.to_string(),
-        );
-    }
-    res
-}
-
-fn listener(transport: &str) -> &'static str {
+pub(super) fn listener(transport: &str) -> &'static str {
     if transport == "grpc" {
         "otlp-grpc"
     } else {
@@ -90,7 +49,10 @@ fn admit(
         );
         r.error
     })?;
-    state.admit(&caller).inspect_err(|e| {
+    let admitted = super::admit::Admission::of(state)
+        .request(&caller)
+        .map_err(ApiError::from);
+    admitted.inspect_err(|e| {
         state.audit.denied(
             &caller.principal,
             caller.requested_tenant(),
@@ -103,203 +65,6 @@ fn admit(
         )
     })?;
     Ok(caller)
-}
-
-async fn ingest_checked(
-    state: &AppState,
-    caller: &Caller,
-    req: ExportTraceServiceRequest,
-    span_count: usize,
-    transport: &'static str,
-) -> Result<ExportTraceServiceResponse, ApiError> {
-    let mut clock = crate::metrics::StageClock::start();
-    // Automated responses against this credential (quarantine, throttle) come first.
-    let principal = caller.principal.id();
-    match state.detection.check_ingest(&principal, span_count) {
-        crate::responses::Verdict::Allow => {}
-        crate::responses::Verdict::Quarantined(m) => return Err(ApiError::Forbidden(m)),
-        crate::responses::Verdict::Throttled(m) => return Err(ApiError::RateLimited(m, 1)),
-    }
-    // One service per resource, decided here from the raw batch: a resource naming two (or
-    // not as a string) is ambiguous and refused; the server's own namespace is not for clients.
-    let mut services: Vec<&str> = tv_model::canonical_services(&req)
-        .map_err(|e| ApiError::BadRequest(format!("{e} (the batch is refused whole)")))?
-        .into_iter()
-        .map(|s| s.unwrap_or(""))
-        .collect();
-    if let Some(s) = services.iter().find(|s| is_reserved_service(s)) {
-        return Err(ApiError::Forbidden(format!(
-            "service.name {:?} is reserved for the server's own records (names starting with {RESERVED_SERVICE_PREFIX:?}); the batch is refused whole",
-            s.chars().take(64).collect::<String>()
-        )));
-    }
-    // One decision for the batch: the tenant, and every service it carries (a credential bound
-    // to services writes only those; one spoofed resource refuses the whole batch).
-    services.sort_unstable();
-    services.dedup();
-    let auth = match crate::auth::authorize_ingest(&state.policy(), caller, &services) {
-        Ok(a) => a,
-        Err(verdict) => return Err(ingest_refusal(state, caller, &verdict, span_count)),
-    };
-    let tenant = auth.tenant();
-    // An erased tenant holds no data and takes none.
-    state.store.accepts(tenant).map_err(ApiError::from_store)?;
-    // Per-tenant throughput, before any work is spent on the batch.
-    let rates = state.limiter.rates();
-    let tenant_key = tenant.to_string();
-    if rates.spans_per_sec > 0.0 {
-        state.charge(
-            crate::ratelimit::Kind::Spans,
-            &tenant_key,
-            span_count as f64,
-        )?;
-    }
-    if rates.bytes_per_sec > 0.0 {
-        state.charge(
-            crate::ratelimit::Kind::Bytes,
-            &tenant_key,
-            req.encoded_len() as f64,
-        )?;
-    }
-    clock.lap(&state.metrics, "admit");
-    let received = now_unix_nanos();
-    let validated = validate(req, &state.limits, received).map_err(|e| match e {
-        RequestError::TooManySpans { .. } => ApiError::TooLarge(e.to_string()),
-        _ => ApiError::BadRequest(e.to_string()),
-    })?;
-    for (reason, n) in validated.rejected_by_reason() {
-        state
-            .metrics
-            .spans_rejected
-            .get_or_create(&ReasonLabels {
-                reason: reason.label(),
-            })
-            .inc_by(*n as u64);
-    }
-    let accepted = validated.accepted_spans() as u64;
-    let partial_success = validated.message().map(|m| ExportTracePartialSuccess {
-        rejected_spans: validated.rejected_spans() as i64,
-        error_message: m.to_owned(),
-    });
-    clock.lap(&state.metrics, "validate");
-    if accepted > 0 {
-        // Signature rules see the decoded batch before redaction (a scrubbed query string can no
-        // longer show an injection); only findings with redacted evidence leave this step.
-        let findings = state.detection.scan(
-            tenant.as_str(),
-            &principal,
-            validated.request(),
-            now_unix_nanos(),
-        );
-        clock.lap(&state.metrics, "inspect");
-        // Redaction before anything is written: the WAL, the blocks and the log only ever see
-        // the redacted batch, and the log records the digest of the rules that ran.
-        let (validated, policy) = state
-            .redaction
-            .apply(tenant, validated, &state.metrics)
-            .map_err(|e| ApiError::Internal(format!("redaction: {e}")))?;
-        clock.lap(&state.metrics, "redact");
-        // Findings are committed with the batch they are about (see detection.rs), named by
-        // the redacted span names.
-        let mut findings = crate::detection::with_redacted_names(findings, validated.request());
-        state.detection.respond(&mut findings);
-        let sealed = state
-            .findings_seal
-            .seal(tenant, &findings, None)
-            .map_err(|e| ApiError::Internal(format!("sealing findings: {e}")))?;
-        let validated = match sealed {
-            None => validated,
-            Some(rs) => validated.redact_with(|mut req| {
-                req.resource_spans.push(rs);
-                req
-            }),
-        };
-        let batch = EncodedBatch::encode(tenant.clone(), &validated, state.wal_zstd_level, policy)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        // The service graph's facts (ids, services, errors), kept for after the commit.
-        let graph_facts = crate::graph::facts(validated.request());
-        // The decoded batch is not needed while waiting for the fsync, unless the behavioural
-        // stage takes it after commit.
-        let for_behaviour = state
-            .detection
-            .wants_stream()
-            .then(|| validated.into_request());
-        clock.lap(&state.metrics, "encode");
-        state
-            .store
-            .append(batch)
-            .await
-            .map_err(ApiError::from_store)?;
-        // The task may have resumed on another thread.
-        let mut clock = crate::metrics::StageClock::start();
-        state.graph.add(tenant, graph_facts);
-        if !findings.is_empty() {
-            state.findings_index.add(tenant, findings.iter().cloned());
-        }
-        if let Some(request) = for_behaviour {
-            state.detection.submit(
-                crate::detection::Job {
-                    tenant: tenant.clone(),
-                    principal,
-                    received_unix_nano: received,
-                    request,
-                },
-                &state.metrics,
-            );
-        }
-        state
-            .metrics
-            .spans_accepted
-            .get_or_create(&TransportLabels { transport })
-            .inc_by(accepted);
-        if !findings.is_empty() {
-            state.metrics.record_findings(&findings);
-            state.detection.emit(&findings);
-        }
-        clock.lap(&state.metrics, "notify");
-    }
-    Ok(ExportTraceServiceResponse { partial_success })
-}
-
-/// Service names clients may not write: the server's own records (findings) live there.
-pub const RESERVED_SERVICE_PREFIX: &str = "tracevault.";
-
-fn is_reserved_service(s: &str) -> bool {
-    s.get(..RESERVED_SERVICE_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_SERVICE_PREFIX))
-}
-
-/// The refusal of a batch the policies did not allow.
-fn ingest_refusal(
-    state: &AppState,
-    caller: &Caller,
-    verdict: &tv_access::Verdict,
-    span_count: usize,
-) -> ApiError {
-    if verdict
-        .reasons
-        .iter()
-        .any(|r| r == "built-in:owned-services")
-    {
-        state
-            .metrics
-            .spans_rejected
-            .get_or_create(&ReasonLabels {
-                reason: "service_not_owned",
-            })
-            .inc_by(span_count as u64);
-        // The message names the credential's services, not what the batch claimed.
-        return ApiError::Forbidden(format!(
-            "credential may write spans only for services [{}]; the batch has a resource of another service or without service.name (rejected whole)",
-            caller.principal.services.join(", "),
-        ));
-    }
-    ApiError::Forbidden(crate::auth::refusal(
-        &caller.principal,
-        caller.requested_tenant(),
-        tv_access::Action::Ingest,
-        &verdict.reasons,
-    ))
 }
 
 fn record(state: &AppState, transport: &'static str, started: Instant, outcome: &'static str) {
@@ -388,7 +153,8 @@ fn finish(
     }
 }
 
-fn content_type(h: &HeaderMap) -> Result<Format, ApiError> {
+/// The request's content type as sent, and its media type (lowercase, without parameters).
+fn media_type(h: &HeaderMap) -> (&str, String) {
     let ct = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -399,6 +165,11 @@ fn content_type(h: &HeaderMap) -> Result<Format, ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    (ct, mime)
+}
+
+fn content_type(h: &HeaderMap) -> Result<Format, ApiError> {
+    let (ct, mime) = media_type(h);
     match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
         "application/json" => Ok(Format::Json),
@@ -649,17 +420,7 @@ async fn grpc_guard(State(state): State<Arc<AppState>>, mut req: Request, next: 
     };
     // gRPC over HTTP/2, "Requests": a content type that is not application/grpc is answered
     // 415; OTLP/JSON belongs on the HTTP listener.
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let (ct, mime) = media_type(req.headers());
     if mime != "application/grpc" && mime != "application/grpc+proto" {
         record(&state, "grpc", started, "unsupported_media_type");
         let mut r = grpc_error(
