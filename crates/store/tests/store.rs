@@ -7,113 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tv_crypto::{FileRootKey, Keyring};
-use tv_model::otlp::*;
-use tv_model::validate::validate;
-use tv_model::{Limits, TenantId, TraceId};
-use tv_store::{EncodedBatch, SearchQuery, Store, StoreConfig, SyncHook};
+use tv_crypto::Keyring;
+use tv_model::{TenantId, TraceId};
+use tv_store::{SearchQuery, Store, SyncHook};
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-fn keyring(dir: &Path) -> Arc<Keyring> {
-    let (root, _) = FileRootKey::load_or_create(&dir.join("keys/root.key")).unwrap();
-    Arc::new(Keyring::open(&dir.join("keys"), Arc::new(root)).unwrap())
-}
-
-fn log_config() -> tv_store::LogConfig {
-    tv_store::LogConfig {
-        origin: "test.example/log".into(),
-        signers: vec![
-            Arc::new(tv_tlog::note::Ed25519Signer::from_seed("test.example/log", [1; 32]).unwrap()),
-            Arc::new(
-                tv_tlog::cosig::MlDsaCosigSigner::from_seed("test.example/log", [2; 32]).unwrap(),
-            ),
-        ],
-        checkpoint_interval: Duration::from_millis(100),
-    }
-}
-
-fn cfg(dir: &Path) -> StoreConfig {
-    let mut c = StoreConfig::new(dir.join("data"));
-    c.segment_max_age = Duration::from_secs(3600);
-    c.log = Some(log_config());
-    c
-}
-
-fn s(v: &str) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(any_value::Value::StringValue(v.into())),
-    })
-}
-
-fn request(
-    service: &str,
-    trace: [u8; 16],
-    spans: usize,
-    marker: &str,
-) -> ExportTraceServiceRequest {
-    let t = now();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: s(service),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..spans)
-                    .map(|i| Span {
-                        trace_id: trace.to_vec(),
-                        span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
-                        parent_span_id: if i == 0 {
-                            vec![]
-                        } else {
-                            1u64.to_be_bytes().to_vec()
-                        },
-                        name: format!("op-{marker}-{i}"),
-                        start_time_unix_nano: t - 1_000_000 + i as u64,
-                        end_time_unix_nano: t + i as u64,
-                        attributes: vec![KeyValue {
-                            key: "note".into(),
-                            value: s(marker),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn batch(tenant: &str, req: ExportTraceServiceRequest) -> EncodedBatch {
-    let v = validate(req, &Limits::default(), now()).unwrap();
-    assert_eq!(v.rejected_spans(), 0);
-    EncodedBatch::encode(TenantId::parse(tenant).unwrap(), &v, 1, [7; 32]).unwrap()
-}
-
-fn count(store: &Store, tenant: &str, trace: [u8; 16]) -> usize {
-    store
-        .find_trace(&TenantId::parse(tenant).unwrap(), TraceId(trace))
-        .unwrap()
-        .map(|rs| {
-            rs.iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn appended_spans_are_readable_from_head_blocks_and_after_reopen() {
@@ -1006,58 +905,4 @@ async fn a_stop_in_the_middle_of_a_merge_is_finished_or_undone_at_the_next_start
         assert!(r.warnings.is_empty(), "{what}: {:?}", r.warnings);
         assert_eq!(r.spans, 27 + 9 + 4, "{what}");
     }
-}
-
-/// The nice value of each of this process's threads named `name`.
-fn nice_of_threads(name: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").unwrap() {
-        let t = t.unwrap().path();
-        let Ok(comm) = std::fs::read_to_string(t.join("comm")) else {
-            continue;
-        };
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.join("stat")).unwrap();
-        // Fields after the `(comm)`: state is field 3, nice field 19 (proc(5)).
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
-    }
-    out
-}
-
-/// Sealing and compaction run at a lower priority (nice 10), so they take the CPU that ingest
-/// leaves instead of delaying acknowledgements; the WAL writer, on the acknowledgement path, does
-/// not.
-#[tokio::test]
-async fn background_work_runs_at_a_lower_priority() {
-    let d = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
-    store
-        .append(batch("a", request("svc", [9; 16], 3, "nice")))
-        .await
-        .unwrap();
-    store.flush().await.unwrap();
-    assert_eq!(count(&store, "a", [9; 16]), 3, "sealed at low priority");
-    for name in ["tv-sealer", "tv-compaction"] {
-        let nice = nice_of_threads(name);
-        assert!(!nice.is_empty(), "a {name} thread runs");
-        assert!(nice.iter().all(|n| *n == 10), "{name}: {nice:?}");
-    }
-    let writer = nice_of_threads("tv-wal-writer");
-    assert!(
-        !writer.is_empty() && writer.iter().all(|n| *n == 0),
-        "{writer:?}"
-    );
-
-    // `background_nice = 0` keeps the server's own priority.
-    let d2 = tempfile::tempdir().unwrap();
-    let mut c = cfg(d2.path());
-    c.background_nice = 0;
-    let before = nice_of_threads("tv-sealer").len();
-    let _other = Store::open(c, keyring(d2.path())).unwrap();
-    let nice = nice_of_threads("tv-sealer");
-    assert_eq!(nice.len(), before + 1);
-    assert!(nice.contains(&0), "{nice:?}");
 }
