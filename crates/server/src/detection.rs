@@ -684,8 +684,9 @@ fn run_worker(
 }
 
 fn store_findings(deps: &WorkerDeps, tenant: &TenantId, findings: &[Finding], policy: [u8; 32]) {
-    // An erased tenant takes nothing, not even findings about its last batches.
-    if deps.store.accepts(tenant).is_err() {
+    // An erased tenant takes nothing, not even findings about its last batches; no findings, no
+    // record.
+    if findings.is_empty() || deps.store.accepts(tenant).is_err() {
         return;
     }
     let now = std::time::SystemTime::now()
