@@ -1,0 +1,135 @@
+//! Development aid (issue 22): every `|re` pattern of the built-in rules grouped by field, run
+//! over the inputs of ordinary HTTP server spans (like `scan_cost`'s) as separate regexes (what
+//! the rule engine does, rule by rule, before its candidate index and short-circuits prune) and
+//! as `RegexSet`s of `CHUNK` patterns each (one pass per set). A set too large for the lazy DFA's
+//! cache falls back to a far slower engine: try `CHUNK=16`, `24`, `48`.
+//! `CHUNK=24 cargo run --release -p tv-detect --example regex_set_cost`
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rsigma_parser::{Detection, Modifier, SigmaValue, parse_sigma_yaml};
+use tv_detect::evalset::{kv_str, server_span};
+use tv_detect::view::SpanView;
+
+fn walk(d: &Detection, out: &mut BTreeMap<String, Vec<String>>) {
+    match d {
+        Detection::AllOf(list) => {
+            for i in list {
+                let m = &i.field.modifiers;
+                if !m.contains(&Modifier::Re) {
+                    continue;
+                }
+                let flags: String = [
+                    (Modifier::IgnoreCase, 'i'),
+                    (Modifier::Multiline, 'm'),
+                    (Modifier::DotAll, 's'),
+                ]
+                .iter()
+                .filter(|(f, _)| m.contains(f))
+                .map(|(_, c)| *c)
+                .collect();
+                for v in &i.values {
+                    if let SigmaValue::String(s) = v {
+                        let p = if flags.is_empty() {
+                            s.original.clone()
+                        } else {
+                            format!("(?{flags}){}", s.original)
+                        };
+                        out.entry(i.field.name.clone().unwrap_or_default())
+                            .or_default()
+                            .push(p);
+                    }
+                }
+            }
+        }
+        Detection::AnyOf(ds) | Detection::And(ds) => ds.iter().for_each(|d| walk(d, out)),
+        Detection::Keywords(_) => {}
+        Detection::ArrayMatch { body, .. } => walk(body, out),
+        Detection::Conditional { named, .. } => named.values().for_each(|d| walk(d, out)),
+    }
+}
+
+fn main() {
+    let mut by_field: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, text) in tv_detect::rules::BUILTIN {
+        let c = parse_sigma_yaml(text).unwrap();
+        for r in &c.rules {
+            for d in r.detection.named.values() {
+                walk(d, &mut by_field);
+            }
+        }
+    }
+    let n = 5000u64;
+    let spans: Vec<_> = (0..n)
+        .map(|i| {
+            server_span(
+                i,
+                vec![
+                    kv_str("http.request.method", "GET"),
+                    kv_str("url.path", &format!("/api/orders/{}", 1000 + i)),
+                    kv_str("http.route", "/api/orders/{id}"),
+                    kv_str("user.id", &format!("u-{:06}", i % 5000)),
+                    kv_str("request.id", &format!("{:032x}", i * 7919)),
+                    kv_str("user_agent.original", &format!("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.1000.10 Safari/537.36", 110 + i % 20)),
+                ],
+                "GET /api/orders/{id}",
+            )
+        })
+        .collect();
+    let mut total_sep = 0.0;
+    let mut total_set = 0.0;
+    for (field, pats) in &by_field {
+        let values: Vec<Vec<String>> = spans
+            .iter()
+            .map(|s| {
+                let v = SpanView::new(None, s);
+                use rsigma_eval::event::{Event, EventValue};
+                match v.get_field(field) {
+                    Some(EventValue::Array(a)) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(|c| c.into_owned()))
+                        .collect(),
+                    Some(x) => x.as_str().map(|c| vec![c.into_owned()]).unwrap_or_default(),
+                    None => vec![],
+                }
+            })
+            .collect();
+        let seps: Vec<regex::Regex> = pats.iter().map(|p| regex::Regex::new(p).unwrap()).collect();
+        let chunk: usize = std::env::var("CHUNK")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1000);
+        let sets: Vec<regex::RegexSet> = pats
+            .chunks(chunk)
+            .map(|c| regex::RegexSet::new(c).unwrap())
+            .collect();
+        let mut hits = (0, 0);
+        let t = Instant::now();
+        for vs in &values {
+            for v in vs {
+                hits.0 += seps.iter().filter(|r| r.is_match(v)).count();
+            }
+        }
+        let sep = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let t = Instant::now();
+        for vs in &values {
+            for v in vs {
+                hits.1 += sets
+                    .iter()
+                    .map(|set| set.matches(v).iter().count())
+                    .sum::<usize>();
+            }
+        }
+        let st = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        total_sep += sep;
+        total_set += st;
+        println!(
+            "{field:20} {:3} patterns, {:.1} values/span: separate {sep:.2} us/span, set {st:.2} us/span (hits {} / {})",
+            pats.len(),
+            values.iter().map(|v| v.len()).sum::<usize>() as f64 / n as f64,
+            hits.0,
+            hits.1
+        );
+    }
+    println!("total: separate {total_sep:.2} us/span, set {total_set:.2} us/span");
+}
