@@ -731,3 +731,25 @@ fn repeated_values_are_judged_the_same_every_time() {
         );
     }
 }
+
+/// Pseudonyms of repeated values come from a per-thread cache: each is still its own key's and
+/// its own length's, the same as computed the first time and as a fresh key with the same
+/// secret computes it.
+#[test]
+fn cached_pseudonyms_are_those_of_their_own_key() {
+    let first: Vec<String> = (1..=3).map(|k| pseudonym(k, "user-42")).collect();
+    assert!(first[0] != first[1] && first[1] != first[2] && first[0] != first[2]);
+    for _ in 0..3 {
+        let again: Vec<String> = (1..=3).map(|k| pseudonym(k, "user-42")).collect();
+        assert_eq!(again, first);
+    }
+    // Another hash length under the same key is another pseudonym, not the cached one cut.
+    let long = Rules::from_toml("hash_bits = 128").unwrap();
+    let k = key(1);
+    let p64 = tv_redact::pseudonym_of(&Rules::builtin(), &k, "user-42");
+    let p128 = tv_redact::pseudonym_of(&long, &k, "user-42");
+    assert_eq!(p64, first[0]);
+    assert_eq!(p128.len(), 5 + 32);
+    assert!(p128.starts_with(&p64), "{p128} {p64}");
+    assert_eq!(tv_redact::pseudonym_of(&long, &key(1), "user-42"), p128);
+}
