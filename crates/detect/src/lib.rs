@@ -58,7 +58,8 @@ impl Signatures {
         for rs in &req.resource_spans {
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
-                    let view = SpanView::new(rs.resource.as_ref(), span);
+                    let view =
+                        SpanView::with_regexes(rs.resource.as_ref(), span, self.rules.regexes());
                     for hit in self.rules.evaluate(&view) {
                         out.push(signature_finding(sender, &view, hit, now_unix_nano));
                     }

@@ -3,7 +3,8 @@
 //! patterns run one by one (too large for the lazy DFA's cache, it falls back to a slower engine) is split
 //! until it is not. The answer is exact either way: which patterns match a value.
 //!
-//! Work in progress: not yet wired into rule evaluation (see ADR 0022).
+//! [`crate::rules::RuleSet`] rewrites the rules' regex items to read these answers through the
+//! derived fields `tv.re.<field>` of [`crate::view::SpanView`].
 
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,11 @@ impl RegexIndex {
     /// Adds to `out` the index of every pattern that matches `value`.
     pub fn matches(&self, value: &str, out: &mut Vec<usize>) {
         for c in &self.chunks {
-            out.extend(c.set.matches(value).iter().map(|i| c.first + i));
+            // Most values match nothing: a search that may stop early first, then the
+            // overlapping one that names every pattern.
+            if c.set.is_match(value) {
+                out.extend(c.set.matches(value).iter().map(|i| c.first + i));
+            }
         }
     }
 }
@@ -85,7 +90,7 @@ fn split(group: &[String], first: usize, out: &mut Vec<Chunk>) -> Result<(), reg
             .collect::<Result<_, _>>()?;
         let as_set = time(|| {
             for p in PROBES {
-                std::hint::black_box(set.matches(p));
+                std::hint::black_box(set.is_match(p));
             }
         });
         let one_by_one = time(|| {
@@ -104,6 +109,31 @@ fn split(group: &[String], first: usize, out: &mut Vec<Chunk>) -> Result<(), reg
     }
     out.push(Chunk { first, set });
     Ok(())
+}
+
+/// One index per field the rules' regexes read.
+#[derive(Default)]
+pub struct Indexes(std::collections::BTreeMap<String, RegexIndex>);
+
+impl Indexes {
+    /// Indexes over `patterns` (by field). Patterns were checked to compile when registered.
+    pub fn new(patterns: &std::collections::BTreeMap<String, Vec<String>>) -> Self {
+        Indexes(
+            patterns
+                .iter()
+                .map(|(f, p)| {
+                    (
+                        f.clone(),
+                        RegexIndex::new(p).expect("patterns compiled when registered"),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, field: &str) -> Option<&RegexIndex> {
+        self.0.get(field)
+    }
 }
 
 #[cfg(test)]
