@@ -188,13 +188,18 @@ impl<'a> SpanView<'a> {
         if let Some(index) = self.regexes.and_then(|r| r.get(field))
             && let Some(value) = self.get_field(field)
         {
-            let mut texts: Vec<Cow<'_, str>> = Vec::new();
-            match &value {
-                EventValue::Array(members) => {
-                    texts.extend(members.iter().filter_map(|m| m.as_str()));
+            // The values rsigma's regex matcher reads: scalars by their text, arrays member by
+            // member at any depth, maps not at all.
+            fn texts<'v>(v: &'v EventValue<'_>, out: &mut Vec<Cow<'v, str>>) {
+                match v {
+                    EventValue::Array(members) => members.iter().for_each(|m| texts(m, out)),
+                    EventValue::Map(_) | EventValue::Null => {}
+                    v => out.extend(v.as_str()),
                 }
-                v => texts.extend(v.as_str()),
             }
+            let mut all = Vec::new();
+            texts(&value, &mut all);
+            let texts = all;
             for t in &texts {
                 index.matches(t, &mut ids);
             }
