@@ -13,6 +13,7 @@ pub mod behaviour;
 pub mod evalset;
 pub mod finding;
 pub mod inputs;
+pub mod regex_index;
 pub mod rules;
 pub mod view;
 
@@ -39,6 +40,10 @@ pub struct Signatures {
 
 impl Signatures {
     pub fn new(rules: RuleSet) -> Self {
+        // The regex indexes are built (and timed) here, at start, not on the first batch: a
+        // first batch that waits for them held up the acknowledgements of a fresh server (the
+        // crash and rate-limit tests caught it).
+        rules.regexes();
         Signatures { rules }
     }
 
@@ -57,7 +62,8 @@ impl Signatures {
         for rs in &req.resource_spans {
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
-                    let view = SpanView::new(rs.resource.as_ref(), span);
+                    let view =
+                        SpanView::with_regexes(rs.resource.as_ref(), span, self.rules.regexes());
                     for hit in self.rules.evaluate(&view) {
                         out.push(signature_finding(sender, &view, hit, now_unix_nano));
                     }

@@ -3,7 +3,7 @@
 //! Loading is forgiving per rule and strict per reason: every rule that cannot run on traces is
 //! reported with its file and why (parse error, unknown field, non-trace log source, correlation
 //! rule, compile error), and the rest load. See docs/adr/0012.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use rsigma_eval::Engine;
@@ -65,7 +65,14 @@ pub struct Hit<'r> {
 }
 
 pub struct RuleSet {
+    /// The rules with their regex items rewritten to read [`RuleSet::regexes`]' answers
+    /// (decides which rules fire).
     engine: Engine,
+    /// Each rule as written, in its own engine: run on the rules that fired, for their evidence.
+    precise: Vec<Engine>,
+    /// The regex patterns of every rewritten item, by field (see [`rewrite_regexes`]).
+    patterns: BTreeMap<String, Vec<String>>,
+    regexes: std::sync::OnceLock<crate::regex_index::Indexes>,
     rules: Vec<RuleInfo>,
     by_id: HashMap<String, usize>,
     pub unsupported: Vec<Unsupported>,
@@ -102,6 +109,9 @@ impl RuleSet {
         engine.set_match_detail(MatchDetailLevel::Full);
         RuleSet {
             engine,
+            precise: Vec::new(),
+            patterns: BTreeMap::new(),
+            regexes: std::sync::OnceLock::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
             unsupported: Vec::new(),
@@ -221,7 +231,9 @@ impl RuleSet {
                 continue;
             }
             rule.id = Some(id.clone());
-            let errors = self.engine.add_rules(std::iter::once(&rule));
+            let mut precise = Engine::new();
+            precise.set_match_detail(MatchDetailLevel::Full);
+            let errors = precise.add_rules(std::iter::once(&rule));
             if let Some((_, e)) = errors.into_iter().next() {
                 self.unsupported.push(Unsupported {
                     source: source.to_owned(),
@@ -230,6 +242,18 @@ impl RuleSet {
                 });
                 continue;
             }
+            let mut fast = rule.clone();
+            let mut patterns = self.patterns.clone();
+            for d in fast.detection.named.values_mut() {
+                rewrite_regexes(d, &mut patterns);
+            }
+            if !self.engine.add_rules(std::iter::once(&fast)).is_empty() {
+                // The rewritten form does not compile: the rule runs as written.
+                let _ = self.engine.add_rules(std::iter::once(&rule));
+            } else {
+                self.patterns = patterns;
+            }
+            self.precise.push(precise);
             let (classes, tags) = rule
                 .tags
                 .iter()
@@ -256,16 +280,34 @@ impl RuleSet {
         }
     }
 
-    /// The rules that fire on one span, with redacted evidence.
+    /// The per-field regex indexes the rewritten rules read (built on first use).
+    pub fn regexes(&self) -> &crate::regex_index::Indexes {
+        self.regexes
+            .get_or_init(|| crate::regex_index::Indexes::new(&self.patterns))
+    }
+
+    /// The rules that fire on one span, with redacted evidence. `view` must have been made with
+    /// [`RuleSet::regexes`] (see [`SpanView::with_regexes`]).
     pub fn evaluate<'r>(&'r self, view: &SpanView<'_>) -> Vec<Hit<'r>> {
         if self.rules.is_empty() {
             return Vec::new();
         }
-        self.engine
-            .evaluate(view)
+        // Which rules may fire: from the rewritten rules when the view answers their regex
+        // fields, else every rule.
+        let candidates: Vec<usize> = if view.answers_regexes() {
+            self.engine
+                .evaluate(view)
+                .into_iter()
+                .filter_map(|r| self.by_id.get(r.header.rule_id.as_deref()?).copied())
+                .collect()
+        } else {
+            (0..self.rules.len()).collect()
+        };
+        candidates
             .into_iter()
-            .filter_map(|r| {
-                let idx = *self.by_id.get(r.header.rule_id.as_deref()?)?;
+            .filter_map(|idx| {
+                // The rule as written decides and gives the evidence.
+                let r = self.precise[idx].evaluate(view).into_iter().next()?;
                 let evidence = r
                     .as_detection()
                     .map(|d| {
@@ -434,5 +476,88 @@ fn items(d: &Detection, f: &mut dyn FnMut(Option<&str>, Option<&DetectionItem>))
             items(body, f)
         }
         Detection::Conditional { named, .. } => named.values().for_each(|d| items(d, f)),
+    }
+}
+
+/// Rewrites every `field|re` item of `d` (flags `i`, `m`, `s` at most; not `all`) into an exact
+/// match of its patterns' ids on the derived field `tv.re.<field>`, which the view answers from
+/// one [`crate::regex_index::RegexIndex`] per field: the same truth value (an item holds when
+/// any of its patterns matches any value of the field), in a few passes for all rules.
+fn rewrite_regexes(d: &mut Detection, patterns: &mut BTreeMap<String, Vec<String>>) {
+    match d {
+        Detection::AllOf(list) => {
+            for item in list {
+                let m = &item.field.modifiers;
+                let Some(name) = item.field.name.clone() else {
+                    continue;
+                };
+                let only_flags = m.iter().all(|x| {
+                    matches!(
+                        x,
+                        Modifier::Re
+                            | Modifier::IgnoreCase
+                            | Modifier::Multiline
+                            | Modifier::DotAll
+                    )
+                });
+                if !m.contains(&Modifier::Re) || !only_flags || item.values.is_empty() {
+                    continue;
+                }
+                let flags: String = [
+                    (Modifier::IgnoreCase, 'i'),
+                    (Modifier::Multiline, 'm'),
+                    (Modifier::DotAll, 's'),
+                ]
+                .iter()
+                .filter(|(f, _)| m.contains(f))
+                .map(|(_, c)| *c)
+                .collect();
+                let Some(texts) = item
+                    .values
+                    .iter()
+                    .map(|v| match v {
+                        SigmaValue::String(s) => Some(if flags.is_empty() {
+                            s.original.clone()
+                        } else {
+                            format!("(?{flags}){}", s.original)
+                        }),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<String>>>()
+                else {
+                    continue;
+                };
+                if texts.iter().any(|t| regex::Regex::new(t).is_err()) {
+                    continue;
+                }
+                let field = patterns.entry(name.clone()).or_default();
+                let ids: Vec<SigmaValue> = texts
+                    .into_iter()
+                    .map(|t| {
+                        let id = match field.iter().position(|p| *p == t) {
+                            Some(i) => i,
+                            None => {
+                                field.push(t);
+                                field.len() - 1
+                            }
+                        };
+                        SigmaValue::String(rsigma_parser::SigmaString::from_raw(&format!("#{id}")))
+                    })
+                    .collect();
+                item.field = rsigma_parser::FieldSpec::new(
+                    Some(format!("{}{name}", crate::view::REGEX_FIELD_PREFIX)),
+                    Vec::new(),
+                );
+                item.values = ids;
+            }
+        }
+        Detection::AnyOf(ds) | Detection::And(ds) => {
+            ds.iter_mut().for_each(|d| rewrite_regexes(d, patterns))
+        }
+        // Array bodies name fields relative to each element: left as written.
+        Detection::Keywords(_) | Detection::ArrayMatch { .. } => {}
+        Detection::Conditional { named, .. } => named
+            .values_mut()
+            .for_each(|d| rewrite_regexes(d, patterns)),
     }
 }

@@ -132,10 +132,17 @@ pub fn known_field(name: &str) -> bool {
         || (name.contains('.') && !name.contains(' '))
 }
 
+/// The derived fields the rule set's rewritten regex items read: `tv.re.<field>` holds the ids
+/// (`#3`) of the patterns registered for `<field>` that match any of its values.
+pub const REGEX_FIELD_PREFIX: &str = "tv.re.";
+
 /// One span as a Sigma event.
 pub struct SpanView<'a> {
     pub resource: Option<&'a Resource>,
     pub span: &'a Span,
+    regexes: Option<&'a crate::regex_index::Indexes>,
+    /// `tv.re.<field>` answers computed so far: (field, matching pattern ids).
+    regex_hits: std::cell::RefCell<Vec<(String, Vec<usize>)>>,
     inputs: OnceCell<inputs::Inputs>,
     sqli: OnceCell<Vec<String>>,
     xss: OnceCell<bool>,
@@ -146,10 +153,63 @@ impl<'a> SpanView<'a> {
         SpanView {
             resource,
             span,
+            regexes: None,
+            regex_hits: Default::default(),
             inputs: OnceCell::new(),
             sqli: OnceCell::new(),
             xss: OnceCell::new(),
         }
+    }
+
+    /// A view whose `tv.re.<field>` fields answer from `regexes`.
+    pub fn with_regexes(
+        resource: Option<&'a Resource>,
+        span: &'a Span,
+        regexes: &'a crate::regex_index::Indexes,
+    ) -> Self {
+        SpanView {
+            regexes: Some(regexes),
+            ..Self::new(resource, span)
+        }
+    }
+
+    /// Whether the view answers the rule set's `tv.re.` fields.
+    pub fn answers_regexes(&self) -> bool {
+        self.regexes.is_some()
+    }
+
+    /// The ids of the patterns registered for `field` that match any of its values (each
+    /// value by its text, an array member by member), computed once.
+    fn regex_hits(&self, field: &str) -> Vec<usize> {
+        if let Some((_, ids)) = self.regex_hits.borrow().iter().find(|(f, _)| f == field) {
+            return ids.clone();
+        }
+        let mut ids = Vec::new();
+        if let Some(index) = self.regexes.and_then(|r| r.get(field))
+            && let Some(value) = self.get_field(field)
+        {
+            // The values rsigma's regex matcher reads: scalars by their text, arrays member by
+            // member at any depth, maps not at all.
+            fn texts<'v>(v: &'v EventValue<'_>, out: &mut Vec<Cow<'v, str>>) {
+                match v {
+                    EventValue::Array(members) => members.iter().for_each(|m| texts(m, out)),
+                    EventValue::Map(_) | EventValue::Null => {}
+                    v => out.extend(v.as_str()),
+                }
+            }
+            let mut all = Vec::new();
+            texts(&value, &mut all);
+            let texts = all;
+            for t in &texts {
+                index.matches(t, &mut ids);
+            }
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        self.regex_hits
+            .borrow_mut()
+            .push((field.to_owned(), ids.clone()));
+        ids
     }
 
     /// A span attribute, then a resource attribute.
@@ -464,6 +524,12 @@ impl Event for SpanView<'_> {
                     Some(d) => self.derived(d),
                     None => self.attr(s).and_then(event_value),
                 });
+        }
+        if let Some(field) = path.strip_prefix(REGEX_FIELD_PREFIX) {
+            let ids = self.regex_hits(field);
+            return (!ids.is_empty()).then(|| {
+                EventValue::Array(ids.iter().map(|i| str_owned(format!("#{i}"))).collect())
+            });
         }
         match path {
             "span.name" => return Some(str_borrowed(&self.span.name)),
