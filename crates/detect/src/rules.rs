@@ -422,6 +422,25 @@ fn check(rule: &SigmaRule) -> Result<(), String> {
 /// is about 350 KiB; `\w{1,80}` is 4 MiB and made the signature stage 30 times slower.
 pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
+/// A `|re` value as the regex it means: the flags of the item's `i`, `m` and `s` modifiers
+/// written inline in front of it.
+fn with_flags(modifiers: &[Modifier], pattern: &str) -> String {
+    let flags: String = [
+        (Modifier::IgnoreCase, 'i'),
+        (Modifier::Multiline, 'm'),
+        (Modifier::DotAll, 's'),
+    ]
+    .iter()
+    .filter(|(f, _)| modifiers.contains(f))
+    .map(|(_, c)| *c)
+    .collect();
+    if flags.is_empty() {
+        pattern.to_owned()
+    } else {
+        format!("(?{flags}){pattern}")
+    }
+}
+
 /// The `|re` values of one detection item that do not compile within [`REGEX_SIZE_LIMIT`], with
 /// the flags their modifiers add.
 fn oversized_regexes(item: &DetectionItem) -> Vec<String> {
@@ -429,15 +448,6 @@ fn oversized_regexes(item: &DetectionItem) -> Vec<String> {
     if !m.contains(&Modifier::Re) {
         return Vec::new();
     }
-    let flags: String = [
-        (Modifier::IgnoreCase, 'i'),
-        (Modifier::Multiline, 'm'),
-        (Modifier::DotAll, 's'),
-    ]
-    .iter()
-    .filter(|(f, _)| m.contains(f))
-    .map(|(_, c)| *c)
-    .collect();
     item.values
         .iter()
         .filter_map(|v| match v {
@@ -445,13 +455,8 @@ fn oversized_regexes(item: &DetectionItem) -> Vec<String> {
             _ => None,
         })
         .filter(|p| {
-            let full = if flags.is_empty() {
-                (*p).to_owned()
-            } else {
-                format!("(?{flags}){p}")
-            };
             matches!(
-                regex::RegexBuilder::new(&full)
+                regex::RegexBuilder::new(&with_flags(m, p))
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build(),
                 Err(regex::Error::CompiledTooBig(_))
@@ -503,24 +508,11 @@ fn rewrite_regexes(d: &mut Detection, patterns: &mut BTreeMap<String, Vec<String
                 if !m.contains(&Modifier::Re) || !only_flags || item.values.is_empty() {
                     continue;
                 }
-                let flags: String = [
-                    (Modifier::IgnoreCase, 'i'),
-                    (Modifier::Multiline, 'm'),
-                    (Modifier::DotAll, 's'),
-                ]
-                .iter()
-                .filter(|(f, _)| m.contains(f))
-                .map(|(_, c)| *c)
-                .collect();
                 let Some(texts) = item
                     .values
                     .iter()
                     .map(|v| match v {
-                        SigmaValue::String(s) => Some(if flags.is_empty() {
-                            s.original.clone()
-                        } else {
-                            format!("(?{flags}){}", s.original)
-                        }),
+                        SigmaValue::String(s) => Some(with_flags(m, &s.original)),
                         _ => None,
                     })
                     .collect::<Option<Vec<String>>>()
