@@ -172,6 +172,59 @@ pub(crate) fn scope_key(ss: &ScopeSpans) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod prefix_tests {
+    use super::TracePrefixes;
+
+    fn spread(n: u64, salt: u64) -> Vec<u64> {
+        // Distinct, well-spread values (splitmix64 of a counter).
+        let mut v: Vec<u64> = (0..n)
+            .map(|i| {
+                let mut z = (i ^ salt).wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn every_prefix_is_found_and_few_others_are() {
+        for n in [0, 1, 255, 256, 5_000, 40_000] {
+            let held = spread(n, 1);
+            let p = TracePrefixes::new(held.clone());
+            assert_eq!(p.len(), held.len());
+            assert!(held.iter().all(|&x| p.may_contain(x)), "n = {n}");
+            let others = spread(100_000, 2);
+            let false_hits = others
+                .iter()
+                .filter(|x| held.binary_search(x).is_err() && p.may_contain(**x))
+                .count();
+            // 16-bit fingerprints: about 1.5 in 100,000.
+            assert!(
+                false_hits <= 10,
+                "n = {n}: {false_hits} false hits in 100,000"
+            );
+        }
+    }
+
+    #[test]
+    fn many_prefixes_take_far_less_than_eight_bytes_each() {
+        let held = spread(40_000, 3);
+        match TracePrefixes::new(held) {
+            TracePrefixes::Filter { filter, count } => {
+                let bytes = filter.fingerprints.len() * 2;
+                assert_eq!(count, 40_000);
+                assert!(bytes < 40_000 * 3, "{bytes} bytes for 40,000 prefixes");
+            }
+            TracePrefixes::Exact(_) => panic!("40,000 prefixes are kept as a filter"),
+        }
+    }
+}
+
+#[cfg(test)]
 mod key_tests {
     use super::*;
     use tv_model::otlp::{InstrumentationScope, KeyValue, Resource};
@@ -671,7 +724,99 @@ pub struct BlockMeta {
     /// The cluster node whose block (and log) it is, when it is another node's (None: this
     /// node's, or a data directory's).
     pub node: Option<String>,
-    prefixes: Vec<u64>,
+    prefixes: TracePrefixes,
+    /// `index.operations`, interned (that list is emptied at load).
+    operations: Operations,
+}
+
+/// A block's operations in memory (issue 22): each (service, span name, kind) as two indexes into
+/// one table of distinct strings. The index lists up to 10,000 of them, each with its own copy
+/// of the service and span name (about 100 bytes); a block of ordinary traffic held ~830, the
+/// largest part of its index in memory.
+#[derive(Default)]
+pub struct Operations {
+    strings: Vec<Box<str>>,
+    ops: Vec<(u32, u32, i32)>,
+}
+
+impl Operations {
+    fn new(list: Vec<crate::format::Operation>) -> Self {
+        let mut at: HashMap<String, u32> = HashMap::new();
+        let mut strings: Vec<Box<str>> = Vec::new();
+        let mut intern = |s: String| -> u32 {
+            if let Some(&i) = at.get(&s) {
+                return i;
+            }
+            let i = strings.len() as u32;
+            strings.push(s.as_str().into());
+            at.insert(s, i);
+            i
+        };
+        let ops = list
+            .into_iter()
+            .map(|o| (intern(o.service), intern(o.name), o.kind))
+            .collect();
+        Operations { strings, ops }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Each (service, span name, kind).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, i32)> {
+        self.ops
+            .iter()
+            .map(|&(s, n, k)| (&*self.strings[s as usize], &*self.strings[n as usize], k))
+    }
+}
+
+/// The trace id prefixes a block holds, kept in memory for every block so that a trace lookup
+/// opens only the blocks that may hold it. Every block stays listed for as long as it is kept, so
+/// this grows with the data (issue 22): a binary fuse filter of 16-bit fingerprints takes about
+/// 2.3 bytes per trace where the sorted prefixes took 8. A false positive (about 1 lookup in
+/// 65,536 per block) costs opening a chunk that turns out not to hold the trace; a trace the block
+/// holds is always found.
+enum TracePrefixes {
+    Filter {
+        filter: xorf::BinaryFuse16,
+        count: usize,
+    },
+    /// Few prefixes (a filter would be larger), or a filter that could not be built.
+    Exact(Vec<u64>),
+}
+
+impl TracePrefixes {
+    /// Below this many prefixes the sorted list is smaller than a filter's fixed segments.
+    const FILTER_FROM: usize = 256;
+
+    /// From sorted, deduplicated prefixes.
+    fn new(sorted: Vec<u64>) -> Self {
+        if sorted.len() >= Self::FILTER_FROM
+            && let Ok(filter) = xorf::BinaryFuse16::try_from(sorted.as_slice())
+        {
+            return TracePrefixes::Filter {
+                filter,
+                count: sorted.len(),
+            };
+        }
+        TracePrefixes::Exact(sorted)
+    }
+
+    fn may_contain(&self, prefix: u64) -> bool {
+        use xorf::Filter as _;
+        match self {
+            TracePrefixes::Filter { filter, .. } => filter.contains(&prefix),
+            TracePrefixes::Exact(v) => v.binary_search(&prefix).is_ok(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            TracePrefixes::Filter { count, .. } => *count,
+            TracePrefixes::Exact(v) => v.len(),
+        }
+    }
 }
 
 impl std::fmt::Debug for BlockMeta {
@@ -793,12 +938,17 @@ impl BlockMeta {
             .map_err(|_| corrupt(ioff, "index does not decompress"))?;
         let mut index = BlockIndex::decode(raw.as_slice())
             .map_err(|_| corrupt(ioff, "index does not decode"))?;
-        let prefixes = index
+        let mut prefixes: Vec<u64> = index
             .trace_prefixes
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
             .collect();
         index.trace_prefixes = Vec::new();
+        // Written sorted and deduplicated; a filter needs distinct keys whatever the file says.
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let prefixes = TracePrefixes::new(prefixes);
+        let operations = Operations::new(std::mem::take(&mut index.operations));
         Ok(Self {
             tenant: tenant.clone(),
             id: header.block_id,
@@ -811,12 +961,18 @@ impl BlockMeta {
             created_unix_nanos: header.created_unix_nanos,
             node: None,
             prefixes,
+            operations,
         })
     }
 
     /// Whether the block may hold spans of a trace whose id starts with `prefix`.
     pub fn may_contain(&self, prefix: u64) -> bool {
-        self.prefixes.binary_search(&prefix).is_ok()
+        self.prefixes.may_contain(prefix)
+    }
+
+    /// The block's operations (empty in blocks written before they were indexed).
+    pub fn operations(&self) -> &Operations {
+        &self.operations
     }
 
     pub fn trace_count(&self) -> usize {

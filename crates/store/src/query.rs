@@ -627,15 +627,15 @@ impl Store {
             if !overlaps(b.index.min_start, b.index.max_end, &window) {
                 continue;
             }
-            if b.index.operations.is_empty() {
+            if b.operations().is_empty() {
                 for s in &b.index.services {
                     for n in &b.index.span_names {
                         out.insert((s.clone(), n.clone(), 0));
                     }
                 }
             }
-            for o in &b.index.operations {
-                out.insert((o.service.clone(), o.name.clone(), o.kind));
+            for (service, name, kind) in b.operations().iter() {
+                out.insert((service.to_owned(), name.to_owned(), kind));
             }
         }
         for r in head {

@@ -63,6 +63,82 @@ async fn appended_spans_are_readable_from_head_blocks_and_after_reopen() {
     assert_eq!(hits[0].root_trace_name, "op-m1-0");
 }
 
+/// A block keeps its trace ids in memory as a filter once it holds many traces (issue 22):
+/// every trace it holds is still found, before and after a restart, and ids it does not hold
+/// find nothing.
+#[tokio::test]
+async fn every_trace_of_a_large_block_is_found_and_no_other() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let traces: Vec<[u8; 16]> = (0..3000).map(|_| rng.random()).collect();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    for group in traces.chunks(1000) {
+        let mut req = request("svc", group[0], 1, "big");
+        for t in &group[1..] {
+            req.resource_spans
+                .extend(request("svc", *t, 1, "big").resource_spans);
+        }
+        store.append(batch("a", req)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(store.stats().head_records, 0);
+    let mut store = Some(store);
+    for round in ["sealed", "after reopen"] {
+        let st = match store.take() {
+            Some(st) => st,
+            None => Store::open(cfg(d.path()), keyring(d.path())).unwrap(),
+        };
+        for t in &traces {
+            assert_eq!(count(&st, "a", *t), 1, "{round}: trace {}", hex::encode(t));
+        }
+        for _ in 0..3000 {
+            let absent: [u8; 16] = rng.random();
+            assert_eq!(count(&st, "a", absent), 0, "{round}");
+        }
+    }
+}
+
+/// Operations (service, span name, kind) answer the same from the head, from a sealed block
+/// (where they are kept interned in memory) and after a restart.
+#[tokio::test]
+async fn operations_are_the_same_from_the_head_a_block_and_after_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let mut req = request("checkout", [3; 16], 3, "pay");
+    req.resource_spans
+        .extend(request("cart", [4; 16], 2, "add").resource_spans);
+    req.resource_spans
+        .extend(request("checkout", [5; 16], 2, "add").resource_spans);
+    let mut want = std::collections::BTreeSet::new();
+    for (i, rs) in req.resource_spans.iter_mut().enumerate() {
+        let svc = tv_model::service_name(rs.resource.as_ref())
+            .unwrap()
+            .to_owned();
+        for sp in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
+            sp.kind = (i as i32 % 3) + 1;
+            want.insert((svc.clone(), sp.name.clone(), sp.kind));
+        }
+    }
+    let tenant = TenantId::parse("a").unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    store.append(batch("a", req)).await.unwrap();
+    assert_eq!(store.operations(&tenant, None, None).unwrap(), want, "head");
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(
+        store.operations(&tenant, None, None).unwrap(),
+        want,
+        "block"
+    );
+    drop(store);
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    assert_eq!(
+        store.operations(&tenant, None, None).unwrap(),
+        want,
+        "reopened"
+    );
+}
+
 #[tokio::test]
 async fn identical_resends_are_deduplicated() {
     let d = tempfile::tempdir().unwrap();
