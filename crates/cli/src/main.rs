@@ -357,10 +357,21 @@ fn no_core_dumps() {
     }
 }
 
+/// No transparent huge pages for the server's memory (issue 22): mimalloc asks the kernel for
+/// them on its large regions, and a 2 MiB page stays resident while any of it is in use. At
+/// saturation that held 150-180 MB of huge pages and a peak RSS of 300-322 MB; without them,
+/// 254-270 MB, for 1-3% less throughput (within the noise of the runs).
+fn no_huge_pages() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off; memory use may be higher");
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = RawConfig::resolve(&args.raw(), args.config.as_deref())?;
     init_logging(cfg.log_json);
     no_core_dumps();
+    no_huge_pages();
     let server = Server::bootstrap(cfg).await?;
     tracing::info!(
         admin_token = %server.admin_token_path.display(),

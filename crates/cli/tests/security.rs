@@ -115,6 +115,12 @@ async fn key_and_token_files_are_private() {
         ["0", "0"],
         "{core}"
     );
+    // Its memory is not kept in transparent huge pages (they hold RSS up; issue 22).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    match status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        Some(l) => assert_eq!(l.split_whitespace().nth(1), Some("0"), "{l}"),
+        None => eprintln!("note: this kernel does not report THP_enabled; not checked"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
