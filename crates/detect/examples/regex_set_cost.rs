@@ -1,64 +1,19 @@
-//! Development aid (issue 22): every `|re` pattern of the built-in rules grouped by field, run
+//! Development aid (issue 22): the `|re` patterns the built-in rules' regex index holds, by field, run
 //! over the inputs of ordinary HTTP server spans (like `scan_cost`'s) as separate regexes (what
 //! the rule engine does, rule by rule, before its candidate index and short-circuits prune) and
 //! as `RegexSet`s of `CHUNK` patterns each (one pass per set). A set too large for the lazy DFA's
 //! cache falls back to a far slower engine: try `CHUNK=16`, `24`, `48`.
 //! `CHUNK=24 cargo run --release -p tv-detect --example regex_set_cost`
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rsigma_parser::{Detection, Modifier, SigmaValue, parse_sigma_yaml};
 use tv_detect::evalset::{kv_str, server_span};
+use tv_detect::rules::RuleSet;
 use tv_detect::view::SpanView;
 
-fn walk(d: &Detection, out: &mut BTreeMap<String, Vec<String>>) {
-    match d {
-        Detection::AllOf(list) => {
-            for i in list {
-                let m = &i.field.modifiers;
-                if !m.contains(&Modifier::Re) {
-                    continue;
-                }
-                let flags: String = [
-                    (Modifier::IgnoreCase, 'i'),
-                    (Modifier::Multiline, 'm'),
-                    (Modifier::DotAll, 's'),
-                ]
-                .iter()
-                .filter(|(f, _)| m.contains(f))
-                .map(|(_, c)| *c)
-                .collect();
-                for v in &i.values {
-                    if let SigmaValue::String(s) = v {
-                        let p = if flags.is_empty() {
-                            s.original.clone()
-                        } else {
-                            format!("(?{flags}){}", s.original)
-                        };
-                        out.entry(i.field.name.clone().unwrap_or_default())
-                            .or_default()
-                            .push(p);
-                    }
-                }
-            }
-        }
-        Detection::AnyOf(ds) | Detection::And(ds) => ds.iter().for_each(|d| walk(d, out)),
-        Detection::Keywords(_) => {}
-        Detection::ArrayMatch { body, .. } => walk(body, out),
-        Detection::Conditional { named, .. } => named.values().for_each(|d| walk(d, out)),
-    }
-}
-
 fn main() {
-    let mut by_field: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (_, text) in tv_detect::rules::BUILTIN {
-        let c = parse_sigma_yaml(text).unwrap();
-        for r in &c.rules {
-            for d in r.detection.named.values() {
-                walk(d, &mut by_field);
-            }
-        }
-    }
+    let mut rules = RuleSet::empty();
+    rules.add_builtin();
+    let by_field = rules.regex_patterns();
     let n = 5000u64;
     let spans: Vec<_> = (0..n)
         .map(|i| {
@@ -78,7 +33,7 @@ fn main() {
         .collect();
     let mut total_sep = 0.0;
     let mut total_set = 0.0;
-    for (field, pats) in &by_field {
+    for (field, pats) in by_field {
         let values: Vec<Vec<String>> = spans
             .iter()
             .map(|s| {

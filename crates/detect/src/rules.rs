@@ -280,6 +280,12 @@ impl RuleSet {
         }
     }
 
+    /// The patterns those indexes hold, by field: every `|re` value of a rewritten item, with
+    /// its flags written inline.
+    pub fn regex_patterns(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.patterns
+    }
+
     /// The per-field regex indexes the rewritten rules read (built on first use).
     pub fn regexes(&self) -> &crate::regex_index::Indexes {
         self.regexes
