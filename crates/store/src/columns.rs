@@ -407,6 +407,10 @@ mod tests {
             let bytes = chunk.encode_to_vec();
             let back = Chunk::decode(bytes.as_slice()).unwrap();
             prop_assert_eq!(&decode(&back, |_| true).unwrap(), &rows);
+            // As block format 3 stores it: every field and column compressed apart, merged back.
+            let mut z = zstd::bulk::Compressor::new(3).unwrap();
+            let packed = crate::block::pack_chunk(chunk.clone(), &mut z).unwrap();
+            prop_assert_eq!(&crate::block::unpack_chunk(&packed).unwrap(), &chunk);
             // Filtered decoding returns exactly the matching rows.
             let want: Vec<Row> = rows.iter().filter(|r| r.trace_id[0] == 2).cloned().collect();
             prop_assert_eq!(decode(&back, |t| t[0] == 2).unwrap(), want);
@@ -424,23 +428,70 @@ mod tests {
         }
     }
 
-    #[test]
-    fn inconsistent_columns_are_an_error_not_a_panic() {
-        let rows = vec![Row {
+    /// One row of trace 1 holding `span`.
+    fn one_row(span: Span) -> Vec<Row> {
+        vec![Row {
             trace_id: [1; 16],
             resource: 0,
             scope: 0,
             record: 0,
-            span: Span {
-                span_id: vec![1; 8],
-                attributes: vec![KeyValue {
-                    key: "a".into(),
-                    value: None,
-                    ..Default::default()
-                }],
+            span,
+        }]
+    }
+
+    /// A stored chunk whose parts are damaged (a reader must not trust what it decrypts) is an
+    /// error, not a panic.
+    #[test]
+    fn damaged_chunk_parts_are_an_error() {
+        use crate::format::ChunkParts;
+        let rows = one_row(Span {
+            span_id: vec![1; 8],
+            name: "GET /".into(),
+            attributes: vec![KeyValue {
+                key: "user.id".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("hmac:0123".into())),
+                }),
                 ..Default::default()
-            },
-        }];
+            }],
+            ..Default::default()
+        });
+        let chunk = encode(rows, vec![vec![1]], vec![vec![2]]);
+        let mut z = zstd::bulk::Compressor::new(3).unwrap();
+        let packed = crate::block::pack_chunk(chunk.clone(), &mut z).unwrap();
+        let parts = ChunkParts::decode(packed.as_slice()).unwrap();
+        assert!(parts.parts.len() > 3, "{} parts", parts.parts.len());
+        // A frame cut short.
+        let mut cut = parts.clone();
+        let n = cut.parts[2].len();
+        cut.parts[2].truncate(n / 2);
+        let e = crate::block::unpack_chunk(&cut.encode_to_vec()).unwrap_err();
+        assert_eq!(e, "chunk part does not decompress");
+        // A part that decompresses to something that is not a chunk.
+        let mut junk = parts.clone();
+        junk.parts[1] = zstd::bulk::compress(&[0xff; 9], 3).unwrap();
+        let e = crate::block::unpack_chunk(&junk.encode_to_vec()).unwrap_err();
+        assert_eq!(e, "chunk part does not decode");
+        // Not parts at all.
+        assert!(crate::block::unpack_chunk(&[0xff, 0xff, 0xff]).is_err());
+        // The undamaged parts give the chunk back.
+        assert_eq!(
+            crate::block::unpack_chunk(&parts.encode_to_vec()).unwrap(),
+            chunk
+        );
+    }
+
+    #[test]
+    fn inconsistent_columns_are_an_error_not_a_panic() {
+        let rows = one_row(Span {
+            span_id: vec![1; 8],
+            attributes: vec![KeyValue {
+                key: "a".into(),
+                value: None,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
         let good = encode(rows, vec![vec![]], vec![vec![]]);
         let mut c = good.clone();
         c.trace_runs = vec![2];

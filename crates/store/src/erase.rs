@@ -96,7 +96,7 @@ fn read_record(path: &Path) -> Result<Erasure, StoreError> {
         return Err(StoreError::Version {
             what: format!("erasure record {}", path.display()),
             version: r.format,
-            supported: RECORD_FORMAT,
+            supported: format!("version {RECORD_FORMAT}"),
         });
     }
     Ok(r)

@@ -65,6 +65,17 @@ pub struct Chunk {
     pub record: Vec<u32>,
 }
 
+/// A chunk as stored from block format 3 on: the [`Chunk`] split into parts, each part a `Chunk`
+/// with some of its fields set, compressed on its own (one zstd frame per field and per attribute
+/// column). Reading merges the parts in order (protobuf merging appends repeated fields, so the
+/// columns come back in key order). Each part gets entropy tables of its own: one frame for the
+/// whole chunk mixes hex pseudonyms, random ids and varints in one table (see `block::pack_chunk`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkParts {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub parts: Vec<Vec<u8>>,
+}
+
 /// The values of one attribute key, in row order.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ValueColumn {

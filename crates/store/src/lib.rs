@@ -53,13 +53,12 @@ pub enum StoreError {
         offset: u64,
         reason: String,
     },
-    #[error(
-        "{what} has unsupported format version {version}; this build reads version {supported}"
-    )]
+    #[error("{what} has unsupported format version {version}; this build reads {supported}")]
     Version {
         what: String,
         version: u32,
-        supported: u32,
+        /// The versions this build reads, in words ("version 2", "versions 2 to 3").
+        supported: String,
     },
     #[error(transparent)]
     Crypto(tv_crypto::CryptoError),

@@ -163,7 +163,7 @@ pub fn parse_segment(buf: &[u8], path: &Path) -> Result<RecoveredSegment, StoreE
         return Err(StoreError::Version {
             what: format!("WAL segment {}", path.display()),
             version: version as u32,
-            supported: VERSION as u32,
+            supported: format!("version {VERSION}"),
         });
     }
     let id = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
