@@ -206,6 +206,19 @@ impl TenantGraph {
                 }
             }
         }
+        // A child whose parent came leaves its entry in `pending_order` behind; drop those once
+        // they are most of it. Without this the queue held every child that ever waited for the
+        // last ten minutes (issue 22: ~12,000 entries/s, 115 MB after ten minutes at 29,000
+        // spans/s where children arrive before their parents in the same batch).
+        if self.pending_order.len() > 2 * self.pending_count + 1024 {
+            let pending = &self.pending;
+            self.pending_order.retain(|(pid, at)| {
+                pending
+                    .get(pid)
+                    .is_some_and(|v| v.iter().any(|c| c.3 == *at))
+            });
+            self.pending_order.shrink_to(2 * self.pending_count + 1024);
+        }
         let oldest = (now_secs / 60).saturating_sub(KEEP_MINUTES);
         if self.edges.len() > 10_000 {
             self.edges.retain(|(m, _, _), _| *m >= oldest);
@@ -531,6 +544,41 @@ mod tests {
             g.dependencies(&a, t + 600_000_000_000, t + 700_000_000_000)
                 .is_empty()
         );
+    }
+
+    /// Children that arrive before their parent in the same batch (a batch grouped by service)
+    /// wait only for a moment: what the graph keeps for them stays bounded by the children still
+    /// waiting, not by every child of the last ten minutes, and the edges still come out.
+    #[test]
+    fn children_whose_parent_came_leave_nothing_waiting() {
+        let g = ServiceGraph::default();
+        let a = TenantId::parse("acme").unwrap();
+        let t = 1_700_000_000_000_000_000;
+        for batch in 0..200u64 {
+            let base = batch * 1_000 + 1;
+            // 500 children first, then their parent.
+            let mut facts: Vec<SpanFact> =
+                (1..=500).map(|k| f(base + k, base, "db", false)).collect();
+            facts.push(f(base, 0, "api", false));
+            g.add(&a, facts);
+        }
+        // One child whose parent never comes keeps waiting.
+        g.add(&a, vec![f(999_999_999, 999_999_998, "db", false)]);
+        let tenants = g.tenants.lock().unwrap();
+        let tg = &tenants[&a];
+        assert_eq!(tg.pending_count, 1);
+        assert_eq!(tg.pending.len(), 1);
+        assert!(
+            tg.pending_order.len() <= 2 * tg.pending_count + 1024,
+            "{} entries queued for {} waiting children",
+            tg.pending_order.len(),
+            tg.pending_count
+        );
+        assert!(tg.pending_order.iter().any(|(p, _)| *p == 999_999_998));
+        drop(tenants);
+        let deps = g.dependencies(&a, t - 60_000_000_000, t + 60_000_000_000);
+        assert_eq!(deps.len(), 1);
+        assert_eq!(deps[0].calls, 200 * 500);
     }
 
     #[test]
