@@ -487,11 +487,11 @@ pub struct TenantState {
     pub learned: Learned,
     /// (service|operation, window start) -> statistics.
     windows: BTreeMap<(u64, String), Window>,
-    /// Recent spans: (trace, span) -> (content digest, service, operation key).
-    recent: HashMap<SpanKey, RecentSpan, ahash::RandomState>,
+    /// Recent spans: (trace, span) -> (content digest, service, operation key); the last
+    /// `max_recent_spans / 2` to `max_recent_spans` of them.
+    recent: crate::recent::Recent<SpanKey, RecentSpan>,
     /// Interned service names and operation keys (bounded).
     names: HashSet<Arc<str>>,
-    recent_order: VecDeque<(u64, [u8; 16], [u8; 8])>,
     /// Children seen before their parent: parent id -> child services.
     orphans: HashMap<[u8; 8], (u64, Vec<String>), ahash::RandomState>,
     parents: HashMap<[u8; 8], Parent, ahash::RandomState>,
@@ -930,17 +930,11 @@ impl TenantState {
     fn remember(&mut self, cfg: &BehaviourConfig, s: &SpanFacts<'_>) {
         let service = self.intern(cfg, s.service);
         let op = self.intern(cfg, &op_key(s.service, s.name));
-        self.recent
-            .insert((s.trace_id, s.span_id), (s.content, service, op));
-        self.recent_order.push_back((s.end, s.trace_id, s.span_id));
-        while self.recent.len() > cfg.max_recent_spans {
-            match self.recent_order.pop_front() {
-                Some((_, t, sp)) => {
-                    self.recent.remove(&(t, sp));
-                }
-                None => break,
-            }
-        }
+        self.recent.insert(
+            (s.trace_id, s.span_id),
+            (s.content, service, op),
+            cfg.max_recent_spans,
+        );
     }
 
     fn recent_service(&self, trace: [u8; 16], span: [u8; 8]) -> Option<Arc<str>> {

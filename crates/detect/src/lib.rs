@@ -13,6 +13,7 @@ pub mod behaviour;
 pub mod evalset;
 pub mod finding;
 pub mod inputs;
+pub mod recent;
 pub mod regex_index;
 pub mod rules;
 pub mod view;

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use tv_model::TenantId;
 use tv_model::otlp::ExportTraceServiceRequest;
 
-/// Recent spans remembered per tenant (parents children may still arrive for).
+/// Recent spans remembered per tenant (parents children may still arrive for): at least the
+/// last half of this many.
 const MAX_SPANS: usize = 200_000;
 /// Children waiting for a parent, per tenant.
 const MAX_PENDING: usize = 100_000;
@@ -84,8 +85,8 @@ type SharedEdge = (u64, Arc<str>, Arc<str>, u64, u64);
 
 #[derive(Default)]
 struct TenantGraph {
-    spans: HashMap<u64, (Arc<str>, u64)>,
-    span_order: VecDeque<(u64, u64)>,
+    /// Recent spans by id: (service, start); the last `MAX_SPANS / 2` to `MAX_SPANS`.
+    spans: tv_detect::recent::Recent<u64, (Arc<str>, u64)>,
     /// Children by the parent id they wait for: (child service, error, start, arrived).
     pending: HashMap<u64, Vec<Waiting>>,
     pending_order: VecDeque<(u64, u64)>,
@@ -172,26 +173,14 @@ impl TenantGraph {
                 self.edge(&f.service, &cs, err, start);
             }
         }
-        if f.span_id != 0
-            && self
-                .spans
-                .insert(f.span_id, (f.service, f.start_unix_nano))
-                .is_none()
-        {
-            self.span_order.push_back((f.span_id, now_secs));
+        if f.span_id != 0 {
+            self.spans
+                .insert(f.span_id, (f.service, f.start_unix_nano), MAX_SPANS);
         }
         self.evict(now_secs);
     }
 
     fn evict(&mut self, now_secs: u64) {
-        while self.spans.len() > MAX_SPANS {
-            match self.span_order.pop_front() {
-                Some((id, _)) => {
-                    self.spans.remove(&id);
-                }
-                None => break,
-            }
-        }
         while let Some(&(pid, at)) = self.pending_order.front() {
             if self.pending_count <= MAX_PENDING && now_secs.saturating_sub(at) <= PENDING_SECS {
                 break;
