@@ -41,7 +41,7 @@ pub const OLDEST_VERSION: u16 = 2;
 const FOOTER_LEN: usize = 16;
 const FOOTER_MAGIC: &[u8; 4] = b"TVBE";
 const INDEX_COUNTER: u64 = u64::MAX;
-/// Most bytes a chunk may decompress to (a corrupt or hostile length is refused, not allocated).
+/// Most bytes a chunk may decompress to: a chunk whose frames claim more is refused.
 const MAX_CHUNK_BYTES: usize = 1024 * 1024 * 1024;
 /// Distinct values kept per tag key in a block index.
 pub const MAX_TAG_VALUES: usize = 64;
