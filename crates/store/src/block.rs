@@ -991,6 +991,52 @@ pub fn wrapped_key_of(
 /// reads from its object.
 pub struct BlockFile(Option<File>);
 
+/// A block's index, read from its end, decrypted and decoded.
+fn read_index(
+    objects: &dyn Objects,
+    key: &str,
+    size: u64,
+    tenant: &TenantId,
+    block_id: u64,
+    data_key: &DataKey,
+) -> Result<BlockIndex, StoreError> {
+    let corrupt = |offset: u64, reason: &str| StoreError::Corruption {
+        path: key.to_owned(),
+        offset,
+        reason: reason.to_owned(),
+    };
+    // The footer and, usually, the whole index in one read from the end.
+    let tail_start = size.saturating_sub(64 * 1024);
+    let tail = read_range(objects, key, tail_start..size)?;
+    let foot = &tail[tail.len() - FOOTER_LEN..];
+    if &foot[12..] != FOOTER_MAGIC {
+        return Err(corrupt(size - 4, "bad footer (block incomplete?)"));
+    }
+    let ioff = u64::from_le_bytes(foot[..8].try_into().expect("8 bytes"));
+    let ilen = u32::from_le_bytes(foot[8..12].try_into().expect("4 bytes")) as u64;
+    if ioff + ilen + FOOTER_LEN as u64 != size {
+        return Err(corrupt(
+            size - FOOTER_LEN as u64,
+            "index bounds do not match",
+        ));
+    }
+    let mut ibuf = if ioff >= tail_start {
+        tail[(ioff - tail_start) as usize..(ioff - tail_start + ilen) as usize].to_vec()
+    } else {
+        read_range(objects, key, ioff..ioff + ilen)?
+    };
+    let plain = data_key
+        .open(
+            INDEX_COUNTER,
+            &aad(tenant, block_id, INDEX_COUNTER),
+            &mut ibuf,
+        )
+        .map_err(|_| corrupt(ioff, "index fails authentication"))?;
+    let raw = zstd::bulk::decompress(plain, 256 * 1024 * 1024)
+        .map_err(|_| corrupt(ioff, "index does not decompress"))?;
+    BlockIndex::decode(raw.as_slice()).map_err(|_| corrupt(ioff, "index does not decode"))
+}
+
 impl BlockMeta {
     /// Opens a block: checks format, unwraps its key, decrypts its index.
     pub fn load(
@@ -1017,37 +1063,14 @@ impl BlockMeta {
         let data_key = keyring
             .open_data_key(tenant, &wrapped)
             .map_err(StoreError::Crypto)?;
-        // The footer and, usually, the whole index in one read from the end.
-        let tail_start = size.saturating_sub(64 * 1024);
-        let tail = read_range(&**objects, key, tail_start..size)?;
-        let foot = &tail[tail.len() - FOOTER_LEN..];
-        if &foot[12..] != FOOTER_MAGIC {
-            return Err(corrupt(size - 4, "bad footer (block incomplete?)"));
+        let mut index = read_index(&**objects, key, size, tenant, header.block_id, &data_key)?;
+        // The values of a key with more than `MAX_TAG_VALUES` of them are a sample: they prune
+        // nothing (a sample cannot rule a value out), and only the tags API lists them. Kept in
+        // memory they were about a third of every block's index (issue 22); the tags API reads
+        // them from the block when asked (`truncated_tag_values`).
+        for t in index.tags.iter_mut().filter(|t| t.truncated) {
+            t.values = Vec::new();
         }
-        let ioff = u64::from_le_bytes(foot[..8].try_into().expect("8 bytes"));
-        let ilen = u32::from_le_bytes(foot[8..12].try_into().expect("4 bytes")) as u64;
-        if ioff + ilen + FOOTER_LEN as u64 != size {
-            return Err(corrupt(
-                size - FOOTER_LEN as u64,
-                "index bounds do not match",
-            ));
-        }
-        let mut ibuf = if ioff >= tail_start {
-            tail[(ioff - tail_start) as usize..(ioff - tail_start + ilen) as usize].to_vec()
-        } else {
-            read_range(&**objects, key, ioff..ioff + ilen)?
-        };
-        let plain = data_key
-            .open(
-                INDEX_COUNTER,
-                &aad(tenant, header.block_id, INDEX_COUNTER),
-                &mut ibuf,
-            )
-            .map_err(|_| corrupt(ioff, "index fails authentication"))?;
-        let raw = zstd::bulk::decompress(plain, 256 * 1024 * 1024)
-            .map_err(|_| corrupt(ioff, "index does not decompress"))?;
-        let mut index = BlockIndex::decode(raw.as_slice())
-            .map_err(|_| corrupt(ioff, "index does not decode"))?;
         let mut prefixes: Vec<u64> = index
             .trace_prefixes
             .chunks_exact(8)
@@ -1074,6 +1097,29 @@ impl BlockMeta {
             operations,
             format,
         })
+    }
+
+    /// The values the block's index keeps for a key with more than [`MAX_TAG_VALUES`] of them
+    /// (`entry`, one of `index.tags` with `truncated` set, whose values are not kept in memory):
+    /// read from the block. Other entries answer from memory.
+    pub fn tag_values_of(&self, entry: &TagValues) -> Result<Vec<String>, StoreError> {
+        if !entry.truncated {
+            return Ok(entry.values.clone());
+        }
+        let index = read_index(
+            &*self.objects,
+            &self.key,
+            self.size,
+            &self.tenant,
+            self.id,
+            &self.data_key,
+        )?;
+        Ok(index
+            .tags
+            .into_iter()
+            .find(|t| t.key == entry.key && t.scope == entry.scope)
+            .map(|t| t.values)
+            .unwrap_or_default())
     }
 
     /// Whether the block may hold spans of a trace whose id starts with `prefix`.

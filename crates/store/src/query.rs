@@ -597,11 +597,15 @@ impl Store {
                         .iter()
                         .any(|s| TagScope::from_u32(t.scope).may_be(*s))
             }) {
-                for v in &t.values {
+                if values.len() >= limit {
+                    break;
+                }
+                for v in b.tag_values_of(t)? {
                     if values.len() >= limit {
                         break;
                     }
-                    values.insert((v.clone(), guess_type(v)));
+                    let kind = guess_type(&v);
+                    values.insert((v, kind));
                 }
             }
         }
@@ -656,13 +660,18 @@ impl Store {
         Ok(out)
     }
 
-    /// Values seen for attribute `name` (bounded per block; see `block::MAX_TAG_VALUES`).
+    /// Values seen for attribute `name` (bounded per block; see `block::MAX_TAG_VALUES`). A key
+    /// with more values than a block keeps is read from the newest blocks' files until 1,000
+    /// values are listed (its values are not held in memory).
     pub fn tag_values(&self, tenant: &TenantId, name: &str) -> Result<Vec<String>, StoreError> {
         let (blocks, head) = self.snapshot(tenant);
         let mut values: BTreeSet<String> = BTreeSet::new();
-        for b in &blocks {
+        for b in blocks.iter().rev() {
             for t in b.index.tags.iter().filter(|t| t.key == name) {
-                values.extend(t.values.iter().cloned());
+                if t.truncated && values.len() >= 1000 {
+                    continue;
+                }
+                values.extend(b.tag_values_of(t)?);
             }
         }
         for r in head {

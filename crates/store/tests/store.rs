@@ -496,6 +496,87 @@ fn blocks_in_the_previous_format_still_read() {
     assert_eq!(read, sent);
 }
 
+/// A key with more values than a block index keeps (`MAX_TAG_VALUES`, 64) has a sample of them
+/// in the index for the tags API: read from the block file when asked, not held in memory for
+/// as long as the block is kept. A key with few values stays in memory, where it prunes
+/// searches. Both tags APIs answer as they did.
+#[tokio::test]
+async fn a_sample_of_many_tag_values_is_read_from_the_block_not_kept_in_memory() {
+    use tv_store::TagScope;
+    use tv_store::block::{BlockBuilder, BlockMeta, MAX_TAG_VALUES};
+    use tv_store::objects::{LocalDir, SharedObjects};
+    let with_ids = |trace: [u8; 16]| {
+        let mut req = request("svc", trace, 100, "tags");
+        for (i, span) in req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter_mut()
+            .enumerate()
+        {
+            span.attributes.push(tv_model::otlp::KeyValue {
+                key: "request.id".into(),
+                value: s(&format!("r{i:03}")),
+                ..Default::default()
+            });
+        }
+        req
+    };
+    let d = tempfile::tempdir().unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let store = Store::open(cfg(d.path()), keyring(d.path())).unwrap();
+    store
+        .append(batch("acme", with_ids([6; 16])))
+        .await
+        .unwrap();
+    // Not sealed yet: the head lists every value.
+    assert_eq!(store.tag_values(&acme, "request.id").unwrap().len(), 100);
+    store.flush().await.unwrap();
+    let sealed = store.tag_values(&acme, "request.id").unwrap();
+    assert_eq!(sealed.len(), MAX_TAG_VALUES);
+    assert!(sealed.iter().all(|v| v.len() == 4 && v.starts_with('r')));
+    let scoped = store
+        .scoped_tag_values(&acme, &[TagScope::Span], "request.id", None, None, 1000)
+        .unwrap();
+    assert_eq!(scoped.len(), MAX_TAG_VALUES);
+    assert!(scoped.iter().all(|(_, kind)| *kind == "string"));
+    assert_eq!(store.tag_values(&acme, "note").unwrap(), ["tags"]);
+    // A search for a value the block does not hold is pruned by the in-memory list.
+    let q = |v: &str| SearchQuery {
+        tags: vec![("note".into(), v.into())],
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.search(&acme, &q("tags")).unwrap().len(), 1);
+    assert!(store.search(&acme, &q("other")).unwrap().is_empty());
+    drop(store);
+
+    // What the loaded block holds in memory.
+    let kr = keyring(d.path());
+    let objects: SharedObjects = Arc::new(LocalDir::new(d.path().join("data")));
+    let mut b = BlockBuilder::default();
+    b.add_record(1, [9; 32], with_ids([7; 16]));
+    b.write(
+        &d.path().join("staging"),
+        &*objects,
+        &acme,
+        99,
+        &kr,
+        4096,
+        3,
+    )
+    .unwrap();
+    let meta = BlockMeta::load(&objects, "blocks/acme/0000000000000063.tvb", &acme, &kr).unwrap();
+    let entry = |k: &str| meta.index.tags.iter().find(|t| t.key == k).unwrap();
+    assert!(entry("request.id").truncated);
+    assert!(entry("request.id").values.is_empty());
+    assert_eq!(
+        meta.tag_values_of(entry("request.id")).unwrap().len(),
+        MAX_TAG_VALUES
+    );
+    assert!(!entry("note").truncated);
+    assert_eq!(entry("note").values, ["tags"]);
+    assert_eq!(meta.tag_values_of(entry("note")).unwrap(), ["tags"]);
+}
+
 async fn one_sealed_block(dir: &Path, trace: [u8; 16], spans: usize) -> std::path::PathBuf {
     let store = Store::open(cfg(dir), keyring(dir)).unwrap();
     store
