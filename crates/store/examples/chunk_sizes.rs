@@ -68,36 +68,8 @@ fn main() {
             let c: Chunk = meta.read_chunk(&f, i).expect("chunk");
             spans += c.record.len() as u64;
             whole += z(&c.encode_to_vec(), level) as u64;
-            macro_rules! field {
-                ($name:ident) => {
-                    let one = Chunk {
-                        $name: c.$name.clone(),
-                        ..Default::default()
-                    };
-                    add(stringify!($name), &one.encode_to_vec());
-                };
-            }
-            field!(resources);
-            field!(scopes);
-            field!(trace_ids);
-            field!(trace_runs);
-            field!(resource);
-            field!(scope);
-            field!(span_ids);
-            field!(parent);
-            field!(parent_raw);
-            field!(start_delta);
-            field!(duration);
-            field!(names);
-            field!(name);
-            field!(kind);
-            field!(attr_count);
-            field!(keys);
-            field!(attr_key);
-            field!(rest);
-            field!(record);
-            for (k, col) in c.keys.iter().zip(&c.columns) {
-                add(&format!("attr {k}"), &col.encode_to_vec());
+            for (name, part) in tv_store::block::chunk_parts(c) {
+                add(&name, &part.encode_to_vec());
             }
         }
     }
